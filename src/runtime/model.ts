@@ -1,0 +1,250 @@
+/**
+ * The runtime face of a model: load a GGUF file (mapped read-only, validated), tokenize, run
+ * prefill and decode through the architecture's forward pass, sample, and stream text.
+ *
+ *   const model = await loadModel("models/gemma-3-270m-Q4_K_M.gguf", { threads: 2 });
+ *   for await (const piece of model.generate("Once upon a time", { maxTokens: 32 })) process.stdout.write(piece.text);
+ *   model.dispose();
+ */
+import * as cpu from "../backends/cpu";
+import { parseGGUF, type GGUFFile } from "../gguf";
+import { architectureOf, type Architecture } from "../models/arch";
+import { ModelError, type HParams } from "../models/hparams";
+import { RunState } from "../models/state";
+import { createTokenizer, type Tokenizer } from "../tokenizer";
+import type { Tensor } from "../tensor";
+import { MappedFile } from "./mapped-file";
+import { createSampler, type SamplingOptions } from "./sampling";
+
+export interface LoadOptions {
+  /** Threads for the kernels (default: all cores). */
+  threads?: number;
+  /** Context length (default: min(training context, 4096)). */
+  contextLength?: number;
+  /** Most tokens per forward call during prefill (default 512). */
+  batchSize?: number;
+  /** Rows of logits one forward call can return (default 1; parity tests ask for more). */
+  maxLogitRows?: number;
+  /** KV cache element type (default f16, as llama.cpp). */
+  kvType?: "f16" | "f32";
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxTokens?: number;
+  /** Generation ends before any of these strings; the text returned never contains them. */
+  stop?: string[];
+  /** Add BOS/EOS per the model's rules (default true). */
+  addSpecial?: boolean;
+  /** Parse special-token text such as "<start_of_turn>" in the prompt (default true). */
+  parseSpecial?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GeneratedPiece {
+  /** Text completed by this step (may be empty while a multi-byte character is pending). */
+  text: string;
+  /** The token sampled at this step. */
+  token: number;
+}
+
+export interface Timings {
+  loadMs: number;
+  promptTokens: number;
+  promptMs: number;
+  promptTokensPerSecond: number;
+  generatedTokens: number;
+  generateMs: number;
+  generatedTokensPerSecond: number;
+}
+
+export interface GenerateResult {
+  text: string;
+  tokens: number[];
+  finishReason: "stop" | "length" | "eos" | "abort";
+  timings: Timings;
+}
+
+export class Model {
+  readonly path: string;
+  readonly file: GGUFFile;
+  readonly hp: HParams;
+  readonly arch: Architecture;
+  readonly tokenizer: Tokenizer;
+  readonly state: RunState;
+  readonly loadMs: number;
+  /** Timings of the last generation. */
+  lastTimings: Timings | undefined;
+  readonly #mapped: MappedFile;
+  readonly #weights: unknown;
+  #disposed = false;
+
+  constructor(path: string, opts: LoadOptions = {}) {
+    const t0 = performance.now();
+    if (opts.threads !== undefined) cpu.setThreads(opts.threads);
+    this.path = path;
+    this.#mapped = new MappedFile(path);
+    try {
+      this.file = parseGGUF(this.#mapped.bytes, { fileName: path });
+      this.arch = architectureOf(this.file);
+      this.hp = this.arch.readHParams(this.file);
+      this.#weights = this.arch.loadWeights(this.file, this.#mapped.bytes, this.hp);
+      this.tokenizer = createTokenizer(this.file.metadata);
+      if (this.tokenizer.vocabSize !== this.hp.nVocab) {
+        throw new ModelError("VOCAB_MISMATCH", `tokenizer has ${this.tokenizer.vocabSize} tokens but token_embd has ${this.hp.nVocab} rows`, path);
+      }
+      const nCtx = opts.contextLength ?? Math.min(this.hp.nCtxTrain, 4096);
+      if (!Number.isSafeInteger(nCtx) || nCtx < 1) throw new RangeError(`contextLength must be a positive integer, got ${nCtx}`);
+      this.state = new RunState(this.hp, {
+        nCtx,
+        maxBatch: opts.batchSize ?? 512,
+        maxLogitRows: opts.maxLogitRows ?? 1,
+        kvType: opts.kvType ?? "f16",
+        weightTypes: [...new Set(this.arch.tensors(this.#weights).map((t) => t.dtype))],
+      });
+    } catch (e) {
+      this.#mapped.close();
+      throw e;
+    }
+    this.loadMs = performance.now() - t0;
+  }
+
+  get contextLength(): number {
+    return this.state.nCtx;
+  }
+
+  #guard(): void {
+    if (this.#disposed) throw new Error(`${this.path}: model used after dispose()`);
+  }
+
+  /** Token ids of `text`; by default plain text, no BOS (llama.cpp's add_special=false, parse_special=false). */
+  tokenize(text: string, opts: { addSpecial?: boolean; parseSpecial?: boolean } = {}): number[] {
+    this.#guard();
+    return this.tokenizer.encode(text, { addSpecial: opts.addSpecial ?? false, parseSpecial: opts.parseSpecial ?? false });
+  }
+
+  detokenize(ids: readonly number[], opts: { skipSpecial?: boolean } = {}): string {
+    this.#guard();
+    return this.tokenizer.decode([...ids], opts);
+  }
+
+  /** Forgets the context (KV cache). */
+  reset(): void {
+    this.state.truncate(0);
+  }
+
+  /**
+   * Feeds tokens at the end of the context (in batches) and returns the logits of the last
+   * `logitRows` positions of the final batch, as a view valid until the next call.
+   */
+  eval(tokens: readonly number[] | Int32Array, logitRows = 1): Tensor {
+    this.#guard();
+    const ids = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
+    if (ids.length === 0) throw new RangeError("eval: no tokens");
+    if (this.state.nPast + ids.length > this.state.nCtx) {
+      throw new ModelError("CONTEXT_FULL", `${this.state.nPast} tokens in the context + ${ids.length} new ones exceed the context length ${this.state.nCtx}`, this.path);
+    }
+    let logits: Tensor | undefined;
+    for (let i = 0; i < ids.length; i += this.state.maxBatch) {
+      const chunk = ids.subarray(i, Math.min(ids.length, i + this.state.maxBatch));
+      const last = i + chunk.length === ids.length;
+      logits = this.arch.forward(this.hp, this.#weights, this.state, chunk, last ? Math.min(logitRows, chunk.length) : 1);
+    }
+    return logits!;
+  }
+
+  /** Streams the continuation of `prompt` (text or token ids), piece by piece. */
+  async *generate(prompt: string | readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GeneratedPiece, GenerateResult> {
+    this.#guard();
+    const promptIds = typeof prompt === "string" ? this.tokenizer.encode(prompt, { addSpecial: opts.addSpecial ?? true, parseSpecial: opts.parseSpecial ?? true }) : [...prompt];
+    if (promptIds.length === 0) throw new RangeError("generate: the prompt has no tokens");
+    if (promptIds.length >= this.state.nCtx) {
+      throw new ModelError("PROMPT_TOO_LONG", `the prompt has ${promptIds.length} tokens; the context holds ${this.state.nCtx}`, this.path);
+    }
+    const maxTokens = Math.min(opts.maxTokens ?? 256, this.state.nCtx - promptIds.length);
+    const sampler = createSampler(opts, this.hp.nVocab);
+    const stops = (opts.stop ?? []).filter((s) => s.length > 0);
+    const holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
+    const stream = this.tokenizer.createStreamDecoder();
+    const history = [...promptIds];
+    const generated: number[] = [];
+    let text = "";
+    let emitted = 0;
+    let finishReason: GenerateResult["finishReason"] = "length";
+
+    this.reset();
+    const t0 = performance.now();
+    let logits = this.eval(promptIds);
+    const t1 = performance.now();
+    while (generated.length < maxTokens) {
+      if (opts.signal?.aborted) {
+        finishReason = "abort";
+        break;
+      }
+      const token = sampler.sample(logits.f32, history);
+      if (this.tokenizer.isEog(token)) {
+        finishReason = "eos";
+        break;
+      }
+      generated.push(token);
+      history.push(token);
+      text += stream.push(token);
+      const stopAt = firstStop(text, stops);
+      if (stopAt >= 0) {
+        text = text.slice(0, stopAt);
+        finishReason = "stop";
+        if (text.length > emitted) yield { text: text.slice(emitted), token };
+        emitted = text.length;
+        break;
+      }
+      const safe = Math.max(emitted, text.length - holdBack);
+      yield { text: text.slice(emitted, safe), token };
+      emitted = safe;
+      if (generated.length < maxTokens) logits = this.eval([token]);
+    }
+    if (finishReason !== "stop") {
+      text += stream.flush();
+      if (text.length > emitted) yield { text: text.slice(emitted), token: generated.at(-1) ?? -1 };
+    }
+    const t2 = performance.now();
+    const timings: Timings = {
+      loadMs: this.loadMs,
+      promptTokens: promptIds.length,
+      promptMs: t1 - t0,
+      promptTokensPerSecond: (promptIds.length * 1000) / Math.max(t1 - t0, 1e-6),
+      generatedTokens: generated.length,
+      generateMs: t2 - t1,
+      generatedTokensPerSecond: (generated.length * 1000) / Math.max(t2 - t1, 1e-6),
+    };
+    this.lastTimings = timings;
+    return { text, tokens: generated, finishReason, timings };
+  }
+
+  /** Runs generate to the end and returns the whole result. */
+  async complete(prompt: string | readonly number[], opts: GenerateOptions = {}): Promise<GenerateResult> {
+    const it = this.generate(prompt, opts);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.state.dispose();
+    this.#mapped.close();
+  }
+}
+
+function firstStop(text: string, stops: string[]): number {
+  let at = -1;
+  for (const s of stops) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at;
+}
+
+export async function loadModel(path: string, opts: LoadOptions = {}): Promise<Model> {
+  return new Model(path, opts);
+}

@@ -1,0 +1,206 @@
+/**
+ * A thin tensor: a dtype, a shape and a byte view. The bytes are an ArrayBuffer, a page-aligned
+ * buffer owned by libkiln, or a read-only window of a mapped GGUF file; the kernels receive the
+ * view itself, so nothing is copied.
+ *
+ * Shapes are row-major, outermost first, as in NumPy: a weight matrix of `n_out` rows of `k`
+ * elements is [n_out, k]. (GGUF lists dims innermost first, `ne = [k, n_out]`; the loader
+ * reverses them.) The last dimension must be a whole number of the dtype's blocks.
+ */
+import { toArrayBuffer } from "bun:ffi";
+import { kiln } from "./ffi/library";
+
+/** GGML type ids of the types kiln's kernels run (values are ggml's). */
+export const DTYPE_IDS = {
+  f32: 0,
+  f16: 1,
+  q4_0: 2,
+  q4_1: 3,
+  q5_0: 6,
+  q5_1: 7,
+  q8_0: 8,
+  q4_k: 12,
+  q5_k: 13,
+  q6_k: 14,
+  bf16: 30,
+} as const;
+
+export type DType = keyof typeof DTYPE_IDS;
+
+/** Elements per block and bytes per block (checked against the library by a test). */
+export const DTYPE_LAYOUT: Record<DType, { blockSize: number; typeSize: number }> = {
+  f32: { blockSize: 1, typeSize: 4 },
+  f16: { blockSize: 1, typeSize: 2 },
+  bf16: { blockSize: 1, typeSize: 2 },
+  q4_0: { blockSize: 32, typeSize: 18 },
+  q4_1: { blockSize: 32, typeSize: 20 },
+  q5_0: { blockSize: 32, typeSize: 22 },
+  q5_1: { blockSize: 32, typeSize: 24 },
+  q8_0: { blockSize: 32, typeSize: 34 },
+  q4_k: { blockSize: 256, typeSize: 144 },
+  q5_k: { blockSize: 256, typeSize: 176 },
+  q6_k: { blockSize: 256, typeSize: 210 },
+};
+
+export const isDType = (s: string): s is DType => Object.hasOwn(DTYPE_IDS, s);
+
+/** GGML type id → kiln dtype name (undefined for types the kernels do not run). */
+export function dtypeOfId(id: number): DType | undefined {
+  for (const [name, v] of Object.entries(DTYPE_IDS)) if (v === id) return name as DType;
+  return undefined;
+}
+
+/**
+ * The activation format each weight type's dot product consumes (quant.zig): float weights take
+ * f32 rows, the 32-block types 8-bit blocks of 32, the K-quants 8-bit blocks of 256. Weights that
+ * share a format can share one prepared copy of the activations.
+ */
+export const ACT_FORMAT: Record<DType, "f32" | "q8_0" | "q8_k"> = {
+  f32: "f32", f16: "f32", bf16: "f32",
+  q4_0: "q8_0", q4_1: "q8_0", q5_0: "q8_0", q5_1: "q8_0", q8_0: "q8_0",
+  q4_k: "q8_k", q5_k: "q8_k", q6_k: "q8_k",
+};
+
+/** A shape error: names the op, the tensors and what was expected. */
+export class ShapeError extends Error {
+  override name = "ShapeError";
+}
+
+function checkDim(op: string, what: string, n: number): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw new ShapeError(`${op}: ${what} must be a non-negative integer, got ${n}`);
+}
+
+/** Bytes of `n` elements of one row; throws unless n is a whole number of blocks. */
+export function rowBytes(dtype: DType, n: number, op = "rowBytes"): number {
+  checkDim(op, "row length", n);
+  const { blockSize, typeSize } = DTYPE_LAYOUT[dtype];
+  if (n % blockSize !== 0) {
+    throw new ShapeError(`${op}: a ${dtype} row of ${n} elements is not a whole number of ${blockSize}-element blocks`);
+  }
+  const bytes = (n / blockSize) * typeSize;
+  if (!Number.isSafeInteger(bytes)) throw new ShapeError(`${op}: ${n} elements of ${dtype} overflow`);
+  return bytes;
+}
+
+export function byteLength(dtype: DType, shape: readonly number[], op = "byteLength"): number {
+  if (shape.length === 0) throw new ShapeError(`${op}: a tensor needs at least one dimension`);
+  shape.forEach((d, i) => checkDim(op, `dim ${i}`, d));
+  const inner = shape[shape.length - 1]!;
+  const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  const total = rows * rowBytes(dtype, inner, op);
+  if (!Number.isSafeInteger(total)) throw new ShapeError(`${op}: shape [${shape}] of ${dtype} overflows`);
+  return total;
+}
+
+export class Tensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly bytes: Uint8Array;
+  readonly name: string;
+  #f32?: Float32Array;
+
+  constructor(dtype: DType, shape: readonly number[], bytes: Uint8Array, name = "") {
+    const need = byteLength(dtype, shape, `Tensor ${name || "(unnamed)"}`);
+    if (bytes.byteLength !== need) {
+      throw new ShapeError(`Tensor ${name || "(unnamed)"}: ${dtype} [${shape}] needs ${need} bytes, the view has ${bytes.byteLength}`);
+    }
+    this.dtype = dtype;
+    this.shape = Object.freeze([...shape]);
+    this.bytes = bytes;
+    this.name = name;
+  }
+
+  /** A zero-filled tensor on the JS heap. */
+  static zeros(dtype: DType, shape: readonly number[], name = ""): Tensor {
+    return new Tensor(dtype, shape, new Uint8Array(byteLength(dtype, shape, "Tensor.zeros")), name);
+  }
+
+  static fromF32(data: Float32Array, shape: readonly number[], name = ""): Tensor {
+    return new Tensor("f32", shape, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), name);
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** Length of the last (contiguous) dimension. */
+  get cols(): number {
+    return this.shape[this.shape.length - 1]!;
+  }
+
+  /** Product of all but the last dimension. */
+  get rows(): number {
+    return this.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  }
+
+  get numel(): number {
+    return this.rows * this.cols;
+  }
+
+  /** Float32 view of an f32 tensor (cached). */
+  get f32(): Float32Array {
+    if (this.dtype !== "f32") throw new ShapeError(`Tensor ${this.name}: .f32 on a ${this.dtype} tensor`);
+    this.#f32 ??= new Float32Array(this.bytes.buffer, this.bytes.byteOffset, this.numel);
+    return this.#f32;
+  }
+
+  /** Rows [start, start+count) along the first dimension, as a view (no copy). */
+  sliceRows(start: number, count: number): Tensor {
+    const outer = this.shape[0]!;
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(count) || start < 0 || count < 0 || start + count > outer) {
+      throw new ShapeError(`Tensor ${this.name}: rows [${start}, ${start + count}) out of range for shape [${this.shape}]`);
+    }
+    const per = this.bytes.byteLength / outer;
+    const shape = [count, ...this.shape.slice(1)];
+    return new Tensor(this.dtype, shape, this.bytes.subarray(start * per, (start + count) * per), this.name);
+  }
+
+  /** The same bytes under another shape with the same byte length. */
+  reshape(shape: readonly number[]): Tensor {
+    return new Tensor(this.dtype, shape, this.bytes, this.name);
+  }
+
+  toString(): string {
+    return `Tensor(${this.name ? this.name + ", " : ""}${this.dtype} [${this.shape.join(", ")}])`;
+  }
+}
+
+/**
+ * Page-aligned memory owned by libkiln (activations, KV caches): it never moves, so views over
+ * it stay valid, and it is returned with `free()` (after which using the view throws).
+ */
+export class NativeBuffer {
+  #addr: number | null;
+  readonly byteLength: number;
+  #view: Uint8Array | null;
+
+  constructor(byteLength: number) {
+    checkDim("NativeBuffer", "byteLength", byteLength);
+    if (byteLength === 0) throw new ShapeError("NativeBuffer: byteLength must be > 0");
+    const addr = kiln().kiln_alloc(byteLength);
+    if (!addr) throw new Error(`NativeBuffer: could not allocate ${byteLength} bytes`);
+    this.#addr = addr as number;
+    this.byteLength = byteLength;
+    this.#view = new Uint8Array(toArrayBuffer(addr, 0, byteLength));
+  }
+
+  get bytes(): Uint8Array {
+    if (!this.#view) throw new Error("NativeBuffer: used after free()");
+    return this.#view;
+  }
+
+  tensor(dtype: DType, shape: readonly number[], byteOffset = 0, name = ""): Tensor {
+    const len = byteLength(dtype, shape, "NativeBuffer.tensor");
+    if (byteOffset < 0 || byteOffset + len > this.byteLength) {
+      throw new ShapeError(`NativeBuffer.tensor: ${dtype} [${shape}] at offset ${byteOffset} does not fit in ${this.byteLength} bytes`);
+    }
+    return new Tensor(dtype, shape, this.bytes.subarray(byteOffset, byteOffset + len), name);
+  }
+
+  free(): void {
+    if (this.#addr === null) return;
+    kiln().kiln_free(this.#addr, this.byteLength);
+    this.#addr = null;
+    this.#view = null;
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The binding against the library itself: the dlopen table names exactly the symbols each
+ * build exports, every build reports the CPU level it was compiled for, the type table agrees
+ * with the kernels', and every x86 level this machine can run gives the same answers.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { CPU_LEVEL_IDS, CPU_LEVELS, detectCpuLevel, libraryPath, loadLibrary, symbols, type CpuLevel } from "../src/ffi/library";
+import { DTYPE_IDS, DTYPE_LAYOUT, type DType } from "../src/tensor";
+import { nmse, randn } from "./helpers";
+
+/** Exported function names from an ELF shared library's dynamic symbol table. */
+function elfExports(path: string): Set<string> {
+  const b = readFileSync(path);
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  if (b.readUInt32BE(0) !== 0x7f454c46 || b[4] !== 2) throw new Error(`${path}: not a 64-bit ELF`);
+  const shoff = Number(dv.getBigUint64(0x28, true));
+  const shentsize = dv.getUint16(0x3a, true);
+  const shnum = dv.getUint16(0x3c, true);
+  const sections = Array.from({ length: shnum }, (_, i) => {
+    const o = shoff + i * shentsize;
+    return { type: dv.getUint32(o + 4, true), offset: Number(dv.getBigUint64(o + 0x18, true)), size: Number(dv.getBigUint64(o + 0x20, true)), link: dv.getUint32(o + 0x28, true), entsize: Number(dv.getBigUint64(o + 0x38, true)) };
+  });
+  const dynsym = sections.find((s) => s.type === 11)!; // SHT_DYNSYM
+  const strtab = sections[dynsym.link]!;
+  const names = new Set<string>();
+  for (let o = dynsym.offset; o < dynsym.offset + dynsym.size; o += dynsym.entsize) {
+    const nameOff = dv.getUint32(o, true);
+    const info = b[o + 4]!;
+    const shndx = dv.getUint16(o + 6, true);
+    if ((info & 0xf) !== 2 || shndx === 0) continue; // defined functions only
+    let end = strtab.offset + nameOff;
+    while (b[end] !== 0) end++;
+    names.add(b.toString("latin1", strtab.offset + nameOff, end));
+  }
+  return names;
+}
+
+const runnable = (level: CpuLevel): boolean => {
+  const best = detectCpuLevel();
+  if (level === "aarch64" || best === "aarch64") return level === best;
+  const order = ["x86_64-baseline", "x86_64-v3", "x86_64-v4"];
+  return order.indexOf(level) <= order.indexOf(best);
+};
+
+describe("libkiln builds", () => {
+  for (const level of CPU_LEVELS) {
+    test(`${level}: built, and its kiln_* exports are exactly the binding's table`, () => {
+      const path = libraryPath(level);
+      expect(existsSync(path)).toBe(true);
+      const exported = [...elfExports(path)].filter((n) => n.startsWith("kiln_")).sort();
+      expect(exported).toEqual(Object.keys(symbols).sort());
+    });
+  }
+
+  for (const level of CPU_LEVELS.filter(runnable)) {
+    test(`${level}: loads, reports its level, and agrees with the type table`, () => {
+      const lib = loadLibrary(level);
+      try {
+        expect(lib.symbols.kiln_cpu_level()).toBe(CPU_LEVEL_IDS[level]);
+        for (const [name, id] of Object.entries(DTYPE_IDS)) {
+          expect(lib.symbols.kiln_type_block_size(id)).toBe(DTYPE_LAYOUT[name as DType].blockSize);
+          expect(lib.symbols.kiln_type_size(id)).toBe(DTYPE_LAYOUT[name as DType].typeSize);
+        }
+        expect(lib.symbols.kiln_type_block_size(10)).toBeLessThan(0); // Q2_K: not supported
+      } finally {
+        lib.close();
+      }
+    });
+  }
+
+  test("every runnable level computes the same Q4_K and Q4_0 matmuls (within integer-path rounding)", () => {
+    const [n, k] = [64, 512];
+    const results: Float32Array[] = [];
+    for (const level of CPU_LEVELS.filter(runnable)) {
+      const lib = loadLibrary(level);
+      const s = lib.symbols;
+      try {
+        for (const dtype of ["q4_0", "q4_k"] as const) {
+          const id = DTYPE_IDS[dtype];
+          const w = new Uint8Array((n * k / DTYPE_LAYOUT[dtype].blockSize) * DTYPE_LAYOUT[dtype].typeSize);
+          expect(s.kiln_quantize_row(id, randn(n * k, 5), w, n * k)).toBe(0);
+          const x = randn(k, 6);
+          const xq = new Uint8Array(s.kiln_act_row_bytes(id, k) as number);
+          expect(s.kiln_quantize_act(id, x, k, 1, k, xq)).toBe(0);
+          const y = new Float32Array(n);
+          expect(s.kiln_matmul(id, w, n, k, xq, 1, y, n)).toBe(0);
+          results.push(y);
+        }
+      } finally {
+        lib.close();
+      }
+    }
+    for (let i = 2; i < results.length; i++) expect(nmse(results[i]!, results[i % 2]!)).toBeLessThan(1e-10);
+  });
+
+  test("KILN_CPU must name a level", () => {
+    expect(() => loadLibrary("x86_64-v9" as CpuLevel)).toThrow(/KILN_CPU=x86_64-v9 is not a CPU level/);
+  });
+});

@@ -1,0 +1,321 @@
+/**
+ * The CPU op set through the FFI: each op against an f64 reference written here in TypeScript,
+ * outputs inside guard bytes, and every malformed call rejected in TypeScript with an error that
+ * names the op and the shapes. (Each kernel's SIMD paths are tested against their scalar
+ * references at every CPU level by `zig build test`; this file tests the binding and the layer.)
+ */
+import { describe, expect, test } from "bun:test";
+import * as cpu from "../src/backends/cpu";
+import { DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, type DType } from "../src/tensor";
+import { matmulRef, maxAbsDiff, nmse, randn } from "./helpers";
+
+const GUARD = 0xa5;
+
+/** An f32 tensor whose bytes sit between guard regions of a larger buffer. */
+function guarded(shape: number[], name = "out"): { t: Tensor; checkGuards: () => void } {
+  const n = shape.reduce((a, b) => a * b, 1) * 4;
+  const buf = new Uint8Array(n + 128).fill(GUARD);
+  const t = new Tensor("f32", shape, buf.subarray(64, 64 + n), name);
+  return {
+    t,
+    checkGuards: () => {
+      for (let i = 0; i < 64; i++) expect(buf[i]).toBe(GUARD);
+      for (let i = 64 + n; i < buf.length; i++) expect(buf[i]).toBe(GUARD);
+    },
+  };
+}
+
+function f32(data: Float32Array, shape: number[], name = ""): Tensor {
+  return Tensor.fromF32(data, shape, name);
+}
+
+/** Per-type NMSE budget of the fused matmul against f64 on dequantized weights (the 8-bit
+ * activation quantization dominates; float types are exact up to summation order). */
+const MATMUL_NMSE: Record<DType, number> = {
+  f32: 1e-10, f16: 1e-8, bf16: 1e-8,
+  q8_0: 2e-4, q4_0: 2e-4, q4_1: 2e-4, q5_0: 2e-4, q5_1: 2e-4, q4_k: 2e-4, q5_k: 2e-4, q6_k: 2e-4,
+};
+const QUANTIZABLE: DType[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"];
+
+describe("matmul", () => {
+  for (const dtype of QUANTIZABLE) {
+    test(`${dtype}: decode and batched shapes match f64 on the dequantized weights`, () => {
+      const bs = Math.max(DTYPE_LAYOUT[dtype].blockSize, 32);
+      // NMSE over all outputs of all shapes: one dot of one block can cancel to near zero.
+      const got: number[] = [];
+      const wanted: number[] = [];
+      for (const [n, k, m] of [[1, bs, 1], [37, bs * 3, 1], [64, bs * 5, 7], [300, bs * 4, 2]] as const) {
+        const wq = cpu.quantize(f32(randn(n * k, n + k), [n, k], "w"), dtype);
+        const wd = Tensor.zeros("f32", [n, k]);
+        cpu.dequantize(wq, wd);
+        const x = randn(m * k, 7 * m + k);
+        const out = guarded([m, n]);
+        cpu.matmul(wq, f32(x, [m, k], "x"), out.t);
+        out.checkGuards();
+        got.push(...out.t.f32);
+        wanted.push(...matmulRef(wd.f32, n, k, x, m));
+      }
+      expect(nmse(got, wanted)).toBeLessThan(MATMUL_NMSE[dtype]);
+    });
+  }
+
+  test("rejects mismatched shapes before any pointer crosses", () => {
+    const w = Tensor.zeros("q4_0", [8, 64], "blk.0.attn_q.weight");
+    const x = Tensor.zeros("f32", [2, 32], "x");
+    expect(() => cpu.matmul(w, x, Tensor.zeros("f32", [2, 8]))).toThrow(/matmul: .*inner dims 32 ≠ 64/);
+    expect(() => cpu.matmul(w, Tensor.zeros("f32", [2, 64]), Tensor.zeros("f32", [2, 9]))).toThrow(ShapeError);
+    expect(() => cpu.matmul(w, Tensor.zeros("f32", [2, 64]), Tensor.zeros("f32", [2, 8]), new Uint8Array(3))).toThrow(/scratch has 3 bytes/);
+    expect(() => new Tensor("q4_0", [8, 33], new Uint8Array(10), "bad")).toThrow(/not a whole number of 32-element blocks/);
+    expect(() => new Tensor("f32", [4], new Uint8Array(15), "short")).toThrow(/needs 16 bytes, the view has 15/);
+  });
+});
+
+describe("fused gated FFN", () => {
+  for (const dtype of ["q4_0", "q8_0", "q4_k", "f16"] as DType[]) {
+    for (const act of ["silu", "gelu_tanh"] as const) {
+      test(`${dtype} ${act}: equals matmul, matmul, activation·up`, () => {
+        const bs = Math.max(DTYPE_LAYOUT[dtype].blockSize, 32);
+        const [nFf, k, m] = [96, bs * 2, 3];
+        const wg = cpu.quantize(f32(randn(nFf * k, 1), [nFf, k]), dtype);
+        const wu = cpu.quantize(f32(randn(nFf * k, 2), [nFf, k]), dtype);
+        const x = f32(randn(m * k, 3), [m, k]);
+        const g = Tensor.zeros("f32", [m, nFf]);
+        const u = Tensor.zeros("f32", [m, nFf]);
+        cpu.matmul(wg, x, g);
+        cpu.matmul(wu, x, u);
+        const unfused = Tensor.zeros("f32", [m, nFf]);
+        (act === "silu" ? cpu.siluMul : cpu.geluTanhMul)(g, u, unfused);
+        const fused = guarded([m, nFf]);
+        cpu.ffnGated(wg, wu, x, fused.t, act);
+        fused.checkGuards();
+        expect(maxAbsDiff(fused.t.f32, unfused.f32)).toBeLessThan(1e-4);
+        // and against f64 math on the same gate/up values
+        const ref = g.f32.map((gv, i) => (act === "silu" ? gv / (1 + Math.exp(-gv)) : 0.5 * gv * (1 + Math.tanh(0.7978845608 * gv * (1 + 0.044715 * gv * gv)))) * u.f32[i]!);
+        expect(nmse(fused.t.f32, ref)).toBeLessThan(1e-9);
+      });
+    }
+  }
+  test("gate and up must share shape and dtype", () => {
+    const wg = Tensor.zeros("q4_0", [8, 64]);
+    expect(() => cpu.ffnGated(wg, Tensor.zeros("q8_0", [8, 64]), Tensor.zeros("f32", [1, 64]), Tensor.zeros("f32", [1, 8]), "silu")).toThrow(/share a dtype/);
+    expect(() => cpu.ffnGated(wg, Tensor.zeros("q4_0", [9, 64]), Tensor.zeros("f32", [1, 64]), Tensor.zeros("f32", [1, 8]), "silu")).toThrow(/must have shape \[8, 64\]/);
+  });
+});
+
+describe("rmsNorm", () => {
+  function ref(x: Float32Array, w: Float32Array | null, n: number): Float64Array {
+    const out = new Float64Array(x.length);
+    for (let r = 0; r < x.length / n; r++) {
+      let ss = 0;
+      for (let i = 0; i < n; i++) ss += x[r * n + i]! ** 2;
+      const inv = 1 / Math.sqrt(ss / n + 1e-6);
+      for (let i = 0; i < n; i++) out[r * n + i] = x[r * n + i]! * inv * (w ? w[i]! : 1);
+    }
+    return out;
+  }
+  for (const n of [1, 7, 64, 100, 640, 1023]) {
+    test(`n=${n}: plain, with residual, and emitting prepared activations`, () => {
+      const rows = 3;
+      const x0 = randn(rows * n, n);
+      const res = randn(rows * n, n + 1);
+      const w = randn(n, n + 2);
+      const out = guarded([rows, n]);
+      cpu.rmsNorm(f32(x0.slice(), [rows, n]), f32(w, [n]), out.t, 1e-6);
+      out.checkGuards();
+      expect(nmse(out.t.f32, ref(x0, w, n))).toBeLessThan(1e-12);
+
+      const x = x0.slice();
+      const summed = x0.map((v, i) => v + res[i]!);
+      const out2 = guarded([rows, n]);
+      cpu.rmsNorm(f32(x, [rows, n]), f32(w, [n]), out2.t, 1e-6, { residual: f32(res, [rows, n]) });
+      out2.checkGuards();
+      expect(maxAbsDiff(x, summed)).toBeLessThan(1e-6); // the residual stream was updated in place
+      expect(nmse(out2.t.f32, ref(summed, w, n))).toBeLessThan(1e-12);
+
+      if (n % 32 === 0) {
+        const act = new Uint8Array(cpu.actRowBytes("q8_0", n) * rows);
+        const out3 = Tensor.zeros("f32", [rows, n]);
+        cpu.rmsNorm(f32(x0.slice(), [rows, n]), f32(w, [n]), out3, 1e-6, { emitFor: "q8_0", actOut: act });
+        const separately = new Uint8Array(act.length);
+        cpu.prepareActivations("q8_0", out3, separately);
+        expect(act).toEqual(separately);
+      }
+    });
+  }
+  test("rejects a weight of the wrong length", () => {
+    expect(() => cpu.rmsNorm(Tensor.zeros("f32", [2, 8]), Tensor.zeros("f32", [7]), Tensor.zeros("f32", [2, 8]), 1e-6)).toThrow(/rmsNorm: .*must have shape \[8\]/);
+  });
+});
+
+describe("rope", () => {
+  function ref(x: Float32Array, nHead: number, hd: number, pos: Int32Array, nRot: number, neox: boolean, base: number): Float64Array {
+    const out = Float64Array.from(x);
+    for (let r = 0; r < pos.length; r++) {
+      for (let h = 0; h < nHead; h++) {
+        const o = (r * nHead + h) * hd;
+        for (let k = 0; k < nRot / 2; k++) {
+          const theta = pos[r]! * Math.pow(base, (-2 * k) / nRot);
+          const [i0, i1] = neox ? [k, k + nRot / 2] : [2 * k, 2 * k + 1];
+          const a = x[o + i0]!;
+          const b = x[o + i1]!;
+          out[o + i0] = a * Math.cos(theta) - b * Math.sin(theta);
+          out[o + i1] = a * Math.sin(theta) + b * Math.cos(theta);
+        }
+      }
+    }
+    return out;
+  }
+  for (const neox of [false, true]) {
+    test(`${neox ? "neox" : "normal"} pairing, partial rotation, many positions`, () => {
+      const [rows, nHead, hd, nRot] = [5, 3, 64, 48];
+      const x = randn(rows * nHead * hd, 11);
+      const pos = Int32Array.from([0, 1, 17, 500, 4000]);
+      const t = f32(x.slice(), [rows, nHead * hd]);
+      cpu.rope(t, nHead, pos, { nRot, mode: neox ? "neox" : "normal", freqBase: 10000 });
+      expect(maxAbsDiff(t.f32, ref(x, nHead, hd, pos, nRot, neox, 10000))).toBeLessThan(2e-3);
+      expect(nmse(t.f32, ref(x, nHead, hd, pos, nRot, neox, 10000))).toBeLessThan(1e-9);
+    });
+  }
+  test("rejects a position count that does not match the rows", () => {
+    expect(() => cpu.rope(Tensor.zeros("f32", [2, 64]), 1, new Int32Array(3), { mode: "neox", freqBase: 1e4 })).toThrow(/3 positions for 2 rows/);
+  });
+});
+
+describe("attention", () => {
+  /** f64 attention with causal + window masks. */
+  function ref(q: Float32Array, k: Float32Array, v: Float32Array, nQ: number, nHead: number, nKvHead: number, hd: number, nKv: number, qPos0: number, window: number, scale: number): Float64Array {
+    const out = new Float64Array(nQ * nHead * hd);
+    const group = nHead / nKvHead;
+    for (let i = 0; i < nQ; i++) {
+      for (let h = 0; h < nHead; h++) {
+        const g = Math.floor(h / group);
+        const p = qPos0 + i;
+        const s: number[] = [];
+        for (let j = 0; j < nKv; j++) {
+          if (j > p || (window > 0 && p - j >= window)) { s.push(-Infinity); continue; }
+          let d = 0;
+          for (let c = 0; c < hd; c++) d += q[(i * nHead + h) * hd + c]! * k[(j * nKvHead + g) * hd + c]!;
+          s.push(d * scale);
+        }
+        const mx = Math.max(...s);
+        const e = s.map((x) => (x === -Infinity ? 0 : Math.exp(x - mx)));
+        const z = e.reduce((a, b) => a + b, 0);
+        for (let j = 0; j < nKv; j++) {
+          if (e[j] === 0) continue;
+          for (let c = 0; c < hd; c++) out[(i * nHead + h) * hd + c] += (e[j]! / z) * v[(j * nKvHead + g) * hd + c]!;
+        }
+      }
+    }
+    return out;
+  }
+  const cases = [
+    { name: "decode, GQA", nQ: 1, nHead: 8, nKvHead: 2, hd: 64, nKv: 300, nCtx: 512, qPos0: 299, window: 0 },
+    { name: "prefill, causal, MQA", nQ: 33, nHead: 4, nKvHead: 1, hd: 80, nKv: 33, nCtx: 64, qPos0: 0, window: 0 },
+    { name: "chunked prefill with sliding window", nQ: 16, nHead: 4, nKvHead: 2, hd: 128, nKv: 200, nCtx: 256, qPos0: 184, window: 50 },
+  ];
+  for (const c of cases) {
+    for (const kvType of ["f32", "f16"] as const) {
+      test(`${c.name}, ${kvType} cache: flash and naive match f64`, () => {
+        const q = randn(c.nQ * c.nHead * c.hd, 1);
+        const k = randn(c.nCtx * c.nKvHead * c.hd, 2);
+        const v = randn(c.nCtx * c.nKvHead * c.hd, 3);
+        let kt = f32(k, [c.nCtx, c.nKvHead, c.hd]);
+        let vt = f32(v, [c.nCtx, c.nKvHead, c.hd]);
+        let kRef = k;
+        let vRef = v;
+        if (kvType === "f16") {
+          kt = cpu.quantize(kt.reshape([c.nCtx * c.nKvHead, c.hd]), "f16").reshape([c.nCtx, c.nKvHead, c.hd]);
+          vt = cpu.quantize(vt.reshape([c.nCtx * c.nKvHead, c.hd]), "f16").reshape([c.nCtx, c.nKvHead, c.hd]);
+          const kd = Tensor.zeros("f32", [c.nCtx * c.nKvHead, c.hd]);
+          const vd = Tensor.zeros("f32", [c.nCtx * c.nKvHead, c.hd]);
+          cpu.dequantize(kt.reshape([c.nCtx * c.nKvHead, c.hd]), kd);
+          cpu.dequantize(vt.reshape([c.nCtx * c.nKvHead, c.hd]), vd);
+          kRef = kd.f32;
+          vRef = vd.f32;
+        }
+        const scale = 1 / Math.sqrt(c.hd);
+        const want = ref(q, kRef, vRef, c.nQ, c.nHead, c.nKvHead, c.hd, c.nKv, c.qPos0, c.window, scale);
+        const opts = { qPos0: c.qPos0, window: c.window, scale };
+        const qt = f32(q, [c.nQ, c.nHead, c.hd]);
+        const flash = guarded([c.nQ, c.nHead, c.hd]);
+        cpu.flashAttention(qt, kt, vt, c.nKv, flash.t, c.nHead, opts);
+        flash.checkGuards();
+        expect(maxAbsDiff(flash.t.f32, want)).toBeLessThan(1e-4);
+        const naive = guarded([c.nQ, c.nHead, c.hd]);
+        cpu.attentionNaive(qt, kt, vt, c.nKv, naive.t, c.nHead, opts, new Float32Array(c.nQ * c.nHead * c.nKv));
+        naive.checkGuards();
+        expect(maxAbsDiff(naive.t.f32, want)).toBeLessThan(1e-4);
+      });
+    }
+  }
+  test("rejects n_kv beyond the cache and heads that do not group", () => {
+    const q = Tensor.zeros("f32", [1, 4, 64]);
+    const k = Tensor.zeros("f32", [16, 2, 64]);
+    const out = Tensor.zeros("f32", [1, 4, 64]);
+    expect(() => cpu.flashAttention(q, k, k, 17, out, 4, { qPos0: 16, scale: 1 })).toThrow(/n_kv 17 outside the cache of 16/);
+    const k3 = Tensor.zeros("f32", [16, 3, 64]);
+    expect(() => cpu.flashAttention(q, k3, k3, 4, out, 4, { qPos0: 3, scale: 1 })).toThrow(/not a multiple of n_kv_head 3/);
+  });
+});
+
+describe("elementwise, softmax, embedding lookup", () => {
+  test("softmax rows sum to one and match f64", () => {
+    const x = randn(3 * 1001, 5, 4);
+    const t = f32(x.slice(), [3, 1001]);
+    cpu.softmax(t);
+    for (let r = 0; r < 3; r++) {
+      const row = x.subarray(r * 1001, (r + 1) * 1001);
+      const mx = Math.max(...row);
+      const z = row.reduce((a, b) => a + Math.exp(b - mx), 0);
+      const want = Array.from(row, (v) => Math.exp(v - mx) / z);
+      expect(maxAbsDiff(t.f32.subarray(r * 1001, (r + 1) * 1001), want)).toBeLessThan(1e-6);
+    }
+  });
+  test("getRows dequantizes exactly the requested rows and rejects out-of-range ids", () => {
+    const table = cpu.quantize(f32(randn(10 * 64, 9), [10, 64]), "q8_0");
+    const all = Tensor.zeros("f32", [10, 64]);
+    cpu.dequantize(table, all);
+    const out = Tensor.zeros("f32", [3, 64]);
+    cpu.getRows(table, Int32Array.from([9, 0, 4]), out);
+    expect(out.f32.subarray(0, 64)).toEqual(all.f32.subarray(9 * 64, 10 * 64));
+    expect(out.f32.subarray(128, 192)).toEqual(all.f32.subarray(4 * 64, 5 * 64));
+    expect(() => cpu.getRows(table, Int32Array.from([10]), Tensor.zeros("f32", [1, 64]))).toThrow(/row id 10 outside \[0, 10\)/);
+  });
+  test("add, mul, scale", () => {
+    const a = randn(37, 1);
+    const b = randn(37, 2);
+    const t = f32(a.slice(), [37]);
+    cpu.add(t, f32(b, [37]));
+    expect(maxAbsDiff(t.f32, a.map((v, i) => v + b[i]!))).toBe(0);
+    cpu.mul(t, f32(b, [37]));
+    cpu.scale(t, 0.5);
+    expect(maxAbsDiff(t.f32, a.map((v, i) => Math.fround(Math.fround(v + b[i]!) * b[i]!) * 0.5))).toBe(0);
+    expect(() => cpu.add(t, Tensor.zeros("f32", [36]))).toThrow(/add: .*must have shape \[37\]/);
+  });
+});
+
+describe("native buffers and threads", () => {
+  test("NativeBuffer is zeroed, page-aligned, usable by kernels, and throws after free", () => {
+    const nb = new NativeBuffer(1 << 16);
+    expect(nb.bytes.every((b) => b === 0)).toBe(true);
+    const t = nb.tensor("f32", [4, 8]);
+    t.f32.set(randn(32, 1));
+    cpu.scale(t, 2);
+    nb.free();
+    expect(() => nb.bytes).toThrow(/after free/);
+  });
+  test("setThreads validates and takes effect; results do not depend on the thread count", () => {
+    expect(() => cpu.setThreads(0)).toThrow(RangeError);
+    const w = cpu.quantize(f32(randn(512 * 256, 3), [512, 256]), "q4_0");
+    const x = f32(randn(4 * 256, 4), [4, 256]);
+    const outs = [1, 2, 3].map((n) => {
+      expect(cpu.setThreads(n)).toBe(n);
+      const o = Tensor.zeros("f32", [4, 512]);
+      cpu.matmul(w, x, o);
+      return o.f32;
+    });
+    expect(outs[1]).toEqual(outs[0]!);
+    expect(outs[2]).toEqual(outs[0]!);
+    cpu.setThreads(2);
+  });
+});

@@ -1,0 +1,922 @@
+//! Attention kernels.
+//!
+//! `flashAttention` is the fused path: online softmax (running max, running sum, rescaled
+//! accumulator) over K/V tiles, so the n_q × n_kv score matrix never exists. Each task owns
+//! up to `max_rows` (query row, head) pairs that share one KV head, so a loaded (and, for f16,
+//! converted) K/V tile is reused by the whole GQA group. Decode-sized problems also split the
+//! key range across threads (flash-decoding) and combine the partial (max, sum, acc) triples.
+//!
+//! `attentionNaive` is the unfused path (full score rows + softmaxRow + ·V), kept as a second
+//! reference and as the baseline benchmarks compare against.
+const std = @import("std");
+const builtin = @import("builtin");
+const pool = @import("pool.zig");
+
+const assert = std.debug.assert;
+const inf = std.math.inf(f32);
+
+pub const KvType = enum(u32) { f32 = 0, f16 = 1 };
+
+pub const AttentionArgs = struct {
+    q: [*]const f32,
+    q_row_stride: usize,
+    q_head_stride: usize, // q[i*q_row_stride + h*q_head_stride + d]
+    k: [*]const u8,
+    v: [*]const u8,
+    kv_type: KvType,
+    kv_pos_stride: usize,
+    kv_head_stride: usize, // k[p*kv_pos_stride + g*kv_head_stride + d], same for v
+    out: [*]f32,
+    out_row_stride: usize,
+    out_head_stride: usize,
+    n_q: usize,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    n_kv: usize, // keys present: positions 0..n_kv-1
+    q_pos0: usize, // query i sits at q_pos0 + i and sees keys p <= q_pos0 + i
+    window: usize, // 0 = none; else key p allowed only if (q_pos - p) < window
+    scale: f32, // multiplies q·k
+    softcap: f32, // 0 = off; else s = softcap * tanh(s / softcap)
+};
+
+pub const max_head_dim = 512;
+
+const vlen = std.simd.suggestVectorLength(f32) orelse 4;
+const F32V = @Vector(vlen, f32);
+const F16V = @Vector(vlen, f16);
+const I32V = @Vector(vlen, i32);
+const zero_v: F32V = @splat(0);
+
+/// @mulAdd is a strict fused op: without hardware FMA it becomes a libm call per lane.
+const has_fma = switch (builtin.cpu.arch) {
+    .x86_64, .x86 => builtin.cpu.has(.x86, .fma),
+    .aarch64, .aarch64_be => true,
+    else => false,
+};
+
+/// (query row, head) pairs one task carries: 16 × 512 f32 accumulators = 32 KB of stack.
+const max_rows = 16;
+/// Keys per tile: at most 64, and at most tile_floats / head_dim so a converted f16 tile
+/// (32 KB) stays in L1 while every row of the task reads it; 64 KB tiles measured ~15% slower.
+const max_tile = 64;
+const tile_floats = 8 * 1024;
+/// A KV split shorter than this is not worth a task (dispatch + combine cost more).
+const min_split_keys = 64;
+
+/// Flash-decoding partials: (max, sum, acc[head_dim]) per (task, split, row). Shared between
+/// the pool's workers, so it cannot live on one worker's stack; the lock makes concurrent
+/// callers take turns. 2 MB of .bss, only touched by the split path.
+const partial_floats = 1 << 19;
+var partial_buf: [partial_floats]f32 = undefined;
+var partial_lock: std.Thread.Mutex = .{};
+
+// ---------------------------------------------------------------------------------------
+// SIMD helpers
+
+inline fn loadV(p: [*]const f32) F32V {
+    return p[0..vlen].*;
+}
+
+inline fn storeV(p: [*]f32, x: F32V) void {
+    p[0..vlen].* = x;
+}
+
+inline fn fmaV(a: F32V, b: F32V, c: F32V) F32V {
+    return if (has_fma) @mulAdd(F32V, a, b, c) else a * b + c;
+}
+
+/// exp on a vector (Cephes expf polynomial, ~2 ulp). Inputs below -87.3 give 0 (softmax
+/// inputs are max-subtracted, so only underflow matters); -inf gives 0; NaN stays NaN.
+fn expV(x: F32V) F32V {
+    const lo: F32V = @splat(-87.3);
+    const xc = @min(@max(x, lo), @as(F32V, @splat(88.3)));
+    // Round-to-nearest via the 1.5·2^23 trick: @round would be a libcall per lane on SSE2.
+    const magic: F32V = @splat(12582912.0);
+    const n = (xc * @as(F32V, @splat(1.44269504088896341)) + magic) - magic;
+    var r = fmaV(-n, @splat(0.693359375), xc);
+    r = fmaV(-n, @splat(-2.12194440e-4), r);
+    var p: F32V = @splat(1.9875691500e-4);
+    p = fmaV(p, r, @splat(1.3981999507e-3));
+    p = fmaV(p, r, @splat(8.3334519073e-3));
+    p = fmaV(p, r, @splat(4.1665795894e-2));
+    p = fmaV(p, r, @splat(1.6666665459e-1));
+    p = fmaV(p, r, @splat(5.0000001201e-1));
+    const e = fmaV(p, r * r, r + @as(F32V, @splat(1.0)));
+    const ni: I32V = @intFromFloat(n);
+    const pow2: F32V = @bitCast((ni + @as(I32V, @splat(127))) << @splat(23));
+    const y = @select(f32, x < lo, zero_v, e * pow2);
+    return @select(f32, x != x, x, y);
+}
+
+/// Four query rows against two keys: 8 independent accumulators hide FMA latency and each
+/// loaded k vector feeds four rows.
+fn dot4x2(q: [4][*]const f32, k0: [*]const f32, k1: [*]const f32, n: usize) [4][2]f32 {
+    var a0 = [_]F32V{zero_v} ** 4;
+    var a1 = [_]F32V{zero_v} ** 4;
+    var d: usize = 0;
+    while (d + vlen <= n) : (d += vlen) {
+        const kv0 = loadV(k0 + d);
+        const kv1 = loadV(k1 + d);
+        inline for (0..4) |r| {
+            const qv = loadV(q[r] + d);
+            a0[r] = fmaV(qv, kv0, a0[r]);
+            a1[r] = fmaV(qv, kv1, a1[r]);
+        }
+    }
+    var out: [4][2]f32 = undefined;
+    inline for (0..4) |r| out[r] = .{ @reduce(.Add, a0[r]), @reduce(.Add, a1[r]) };
+    while (d < n) : (d += 1) {
+        inline for (0..4) |r| {
+            out[r][0] += q[r][d] * k0[d];
+            out[r][1] += q[r][d] * k1[d];
+        }
+    }
+    return out;
+}
+
+/// Plain dot product with two accumulators (the unfused path's inner loop).
+fn dot1(q: [*]const f32, k: [*]const f32, n: usize) f32 {
+    var a0 = zero_v;
+    var a1 = zero_v;
+    var d: usize = 0;
+    while (d + 2 * vlen <= n) : (d += 2 * vlen) {
+        a0 = fmaV(loadV(q + d), loadV(k + d), a0);
+        a1 = fmaV(loadV(q + d + vlen), loadV(k + d + vlen), a1);
+    }
+    while (d + vlen <= n) : (d += vlen) a0 = fmaV(loadV(q + d), loadV(k + d), a0);
+    var s = @reduce(.Add, a0 + a1);
+    while (d < n) : (d += 1) s += q[d] * k[d];
+    return s;
+}
+
+/// acc += Σ_k p[k] · v[k*stride ..]: four keys per pass, so acc is loaded and stored once
+/// per four multiply-adds.
+fn axpy4(acc: [*]f32, p: [4]f32, v: [*]const f32, stride: usize, n: usize) void {
+    var d: usize = 0;
+    while (d + vlen <= n) : (d += vlen) {
+        var x = loadV(acc + d);
+        inline for (0..4) |k| x = fmaV(@splat(p[k]), loadV(v + k * stride + d), x);
+        storeV(acc + d, x);
+    }
+    while (d < n) : (d += 1) {
+        inline for (0..4) |k| acc[d] += p[k] * v[k * stride + d];
+    }
+}
+
+fn axpy1(acc: [*]f32, p: f32, v: [*]const f32, n: usize) void {
+    var d: usize = 0;
+    while (d + vlen <= n) : (d += vlen) storeV(acc + d, fmaV(@splat(p), loadV(v + d), loadV(acc + d)));
+    while (d < n) : (d += 1) acc[d] += p * v[d];
+}
+
+fn scaleRow(x: [*]f32, s: f32, n: usize) void {
+    var d: usize = 0;
+    while (d + vlen <= n) : (d += vlen) storeV(x + d, loadV(x + d) * @as(F32V, @splat(s)));
+    while (d < n) : (d += 1) x[d] *= s;
+}
+
+/// f16 → f32 on whole vectors (one vcvtph2ps per 8 lanes with F16C, fcvtl on aarch64).
+fn convertRow(src: [*]const f16, dst: [*]f32, n: usize) void {
+    var d: usize = 0;
+    while (d + vlen <= n) : (d += vlen) {
+        const h: F16V = src[d..][0..vlen].*;
+        storeV(dst + d, @floatCast(h));
+    }
+    while (d < n) : (d += 1) dst[d] = src[d];
+}
+
+// ---------------------------------------------------------------------------------------
+// Softmax
+
+/// In-place softmax of x[0..n] in f32, max-subtracted. Entries of -inf get 0; a row that is
+/// all -inf (nothing allowed) becomes all zeros rather than NaN.
+pub fn softmaxRow(x: [*]f32, n: usize) void {
+    if (n == 0) return;
+    var mv: F32V = @splat(-inf);
+    var i: usize = 0;
+    while (i + vlen <= n) : (i += vlen) mv = @max(mv, loadV(x + i));
+    var m = @reduce(.Max, mv);
+    while (i < n) : (i += 1) m = @max(m, x[i]);
+    if (m == -inf) return @memset(x[0..n], 0);
+    const mvec: F32V = @splat(m);
+    var sv = zero_v;
+    i = 0;
+    while (i + vlen <= n) : (i += vlen) {
+        const e = expV(loadV(x + i) - mvec);
+        storeV(x + i, e);
+        sv += e;
+    }
+    if (i < n) {
+        // Tail through one padded vector so every element sees the same exp.
+        var tmp = [_]f32{-inf} ** vlen;
+        @memcpy(tmp[0 .. n - i], x[i..n]);
+        const e: [vlen]f32 = expV(loadV(&tmp) - mvec);
+        @memcpy(x[i..n], e[0 .. n - i]);
+        for (e[0 .. n - i]) |t| sv[0] += t;
+    }
+    scaleRow(x, 1.0 / @reduce(.Add, sv), n);
+}
+
+/// Scalar reference for softmaxRow, computed in f64.
+pub fn softmaxRowRef(x: [*]f32, n: usize) void {
+    if (n == 0) return;
+    var m: f64 = -std.math.inf(f64);
+    for (x[0..n]) |t| m = @max(m, @as(f64, t));
+    if (m == -std.math.inf(f64)) return @memset(x[0..n], 0);
+    var sum: f64 = 0;
+    for (x[0..n]) |t| sum += @exp(@as(f64, t) - m);
+    for (x[0..n]) |*t| t.* = @floatCast(@exp(@as(f64, t.*) - m) / sum);
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared mask / argument logic
+
+const KeyRange = struct { lo: usize, end: usize };
+
+/// Keys a query at position qp may see: causal (p <= qp), inside the cache, and inside the
+/// sliding window (qp - p < window). Empty when lo == end.
+fn keyRange(a: AttentionArgs, qp: usize) KeyRange {
+    const end = @min(qp + 1, a.n_kv);
+    const lo = if (a.window > 0 and qp + 1 > a.window) qp + 1 - a.window else 0;
+    return .{ .lo = @min(lo, end), .end = end };
+}
+
+inline fn finishScore(a: AttentionArgs, dot: f32) f32 {
+    const s = dot * a.scale;
+    return if (a.softcap == 0) s else a.softcap * std.math.tanh(s / a.softcap);
+}
+
+fn checkArgs(a: AttentionArgs) void {
+    assert(a.head_dim > 0 and a.head_dim <= max_head_dim);
+    assert(a.n_kv_head > 0 and a.n_head % a.n_kv_head == 0);
+    // Distinct heads/rows/positions must not overlap within a head_dim vector.
+    assert(a.n_head <= 1 or a.q_head_stride >= a.head_dim);
+    assert(a.n_head <= 1 or a.out_head_stride >= a.head_dim);
+    assert(a.n_kv_head <= 1 or a.kv_head_stride >= a.head_dim);
+    assert(a.n_q <= 1 or (a.q_row_stride >= a.head_dim and a.out_row_stride >= a.head_dim));
+    assert(a.n_kv <= 1 or a.kv_pos_stride >= a.head_dim);
+    const elem: usize = if (a.kv_type == .f32) 4 else 2;
+    assert(@intFromPtr(a.k) % elem == 0 and @intFromPtr(a.v) % elem == 0);
+    assert(!std.math.isNan(a.scale) and a.softcap >= 0);
+}
+
+fn kvRow(comptime T: type, a: AttentionArgs, base: [*]const u8, p: usize, g: usize) [*]const T {
+    const ptr: [*]const T = @ptrCast(@alignCast(base));
+    return ptr + p * a.kv_pos_stride + g * a.kv_head_stride;
+}
+
+// ---------------------------------------------------------------------------------------
+// Flash attention
+
+/// How the work is cut into tasks. A task = (query block, KV head, chunk of that KV head's
+/// query heads, KV split); its rows are the block's query rows × the chunk's heads.
+const Plan = struct {
+    group: usize, // query heads per KV head
+    heads_per_task: usize,
+    n_head_chunks: usize,
+    rows_per_block: usize, // query rows per task
+    n_q_blocks: usize,
+    n_base: usize, // tasks before KV splitting
+    splits: usize, // KV splits per base task (1 = none)
+    tile: usize, // keys per tile
+
+    fn rowsPerTask(p: Plan) usize {
+        return p.rows_per_block * p.heads_per_task;
+    }
+};
+
+fn makePlan(a: AttentionArgs, threads: usize) Plan {
+    const group = a.n_head / a.n_kv_head;
+    const hpt = @min(group, max_rows);
+    const rpb = @max(1, max_rows / hpt);
+    var p = Plan{
+        .group = group,
+        .heads_per_task = hpt,
+        .n_head_chunks = std.math.divCeil(usize, group, hpt) catch unreachable,
+        .rows_per_block = rpb,
+        .n_q_blocks = std.math.divCeil(usize, a.n_q, rpb) catch unreachable,
+        .n_base = 0,
+        .splits = 1,
+        .tile = @min(max_tile, tile_floats / a.head_dim),
+    };
+    p.n_base = p.n_q_blocks * a.n_kv_head * p.n_head_chunks;
+    // Too few tasks to occupy the threads (decode): split each task's key range too.
+    if (threads > 1 and p.n_base < 2 * threads) {
+        const want = std.math.divCeil(usize, 2 * threads, p.n_base) catch unreachable;
+        const span = if (a.window > 0) @min(a.n_kv, a.window + rpb) else a.n_kv;
+        const by_len = span / min_split_keys;
+        const by_cap = partial_floats / (p.n_base * p.rowsPerTask() * (a.head_dim + 2));
+        p.splits = @max(1, @min(want, @min(by_len, by_cap)));
+    }
+    return p;
+}
+
+/// The (query row, head) pairs of one base task, with their pointers and key ranges.
+const Rows = struct {
+    n: usize,
+    g: usize, // KV head
+    q: [max_rows][*]const f32,
+    out: [max_rows][*]f32,
+    lo: [max_rows]usize,
+    end: [max_rows]usize,
+
+    /// Union of the rows' allowed keys (rows are consecutive positions, so it is contiguous).
+    fn span(r: *const Rows) KeyRange {
+        var lo: usize = std.math.maxInt(usize);
+        var end: usize = 0;
+        for (0..r.n) |i| {
+            if (r.lo[i] == r.end[i]) continue;
+            lo = @min(lo, r.lo[i]);
+            end = @max(end, r.end[i]);
+        }
+        return if (end == 0) .{ .lo = 0, .end = 0 } else .{ .lo = lo, .end = end };
+    }
+};
+
+fn taskRows(a: AttentionArgs, p: Plan, base: usize) Rows {
+    const hc = base % p.n_head_chunks;
+    const g = (base / p.n_head_chunks) % a.n_kv_head;
+    // Latest query blocks first: under the causal mask they are the longest, and the pool's
+    // dynamic scheduling then fills in with the short ones.
+    const qb = p.n_q_blocks - 1 - base / (p.n_head_chunks * a.n_kv_head);
+    const row0 = qb * p.rows_per_block;
+    const h0 = g * p.group + hc * p.heads_per_task;
+    const h1 = @min((g + 1) * p.group, h0 + p.heads_per_task);
+    var rows: Rows = undefined;
+    rows.n = 0;
+    rows.g = g;
+    for (row0..@min(a.n_q, row0 + p.rows_per_block)) |i| {
+        const kr = keyRange(a, a.q_pos0 + i);
+        for (h0..h1) |h| {
+            rows.q[rows.n] = a.q + i * a.q_row_stride + h * a.q_head_stride;
+            rows.out[rows.n] = a.out + i * a.out_row_stride + h * a.out_head_stride;
+            rows.lo[rows.n] = kr.lo;
+            rows.end[rows.n] = kr.end;
+            rows.n += 1;
+        }
+    }
+    return rows;
+}
+
+/// Online-softmax state of a task's rows; acc rows are head_dim apart.
+const State = struct {
+    m: [max_rows]f32,
+    l: [max_rows]f32,
+    acc: [max_rows * max_head_dim]f32,
+};
+
+const Scores = [max_rows][max_tile]f32;
+
+const Tile = struct { ptr: [*]const f32, stride: usize };
+
+/// K or V rows [t0, t0+n) of KV head g as f32: read in place for f32, converted once into
+/// buf for f16 so the whole GQA group reuses the conversion.
+fn loadTile(a: AttentionArgs, base: [*]const u8, g: usize, t0: usize, n: usize, buf: *[tile_floats]f32) Tile {
+    switch (a.kv_type) {
+        .f32 => return .{ .ptr = kvRow(f32, a, base, t0, g), .stride = a.kv_pos_stride },
+        .f16 => {
+            for (0..n) |j| convertRow(kvRow(f16, a, base, t0 + j, g), buf[j * a.head_dim ..].ptr, a.head_dim);
+            return .{ .ptr = buf, .stride = a.head_dim };
+        },
+    }
+}
+
+/// Scores of every row against keys [t0, t0+n), already scaled, softcapped and masked
+/// (-inf). Row groups of four skip the tile's columns none of them may see.
+fn tileScores(a: AttentionArgs, rows: *const Rows, kt: Tile, t0: usize, n: usize, sc: *Scores) void {
+    var r0: usize = 0;
+    while (r0 < rows.n) : (r0 += 4) {
+        var q: [4][*]const f32 = undefined;
+        var ja: usize = n;
+        var jb: usize = 0;
+        for (0..4) |k| {
+            const r = @min(r0 + k, rows.n - 1); // pad the last group with a repeated row
+            q[k] = rows.q[r];
+            const lo = @max(rows.lo[r], t0);
+            const hi = @min(rows.end[r], t0 + n);
+            if (lo < hi) {
+                ja = @min(ja, lo - t0);
+                jb = @max(jb, hi - t0);
+            }
+        }
+        var j = ja;
+        while (j < jb) : (j += 2) {
+            const j1 = @min(j + 1, jb - 1);
+            const d = dot4x2(q, kt.ptr + j * kt.stride, kt.ptr + j1 * kt.stride, a.head_dim);
+            for (0..@min(4, rows.n - r0)) |k| {
+                sc[r0 + k][j] = d[k][0];
+                sc[r0 + k][j1] = d[k][1];
+            }
+        }
+    }
+    // Columns up to the vector-rounded width are written so the softmax reads whole vectors.
+    const nv = std.mem.alignForward(usize, n, vlen);
+    for (0..rows.n) |r| {
+        for (0..nv) |j| {
+            const p = t0 + j;
+            const ok = j < n and p >= rows.lo[r] and p < rows.end[r];
+            sc[r][j] = if (ok) finishScore(a, sc[r][j]) else -inf;
+        }
+    }
+}
+
+/// Online-softmax update of every row that sees part of the tile: new max, rescale of the
+/// running sum and accumulator, and scores turned into probabilities in place.
+fn tileSoftmax(rows: *const Rows, st: *State, sc: *Scores, t0: usize, n: usize, hd: usize) void {
+    const nv = std.mem.alignForward(usize, n, vlen);
+    for (0..rows.n) |r| {
+        if (@max(rows.lo[r], t0) >= @min(rows.end[r], t0 + n)) continue;
+        const row: [*]f32 = &sc[r];
+        var mv: F32V = @splat(-inf);
+        var j: usize = 0;
+        while (j < nv) : (j += vlen) mv = @max(mv, loadV(row + j));
+        const m_new = @max(st.m[r], @reduce(.Max, mv));
+        const alpha = @exp(st.m[r] - m_new); // 0 on the first tile (m = -inf)
+        var sum = zero_v;
+        j = 0;
+        while (j < nv) : (j += vlen) {
+            const e = expV(loadV(row + j) - @as(F32V, @splat(m_new)));
+            storeV(row + j, e);
+            sum += e;
+        }
+        if (alpha != 1 and st.l[r] != 0) scaleRow(st.acc[r * hd ..].ptr, alpha, hd);
+        st.l[r] = st.l[r] * alpha + @reduce(.Add, sum);
+        st.m[r] = m_new;
+    }
+}
+
+fn tileAccumulate(rows: *const Rows, st: *State, vt: Tile, sc: *const Scores, t0: usize, n: usize, hd: usize) void {
+    for (0..rows.n) |r| {
+        const lo = @max(rows.lo[r], t0);
+        const hi = @min(rows.end[r], t0 + n);
+        if (lo >= hi) continue;
+        const acc = st.acc[r * hd ..].ptr;
+        var j = lo - t0;
+        while (j + 4 <= hi - t0) : (j += 4) axpy4(acc, sc[r][j..][0..4].*, vt.ptr + j * vt.stride, vt.stride, hd);
+        while (j < hi - t0) : (j += 1) axpy1(acc, sc[r][j], vt.ptr + j * vt.stride, hd);
+    }
+}
+
+const Ctx = struct {
+    a: AttentionArgs,
+    plan: Plan,
+    partials: ?[*]f32, // non-null on the split path
+};
+
+fn runTask(c: Ctx, t: usize) void {
+    const a = c.a;
+    const hd = a.head_dim;
+    const base = t / c.plan.splits;
+    const rows = taskRows(a, c.plan, base);
+    const span = rows.span();
+    const part = pool.splitRange(span.end - span.lo, c.plan.splits, t % c.plan.splits);
+    var st: State = undefined;
+    @memset(st.m[0..rows.n], -inf);
+    @memset(st.l[0..rows.n], 0);
+    @memset(st.acc[0 .. rows.n * hd], 0);
+    var buf: [tile_floats]f32 = undefined;
+    var sc: Scores = undefined;
+    // Tiles cover only the union of allowed keys: fully masked tiles are never touched.
+    var t0 = span.lo + part.start;
+    const t_end = span.lo + part.end;
+    while (t0 < t_end) : (t0 += c.plan.tile) {
+        const n = @min(c.plan.tile, t_end - t0);
+        tileScores(a, &rows, loadTile(a, a.k, rows.g, t0, n, &buf), t0, n, &sc);
+        tileSoftmax(&rows, &st, &sc, t0, n, hd);
+        tileAccumulate(&rows, &st, loadTile(a, a.v, rows.g, t0, n, &buf), &sc, t0, n, hd);
+    }
+    if (c.partials) |pbuf| {
+        const stride = hd + 2;
+        for (0..rows.n) |r| {
+            const dst = pbuf + (t * c.plan.rowsPerTask() + r) * stride;
+            dst[0] = st.m[r];
+            dst[1] = st.l[r];
+            @memcpy(dst[2 .. 2 + hd], st.acc[r * hd ..][0..hd]);
+        }
+    } else {
+        for (0..rows.n) |r| {
+            const o = rows.out[r];
+            // l == 0 only when the row may see no key: write zeros, not 0/0.
+            if (st.l[r] == 0) {
+                @memset(o[0..hd], 0);
+            } else {
+                @memcpy(o[0..hd], st.acc[r * hd ..][0..hd]);
+                scaleRow(o, 1.0 / st.l[r], hd);
+            }
+        }
+    }
+}
+
+/// Merges the splits' partials: out = Σ_s e^(m_s - M) acc_s / Σ_s e^(m_s - M) l_s.
+fn combineSplits(c: Ctx) void {
+    const hd = c.a.head_dim;
+    const stride = hd + 2;
+    const pbuf = c.partials.?;
+    for (0..c.plan.n_base) |base| {
+        const rows = taskRows(c.a, c.plan, base);
+        for (0..rows.n) |r| {
+            const o = rows.out[r];
+            var m: f32 = -inf;
+            for (0..c.plan.splits) |s| m = @max(m, pbuf[((base * c.plan.splits + s) * c.plan.rowsPerTask() + r) * stride]);
+            @memset(o[0..hd], 0);
+            if (m == -inf) continue; // no split saw a key
+            var l: f32 = 0;
+            for (0..c.plan.splits) |s| {
+                const src = pbuf + ((base * c.plan.splits + s) * c.plan.rowsPerTask() + r) * stride;
+                const w = @exp(src[0] - m);
+                if (w == 0) continue;
+                l += w * src[1];
+                axpy1(o, w, src + 2, hd);
+            }
+            scaleRow(o, 1.0 / l, hd);
+        }
+    }
+}
+
+/// Fused causal (optionally sliding-window, softcapped) attention over a KV cache.
+/// Extra memory: ~68 KB of stack per task (accumulators 32 KB, K/V tile 32 KB, scores 4 KB);
+/// the split path also uses splits·rows·(head_dim+2) floats per base task of the static
+/// partial buffer (33 KB for 8 heads × 256 dims × 4 splits). No heap allocation.
+pub fn flashAttention(args: AttentionArgs) void {
+    checkArgs(args);
+    if (args.n_q == 0 or args.n_head == 0) return;
+    const plan = makePlan(args, pool.threadCount());
+    if (plan.splits == 1) {
+        pool.parallelFor(plan.n_base, Ctx{ .a = args, .plan = plan, .partials = null }, runTask);
+        return;
+    }
+    partial_lock.lock();
+    defer partial_lock.unlock();
+    const ctx = Ctx{ .a = args, .plan = plan, .partials = &partial_buf };
+    pool.parallelFor(plan.n_base * plan.splits, ctx, runTask);
+    combineSplits(ctx);
+}
+
+// ---------------------------------------------------------------------------------------
+// Unfused path
+
+const NaiveCtx = struct { a: AttentionArgs, scores: [*]f32 };
+
+fn naiveRow(c: NaiveCtx, t: usize) void {
+    const a = c.a;
+    const hd = a.head_dim;
+    const i = t / a.n_head;
+    const h = t % a.n_head;
+    const g = h / (a.n_head / a.n_kv_head);
+    const q = a.q + i * a.q_row_stride + h * a.q_head_stride;
+    const o = a.out + i * a.out_row_stride + h * a.out_head_stride;
+    const s = c.scores + t * a.n_kv;
+    const kr = keyRange(a, a.q_pos0 + i);
+    @memset(o[0..hd], 0);
+    if (kr.lo == kr.end) return;
+    var row: [max_head_dim]f32 = undefined;
+    for (0..a.n_kv) |p| {
+        if (p < kr.lo or p >= kr.end) {
+            s[p] = -inf;
+            continue;
+        }
+        s[p] = finishScore(a, dot1(q, naiveKvRow(a, a.k, p, g, &row), hd));
+    }
+    softmaxRow(s, a.n_kv);
+    for (kr.lo..kr.end) |p| axpy1(o, s[p], naiveKvRow(a, a.v, p, g, &row), hd);
+}
+
+fn naiveKvRow(a: AttentionArgs, base: [*]const u8, p: usize, g: usize, row: *[max_head_dim]f32) [*]const f32 {
+    return switch (a.kv_type) {
+        .f32 => kvRow(f32, a, base, p, g),
+        .f16 => blk: {
+            convertRow(kvRow(f16, a, base, p, g), row, a.head_dim);
+            break :blk row;
+        },
+    };
+}
+
+/// Unfused reference: materializes each (query, head) score row in `scores`
+/// (n_q*n_head*n_kv floats, caller-provided), masks, softmaxRow, then ·V.
+pub fn attentionNaive(args: AttentionArgs, scores: [*]f32) void {
+    checkArgs(args);
+    pool.parallelFor(args.n_q * args.n_head, NaiveCtx{ .a = args, .scores = scores }, naiveRow);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+
+/// Scalar f64 reference. out64 is compact [n_q][n_head][head_dim].
+fn attentionRef(a: AttentionArgs, out64: []f64, scores: []f64) void {
+    const hd = a.head_dim;
+    for (0..a.n_q) |i| {
+        const kr = keyRange(a, a.q_pos0 + i);
+        for (0..a.n_head) |h| {
+            const g = h / (a.n_head / a.n_kv_head);
+            const o = out64[(i * a.n_head + h) * hd ..][0..hd];
+            @memset(o, 0);
+            if (kr.lo == kr.end) continue;
+            const q = a.q + i * a.q_row_stride + h * a.q_head_stride;
+            var m: f64 = -std.math.inf(f64);
+            for (kr.lo..kr.end) |p| {
+                var s: f64 = 0;
+                for (0..hd) |d| s += @as(f64, q[d]) * refKv(a, a.k, p, g, d);
+                s *= a.scale;
+                if (a.softcap != 0) s = a.softcap * std.math.tanh(s / a.softcap);
+                scores[p] = s;
+                m = @max(m, s);
+            }
+            var sum: f64 = 0;
+            for (kr.lo..kr.end) |p| {
+                const w = @exp(scores[p] - m);
+                sum += w;
+                for (0..hd) |d| o[d] += w * refKv(a, a.v, p, g, d);
+            }
+            for (o) |*x| x.* /= sum;
+        }
+    }
+}
+
+fn refKv(a: AttentionArgs, base: [*]const u8, p: usize, g: usize, d: usize) f64 {
+    return switch (a.kv_type) {
+        .f32 => kvRow(f32, a, base, p, g)[d],
+        .f16 => kvRow(f16, a, base, p, g)[d],
+    };
+}
+
+const TestCase = struct {
+    n_q: usize,
+    n_kv: usize,
+    q_pos0: usize,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    window: usize = 0,
+    softcap: f32 = 0,
+    kv_type: KvType = .f32,
+    scale_mul: f32 = 1, // scale = scale_mul / sqrt(head_dim); > 1 gives peaky softmax
+    pad: usize = 0, // extra elements between heads and rows: strides not tightly packed
+    head_major: bool = false, // [head][pos][d] layouts instead of [pos][head][d]
+};
+
+const sentinel: f32 = 7777.0;
+const guard_len = 16;
+
+/// Buffers for one case; out holds `sentinel` everywhere the kernel must not write.
+const Fixture = struct {
+    q: []f32,
+    kv: [2][]align(4) u8,
+    out: []f32,
+    args: AttentionArgs,
+
+    fn deinit(f: *Fixture, al: std.mem.Allocator) void {
+        al.free(f.q);
+        for (f.kv) |b| al.free(b);
+        al.free(f.out);
+    }
+};
+
+fn extent(n0: usize, s0: usize, n1: usize, s1: usize, hd: usize) usize {
+    if (n0 == 0 or n1 == 0) return 0;
+    return (n0 - 1) * s0 + (n1 - 1) * s1 + hd;
+}
+
+fn makeFixture(al: std.mem.Allocator, c: TestCase, rng: std.Random) !Fixture {
+    const hd = c.head_dim;
+    const w = hd + c.pad;
+    // Row-major: [row][head][d]; head-major: [head][row][d]. Either way padded.
+    const q_rs = if (c.head_major) w else c.n_head * w + c.pad;
+    const q_hs = if (c.head_major) c.n_q * w + c.pad else w;
+    const kv_ps = if (c.head_major) w else c.n_kv_head * w + c.pad;
+    const kv_hs = if (c.head_major) (c.n_kv + 3) * w + c.pad else w;
+    const o_rs = c.n_head * w + c.pad;
+    var f: Fixture = undefined;
+    f.q = try al.alloc(f32, extent(c.n_q, q_rs, c.n_head, q_hs, hd));
+    for (f.q) |*x| x.* = rng.float(f32) * 2 - 1;
+    const kv_elems = @max(1, extent(c.n_kv, kv_ps, c.n_kv_head, kv_hs, hd));
+    for (&f.kv) |*b| {
+        const esz: usize = if (c.kv_type == .f32) 4 else 2;
+        b.* = try al.alignedAlloc(u8, .@"4", kv_elems * esz);
+        for (0..kv_elems) |e| {
+            const x = rng.float(f32) * 2 - 1;
+            if (c.kv_type == .f32) std.mem.bytesAsSlice(f32, b.*)[e] = x else std.mem.bytesAsSlice(f16, b.*)[e] = @floatCast(x);
+        }
+    }
+    f.out = try al.alloc(f32, extent(c.n_q, o_rs, c.n_head, w, hd) + guard_len);
+    f.args = .{
+        .q = f.q.ptr,
+        .q_row_stride = q_rs,
+        .q_head_stride = q_hs,
+        .k = f.kv[0].ptr,
+        .v = f.kv[1].ptr,
+        .kv_type = c.kv_type,
+        .kv_pos_stride = kv_ps,
+        .kv_head_stride = kv_hs,
+        .out = f.out.ptr,
+        .out_row_stride = o_rs,
+        .out_head_stride = w,
+        .n_q = c.n_q,
+        .n_head = c.n_head,
+        .n_kv_head = c.n_kv_head,
+        .head_dim = hd,
+        .n_kv = c.n_kv,
+        .q_pos0 = c.q_pos0,
+        .window = c.window,
+        .scale = c.scale_mul / @sqrt(@as(f32, @floatFromInt(hd))),
+        .softcap = c.softcap,
+    };
+    return f;
+}
+
+/// Checks out against the f64 reference and that every non-output slot (padding and the
+/// guard after the last output) still holds the sentinel.
+/// Bound: max |out - ref| <= 1e-4 · max(max |ref|, 1e-3). Both read the same f16/f32 K/V
+/// values, so the bound holds for f16 too; it covers f32 dot/exp rounding (~1e-6 typical).
+fn expectMatches(f: *const Fixture, ref: []const f64) !void {
+    const a = f.args;
+    const hd = a.head_dim;
+    var written = try std.testing.allocator.alloc(bool, f.out.len);
+    defer std.testing.allocator.free(written);
+    @memset(written, false);
+    var max_ref: f64 = 0;
+    var max_err: f64 = 0;
+    for (0..a.n_q) |i| for (0..a.n_head) |h| for (0..hd) |d| {
+        const idx = i * a.out_row_stride + h * a.out_head_stride + d;
+        written[idx] = true;
+        const r = ref[(i * a.n_head + h) * hd + d];
+        max_ref = @max(max_ref, @abs(r));
+        const err = @abs(@as(f64, f.out[idx]) - r);
+        if (!(err <= max_err)) max_err = if (std.math.isNan(err)) std.math.inf(f64) else err;
+    };
+    for (f.out, written) |x, wr| if (!wr) try std.testing.expectEqual(sentinel, x);
+    const tol = 1e-4 * @max(max_ref, 1e-3);
+    if (!(max_err <= tol)) {
+        std.debug.print("max_err {e} tol {e} (max_ref {e})\n", .{ max_err, tol, max_ref });
+        return error.TestExpectedApproxEq;
+    }
+}
+
+fn checkCase(c: TestCase, seed: u64) !void {
+    const al = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(seed);
+    var f = try makeFixture(al, c, prng.random());
+    defer f.deinit(al);
+    const ref = try al.alloc(f64, c.n_q * c.n_head * c.head_dim);
+    defer al.free(ref);
+    const ref_scores = try al.alloc(f64, @max(1, c.n_kv));
+    defer al.free(ref_scores);
+    attentionRef(f.args, ref, ref_scores);
+    const scores = try al.alloc(f32, @max(1, c.n_q * c.n_head * c.n_kv));
+    defer al.free(scores);
+    for ([_]usize{ 1, 2, 3 }) |threads| {
+        _ = pool.setThreads(threads);
+        @memset(f.out, sentinel);
+        flashAttention(f.args);
+        expectMatches(&f, ref) catch |e| {
+            std.debug.print("flash failed: threads {d} case {any}\n", .{ threads, c });
+            return e;
+        };
+        @memset(f.out, sentinel);
+        attentionNaive(f.args, scores.ptr);
+        expectMatches(&f, ref) catch |e| {
+            std.debug.print("naive failed: threads {d} case {any}\n", .{ threads, c });
+            return e;
+        };
+    }
+}
+
+test "softmaxRow matches f64 reference" {
+    var prng = std.Random.DefaultPrng.init(1);
+    const rng = prng.random();
+    for ([_]usize{ 1, 3, 17, 1000 }) |n| {
+        var a: [1000]f32 = undefined;
+        var b: [1000]f32 = undefined;
+        for (a[0..n]) |*x| x.* = (rng.float(f32) * 2 - 1) * 30;
+        if (n > 2) a[1] = -inf; // masked entry
+        b = a;
+        softmaxRow(&a, n);
+        softmaxRowRef(&b, n);
+        var sum: f64 = 0;
+        for (a[0..n], b[0..n]) |x, y| {
+            try std.testing.expect(@abs(x - y) <= 2e-6); // values in [0, 1]: ~ a few ulp of 1
+            sum += x;
+        }
+        try std.testing.expectApproxEqAbs(1.0, sum, 1e-5);
+        if (n > 2) try std.testing.expectEqual(@as(f32, 0), a[1]);
+    }
+    var all_masked = [_]f32{ -inf, -inf, -inf };
+    softmaxRow(&all_masked, 3);
+    for (all_masked) |x| try std.testing.expectEqual(@as(f32, 0), x);
+}
+
+test "expV is accurate across the softmax input range" {
+    var x: f32 = -90;
+    while (x < 10) : (x += 0.37) {
+        const got: [vlen]f32 = expV(@splat(x));
+        const want = @exp(@as(f64, x));
+        const tol = if (x < -87.3) 2e-38 else want * 3e-7;
+        try std.testing.expect(@abs(got[0] - want) <= tol);
+    }
+}
+
+test "flash attention: causal prefill" {
+    try checkCase(.{ .n_q = 37, .n_kv = 37, .q_pos0 = 0, .n_head = 4, .n_kv_head = 4, .head_dim = 64 }, 10);
+    try checkCase(.{ .n_q = 20, .n_kv = 100, .q_pos0 = 80, .n_head = 8, .n_kv_head = 2, .head_dim = 80 }, 11);
+    try checkCase(.{ .n_q = 150, .n_kv = 150, .q_pos0 = 0, .n_head = 8, .n_kv_head = 2, .head_dim = 72, .pad = 3 }, 12);
+    try checkCase(.{ .n_q = 70, .n_kv = 130, .q_pos0 = 60, .n_head = 6, .n_kv_head = 1, .head_dim = 128, .kv_type = .f16 }, 13);
+    try checkCase(.{ .n_q = 33, .n_kv = 33, .q_pos0 = 0, .n_head = 3, .n_kv_head = 3, .head_dim = 256, .head_major = true, .pad = 5 }, 14);
+    // Group larger than max_rows: heads split into chunks.
+    try checkCase(.{ .n_q = 9, .n_kv = 40, .q_pos0 = 31, .n_head = 20, .n_kv_head = 1, .head_dim = 64 }, 15);
+}
+
+test "flash attention: decode over cache lengths, GQA and MQA" {
+    for ([_]usize{ 1, 7, 63, 64, 65, 1000 }, 0..) |n_kv, s| {
+        try checkCase(.{ .n_q = 1, .n_kv = n_kv, .q_pos0 = n_kv - 1, .n_head = 8, .n_kv_head = 2, .head_dim = 128 }, 20 + s);
+        try checkCase(.{ .n_q = 1, .n_kv = n_kv, .q_pos0 = n_kv - 1, .n_head = 8, .n_kv_head = 1, .head_dim = 256, .kv_type = .f16, .pad = 2 }, 30 + s);
+        try checkCase(.{ .n_q = 1, .n_kv = n_kv, .q_pos0 = n_kv - 1, .n_head = 4, .n_kv_head = 4, .head_dim = 72, .scale_mul = 4, .head_major = true }, 40 + s);
+    }
+    // A few query rows (speculative / chunked decode) also take the split path.
+    try checkCase(.{ .n_q = 3, .n_kv = 700, .q_pos0 = 697, .n_head = 4, .n_kv_head = 1, .head_dim = 64, .kv_type = .f16 }, 50);
+}
+
+test "flash attention: head dims, softcap, f16" {
+    for ([_]usize{ 64, 80, 128, 256, 72, 512, 5 }, 0..) |hd, s| {
+        for ([_]f32{ 0, 20 }) |cap| for ([_]KvType{ .f32, .f16 }) |kt| {
+            try checkCase(.{ .n_q = 5, .n_kv = 300, .q_pos0 = 295, .n_head = 4, .n_kv_head = 2, .head_dim = hd, .softcap = cap, .kv_type = kt, .scale_mul = 3, .pad = 1 }, 60 + s);
+            try checkCase(.{ .n_q = 1, .n_kv = 300, .q_pos0 = 299, .n_head = 2, .n_kv_head = 1, .head_dim = hd, .softcap = cap, .kv_type = kt, .scale_mul = 3 }, 70 + s);
+        };
+    }
+}
+
+test "flash attention: sliding window" {
+    try checkCase(.{ .n_q = 50, .n_kv = 50, .q_pos0 = 0, .n_head = 4, .n_kv_head = 2, .head_dim = 64, .window = 4 }, 80);
+    try checkCase(.{ .n_q = 1, .n_kv = 1000, .q_pos0 = 999, .n_head = 4, .n_kv_head = 1, .head_dim = 256, .window = 512, .kv_type = .f16 }, 81);
+    try checkCase(.{ .n_q = 1, .n_kv = 1000, .q_pos0 = 999, .n_head = 8, .n_kv_head = 2, .head_dim = 64, .window = 4 }, 82);
+    try checkCase(.{ .n_q = 64, .n_kv = 964, .q_pos0 = 900, .n_head = 4, .n_kv_head = 1, .head_dim = 256, .window = 512 }, 83);
+    try checkCase(.{ .n_q = 600, .n_kv = 600, .q_pos0 = 0, .n_head = 2, .n_kv_head = 1, .head_dim = 64, .window = 512, .softcap = 10, .kv_type = .f16 }, 84);
+}
+
+test "flash attention: rows with no allowed key write zeros" {
+    // Queries past the cache end, with a window that excludes every cached key.
+    try checkCase(.{ .n_q = 3, .n_kv = 10, .q_pos0 = 20, .n_head = 2, .n_kv_head = 1, .head_dim = 64, .window = 4 }, 90);
+    // Mixed: the first rows see keys, the last ones none.
+    try checkCase(.{ .n_q = 6, .n_kv = 10, .q_pos0 = 8, .n_head = 2, .n_kv_head = 2, .head_dim = 64, .window = 4 }, 91);
+    // Empty cache.
+    try checkCase(.{ .n_q = 2, .n_kv = 0, .q_pos0 = 0, .n_head = 4, .n_kv_head = 2, .head_dim = 80 }, 92);
+}
+
+test "flash attention: random shapes" {
+    var prng = std.Random.DefaultPrng.init(99);
+    const rng = prng.random();
+    const dims = [_]usize{ 64, 80, 128, 256, 72, 40, 3 };
+    for (0..25) |s| {
+        const n_kv_head = rng.intRangeAtMost(usize, 1, 3);
+        const n_kv = rng.intRangeAtMost(usize, 1, 400);
+        const n_q = rng.intRangeAtMost(usize, 1, @min(n_kv, 40));
+        try checkCase(.{
+            .n_q = n_q,
+            .n_kv = n_kv,
+            .q_pos0 = n_kv - n_q,
+            .n_head = n_kv_head * rng.intRangeAtMost(usize, 1, 6),
+            .n_kv_head = n_kv_head,
+            .head_dim = dims[rng.uintLessThan(usize, dims.len)],
+            .window = if (rng.boolean()) 0 else rng.intRangeAtMost(usize, 1, 300),
+            .softcap = if (rng.boolean()) 0 else 15,
+            .kv_type = if (rng.boolean()) .f32 else .f16,
+            .scale_mul = 1 + rng.float(f32) * 3,
+            .pad = rng.uintLessThan(usize, 4),
+            .head_major = rng.boolean(),
+        }, 1000 + s);
+    }
+    _ = pool.setThreads(2);
+}
+
+test "plan: decode splits the key range only when threads would idle" {
+    const a = AttentionArgs{
+        .q = undefined,
+        .q_row_stride = 256,
+        .q_head_stride = 256,
+        .k = undefined,
+        .v = undefined,
+        .kv_type = .f16,
+        .kv_pos_stride = 256,
+        .kv_head_stride = 256,
+        .out = undefined,
+        .out_row_stride = 256,
+        .out_head_stride = 256,
+        .n_q = 1,
+        .n_head = 8,
+        .n_kv_head = 1,
+        .head_dim = 256,
+        .n_kv = 1000,
+        .q_pos0 = 999,
+        .window = 0,
+        .scale = 1,
+        .softcap = 0,
+    };
+    try std.testing.expectEqual(@as(usize, 1), makePlan(a, 1).splits);
+    try std.testing.expectEqual(@as(usize, 4), makePlan(a, 2).splits);
+    try std.testing.expectEqual(@as(usize, 6), makePlan(a, 3).splits);
+    var short = a;
+    short.n_kv = 64;
+    try std.testing.expectEqual(@as(usize, 1), makePlan(short, 3).splits);
+    var prefill = a;
+    prefill.n_q = 512;
+    try std.testing.expectEqual(@as(usize, 1), makePlan(prefill, 16).splits);
+}

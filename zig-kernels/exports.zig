@@ -1,0 +1,220 @@
+//! The flat C ABI of libkiln: shims only. Pointers plus explicit lengths and strides, integer
+//! status codes, no structs by value, no callbacks. TypeScript (src/ffi/library.ts) validates
+//! every size before calling; these shims re-check what is cheap and return a status.
+const std = @import("std");
+const builtin = @import("builtin");
+const pool = @import("pool.zig");
+const quant = @import("quant.zig");
+const matmul = @import("matmul.zig");
+const norm = @import("norm.zig");
+const activations = @import("activations.zig");
+const rope = @import("rope.zig");
+const attention = @import("attention.zig");
+const bandwidth = @import("bandwidth.zig");
+const memory = @import("memory.zig");
+
+/// Status codes (mirrored in src/ffi/library.ts).
+const ok: i32 = 0;
+const err_bad_type: i32 = -1;
+const err_bad_shape: i32 = -2;
+const err_bad_arg: i32 = -3;
+
+/// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
+export fn kiln_abi_version() u32 {
+    return 1;
+}
+
+/// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
+/// 2 x86-64-v4 (AVX-512 + VNNI), 3 aarch64 (NEON + dotprod).
+export fn kiln_cpu_level() u32 {
+    const x86 = std.Target.x86;
+    const f = builtin.cpu.features;
+    if (builtin.cpu.arch == .aarch64) return 3;
+    if (x86.featureSetHas(f, .avx512f)) return 2;
+    if (x86.featureSetHas(f, .avx2)) return 1;
+    return 0;
+}
+
+export fn kiln_set_threads(n: u32) u32 {
+    return @intCast(pool.setThreads(n));
+}
+
+export fn kiln_get_threads() u32 {
+    return @intCast(pool.threadCount());
+}
+
+// ---- types and quantization -------------------------------------------------------------
+
+fn typeOf(t: u32) ?quant.GgmlType {
+    return quant.GgmlType.fromInt(t);
+}
+
+/// Elements per block of a type, or a negative status for an unsupported type.
+export fn kiln_type_block_size(t: u32) i64 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    return @intCast(quant.blockSize(ty));
+}
+
+export fn kiln_type_size(t: u32) i64 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    return @intCast(quant.typeSize(ty));
+}
+
+/// Bytes of one prepared activation row of n elements for weights of type t.
+export fn kiln_act_row_bytes(t: u32, n: u64) i64 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (n % quant.blockSize(ty) != 0) return err_bad_shape;
+    return @intCast(quant.actRowBytes(ty, n));
+}
+
+export fn kiln_dequantize_row(t: u32, src: [*]const u8, dst: [*]f32, n: u64) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (n % quant.blockSize(ty) != 0) return err_bad_shape;
+    quant.dequantizeRow(ty, src, dst, n);
+    return ok;
+}
+
+export fn kiln_quantize_row(t: u32, src: [*]const f32, dst: [*]u8, n: u64) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (n % quant.blockSize(ty) != 0) return err_bad_shape;
+    return if (quant.quantizeRow(ty, src, dst, n)) ok else err_bad_type;
+}
+
+export fn kiln_get_rows(t: u32, table: [*]const u8, n_cols: u64, ids: [*]const i32, n_ids: u64, out: [*]f32) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (n_cols % quant.blockSize(ty) != 0) return err_bad_shape;
+    quant.getRows(ty, table, n_cols, ids, n_ids, out);
+    return ok;
+}
+
+export fn kiln_quantize_act(t: u32, x: [*]const f32, x_stride: u64, m: u64, k: u64, dst: [*]u8) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (k % quant.blockSize(ty) != 0 or x_stride < k) return err_bad_shape;
+    quant.quantizeActivations(ty, x, x_stride, m, k, dst);
+    return ok;
+}
+
+// ---- matmul and fused FFN ---------------------------------------------------------------
+
+export fn kiln_matmul(t: u32, w: [*]const u8, n_out: u64, k: u64, xq: [*]const u8, m: u64, y: [*]f32, y_stride: u64) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (k % quant.blockSize(ty) != 0 or y_stride < n_out) return err_bad_shape;
+    matmul.matmulPrepared(.{ .t = ty, .w = w, .n_out = n_out, .k = k, .xq = xq, .m = m, .y = y, .y_stride = y_stride });
+    return ok;
+}
+
+export fn kiln_ffn_gated(t: u32, w_gate: [*]const u8, w_up: [*]const u8, n_ff: u64, k: u64, xq: [*]const u8, m: u64, out: [*]f32, out_stride: u64, activation: u32) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (k % quant.blockSize(ty) != 0 or out_stride < n_ff) return err_bad_shape;
+    const act = std.meta.intToEnum(matmul.Activation, activation) catch return err_bad_arg;
+    matmul.gatedFfnPrepared(.{ .t = ty, .w_gate = w_gate, .w_up = w_up, .n_ff = n_ff, .k = k, .xq = xq, .m = m, .out = out, .out_stride = out_stride, .activation = act });
+    return ok;
+}
+
+// ---- norms, elementwise, RoPE, softmax ------------------------------------------------------
+
+/// Fused RMSNorm over `rows` rows: optionally x += residual first (x is the residual stream),
+/// then out = rmsnorm(x) * weight, and optionally the prepared activations of `out` for weights
+/// of type act_type (act_type < 0: none) written to act_out.
+export fn kiln_rmsnorm(x: [*]f32, residual: ?[*]const f32, weight: ?[*]const f32, out: [*]f32, n: u64, rows: u64, stride: u64, eps: f32, act_type: i32, act_out: ?[*]u8) i32 {
+    if (stride < n) return err_bad_shape;
+    var act_ty: ?quant.GgmlType = null;
+    if (act_type >= 0) {
+        act_ty = typeOf(@intCast(act_type)) orelse return err_bad_type;
+        if (n % quant.blockSize(act_ty.?) != 0 or act_out == null) return err_bad_shape;
+    }
+    activations.rmsNormFused(x, residual, weight, out, n, rows, stride, eps, act_ty, act_out);
+    return ok;
+}
+
+export fn kiln_rmsnorm_heads(x: [*]f32, n_rows: u64, n_head: u64, head_dim: u64, row_stride: u64, weight: [*]const f32, eps: f32) i32 {
+    if (row_stride < n_head * head_dim) return err_bad_shape;
+    norm.rmsNormHeads(x, n_rows, n_head, head_dim, row_stride, weight, eps);
+    return ok;
+}
+
+export fn kiln_silu_mul(gate: [*]const f32, up: [*]const f32, out: [*]f32, n: u64) void {
+    norm.siluMulRow(gate, up, out, n);
+}
+
+export fn kiln_gelu_tanh_mul(gate: [*]const f32, up: [*]const f32, out: [*]f32, n: u64) void {
+    norm.geluTanhMulRow(gate, up, out, n);
+}
+
+export fn kiln_add(dst: [*]f32, src: [*]const f32, n: u64) void {
+    norm.addRow(dst, src, n);
+}
+
+export fn kiln_mul(dst: [*]f32, src: [*]const f32, n: u64) void {
+    norm.mulRow(dst, src, n);
+}
+
+export fn kiln_scale(x: [*]f32, n: u64, s: f32) void {
+    norm.scaleRow(x, n, s);
+}
+
+export fn kiln_softmax(x: [*]f32, n: u64, rows: u64, stride: u64) i32 {
+    if (stride < n) return err_bad_shape;
+    for (0..rows) |r| attention.softmaxRow(x + r * stride, n);
+    return ok;
+}
+
+export fn kiln_rope(x: [*]f32, n_rows: u64, n_head: u64, head_dim: u64, row_stride: u64, head_stride: u64, positions: [*]const i32, n_rot: u64, mode: u32, freq_base: f32, freq_scale: f32, freq_factors: ?[*]const f32) i32 {
+    const m = std.meta.intToEnum(rope.RopeMode, mode) catch return err_bad_arg;
+    if (n_rot > head_dim or n_rot % 2 != 0) return err_bad_shape;
+    rope.rope(x, n_rows, n_head, head_dim, row_stride, head_stride, positions, n_rot, m, freq_base, freq_scale, freq_factors);
+    return ok;
+}
+
+// ---- attention -----------------------------------------------------------------------------
+
+fn attentionArgs(q: [*]const f32, q_row_stride: u64, q_head_stride: u64, k: [*]const u8, v: [*]const u8, kv_type: u32, kv_pos_stride: u64, kv_head_stride: u64, out: [*]f32, out_row_stride: u64, out_head_stride: u64, n_q: u64, n_head: u64, n_kv_head: u64, head_dim: u64, n_kv: u64, q_pos0: u64, window: u64, scale: f32, softcap: f32) ?attention.AttentionArgs {
+    const kt = std.meta.intToEnum(attention.KvType, kv_type) catch return null;
+    if (n_kv_head == 0 or n_head % n_kv_head != 0 or head_dim == 0 or head_dim > 512) return null;
+    return .{
+        .q = q, .q_row_stride = q_row_stride, .q_head_stride = q_head_stride,
+        .k = k, .v = v, .kv_type = kt, .kv_pos_stride = kv_pos_stride, .kv_head_stride = kv_head_stride,
+        .out = out, .out_row_stride = out_row_stride, .out_head_stride = out_head_stride,
+        .n_q = n_q, .n_head = n_head, .n_kv_head = n_kv_head, .head_dim = head_dim,
+        .n_kv = n_kv, .q_pos0 = q_pos0, .window = window, .scale = scale, .softcap = softcap,
+    };
+}
+
+export fn kiln_flash_attention(q: [*]const f32, q_row_stride: u64, q_head_stride: u64, k: [*]const u8, v: [*]const u8, kv_type: u32, kv_pos_stride: u64, kv_head_stride: u64, out: [*]f32, out_row_stride: u64, out_head_stride: u64, n_q: u64, n_head: u64, n_kv_head: u64, head_dim: u64, n_kv: u64, q_pos0: u64, window: u64, scale: f32, softcap: f32) i32 {
+    const args = attentionArgs(q, q_row_stride, q_head_stride, k, v, kv_type, kv_pos_stride, kv_head_stride, out, out_row_stride, out_head_stride, n_q, n_head, n_kv_head, head_dim, n_kv, q_pos0, window, scale, softcap) orelse return err_bad_arg;
+    attention.flashAttention(args);
+    return ok;
+}
+
+/// The unfused path: materializes n_q × n_head × n_kv scores in `scores` (benchmarks, tests).
+export fn kiln_attention_naive(q: [*]const f32, q_row_stride: u64, q_head_stride: u64, k: [*]const u8, v: [*]const u8, kv_type: u32, kv_pos_stride: u64, kv_head_stride: u64, out: [*]f32, out_row_stride: u64, out_head_stride: u64, n_q: u64, n_head: u64, n_kv_head: u64, head_dim: u64, n_kv: u64, q_pos0: u64, window: u64, scale: f32, softcap: f32, scores: [*]f32) i32 {
+    const args = attentionArgs(q, q_row_stride, q_head_stride, k, v, kv_type, kv_pos_stride, kv_head_stride, out, out_row_stride, out_head_stride, n_q, n_head, n_kv_head, head_dim, n_kv, q_pos0, window, scale, softcap) orelse return err_bad_arg;
+    attention.attentionNaive(args, scores);
+    return ok;
+}
+
+// ---- memory and machine probes -----------------------------------------------------------
+
+/// Maps a file read-only (PROT_READ, MAP_PRIVATE): a stray write faults instead of changing
+/// the user's model on disk. Returns null on failure; out_len receives the file size.
+export fn kiln_mmap_readonly(path: [*:0]const u8, out_len: *u64) ?[*]const u8 {
+    return memory.mapReadOnly(path, out_len);
+}
+
+export fn kiln_munmap(addr: [*]const u8, len: u64) void {
+    memory.unmap(addr, len);
+}
+
+/// Page-aligned zeroed memory for activations and caches, owned by the caller until kiln_free.
+export fn kiln_alloc(len: u64) ?[*]u8 {
+    return memory.alloc(len);
+}
+
+export fn kiln_free(addr: [*]u8, len: u64) void {
+    memory.free(addr, len);
+}
+
+/// Best read bandwidth in bytes/s over `iterations` passes of buf[0..len] with all threads.
+export fn kiln_read_bandwidth(buf: [*]const u8, len: u64, iterations: u32) f64 {
+    return bandwidth.readBandwidth(buf, len, iterations);
+}

@@ -1,0 +1,61 @@
+//! Memory kiln owns outside the JS heap: read-only file mappings (model weights stay in the
+//! mapped file) and page-aligned buffers (activations, KV cache) that never move.
+const std = @import("std");
+const posix = std.posix;
+
+const page = std.heap.page_size_min;
+
+/// Maps `path` PROT_READ + MAP_PRIVATE. A kernel bug that writes into a weight then faults
+/// visibly, and can never reach the user's file. Null on any failure (missing file, empty
+/// file, mapping refused); the caller reports the path.
+pub fn mapReadOnly(path: [*:0]const u8, out_len: *u64) ?[*]const u8 {
+    out_len.* = 0;
+    const fd = posix.openZ(path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0) catch return null;
+    defer posix.close(fd);
+    const st = posix.fstat(fd) catch return null;
+    if (st.size <= 0) return null;
+    const len: usize = @intCast(st.size);
+    const mapped = posix.mmap(null, len, posix.PROT.READ, .{ .TYPE = .PRIVATE }, fd, 0) catch return null;
+    out_len.* = len;
+    return mapped.ptr;
+}
+
+pub fn unmap(addr: [*]const u8, len: u64) void {
+    const aligned: [*]align(page) const u8 = @alignCast(addr);
+    posix.munmap(aligned[0..len]);
+}
+
+/// Zeroed, page-aligned anonymous memory. Null when len is 0 or the system refuses.
+pub fn alloc(len: u64) ?[*]u8 {
+    if (len == 0) return null;
+    const m = posix.mmap(null, len, posix.PROT.READ | posix.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0) catch return null;
+    return m.ptr;
+}
+
+pub fn free(addr: [*]u8, len: u64) void {
+    const aligned: [*]align(page) u8 = @alignCast(addr);
+    posix.munmap(aligned[0..len]);
+}
+
+test "alloc returns zeroed page-aligned memory; a missing file maps to null" {
+    const p = alloc(10_000) orelse return error.TestUnexpectedResult;
+    defer free(p, 10_000);
+    try std.testing.expectEqual(@as(usize, 0), @intFromPtr(p) % page);
+    for (p[0..10_000]) |b| try std.testing.expectEqual(@as(u8, 0), b);
+    var len: u64 = 123;
+    try std.testing.expectEqual(@as(?[*]const u8, null), mapReadOnly("/nonexistent/kiln-model.gguf", &len));
+    try std.testing.expectEqual(@as(u64, 0), len);
+    try std.testing.expectEqual(@as(?[*]u8, null), alloc(0));
+}
+
+test "mapReadOnly sees the file's bytes" {
+    var len: u64 = 0;
+    // /proc files report size 0; use this test binary's own image instead.
+    var buf: [std.fs.max_path_bytes]u8 = undefined;
+    const self = try std.fs.selfExePath(&buf);
+    buf[self.len] = 0;
+    const p = mapReadOnly(@ptrCast(buf[0..self.len :0]), &len) orelse return error.TestUnexpectedResult;
+    defer unmap(p, len);
+    try std.testing.expect(len > 4);
+    try std.testing.expectEqualSlices(u8, "\x7fELF", p[0..4]);
+}

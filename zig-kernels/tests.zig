@@ -1,0 +1,14 @@
+//! Test root: every kernel family's tests, built and run once per CPU level by `zig build test`.
+test {
+    _ = @import("pool.zig");
+    _ = @import("memory.zig");
+    _ = @import("quant_legacy.zig");
+    _ = @import("quant_k.zig");
+    _ = @import("quant.zig");
+    _ = @import("matmul.zig");
+    _ = @import("norm.zig");
+    _ = @import("activations.zig");
+    _ = @import("rope.zig");
+    _ = @import("attention.zig");
+    _ = @import("bandwidth.zig");
+}
