@@ -1,0 +1,46 @@
+/**
+ * GGUF `general.architecture` → the module that reads its hyper-parameters and weights and runs
+ * its forward pass. The runtime drives every architecture through this one interface.
+ */
+import type { GGUFFile } from "../gguf";
+import type { Tensor } from "../tensor";
+import * as gemma3 from "./gemma3";
+import { ModelError, type HParams } from "./hparams";
+import * as llama from "./llama";
+import * as qwen2 from "./qwen2";
+import type { RunState } from "./state";
+
+export interface Architecture<W = unknown> {
+  name: string;
+  readHParams(file: GGUFFile): HParams;
+  loadWeights(file: GGUFFile, bytes: Uint8Array, hp: HParams): W;
+  /** Appends `tokens` to the context and returns the last `logitRows` rows of logits. */
+  forward(hp: HParams, weights: W, state: RunState, tokens: Int32Array, logitRows?: number): Tensor;
+  /** Every weight tensor, for dtype listings and scratch sizing. */
+  tensors(weights: W): Tensor[];
+}
+
+const flatTensors = (w: object): Tensor[] => {
+  const out: Tensor[] = [];
+  const visit = (v: unknown) => {
+    if (v && typeof v === "object" && "dtype" in v && "shape" in v) out.push(v as Tensor);
+    else if (Array.isArray(v)) v.forEach(visit);
+    else if (v && typeof v === "object") Object.values(v).forEach(visit);
+  };
+  visit(w);
+  return out;
+};
+
+export const ARCHITECTURES: Record<string, Architecture<any>> = {
+  llama: { name: "llama", readHParams: (f) => llama.readLlamaHParams(f), loadWeights: (f, b, hp) => llama.loadWeights(f, b, hp), forward: llama.forward, tensors: flatTensors },
+  qwen2: { name: "qwen2", readHParams: qwen2.readQwen2HParams, loadWeights: qwen2.loadWeights, forward: qwen2.forward, tensors: flatTensors },
+  gemma3: { name: "gemma3", readHParams: gemma3.readGemma3HParams, loadWeights: gemma3.loadWeights, forward: gemma3.forward, tensors: flatTensors },
+};
+
+export function architectureOf(file: GGUFFile): Architecture {
+  const v = file.metadata.get("general.architecture");
+  if (!v || v.type !== 8) throw new ModelError("MISSING_ARCHITECTURE", "general.architecture is missing or not a string", file.fileName);
+  const arch = ARCHITECTURES[v.value as string];
+  if (!arch) throw new ModelError("UNSUPPORTED_ARCHITECTURE", `architecture "${v.value}" is not supported (kiln runs ${Object.keys(ARCHITECTURES).join(", ")})`, file.fileName);
+  return arch;
+}

@@ -1,0 +1,120 @@
+/**
+ * Hyper-parameters read from GGUF metadata with llama.cpp's defaults, and the checks of the
+ * hardening note's section E (model semantics) that need only metadata and tensor shapes.
+ */
+import { getFloat, getInt, getString, type GGUFFile, type GGUFTensorInfo } from "../gguf";
+
+/** A model file that parses as GGUF but does not describe a model kiln can run. */
+export class ModelError extends Error {
+  override name = "ModelError";
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly file?: string,
+  ) {
+    super(`${file ? file + ": " : ""}${message} [${code}]`);
+  }
+}
+
+export const MAX_LAYERS = 512;
+export const MAX_HEADS = 1024;
+export const MAX_EMBD = 1 << 16;
+
+export interface HParams {
+  arch: string;
+  nCtxTrain: number;
+  nEmbd: number;
+  nLayer: number;
+  nFf: number;
+  nHead: number;
+  nKvHead: number;
+  headDim: number; // key_length (= value_length)
+  nRot: number;
+  rmsEps: number;
+  ropeBase: number;
+  ropeScale: number; // freq_scale = 1 / scaling factor
+  /** Gemma 3: sliding window length (0 = none) and the local-layer RoPE base. */
+  slidingWindow: number;
+  ropeBaseLocal: number;
+  nVocab: number;
+}
+
+function int(file: GGUFFile, key: string, lo: number, hi: number, fallback?: number): number {
+  const v = getInt(file.metadata, key, fallback);
+  if (!(v >= lo && v <= hi)) throw new ModelError("HPARAM_OUT_OF_RANGE", `${key} = ${v} is outside [${lo}, ${hi}]`, file.fileName);
+  return v;
+}
+
+function positive(file: GGUFFile, key: string, fallback?: number): number {
+  const v = getFloat(file.metadata, key, fallback);
+  if (!(Number.isFinite(v) && v > 0)) throw new ModelError("HPARAM_NOT_POSITIVE", `${key} = ${v} must be finite and > 0`, file.fileName);
+  return v;
+}
+
+export function readHParams(file: GGUFFile, supported: readonly string[]): HParams {
+  const arch = getString(file.metadata, "general.architecture");
+  if (!/^[a-z0-9_]+$/.test(arch)) throw new ModelError("BAD_ARCHITECTURE", `general.architecture "${arch}" is not a valid name`, file.fileName);
+  if (!supported.includes(arch)) {
+    throw new ModelError("UNSUPPORTED_ARCHITECTURE", `architecture "${arch}" is not supported (kiln runs ${supported.join(", ")})`, file.fileName);
+  }
+  const a = (k: string) => `${arch}.${k}`;
+  const nEmbd = int(file, a("embedding_length"), 1, MAX_EMBD);
+  const nHead = int(file, a("attention.head_count"), 1, MAX_HEADS);
+  const nKvHead = int(file, a("attention.head_count_kv"), 1, MAX_HEADS, nHead);
+  if (nHead % nKvHead !== 0) throw new ModelError("BAD_HEADS", `head_count ${nHead} is not a multiple of head_count_kv ${nKvHead}`, file.fileName);
+  const hasKeyLength = file.metadata.has(a("attention.key_length"));
+  if (!hasKeyLength && nEmbd % nHead !== 0) throw new ModelError("BAD_HEADS", `embedding_length ${nEmbd} is not a multiple of head_count ${nHead} and no key_length is given`, file.fileName);
+  const headDim = int(file, a("attention.key_length"), 1, 512, nEmbd / nHead);
+  const valueDim = int(file, a("attention.value_length"), 1, 512, headDim);
+  if (valueDim !== headDim) throw new ModelError("UNSUPPORTED_HPARAM", `value_length ${valueDim} ≠ key_length ${headDim}`, file.fileName);
+  const nRot = int(file, a("rope.dimension_count"), 2, headDim, headDim);
+  if (nRot % 2 !== 0) throw new ModelError("BAD_ROPE", `rope.dimension_count ${nRot} must be even`, file.fileName);
+  const factor = file.metadata.has(a("rope.scaling.factor")) ? getFloat(file.metadata, a("rope.scaling.factor")) : 0;
+  if (!(Number.isFinite(factor) && factor >= 0)) throw new ModelError("HPARAM_NOT_POSITIVE", `rope.scaling.factor = ${factor}`, file.fileName);
+  const scalingType = file.metadata.has(a("rope.scaling.type")) ? getString(file.metadata, a("rope.scaling.type")) : "linear";
+  if (scalingType !== "linear" && scalingType !== "none") throw new ModelError("UNSUPPORTED_HPARAM", `rope.scaling.type "${scalingType}" is not supported`, file.fileName);
+  const tokens = file.metadata.get("tokenizer.ggml.tokens");
+  const nVocabMeta = tokens?.type === 9 ? (tokens.value as unknown[]).length : 0;
+  return {
+    arch,
+    nCtxTrain: int(file, a("context_length"), 1, 1 << 24),
+    nEmbd,
+    nLayer: int(file, a("block_count"), 1, MAX_LAYERS),
+    nFf: int(file, a("feed_forward_length"), 1, 1 << 20),
+    nHead,
+    nKvHead,
+    headDim,
+    nRot,
+    rmsEps: positive(file, a("attention.layer_norm_rms_epsilon")),
+    ropeBase: positive(file, a("rope.freq_base"), 10000),
+    ropeScale: factor > 0 && scalingType === "linear" ? 1 / factor : 1,
+    slidingWindow: int(file, a("attention.sliding_window"), 0, 1 << 24, 0),
+    ropeBaseLocal: positive(file, a("rope.freq_base_swa"), 10000),
+    nVocab: int(file, a("vocab_size"), 1, 1 << 22, nVocabMeta || undefined),
+  };
+}
+
+/** Checks a tensor exists with exactly the expected ggml dims (innermost first). */
+export function expectTensor(file: GGUFFile, name: string, dims: readonly number[], optional = false): GGUFTensorInfo | undefined {
+  const t = file.tensorsByName.get(name);
+  if (!t) {
+    if (optional) return undefined;
+    throw new ModelError("MISSING_TENSOR", `required tensor ${name} [${dims.join(", ")}] is missing`, file.fileName);
+  }
+  if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
+    throw new ModelError("BAD_TENSOR_SHAPE", `tensor ${name} has dims [${t.dims.join(", ")}], expected [${dims.join(", ")}]`, file.fileName);
+  }
+  return t;
+}
+
+/** block_count must match the blk.N.* tensors present (E02). */
+export function checkLayerCount(file: GGUFFile, nLayer: number): void {
+  let maxBlock = -1;
+  for (const t of file.tensors) {
+    const m = /^blk\.(\d+)\./.exec(t.name);
+    if (m) maxBlock = Math.max(maxBlock, Number(m[1]));
+  }
+  if (maxBlock + 1 !== nLayer) {
+    throw new ModelError("LAYER_COUNT_MISMATCH", `block_count is ${nLayer} but the file has tensors for ${maxBlock + 1} blocks`, file.fileName);
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * Llama family (architecture "llama": Llama 2/3, TinyLlama, SmolLM, Mistral-style), as
+ * llama.cpp's src/models/llama.cpp computes it: pre-norm blocks, grouped-query attention with
+ * normal (adjacent-pair) RoPE — the converter permuted Q/K rows for it — optional rope_freqs,
+ * SiLU-gated FFN, and an output head that is `output.weight` or, when absent, token_embd.
+ * Qwen2 (qwen2.ts) is this graph plus Q/K/V biases and NeoX RoPE, so it reuses `forward` here.
+ * Tensor names are GGUF's, verbatim.
+ */
+import * as cpu from "../backends/cpu";
+import type { GGUFFile } from "../gguf";
+import type { Tensor } from "../tensor";
+import { F32_ONLY, PreparedActivations, beginBatch, optionalWeight, outputLogits, storeKV, weight } from "./common";
+import { checkLayerCount, readHParams, type HParams } from "./hparams";
+import type { RunState } from "./state";
+
+export interface LlamaLayer {
+  attn_norm: Tensor; // (n_embd)
+  attn_q: Tensor; // (n_head * head_dim, n_embd)
+  attn_k: Tensor; // (n_kv_head * head_dim, n_embd)
+  attn_v: Tensor; // (n_kv_head * head_dim, n_embd)
+  attn_q_bias?: Tensor; // (n_head * head_dim)       qwen2
+  attn_k_bias?: Tensor; // (n_kv_head * head_dim)    qwen2
+  attn_v_bias?: Tensor; // (n_kv_head * head_dim)    qwen2
+  attn_output: Tensor; // (n_embd, n_head * head_dim)
+  attn_output_bias?: Tensor; // (n_embd)             optional on llama
+  ffn_norm: Tensor; // (n_embd)
+  ffn_gate: Tensor; // (n_ff, n_embd)
+  ffn_up: Tensor; // (n_ff, n_embd)
+  ffn_down: Tensor; // (n_embd, n_ff)
+}
+
+export interface LlamaWeights {
+  token_embd: Tensor; // (n_vocab, n_embd)
+  output_norm: Tensor; // (n_embd)
+  output: Tensor; // (n_vocab, n_embd): output.weight, or token_embd when tied
+  output_bias?: Tensor; // (n_vocab)                 qwen2, optional
+  rope_freqs?: Tensor; // (n_rot / 2)                Llama 3.1+
+  blk: LlamaLayer[];
+  ropeMode: "normal" | "neox";
+}
+
+export interface LlamaVariant {
+  arch: "llama" | "qwen2";
+  qkvBias: boolean;
+  ropeMode: "normal" | "neox";
+}
+
+export const LLAMA: LlamaVariant = { arch: "llama", qkvBias: false, ropeMode: "normal" };
+
+export function readLlamaHParams(file: GGUFFile, variant: LlamaVariant = LLAMA): HParams {
+  return readHParams(file, [variant.arch]);
+}
+
+export function loadWeights(file: GGUFFile, bytes: Uint8Array, hp: HParams, variant: LlamaVariant = LLAMA): LlamaWeights {
+  checkLayerCount(file, hp.nLayer);
+  const { nEmbd: d, nFf: ff } = hp;
+  const qDim = hp.nHead * hp.headDim;
+  const kvDim = hp.nKvHead * hp.headDim;
+  const w = (name: string, dims: number[], f32 = false) => weight(file, bytes, name, dims, f32 ? F32_ONLY : undefined);
+  const opt = (name: string, dims: number[]) => optionalWeight(file, bytes, name, dims, F32_ONLY);
+  const blk = Array.from({ length: hp.nLayer }, (_, i): LlamaLayer => {
+    const p = `blk.${i}.`;
+    return {
+      attn_norm: w(p + "attn_norm.weight", [d], true),
+      attn_q: w(p + "attn_q.weight", [d, qDim]),
+      attn_k: w(p + "attn_k.weight", [d, kvDim]),
+      attn_v: w(p + "attn_v.weight", [d, kvDim]),
+      // llama.cpp's qwen2 graph adds the biases unconditionally, so they are required there.
+      attn_q_bias: variant.qkvBias ? w(p + "attn_q.bias", [qDim], true) : undefined,
+      attn_k_bias: variant.qkvBias ? w(p + "attn_k.bias", [kvDim], true) : undefined,
+      attn_v_bias: variant.qkvBias ? w(p + "attn_v.bias", [kvDim], true) : undefined,
+      attn_output: w(p + "attn_output.weight", [qDim, d]),
+      attn_output_bias: variant.arch === "llama" ? opt(p + "attn_output.bias", [d]) : undefined,
+      ffn_norm: w(p + "ffn_norm.weight", [d], true),
+      ffn_gate: w(p + "ffn_gate.weight", [d, ff]),
+      ffn_up: w(p + "ffn_up.weight", [d, ff]),
+      ffn_down: w(p + "ffn_down.weight", [ff, d]),
+    };
+  });
+  const token_embd = w("token_embd.weight", [d, hp.nVocab]);
+  return {
+    token_embd,
+    output_norm: w("output_norm.weight", [d], true),
+    output: optionalWeight(file, bytes, "output.weight", [d, hp.nVocab]) ?? token_embd,
+    output_bias: variant.arch === "qwen2" ? opt("output.bias", [hp.nVocab]) : undefined,
+    rope_freqs: opt("rope_freqs.weight", [hp.nRot / 2]),
+    blk,
+    ropeMode: variant.ropeMode,
+  };
+}
+
+/**
+ * Runs `tokens` at positions s.nPast.. through the model, appends their K/V to the cache, and
+ * returns the logits of the last `logitRows` positions (a view of s.logits).
+ */
+export function forward(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32Array, logitRows = 1): Tensor {
+  const b = beginBatch(s, tokens, hp.nVocab);
+  const pos0 = s.nPast;
+  const eps = hp.rmsEps;
+  const act = new PreparedActivations(s.act);
+  const rope = { nRot: hp.nRot, mode: w.ropeMode, freqBase: hp.ropeBase, freqScale: hp.ropeScale, freqFactors: w.rope_freqs };
+
+  cpu.getRows(w.token_embd, tokens, b.x);
+
+  for (let il = 0; il < hp.nLayer; il++) {
+    const L = w.blk[il]!;
+
+    // attention (x += the previous block's FFN output, fused into this norm)
+    cpu.rmsNorm(b.x, L.attn_norm, b.h, eps, { residual: il > 0 ? b.o : undefined, emitFor: L.attn_q.dtype, actOut: act.buf });
+    act.mark(b.h, L.attn_q.dtype);
+    act.matmul(L.attn_q, b.h, b.q);
+    act.matmul(L.attn_k, b.h, b.k);
+    act.matmul(L.attn_v, b.h, b.v);
+    if (L.attn_q_bias) cpu.addBias(b.q, L.attn_q_bias);
+    if (L.attn_k_bias) cpu.addBias(b.k, L.attn_k_bias);
+    if (L.attn_v_bias) cpu.addBias(b.v, L.attn_v_bias);
+    cpu.rope(b.q, hp.nHead, b.positions, rope);
+    cpu.rope(b.k, hp.nKvHead, b.positions, rope);
+    storeKV(s, il, b, pos0);
+    cpu.flashAttention(b.q3, s.kCache[il]!, s.vCache[il]!, pos0 + b.n, b.attn3, hp.nHead, { qPos0: pos0, scale: 1 / Math.sqrt(hp.headDim) });
+    act.matmul(L.attn_output, b.attn, b.o);
+    if (L.attn_output_bias) cpu.addBias(b.o, L.attn_output_bias);
+
+    // feed-forward: x += attention output; h = norm(x)
+    cpu.rmsNorm(b.x, L.ffn_norm, b.h, eps, { residual: b.o, emitFor: L.ffn_gate.dtype, actOut: act.buf });
+    act.mark(b.h, L.ffn_gate.dtype);
+    act.gatedFfn(L.ffn_gate, L.ffn_up, b.h, b.ff, "silu", b.ff2);
+    act.matmul(L.ffn_down, b.ff, b.o);
+    act.invalidate();
+  }
+
+  cpu.rmsNorm(b.x, w.output_norm, b.h, eps, { residual: b.o });
+  s.nPast = pos0 + b.n;
+  const logits = outputLogits(s, b, w.output, logitRows, act);
+  if (w.output_bias) cpu.addBias(logits, w.output_bias);
+  return logits;
+}

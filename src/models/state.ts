@@ -1,0 +1,149 @@
+/**
+ * The run state of one context: the KV cache and every activation buffer a forward pass uses,
+ * allocated once (page-aligned, owned by libkiln) and sized from explicit maxima. The decode
+ * loop allocates nothing: views for a given batch size are made once and reused.
+ */
+import { NativeBuffer, Tensor, type DType } from "../tensor";
+import { actRowBytes } from "../backends/cpu";
+import { ModelError, type HParams } from "./hparams";
+
+export interface StateOptions {
+  /** Context length (KV cache positions). */
+  nCtx: number;
+  /** Most tokens one forward call processes (prefill chunk, speculative verification). */
+  maxBatch: number;
+  /** Most rows of logits one call returns (1 for generation, n for parity/verification). */
+  maxLogitRows: number;
+  kvType: "f16" | "f32";
+  /** dtypes of the model's weights, to size the prepared-activation scratch. */
+  weightTypes: readonly DType[];
+}
+
+/** Per-batch-size views over the activation buffers (shapes in the comments). */
+export interface BatchViews {
+  n: number;
+  x: Tensor; // (n, n_embd) residual stream
+  h: Tensor; // (n, n_embd) normalized input of the next projection
+  o: Tensor; // (n, n_embd) block output before the residual add
+  q: Tensor; // (n, n_head * head_dim)
+  k: Tensor; // (n, n_kv_head * head_dim)
+  v: Tensor; // (n, n_kv_head * head_dim)
+  q3: Tensor; // q as (n, n_head, head_dim)
+  attn: Tensor; // (n, n_head * head_dim) attention output
+  attn3: Tensor; // attn as (n, n_head, head_dim)
+  ff: Tensor; // (n, n_ff) gated FFN activations
+  ff2: Tensor; // (n, n_ff) the up projection, when gate and up differ in dtype (unfused)
+  positions: Int32Array; // (n)
+}
+
+const align = (n: number) => Math.ceil(n / 64) * 64;
+
+export class RunState {
+  readonly nCtx: number;
+  readonly maxBatch: number;
+  readonly maxLogitRows: number;
+  readonly hp: HParams;
+  /** Per layer (n_ctx, n_kv_head, head_dim). */
+  readonly kCache: Tensor[] = [];
+  readonly vCache: Tensor[] = [];
+  /** Prepared activations for the next matmul (8-bit blocks or f32 rows). */
+  readonly act: Uint8Array;
+  /** (maxLogitRows, n_vocab) */
+  readonly logits: Tensor;
+  /** Tokens whose K/V are in the cache, positions 0..nPast-1. */
+  nPast = 0;
+  readonly #buffers: NativeBuffer[] = [];
+  readonly #views = new Map<number, BatchViews>();
+  readonly #activations: NativeBuffer;
+  readonly #layout: Record<string, [number, number]> = {};
+
+  constructor(hp: HParams, o: StateOptions) {
+    for (const [k, v] of [["nCtx", o.nCtx], ["maxBatch", o.maxBatch], ["maxLogitRows", o.maxLogitRows]] as const) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`RunState: ${k} must be a positive integer, got ${v}`);
+    }
+    this.hp = hp;
+    this.nCtx = o.nCtx;
+    this.maxBatch = Math.min(o.maxBatch, o.nCtx);
+    this.maxLogitRows = Math.min(o.maxLogitRows, this.maxBatch);
+    const kvRow = hp.nKvHead * hp.headDim;
+    const kvBytes = o.nCtx * kvRow * (o.kvType === "f16" ? 2 : 4);
+    const budget = Number(process.env.KILN_MAX_STATE_BYTES ?? 32 * 2 ** 30);
+    const B = this.maxBatch;
+    const widths = { x: hp.nEmbd, h: hp.nEmbd, o: hp.nEmbd, q: hp.nHead * hp.headDim, k: kvRow, v: kvRow, attn: hp.nHead * hp.headDim, ff: hp.nFf, ff2: hp.nFf };
+    let offset = 0;
+    for (const [name, w] of Object.entries(widths)) {
+      this.#layout[name] = [offset, w];
+      offset += align(B * w * 4);
+    }
+    const maxWidth = Math.max(hp.nEmbd, hp.nFf, hp.nHead * hp.headDim);
+    const actBytes = B * Math.max(...o.weightTypes.map((t) => actRowBytesPadded(t, maxWidth)));
+    const logitBytes = this.maxLogitRows * hp.nVocab * 4;
+    const total = 2 * hp.nLayer * kvBytes + offset + actBytes + logitBytes;
+    if (total > budget) {
+      throw new ModelError("CONTEXT_TOO_LARGE", `a ${o.nCtx}-token context needs ${(total / 2 ** 30).toFixed(2)} GiB of KV cache and buffers, over the ${(budget / 2 ** 30).toFixed(2)} GiB budget (KILN_MAX_STATE_BYTES); use a smaller context`);
+    }
+    for (let l = 0; l < hp.nLayer; l++) {
+      for (const cache of [this.kCache, this.vCache]) {
+        const buf = new NativeBuffer(kvBytes);
+        this.#buffers.push(buf);
+        cache.push(buf.tensor(o.kvType, [o.nCtx, hp.nKvHead, hp.headDim], 0, `cache_${cache === this.kCache ? "k" : "v"}_l${l}`));
+      }
+    }
+    this.#activations = new NativeBuffer(offset + align(actBytes) + logitBytes);
+    this.#buffers.push(this.#activations);
+    this.act = this.#activations.bytes.subarray(offset, offset + actBytes);
+    this.logits = this.#activations.tensor("f32", [this.maxLogitRows, hp.nVocab], offset + align(actBytes), "logits");
+  }
+
+  /** Views for a batch of n tokens (cached: the decode loop reuses the n = 1 set). */
+  views(n: number): BatchViews {
+    if (!Number.isSafeInteger(n) || n < 1 || n > this.maxBatch) throw new RangeError(`RunState: batch of ${n} tokens outside [1, ${this.maxBatch}]`);
+    let v = this.#views.get(n);
+    if (!v) {
+      const t = (name: string, shape: number[]) => {
+        const [off] = this.#layout[name]!;
+        return this.#activations.tensor("f32", shape, off, name);
+      };
+      const hp = this.hp;
+      const q = t("q", [n, hp.nHead * hp.headDim]);
+      const attn = t("attn", [n, hp.nHead * hp.headDim]);
+      v = {
+        n,
+        x: t("x", [n, hp.nEmbd]),
+        h: t("h", [n, hp.nEmbd]),
+        o: t("o", [n, hp.nEmbd]),
+        q,
+        k: t("k", [n, hp.nKvHead * hp.headDim]),
+        v: t("v", [n, hp.nKvHead * hp.headDim]),
+        q3: q.reshape([n, hp.nHead, hp.headDim]),
+        attn,
+        attn3: attn.reshape([n, hp.nHead, hp.headDim]),
+        ff: t("ff", [n, hp.nFf]),
+        ff2: t("ff2", [n, hp.nFf]),
+        positions: new Int32Array(n),
+      };
+      this.#views.set(n, v);
+    }
+    return v;
+  }
+
+  /** Forgets every position from `n` on (KV rollback): later writes overwrite them. */
+  truncate(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0 || n > this.nPast) throw new RangeError(`RunState.truncate(${n}) outside [0, ${this.nPast}]`);
+    this.nPast = n;
+  }
+
+  dispose(): void {
+    for (const b of this.#buffers) b.free();
+    this.#buffers.length = 0;
+    this.#views.clear();
+  }
+}
+
+function actRowBytesPadded(t: DType, width: number): number {
+  // Widths that are not a multiple of the block size never meet this weight type; the largest
+  // multiple below is a safe upper bound on what one row of its activations can take.
+  const bs = t.endsWith("_k") ? 256 : t.startsWith("q") ? 32 : 1;
+  const n = Math.max(bs, Math.floor(width / bs) * bs);
+  return actRowBytes(t, n);
+}
