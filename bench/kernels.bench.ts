@@ -67,7 +67,7 @@ function weightCopies(dtype: DType, n: number, k: number, minBytes: number) {
   return { tensors, bytes, free: () => buf.free() };
 }
 
-const types: DType[] = quick ? ["q4_0", "q8_0", "q4_k", "q6_k"] : ["q4_0", "q8_0", "q4_k", "q6_k", "q5_0", "q4_1", "q5_1", "q5_k", "bf16", "f16", "f32"];
+const types: DType[] = quick ? ["q4_0", "q8_0", "q4_k", "q6_k", "q5_0"] : ["q4_0", "q8_0", "q4_k", "q6_k", "q5_0", "q4_1", "q5_1", "q5_k", "bf16", "f16", "f32"];
 const shapes: [number, number][] = [[4096, 4096], [5632, 2048]];
 const matmulRows: Record<string, unknown>[] = [];
 console.log("fused dequantize+matmul, decode (one activation row), weights streamed from DRAM");
@@ -87,6 +87,27 @@ for (const dtype of types) {
   }
 }
 results.matmulDecode = matmulRows;
+
+// ---- 2b. prefill-shaped matmul (m activation rows against one weight matrix) -----------------
+// Weights are reused across the m rows, so this is compute-bound: report effective GFLOP/s
+// (2·m·n·k per call).
+console.log("\nfused dequantize+matmul, prefill (m activation rows)");
+line("type", "m×k → n", "ms/call", "GFLOP/s");
+const prefillRows: Record<string, unknown>[] = [];
+for (const dtype of (quick ? ["q4_0"] : ["q4_0", "q8_0", "q4_k", "q6_k"]) as DType[]) {
+  const [n, k] = [4096, 4096];
+  const w = cpu.quantize(Tensor.fromF32(randomF32(n * k, 17, 0.05), [n, k]), dtype);
+  for (const m of [64, 512]) {
+    const x = Tensor.fromF32(randomF32(m * k, 18), [m, k]);
+    const y = Tensor.zeros("f32", [m, n]);
+    const scratch = new Uint8Array(cpu.matmulScratchBytes(dtype, m, k));
+    const s = await seconds(() => cpu.matmul(w, x, y, scratch), 3);
+    const gflops = (2 * m * n * k) / s / 1e9;
+    line(dtype, `${m}×${k} → ${n}`, (s * 1e3).toFixed(2), gflops.toFixed(1));
+    prefillRows.push({ dtype, m, n, k, ms: s * 1e3, GFLOPs: gflops });
+  }
+}
+results.matmulPrefill = prefillRows;
 
 // ---- 3. fusions vs unfused compositions -------------------------------------------------------
 console.log("\nfusion vs the unfused composition of the same kernels");

@@ -49,7 +49,7 @@ fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
             for (0..c.a.m) |i| {
                 const x = c.a.xq + i * act_bytes;
                 const y = c.a.y + i * c.a.y_stride;
-                for (j0..j1) |j| y[j] = T.vecDot(c.a.k, c.a.w + j * row_bytes, x);
+                dotRows(T, c.a.k, c.a.w, row_bytes, x, y, j0, j1);
             }
         }
     }.f;
@@ -59,6 +59,30 @@ fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
 }
 
+/// Weight rows per multi-row kernel call: the rows share activation loads and scales.
+const row_group = 4;
+
+/// y[j] = row j · x for j in [j0, j1): groups of row_group rows through T.vecDotRows where the
+/// type has one (shared activation loads, prefetch of the next group), single rows for the rest.
+inline fn dotRows(comptime T: type, k: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, y: [*]f32, j0: usize, j1: usize) void {
+    @setEvalBranchQuota(100_000);
+    var j = j0;
+    if (comptime @hasDecl(T, "vecDotRows")) {
+        while (j + row_group <= j1) : (j += row_group) {
+            T.vecDotRows(row_group, k, w + j * row_bytes, row_bytes, x, y[j..][0..row_group]);
+        }
+    }
+    while (j < j1) : (j += 1) y[j] = T.vecDot(k, w + j * row_bytes, x);
+}
+
+/// Task boundaries sit on multiples of row_group so every row goes through the same kernel
+/// (vecDotRows for whole groups, vecDot for the last n_out % row_group rows) whichever driver
+/// and thread count computes it: the fused FFN then matches the plain matmul bit for bit
+/// (vecDotRows may differ from vecDot in float summation order).
+fn roundUpGroup(rows: usize) usize {
+    return (std.math.divCeil(usize, rows, row_group) catch unreachable) * row_group;
+}
+
 /// Decode (m == 1) splits the rows into a few chunks per thread so a slow thread does not hold
 /// the others up; batches use small row blocks that stay cache-resident across the batch.
 fn rowsPerTask(t: GgmlType, n_out: usize, k: usize, m: usize) usize {
@@ -66,7 +90,7 @@ fn rowsPerTask(t: GgmlType, n_out: usize, k: usize, m: usize) usize {
     if (total_bytes * m < min_parallel_bytes) return n_out;
     if (m > 1) return rows_per_block_batched;
     const tasks = pool.threadCount() * 4;
-    return @max(8, std.math.divCeil(usize, n_out, tasks) catch unreachable);
+    return roundUpGroup(@max(8, std.math.divCeil(usize, n_out, tasks) catch unreachable));
 }
 
 pub const Activation = enum(u32) { silu = 0, gelu_tanh = 1 };
@@ -103,19 +127,27 @@ fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
             for (0..c.a.m) |i| {
                 const x = c.a.xq + i * act_bytes;
                 const out = c.a.out + i * c.a.out_stride;
-                for (j0..j1) |j| {
-                    const g = T.vecDot(c.a.k, c.a.w_gate + j * row_bytes, x);
-                    const u = T.vecDot(c.a.k, c.a.w_up + j * row_bytes, x);
-                    out[j] = switch (c.a.activation) {
-                        .silu => norm.silu(g) * u,
-                        .gelu_tanh => norm.geluTanh(g) * u,
-                    };
+                var j = j0;
+                while (j < j1) {
+                    // Up to row_group rows of each matrix, then the gated product.
+                    const cnt = @min(row_group, j1 - j);
+                    var g: [row_group]f32 = undefined;
+                    var u: [row_group]f32 = undefined;
+                    dotRows(T, c.a.k, c.a.w_gate + j * row_bytes, row_bytes, x, &g, 0, cnt);
+                    dotRows(T, c.a.k, c.a.w_up + j * row_bytes, row_bytes, x, &u, 0, cnt);
+                    for (0..cnt) |q| {
+                        out[j + q] = switch (c.a.activation) {
+                            .silu => norm.silu(g[q]) * u[q],
+                            .gelu_tanh => norm.geluTanh(g[q]) * u[q],
+                        };
+                    }
+                    j += cnt;
                 }
             }
         }
     }.f;
     // Two weight matrices are read per row, so half the rows per task keep the same footprint.
-    const rows_per_task = @max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2);
+    const rows_per_task = roundUpGroup(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
     const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task };
     const n_tasks = std.math.divCeil(usize, a.n_ff, rows_per_task) catch unreachable;
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);

@@ -130,7 +130,8 @@ pub fn getRows(t: GgmlType, table: [*]const u8, n: usize, ids: [*]const i32, n_i
     }
 }
 
-/// Quantizes rows of f32 into a weight type (only the types kiln writes test models in).
+/// Quantizes rows of f32 into a weight type (every supported type; false is kept for API
+/// compatibility should an unquantizable type be added).
 pub fn quantizeRow(t: GgmlType, src: [*]const f32, dst: [*]u8, n: usize) bool {
     switch (t) {
         .f32 => @memcpy(dst[0 .. n * 4], std.mem.sliceAsBytes(src[0..n])),
@@ -138,9 +139,12 @@ pub fn quantizeRow(t: GgmlType, src: [*]const f32, dst: [*]u8, n: usize) bool {
         .bf16 => legacy.BF16.quantizeRow(src, dst, n),
         .q8_0 => legacy.Q8_0.quantizeRow(src, dst, n),
         .q4_0 => legacy.Q4_0.quantizeRow(src, dst, n),
+        .q4_1 => legacy.Q4_1.quantizeRow(src, dst, n),
+        .q5_0 => legacy.Q5_0.quantizeRow(src, dst, n),
+        .q5_1 => legacy.Q5_1.quantizeRow(src, dst, n),
         .q4_k => kquant.Q4_K.quantizeRow(src, dst, n),
+        .q5_k => kquant.Q5_K.quantizeRow(src, dst, n),
         .q6_k => kquant.Q6_K.quantizeRow(src, dst, n),
-        else => return false,
     }
     return true;
 }

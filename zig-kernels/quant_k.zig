@@ -16,6 +16,7 @@
 //! Weight rows are byte streams with no alignment guarantee, so all loads go through byte arrays.
 const std = @import("std");
 const builtin = @import("builtin");
+const prefetchNextGroup = @import("quant_legacy.zig").prefetchNextGroup;
 
 comptime {
     // Quants, f16 scalars and bsums are read by bit-casting byte arrays.
@@ -366,6 +367,11 @@ pub const Q4_K = struct {
     pub fn vecDot(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return kDot(@This(), n, w, a);
     }
+    /// R rows at once (row_bytes apart) sharing the activation loads; out[r] equals vecDot of
+    /// row r bit for bit.
+    pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+        kDotRows(@This(), R, n, w, row_bytes, a, out);
+    }
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return kDotRefMin(@This(), n, w, a);
     }
@@ -455,6 +461,11 @@ pub const Q5_K = struct {
     }
     pub fn vecDot(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return kDot(@This(), n, w, a);
+    }
+    /// R rows at once (row_bytes apart) sharing the activation loads; out[r] equals vecDot of
+    /// row r bit for bit.
+    pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+        kDotRows(@This(), R, n, w, row_bytes, a, out);
     }
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return kDotRefMin(@This(), n, w, a);
@@ -583,6 +594,36 @@ pub const Q6_K = struct {
         return hsum(acc);
     }
 
+    /// R rows at once (row_bytes apart) sharing the activation loads; out[r] equals vecDot of
+    /// row r bit for bit.
+    pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+        std.debug.assert(n % block_size == 0);
+        @setEvalBranchQuota(100_000);
+        var acc: [R]F32x8 = @splat(@splat(0));
+        for (0..n / block_size) |i| {
+            const ab = a + i * ActQ8_K.type_size;
+            const da = loadF32(ab + ActQ8_K.off_d);
+            const bsums = loadBsums(ab);
+            var acts: [4]I8x64 = undefined;
+            inline for (0..4) |k| acts[k] = loadActs64(ab, k);
+            prefetchNextGroup(w + R * row_bytes, i * type_size * R, type_size * R);
+            inline for (0..R) |r| {
+                const wb = w + r * row_bytes + i * type_size;
+                const sc: I16x16 = @as(@Vector(16, i8), @bitCast(wb[off_scales..][0..16].*));
+                var isum = [2]I32x16{ @splat(0), @splat(0) };
+                inline for (0..4) |k| {
+                    const s4 = @shuffle(i16, sc, undefined, repeatIdx(4, 1, 4 * k));
+                    isum[k % 2] = mulAcc64(isum[k % 2], quants(wb, k), acts[k], s4);
+                }
+                const corr = maddwd(8, bsums, sc) * @as(I32x8, @splat(32));
+                const total = fold16(isum[0] + isum[1]) - corr;
+                const dd = loadF16(wb + off_d) * da;
+                acc[r] = @mulAdd(F32x8, @floatFromInt(total), @splat(dd), acc[r]);
+            }
+        }
+        inline for (0..R) |r| out[r] = hsum(acc[r]);
+    }
+
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         std.debug.assert(n % block_size == 0);
         var sum: f32 = 0;
@@ -696,6 +737,39 @@ inline fn kDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f32 {
         macc = @mulAdd(F32x8, @floatFromInt(msum), @splat(dm), macc);
     }
     return hsum(acc - macc);
+}
+
+/// kDot for R rows against one activation row: the per-row arithmetic is kDot's exactly (so the
+/// results are bit-identical); the activation loads are shared and the next R rows prefetched.
+inline fn kDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+    @setEvalBranchQuota(100_000);
+    std.debug.assert(n % 256 == 0);
+    var acc: [R]F32x8 = @splat(@splat(0));
+    var macc: [R]F32x8 = @splat(@splat(0));
+    for (0..n / 256) |i| {
+        const ab = a + i * ActQ8_K.type_size;
+        const da = loadF32(ab + ActQ8_K.off_d);
+        const bsums = loadBsums(ab);
+        var acts: [4]I8x64 = undefined;
+        inline for (0..4) |k| acts[k] = loadActs64(ab, k);
+        prefetchNextGroup(w + R * row_bytes, i * W.type_size * R, W.type_size * R);
+        inline for (0..R) |r| {
+            const wb = w + r * row_bytes + i * W.type_size;
+            const sm = unpackScalesMins(wb + W.off_scales);
+            const sc = per16(sm.sc);
+            var isum = [2]I32x16{ @splat(0), @splat(0) };
+            inline for (0..4) |k| {
+                const s4 = @shuffle(i16, sc, undefined, repeatIdx(4, 1, 4 * k));
+                isum[k % 2] = mulAcc64(isum[k % 2], W.quants(wb, k), acts[k], s4);
+            }
+            const msum = maddwd(8, bsums, per16(sm.m));
+            const d = loadF16(wb) * da;
+            const dm = loadF16(wb + 2) * da;
+            acc[r] = @mulAdd(F32x8, @floatFromInt(fold16(isum[0] + isum[1])), @splat(d), acc[r]);
+            macc[r] = @mulAdd(F32x8, @floatFromInt(msum), @splat(dm), macc[r]);
+        }
+    }
+    inline for (0..R) |r| out[r] = hsum(acc[r] - macc[r]);
 }
 
 /// Scalar reference: per sub-block j, sumi += sc_j·Σ q·a and summ += m_j·(bsums[2j]+bsums[2j+1]).
@@ -1203,6 +1277,38 @@ test "vecDot matches vecDotRef" {
     }
 }
 
+test "vecDotRows equals vecDot row by row (1, 2, 3, 4 and 5 rows per call, odd block counts)" {
+    @setEvalBranchQuota(100_000);
+    var prng = std.Random.DefaultPrng.init(0x6b71_0005);
+    const r = prng.random();
+    inline for (weight_types) |T| {
+        for (block_counts) |nb| {
+            const n = nb * 256;
+            const rows = 5;
+            const rb = nb * T.type_size;
+            const w = try testing.allocator.alloc(u8, rows * rb);
+            defer testing.allocator.free(w);
+            fillBlocks(T, r, w);
+            const x = try testing.allocator.alloc(f32, n);
+            defer testing.allocator.free(x);
+            fillNormal(r, x, 1.0);
+            const a = try testing.allocator.alloc(u8, nb * ActQ8_K.type_size);
+            defer testing.allocator.free(a);
+            ActQ8_K.quantizeRow(x.ptr, a.ptr, n);
+            inline for (1..rows + 1) |R| {
+                var out: [R]f32 = undefined;
+                T.vecDotRows(R, n, w.ptr, rb, a.ptr, &out);
+                for (0..R) |j| {
+                    const one = T.vecDot(n, w[j * rb ..].ptr, a.ptr);
+                    try testing.expectEqual(@as(u32, @bitCast(one)), @as(u32, @bitCast(out[j])));
+                    const ref = T.vecDotRef(n, w[j * rb ..].ptr, a.ptr);
+                    const tol = 1e-5 * try absDot(T, w[j * rb ..][0..rb], a, n) + 1e-30;
+                    try testing.expect(@abs(@as(f64, out[j]) - ref) <= tol);
+                }
+            }
+        }
+    }
+}
 test "vecDot at the integer extremes (no i16 saturation)" {
     // Largest quants with the largest scales against ±127 activations: the integer sums must
     // agree exactly, so compare the fast and reference results for equality up to float order.

@@ -102,19 +102,23 @@ inline fn highBits(h: u32) @Vector(32, u8) {
     }
     // Spread byte k of h over lanes 8k..8k+7, then test one bit per lane.
     const b4: @Vector(4, u8) = @bitCast(h);
-    const spread = @shuffle(u8, b4, undefined, blk: {
-        var idx: [32]i32 = undefined;
-        for (&idx, 0..) |*x, j| x.* = @intCast(j / 8);
-        break :blk idx;
-    });
-    const bit = comptime blk: {
-        var b: [32]u8 = undefined;
-        for (&b, 0..) |*x, j| x.* = @as(u8, 1) << @intCast(j % 8);
-        break :blk b;
-    };
-    const bitv: @Vector(32, u8) = bit;
+    const spread = @shuffle(u8, b4, undefined, high_bits_spread);
+    const bitv: @Vector(32, u8) = high_bits_bit;
     return @select(u8, (spread & bitv) == bitv, sixteen, zero);
 }
+
+// highBits' constant tables, computed once (not at every inlined call: the multi-row kernels
+// inline many of them into one function, which would exhaust the comptime branch quota).
+const high_bits_spread: [32]i32 = blk: {
+    var idx: [32]i32 = undefined;
+    for (&idx, 0..) |*x, j| x.* = @intCast(j / 8);
+    break :blk idx;
+};
+const high_bits_bit: [32]u8 = blk: {
+    var b: [32]u8 = undefined;
+    for (&b, 0..) |*x, j| x.* = @as(u8, 1) << @intCast(j % 8);
+    break :blk b;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Integer dot primitives: 32 bytes × 32 bytes → 8 partial i32 sums (which lanes hold which
@@ -318,6 +322,145 @@ inline fn blockDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f
     return sum + W.off_scale * (@reduce(.Add, off) + off1[0]);
 }
 
+/// Software prefetch for the multi-row kernels. The R rows of a call sit back to back in memory
+/// and the next call takes the R rows right after them, so while this group's rows are consumed
+/// in step, the next group is prefetched at the same fraction: after `done` bytes of this group,
+/// lines [done, done + span) of the next. That is one sequential stream running a whole group
+/// (R rows, ~9 KB for 4096-wide Q4_0) ahead, far enough to cover DRAM latency; the hardware
+/// prefetchers alone left a single thread latency-bound at less than half the read bandwidth.
+/// Prefetches past the end of the matrix are harmless (they never fault).
+pub inline fn prefetchNextGroup(next: [*]const u8, done: usize, comptime span: usize) void {
+    inline for (0..(span + 63) / 64) |l| @prefetch(next + done + 64 * l, .{});
+}
+
+/// R weight rows (row_bytes apart) dotted with one activation row: out[r] = vecDot(row r, a).
+/// The rows share every activation load and activation-scale vector (the compiler CSEs them
+/// across the inlined per-row steps), which is what decode needs: one activation row against
+/// many weight rows. On AVX-512 VNNI the unsigned types take splitDotRows (same integer sums,
+/// different float summation order); elsewhere the per-row arithmetic is exactly blockDot's, so
+/// results are bit-identical to vecDot. The next R rows are prefetched (prefetchNextGroup).
+inline fn blockDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+    @setEvalBranchQuota(100_000);
+    if (comptime has_vnni and !W.signed) return splitDotRows(W, R, n, w, row_bytes, a, out);
+    std.debug.assert(n % 32 == 0);
+    const nb = n / 32;
+    const G = 4;
+    const P: usize = if (pair_dots and !W.signed) 2 else 1;
+    var acc: [R][G / P]@Vector(8 * P, f32) = @splat(@splat(@splat(0)));
+    var off: [R]@Vector(G, f32) = @splat(@splat(0));
+    var i: usize = 0;
+    while (i + G <= nb) : (i += G) {
+        const ab = a + i * ActQ8_0.type_size;
+        inline for (0..R) |r| {
+            const wb = w + r * row_bytes + i * W.type_size;
+            if (r == 0) prefetchNextGroup(w + R * row_bytes, i * W.type_size * R, G * W.type_size * R);
+            groupStep(W, G, P, wb, ab, &acc[r], &off[r]);
+        }
+    }
+    var acc1: [R][1]@Vector(8, f32) = @splat(.{@splat(0)});
+    var off1: [R]@Vector(1, f32) = @splat(@splat(0));
+    while (i < nb) : (i += 1) {
+        const ab = a + i * ActQ8_0.type_size;
+        inline for (0..R) |r| groupStep(W, 1, 1, w + r * row_bytes + i * W.type_size, ab, &acc1[r], &off1[r]);
+    }
+    inline for (0..R) |r| {
+        var sum = @reduce(.Add, acc1[r][0]);
+        inline for (acc[r]) |v| sum += @reduce(.Add, v);
+        out[r] = sum + W.off_scale * (@reduce(.Add, off[r]) + off1[r][0]);
+    }
+}
+
+/// Activation operands of one pair of blocks in the split order splitDotRows uses: `lo` holds
+/// elements 0..15 of both blocks, `hi` elements 16..31, so a 32-byte weight load of both
+/// blocks' packed nibbles dots against them after one mask and one shift (no cross-lane join).
+/// In the resulting 8 i32 lanes, lanes 0..3 belong to the first block and 4..7 to the second.
+const ActPair = struct {
+    lo: @Vector(32, i8),
+    hi: @Vector(32, i8),
+    /// off_scale·(Σ of the 4+4 activation bytes feeding each lane): the offset types' integer
+    /// correction, used as the dot accumulators' starting value so Σ (q − zero)·a is exact.
+    bias: @Vector(8, i32),
+    da: @Vector(8, f32), // activation d per lane
+    sa: @Vector(8, f32), // activation s/4 per lane (the min types' m·s term, spread over 4 lanes)
+};
+
+inline fn actPair(comptime W: type, ab: [*]const u8) ActPair {
+    const b0 = ab + 8;
+    const b1 = ab + ActQ8_0.type_size + 8;
+    const lo: @Vector(32, i8) = @bitCast(std.simd.join(@as(@Vector(16, u8), b0[0..16].*), @as(@Vector(16, u8), b1[0..16].*)));
+    const hi: @Vector(32, i8) = @bitCast(std.simd.join(@as(@Vector(16, u8), b0[16..32].*), @as(@Vector(16, u8), b1[16..32].*)));
+    const spread = [8]i32{ 0, 0, 0, 0, 1, 1, 1, 1 };
+    const d2: @Vector(2, f32) = .{ loadF32(ab), loadF32(ab + ActQ8_0.type_size) };
+    var r: ActPair = .{ .lo = lo, .hi = hi, .bias = @splat(0), .da = @shuffle(f32, d2, undefined, spread), .sa = @splat(0) };
+    if (W.has_min) {
+        const s2: @Vector(2, f32) = .{ loadF32(ab + 4), loadF32(ab + ActQ8_0.type_size + 4) };
+        r.sa = @shuffle(f32, s2, undefined, spread) * @as(@Vector(8, f32), @splat(0.25));
+    } else {
+        const ones: @Vector(32, u8) = @splat(1);
+        const sum4 = dotUS(ones, lo) + dotUS(ones, hi);
+        r.bias = sum4 * @as(@Vector(8, i32), @splat(@as(i32, @intFromFloat(W.off_scale))));
+    }
+    return r;
+}
+
+/// Packed-nibble offset inside a legacy block (after d, m and qh).
+fn qsOffset(comptime W: type) usize {
+    return W.type_size - 16;
+}
+
+/// AVX-512 VNNI multi-row kernel for the unsigned legacy types (Q4_0, Q4_1, Q5_0, Q5_1): two
+/// blocks per step, split lo/hi as ActPair, per-pair scales from one 32-byte load of the pair's
+/// header words. Integer sums are exact; only the float summation order differs from vecDot.
+inline fn splitDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+    @setEvalBranchQuota(100_000);
+    std.debug.assert(n % 32 == 0);
+    const nb = n / 32;
+    const ts = W.type_size;
+    const qo = qsOffset(W);
+    const mask: @Vector(32, u8) = @splat(0x0f);
+    // Header words of a pair (as f16): d of block 0 ×4 then d of block 1 ×4 (and m likewise).
+    const d_idx = [8]i32{ 0, 0, 0, 0, ts / 2, ts / 2, ts / 2, ts / 2 };
+    const m_idx = [8]i32{ 1, 1, 1, 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1 };
+    var acc: [R]@Vector(8, f32) = @splat(@splat(0));
+    var off: [R]@Vector(8, f32) = @splat(@splat(0));
+    var i: usize = 0;
+    while (i + 2 <= nb) : (i += 2) {
+        const ap = actPair(W, a + i * ActQ8_0.type_size);
+        inline for (0..R) |r| {
+            const wb = w + r * row_bytes + i * ts;
+            if (r == 0) prefetchNextGroup(w + R * row_bytes, i * ts * R, 2 * ts * R);
+            const v = std.simd.join(@as(@Vector(16, u8), wb[qo..][0..16].*), @as(@Vector(16, u8), wb[ts + qo ..][0..16].*));
+            var lo = v & mask;
+            var hi = (v >> @splat(4)) & mask;
+            if (W.type_size >= 22) { // Q5: fifth bits from each block's qh
+                const qh = if (W.has_min) 4 else 2;
+                const h0 = loadU32(wb + qh);
+                const h1 = loadU32(wb + ts + qh);
+                lo |= highBits((h0 & 0xffff) | (h1 << 16));
+                hi |= highBits((h0 >> 16) | (h1 & 0xffff_0000));
+            }
+            var sumi = @"llvm.x86.avx512.vpdpbusd.256"(ap.bias, @bitCast(lo), @bitCast(ap.lo));
+            sumi = @"llvm.x86.avx512.vpdpbusd.256"(sumi, @bitCast(hi), @bitCast(ap.hi));
+            const hdr: @Vector(16, u16) = @bitCast(wb[0..32].*);
+            const dw: @Vector(8, f32) = @floatCast(@as(@Vector(8, f16), @bitCast(@shuffle(u16, hdr, undefined, d_idx))));
+            acc[r] = @mulAdd(@Vector(8, f32), @floatFromInt(sumi), dw * ap.da, acc[r]);
+            if (W.has_min) {
+                const mw: @Vector(8, f32) = @floatCast(@as(@Vector(8, f16), @bitCast(@shuffle(u16, hdr, undefined, m_idx))));
+                off[r] = @mulAdd(@Vector(8, f32), mw, ap.sa, off[r]);
+            }
+        }
+    }
+    var acc1: [R][1]@Vector(8, f32) = @splat(.{@splat(0)});
+    var off1: [R]@Vector(1, f32) = @splat(@splat(0));
+    if (i < nb) {
+        const ab = a + i * ActQ8_0.type_size;
+        inline for (0..R) |r| groupStep(W, 1, 1, w + r * row_bytes + i * ts, ab, &acc1[r], &off1[r]);
+    }
+    inline for (0..R) |r| {
+        out[r] = @reduce(.Add, acc[r] + off[r]) + @reduce(.Add, acc1[r][0]) + W.off_scale * off1[r][0];
+    }
+}
+
 /// Scalar reference for the offset types: per block sumi = Σ (q − zero)·qa exactly in integers,
 /// then d_w·d_a·sumi (+ m·s for the types with a min), as ggml's generic vec_dot.
 fn blockDotRef(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f32 {
@@ -413,6 +556,10 @@ pub const Q8_0 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+        blockDotRows(@This(), R, n, w, row_bytes, a, out);
+    }
 
     /// quantize_row_q8_0_ref: d = amax/127 stored as f16, q = roundf(x·(1/d)) with the f32 d.
     pub fn quantizeRow(src: [*]const f32, dst: [*]u8, n: usize) void {
@@ -474,6 +621,10 @@ pub const Q4_0 = struct {
     }
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
+    }
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+        blockDotRows(@This(), R, n, w, row_bytes, a, out);
     }
 
     /// quantize_row_q4_0_ref: d = max/−8 where max is the signed value of largest magnitude,
@@ -550,7 +701,61 @@ pub const Q4_1 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+        blockDotRows(@This(), R, n, w, row_bytes, a, out);
+    }
+
+    /// quantize_row_q4_1_ref: d = (max − min)/15, m = min (both stored as f16, the quants use
+    /// the f32 values), q = min(15, trunc((x − min)·(1/d) + 0.5)).
+    pub fn quantizeRow(src: [*]const f32, dst: [*]u8, n: usize) void {
+        std.debug.assert(n % 32 == 0);
+        for (0..n / 32) |i| {
+            const x = src[i * 32 ..][0..32];
+            const mm = minMax(x);
+            const d = (mm.max - mm.min) / 15.0;
+            const id: f32 = if (d != 0) 1.0 / d else 0.0;
+            const b = dst + i * type_size;
+            storeF16(b, d);
+            storeF16(b + 2, mm.min);
+            for (0..16) |j| {
+                const lo = truncQ(31, (x[j] - mm.min) * id + 0.5, 15);
+                const hi = truncQ(31, (x[j + 16] - mm.min) * id + 0.5, 15);
+                b[4 + j] = lo | (hi << 4);
+            }
+        }
+    }
 };
+
+/// ggml's min/max scan (min starts at FLT_MAX, max at −FLT_MAX; strict comparisons).
+fn minMax(x: *const [32]f32) struct { min: f32, max: f32 } {
+    var min: f32 = std.math.floatMax(f32);
+    var max: f32 = -std.math.floatMax(f32);
+    for (x) |v| {
+        if (v < min) min = v;
+        if (v > max) max = v;
+    }
+    return .{ .min = min, .max = max };
+}
+
+/// ggml's (int8_t)/(uint8_t)(v) then MIN(hi, ·): truncation toward zero. For finite inputs the
+/// values are in [0, lim]; the clamps keep non-finite input defined.
+inline fn truncQ(comptime lim: f32, v: f32, comptime hi: u8) u8 {
+    const t: u8 = @intFromFloat(@trunc(@min(@max(v, 0.0), lim)));
+    return @min(t, hi);
+}
+
+/// Packs 32 five-bit quants: low nibbles split as Q4 (element j low, j + 16 high), bit 4 of
+/// element j into bit j of the u32 qh.
+fn packQ5(q: *const [32]u8, qh: [*]u8, qs: [*]u8) void {
+    var h: u32 = 0;
+    for (0..16) |j| {
+        qs[j] = (q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4);
+        h |= @as(u32, q[j] >> 4) << @intCast(j);
+        h |= @as(u32, q[j + 16] >> 4) << @intCast(j + 16);
+    }
+    std.mem.writeInt(u32, qh[0..4], h, .little);
+}
 
 /// Q5 quants: low nibble from qs (split layout as Q4), fifth bit j of the u32 qh for element j.
 inline fn q5Quants(qh: [*]const u8, qs: [*]const u8) @Vector(32, u8) {
@@ -607,8 +812,35 @@ pub const Q5_0 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
-};
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+        blockDotRows(@This(), R, n, w, row_bytes, a, out);
+    }
 
+    /// quantize_row_q5_0_ref: d = max/−16 (max: the signed value of largest magnitude),
+    /// q = min(31, trunc(x·(1/d) + 16.5)).
+    pub fn quantizeRow(src: [*]const f32, dst: [*]u8, n: usize) void {
+        std.debug.assert(n % 32 == 0);
+        for (0..n / 32) |i| {
+            const x = src[i * 32 ..][0..32];
+            var amax: f32 = 0;
+            var max: f32 = 0;
+            for (x) |v| {
+                if (amax < @abs(v)) {
+                    amax = @abs(v);
+                    max = v;
+                }
+            }
+            const d = max / -16.0;
+            const id: f32 = if (d != 0) 1.0 / d else 0.0;
+            const b = dst + i * type_size;
+            storeF16(b, d);
+            var q: [32]u8 = undefined;
+            for (x, &q) |v, *o| o.* = truncQ(32, v * id + 16.5, 31);
+            packQ5(&q, b + 2, b + 6);
+        }
+    }
+};
 pub const Q5_1 = struct {
     pub const block_size: usize = 32;
     pub const type_size: usize = 24;
@@ -648,8 +880,29 @@ pub const Q5_1 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
-};
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
+        blockDotRows(@This(), R, n, w, row_bytes, a, out);
+    }
 
+    /// quantize_row_q5_1_ref: d = (max − min)/31, m = min, q = trunc((x − min)·(1/d) + 0.5)
+    /// (ggml has no clamp here; the values are ≤ 31.5 for finite input, so ours never binds).
+    pub fn quantizeRow(src: [*]const f32, dst: [*]u8, n: usize) void {
+        std.debug.assert(n % 32 == 0);
+        for (0..n / 32) |i| {
+            const x = src[i * 32 ..][0..32];
+            const mm = minMax(x);
+            const d = (mm.max - mm.min) / 31.0;
+            const id: f32 = if (d != 0) 1.0 / d else 0.0;
+            const b = dst + i * type_size;
+            storeF16(b, d);
+            storeF16(b + 2, mm.min);
+            var q: [32]u8 = undefined;
+            for (x, &q) |v, *o| o.* = truncQ(31, (v - mm.min) * id + 0.5, 31);
+            packQ5(&q, b + 4, b + 8);
+        }
+    }
+};
 // ---------------------------------------------------------------------------------------------
 // Float weight types (activation = raw f32)
 // ---------------------------------------------------------------------------------------------
@@ -982,6 +1235,55 @@ test "quantizeRow known answers (ggml rounding)" {
     Q8_0.quantizeRow(&y, &q8, 32);
     try testing.expectEqualSlices(u8, &.{ 0x00, 0x3C, 127, 3, @bitCast(@as(i8, -3)), @bitCast(@as(i8, -127)), 0 }, q8[0..7]);
 
+    // Q4_1: x[j] = j/4 − 1, x[16+j] = (j + ½)/4 − 1 (j < 15), x[31] = 2.75: min −1, max 2.75
+    // → d = 0.25 (0x3400), m = −1 (0xBC00), id = 4; q = trunc((x + 1)·4 + 0.5): the low half
+    // gives j, the half-steps round up to j + 1, and the max gives 15.
+    for (0..16) |j| {
+        const jf: f32 = @floatFromInt(j);
+        x[j] = jf / 4 - 1;
+        x[j + 16] = (jf + 0.5) / 4 - 1;
+    }
+    x[31] = 2.75;
+    var q41: [20]u8 = undefined;
+    Q4_1.quantizeRow(&x, &q41, 32);
+    try testing.expectEqualSlices(u8, &.{ 0x00, 0x34, 0x00, 0xBC }, q41[0..4]);
+    for (0..16) |j| {
+        const hi: u8 = @intCast(@min(j + 1, 15));
+        try testing.expectEqual(@as(u8, @intCast(j)) | (hi << 4), q41[4 + j]);
+    }
+
+    // Q5_0: x[j] = j − 16, except x[1] = −14.6 (→ 1.9, truncated to 1) and x[31] = 15.7
+    // (→ 32.2, clamped to 31). max = −16 → d = 1 (0x3C00); q = j, so byte j = j | j<<4 and
+    // qh has bits 16..31 set.
+    for (0..32) |j| x[j] = @as(f32, @floatFromInt(j)) - 16;
+    x[1] = -14.6;
+    x[31] = 15.7;
+    var q50: [22]u8 = undefined;
+    Q5_0.quantizeRow(&x, &q50, 32);
+    try testing.expectEqualSlices(u8, &.{ 0x00, 0x3C, 0x00, 0x00, 0xFF, 0xFF }, q50[0..6]);
+    for (0..16) |j| try testing.expectEqual(@as(u8, @intCast(j | (j << 4))), q50[6 + j]);
+    // A positive max gives a negative d: x = 16 − j → d = −1 (0xBC00), q = j again.
+    for (0..32) |j| x[j] = 16 - @as(f32, @floatFromInt(j));
+    Q5_0.quantizeRow(&x, &q50, 32);
+    try testing.expectEqualSlices(u8, &.{ 0x00, 0xBC, 0x00, 0x00, 0xFF, 0xFF }, q50[0..6]);
+    for (0..16) |j| try testing.expectEqual(@as(u8, @intCast(j | (j << 4))), q50[6 + j]);
+
+    // Q5_1: x[j] = j/2 + 2 → min 2 (0x4000), d = 15.5/31 = 0.5 (0x3800), q = trunc(2(x−2) + ½)
+    // = j; x[3] = 3.76 → 3.52 + ½ → 4 (a round-up).
+    for (0..32) |j| x[j] = @as(f32, @floatFromInt(j)) / 2 + 2;
+    x[3] = 3.76;
+    var q51: [24]u8 = undefined;
+    Q5_1.quantizeRow(&x, &q51, 32);
+    try testing.expectEqualSlices(u8, &.{ 0x00, 0x38, 0x00, 0x40, 0x00, 0x00, 0xFF, 0xFF }, q51[0..8]);
+    for (0..16) |j| {
+        const lo: u8 = if (j == 3) 4 else @intCast(j);
+        try testing.expectEqual(lo | (@as(u8, @intCast(j)) << 4), q51[8 + j]);
+    }
+    // All equal: d = 0, id = 0 → every q is 0 and m carries the value.
+    @memset(&x, 1.5);
+    Q5_1.quantizeRow(&x, &q51, 32);
+    try testing.expectEqualSlices(u8, &(.{ 0x00, 0x00, 0x00, 0x3E } ++ .{0} ** 20), &q51);
+
     // F16 ties round to even: 1 + 2^−11 → 1.0 (0x3C00); 1 + 3·2^−11 → 1 + 2^−9 (0x3C02).
     var f: [4]u8 = undefined;
     F16.quantizeRow(&[_]f32{ 1 + 0x1p-11, 1 + 3 * 0x1p-11 }, &f, 2);
@@ -1082,12 +1384,52 @@ test "vecDot vs vecDotRef and vs f64 dot of dequantized weights" {
     }
 }
 
+test "vecDotRows vs vecDotRef and vecDot (1 to 5 rows per call, odd block counts and tails)" {
+    @setEvalBranchQuota(100_000);
+    var prng = std.Random.DefaultPrng.init(0x5eed_0006);
+    const r = prng.random();
+    inline for (block_types) |T| {
+        for ([_]usize{ 1, 2, 3, 4, 5, 7, 9, 33, 128 }) |nb| {
+            const n = nb * 32;
+            const rows = 5;
+            const rb = nb * T.type_size;
+            const w = try testing.allocator.alloc(u8, rows * rb);
+            defer testing.allocator.free(w);
+            fillBlocks(T, r, w);
+            const x = try testing.allocator.alloc(f32, n);
+            defer testing.allocator.free(x);
+            for (x) |*v| v.* = r.floatNorm(f32);
+            const act = try testing.allocator.alloc(u8, nb * ActQ8_0.type_size);
+            defer testing.allocator.free(act);
+            ActQ8_0.quantizeRow(x.ptr, act.ptr, n);
+            inline for (1..rows + 1) |R| {
+                var out: [R]f32 = undefined;
+                T.vecDotRows(R, n, w.ptr, rb, act.ptr, &out);
+                for (0..R) |j| {
+                    const wj = w[j * rb ..].ptr;
+                    const ref = T.vecDotRef(n, wj, act.ptr);
+                    const one = T.vecDot(n, wj, act.ptr);
+                    // The magnitude scale of the sum: Σ |w·a| over the dequantized weights.
+                    var deq: [128 * 32]f32 = undefined;
+                    T.dequantizeRowRef(wj, &deq, n);
+                    var mag: f64 = 0;
+                    for (deq[0..n], x) |dw, xv| mag += @abs(@as(f64, dw) * xv);
+                    try testing.expect(@abs(@as(f64, out[j]) - ref) <= 1e-5 * mag + 1e-30);
+                    try testing.expect(@abs(@as(f64, out[j]) - one) <= 1e-5 * mag + 1e-30);
+                }
+            }
+        }
+    }
+}
+
 /// Round-trip NMSE budget of quantizeRow → dequantizeRow on N(0,1) data; measured Q8_0 2.9e-5,
-/// Q4_0 7.2e-3, F16 4.5e-8, BF16 2.7e-6 (budgets have 2-4× headroom).
+/// Q4_0 7.2e-3, Q4_1 6.1e-3, Q5_0 1.9e-3, Q5_1 1.3e-3, F16 4.5e-8, BF16 2.7e-6 (budgets have 2-4× headroom).
 fn roundTripBudget(comptime T: type) f64 {
     return switch (T) {
         Q8_0 => 1e-4,
         Q4_0 => 1.5e-2,
+        Q4_1 => 1.5e-2,
+        Q5_0, Q5_1 => 4e-3,
         F16 => 2e-7,
         BF16 => 1e-5,
         else => unreachable,
@@ -1097,7 +1439,7 @@ fn roundTripBudget(comptime T: type) f64 {
 test "quantizeRow round trip within budget" {
     var prng = std.Random.DefaultPrng.init(0x5eed_0004);
     const r = prng.random();
-    inline for (.{ Q8_0, Q4_0, F16, BF16 }) |T| {
+    inline for (.{ Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16 }) |T| {
         const n: usize = 32 * 97;
         const x = try testing.allocator.alloc(f32, n);
         defer testing.allocator.free(x);

@@ -112,8 +112,9 @@ const U64_MAX = (1n << 64n) - 1n;
 // say so loudly rather than return byte-swapped metadata.
 const HOST_IS_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-const utf8 = new TextDecoder("utf-8");
-const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a token whose text starts with U+FEFF is a different token from the one without it.
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
+const utf8Strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 // ---------------------------------------------------------------------------------------------
 // Cursor: bounds-checked little-endian reads that throw GGUFError, never RangeError
