@@ -86,7 +86,7 @@ for (const arch of ["llama", "qwen2", "gemma3"] as const) {
 
     test("a prompt longer than the context is a clear error; so is a token outside the vocabulary", async () => {
       const long = Array.from({ length: 200 }, () => 7);
-      expect(model.complete(long, { maxTokens: 4 })).rejects.toThrow(/prompt has 200 tokens; the context holds 96/);
+      await expect(model.complete(long, { maxTokens: 4 })).rejects.toThrow(/prompt has 200 tokens; the context holds 96/);
       model.reset();
       expect(() => model.eval([model.hp.nVocab])).toThrow(/outside the vocabulary/);
     });
