@@ -39,8 +39,11 @@ function argmax(a: Float32Array): number {
 describe.skipIf(!present)("Gemma 3 270M Q4_K_M vs llama.cpp (same file)", () => {
   let model: Model;
   let ref: LlamaReference;
+  const sha256 = () => new Bun.CryptoHasher("sha256").update(readFileSync(MODEL)).digest("hex");
+  let before = "";
 
   beforeAll(async () => {
+    before = sha256();
     model = await loadModel(MODEL, { threads: 2, contextLength: 512, maxLogitRows: 64 });
     ref = await openReference(MODEL, { threads: 2, contextSize: 512 });
   });
@@ -86,6 +89,10 @@ describe.skipIf(!present)("Gemma 3 270M Q4_K_M vs llama.cpp (same file)", () => 
       expect(result.tokens).toEqual(want.filter((t) => !ref.isEog(t)));
     });
   }
+
+  test("the model file is unchanged after all of the above (it is mapped read-only)", () => {
+    expect(sha256()).toBe(before);
+  });
 
   test("golden: greedy continuation of a fixed prompt is exactly the committed text", async () => {
     const golden = JSON.parse(readFileSync(GOLDEN, "utf8")) as { prompt: string; maxTokens: number; text: string };

@@ -25,11 +25,15 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
  * quantized types (kiln keeps the block scale in f32, llama.cpp rounds it to f16) and both
  * store the KV cache in f16; float weights differ only by summation order and f16 rounding.
  */
-const BOUND: Partial<Record<DType | "q4_k_m", number>> = { f32: 1e-4, f16: 1e-4, q8_0: 2e-3, q4_0: 2e-3, q4_k: 2e-3, q5_0: 2e-3, q6_k: 2e-3, q4_k_m: 2e-3 };
+const BOUND: Record<DType | "q4_k_m", number> = {
+  f32: 1e-4, f16: 1e-4, bf16: 1e-4,
+  q8_0: 2e-3, q4_0: 2e-3, q4_1: 2e-3, q5_0: 2e-3, q5_1: 2e-3, q4_k: 2e-3, q5_k: 2e-3, q6_k: 2e-3, q4_k_m: 2e-3,
+};
 /** Logit gap below which llama.cpp's top-1 and runner-up count as tied (logit std ≈ 1). */
 const TIE_LOGITS = 0.1;
 const CASES: [arch: "llama" | "qwen2" | "gemma3", type: DType | "q4_k_m"][] = [
-  ["llama", "f32"], ["llama", "f16"], ["llama", "q8_0"], ["llama", "q4_0"], ["llama", "q4_k"], ["llama", "q6_k"],
+  ["llama", "f32"], ["llama", "f16"], ["llama", "bf16"], ["llama", "q8_0"], ["llama", "q4_0"], ["llama", "q4_1"],
+  ["llama", "q5_0"], ["llama", "q5_1"], ["llama", "q4_k"], ["llama", "q5_k"], ["llama", "q6_k"],
   ["qwen2", "f16"], ["qwen2", "q8_0"], ["qwen2", "q4_k_m"],
   ["gemma3", "f32"], ["gemma3", "q8_0"], ["gemma3", "q5_0"], ["gemma3", "q4_k_m"],
 ];
