@@ -7,16 +7,8 @@
 import * as cpu from "../src/backends/cpu";
 import { kiln, loadedLevel } from "../src/ffi/library";
 import { NativeBuffer, Tensor } from "../src/tensor";
+import { randomF32 } from "./random";
 
-function randomF32(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = ((s / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-}
 
 function timeMs(fn: () => void, reps: number): number {
   fn();

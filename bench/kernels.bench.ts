@@ -16,20 +16,12 @@ import { join } from "node:path";
 import * as cpu from "../src/backends/cpu";
 import { kiln, loadedLevel } from "../src/ffi/library";
 import { NativeBuffer, Tensor, type DType } from "../src/tensor";
+import { randomF32 } from "./random";
 
 const quick = process.argv.includes("--quick");
 const threads = Number(process.env.KILN_THREADS ?? 2);
 cpu.setThreads(threads);
 
-function randomF32(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = ((s / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-}
 
 /** Median seconds per call, measured by mitata. */
 async function seconds(fn: () => void, minSamples = 12): Promise<number> {
