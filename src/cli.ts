@@ -4,6 +4,7 @@
  *
  *   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
  *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
+ *                 [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N]
  *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
  *   kiln inspect PATH [--json]
  */
@@ -11,11 +12,12 @@ import { parseArgs } from "node:util";
 import { GGUFError, parseGGUF, type GGUFFile } from "./gguf";
 import { ModelError } from "./models/hparams";
 import { MappedFile } from "./runtime/mapped-file";
-import { loadModel } from "./runtime/model";
+import { loadModel, type Model } from "./runtime/model";
 
 const USAGE = `usage:
   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
                 [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
+                [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N]
   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
   kiln inspect PATH [--json]`;
 
@@ -36,11 +38,19 @@ async function generate(argv: string[]): Promise<void> {
       temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" }, "min-p": { type: "string" },
       "repeat-penalty": { type: "string" }, seed: { type: "string" }, threads: { type: "string" }, ctx: { type: "string" },
       stop: { type: "string", multiple: true }, json: { type: "boolean" },
+      speculative: { type: "string" }, draft: { type: "string" }, "max-draft": { type: "string" },
     },
   });
   if (!o.model || o.prompt === undefined) throw new UsageError("generate needs --model and --prompt");
   const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true) });
+  let draftModel: Model | undefined;
   try {
+    if (o.speculative && o.speculative !== "prompt-lookup" && o.speculative !== "layer-skip") {
+      throw new UsageError(`--speculative must be prompt-lookup or layer-skip (or use --draft PATH), got "${o.speculative}"`);
+    }
+    if (o.draft) draftModel = await loadModel(o.draft, { threads: num(o.threads, "threads", true), contextLength: model.contextLength });
+    const draft = draftModel ?? (o.speculative as "prompt-lookup" | "layer-skip" | undefined);
+    const speculative = draft ? { draft, maxDraft: num(o["max-draft"], "max-draft", true) } : undefined;
     const it = model.generate(o.prompt, {
       maxTokens: num(o["max-tokens"], "max-tokens", true) ?? 128,
       temperature: num(o.temperature, "temperature"),
@@ -50,6 +60,7 @@ async function generate(argv: string[]): Promise<void> {
       repeatPenalty: num(o["repeat-penalty"], "repeat-penalty"),
       seed: num(o.seed, "seed", true),
       stop: o.stop,
+      speculative,
     });
     for (;;) {
       const r = await it.next();
@@ -67,9 +78,14 @@ async function generate(argv: string[]): Promise<void> {
               generated_tokens: t.generatedTokens,
               generated_tokens_per_second: t.generatedTokensPerSecond,
             },
+            ...(r.value.speculative ? { speculative: r.value.speculative } : {}),
           }));
         } else {
           process.stdout.write("\n");
+          const sp = r.value.speculative;
+          if (sp) {
+            console.error(`[speculative ${sp.drafter}: acceptance ${(sp.acceptanceRate * 100).toFixed(1)}%, ${sp.tokensPerTargetForward.toFixed(2)} tokens per target forward, draft time ${(sp.draftTimeShare * 100).toFixed(1)}%, ${sp.effectiveTokensPerSecond.toFixed(1)} tok/s]`);
+          }
         }
         break;
       }
@@ -77,6 +93,7 @@ async function generate(argv: string[]): Promise<void> {
     }
   } finally {
     model.dispose();
+    draftModel?.dispose();
   }
 }
 

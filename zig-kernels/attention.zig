@@ -3,8 +3,13 @@
 //! `flashAttention` is the fused path: online softmax (running max, running sum, rescaled
 //! accumulator) over K/V tiles, so the n_q × n_kv score matrix never exists. Each task owns
 //! up to `max_rows` (query row, head) pairs that share one KV head, so a loaded (and, for f16,
-//! converted) K/V tile is reused by the whole GQA group. Decode-sized problems also split the
-//! key range across threads (flash-decoding) and combine the partial (max, sum, acc) triples.
+//! converted) K/V tile is reused by the whole GQA group.
+//!
+//! Batch invariance: a (query row, head) pair's result never depends on which other rows share
+//! its call. Tiles start at absolute multiples of the tile size and the key range is never
+//! split across threads (decode spreads a KV head's query heads over tasks instead), so a row
+//! decoded alone and the same row inside a prefill or speculative-verification batch give
+//! bitwise-identical outputs; speculative decoding relies on that to reproduce plain decoding.
 //!
 //! `attentionNaive` is the unfused path (full score rows + softmaxRow + ·V), kept as a second
 //! reference and as the baseline benchmarks compare against.
@@ -61,15 +66,6 @@ const max_rows = 16;
 /// (32 KB) stays in L1 while every row of the task reads it; 64 KB tiles measured ~15% slower.
 const max_tile = 64;
 const tile_floats = 8 * 1024;
-/// A KV split shorter than this is not worth a task (dispatch + combine cost more).
-const min_split_keys = 64;
-
-/// Flash-decoding partials: (max, sum, acc[head_dim]) per (task, split, row). Shared between
-/// the pool's workers, so it cannot live on one worker's stack; the lock makes concurrent
-/// callers take turns. 2 MB of .bss, only touched by the split path.
-const partial_floats = 1 << 19;
-var partial_buf: [partial_floats]f32 = undefined;
-var partial_lock: std.Thread.Mutex = .{};
 
 // ---------------------------------------------------------------------------------------
 // SIMD helpers
@@ -270,15 +266,14 @@ fn kvRow(comptime T: type, a: AttentionArgs, base: [*]const u8, p: usize, g: usi
 // Flash attention
 
 /// How the work is cut into tasks. A task = (query block, KV head, chunk of that KV head's
-/// query heads, KV split); its rows are the block's query rows × the chunk's heads.
+/// query heads); its rows are the block's query rows × the chunk's heads.
 const Plan = struct {
     group: usize, // query heads per KV head
     heads_per_task: usize,
     n_head_chunks: usize,
     rows_per_block: usize, // query rows per task
     n_q_blocks: usize,
-    n_base: usize, // tasks before KV splitting
-    splits: usize, // KV splits per base task (1 = none)
+    n_base: usize, // tasks
     tile: usize, // keys per tile
 
     fn rowsPerTask(p: Plan) usize {
@@ -288,27 +283,32 @@ const Plan = struct {
 
 fn makePlan(a: AttentionArgs, threads: usize) Plan {
     const group = a.n_head / a.n_kv_head;
-    const hpt = @min(group, max_rows);
-    const rpb = @max(1, max_rows / hpt);
     var p = Plan{
         .group = group,
-        .heads_per_task = hpt,
-        .n_head_chunks = std.math.divCeil(usize, group, hpt) catch unreachable,
-        .rows_per_block = rpb,
-        .n_q_blocks = std.math.divCeil(usize, a.n_q, rpb) catch unreachable,
+        .heads_per_task = @min(group, max_rows),
+        .n_head_chunks = 0,
+        .rows_per_block = 0,
+        .n_q_blocks = 0,
         .n_base = 0,
-        .splits = 1,
         .tile = @min(max_tile, tile_floats / a.head_dim),
     };
-    p.n_base = p.n_q_blocks * a.n_kv_head * p.n_head_chunks;
-    // Too few tasks to occupy the threads (decode): split each task's key range too.
-    if (threads > 1 and p.n_base < 2 * threads) {
-        const want = std.math.divCeil(usize, 2 * threads, p.n_base) catch unreachable;
-        const span = if (a.window > 0) @min(a.n_kv, a.window + rpb) else a.n_kv;
-        const by_len = span / min_split_keys;
-        const by_cap = partial_floats / (p.n_base * p.rowsPerTask() * (a.head_dim + 2));
-        p.splits = @max(1, @min(want, @min(by_len, by_cap)));
+    p = withHeadsPerTask(a, p, p.heads_per_task);
+    // Too few tasks to occupy the threads (decode): spread each KV head's query heads over more
+    // tasks. (Splitting the key range instead would change the summation order, and with it
+    // the bits, between a row decoded alone and the same row in a batch.)
+    while (threads > 1 and p.n_base < 2 * threads and p.heads_per_task > 1) {
+        p = withHeadsPerTask(a, p, std.math.divCeil(usize, p.heads_per_task, 2) catch unreachable);
     }
+    return p;
+}
+
+fn withHeadsPerTask(a: AttentionArgs, plan: Plan, hpt: usize) Plan {
+    var p = plan;
+    p.heads_per_task = hpt;
+    p.rows_per_block = @max(1, max_rows / hpt);
+    p.n_head_chunks = std.math.divCeil(usize, p.group, hpt) catch unreachable;
+    p.n_q_blocks = std.math.divCeil(usize, a.n_q, p.rows_per_block) catch unreachable;
+    p.n_base = p.n_q_blocks * a.n_kv_head * p.n_head_chunks;
     return p;
 }
 
@@ -461,96 +461,50 @@ fn tileAccumulate(rows: *const Rows, st: *State, vt: Tile, sc: *const Scores, t0
 const Ctx = struct {
     a: AttentionArgs,
     plan: Plan,
-    partials: ?[*]f32, // non-null on the split path
 };
 
 fn runTask(c: Ctx, t: usize) void {
     const a = c.a;
     const hd = a.head_dim;
-    const base = t / c.plan.splits;
-    const rows = taskRows(a, c.plan, base);
+    const rows = taskRows(a, c.plan, t);
     const span = rows.span();
-    const part = pool.splitRange(span.end - span.lo, c.plan.splits, t % c.plan.splits);
     var st: State = undefined;
     @memset(st.m[0..rows.n], -inf);
     @memset(st.l[0..rows.n], 0);
     @memset(st.acc[0 .. rows.n * hd], 0);
     var buf: [tile_floats]f32 = undefined;
     var sc: Scores = undefined;
-    // Tiles cover only the union of allowed keys: fully masked tiles are never touched.
-    var t0 = span.lo + part.start;
-    const t_end = span.lo + part.end;
+    // Tiles cover only the union of allowed keys (fully masked tiles are never touched) and
+    // start at absolute multiples of the tile size, so every row sees the same tile boundaries
+    // whatever batch it is in.
+    var t0 = span.lo - span.lo % c.plan.tile;
+    const t_end = span.end;
     while (t0 < t_end) : (t0 += c.plan.tile) {
         const n = @min(c.plan.tile, t_end - t0);
         tileScores(a, &rows, loadTile(a, a.k, rows.g, t0, n, &buf), t0, n, &sc);
         tileSoftmax(&rows, &st, &sc, t0, n, hd);
         tileAccumulate(&rows, &st, loadTile(a, a.v, rows.g, t0, n, &buf), &sc, t0, n, hd);
     }
-    if (c.partials) |pbuf| {
-        const stride = hd + 2;
-        for (0..rows.n) |r| {
-            const dst = pbuf + (t * c.plan.rowsPerTask() + r) * stride;
-            dst[0] = st.m[r];
-            dst[1] = st.l[r];
-            @memcpy(dst[2 .. 2 + hd], st.acc[r * hd ..][0..hd]);
-        }
-    } else {
-        for (0..rows.n) |r| {
-            const o = rows.out[r];
-            // l == 0 only when the row may see no key: write zeros, not 0/0.
-            if (st.l[r] == 0) {
-                @memset(o[0..hd], 0);
-            } else {
-                @memcpy(o[0..hd], st.acc[r * hd ..][0..hd]);
-                scaleRow(o, 1.0 / st.l[r], hd);
-            }
-        }
-    }
-}
-
-/// Merges the splits' partials: out = Σ_s e^(m_s - M) acc_s / Σ_s e^(m_s - M) l_s.
-fn combineSplits(c: Ctx) void {
-    const hd = c.a.head_dim;
-    const stride = hd + 2;
-    const pbuf = c.partials.?;
-    for (0..c.plan.n_base) |base| {
-        const rows = taskRows(c.a, c.plan, base);
-        for (0..rows.n) |r| {
-            const o = rows.out[r];
-            var m: f32 = -inf;
-            for (0..c.plan.splits) |s| m = @max(m, pbuf[((base * c.plan.splits + s) * c.plan.rowsPerTask() + r) * stride]);
+    for (0..rows.n) |r| {
+        const o = rows.out[r];
+        // l == 0 only when the row may see no key: write zeros, not 0/0.
+        if (st.l[r] == 0) {
             @memset(o[0..hd], 0);
-            if (m == -inf) continue; // no split saw a key
-            var l: f32 = 0;
-            for (0..c.plan.splits) |s| {
-                const src = pbuf + ((base * c.plan.splits + s) * c.plan.rowsPerTask() + r) * stride;
-                const w = @exp(src[0] - m);
-                if (w == 0) continue;
-                l += w * src[1];
-                axpy1(o, w, src + 2, hd);
-            }
-            scaleRow(o, 1.0 / l, hd);
+        } else {
+            @memcpy(o[0..hd], st.acc[r * hd ..][0..hd]);
+            scaleRow(o, 1.0 / st.l[r], hd);
         }
     }
 }
 
 /// Fused causal (optionally sliding-window, softcapped) attention over a KV cache.
-/// Extra memory: ~68 KB of stack per task (accumulators 32 KB, K/V tile 32 KB, scores 4 KB);
-/// the split path also uses splits·rows·(head_dim+2) floats per base task of the static
-/// partial buffer (33 KB for 8 heads × 256 dims × 4 splits). No heap allocation.
+/// Extra memory: ~68 KB of stack per task (accumulators 32 KB, K/V tile 32 KB, scores 4 KB).
+/// No heap allocation.
 pub fn flashAttention(args: AttentionArgs) void {
     checkArgs(args);
     if (args.n_q == 0 or args.n_head == 0) return;
     const plan = makePlan(args, pool.threadCount());
-    if (plan.splits == 1) {
-        pool.parallelFor(plan.n_base, Ctx{ .a = args, .plan = plan, .partials = null }, runTask);
-        return;
-    }
-    partial_lock.lock();
-    defer partial_lock.unlock();
-    const ctx = Ctx{ .a = args, .plan = plan, .partials = &partial_buf };
-    pool.parallelFor(plan.n_base * plan.splits, ctx, runTask);
-    combineSplits(ctx);
+    pool.parallelFor(plan.n_base, Ctx{ .a = args, .plan = plan }, runTask);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -831,7 +785,7 @@ test "flash attention: decode over cache lengths, GQA and MQA" {
         try checkCase(.{ .n_q = 1, .n_kv = n_kv, .q_pos0 = n_kv - 1, .n_head = 8, .n_kv_head = 1, .head_dim = 256, .kv_type = .f16, .pad = 2 }, 30 + s);
         try checkCase(.{ .n_q = 1, .n_kv = n_kv, .q_pos0 = n_kv - 1, .n_head = 4, .n_kv_head = 4, .head_dim = 72, .scale_mul = 4, .head_major = true }, 40 + s);
     }
-    // A few query rows (speculative / chunked decode) also take the split path.
+    // A few query rows (speculative verification, chunked decode).
     try checkCase(.{ .n_q = 3, .n_kv = 700, .q_pos0 = 697, .n_head = 4, .n_kv_head = 1, .head_dim = 64, .kv_type = .f16 }, 50);
 }
 
@@ -887,36 +841,61 @@ test "flash attention: random shapes" {
     _ = pool.setThreads(2);
 }
 
-test "plan: decode splits the key range only when threads would idle" {
+test "plan: decode spreads query heads over tasks instead of splitting keys" {
     const a = AttentionArgs{
-        .q = undefined,
-        .q_row_stride = 256,
-        .q_head_stride = 256,
-        .k = undefined,
-        .v = undefined,
-        .kv_type = .f16,
-        .kv_pos_stride = 256,
-        .kv_head_stride = 256,
-        .out = undefined,
-        .out_row_stride = 256,
-        .out_head_stride = 256,
-        .n_q = 1,
-        .n_head = 8,
-        .n_kv_head = 1,
-        .head_dim = 256,
-        .n_kv = 1000,
-        .q_pos0 = 999,
-        .window = 0,
-        .scale = 1,
-        .softcap = 0,
+        .q = undefined, .q_row_stride = 256, .q_head_stride = 256, .k = undefined, .v = undefined,
+        .kv_type = .f16, .kv_pos_stride = 256, .kv_head_stride = 256, .out = undefined,
+        .out_row_stride = 256, .out_head_stride = 256, .n_q = 1, .n_head = 8, .n_kv_head = 1,
+        .head_dim = 256, .n_kv = 1000, .q_pos0 = 999, .window = 0, .scale = 1, .softcap = 0,
     };
-    try std.testing.expectEqual(@as(usize, 1), makePlan(a, 1).splits);
-    try std.testing.expectEqual(@as(usize, 4), makePlan(a, 2).splits);
-    try std.testing.expectEqual(@as(usize, 6), makePlan(a, 3).splits);
-    var short = a;
-    short.n_kv = 64;
-    try std.testing.expectEqual(@as(usize, 1), makePlan(short, 3).splits);
+    try std.testing.expectEqual(@as(usize, 1), makePlan(a, 1).n_base);
+    try std.testing.expectEqual(@as(usize, 4), makePlan(a, 2).n_base);
+    try std.testing.expectEqual(@as(usize, 8), makePlan(a, 3).n_base);
     var prefill = a;
     prefill.n_q = 512;
-    try std.testing.expectEqual(@as(usize, 1), makePlan(prefill, 16).splits);
+    try std.testing.expectEqual(@as(usize, 8), makePlan(prefill, 16).heads_per_task);
+}
+
+test "batch invariance: a row alone and the same row in a batch give identical bits" {
+    const alloc = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(99);
+    const rng = prng.random();
+    const hd = 64;
+    const n_kv = 300;
+    const n_head = 4;
+    const kv = try alloc.alloc(f32, n_kv * hd);
+    defer alloc.free(kv);
+    for (kv) |*x| x.* = rng.floatNorm(f32);
+    const q = try alloc.alloc(f32, 5 * n_head * hd);
+    defer alloc.free(q);
+    for (q) |*x| x.* = rng.floatNorm(f32);
+    const batch_out = try alloc.alloc(f32, 5 * n_head * hd);
+    defer alloc.free(batch_out);
+    const one_out = try alloc.alloc(f32, n_head * hd);
+    defer alloc.free(one_out);
+    for ([_]usize{ 0, 50 }) |window| {
+        for ([_]usize{ 1, 2, 3 }) |threads| {
+            _ = pool.setThreads(threads);
+            const base = AttentionArgs{
+                .q = q.ptr, .q_row_stride = n_head * hd, .q_head_stride = hd,
+                .k = std.mem.sliceAsBytes(kv).ptr, .v = std.mem.sliceAsBytes(kv).ptr, .kv_type = .f32,
+                .kv_pos_stride = hd, .kv_head_stride = hd, .out = batch_out.ptr,
+                .out_row_stride = n_head * hd, .out_head_stride = hd, .n_q = 5, .n_head = n_head,
+                .n_kv_head = 1, .head_dim = hd, .n_kv = n_kv, .q_pos0 = n_kv - 5, .window = window,
+                .scale = 0.125, .softcap = 0,
+            };
+            flashAttention(base);
+            for (0..5) |i| {
+                var one = base;
+                one.q = q.ptr + i * n_head * hd;
+                one.out = one_out.ptr;
+                one.n_q = 1;
+                one.n_kv = n_kv - 4 + i;
+                one.q_pos0 = n_kv - 5 + i;
+                flashAttention(one);
+                try std.testing.expectEqualSlices(f32, batch_out[i * n_head * hd ..][0 .. n_head * hd], one_out);
+            }
+        }
+    }
+    _ = pool.setThreads(2);
 }

@@ -10,11 +10,12 @@ import * as cpu from "../backends/cpu";
 import { parseGGUF, type GGUFFile } from "../gguf";
 import { architectureOf, type Architecture } from "../models/arch";
 import { ModelError, type HParams } from "../models/hparams";
-import { RunState } from "../models/state";
+import { RunState, type StateOptions } from "../models/state";
 import { createTokenizer, type Tokenizer } from "../tokenizer";
 import type { Tensor } from "../tensor";
 import { MappedFile } from "./mapped-file";
-import { createSampler, type SamplingOptions } from "./sampling";
+import { createSampler, type Sampler, type SamplingOptions } from "./sampling";
+import { SpeculativeRun, speculativeTokens, type Forwarder, type SpeculativeOptions, type SpeculativeStats } from "./speculative";
 
 export interface LoadOptions {
   /** Threads for the kernels (default: all cores). */
@@ -23,13 +24,15 @@ export interface LoadOptions {
   contextLength?: number;
   /** Most tokens per forward call during prefill (default 512). */
   batchSize?: number;
-  /** Rows of logits one forward call can return (default 1; parity tests ask for more). */
+  /** Rows of logits one forward call can return (default 16: speculative verification, parity tests). */
   maxLogitRows?: number;
   /** KV cache element type (default f16, as llama.cpp). */
   kvType?: "f16" | "f32";
 }
 
 export interface GenerateOptions extends SamplingOptions {
+  /** Speculative decoding: drafted tokens verified in one batched forward; never changes the output distribution. */
+  speculative?: SpeculativeOptions;
   maxTokens?: number;
   /** Generation ends before any of these strings; the text returned never contains them. */
   stop?: string[];
@@ -62,6 +65,7 @@ export interface GenerateResult {
   tokens: number[];
   finishReason: "stop" | "length" | "eos" | "abort";
   timings: Timings;
+  speculative?: SpeculativeStats;
 }
 
 export class Model {
@@ -76,6 +80,8 @@ export class Model {
   lastTimings: Timings | undefined;
   readonly #mapped: MappedFile;
   readonly #weights: unknown;
+  #stateOptions!: StateOptions;
+  readonly #layerSkips = new Map<number, Forwarder>();
   #disposed = false;
 
   constructor(path: string, opts: LoadOptions = {}) {
@@ -94,13 +100,15 @@ export class Model {
       }
       const nCtx = opts.contextLength ?? Math.min(this.hp.nCtxTrain, 4096);
       if (!Number.isSafeInteger(nCtx) || nCtx < 1) throw new RangeError(`contextLength must be a positive integer, got ${nCtx}`);
-      this.state = new RunState(this.hp, {
+      this.#stateOptions = {
         nCtx,
         maxBatch: opts.batchSize ?? 512,
-        maxLogitRows: opts.maxLogitRows ?? 1,
+        // 16 rows: speculative verification of up to 15 drafted tokens (~1 MB per row for a 262k vocabulary).
+      maxLogitRows: opts.maxLogitRows ?? 16,
         kvType: opts.kvType ?? "f16",
         weightTypes: [...new Set(this.arch.tensors(this.#weights).map((t) => t.dtype))],
-      });
+      };
+      this.state = new RunState(this.hp, this.#stateOptions);
     } catch (e) {
       this.#mapped.close();
       throw e;
@@ -137,19 +145,56 @@ export class Model {
    * `logitRows` positions of the final batch, as a view valid until the next call.
    */
   eval(tokens: readonly number[] | Int32Array, logitRows = 1): Tensor {
+    return this.#evalWith(this.hp, this.state, tokens, logitRows);
+  }
+
+  #evalWith(hp: HParams, state: RunState, tokens: readonly number[] | Int32Array, logitRows: number): Tensor {
     this.#guard();
     const ids = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
     if (ids.length === 0) throw new RangeError("eval: no tokens");
-    if (this.state.nPast + ids.length > this.state.nCtx) {
-      throw new ModelError("CONTEXT_FULL", `${this.state.nPast} tokens in the context + ${ids.length} new ones exceed the context length ${this.state.nCtx}`, this.path);
+    if (state.nPast + ids.length > state.nCtx) {
+      throw new ModelError("CONTEXT_FULL", `${state.nPast} tokens in the context + ${ids.length} new ones exceed the context length ${state.nCtx}`, this.path);
     }
     let logits: Tensor | undefined;
-    for (let i = 0; i < ids.length; i += this.state.maxBatch) {
-      const chunk = ids.subarray(i, Math.min(ids.length, i + this.state.maxBatch));
+    for (let i = 0; i < ids.length; i += state.maxBatch) {
+      const chunk = ids.subarray(i, Math.min(ids.length, i + state.maxBatch));
       const last = i + chunk.length === ids.length;
-      logits = this.arch.forward(this.hp, this.#weights, this.state, chunk, last ? Math.min(logitRows, chunk.length) : 1);
+      logits = this.arch.forward(hp, this.#weights, state, chunk, last ? Math.min(logitRows, chunk.length) : 1);
     }
     return logits!;
+  }
+
+  /** A draft model must share this model's vocabulary token for token. */
+  checkDraft(draft: Model): void {
+    const a = this.tokenizer.vocab.tokens;
+    const b = draft.tokenizer.vocab.tokens;
+    const i = a.length === b.length ? a.findIndex((t, j) => t !== b[j]) : Math.min(a.length, b.length);
+    if (a.length !== b.length || i >= 0) {
+      throw new ModelError("DRAFT_VOCAB_MISMATCH", `draft model ${draft.path} does not share the vocabulary of ${this.path} (${b.length} vs ${a.length} tokens, first difference at id ${i})`, draft.path);
+    }
+  }
+
+  get nLayer(): number {
+    return this.hp.nLayer;
+  }
+
+  /**
+   * The first `nLayers` layers of this model plus its final norm and output head, with a KV
+   * cache of their own: the layer-skip drafter for speculative decoding (created once per depth).
+   */
+  layerSkip(nLayers: number): Forwarder {
+    this.#guard();
+    if (!Number.isSafeInteger(nLayers) || nLayers < 1 || nLayers >= this.hp.nLayer) {
+      throw new RangeError(`layerSkip: nLayers must be an integer in [1, ${this.hp.nLayer - 1}], got ${nLayers}`);
+    }
+    let f = this.#layerSkips.get(nLayers);
+    if (!f) {
+      const hp = { ...this.hp, nLayer: nLayers };
+      const state = new RunState(hp, { ...this.#stateOptions, maxLogitRows: 1 });
+      f = { hp, state, eval: (tokens, rows = 1) => this.#evalWith(hp, state, tokens, rows) };
+      this.#layerSkips.set(nLayers, f);
+    }
+    return f;
   }
 
   /** Streams the continuation of `prompt` (text or token ids), piece by piece. */
@@ -165,41 +210,44 @@ export class Model {
     const stops = (opts.stop ?? []).filter((s) => s.length > 0);
     const holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
     const stream = this.tokenizer.createStreamDecoder();
-    const history = [...promptIds];
+    const history = [...promptIds]; // prompt + generated: the samplers' penalty window
     const generated: number[] = [];
     let text = "";
     let emitted = 0;
     let finishReason: GenerateResult["finishReason"] = "length";
 
+    if (opts.speculative?.draft instanceof Model) this.checkDraft(opts.speculative.draft);
     this.reset();
     const t0 = performance.now();
-    let logits = this.eval(promptIds);
-    const t1 = performance.now();
-    while (generated.length < maxTokens) {
-      if (opts.signal?.aborted) {
-        finishReason = "abort";
-        break;
+    let t1 = t0;
+    const source = opts.speculative
+      ? speculativeTokens(this, promptIds, sampler, history, opts.speculative, () => (t1 = performance.now()))
+      : plainTokens(this, promptIds, sampler, history, () => (t1 = performance.now()));
+    outer: for (const batch of source) {
+      for (const token of batch) {
+        if (generated.length >= maxTokens) break outer;
+        if (opts.signal?.aborted) {
+          finishReason = "abort";
+          break outer;
+        }
+        if (this.tokenizer.isEog(token)) {
+          finishReason = "eos";
+          break outer;
+        }
+        generated.push(token);
+        text += stream.push(token);
+        const stopAt = firstStop(text, stops);
+        if (stopAt >= 0) {
+          text = text.slice(0, stopAt);
+          finishReason = "stop";
+          if (text.length > emitted) yield { text: text.slice(emitted), token };
+          emitted = text.length;
+          break outer;
+        }
+        const safe = Math.max(emitted, text.length - holdBack);
+        yield { text: text.slice(emitted, safe), token };
+        emitted = safe;
       }
-      const token = sampler.sample(logits.f32, history);
-      if (this.tokenizer.isEog(token)) {
-        finishReason = "eos";
-        break;
-      }
-      generated.push(token);
-      history.push(token);
-      text += stream.push(token);
-      const stopAt = firstStop(text, stops);
-      if (stopAt >= 0) {
-        text = text.slice(0, stopAt);
-        finishReason = "stop";
-        if (text.length > emitted) yield { text: text.slice(emitted), token };
-        emitted = text.length;
-        break;
-      }
-      const safe = Math.max(emitted, text.length - holdBack);
-      yield { text: text.slice(emitted, safe), token };
-      emitted = safe;
-      if (generated.length < maxTokens) logits = this.eval([token]);
     }
     if (finishReason !== "stop") {
       text += stream.flush();
@@ -216,7 +264,8 @@ export class Model {
       generatedTokensPerSecond: (generated.length * 1000) / Math.max(t2 - t1, 1e-6),
     };
     this.lastTimings = timings;
-    return { text, tokens: generated, finishReason, timings };
+    const speculative = source instanceof SpeculativeRun ? source.stats(t2 - t1) : undefined;
+    return { text, tokens: generated, finishReason, timings, speculative };
   }
 
   /** Runs generate to the end and returns the whole result. */
@@ -232,7 +281,20 @@ export class Model {
     if (this.#disposed) return;
     this.#disposed = true;
     this.state.dispose();
+    for (const f of this.#layerSkips.values()) f.state.dispose();
     this.#mapped.close();
+  }
+}
+
+/** Plain decoding: one forward per token. `onPrefilled` marks the end of the prompt's forward. */
+function* plainTokens(model: Model, prompt: number[], sampler: Sampler, history: number[], onPrefilled: () => void): Generator<number[]> {
+  let logits = model.eval(prompt);
+  onPrefilled();
+  for (;;) {
+    const token = sampler.sample(logits.f32, history);
+    history.push(token);
+    yield [token];
+    logits = model.eval([token]);
   }
 }
 

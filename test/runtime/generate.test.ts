@@ -109,6 +109,12 @@ describe("kiln CLI on a synthetic model", () => {
     expect(t.exitCode).toBe(0);
     const ids = JSON.parse(t.stdout.toString()).ids as number[];
     expect(ids.length).toBeGreaterThan(0);
+    const spec = run("generate", "--model", paths.llama!, "--prompt", "the the the the", "--max-tokens", "8", "--temperature", "0", "--json", "--speculative", "prompt-lookup");
+    expect(spec.exitCode).toBe(0);
+    const specOut = JSON.parse(spec.stdout.toString());
+    expect(specOut.tokens.length).toBeGreaterThan(0);
+    expect(specOut.speculative.drafter).toBe("prompt-lookup");
+    expect(run("generate", "--model", paths.llama!, "--prompt", "x", "--speculative", "magic").exitCode).toBe(2);
     const withBos = JSON.parse(run("tokenize", "--model", paths.llama!, "--text", "the the", "--json", "--bos").stdout.toString()).ids;
     expect(withBos).toEqual([1, ...ids]);
   });
