@@ -1,0 +1,66 @@
+/**
+ * Plain vs speculative decoding on the real model, same run, interleaved, medians:
+ *
+ *   bun bench/speculative.bench.ts [--model PATH] [--threads N] [--tokens N] [--reps N]
+ *
+ * Prompts: input-grounded (repeat / edit a given passage, where prompt lookup shines) and open
+ * continuation (where it has nothing to copy). Per drafter: effective tokens/s, speed-up over
+ * plain decoding, acceptance rate, tokens per target forward, draft time share — and a check
+ * that the tokens are identical to plain greedy decoding. JSON in bench/results/.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { loadModel } from "../src/runtime/model";
+
+const { values: o } = parseArgs({ options: { model: { type: "string" }, threads: { type: "string" }, tokens: { type: "string" }, reps: { type: "string" } } });
+const path = o.model ?? join(import.meta.dir, "..", "models", "gemma-3-270m-Q4_K_M.gguf");
+const maxTokens = Number(o.tokens ?? 96);
+const reps = Number(o.reps ?? 3);
+const model = await loadModel(path, { threads: Number(o.threads ?? 2), contextLength: 1024 });
+
+const passage = "The Rhine rises in the Swiss Alps and flows north through Lake Constance, then west along the German-Swiss border to Basel, where it turns north again. It forms part of the border between France and Germany before passing through the Rhine Gorge, famous for its castles and vineyards, and finally reaches the North Sea in the Netherlands.";
+const chat = (msg: string) => `<start_of_turn>user\n${msg}<end_of_turn>\n<start_of_turn>model\n`;
+const prompts: Record<string, string> = {
+  "repeat a passage": chat(`Repeat the following text exactly, word for word:\n\n${passage}`),
+  "edit a passage": chat(`Rewrite the following text, replacing "Rhine" with "river" and changing nothing else:\n\n${passage}`),
+  "open continuation": "Once upon a time, in a small village at the edge of a great forest, there lived",
+};
+const drafters = [
+  { name: "prompt-lookup", spec: { draft: "prompt-lookup" as const, maxDraft: 10 } },
+  { name: "layer-skip (12 of 18 layers)", spec: { draft: "layer-skip" as const, maxDraft: 4, skipLayers: 12 } },
+];
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+const rows: Record<string, unknown>[] = [];
+for (const [kind, prompt] of Object.entries(prompts)) {
+  const plainTps: number[] = [];
+  const specRuns = drafters.map(() => ({ tps: [] as number[], acc: 0, tpf: 0, share: 0, same: true }));
+  for (let r = 0; r < reps; r++) {
+    const plain = await model.complete(prompt, { maxTokens, temperature: 0 });
+    plainTps.push(plain.timings.generatedTokensPerSecond);
+    for (const [i, d] of drafters.entries()) {
+      const s = await model.complete(prompt, { maxTokens, temperature: 0, speculative: d.spec });
+      const run = specRuns[i]!;
+      run.tps.push(s.timings.generatedTokensPerSecond);
+      run.acc = s.speculative!.acceptanceRate;
+      run.tpf = s.speculative!.tokensPerTargetForward;
+      run.share = s.speculative!.draftTimeShare;
+      run.same &&= s.tokens.join() === plain.tokens.join();
+    }
+  }
+  const base = median(plainTps);
+  console.log(`${kind}: plain ${base.toFixed(1)} tok/s`);
+  for (const [i, d] of drafters.entries()) {
+    const run = specRuns[i]!;
+    const tps = median(run.tps);
+    console.log(`  ${d.name.padEnd(28)} ${tps.toFixed(1)} tok/s (${(tps / base).toFixed(2)}×), acceptance ${(run.acc * 100).toFixed(0)}%, ${run.tpf.toFixed(2)} tokens/forward, draft ${(run.share * 100).toFixed(0)}% of time, identical: ${run.same}`);
+    rows.push({ prompt: kind, drafter: d.name, plainTokS: base, specTokS: tps, speedup: tps / base, acceptanceRate: run.acc, tokensPerTargetForward: run.tpf, draftTimeShare: run.share, identicalToPlain: run.same });
+  }
+}
+model.dispose();
+const dir = join(import.meta.dir, "results");
+mkdirSync(dir, { recursive: true });
+const file = join(dir, `speculative-${new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-")}.json`);
+writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), model: path, maxTokens, rows }, null, 2));
+console.log(`wrote ${file}`);
