@@ -37,8 +37,17 @@ pub fn matmulPrepared(a: Matmul) void {
     }
 }
 
+/// Batches of up to this many activation rows (decode, speculative verification of ≤ 15 drafts)
+/// run every row through the decode kernel, in row groups aligned exactly as for one row, so
+/// each output is bitwise identical to decoding that row alone: speculative decoding then
+/// reproduces plain decoding exactly. Larger batches (prefill) take the faster tile kernel.
+pub const max_invariant_rows = 16;
+
 fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
+    if (comptime @hasDecl(T, "vecDotTile")) {
+        if (a.m > max_invariant_rows) return matmulTiled(t, a);
+    }
     const Ctx = struct { a: Matmul, rows_per_task: usize };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
@@ -57,6 +66,57 @@ fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
     const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task };
     const n_tasks = std.math.divCeil(usize, a.n_out, rows_per_task) catch unreachable;
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
+/// Activation rows per batched task: 64 prepared 4096-wide Q8_0 rows are ~280 KB, which stay in
+/// L2 while the task's weight rows stream past them tile by tile.
+const act_rows_per_block = 64;
+
+/// Batched matmul through the type's R×C tile kernel (T.vecDotTile). Tasks are (weight row
+/// block × activation row block) pairs, activation-block major so the threads share one
+/// activation block at a time; inside a task, activation tiles outer (C rows, L1-resident) and
+/// weight tiles inner (R rows, from L2).
+fn matmulTiled(comptime t: GgmlType, a: Matmul) void {
+    const T = Traits(t);
+    const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize };
+    const run = struct {
+        fn f(c: Ctx, task: usize) void {
+            const row_bytes = c.a.k / T.block_size * T.type_size;
+            const act_bytes = quant.actRowBytes(t, c.a.k);
+            const rb = task % c.n_rb;
+            const ib = task / c.n_rb;
+            const j0 = rb * c.rows_per_task;
+            const j1 = @min(c.a.n_out, j0 + c.rows_per_task);
+            const i_0 = ib * act_rows_per_block;
+            const i_1 = @min(c.a.m, i_0 + act_rows_per_block);
+            var i = i_0;
+            while (i < i_1) : (i += T.tile_c) {
+                const cc = @min(T.tile_c, i_1 - i);
+                var j = j0;
+                while (j < j1) : (j += T.tile_r) {
+                    const rr = @min(T.tile_r, j1 - j);
+                    tileCall(T, rr, cc, c.a.k, c.a.w + j * row_bytes, row_bytes, c.a.xq + i * act_bytes, act_bytes, c.a.y + i * c.a.y_stride + j, c.a.y_stride);
+                }
+            }
+        }
+    }.f;
+    const rows_per_task = rowsPerTask(t, a.n_out, a.k, a.m);
+    const n_rb = std.math.divCeil(usize, a.n_out, rows_per_task) catch unreachable;
+    const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
+    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
+    const n_tasks = n_rb * n_ib;
+    if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
+/// T.vecDotTile with the tile shape (rr ≤ tile_r, cc ≤ tile_c) made comptime.
+inline fn tileCall(comptime T: type, rr: usize, cc: usize, k: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, act_bytes: usize, y: [*]f32, y_stride: usize) void {
+    switch (rr) {
+        inline 1...T.tile_r => |r| switch (cc) {
+            inline 1...T.tile_c => |cn| T.vecDotTile(r, cn, k, w, row_bytes, x, act_bytes, y, y_stride),
+            else => unreachable,
+        },
+        else => unreachable,
+    }
 }
 
 /// Weight rows per multi-row kernel call: the rows share activation loads and scales.
@@ -117,6 +177,9 @@ pub fn gatedFfnPrepared(a: GatedFfn) void {
 
 fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
     const T = Traits(t);
+    if (comptime @hasDecl(T, "vecDotTile")) {
+        if (a.m > max_invariant_rows) return gatedFfnTiled(t, a);
+    }
     const Ctx = struct { a: GatedFfn, rows_per_task: usize };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
@@ -150,6 +213,58 @@ fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
     const rows_per_task = roundUpGroup(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
     const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task };
     const n_tasks = std.math.divCeil(usize, a.n_ff, rows_per_task) catch unreachable;
+    if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
+/// gatedFfnTyped for m > 1 through the tile kernel (the same task layout as matmulTiled). Each
+/// (row, activation) pair is computed exactly as by matmulTiled, so the fused result matches
+/// the unfused composition bit for bit.
+fn gatedFfnTiled(comptime t: GgmlType, a: GatedFfn) void {
+    const T = Traits(t);
+    const R = T.tile_r;
+    const C = T.tile_c;
+    const Ctx = struct { a: GatedFfn, rows_per_task: usize, n_rb: usize };
+    const run = struct {
+        fn f(c: Ctx, task: usize) void {
+            const row_bytes = c.a.k / T.block_size * T.type_size;
+            const act_bytes = quant.actRowBytes(t, c.a.k);
+            const rb = task % c.n_rb;
+            const ib = task / c.n_rb;
+            const j0 = rb * c.rows_per_task;
+            const j1 = @min(c.a.n_ff, j0 + c.rows_per_task);
+            const i_0 = ib * act_rows_per_block;
+            const i_1 = @min(c.a.m, i_0 + act_rows_per_block);
+            var i = i_0;
+            while (i < i_1) : (i += C) {
+                const cc = @min(C, i_1 - i);
+                var j = j0;
+                while (j < j1) : (j += R) {
+                    const rr = @min(R, j1 - j);
+                    var g: [C * R]f32 = undefined;
+                    var u: [C * R]f32 = undefined;
+                    const x = c.a.xq + i * act_bytes;
+                    tileCall(T, rr, cc, c.a.k, c.a.w_gate + j * row_bytes, row_bytes, x, act_bytes, &g, R);
+                    tileCall(T, rr, cc, c.a.k, c.a.w_up + j * row_bytes, row_bytes, x, act_bytes, &u, R);
+                    for (0..cc) |ci| {
+                        const out = c.a.out + (i + ci) * c.a.out_stride + j;
+                        for (0..rr) |q| {
+                            const gq = g[ci * R + q];
+                            const uq = u[ci * R + q];
+                            out[q] = switch (c.a.activation) {
+                                .silu => norm.silu(gq) * uq,
+                                .gelu_tanh => norm.geluTanh(gq) * uq,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }.f;
+    const rows_per_task = roundUpGroup(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
+    const n_rb = std.math.divCeil(usize, a.n_ff, rows_per_task) catch unreachable;
+    const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
+    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
+    const n_tasks = n_rb * n_ib;
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
 }
 
@@ -317,4 +432,46 @@ test "fused matmul matches the f64 reference for every type, decode and batched"
         }
     }
     _ = pool.setThreads(2);
+}
+
+/// Each type's batched tile kernel — wired in (vecDotTile) or not yet (vecDotTileOff: kept
+/// until prefill can switch to it without moving a greedy token against llama.cpp, see
+/// quant_legacy.zig) — against the scalar reference, for every tile shape up to tile_r × tile_c.
+fn checkTileKernel(comptime t: GgmlType, comptime kernel: []const u8, rng: std.Random) !void {
+    const T = Traits(t);
+    const a = testing.allocator;
+    const k = T.block_size * 5;
+    const rb = quant.rowBytes(t, k);
+    const ab = quant.actRowBytes(t, k);
+    const w = try a.alloc(u8, rb * T.tile_r);
+    defer a.free(w);
+    const tmp = try a.alloc(f32, k);
+    defer a.free(tmp);
+    randomWeights(t, rng, T.tile_r, k, w, tmp);
+    const x = try a.alloc(f32, k * T.tile_c);
+    defer a.free(x);
+    for (x) |*v| v.* = rng.floatNorm(f32);
+    const xq = try a.alloc(u8, ab * T.tile_c);
+    defer a.free(xq);
+    quant.quantizeActivations(t, x.ptr, k, T.tile_c, k, xq.ptr);
+    var out: [64]f32 = undefined;
+    inline for (1..T.tile_r + 1) |r| {
+        inline for (1..T.tile_c + 1) |c| {
+            @field(T, kernel)(r, c, k, w.ptr, rb, xq.ptr, ab, &out, T.tile_r);
+            for (0..c) |ci| for (0..r) |ri| {
+                const want = T.vecDotRef(k, w.ptr + ri * rb, xq.ptr + ci * ab);
+                try testing.expectApproxEqAbs(want, out[ci * T.tile_r + ri], 1e-4 * (1 + @abs(want)));
+            };
+        }
+    }
+}
+
+test "batched tile kernels (enabled or not yet) match the scalar reference for every tile shape" {
+    var prng = std.Random.DefaultPrng.init(5);
+    inline for (std.meta.fields(GgmlType)) |f| {
+        const t: GgmlType = @enumFromInt(f.value);
+        const T = Traits(t);
+        if (comptime @hasDecl(T, "vecDotTile")) try checkTileKernel(t, "vecDotTile", prng.random());
+        if (comptime @hasDecl(T, "vecDotTileOff")) try checkTileKernel(t, "vecDotTileOff", prng.random());
+    }
 }

@@ -461,6 +461,138 @@ inline fn splitDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]cons
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Batched tile kernel (prefill): R weight rows × C activation rows
+// ---------------------------------------------------------------------------------------------
+
+/// Tile shape of the batched kernels (weight rows × activation rows of accumulators): 4×4 fills
+/// AVX-512's 32 registers with 16 accumulators; AVX2/NEON/SSE have fewer registers.
+/// Q8_0 through unsigned dots with a float −128·Σa correction (faster on 512-bit VNNI, but
+/// not exact in integers); off: signed dots (vpsignb / sdot), integer-exact like vecDot.
+const tile_q8_bias = true;
+
+pub const legacy_tile_r: usize = if (has_vnni) 4 else 2;
+pub const legacy_tile_c: usize = if (has_vnni) 4 else if (has_avx2 or has_dotprod) 4 else 2;
+
+/// Wired into the batched matmul (as vecDotTile) only for Q4_0 for now: the other types expose it
+/// as vecDotTileOff because switching Gemma 3's Q5_0/Q8_0 prefill to it flips one greedy token
+/// in the real-model llama.cpp parity test (a near tie; to be investigated).
+/// out[c·out_stride + r] = (weight row r) · (activation row c) for an R×C tile. Each weight block
+/// is unpacked once (nibbles → bytes, f16 scales → f32) and dotted against the C activation
+/// blocks, so the unpack cost is shared by C rows and each activation load by R rows. On
+/// 512-bit VNNI two blocks go through each vpdpbusd, and Q8_0's signed weights are biased to
+/// unsigned (q ^ 0x80 = q + 128) with the −128·Σa term applied through the activation's s, like
+/// the offset types. The arithmetic of each (r, c) pair does not depend on R or C, so any tiling
+/// of a matrix gives the same result bit for bit.
+pub fn tileDot(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    @setEvalBranchQuota(200_000);
+    std.debug.assert(n % 32 == 0);
+    const nb = n / 32;
+    const xor = W.signed and has_vnni and tile_q8_bias;
+    const P: usize = if (pair_dots and (!W.signed or xor)) 2 else 1;
+    var res: [C][R]f32 = @splat(@splat(0));
+    tileSteps(W, R, C, P, 0, nb / P * P, w, row_bytes, a, act_bytes, &res);
+    if (P == 2 and nb % 2 == 1) tileSteps(W, R, C, 1, nb - 1, nb, w, row_bytes, a, act_bytes, &res);
+    inline for (0..C) |c| {
+        inline for (0..R) |r| out[c * out_stride + r] = res[c][r];
+    }
+}
+
+inline fn tileSteps(
+    comptime W: type,
+    comptime R: usize,
+    comptime C: usize,
+    comptime P: usize,
+    b0: usize,
+    b1: usize,
+    w: [*]const u8,
+    row_bytes: usize,
+    a: [*]const u8,
+    act_bytes: usize,
+    res: *[C][R]f32,
+) void {
+    if (b0 >= b1) return;
+    const L = 8 * P;
+    const xor = W.signed and has_vnni and tile_q8_bias;
+    const off_scale: f32 = if (xor) -128 else W.off_scale;
+    // Offsets without a min (Q4_0's −8, Q5_0's −16, biased Q8_0's −128) are applied exactly in
+    // integers: off_scale·Σa starts each pair's dot (as splitDotRows). Mins stay in float.
+    const int_off = off_scale != 0 and !W.has_min;
+    const need_off = W.has_min;
+    const ts = W.type_size;
+    const as = ActQ8_0.type_size;
+    var acc: [R][C]@Vector(L, f32) = @splat(@splat(@splat(0)));
+    var off: [R]@Vector(C, f32) = @splat(@splat(0));
+    var i = b0;
+    while (i < b1) : (i += P) {
+        var av: [C]@Vector(32 * P, i8) = undefined;
+        var da: [C]@Vector(L, f32) = undefined;
+        var sa: [P]@Vector(C, f32) = undefined;
+        var bias: [C]@Vector(L, i32) = @splat(@splat(0));
+        inline for (0..C) |c| {
+            const ab = a + c * act_bytes + i * as;
+            av[c] = if (P == 2) std.simd.join(actQs(ab), actQs(ab + as)) else actQs(ab);
+            var d2: @Vector(P, f32) = undefined;
+            inline for (0..P) |p| {
+                d2[p] = loadF32(ab + p * as);
+                if (need_off) sa[p][c] = loadF32(ab + p * as + 4);
+            }
+            da[c] = @shuffle(f32, d2, undefined, scaleIdx(0, P));
+            if (int_off) {
+                const sum4: @Vector(L, i32) = if (P == 2)
+                    @"llvm.x86.avx512.vpdpbusd.512"(@splat(0), @splat(0x01010101), @bitCast(av[c]))
+                else
+                    dotUS(@splat(1), av[c]);
+                bias[c] = sum4 * @as(@Vector(L, i32), @splat(@as(i32, @intFromFloat(off_scale))));
+            }
+        }
+        inline for (0..R) |r| {
+            const wb = w + r * row_bytes + i * ts;
+            var dh: @Vector(P, f16) = undefined;
+            var mh: @Vector(P, f16) = undefined;
+            inline for (0..P) |p| {
+                dh[p] = @bitCast(std.mem.readInt(u16, wb[p * ts ..][0..2], .little));
+                if (W.has_min) mh[p] = @bitCast(std.mem.readInt(u16, wb[p * ts + 2 ..][0..2], .little));
+            }
+            const dw: @Vector(P, f32) = @floatCast(dh);
+            const dwv = @shuffle(f32, dw, undefined, scaleIdx(0, P));
+            var q: @Vector(32 * P, u8) = undefined;
+            if (P == 2) {
+                q = std.simd.join(tileQuants(W, wb), tileQuants(W, wb + ts));
+            } else {
+                q = tileQuants(W, wb);
+            }
+            inline for (0..C) |c| {
+                const sumi: @Vector(L, i32) = if (P == 2)
+                    @"llvm.x86.avx512.vpdpbusd.512"(@splat(0), @bitCast(q), @bitCast(av[c]))
+                else if (W.signed and !xor)
+                    dotSS(@bitCast(q), av[c])
+                else
+                    dotUS(q, av[c]);
+                const sumi_off = if (int_off) sumi + bias[c] else sumi;
+                acc[r][c] = @mulAdd(@Vector(L, f32), @floatFromInt(sumi_off), dwv * da[c], acc[r][c]);
+            }
+            if (need_off) {
+                const coef: @Vector(P, f32) = if (W.has_min) @floatCast(mh) else dw;
+                inline for (0..P) |p| off[r] = @mulAdd(@Vector(C, f32), @splat(coef[p]), sa[p], off[r]);
+            }
+        }
+    }
+    inline for (0..R) |r| {
+        inline for (0..C) |c| res[c][r] += if (need_off) @reduce(.Add, acc[r][c]) + off_scale * off[r][c] else @reduce(.Add, acc[r][c]);
+    }
+}
+
+/// One block's 32 weight quants as bytes for the tile kernel (Q8_0 biased to unsigned where
+/// the tile kernel uses unsigned dots, see tileDot).
+inline fn tileQuants(comptime W: type, wb: [*]const u8) @Vector(32, u8) {
+    if (W.signed) {
+        const q: @Vector(32, u8) = @bitCast(W.quants(wb));
+        return if (has_vnni and tile_q8_bias) q ^ @as(@Vector(32, u8), @splat(0x80)) else q;
+    }
+    return W.quants(wb);
+}
+
 /// Scalar reference for the offset types: per block sumi = Σ (q − zero)·qa exactly in integers,
 /// then d_w·d_a·sumi (+ m·s for the types with a min), as ggml's generic vec_dot.
 fn blockDotRef(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f32 {
@@ -560,6 +692,12 @@ pub const Q8_0 = struct {
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockDotRows(@This(), R, n, w, row_bytes, a, out);
     }
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
+    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    }
+    pub const tile_r = legacy_tile_r;
+    pub const tile_c = legacy_tile_c;
 
     /// quantize_row_q8_0_ref: d = amax/127 stored as f16, q = roundf(x·(1/d)) with the f32 d.
     pub fn quantizeRow(src: [*]const f32, dst: [*]u8, n: usize) void {
@@ -626,6 +764,12 @@ pub const Q4_0 = struct {
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockDotRows(@This(), R, n, w, row_bytes, a, out);
     }
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
+    pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    }
+    pub const tile_r = legacy_tile_r;
+    pub const tile_c = legacy_tile_c;
 
     /// quantize_row_q4_0_ref: d = max/−8 where max is the signed value of largest magnitude,
     /// q = min(15, trunc(x/d + 8.5)).
@@ -705,6 +849,12 @@ pub const Q4_1 = struct {
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockDotRows(@This(), R, n, w, row_bytes, a, out);
     }
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
+    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    }
+    pub const tile_r = legacy_tile_r;
+    pub const tile_c = legacy_tile_c;
 
     /// quantize_row_q4_1_ref: d = (max − min)/15, m = min (both stored as f16, the quants use
     /// the f32 values), q = min(15, trunc((x − min)·(1/d) + 0.5)).
@@ -816,6 +966,12 @@ pub const Q5_0 = struct {
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockDotRows(@This(), R, n, w, row_bytes, a, out);
     }
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
+    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    }
+    pub const tile_r = legacy_tile_r;
+    pub const tile_c = legacy_tile_c;
 
     /// quantize_row_q5_0_ref: d = max/−16 (max: the signed value of largest magnitude),
     /// q = min(31, trunc(x·(1/d) + 16.5)).
@@ -884,6 +1040,12 @@ pub const Q5_1 = struct {
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockDotRows(@This(), R, n, w, row_bytes, a, out);
     }
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
+    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    }
+    pub const tile_r = legacy_tile_r;
+    pub const tile_c = legacy_tile_c;
 
     /// quantize_row_q5_1_ref: d = (max − min)/31, m = min, q = trunc((x − min)·(1/d) + 0.5)
     /// (ggml has no clamp here; the values are ≤ 31.5 for finite input, so ours never binds).
