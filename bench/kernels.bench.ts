@@ -153,9 +153,10 @@ results.fusions = fusionRows;
 console.log("\nflash vs naive attention (32 heads / 4 KV heads / head_dim 64, F16 cache)");
 line("keys", "queries", "flash ms", "naive ms", "speed-up", "flash extra", "naive extra");
 const [nHead, nKvHead, hd] = [32, 4, 64];
-// Flash: per task ≤ 16 (row, head) accumulators of ≤ 512 floats + one converted K/V tile of
-// ≤ 8K floats each, on the stack, plus a fixed 2 MiB split-combine buffer (attention.zig).
-const flashExtra = threads * (16 * 512 + 2 * 8 * 1024) * 4 + (1 << 19) * 4;
+// Flash: per running task ≤ 16 (row, head) accumulators of ≤ 512 floats, one converted K/V
+// tile of ≤ 8K floats and ≤ 16×64 scores, all on the stack (attention.zig); nothing grows with
+// the number of keys.
+const flashExtra = threads * (16 * 512 + 8 * 1024 + 16 * 64) * 4;
 const attentionRows: Record<string, unknown>[] = [];
 for (const nKv of quick ? [512, 2048] : [512, 2048, 4096, 8192, 16384]) {
   const kd = Tensor.fromF32(randomF32(nKv * nKvHead * hd, 13), [nKv * nKvHead, hd]);
