@@ -1,42 +1,58 @@
 /**
  * The model's own tokenizer, built from GGUF metadata: SentencePiece-style ("llama") or
- * byte-level BPE ("gpt2"), with llama.cpp's special-token rules. Defaults match llama.cpp's
- * `llama_tokenize(text, add_special = false, parse_special = false)`.
+ * byte-level BPE ("gpt2"), with llama.cpp's special-token rules. With no options, `encode`
+ * matches llama.cpp's `llama_tokenize(text, add_special = false, parse_special = false)`.
  */
 import type { GGUFMetadata } from "../gguf";
-import { BpeEncoder, bpeBytes } from "./bpe";
+import { BpeEncoder, bpePiece } from "./bpe";
+import { partition } from "./special";
 import { spmEncode, spmPiece } from "./spm";
-import { TokenType, partition, readVocab, type Vocab } from "./vocab";
+import { TokenType, readVocab, type Vocab } from "./vocab";
+
+export { TokenType, type Vocab } from "./vocab";
+export { PRE_TOKENIZERS, preTokenize, preTokenizerFor, type PreTokenizerName } from "./pretokenize";
 
 export interface EncodeOptions {
-  /** Add BOS/EOS as the model asks (tokenizer.ggml.add_bos_token / add_eos_token). */
+  /** Add BOS/EOS as the model asks (tokenizer.ggml.add_bos_token / add_eos_token). Default false. */
   addSpecial?: boolean;
-  /** Recognise the text of control tokens such as "<start_of_turn>" as those tokens. */
+  /** Recognise the text of control tokens such as "<start_of_turn>" as those tokens. Default false. */
   parseSpecial?: boolean;
 }
 
+export interface DecodeOptions {
+  /** Render control and unknown tokens as nothing instead of their text. Default false. */
+  skipSpecial?: boolean;
+}
+
 export interface StreamDecoder {
-  /** Text completed by this token: a multi-byte character split across tokens waits for its end. */
+  /** The text this token completes: bytes of a character split across tokens wait for the rest. */
   push(id: number): string;
-  /** Whatever is pending (an incomplete sequence decodes to U+FFFD). */
+  /** Whatever is still pending (an incomplete character decodes to U+FFFD); resets the decoder. */
   flush(): string;
 }
 
 export interface Tokenizer {
   readonly vocabSize: number;
+  /** Special ids; -1 when the model has none. */
   readonly bos: number;
   readonly eos: number;
+  /** End-of-turn (e.g. Gemma's <end_of_turn>), from the file or found by its text; undefined if none. */
+  readonly eot?: number;
+  /** Whether `encode(…, { addSpecial: true })` starts with BOS. */
   readonly addBos: boolean;
   readonly vocab: Vocab;
   encode(text: string, opts?: EncodeOptions): number[];
-  decode(ids: readonly number[], opts?: { skipSpecial?: boolean }): string;
-  /** The raw bytes of one token (control tokens render as their text). */
+  decode(ids: readonly number[], opts?: DecodeOptions): string;
+  /** The raw bytes of one token; control tokens render as their text unless renderSpecial is false. */
   tokenToPiece(id: number, renderSpecial?: boolean): Uint8Array;
+  /** End of generation: EOS, EOT and tokens such as <end_of_turn>, <|im_end|>, <|eot_id|>. */
   isEog(id: number): boolean;
-  createStreamDecoder(opts?: { skipSpecial?: boolean }): StreamDecoder;
+  /** Incremental decoding for streamed generation: pieces as they are, without decode's space rule. */
+  createStreamDecoder(opts?: DecodeOptions): StreamDecoder;
 }
 
 const utf8 = new TextEncoder();
+const newDecoder = () => new TextDecoder("utf-8", { ignoreBOM: true });
 
 export function createTokenizer(meta: GGUFMetadata): Tokenizer {
   const v = readVocab(meta);
@@ -44,65 +60,76 @@ export function createTokenizer(meta: GGUFMetadata): Tokenizer {
   const bpe = spm ? null : new BpeEncoder(v);
   const n = v.tokens.length;
 
-  const checkId = (id: number) => {
-    if (!Number.isInteger(id) || id < 0 || id >= n) throw new RangeError(`token id ${id} outside the vocabulary [0, ${n})`);
+  const piece = (id: number, renderSpecial: boolean): Uint8Array => {
+    if (!Number.isInteger(id) || id < 0 || id >= n) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${n})`);
+    const p = spm ? spmPiece(v, id, renderSpecial) : bpePiece(v, id, renderSpecial);
+    return typeof p === "string" ? utf8.encode(p) : p;
   };
 
-  const tokenToPiece = (id: number, renderSpecial = true): Uint8Array => {
-    checkId(id);
-    if (spm) {
-      const p = spmPiece(v, id, renderSpecial);
-      return typeof p === "string" ? utf8.encode(p) : p;
-    }
-    const t = v.types[id];
-    if (t === TokenType.control || t === TokenType.unknown) return renderSpecial ? utf8.encode(v.tokens[id]!) : new Uint8Array();
-    if (t === TokenType.userDefined) return utf8.encode(v.tokens[id]!);
-    return bpeBytes(v.tokens[id]!);
-  };
+  const encodeText = (text: string, out: number[]) => (bpe ? bpe.encode(text, out) : spmEncode(v, text, out));
 
   const encode = (text: string, opts: EncodeOptions = {}): number[] => {
     const out: number[] = [];
     if (opts.addSpecial && v.addBos && v.bos >= 0) out.push(v.bos);
-    let prevSpecial = true;
+    // SentencePiece's space prefix goes before each text fragment that starts the text or
+    // follows a special token, as llama.cpp does it.
+    let afterSpecial = true;
     for (const f of partition(v, text, opts.parseSpecial ?? false)) {
       if ("token" in f) {
         out.push(f.token);
-        prevSpecial = true;
-        continue;
+        afterSpecial = true;
+      } else {
+        encodeText(spm && v.addSpacePrefix && afterSpecial ? " " + f.text : f.text, out);
+        afterSpecial = false;
       }
-      if (spm) spmEncode(v, (v.addSpacePrefix && prevSpecial ? " " : "") + f.text, out);
-      else bpe!.encode(f.text, out);
-      prevSpecial = false;
     }
     if (opts.addSpecial && v.addEos && v.eos >= 0) out.push(v.eos);
     return out;
   };
 
-  const createStreamDecoder = (o: { skipSpecial?: boolean } = {}): StreamDecoder => {
-    const dec = new TextDecoder("utf-8", { ignoreBOM: true });
+  const createStreamDecoder = (opts: DecodeOptions = {}): StreamDecoder => {
+    let dec = newDecoder();
     return {
-      push: (id) => dec.decode(tokenToPiece(id, !o.skipSpecial), { stream: true }),
-      flush: () => dec.decode(),
+      push: (id) => dec.decode(piece(id, !opts.skipSpecial), { stream: true }),
+      flush: () => {
+        const rest = dec.decode();
+        dec = newDecoder();
+        return rest;
+      },
     };
   };
 
-  const decode = (ids: readonly number[], o: { skipSpecial?: boolean } = {}): string => {
-    const s = createStreamDecoder(o);
-    let text = ids.map((id) => s.push(id)).join("") + s.flush();
-    // SentencePiece's leading space is an artifact of the space prefix, not of the text.
-    if (spm && v.addSpacePrefix && text.startsWith(" ")) text = text.slice(1);
-    return text;
+  /**
+   * With a space prefix, the first text token carries a space that the text never had: drop it.
+   * (llama.cpp drops it only when that token comes first; kiln also skips leading BOS/control
+   * tokens, so that decode(encode(s, { addSpecial: true })) gives s back.)
+   */
+  const decode = (ids: readonly number[], opts: DecodeOptions = {}): string => {
+    const dec = newDecoder();
+    let dropSpace = spm && v.addSpacePrefix;
+    let text = "";
+    for (const id of ids) {
+      let bytes = piece(id, !opts.skipSpecial);
+      const type = v.types[id];
+      if (dropSpace && type !== TokenType.control && type !== TokenType.unknown) {
+        if (bytes[0] === 0x20) bytes = bytes.subarray(1);
+        dropSpace = false;
+      }
+      text += dec.decode(bytes, { stream: true });
+    }
+    return text + dec.decode();
   };
 
   return {
     vocabSize: n,
     bos: v.bos,
     eos: v.eos,
+    eot: v.eot >= 0 ? v.eot : undefined,
     addBos: v.addBos,
     vocab: v,
     encode,
     decode,
-    tokenToPiece,
+    tokenToPiece: (id, renderSpecial = true) => piece(id, renderSpecial),
     isEog: (id) => v.eog.has(id),
     createStreamDecoder,
   };
