@@ -83,12 +83,11 @@ fn matmulTiled(comptime t: GgmlType, a: Matmul) void {
         fn f(c: Ctx, task: usize) void {
             const row_bytes = c.a.k / T.block_size * T.type_size;
             const act_bytes = quant.actRowBytes(t, c.a.k);
-            const rb = task % c.n_rb;
-            const ib = task / c.n_rb;
-            const j0 = rb * c.rows_per_task;
-            const j1 = @min(c.a.n_out, j0 + c.rows_per_task);
-            const i_0 = ib * act_rows_per_block;
-            const i_1 = @min(c.a.m, i_0 + act_rows_per_block);
+            const r = tiledTaskRange(task, c.n_rb, c.rows_per_task, c.a.n_out, c.a.m);
+            const j0 = r.j0;
+            const j1 = r.j1;
+            const i_0 = r.i_0;
+            const i_1 = r.i_1;
             var i = i_0;
             while (i < i_1) : (i += T.tile_c) {
                 const cc = @min(T.tile_c, i_1 - i);
@@ -106,6 +105,14 @@ fn matmulTiled(comptime t: GgmlType, a: Matmul) void {
     const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
     const n_tasks = n_rb * n_ib;
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
+/// The weight rows [j0, j1) and activation rows [i_0, i_1) of one tiled task: tasks run
+/// activation-block major, so the threads work on one activation block at a time.
+fn tiledTaskRange(task: usize, n_rb: usize, rows_per_task: usize, n_out: usize, m: usize) struct { j0: usize, j1: usize, i_0: usize, i_1: usize } {
+    const j0 = (task % n_rb) * rows_per_task;
+    const i_0 = (task / n_rb) * act_rows_per_block;
+    return .{ .j0 = j0, .j1 = @min(n_out, j0 + rows_per_task), .i_0 = i_0, .i_1 = @min(m, i_0 + act_rows_per_block) };
 }
 
 /// T.vecDotTile with the tile shape (rr ≤ tile_r, cc ≤ tile_c) made comptime.
@@ -228,12 +235,11 @@ fn gatedFfnTiled(comptime t: GgmlType, a: GatedFfn) void {
         fn f(c: Ctx, task: usize) void {
             const row_bytes = c.a.k / T.block_size * T.type_size;
             const act_bytes = quant.actRowBytes(t, c.a.k);
-            const rb = task % c.n_rb;
-            const ib = task / c.n_rb;
-            const j0 = rb * c.rows_per_task;
-            const j1 = @min(c.a.n_ff, j0 + c.rows_per_task);
-            const i_0 = ib * act_rows_per_block;
-            const i_1 = @min(c.a.m, i_0 + act_rows_per_block);
+            const r = tiledTaskRange(task, c.n_rb, c.rows_per_task, c.a.n_ff, c.a.m);
+            const j0 = r.j0;
+            const j1 = r.j1;
+            const i_0 = r.i_0;
+            const i_1 = r.i_1;
             var i = i_0;
             while (i < i_1) : (i += C) {
                 const cc = @min(C, i_1 - i);

@@ -718,6 +718,20 @@ pub const Q8_0 = struct {
     }
 };
 
+/// The value of largest magnitude in a block, with its sign (the first one on ties), as ggml's
+/// reference quantizers pick it: the block's scale is derived from it.
+fn signedAbsMax(x: *const [32]f32) f32 {
+    var amax: f32 = 0;
+    var max: f32 = 0;
+    for (x) |v| {
+        if (amax < @abs(v)) {
+            amax = @abs(v);
+            max = v;
+        }
+    }
+    return max;
+}
+
 pub const Q4_0 = struct {
     pub const block_size: usize = 32;
     pub const type_size: usize = 18;
@@ -777,14 +791,7 @@ pub const Q4_0 = struct {
         std.debug.assert(n % 32 == 0);
         for (0..n / 32) |i| {
             const x = src[i * 32 ..][0..32];
-            var amax: f32 = 0;
-            var max: f32 = 0;
-            for (x) |v| {
-                if (amax < @abs(v)) {
-                    amax = @abs(v);
-                    max = v;
-                }
-            }
+            const max = signedAbsMax(x);
             const d = max / -8.0;
             const id: f32 = if (d != 0) 1.0 / d else 0.0;
             const b = dst + i * type_size;
@@ -979,14 +986,7 @@ pub const Q5_0 = struct {
         std.debug.assert(n % 32 == 0);
         for (0..n / 32) |i| {
             const x = src[i * 32 ..][0..32];
-            var amax: f32 = 0;
-            var max: f32 = 0;
-            for (x) |v| {
-                if (amax < @abs(v)) {
-                    amax = @abs(v);
-                    max = v;
-                }
-            }
+            const max = signedAbsMax(x);
             const d = max / -16.0;
             const id: f32 = if (d != 0) 1.0 / d else 0.0;
             const b = dst + i * type_size;
