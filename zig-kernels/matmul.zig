@@ -37,16 +37,15 @@ pub fn matmulPrepared(a: Matmul) void {
     }
 }
 
-/// Batches of up to this many activation rows (decode, speculative verification of ≤ 15 drafts)
-/// run every row through the decode kernel, in row groups aligned exactly as for one row, so
-/// each output is bitwise identical to decoding that row alone: speculative decoding then
-/// reproduces plain decoding exactly. Larger batches (prefill) take the faster tile kernel.
-pub const max_invariant_rows = 16;
-
+/// Batches (m > 1: prefill, speculative verification) go through the type's R×C tile kernel where
+/// it has one. Every type's tile kernel computes each (weight row, activation row) pair with the
+/// decode kernel's exact arithmetic (tile shape never changes a bit, tests check it), so a row
+/// verified in a batch is bitwise identical to decoding it alone: speculative decoding then
+/// reproduces plain decoding exactly, at tile speed.
 fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
     if (comptime @hasDecl(T, "vecDotTile")) {
-        if (a.m > max_invariant_rows) return matmulTiled(t, a);
+        if (a.m > 1) return matmulTiled(t, a);
     }
     const Ctx = struct { a: Matmul, rows_per_task: usize };
     const run = struct {
@@ -130,7 +129,8 @@ inline fn tileCall(comptime T: type, rr: usize, cc: usize, k: usize, w: [*]const
 const row_group = 4;
 
 /// y[j] = row j · x for j in [j0, j1): groups of row_group rows through T.vecDotRows where the
-/// type has one (shared activation loads, prefetch of the next group), single rows for the rest.
+/// type has one (shared activation loads, prefetch of the next group), and the last
+/// (j1 − j0) % row_group rows through it too, so every row gets the tile kernels' arithmetic.
 inline fn dotRows(comptime T: type, k: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, y: [*]f32, j0: usize, j1: usize) void {
     @setEvalBranchQuota(100_000);
     var j = j0;
@@ -138,14 +138,18 @@ inline fn dotRows(comptime T: type, k: usize, w: [*]const u8, row_bytes: usize, 
         while (j + row_group <= j1) : (j += row_group) {
             T.vecDotRows(row_group, k, w + j * row_bytes, row_bytes, x, y[j..][0..row_group]);
         }
+        switch (j1 - j) {
+            0 => {},
+            inline 1...row_group - 1 => |r| T.vecDotRows(r, k, w + j * row_bytes, row_bytes, x, y[j..][0..r]),
+            else => unreachable,
+        }
+        return;
     }
     while (j < j1) : (j += 1) y[j] = T.vecDot(k, w + j * row_bytes, x);
 }
 
-/// Task boundaries sit on multiples of row_group so every row goes through the same kernel
-/// (vecDotRows for whole groups, vecDot for the last n_out % row_group rows) whichever driver
-/// and thread count computes it: the fused FFN then matches the plain matmul bit for bit
-/// (vecDotRows may differ from vecDot in float summation order).
+/// Task boundaries sit on multiples of row_group (the per-row arithmetic no longer depends on
+/// the grouping, but whole groups keep the prefetch stream going).
 fn roundUpGroup(rows: usize) usize {
     return (std.math.divCeil(usize, rows, row_group) catch unreachable) * row_group;
 }
@@ -185,7 +189,7 @@ pub fn gatedFfnPrepared(a: GatedFfn) void {
 fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
     const T = Traits(t);
     if (comptime @hasDecl(T, "vecDotTile")) {
-        if (a.m > max_invariant_rows) return gatedFfnTiled(t, a);
+        if (a.m > 1) return gatedFfnTiled(t, a);
     }
     const Ctx = struct { a: GatedFfn, rows_per_task: usize };
     const run = struct {
@@ -440,44 +444,104 @@ test "fused matmul matches the f64 reference for every type, decode and batched"
     _ = pool.setThreads(2);
 }
 
-/// Each type's batched tile kernel — wired in (vecDotTile) or not yet (vecDotTileOff: kept
-/// until prefill can switch to it without moving a greedy token against llama.cpp, see
-/// quant_legacy.zig) — against the scalar reference, for every tile shape up to tile_r × tile_c.
-fn checkTileKernel(comptime t: GgmlType, comptime kernel: []const u8, rng: std.Random) !void {
+/// Each type's batched tile kernel against the scalar reference, and bit for bit against the
+/// decode kernel (vecDotRows), for every tile shape up to tile_r × tile_c and block counts that
+/// leave a remainder after the kernels' block groups.
+fn checkTileKernel(comptime t: GgmlType, rng: std.Random) !void {
     const T = Traits(t);
     const a = testing.allocator;
-    const k = T.block_size * 5;
-    const rb = quant.rowBytes(t, k);
-    const ab = quant.actRowBytes(t, k);
-    const w = try a.alloc(u8, rb * T.tile_r);
-    defer a.free(w);
-    const tmp = try a.alloc(f32, k);
-    defer a.free(tmp);
-    randomWeights(t, rng, T.tile_r, k, w, tmp);
-    const x = try a.alloc(f32, k * T.tile_c);
-    defer a.free(x);
-    for (x) |*v| v.* = rng.floatNorm(f32);
-    const xq = try a.alloc(u8, ab * T.tile_c);
-    defer a.free(xq);
-    quant.quantizeActivations(t, x.ptr, k, T.tile_c, k, xq.ptr);
-    var out: [64]f32 = undefined;
-    inline for (1..T.tile_r + 1) |r| {
-        inline for (1..T.tile_c + 1) |c| {
-            @field(T, kernel)(r, c, k, w.ptr, rb, xq.ptr, ab, &out, T.tile_r);
-            for (0..c) |ci| for (0..r) |ri| {
-                const want = T.vecDotRef(k, w.ptr + ri * rb, xq.ptr + ci * ab);
-                try testing.expectApproxEqAbs(want, out[ci * T.tile_r + ri], 1e-4 * (1 + @abs(want)));
-            };
+    for ([_]usize{ 1, 2, 5, 7 }) |blocks| {
+        const k = T.block_size * blocks;
+        const rb = quant.rowBytes(t, k);
+        const ab = quant.actRowBytes(t, k);
+        const w = try a.alloc(u8, rb * T.tile_r);
+        defer a.free(w);
+        const tmp = try a.alloc(f32, k);
+        defer a.free(tmp);
+        randomWeights(t, rng, T.tile_r, k, w, tmp);
+        const x = try a.alloc(f32, k * T.tile_c);
+        defer a.free(x);
+        for (x) |*v| v.* = rng.floatNorm(f32);
+        const xq = try a.alloc(u8, ab * T.tile_c);
+        defer a.free(xq);
+        quant.quantizeActivations(t, x.ptr, k, T.tile_c, k, xq.ptr);
+        var out: [64]f32 = undefined;
+        inline for (1..T.tile_r + 1) |r| {
+            inline for (1..T.tile_c + 1) |c| {
+                T.vecDotTile(r, c, k, w.ptr, rb, xq.ptr, ab, &out, T.tile_r);
+                for (0..c) |ci| {
+                    var rows: [r]f32 = undefined;
+                    T.vecDotRows(r, k, w.ptr, rb, xq.ptr + ci * ab, &rows);
+                    for (0..r) |ri| {
+                        const want = T.vecDotRef(k, w.ptr + ri * rb, xq.ptr + ci * ab);
+                        const got = out[ci * T.tile_r + ri];
+                        try testing.expectApproxEqAbs(want, got, 1e-4 * (1 + @abs(want)));
+                        try testing.expectEqual(@as(u32, @bitCast(rows[ri])), @as(u32, @bitCast(got)));
+                    }
+                }
+            }
         }
     }
 }
 
-test "batched tile kernels (enabled or not yet) match the scalar reference for every tile shape" {
+test "batched tile kernels match the scalar reference and the decode kernel bit for bit, every tile shape" {
     var prng = std.Random.DefaultPrng.init(5);
     inline for (std.meta.fields(GgmlType)) |f| {
         const t: GgmlType = @enumFromInt(f.value);
-        const T = Traits(t);
-        if (comptime @hasDecl(T, "vecDotTile")) try checkTileKernel(t, "vecDotTile", prng.random());
-        if (comptime @hasDecl(T, "vecDotTileOff")) try checkTileKernel(t, "vecDotTileOff", prng.random());
+        if (comptime @hasDecl(Traits(t), "vecDotTile")) try checkTileKernel(t, prng.random());
     }
+}
+
+// Batch invariance (what speculative decoding relies on): each row of a batched matmul or fused
+// FFN has exactly the bits of that row computed alone (m = 1), for every type, batch sizes
+// below and above the tile and block sizes, row counts that are not multiples of anything,
+// and 1–3 threads.
+test "batch invariance: every row of a batched matmul / fused FFN equals the row alone, bit for bit" {
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(77);
+    const rng = prng.random();
+    for ([_]usize{ 1, 2, 3 }) |threads| {
+        _ = pool.setThreads(threads);
+        inline for (std.meta.fields(GgmlType)) |f| {
+            const t: GgmlType = @enumFromInt(f.value);
+            const bs = quant.blockSize(t);
+            const k = if (bs == 1) 200 else bs * @max(3, 768 / bs + 1);
+            for ([_]usize{ 37, 301 }) |n_out| {
+                const rb = quant.rowBytes(t, k);
+                const ab = quant.actRowBytes(t, k);
+                const wg = try a.alloc(u8, rb * n_out);
+                defer a.free(wg);
+                const wu = try a.alloc(u8, rb * n_out);
+                defer a.free(wu);
+                const tmp = try a.alloc(f32, k);
+                defer a.free(tmp);
+                randomWeights(t, rng, n_out, k, wg, tmp);
+                randomWeights(t, rng, n_out, k, wu, tmp);
+                const m_max = 70;
+                const x = try a.alloc(f32, m_max * k);
+                defer a.free(x);
+                for (x) |*v| v.* = rng.floatNorm(f32);
+                const xq = try a.alloc(u8, ab * m_max);
+                defer a.free(xq);
+                quant.quantizeActivations(t, x.ptr, k, m_max, k, xq.ptr);
+                const alone = try a.alloc(f32, m_max * n_out);
+                defer a.free(alone);
+                const alone_ffn = try a.alloc(f32, m_max * n_out);
+                defer a.free(alone_ffn);
+                for (0..m_max) |i| {
+                    matmulPrepared(.{ .t = t, .w = wg.ptr, .n_out = n_out, .k = k, .xq = xq.ptr + i * ab, .m = 1, .y = alone.ptr + i * n_out, .y_stride = n_out });
+                    gatedFfnPrepared(.{ .t = t, .w_gate = wg.ptr, .w_up = wu.ptr, .n_ff = n_out, .k = k, .xq = xq.ptr + i * ab, .m = 1, .out = alone_ffn.ptr + i * n_out, .out_stride = n_out, .activation = .silu });
+                }
+                const y = try a.alloc(f32, m_max * n_out);
+                defer a.free(y);
+                for ([_]usize{ 2, 5, 9, 16, 17, m_max }) |m| {
+                    matmulPrepared(.{ .t = t, .w = wg.ptr, .n_out = n_out, .k = k, .xq = xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
+                    try testing.expectEqualSlices(u32, @ptrCast(alone[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out]));
+                    gatedFfnPrepared(.{ .t = t, .w_gate = wg.ptr, .w_up = wu.ptr, .n_ff = n_out, .k = k, .xq = xq.ptr, .m = m, .out = y.ptr, .out_stride = n_out, .activation = .silu });
+                    try testing.expectEqualSlices(u32, @ptrCast(alone_ffn[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out]));
+                }
+            }
+        }
+    }
+    _ = pool.setThreads(2);
 }

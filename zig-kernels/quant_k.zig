@@ -373,7 +373,7 @@ pub const Q4_K = struct {
         kDotRows(@This(), R, n, w, row_bytes, a, out);
     }
     /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see kTileDot).
-    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
         kTileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     }
     pub const tile_r = k_tile_r;
@@ -474,7 +474,7 @@ pub const Q5_K = struct {
         kDotRows(@This(), R, n, w, row_bytes, a, out);
     }
     /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see kTileDot).
-    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
         kTileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     }
     pub const tile_r = k_tile_r;
@@ -636,7 +636,7 @@ pub const Q6_K = struct {
         inline for (0..R) |r| out[r] = hsum(acc[r]);
     }
     /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see kTileDot).
-    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
         kTileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     }
     pub const tile_r = k_tile_r;
@@ -799,20 +799,23 @@ inline fn kDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]const u8
 const k_tile_r: usize = 1;
 const k_tile_c: usize = 4;
 
-/// Not wired into the matmul yet (exposed as vecDotTileOff): 1×4 measured 396/522 GFLOP/s
-/// (Q4_K/Q6_K, m = 64, AVX-512, 2 threads) against 277/294 for the per-row path, 2×4 spilled
-/// (~200), but it flips a greedy token of the real-model llama.cpp parity test.
+/// 1×4 measured 396/522 GFLOP/s (Q4_K/Q6_K, m = 64, AVX-512, 2 threads) against 277/294 for
+/// the per-row path; 2×4 spilled (~200).
 /// out[c·out_stride + r] = (weight row r) · (activation row c) for an R×C tile. Each 64-element
 /// chunk of a weight block is unpacked once and multiplied against the C activation chunks, so
 /// the unpack (and scale shuffles) are shared by C rows and each activation load by R rows.
-/// Integer sums per block are exact; the mins / −32 correction is folded into one float
-/// accumulator per pair. The arithmetic of each (r, c) pair does not depend on R or C.
+/// The float arithmetic of each (r, c) pair is exactly kDotRows' (Q4_K/Q5_K: scaled sums and
+/// mins in separate accumulators, subtracted at the end; Q6_K: the −32 correction in integers),
+/// and integer sums are exact whatever their order, so every output is bit-identical to
+/// decoding its row alone whatever R and C are: batched verification reproduces decode.
 fn kTileDot(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
     @setEvalBranchQuota(200_000);
     std.debug.assert(n % 256 == 0);
     const is_q6 = W == Q6_K;
     var acc: [R][C]F32x8 = @splat(@splat(@splat(0)));
+    var macc: [R][C]F32x8 = @splat(@splat(@splat(0)));
     for (0..n / 256) |i| {
+        prefetchNextGroup(w + R * row_bytes, i * W.type_size * R, W.type_size * R);
         var sc: [R]I16x16 = undefined;
         var mn: [R]I16x16 = undefined;
         var d: [R]f32 = undefined;
@@ -855,13 +858,13 @@ fn kTileDot(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w:
                 } else {
                     const msum = maddwd(8, bsums, mn[r]);
                     acc[r][c] = @mulAdd(F32x8, @floatFromInt(fold16(isum[r][c])), @splat(d[r] * da), acc[r][c]);
-                    acc[r][c] = @mulAdd(F32x8, @floatFromInt(msum), @splat(-(dmin[r] * da)), acc[r][c]);
+                    macc[r][c] = @mulAdd(F32x8, @floatFromInt(msum), @splat(dmin[r] * da), macc[r][c]);
                 }
             }
         }
     }
     inline for (0..C) |c| {
-        inline for (0..R) |r| out[c * out_stride + r] = hsum(acc[r][c]);
+        inline for (0..R) |r| out[c * out_stride + r] = hsum(acc[r][c] - macc[r][c]);
     }
 }
 

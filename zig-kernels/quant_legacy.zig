@@ -333,44 +333,49 @@ pub inline fn prefetchNextGroup(next: [*]const u8, done: usize, comptime span: u
     inline for (0..(span + 63) / 64) |l| @prefetch(next + done + 64 * l, .{});
 }
 
-/// R weight rows (row_bytes apart) dotted with one activation row: out[r] = vecDot(row r, a).
-/// The rows share every activation load and activation-scale vector (the compiler CSEs them
-/// across the inlined per-row steps), which is what decode needs: one activation row against
-/// many weight rows. On AVX-512 VNNI the unsigned types take splitDotRows (same integer sums,
-/// different float summation order); elsewhere the per-row arithmetic is exactly blockDot's, so
-/// results are bit-identical to vecDot. The next R rows are prefetched (prefetchNextGroup).
-inline fn blockDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
-    @setEvalBranchQuota(100_000);
-    if (comptime has_vnni and !W.signed) return splitDotRows(W, R, n, w, row_bytes, a, out);
+/// R weight rows (row_bytes apart) × C activation rows (act_bytes apart):
+/// out[c·out_stride + r] = (row r) · (activation c). Decode calls it with C = 1 (vecDotRows),
+/// batches with C > 1 (vecDotTile): the arithmetic of each (r, c) pair is the same whatever R
+/// and C are, so a batched row is bit-identical to decoding it alone (what speculative decoding
+/// needs), and the batch shares each weight block's unpack across C rows and each activation
+/// load across R rows. On AVX-512 VNNI the unsigned types take splitTile (same integer sums,
+/// different float summation order than vecDot); elsewhere the per-pair arithmetic is exactly
+/// blockDot's, so results are bit-identical to vecDot. The next R rows are prefetched
+/// (prefetchNextGroup).
+inline fn blockTile(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    @setEvalBranchQuota(400_000);
+    if (comptime has_vnni and !W.signed) return splitTile(W, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     std.debug.assert(n % 32 == 0);
     const nb = n / 32;
     const G = 4;
     const P: usize = if (pair_dots and !W.signed) 2 else 1;
-    var acc: [R][G / P]@Vector(8 * P, f32) = @splat(@splat(@splat(0)));
-    var off: [R]@Vector(G, f32) = @splat(@splat(0));
+    var acc: [R][C][G / P]@Vector(8 * P, f32) = @splat(@splat(@splat(@splat(0))));
+    var off: [R][C]@Vector(G, f32) = @splat(@splat(@splat(0)));
     var i: usize = 0;
     while (i + G <= nb) : (i += G) {
-        const ab = a + i * ActQ8_0.type_size;
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * W.type_size;
             if (r == 0) prefetchNextGroup(w + R * row_bytes, i * W.type_size * R, G * W.type_size * R);
-            groupStep(W, G, P, wb, ab, &acc[r], &off[r]);
+            inline for (0..C) |c| groupStep(W, G, P, wb, a + c * act_bytes + i * ActQ8_0.type_size, &acc[r][c], &off[r][c]);
         }
     }
-    var acc1: [R][1]@Vector(8, f32) = @splat(.{@splat(0)});
-    var off1: [R]@Vector(1, f32) = @splat(@splat(0));
+    var acc1: [R][C][1]@Vector(8, f32) = @splat(@splat(.{@splat(0)}));
+    var off1: [R][C]@Vector(1, f32) = @splat(@splat(@splat(0)));
     while (i < nb) : (i += 1) {
-        const ab = a + i * ActQ8_0.type_size;
-        inline for (0..R) |r| groupStep(W, 1, 1, w + r * row_bytes + i * W.type_size, ab, &acc1[r], &off1[r]);
+        inline for (0..R) |r| {
+            inline for (0..C) |c| groupStep(W, 1, 1, w + r * row_bytes + i * W.type_size, a + c * act_bytes + i * ActQ8_0.type_size, &acc1[r][c], &off1[r][c]);
+        }
     }
     inline for (0..R) |r| {
-        var sum = @reduce(.Add, acc1[r][0]);
-        inline for (acc[r]) |v| sum += @reduce(.Add, v);
-        out[r] = sum + W.off_scale * (@reduce(.Add, off[r]) + off1[r][0]);
+        inline for (0..C) |c| {
+            var sum = @reduce(.Add, acc1[r][c][0]);
+            inline for (acc[r][c]) |v| sum += @reduce(.Add, v);
+            out[c * out_stride + r] = sum + W.off_scale * (@reduce(.Add, off[r][c]) + off1[r][c][0]);
+        }
     }
 }
 
-/// Activation operands of one pair of blocks in the split order splitDotRows uses: `lo` holds
+/// Activation operands of one pair of blocks in the split order splitTile uses: `lo` holds
 /// elements 0..15 of both blocks, `hi` elements 16..31, so a 32-byte weight load of both
 /// blocks' packed nibbles dots against them after one mask and one shift (no cross-lane join).
 /// In the resulting 8 i32 lanes, lanes 0..3 belong to the first block and 4..7 to the second.
@@ -408,11 +413,12 @@ fn qsOffset(comptime W: type) usize {
     return W.type_size - 16;
 }
 
-/// AVX-512 VNNI multi-row kernel for the unsigned legacy types (Q4_0, Q4_1, Q5_0, Q5_1): two
-/// blocks per step, split lo/hi as ActPair, per-pair scales from one 32-byte load of the pair's
-/// header words. Integer sums are exact; only the float summation order differs from vecDot.
-inline fn splitDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
-    @setEvalBranchQuota(100_000);
+/// AVX-512 VNNI kernel for the unsigned legacy types (Q4_0, Q4_1, Q5_0, Q5_1), R weight rows ×
+/// C activation rows (see blockTile): two blocks per step, split lo/hi as ActPair, per-pair
+/// scales from one 32-byte load of the pair's header words. Integer sums are exact; only the
+/// float summation order differs from vecDot. Each weight pair is unpacked once for C rows.
+inline fn splitTile(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    @setEvalBranchQuota(400_000);
     std.debug.assert(n % 32 == 0);
     const nb = n / 32;
     const ts = W.type_size;
@@ -421,11 +427,12 @@ inline fn splitDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]cons
     // Header words of a pair (as f16): d of block 0 ×4 then d of block 1 ×4 (and m likewise).
     const d_idx = [8]i32{ 0, 0, 0, 0, ts / 2, ts / 2, ts / 2, ts / 2 };
     const m_idx = [8]i32{ 1, 1, 1, 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1 };
-    var acc: [R]@Vector(8, f32) = @splat(@splat(0));
-    var off: [R]@Vector(8, f32) = @splat(@splat(0));
+    var acc: [R][C]@Vector(8, f32) = @splat(@splat(@splat(0)));
+    var off: [R][C]@Vector(8, f32) = @splat(@splat(@splat(0)));
     var i: usize = 0;
     while (i + 2 <= nb) : (i += 2) {
-        const ap = actPair(W, a + i * ActQ8_0.type_size);
+        var ap: [C]ActPair = undefined;
+        inline for (0..C) |c| ap[c] = actPair(W, a + c * act_bytes + i * ActQ8_0.type_size);
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * ts;
             if (r == 0) prefetchNextGroup(w + R * row_bytes, i * ts * R, 2 * ts * R);
@@ -439,158 +446,45 @@ inline fn splitDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]cons
                 lo |= highBits((h0 & 0xffff) | (h1 << 16));
                 hi |= highBits((h0 >> 16) | (h1 & 0xffff_0000));
             }
-            var sumi = @"llvm.x86.avx512.vpdpbusd.256"(ap.bias, @bitCast(lo), @bitCast(ap.lo));
-            sumi = @"llvm.x86.avx512.vpdpbusd.256"(sumi, @bitCast(hi), @bitCast(ap.hi));
             const hdr: @Vector(16, u16) = @bitCast(wb[0..32].*);
             const dw: @Vector(8, f32) = @floatCast(@as(@Vector(8, f16), @bitCast(@shuffle(u16, hdr, undefined, d_idx))));
-            acc[r] = @mulAdd(@Vector(8, f32), @floatFromInt(sumi), dw * ap.da, acc[r]);
-            if (W.has_min) {
-                const mw: @Vector(8, f32) = @floatCast(@as(@Vector(8, f16), @bitCast(@shuffle(u16, hdr, undefined, m_idx))));
-                off[r] = @mulAdd(@Vector(8, f32), mw, ap.sa, off[r]);
-            }
-        }
-    }
-    var acc1: [R][1]@Vector(8, f32) = @splat(.{@splat(0)});
-    var off1: [R]@Vector(1, f32) = @splat(@splat(0));
-    if (i < nb) {
-        const ab = a + i * ActQ8_0.type_size;
-        inline for (0..R) |r| groupStep(W, 1, 1, w + r * row_bytes + i * ts, ab, &acc1[r], &off1[r]);
-    }
-    inline for (0..R) |r| {
-        out[r] = @reduce(.Add, acc[r] + off[r]) + @reduce(.Add, acc1[r][0]) + W.off_scale * off1[r][0];
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Batched tile kernel (prefill): R weight rows × C activation rows
-// ---------------------------------------------------------------------------------------------
-
-/// Tile shape of the batched kernels (weight rows × activation rows of accumulators): 4×4 fills
-/// AVX-512's 32 registers with 16 accumulators; AVX2/NEON/SSE have fewer registers.
-/// Q8_0 through unsigned dots with a float −128·Σa correction (faster on 512-bit VNNI, but
-/// not exact in integers); off: signed dots (vpsignb / sdot), integer-exact like vecDot.
-const tile_q8_bias = true;
-
-pub const legacy_tile_r: usize = if (has_vnni) 4 else 2;
-pub const legacy_tile_c: usize = if (has_vnni) 4 else if (has_avx2 or has_dotprod) 4 else 2;
-
-/// Wired into the batched matmul (as vecDotTile) only for Q4_0 for now: the other types expose it
-/// as vecDotTileOff because switching Gemma 3's Q5_0/Q8_0 prefill to it flips one greedy token
-/// in the real-model llama.cpp parity test (a near tie; to be investigated).
-/// out[c·out_stride + r] = (weight row r) · (activation row c) for an R×C tile. Each weight block
-/// is unpacked once (nibbles → bytes, f16 scales → f32) and dotted against the C activation
-/// blocks, so the unpack cost is shared by C rows and each activation load by R rows. On
-/// 512-bit VNNI two blocks go through each vpdpbusd, and Q8_0's signed weights are biased to
-/// unsigned (q ^ 0x80 = q + 128) with the −128·Σa term applied through the activation's s, like
-/// the offset types. The arithmetic of each (r, c) pair does not depend on R or C, so any tiling
-/// of a matrix gives the same result bit for bit.
-pub fn tileDot(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
-    @setEvalBranchQuota(200_000);
-    std.debug.assert(n % 32 == 0);
-    const nb = n / 32;
-    const xor = W.signed and has_vnni and tile_q8_bias;
-    const P: usize = if (pair_dots and (!W.signed or xor)) 2 else 1;
-    var res: [C][R]f32 = @splat(@splat(0));
-    tileSteps(W, R, C, P, 0, nb / P * P, w, row_bytes, a, act_bytes, &res);
-    if (P == 2 and nb % 2 == 1) tileSteps(W, R, C, 1, nb - 1, nb, w, row_bytes, a, act_bytes, &res);
-    inline for (0..C) |c| {
-        inline for (0..R) |r| out[c * out_stride + r] = res[c][r];
-    }
-}
-
-inline fn tileSteps(
-    comptime W: type,
-    comptime R: usize,
-    comptime C: usize,
-    comptime P: usize,
-    b0: usize,
-    b1: usize,
-    w: [*]const u8,
-    row_bytes: usize,
-    a: [*]const u8,
-    act_bytes: usize,
-    res: *[C][R]f32,
-) void {
-    if (b0 >= b1) return;
-    const L = 8 * P;
-    const xor = W.signed and has_vnni and tile_q8_bias;
-    const off_scale: f32 = if (xor) -128 else W.off_scale;
-    // Offsets without a min (Q4_0's −8, Q5_0's −16, biased Q8_0's −128) are applied exactly in
-    // integers: off_scale·Σa starts each pair's dot (as splitDotRows). Mins stay in float.
-    const int_off = off_scale != 0 and !W.has_min;
-    const need_off = W.has_min;
-    const ts = W.type_size;
-    const as = ActQ8_0.type_size;
-    var acc: [R][C]@Vector(L, f32) = @splat(@splat(@splat(0)));
-    var off: [R]@Vector(C, f32) = @splat(@splat(0));
-    var i = b0;
-    while (i < b1) : (i += P) {
-        var av: [C]@Vector(32 * P, i8) = undefined;
-        var da: [C]@Vector(L, f32) = undefined;
-        var sa: [P]@Vector(C, f32) = undefined;
-        var bias: [C]@Vector(L, i32) = @splat(@splat(0));
-        inline for (0..C) |c| {
-            const ab = a + c * act_bytes + i * as;
-            av[c] = if (P == 2) std.simd.join(actQs(ab), actQs(ab + as)) else actQs(ab);
-            var d2: @Vector(P, f32) = undefined;
-            inline for (0..P) |p| {
-                d2[p] = loadF32(ab + p * as);
-                if (need_off) sa[p][c] = loadF32(ab + p * as + 4);
-            }
-            da[c] = @shuffle(f32, d2, undefined, scaleIdx(0, P));
-            if (int_off) {
-                const sum4: @Vector(L, i32) = if (P == 2)
-                    @"llvm.x86.avx512.vpdpbusd.512"(@splat(0), @splat(0x01010101), @bitCast(av[c]))
-                else
-                    dotUS(@splat(1), av[c]);
-                bias[c] = sum4 * @as(@Vector(L, i32), @splat(@as(i32, @intFromFloat(off_scale))));
-            }
-        }
-        inline for (0..R) |r| {
-            const wb = w + r * row_bytes + i * ts;
-            var dh: @Vector(P, f16) = undefined;
-            var mh: @Vector(P, f16) = undefined;
-            inline for (0..P) |p| {
-                dh[p] = @bitCast(std.mem.readInt(u16, wb[p * ts ..][0..2], .little));
-                if (W.has_min) mh[p] = @bitCast(std.mem.readInt(u16, wb[p * ts + 2 ..][0..2], .little));
-            }
-            const dw: @Vector(P, f32) = @floatCast(dh);
-            const dwv = @shuffle(f32, dw, undefined, scaleIdx(0, P));
-            var q: @Vector(32 * P, u8) = undefined;
-            if (P == 2) {
-                q = std.simd.join(tileQuants(W, wb), tileQuants(W, wb + ts));
-            } else {
-                q = tileQuants(W, wb);
-            }
+            const mw: @Vector(8, f32) = if (W.has_min) @floatCast(@as(@Vector(8, f16), @bitCast(@shuffle(u16, hdr, undefined, m_idx)))) else undefined;
             inline for (0..C) |c| {
-                const sumi: @Vector(L, i32) = if (P == 2)
-                    @"llvm.x86.avx512.vpdpbusd.512"(@splat(0), @bitCast(q), @bitCast(av[c]))
-                else if (W.signed and !xor)
-                    dotSS(@bitCast(q), av[c])
-                else
-                    dotUS(q, av[c]);
-                const sumi_off = if (int_off) sumi + bias[c] else sumi;
-                acc[r][c] = @mulAdd(@Vector(L, f32), @floatFromInt(sumi_off), dwv * da[c], acc[r][c]);
-            }
-            if (need_off) {
-                const coef: @Vector(P, f32) = if (W.has_min) @floatCast(mh) else dw;
-                inline for (0..P) |p| off[r] = @mulAdd(@Vector(C, f32), @splat(coef[p]), sa[p], off[r]);
+                var sumi = @"llvm.x86.avx512.vpdpbusd.256"(ap[c].bias, @bitCast(lo), @bitCast(ap[c].lo));
+                sumi = @"llvm.x86.avx512.vpdpbusd.256"(sumi, @bitCast(hi), @bitCast(ap[c].hi));
+                acc[r][c] = @mulAdd(@Vector(8, f32), @floatFromInt(sumi), dw * ap[c].da, acc[r][c]);
+                if (W.has_min) off[r][c] = @mulAdd(@Vector(8, f32), mw, ap[c].sa, off[r][c]);
             }
         }
     }
+    var acc1: [R][C][1]@Vector(8, f32) = @splat(@splat(.{@splat(0)}));
+    var off1: [R][C]@Vector(1, f32) = @splat(@splat(@splat(0)));
+    if (i < nb) {
+        inline for (0..R) |r| {
+            inline for (0..C) |c| groupStep(W, 1, 1, w + r * row_bytes + i * ts, a + c * act_bytes + i * ActQ8_0.type_size, &acc1[r][c], &off1[r][c]);
+        }
+    }
     inline for (0..R) |r| {
-        inline for (0..C) |c| res[c][r] += if (need_off) @reduce(.Add, acc[r][c]) + off_scale * off[r][c] else @reduce(.Add, acc[r][c]);
+        inline for (0..C) |c| {
+            out[c * out_stride + r] = @reduce(.Add, acc[r][c] + off[r][c]) + @reduce(.Add, acc1[r][c][0]) + W.off_scale * off1[r][c][0];
+        }
     }
 }
 
-/// One block's 32 weight quants as bytes for the tile kernel (Q8_0 biased to unsigned where
-/// the tile kernel uses unsigned dots, see tileDot).
-inline fn tileQuants(comptime W: type, wb: [*]const u8) @Vector(32, u8) {
-    if (W.signed) {
-        const q: @Vector(32, u8) = @bitCast(W.quants(wb));
-        return if (has_vnni and tile_q8_bias) q ^ @as(@Vector(32, u8), @splat(0x80)) else q;
-    }
-    return W.quants(wb);
+// ---------------------------------------------------------------------------------------------
+// Tile shape of the batched calls (weight rows × activation rows)
+// ---------------------------------------------------------------------------------------------
+
+/// R×C accumulators must stay in registers: splitTile keeps R·C (×2 with a min) ymm
+/// accumulators plus C activation pairs; blockTile keeps 4·R·C (one per block of a group).
+/// AVX-512 has 32 vector registers, AVX2/NEON fewer.
+fn tileR(comptime W: type) usize {
+    if (has_vnni and !W.signed) return if (W.has_min) 2 else 4;
+    return if (has_vnni) 2 else 1;
+}
+fn tileC(comptime W: type) usize {
+    if (has_vnni and !W.signed) return 3;
+    return 2;
 }
 
 /// Scalar reference for the offset types: per block sumi = Σ (q − zero)·qa exactly in integers,
@@ -688,16 +582,17 @@ pub const Q8_0 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
-    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
-        blockDotRows(@This(), R, n, w, row_bytes, a, out);
+        blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
     }
-    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
-    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
-        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r], each bit-identical
+    /// to vecDotRows (see blockTile).
+    pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+        blockTile(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     }
-    pub const tile_r = legacy_tile_r;
-    pub const tile_c = legacy_tile_c;
+    pub const tile_r = tileR(@This());
+    pub const tile_c = tileC(@This());
 
     /// quantize_row_q8_0_ref: d = amax/127 stored as f16, q = roundf(x·(1/d)) with the f32 d.
     pub fn quantizeRow(src: [*]const f32, dst: [*]u8, n: usize) void {
@@ -774,16 +669,17 @@ pub const Q4_0 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
-    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
-        blockDotRows(@This(), R, n, w, row_bytes, a, out);
+        blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
     }
-    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r], each bit-identical
+    /// to vecDotRows (see blockTile).
     pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
-        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+        blockTile(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     }
-    pub const tile_r = legacy_tile_r;
-    pub const tile_c = legacy_tile_c;
+    pub const tile_r = tileR(@This());
+    pub const tile_c = tileC(@This());
 
     /// quantize_row_q4_0_ref: d = max/−8 where max is the signed value of largest magnitude,
     /// q = min(15, trunc(x/d + 8.5)).
@@ -852,16 +748,17 @@ pub const Q4_1 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
-    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
-        blockDotRows(@This(), R, n, w, row_bytes, a, out);
+        blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
     }
-    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
-    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
-        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r], each bit-identical
+    /// to vecDotRows (see blockTile).
+    pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+        blockTile(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     }
-    pub const tile_r = legacy_tile_r;
-    pub const tile_c = legacy_tile_c;
+    pub const tile_r = tileR(@This());
+    pub const tile_c = tileC(@This());
 
     /// quantize_row_q4_1_ref: d = (max − min)/15, m = min (both stored as f16, the quants use
     /// the f32 values), q = min(15, trunc((x − min)·(1/d) + 0.5)).
@@ -969,16 +866,17 @@ pub const Q5_0 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
-    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
-        blockDotRows(@This(), R, n, w, row_bytes, a, out);
+        blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
     }
-    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
-    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
-        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r], each bit-identical
+    /// to vecDotRows (see blockTile).
+    pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+        blockTile(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     }
-    pub const tile_r = legacy_tile_r;
-    pub const tile_c = legacy_tile_c;
+    pub const tile_r = tileR(@This());
+    pub const tile_c = tileC(@This());
 
     /// quantize_row_q5_0_ref: d = max/−16 (max: the signed value of largest magnitude),
     /// q = min(31, trunc(x·(1/d) + 16.5)).
@@ -1036,16 +934,17 @@ pub const Q5_1 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
-    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockDotRows).
+    /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
-        blockDotRows(@This(), R, n, w, row_bytes, a, out);
+        blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
     }
-    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r] (see tileDot).
-    pub fn vecDotTileOff(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
-        tileDot(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    /// R weight rows × C activation rows (act_bytes apart): out[c·out_stride + r], each bit-identical
+    /// to vecDotRows (see blockTile).
+    pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+        blockTile(@This(), R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     }
-    pub const tile_r = legacy_tile_r;
-    pub const tile_c = legacy_tile_c;
+    pub const tile_r = tileR(@This());
+    pub const tile_c = tileC(@This());
 
     /// quantize_row_q5_1_ref: d = (max − min)/31, m = min, q = trunc((x − min)·(1/d) + 0.5)
     /// (ggml has no clamp here; the values are ≤ 31.5 for finite input, so ours never binds).
