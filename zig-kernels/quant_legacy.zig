@@ -246,11 +246,31 @@ inline fn blockSumi(comptime W: type, wb: [*]const u8, ab: [*]const u8) @Vector(
     return if (W.signed) dotSS(W.quants(wb), actQs(ab)) else dotUS(W.quants(wb), actQs(ab));
 }
 
-/// Two consecutive unsigned blocks in one 512-bit vpdpbusd (16 partial sums, 8 per block).
+/// Two consecutive blocks in one 512-bit vpdpbusd (16 partial sums, 8 per block). Signed
+/// weights (Q8_0) go in biased, (q + 128)·a − 128·Σa per 4-byte lane: exactly dotSS's lane sums
+/// (so pairing never changes a bit), with the −128·Σa start value depending only on the
+/// activation pair (computed once for all the weight rows that share it).
 inline fn pairSumi(comptime W: type, wb: [*]const u8, ab: [*]const u8) @Vector(16, i32) {
-    const u = std.simd.join(W.quants(wb), W.quants(wb + W.type_size));
     const s = std.simd.join(actQs(ab), actQs(ab + ActQ8_0.type_size));
+    if (W.signed) {
+        const x: @Vector(64, u8) = @bitCast(std.simd.join(W.quants(wb), W.quants(wb + W.type_size)));
+        const u = x ^ @as(@Vector(64, u8), @splat(0x80));
+        const sum128 = @"llvm.x86.avx512.vpdpbusd.512"(@splat(0), @bitCast(@as(@Vector(64, u8), @splat(0x80))), @bitCast(s));
+        return @"llvm.x86.avx512.vpdpbusd.512"(-%sum128, @bitCast(u), @bitCast(s));
+    }
+    const u = std.simd.join(W.quants(wb), W.quants(wb + W.type_size));
     return @"llvm.x86.avx512.vpdpbusd.512"(@splat(0), @bitCast(u), @bitCast(s));
+}
+
+/// init + Σ of a G/P-accumulator set, each 8-lane run (one block's partial sums) reduced on its own and
+/// in block order, so pairing blocks in 16-lane accumulators (P = 2) gives exactly the sum of
+/// the unpaired 8-lane accumulators (P = 1).
+inline fn sumRuns(comptime N: usize, comptime P: usize, init: f32, acc: [N]@Vector(8 * P, f32)) f32 {
+    var sum = init;
+    inline for (0..N) |g| {
+        inline for (0..P) |p| sum += @reduce(.Add, @as(@Vector(8, f32), std.simd.extract(acc[g], 8 * p, 8)));
+    }
+    return sum;
 }
 
 /// Lane index vector broadcasting dd[first..first+p) over p runs of 8 lanes.
@@ -305,7 +325,7 @@ inline fn blockDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f
     std.debug.assert(n % 32 == 0);
     const nb = n / 32;
     const G = 4;
-    const P: usize = if (pair_dots and !W.signed) 2 else 1;
+    const P: usize = if (pair_dots) 2 else 1;
     var acc: [G / P]@Vector(8 * P, f32) = @splat(@splat(0));
     var off: @Vector(G, f32) = @splat(0);
     var i: usize = 0;
@@ -317,8 +337,7 @@ inline fn blockDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f
     while (i < nb) : (i += 1) {
         groupStep(W, 1, 1, w + i * W.type_size, a + i * ActQ8_0.type_size, &acc1, &off1);
     }
-    var sum = @reduce(.Add, acc1[0]);
-    inline for (acc) |v| sum += @reduce(.Add, v);
+    const sum = sumRuns(G / P, P, @reduce(.Add, acc1[0]), acc);
     return sum + W.off_scale * (@reduce(.Add, off) + off1[0]);
 }
 
@@ -343,12 +362,18 @@ pub inline fn prefetchNextGroup(next: [*]const u8, done: usize, comptime span: u
 /// blockDot's, so results are bit-identical to vecDot. The next R rows are prefetched
 /// (prefetchNextGroup).
 inline fn blockTile(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
-    @setEvalBranchQuota(400_000);
     if (comptime has_vnni and !W.signed) return splitTile(W, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    blockTilePaired(W, if (pair_dots) 2 else 1, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+}
+
+/// blockTile with P blocks per dot instruction (P = 2 needs 512-bit VNNI). The result is the
+/// same bits for P = 1 and P = 2 (tested): pairing only packs two blocks' 8-lane sums into one
+/// 16-lane vector.
+inline fn blockTilePaired(comptime W: type, comptime P: usize, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    @setEvalBranchQuota(400_000);
     std.debug.assert(n % 32 == 0);
     const nb = n / 32;
     const G = 4;
-    const P: usize = if (pair_dots and !W.signed) 2 else 1;
     var acc: [R][C][G / P]@Vector(8 * P, f32) = @splat(@splat(@splat(@splat(0))));
     var off: [R][C]@Vector(G, f32) = @splat(@splat(@splat(0)));
     var i: usize = 0;
@@ -368,8 +393,7 @@ inline fn blockTile(comptime W: type, comptime R: usize, comptime C: usize, n: u
     }
     inline for (0..R) |r| {
         inline for (0..C) |c| {
-            var sum = @reduce(.Add, acc1[r][c][0]);
-            inline for (acc[r][c]) |v| sum += @reduce(.Add, v);
+            const sum = sumRuns(G / P, P, @reduce(.Add, acc1[r][c][0]), acc[r][c]);
             out[c * out_stride + r] = sum + W.off_scale * (@reduce(.Add, off[r][c]) + off1[r][c][0]);
         }
     }
@@ -484,7 +508,7 @@ fn tileR(comptime W: type) usize {
 }
 fn tileC(comptime W: type) usize {
     if (has_vnni and !W.signed) return 3;
-    return 2;
+    return if (has_vnni) 4 else 2;
 }
 
 /// Scalar reference for the offset types: per block sumi = Σ (q − zero)·qa exactly in integers,
@@ -1573,5 +1597,30 @@ test "Q4_0 and Q8_0 matvec pipeline: f32 weights vs quantized dot, vs ggml's pat
             std.debug.print("{s}: pipeline NMSE {e} (ggml-style {e})\n", .{ @typeName(T), e2 / s2, g2 / s2 });
             return e;
         };
+    }
+}
+
+test "Q8_0 on 512-bit VNNI: two blocks per vpdpbusd gives exactly the one-block sums" {
+    if (!pair_dots) return; // only 512-bit VNNI builds pair blocks
+    var prng = std.Random.DefaultPrng.init(11);
+    const rng = prng.random();
+    for ([_]usize{ 1, 3, 4, 5, 9, 64 }) |nb| {
+        const n = 32 * nb;
+        var x: [64 * 32]f32 = undefined;
+        var w: [2 * 64 * Q8_0.type_size]u8 = undefined;
+        var a: [3 * 64 * ActQ8_0.type_size]u8 = undefined;
+        for (0..2) |r| {
+            for (x[0..n]) |*v| v.* = rng.floatNorm(f32) * 3;
+            Q8_0.quantizeRow(&x, w[r * nb * Q8_0.type_size ..].ptr, n);
+        }
+        for (0..3) |c| {
+            for (x[0..n]) |*v| v.* = rng.floatNorm(f32);
+            ActQ8_0.quantizeRow(&x, a[c * nb * ActQ8_0.type_size ..].ptr, n);
+        }
+        var one: [6]f32 = undefined;
+        var two: [6]f32 = undefined;
+        blockTilePaired(Q8_0, 1, 2, 3, n, &w, nb * Q8_0.type_size, &a, nb * ActQ8_0.type_size, &one, 2);
+        blockTilePaired(Q8_0, 2, 2, 3, n, &w, nb * Q8_0.type_size, &a, nb * ActQ8_0.type_size, &two, 2);
+        try std.testing.expectEqualSlices(u32, @ptrCast(&one), @ptrCast(&two));
     }
 }
