@@ -159,8 +159,9 @@ describe.skipIf(!existsSync(REAL))("real model (Gemma 3 270M)", () => {
   test("prompt lookup and layer-skip give plain greedy's tokens on an input-grounded prompt", async () => {
     const m = await loadModel(REAL, { threads: 2, contextLength: 512 });
     try {
-      const passage = "Bun is a fast JavaScript runtime. It ships a bundler, a test runner and a package manager in one binary, and it runs TypeScript directly.";
-      const prompt = `<start_of_turn>user\nRepeat this exactly: ${passage}<end_of_turn>\n<start_of_turn>model\n`;
+      // A prompt the 270M model answers by copying (its greedy output is identical to llama.cpp's).
+      const passage = "The Rhine rises in the Swiss Alps and flows north through Lake Constance, then west along the German-Swiss border to Basel, where it turns north again.";
+      const prompt = `<start_of_turn>user\nRewrite the following text, replacing "Rhine" with "river" and changing nothing else:\n\n${passage}<end_of_turn>\n<start_of_turn>model\n`;
       const plain = await m.complete(prompt, { maxTokens: 40, temperature: 0 });
       for (const draft of ["prompt-lookup", "layer-skip"] as const) {
         const spec = await m.complete(prompt, { maxTokens: 40, temperature: 0, speculative: { draft, maxDraft: 8 } });
