@@ -13,9 +13,12 @@ const norm = @import("norm.zig");
 const GgmlType = quant.GgmlType;
 const Traits = quant.Traits;
 
-/// Weight rows per task for batched work: 16 rows of a 4096-wide Q8_0 row are ~70 KB, which
-/// stays in L2 while every activation row streams past it.
-const rows_per_block_batched = 16;
+/// Weight bytes per task for batched work: the task's rows (~70 KB: 16 rows of a 4096-wide Q8_0
+/// matrix, 128 of a 640-wide one) stay in L2 while every activation row streams past them, and
+/// short rows still make tasks big enough that claiming one (an atomic on a shared counter)
+/// costs little beside it: 16-row tasks over Gemma's 262144-row output head were 16384 claims.
+const task_bytes_batched = 64 * 1024;
+const min_rows_batched = 16;
 /// Below this many weight bytes a matmul runs on the calling thread (waking workers costs more).
 const min_parallel_bytes = 64 * 1024;
 
@@ -87,13 +90,18 @@ fn matmulTiled(comptime t: GgmlType, a: Matmul) void {
             const j1 = r.j1;
             const i_0 = r.i_0;
             const i_1 = r.i_1;
-            var i = i_0;
-            while (i < i_1) : (i += T.tile_c) {
-                const cc = @min(T.tile_c, i_1 - i);
-                var j = j0;
-                while (j < j1) : (j += T.tile_r) {
-                    const rr = @min(T.tile_r, j1 - j);
-                    tileCall(T, rr, cc, c.a.k, c.a.w + j * row_bytes, row_bytes, c.a.xq + i * act_bytes, act_bytes, c.a.y + i * c.a.y_stride + j, c.a.y_stride);
+            // Sub-blocks of min_rows_batched rows stay in L1 while the activation tiles pass.
+            var jb = j0;
+            while (jb < j1) : (jb += min_rows_batched) {
+                const jb1 = @min(j1, jb + min_rows_batched);
+                var i = i_0;
+                while (i < i_1) : (i += T.tile_c) {
+                    const cc = @min(T.tile_c, i_1 - i);
+                    var j = jb;
+                    while (j < jb1) : (j += T.tile_r) {
+                        const rr = @min(T.tile_r, jb1 - j);
+                        tileCall(T, rr, cc, c.a.k, c.a.w + j * row_bytes, row_bytes, c.a.xq + i * act_bytes, act_bytes, c.a.y + i * c.a.y_stride + j, c.a.y_stride);
+                    }
                 }
             }
         }
@@ -159,7 +167,12 @@ fn roundUpGroup(rows: usize) usize {
 fn rowsPerTask(t: GgmlType, n_out: usize, k: usize, m: usize) usize {
     const total_bytes = quant.rowBytes(t, k) * n_out;
     if (total_bytes * m < min_parallel_bytes) return n_out;
-    if (m > 1) return rows_per_block_batched;
+    if (m > 1) {
+        const by_bytes = std.math.divCeil(usize, task_bytes_batched, quant.rowBytes(t, k)) catch unreachable;
+        const by_tasks = std.math.divCeil(usize, n_out, pool.threadCount() * 4) catch unreachable;
+        const rows = @max(min_rows_batched, @min(by_bytes, by_tasks));
+        return (std.math.divCeil(usize, rows, min_rows_batched) catch unreachable) * min_rows_batched;
+    }
     const tasks = pool.threadCount() * 4;
     return roundUpGroup(@max(8, std.math.divCeil(usize, n_out, tasks) catch unreachable));
 }
@@ -244,26 +257,31 @@ fn gatedFfnTiled(comptime t: GgmlType, a: GatedFfn) void {
             const j1 = r.j1;
             const i_0 = r.i_0;
             const i_1 = r.i_1;
-            var i = i_0;
-            while (i < i_1) : (i += C) {
-                const cc = @min(C, i_1 - i);
-                var j = j0;
-                while (j < j1) : (j += R) {
-                    const rr = @min(R, j1 - j);
-                    var g: [C * R]f32 = undefined;
-                    var u: [C * R]f32 = undefined;
-                    const x = c.a.xq + i * act_bytes;
-                    tileCall(T, rr, cc, c.a.k, c.a.w_gate + j * row_bytes, row_bytes, x, act_bytes, &g, R);
-                    tileCall(T, rr, cc, c.a.k, c.a.w_up + j * row_bytes, row_bytes, x, act_bytes, &u, R);
-                    for (0..cc) |ci| {
-                        const out = c.a.out + (i + ci) * c.a.out_stride + j;
-                        for (0..rr) |q| {
-                            const gq = g[ci * R + q];
-                            const uq = u[ci * R + q];
-                            out[q] = switch (c.a.activation) {
-                                .silu => norm.silu(gq) * uq,
-                                .gelu_tanh => norm.geluTanh(gq) * uq,
-                            };
+            // Sub-blocks of both matrices' rows stay in L1 while the activation tiles pass.
+            var jb = j0;
+            while (jb < j1) : (jb += min_rows_batched / 2) {
+                const jb1 = @min(j1, jb + min_rows_batched / 2);
+                var i = i_0;
+                while (i < i_1) : (i += C) {
+                    const cc = @min(C, i_1 - i);
+                    var j = jb;
+                    while (j < jb1) : (j += R) {
+                        const rr = @min(R, jb1 - j);
+                        var g: [C * R]f32 = undefined;
+                        var u: [C * R]f32 = undefined;
+                        const x = c.a.xq + i * act_bytes;
+                        tileCall(T, rr, cc, c.a.k, c.a.w_gate + j * row_bytes, row_bytes, x, act_bytes, &g, R);
+                        tileCall(T, rr, cc, c.a.k, c.a.w_up + j * row_bytes, row_bytes, x, act_bytes, &u, R);
+                        for (0..cc) |ci| {
+                            const out = c.a.out + (i + ci) * c.a.out_stride + j;
+                            for (0..rr) |q| {
+                                const gq = g[ci * R + q];
+                                const uq = u[ci * R + q];
+                                out[q] = switch (c.a.activation) {
+                                    .silu => norm.silu(gq) * uq,
+                                    .gelu_tanh => norm.geluTanh(gq) * uq,
+                                };
+                            }
                         }
                     }
                 }
@@ -335,8 +353,14 @@ fn fixScales(t: GgmlType, row: []u8) void {
     var off: usize = 0;
     while (off + ts <= row.len) : (off += ts) {
         switch (t) {
-            .q4_1 => { f16le(row, off, 0.01); f16le(row, off + 2, -0.075); },
-            .q5_1 => { f16le(row, off, 0.01); f16le(row, off + 2, -0.155); },
+            .q4_1 => {
+                f16le(row, off, 0.01);
+                f16le(row, off + 2, -0.075);
+            },
+            .q5_1 => {
+                f16le(row, off, 0.01);
+                f16le(row, off + 2, -0.155);
+            },
             .q5_0 => f16le(row, off, 0.01),
             .q5_k => {
                 // All 12 scale bytes equal: sub-block scale == sub-block min, so d·sc·q − dmin·sc
