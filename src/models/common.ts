@@ -84,6 +84,27 @@ export function storeKV(s: RunState, l: number, b: BatchViews, pos0: number): vo
   cpu.quantizeInto(b.v, s.vCache[l]!.sliceRows(pos0, n).reshape([n, b.v.cols]));
 }
 
+/**
+ * This batch's attention over layer l's cache (positions 0..pos0+n-1, causal), by the state's
+ * path: fused flash attention, or the naive kernel over the preallocated scores buffer, one
+ * query chunk at a time (each chunk reads only the keys its last query sees).
+ */
+export function attend(s: RunState, l: number, b: BatchViews, pos0: number, nHead: number, o: Omit<cpu.AttentionOptions, "qPos0">): void {
+  const k = s.kCache[l]!;
+  const v = s.vCache[l]!;
+  if (s.attention === "flash") {
+    cpu.flashAttention(b.q3, k, v, pos0 + b.n, b.attn3, nHead, { ...o, qPos0: pos0 });
+    return;
+  }
+  const chunk = s.naiveQueryChunk;
+  for (let i = 0; i < b.n; i += chunk) {
+    const c = Math.min(chunk, b.n - i);
+    const q = c === b.n ? b.q3 : b.q3.sliceRows(i, c);
+    const out = c === b.n ? b.attn3 : b.attn3.sliceRows(i, c);
+    cpu.attentionNaive(q, k, v, pos0 + i + c, out, nHead, { ...o, qPos0: pos0 + i }, s.scores!);
+  }
+}
+
 /** Checks a batch fits the context and fills its positions; returns the first position. */
 export function beginBatch(s: RunState, tokens: Int32Array, nVocab: number): BatchViews {
   const n = tokens.length;

@@ -12,7 +12,7 @@
 import * as cpu from "../backends/cpu";
 import type { GGUFFile } from "../gguf";
 import type { Tensor } from "../tensor";
-import { F32_ONLY, PreparedActivations, beginBatch, outputLogits, storeKV, weight } from "./common";
+import { F32_ONLY, PreparedActivations, attend, beginBatch, outputLogits, storeKV, weight } from "./common";
 import { checkLayerCount, readHParams, type HParams } from "./hparams";
 import type { RunState } from "./state";
 
@@ -101,11 +101,7 @@ export function forward(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int3
     cpu.rope(b.q, hp.nHead, b.positions, rope);
     cpu.rope(b.k, hp.nKvHead, b.positions, rope);
     storeKV(s, il, b, pos0);
-    cpu.flashAttention(b.q3, s.kCache[il]!, s.vCache[il]!, pos0 + b.n, b.attn3, hp.nHead, {
-      qPos0: pos0,
-      window: local ? hp.slidingWindow : 0,
-      scale: 1 / Math.sqrt(hp.headDim),
-    });
+    attend(s, il, b, pos0, hp.nHead, { window: local ? hp.slidingWindow : 0, scale: 1 / Math.sqrt(hp.headDim) });
     act.matmul(L.attn_output, b.attn, b.o);
     cpu.rmsNorm(b.o, L.post_attention_norm, b.o, eps);
 

@@ -17,7 +17,20 @@ export interface StateOptions {
   kvType: "f16" | "f32";
   /** dtypes of the model's weights, to size the prepared-activation scratch. */
   weightTypes: readonly DType[];
+  /**
+   * Attention path: "flash" (fused, default) or "naive" (scores materialized; a scores buffer
+   * is preallocated here, and a batch is processed in query chunks that fit it).
+   */
+  attention?: AttentionPath;
 }
+
+export type AttentionPath = "flash" | "naive";
+
+/**
+ * Largest naive-attention scores buffer (bytes) before a batch is split into query chunks
+ * (KILN_NAIVE_SCORES_BYTES overrides it; default 256 MiB).
+ */
+export const naiveScoresBudget = (): number => Number(process.env.KILN_NAIVE_SCORES_BYTES ?? 256 * 2 ** 20);
 
 /** Per-batch-size views over the activation buffers (shapes in the comments). */
 export interface BatchViews {
@@ -52,6 +65,11 @@ export class RunState {
   readonly logits: Tensor;
   /** Tokens whose K/V are in the cache, positions 0..nPast-1. */
   nPast = 0;
+  readonly attention: AttentionPath;
+  /** Naive attention only: scores of up to `naiveQueryChunk` query rows × n_head × n_ctx keys. */
+  readonly scores: Float32Array | null = null;
+  /** Naive attention only: query rows per kernel call (the whole batch when it fits). */
+  readonly naiveQueryChunk: number = 0;
   readonly #buffers: NativeBuffer[] = [];
   readonly #views = new Map<number, BatchViews>();
   readonly #activations: NativeBuffer;
@@ -78,7 +96,15 @@ export class RunState {
     const maxWidth = Math.max(hp.nEmbd, hp.nFf, hp.nHead * hp.headDim);
     const actBytes = B * Math.max(...o.weightTypes.map((t) => actRowBytesPadded(t, maxWidth)));
     const logitBytes = this.maxLogitRows * hp.nVocab * 4;
-    const total = 2 * hp.nLayer * kvBytes + offset + actBytes + logitBytes;
+    this.attention = o.attention ?? "flash";
+    if (this.attention !== "flash" && this.attention !== "naive") throw new RangeError(`RunState: attention must be "flash" or "naive", got ${JSON.stringify(o.attention)}`);
+    let scoresBytes = 0;
+    if (this.attention === "naive") {
+      const perQuery = hp.nHead * o.nCtx * 4;
+      this.naiveQueryChunk = Math.max(1, Math.min(B, Math.floor(naiveScoresBudget() / perQuery)));
+      scoresBytes = align(this.naiveQueryChunk * perQuery);
+    }
+    const total = 2 * hp.nLayer * kvBytes + offset + actBytes + logitBytes + scoresBytes;
     if (total > budget) {
       throw new ModelError("CONTEXT_TOO_LARGE", `a ${o.nCtx}-token context needs ${(total / 2 ** 30).toFixed(2)} GiB of KV cache and buffers, over the ${(budget / 2 ** 30).toFixed(2)} GiB budget (KILN_MAX_STATE_BYTES); use a smaller context`);
     }
@@ -93,6 +119,11 @@ export class RunState {
     this.#buffers.push(this.#activations);
     this.act = this.#activations.bytes.subarray(offset, offset + actBytes);
     this.logits = this.#activations.tensor("f32", [this.maxLogitRows, hp.nVocab], offset + align(actBytes), "logits");
+    if (scoresBytes > 0) {
+      const buf = new NativeBuffer(scoresBytes);
+      this.#buffers.push(buf);
+      this.scores = new Float32Array(buf.bytes.buffer, buf.bytes.byteOffset, scoresBytes / 4);
+    }
   }
 
   /** Views for a batch of n tokens (cached: the decode loop reuses the n = 1 set). */

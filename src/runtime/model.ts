@@ -10,7 +10,7 @@ import * as cpu from "../backends/cpu";
 import { parseGGUF, type GGUFFile } from "../gguf";
 import { architectureOf, type Architecture } from "../models/arch";
 import { ModelError, type HParams } from "../models/hparams";
-import { RunState, type StateOptions } from "../models/state";
+import { RunState, type AttentionPath, type StateOptions } from "../models/state";
 import { createTokenizer, type Tokenizer } from "../tokenizer";
 import type { Tensor } from "../tensor";
 import { MappedFile } from "./mapped-file";
@@ -28,6 +28,8 @@ export interface LoadOptions {
   maxLogitRows?: number;
   /** KV cache element type (default f16, as llama.cpp). */
   kvType?: "f16" | "f32";
+  /** Attention path: "flash" (fused, default) or "naive" (scores materialized; benchmarks and tests). */
+  attention?: AttentionPath;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -106,6 +108,7 @@ export class Model {
         // 16 rows: speculative verification of up to 15 drafted tokens (~1 MB per row for a 262k vocabulary).
       maxLogitRows: opts.maxLogitRows ?? 16,
         kvType: opts.kvType ?? "f16",
+        attention: opts.attention ?? "flash",
         weightTypes: [...new Set(this.arch.tensors(this.#weights).map((t) => t.dtype))],
       };
       this.state = new RunState(this.hp, this.#stateOptions);
