@@ -28,14 +28,16 @@ const prompts: Record<string, string> = {
 };
 const drafters = [
   { name: "prompt-lookup", spec: { draft: "prompt-lookup" as const, maxDraft: 10 } },
+  { name: "prompt-lookup, fixed depth", spec: { draft: "prompt-lookup" as const, maxDraft: 10, adaptive: false } },
   { name: "layer-skip (12 of 18 layers)", spec: { draft: "layer-skip" as const, maxDraft: 4, skipLayers: 12 } },
+  { name: "layer-skip, fixed depth", spec: { draft: "layer-skip" as const, maxDraft: 4, skipLayers: 12, adaptive: false } },
 ];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const rows: Record<string, unknown>[] = [];
 for (const [kind, prompt] of Object.entries(prompts)) {
   const plainTps: number[] = [];
-  const specRuns = drafters.map(() => ({ tps: [] as number[], acc: 0, tpf: 0, share: 0, same: true }));
+  const specRuns = drafters.map(() => ({ tps: [] as number[], acc: 0, tpf: 0, share: 0, same: true, breakEven: null as number | null, drafting: 0, steps: 0 }));
   for (let r = 0; r < reps; r++) {
     const plain = await model.complete(prompt, { maxTokens, temperature: 0 });
     plainTps.push(plain.timings.generatedTokensPerSecond);
@@ -46,6 +48,9 @@ for (const [kind, prompt] of Object.entries(prompts)) {
       run.acc = s.speculative!.acceptanceRate;
       run.tpf = s.speculative!.tokensPerTargetForward;
       run.share = s.speculative!.draftTimeShare;
+      run.breakEven = s.speculative!.breakEvenAcceptance;
+      run.drafting = s.speculative!.draftingSteps;
+      run.steps = s.speculative!.steps;
       run.same &&= s.tokens.join() === plain.tokens.join();
     }
   }
@@ -54,8 +59,8 @@ for (const [kind, prompt] of Object.entries(prompts)) {
   for (const [i, d] of drafters.entries()) {
     const run = specRuns[i]!;
     const tps = median(run.tps);
-    console.log(`  ${d.name.padEnd(28)} ${tps.toFixed(1)} tok/s (${(tps / base).toFixed(2)}×), acceptance ${(run.acc * 100).toFixed(0)}%, ${run.tpf.toFixed(2)} tokens/forward, draft ${(run.share * 100).toFixed(0)}% of time, identical: ${run.same}`);
-    rows.push({ prompt: kind, drafter: d.name, plainTokS: base, specTokS: tps, speedup: tps / base, acceptanceRate: run.acc, tokensPerTargetForward: run.tpf, draftTimeShare: run.share, identicalToPlain: run.same });
+    console.log(`  ${d.name.padEnd(28)} ${tps.toFixed(1)} tok/s (${(tps / base).toFixed(2)}×), acceptance ${(run.acc * 100).toFixed(0)}%, ${run.tpf.toFixed(2)} tokens/forward, draft ${(run.share * 100).toFixed(0)}% of time, drafted in ${run.drafting}/${run.steps} steps, break-even acceptance ${run.breakEven === null ? "-" : `${(run.breakEven * 100).toFixed(0)}%`}, identical: ${run.same}`);
+    rows.push({ prompt: kind, drafter: d.name, plainTokS: base, specTokS: tps, speedup: tps / base, acceptanceRate: run.acc, tokensPerTargetForward: run.tpf, draftTimeShare: run.share, draftingSteps: run.drafting, steps: run.steps, breakEvenAcceptance: run.breakEven, identicalToPlain: run.same });
   }
 }
 model.dispose();

@@ -31,9 +31,14 @@ export interface SpeculativeOptions {
   draft: Forwarder | "prompt-lookup" | "layer-skip";
   /** Most drafted tokens per step (default 6; at most the target's logit rows − 1). */
   maxDraft?: number;
-  /** Fewest drafted tokens per step when adapting (default 1). */
+  /** Fewest drafted tokens in a step that drafts at all (default 1). */
   minDraft?: number;
-  /** Adapt the depth to the running acceptance rate (default true). */
+  /**
+   * Choose each step's depth from measured costs (default true): the depth, 0 (a plain step)
+   * included, that maximizes expected tokens per millisecond given the running acceptance rate,
+   * the measured cost of a target forward of each size and the draft's cost per token. With
+   * false, every step drafts up to maxDraft.
+   */
   adaptive?: boolean;
   /** A model drafter stops early when its top probability falls below this (default 0.4). */
   minConfidence?: number;
@@ -49,11 +54,14 @@ export interface SpeculativeOptions {
 export interface SpeculativeStats {
   drafter: string;
   steps: number; // target forwards after the prompt
+  draftingSteps: number; // of which verified at least one drafted token (the others were plain steps)
   drafted: number;
   accepted: number;
   acceptanceRate: number;
   tokensPerTargetForward: number;
   draftTimeShare: number;
+  /** Measured: the per-token acceptance rate at which one drafted token breaks even (see DepthPlanner). */
+  breakEvenAcceptance: number | null;
   effectiveTokensPerSecond: number;
 }
 
@@ -104,16 +112,21 @@ function drawFrom(p: Dist, u: number): number {
 interface Proposal {
   tokens: number[];
   dists: (Dist | null)[];
+  /** Which kind of proposal this is (prompt lookup: the matched n-gram length); acceptance is tracked per kind. */
+  kind?: string;
 }
 
 interface Drafter {
   readonly name: string;
+  /** Drafting costs next to nothing (prompt lookup): propose the most, then the planner trims. */
+  readonly free: boolean;
   propose(context: readonly number[], max: number): Proposal;
 }
 
 /** n-gram lookup: the longest suffix of the context seen earlier predicts what followed it. */
 export class PromptLookupDrafter implements Drafter {
   readonly name = "prompt-lookup";
+  readonly free = true;
   constructor(readonly ngramMax = 3, readonly ngramMin = 1) {}
 
   propose(context: readonly number[], max: number): Proposal {
@@ -125,7 +138,7 @@ export class PromptLookupDrafter implements Drafter {
         for (let j = 0; j < g && match; j++) match = context[start + j] === context[n - g + j];
         if (!match) continue;
         const tokens = context.slice(start + g, Math.min(n, start + g + max));
-        if (tokens.length > 0) return { tokens, dists: tokens.map(() => null) };
+        if (tokens.length > 0) return { tokens, dists: tokens.map(() => null), kind: `${g}-gram` };
       }
     }
     return { tokens: [], dists: [] };
@@ -138,6 +151,7 @@ export class PromptLookupDrafter implements Drafter {
  * temperature 0), and stops early when its confidence drops.
  */
 export class ModelDrafter implements Drafter {
+  readonly free = false;
   #cached: number[] = [];
   readonly #sampler: Sampler;
 
@@ -189,6 +203,168 @@ function confidence(logits: Float32Array): number {
   return 1 / z;
 }
 
+/**
+ * Chooses each step's draft depth k from measurements, so speculation runs only where it pays.
+ *
+ * Acceptance: α_i, the probability that draft i is accepted given drafts 0..i−1 were, tracked
+ * per draft position and per proposal kind (prompt lookup: the matched n-gram length) with
+ * exponential forgetting. Per position because acceptance is bursty: inside a copied passage
+ * long runs are accepted whole, so a single rate would under-draft there. A step drafting k
+ * tokens then settles E(k) = 1 + α_0 + α_0·α_1 + … tokens (the +1 is the target's own token).
+ * Cost: T(k + 1), the measured time of a target forward and its acceptance checks over k + 1
+ * rows, plus k times the draft's measured cost per token (d); see forwardMs for sizes not yet
+ * measured.
+ * k = argmax E(k) / cost(k) over {0} ∪ [minDraft, limit]; k = 0 is a plain decode step.
+ * Break-even for one draft: α_0 = (T(2) + d) / T(1) − 1 (above 1, drafting can never pay).
+ * Probing: after a run of plain steps, one step drafts min(2, limit) so a changed acceptance
+ * rate is noticed; the run doubles (8 up to 256 steps) each time a probe does not pay, and no
+ * probe is made while the break-even rate is above 1.
+ */
+export class DepthPlanner {
+  /** Recent verify times per forward size (ms); the estimate is their median (these hosts are noisy). */
+  readonly #samples: number[][] = [];
+  readonly #forwardMs: (number | undefined)[] = [];
+  #observed = 0;
+  #draftMsPerToken: number | undefined;
+  readonly #accepts = new Map<string, { tried: Float64Array; ok: Float64Array }>();
+  #plainRun = 0;
+  #probeEvery = 8;
+  #probing = false;
+  static readonly decay = 0.9;
+
+  constructor(
+    readonly maxDraft: number,
+    readonly minDraft: number,
+    /** Prior per-token acceptance (with the weight of two observed drafts). */
+    readonly priorAlpha = 0.5,
+  ) {}
+
+  /** α_i for a kind of proposal: position i's decayed acceptance, shrunk toward the kind's overall rate. */
+  alpha(kind = "", i = 0): number {
+    const a = this.#accepts.get(kind);
+    if (!a) return this.priorAlpha;
+    let tried = 0;
+    let ok = 0;
+    for (let j = 0; j < a.tried.length; j++) {
+      tried += a.tried[j]!;
+      ok += a.ok[j]!;
+    }
+    const overall = (ok + 2 * this.priorAlpha) / (tried + 2);
+    return (a.ok[i]! + 2 * overall) / (a.tried[i]! + 2);
+  }
+
+  /**
+   * Estimated time of a target forward over n rows (ms), or undefined before any was measured:
+   * the median of its recent measurements, else linear between the nearest measured sizes, else
+   * beyond the largest one at the last measured segment's slope. The cost is not linear in n
+   * (the second row costs more than the tenth: one row is memory-bound, several are
+   * compute-bound), so the last segment, not a line through all, extrapolates.
+   */
+  forwardMs(n: number): number | undefined {
+    const t = this.#forwardMs;
+    if (!t.some((x) => x !== undefined)) return undefined;
+    // A forward over more rows never costs less: an estimate is capped by every larger measured size.
+    let cap = Infinity;
+    for (let m = t.length - 1; m >= n; m--) if (t[m] !== undefined) cap = Math.min(cap, t[m]!);
+    return Math.min(cap, this.#rawMs(n));
+  }
+
+  #rawMs(n: number): number {
+    const t = this.#forwardMs;
+    if (t[n] !== undefined) return t[n]!;
+    let lo = n - 1;
+    while (lo >= 1 && t[lo] === undefined) lo--;
+    let hi = n + 1;
+    while (hi < t.length && t[hi] === undefined) hi++;
+    if (lo < 1) return t[hi]!; // nothing smaller measured: the next larger size bounds it
+    if (hi < t.length) return t[lo]! + ((t[hi]! - t[lo]!) * (n - lo)) / (hi - lo);
+    // Beyond the largest measured size: the slope of the last measured segment (rows past the
+    // first few cost alike), or 0.3·T(1) per row while only one size is known.
+    let prev = lo - 1;
+    while (prev >= 1 && t[prev] === undefined) prev--;
+    const slope = prev >= 1 ? Math.max(0, (t[lo]! - t[prev]!) / (lo - prev)) : 0.3 * t[lo]!;
+    return t[lo]! + slope * (n - lo);
+  }
+
+  /**
+   * The acceptance rate at which drafting one token breaks even with a plain step:
+   * (T(2) + d) / T(1) − 1, or undefined before T(1) is measured.
+   */
+  breakEvenAcceptance(draftMsPerToken = this.#draftMsPerToken ?? 0): number | undefined {
+    const t1 = this.forwardMs(1);
+    if (t1 === undefined) return undefined;
+    return (this.forwardMs(2)! + draftMsPerToken) / t1 - 1;
+  }
+
+  /**
+   * The depth for the next step: 0 (plain step) or a value in [minDraft, limit]. `free`: the
+   * draft costs nothing (prompt lookup); otherwise the measured cost per drafted token counts.
+   */
+  choose(limit: number, kind = "", free = false): number {
+    limit = Math.min(limit, this.maxDraft);
+    if (limit < this.minDraft) return 0;
+    const t1 = this.forwardMs(1);
+    if (t1 === undefined) return 0; // measure plain steps first
+    if (!free && this.#draftMsPerToken === undefined) return limit; // then one drafting step
+    const d = free ? 0 : this.#draftMsPerToken!;
+    let best = 0;
+    let bestRate = 1 / t1;
+    let expected = 1;
+    let reach = 1; // probability that draft k is reached (all before it accepted)
+    for (let k = 1; k <= limit; k++) {
+      reach *= this.alpha(kind, k - 1);
+      expected += reach;
+      if (k < this.minDraft) continue;
+      const rate = expected / (this.forwardMs(k + 1)! + k * d);
+      if (rate > bestRate) {
+        best = k;
+        bestRate = rate;
+      }
+    }
+    this.#probing = false;
+    if (best > 0) {
+      this.#probeEvery = 8;
+      return best;
+    }
+    if (this.#plainRun >= this.#probeEvery && this.breakEvenAcceptance(d)! < 1) {
+      this.#probing = true;
+      return Math.max(this.minDraft, Math.min(2, limit));
+    }
+    return 0;
+  }
+
+  /** Records one step: rows in the target forward, its time, and the drafts' fate. */
+  observe(rows: number, verifyMs: number, drafted: number, kept: number, draftMs: number, kind = ""): void {
+    // The first step after prefill runs cold (caches, JIT): its time says little about the rest.
+    if (this.#observed++ > 0) {
+      const xs = (this.#samples[rows] ??= []);
+      xs.push(verifyMs);
+      if (xs.length > 7) xs.shift();
+      this.#forwardMs[rows] = [...xs].sort((a, b) => a - b)[xs.length >> 1];
+    }
+    this.#plainRun = drafted === 0 ? this.#plainRun + 1 : 0;
+    if (drafted === 0) return;
+    if (this.#probing) {
+      this.#probing = false;
+      const t1 = this.forwardMs(1)!;
+      if ((kept + 1) / (verifyMs + draftMs) < 1 / t1) this.#probeEvery = Math.min(256, this.#probeEvery * 2);
+    }
+    const per = draftMs / drafted;
+    this.#draftMsPerToken = this.#draftMsPerToken === undefined ? per : 0.7 * this.#draftMsPerToken + 0.3 * per;
+    let a = this.#accepts.get(kind);
+    if (!a) this.#accepts.set(kind, (a = { tried: new Float64Array(this.maxDraft), ok: new Float64Array(this.maxDraft) }));
+    for (let i = 0; i < a.tried.length; i++) {
+      a.tried[i]! *= DepthPlanner.decay;
+      a.ok[i]! *= DepthPlanner.decay;
+    }
+    // Drafts 0..kept were tested (kept accepted, then one rejected unless all were kept).
+    for (let i = 0; i < Math.min(drafted, kept + 1); i++) {
+      a.tried[i]! += 1;
+      if (i < kept) a.ok[i]! += 1;
+    }
+  }
+}
+
 /** The speculative token source: yields the tokens each target forward settles. */
 export class SpeculativeRun implements Iterable<number[]> {
   #steps = 0;
@@ -197,6 +373,8 @@ export class SpeculativeRun implements Iterable<number[]> {
   #produced = 0;
   #draftMs = 0;
   #totalMs = 0;
+  #draftingSteps = 0;
+  readonly planner: DepthPlanner;
 
   constructor(
     readonly target: Forwarder,
@@ -206,7 +384,9 @@ export class SpeculativeRun implements Iterable<number[]> {
     readonly drafter: Drafter,
     readonly o: Required<Pick<SpeculativeOptions, "maxDraft" | "minDraft" | "adaptive">> & Pick<SpeculativeOptions, "acceptRule">,
     readonly onPrefilled: () => void,
-  ) {}
+  ) {
+    this.planner = new DepthPlanner(o.maxDraft, o.minDraft);
+  }
 
   *[Symbol.iterator](): Iterator<number[]> {
     const { target, sampler, history } = this;
@@ -216,12 +396,23 @@ export class SpeculativeRun implements Iterable<number[]> {
     let pending = sampler.sample(logits.f32, history);
     history.push(pending);
     yield [pending];
-    let depth = this.o.maxDraft;
+    const planner = this.planner;
     for (;;) {
       const t0 = performance.now();
       const room = target.state.nCtx - target.state.nPast - 1; // positions left after `pending`
       if (room < 0) return;
-      const proposal = this.drafter.propose(history, Math.min(depth, room));
+      const limit = Math.min(this.o.maxDraft, room);
+      let proposal: Proposal;
+      if (!this.o.adaptive) proposal = this.drafter.propose(history, limit);
+      else if (this.drafter.free) {
+        // Free drafts: propose the most, then keep the depth the planner picks for this kind.
+        proposal = this.drafter.propose(history, limit);
+        const k = planner.choose(proposal.tokens.length, proposal.kind ?? "", true);
+        proposal = { tokens: proposal.tokens.slice(0, k), dists: proposal.dists.slice(0, k), kind: proposal.kind };
+      } else {
+        const k = planner.choose(limit);
+        proposal = k > 0 ? this.drafter.propose(history, k) : { tokens: [], dists: [] };
+      }
       const t1 = performance.now();
       const batch = [pending, ...proposal.tokens];
       const base = target.state.nPast;
@@ -250,34 +441,30 @@ export class SpeculativeRun implements Iterable<number[]> {
       history.push(next);
       settled.push(next);
       pending = next;
+      const t2 = performance.now();
       this.#steps++;
+      if (proposal.tokens.length > 0) this.#draftingSteps++;
       this.#drafted += proposal.tokens.length;
       this.#accepted += kept;
       this.#produced += settled.length;
       this.#draftMs += t1 - t0;
-      this.#totalMs += performance.now() - t0;
-      if (this.o.adaptive) depth = this.#adapt(depth, kept, proposal.tokens.length);
+      this.#totalMs += t2 - t0;
+      planner.observe(batch.length, t2 - t1, proposal.tokens.length, kept, t1 - t0, proposal.kind ?? "");
       yield settled;
     }
-  }
-
-  /** Deeper after a fully accepted step, shallower when under half was kept. */
-  #adapt(depth: number, kept: number, drafted: number): number {
-    if (drafted === 0) return depth;
-    if (kept === drafted) return Math.min(this.o.maxDraft, depth + 1);
-    if (kept * 2 < drafted) return Math.max(this.o.minDraft, depth - 1);
-    return depth;
   }
 
   stats(generateMs: number): SpeculativeStats {
     return {
       drafter: this.drafter.name,
       steps: this.#steps,
+      draftingSteps: this.#draftingSteps,
       drafted: this.#drafted,
       accepted: this.#accepted,
       acceptanceRate: this.#drafted ? this.#accepted / this.#drafted : 0,
       tokensPerTargetForward: this.#steps ? this.#produced / this.#steps : 0,
       draftTimeShare: this.#totalMs ? this.#draftMs / this.#totalMs : 0,
+      breakEvenAcceptance: this.planner.breakEvenAcceptance() ?? null,
       effectiveTokensPerSecond: generateMs > 0 ? ((this.#produced + 1) * 1000) / generateMs : 0,
     };
   }
