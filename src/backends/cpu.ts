@@ -6,6 +6,60 @@
 import { kiln, Status } from "../ffi/library";
 import { DTYPE_IDS, DTYPE_LAYOUT, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
 
+// ---- per-op profile ---------------------------------------------------------------------------
+// A module-level switch: when off, each op pays one boolean check before and one after its
+// kernel call; when on, the wall time of every kernel call is added to its op's total.
+
+let profiling = false;
+const profileTotals = new Map<string, { ms: number; calls: number }>();
+
+export interface OpTime {
+  op: string;
+  ms: number;
+  calls: number;
+}
+
+/** Turns per-op timing on or off; returns the previous setting. */
+export function setProfiling(on: boolean): boolean {
+  const was = profiling;
+  profiling = on;
+  return was;
+}
+
+export function isProfiling(): boolean {
+  return profiling;
+}
+
+export function resetProfile(): void {
+  profileTotals.clear();
+}
+
+/** Adds the time since `t0` (performance.now()) to `op`; also for work outside this file (sampling). */
+export function profileRecord(op: string, t0: number): void {
+  const ms = performance.now() - t0;
+  const e = profileTotals.get(op);
+  if (e) {
+    e.ms += ms;
+    e.calls++;
+  } else profileTotals.set(op, { ms, calls: 1 });
+}
+
+/** Totals since the last reset, largest first. */
+export function profileSnapshot(): OpTime[] {
+  return [...profileTotals].map(([op, e]) => ({ op, ms: e.ms, calls: e.calls })).sort((a, b) => b.ms - a.ms);
+}
+
+/** Profile category of a matmul by its weight's GGUF name. */
+function matmulOp(w: Tensor): string {
+  const n = w.name;
+  if (n === "output.weight" || n === "token_embd.weight") return "output head";
+  if (/attn_[qkv]\.weight$/.test(n)) return "matmul attn q/k/v";
+  if (n.endsWith("attn_output.weight")) return "matmul attn output";
+  if (n.endsWith("ffn_down.weight")) return "matmul ffn down";
+  if (/ffn_(gate|up)\.weight$/.test(n)) return "ffn gate+up";
+  return "matmul other";
+}
+
 function fail(op: string, msg: string): never {
   throw new ShapeError(`${op}: ${msg}`);
 }
@@ -38,7 +92,9 @@ export function prepareActivations(dtype: DType, x: Tensor, out: Uint8Array): vo
   expectDType(op, x, "f32");
   const need = actRowBytes(dtype, x.cols) * x.rows;
   if (out.byteLength < need) fail(op, `output buffer has ${out.byteLength} bytes, ${x} for ${dtype} needs ${need}`);
+  const t0 = profiling ? performance.now() : 0;
   check(op, kiln().kiln_quantize_act(DTYPE_IDS[dtype], x.bytes, x.cols, x.rows, x.cols, out));
+  if (profiling) profileRecord("quantize activations", t0);
 }
 
 /** Scratch a matmul of x [m, k] against `dtype` weights needs. */
@@ -70,7 +126,9 @@ export function matmulPrepared(w: Tensor, xq: Uint8Array, m: number, out: Tensor
   if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows for ${w} need ${need}`);
   expectDType(op, out, "f32");
   expectShape(op, out, [m, n]);
+  const t0 = profiling ? performance.now() : 0;
   check(op, kiln().kiln_matmul(DTYPE_IDS[w.dtype], w.bytes, n, k, xq, m, out.bytes, n));
+  if (profiling) profileRecord(matmulOp(w), t0);
 }
 
 export type GatedActivation = "silu" | "gelu_tanh";
@@ -106,7 +164,9 @@ export function ffnGatedPrepared(wGate: Tensor, wUp: Tensor, xq: Uint8Array, m: 
   expectShape(op, out, [m, nFf]);
   const id = ACTIVATION_IDS[activation];
   if (id === undefined) fail(op, `unknown activation ${activation}`);
+  const t0 = profiling ? performance.now() : 0;
   check(op, kiln().kiln_ffn_gated(DTYPE_IDS[wGate.dtype], wGate.bytes, wUp.bytes, nFf, k, xq, m, out.bytes, nFf, id));
+  if (profiling) profileRecord("ffn gate+up", t0);
 }
 
 export interface RmsNormOptions {
@@ -139,7 +199,9 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, out: Tensor, eps: numb
     actType = DTYPE_IDS[opts.emitFor];
   }
   if (!(eps >= 0) || !Number.isFinite(eps)) fail(op, `eps must be finite and ≥ 0, got ${eps}`);
+  const t0 = profiling ? performance.now() : 0;
   check(op, kiln().kiln_rmsnorm(x.bytes, opts.residual?.bytes ?? null, weight?.bytes ?? null, out.bytes, n, x.rows, n, eps, actType, opts.actOut ?? null));
+  if (profiling) profileRecord("norm", t0);
 }
 
 /** In-place RMSNorm of each head of x [rows, n_head, head_dim] with a shared [head_dim] weight (QK-norm). */
@@ -149,7 +211,9 @@ export function rmsNormHeads(x: Tensor, nHead: number, weight: Tensor, eps: numb
   expectDType(op, weight, "f32");
   const headDim = weight.numel;
   if (x.cols !== nHead * headDim) fail(op, `${x} rows must be n_head (${nHead}) × head_dim (${headDim})`);
+  const t0 = profiling ? performance.now() : 0;
   check(op, kiln().kiln_rmsnorm_heads(x.bytes, x.rows, nHead, headDim, x.cols, weight.bytes, eps));
+  if (profiling) profileRecord("norm", t0);
 }
 
 function sameF32(op: string, ...ts: Tensor[]): number {
@@ -160,16 +224,23 @@ function sameF32(op: string, ...ts: Tensor[]): number {
 
 export function siluMul(gate: Tensor, up: Tensor, out: Tensor): void {
   const n = sameF32("siluMul", gate, up, out);
+  const t0 = profiling ? performance.now() : 0;
   kiln().kiln_silu_mul(gate.bytes, up.bytes, out.bytes, n);
+  if (profiling) profileRecord("elementwise", t0);
 }
 
 export function geluTanhMul(gate: Tensor, up: Tensor, out: Tensor): void {
   const n = sameF32("geluTanhMul", gate, up, out);
+  const t0 = profiling ? performance.now() : 0;
   kiln().kiln_gelu_tanh_mul(gate.bytes, up.bytes, out.bytes, n);
+  if (profiling) profileRecord("elementwise", t0);
 }
 
 export function add(dst: Tensor, src: Tensor): void {
-  kiln().kiln_add(dst.bytes, src.bytes, sameF32("add", dst, src));
+  const n = sameF32("add", dst, src);
+  const t0 = profiling ? performance.now() : 0;
+  kiln().kiln_add(dst.bytes, src.bytes, n);
+  if (profiling) profileRecord("elementwise", t0);
 }
 
 /** x[r] += bias for every row r of x (projection biases). */
@@ -179,21 +250,31 @@ export function addBias(x: Tensor, bias: Tensor): void {
   expectDType(op, bias, "f32");
   expectShape(op, bias, [x.cols]);
   const rowBytes = x.cols * 4;
+  const t0 = profiling ? performance.now() : 0;
   for (let r = 0; r < x.rows; r++) kiln().kiln_add(x.bytes.subarray(r * rowBytes, (r + 1) * rowBytes), bias.bytes, x.cols);
+  if (profiling) profileRecord("elementwise", t0);
 }
 
 export function mul(dst: Tensor, src: Tensor): void {
-  kiln().kiln_mul(dst.bytes, src.bytes, sameF32("mul", dst, src));
+  const n = sameF32("mul", dst, src);
+  const t0 = profiling ? performance.now() : 0;
+  kiln().kiln_mul(dst.bytes, src.bytes, n);
+  if (profiling) profileRecord("elementwise", t0);
 }
 
 export function scale(x: Tensor, s: number): void {
-  kiln().kiln_scale(x.bytes, sameF32("scale", x), s);
+  const n = sameF32("scale", x);
+  const t0 = profiling ? performance.now() : 0;
+  kiln().kiln_scale(x.bytes, n, s);
+  if (profiling) profileRecord("elementwise", t0);
 }
 
 /** Softmax over the last dimension, in place. */
 export function softmax(x: Tensor): void {
   expectDType("softmax", x, "f32");
+  const t0 = profiling ? performance.now() : 0;
   check("softmax", kiln().kiln_softmax(x.bytes, x.cols, x.rows, x.cols));
+  if (profiling) profileRecord("softmax", t0);
 }
 
 export type RopeMode = "normal" | "neox";
@@ -221,7 +302,9 @@ export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOpt
   }
   if (!(o.freqBase > 0)) fail(op, `freq_base must be > 0, got ${o.freqBase}`);
   const mode = o.mode === "neox" ? 2 : 0;
+  const t0 = profiling ? performance.now() : 0;
   check(op, kiln().kiln_rope(x.bytes, x.rows, nHead, headDim, x.cols, headDim, positions, nRot, mode, o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null));
+  if (profiling) profileRecord("rope", t0);
 }
 
 export interface AttentionOptions {
@@ -271,11 +354,15 @@ function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number,
     nQ, nHead, nKvHead, headDim, nKv, o.qPos0, window, o.scale, o.softcap ?? 0,
   ] as const;
   if (scores === null) {
+    const t0 = profiling ? performance.now() : 0;
     check(op, kiln().kiln_flash_attention(...args));
+    if (profiling) profileRecord("attention", t0);
   } else {
     const need = nQ * nHead * nKv;
     if (scores.length < need) fail(op, `scores buffer has ${scores.length} floats, needs ${need}`);
+    const t0 = profiling ? performance.now() : 0;
     check(op, kiln().kiln_attention_naive(...args, scores));
+    if (profiling) profileRecord("attention", t0);
   }
 }
 
@@ -301,7 +388,9 @@ export function quantizeInto(x: Tensor, out: Tensor): void {
   const op = "quantizeInto";
   expectDType(op, x, "f32");
   if (out.numel !== x.numel || out.cols !== x.cols) fail(op, `${x} does not fit ${out}`);
+  const t0 = profiling ? performance.now() : 0;
   check(op, kiln().kiln_quantize_row(DTYPE_IDS[out.dtype], x.bytes, out.bytes, x.numel));
+  if (profiling) profileRecord("kv store", t0);
 }
 
 /** Embedding lookup: out[i] = dequantize(table[ids[i]]). */
@@ -312,7 +401,9 @@ export function getRows(table: Tensor, ids: Int32Array, out: Tensor): void {
   expectDType(op, out, "f32");
   expectShape(op, out, [ids.length, n]);
   for (const id of ids) if (!(id >= 0 && id < nRows)) fail(op, `row id ${id} outside [0, ${nRows}) of ${table}`);
+  const t0 = profiling ? performance.now() : 0;
   check(op, kiln().kiln_get_rows(DTYPE_IDS[table.dtype], table.bytes, n, ids, ids.length, out.bytes));
+  if (profiling) profileRecord("embedding", t0);
 }
 
 export function setThreads(n: number): number {

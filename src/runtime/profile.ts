@@ -1,0 +1,76 @@
+/**
+ * Per-op time breakdown of decoding: the CPU backend's profile switch (src/backends/cpu.ts)
+ * times every kernel call by op; this runs a prompt, then `tokens` greedy decode steps with it
+ * on, and reports the average per decoded token. Time not inside any kernel call (TypeScript,
+ * FFI marshalling, view bookkeeping) is the "other" row. Used by `kiln generate --profile`,
+ * `kiln bench --profile` and `KILN_PROFILE=1`.
+ */
+import * as cpu from "../backends/cpu";
+import type { Model } from "./model";
+import { argmax } from "./sampling";
+
+export interface OpShare {
+  op: string;
+  /** Average ms per decoded token. */
+  ms: number;
+  /** Average calls per decoded token. */
+  calls: number;
+  /** Fraction of the token's wall time. */
+  share: number;
+}
+
+export interface DecodeProfile {
+  /** Decode steps averaged over. */
+  tokens: number;
+  /** Context length (tokens in the KV cache) when profiling began. */
+  context: number;
+  /** Average wall ms per decoded token (forward + greedy sampling). */
+  msPerToken: number;
+  ops: OpShare[];
+}
+
+/** Prefills `promptIds` from an empty context, then profiles `tokens` greedy decode steps. */
+export function profileDecode(model: Model, promptIds: readonly number[], tokens = 8): DecodeProfile {
+  if (!Number.isSafeInteger(tokens) || tokens < 1) throw new RangeError(`profileDecode: tokens must be a positive integer, got ${tokens}`);
+  if (promptIds.length === 0) throw new RangeError("profileDecode: empty prompt");
+  if (promptIds.length + tokens + 1 > model.contextLength) {
+    throw new RangeError(`profileDecode: ${promptIds.length} prompt + ${tokens + 1} decode tokens exceed the context length ${model.contextLength}`);
+  }
+  model.reset();
+  let logits = model.eval(promptIds);
+  let tok = argmax(logits.f32);
+  logits = model.eval([tok]); // one untimed step: decode-sized views and caches warm
+  tok = argmax(logits.f32);
+  const context = model.state.nPast;
+  const was = cpu.setProfiling(true);
+  cpu.resetProfile();
+  let wall = 0;
+  try {
+    for (let i = 0; i < tokens; i++) {
+      const t0 = performance.now();
+      logits = model.eval([tok]);
+      const t1 = performance.now();
+      tok = argmax(logits.f32);
+      cpu.profileRecord("sampling (argmax)", t1);
+      wall += performance.now() - t0;
+    }
+  } finally {
+    cpu.setProfiling(was);
+  }
+  const ops = cpu.profileSnapshot();
+  cpu.resetProfile();
+  const inOps = ops.reduce((a, o) => a + o.ms, 0);
+  const rows: OpShare[] = ops.map((o) => ({ op: o.op, ms: o.ms / tokens, calls: o.calls / tokens, share: o.ms / wall }));
+  rows.push({ op: "other (TS, FFI, bookkeeping)", ms: Math.max(0, wall - inOps) / tokens, calls: 0, share: Math.max(0, wall - inOps) / wall });
+  return { tokens, context, msPerToken: wall / tokens, ops: rows };
+}
+
+/** A plain-text table of a profile. */
+export function formatProfile(p: DecodeProfile, title = "decode profile"): string {
+  const lines = [`${title}: ${p.msPerToken.toFixed(2)} ms/token (${(1000 / p.msPerToken).toFixed(1)} tok/s), average of ${p.tokens} tokens at context ${p.context}`];
+  lines.push(`  ${"op".padEnd(30)}${"ms/token".padStart(10)}${"share".padStart(8)}${"calls".padStart(8)}`);
+  for (const o of p.ops) {
+    lines.push(`  ${o.op.padEnd(30)}${o.ms.toFixed(3).padStart(10)}${((o.share * 100).toFixed(1) + "%").padStart(8)}${(o.calls ? o.calls.toFixed(0) : "").padStart(8)}`);
+  }
+  return lines.join("\n");
+}
