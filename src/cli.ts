@@ -4,7 +4,8 @@
  *
  *   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
  *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
- *                 [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N]
+ *                 [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N] [--profile]
+ *   kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--profile] …  (dev checkout only)
  *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
  *   kiln inspect PATH [--json]
  */
@@ -13,11 +14,14 @@ import { GGUFError, parseGGUF, type GGUFFile } from "./gguf";
 import { ModelError } from "./models/hparams";
 import { MappedFile } from "./runtime/mapped-file";
 import { loadModel, type Model } from "./runtime/model";
+import { formatProfile, profileDecode } from "./runtime/profile";
 
 const USAGE = `usage:
   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
                 [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
-                [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N]
+                [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N] [--profile]
+  kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--prompts 128,512,2048] [--decode N]
+             [--long | --no-long] [--long-contexts 512,2048,8192,16384] [--profile] [--out DIR | --no-write]
   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
   kiln inspect PATH [--json]`;
 
@@ -39,8 +43,11 @@ async function generate(argv: string[]): Promise<void> {
       "repeat-penalty": { type: "string" }, seed: { type: "string" }, threads: { type: "string" }, ctx: { type: "string" },
       stop: { type: "string", multiple: true }, json: { type: "boolean" },
       speculative: { type: "string" }, draft: { type: "string" }, "max-draft": { type: "string" },
+      profile: { type: "boolean" },
     },
   });
+  // --profile (or KILN_PROFILE=1): after generating, the per-op time breakdown of decode tokens.
+  const profile = o.profile ?? process.env.KILN_PROFILE === "1";
   if (!o.model || o.prompt === undefined) throw new UsageError("generate needs --model and --prompt");
   const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true) });
   let draftModel: Model | undefined;
@@ -65,6 +72,7 @@ async function generate(argv: string[]): Promise<void> {
     for (;;) {
       const r = await it.next();
       if (r.done) {
+        const prof = profile ? profilePrompt(model, o.prompt, r.value.tokens.length) : null;
         if (o.json) {
           const t = r.value.timings;
           console.log(JSON.stringify({
@@ -79,6 +87,7 @@ async function generate(argv: string[]): Promise<void> {
               generated_tokens_per_second: t.generatedTokensPerSecond,
             },
             ...(r.value.speculative ? { speculative: r.value.speculative } : {}),
+            ...(prof ? { profile: prof } : {}),
           }));
         } else {
           process.stdout.write("\n");
@@ -86,6 +95,7 @@ async function generate(argv: string[]): Promise<void> {
           if (sp) {
             console.error(`[speculative ${sp.drafter}: acceptance ${(sp.acceptanceRate * 100).toFixed(1)}%, ${sp.tokensPerTargetForward.toFixed(2)} tokens per target forward, draft time ${(sp.draftTimeShare * 100).toFixed(1)}%, ${sp.effectiveTokensPerSecond.toFixed(1)} tok/s]`);
           }
+          if (prof) console.error(formatProfile(prof, "per-op profile of decoding"));
         }
         break;
       }
@@ -95,6 +105,25 @@ async function generate(argv: string[]): Promise<void> {
     model.dispose();
     draftModel?.dispose();
   }
+}
+
+/** Profiles greedy decode steps after the generate prompt (the same tokens generate started from). */
+function profilePrompt(model: Model, prompt: string, generated: number) {
+  const ids = model.tokenize(prompt, { addSpecial: true, parseSpecial: true });
+  const room = model.contextLength - ids.length - 2;
+  if (room < 1) throw new UsageError(`--profile: the prompt leaves no room in the ${model.contextLength}-token context to profile a decode step`);
+  return profileDecode(model, ids, Math.max(1, Math.min(16, room, Math.max(generated, 8))));
+}
+
+/** `kiln bench`: the benchmark suite lives in bench/ (a dev checkout) and compares against node-llama-cpp, a dev dependency. */
+async function bench(argv: string[]): Promise<number> {
+  let suite: typeof import("../bench/suite");
+  try {
+    suite = await import("../bench/suite");
+  } catch (e) {
+    throw new Error(`bench: the benchmark suite (bench/suite.ts) could not be loaded: ${(e as Error).message}. It needs a kiln source checkout with its dev dependencies (node-llama-cpp): run \`bash scripts/setup.sh\``);
+  }
+  return suite.benchMain(argv);
 }
 
 async function tokenize(argv: string[]): Promise<void> {
@@ -149,6 +178,7 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     if (cmd === "generate") await generate(rest);
+    else if (cmd === "bench") return await bench(rest);
     else if (cmd === "tokenize") await tokenize(rest);
     else if (cmd === "inspect") inspect(rest);
     else throw new UsageError(cmd ? `unknown command "${cmd}"` : "no command given");
