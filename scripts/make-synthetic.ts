@@ -2,17 +2,18 @@
 /**
  * Writes a synthetic GGUF model (seeded random weights, real metadata and tokenizer):
  *
- *   bun scripts/make-synthetic.ts --arch llama --type q4_0 --shape tinyllama --out /tmp/tl.gguf [--seed N] [--tied]
+ *   bun scripts/make-synthetic.ts --arch llama --type q4_0 --shape tinyllama --out /tmp/tl.gguf [--seed N] [--tied] [--ctx N]
  *
  * --arch  llama | qwen2 | gemma3
  * --type  f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k q4_k_m
  * --shape tiny | tinyllama | llama2-7b
+ * --ctx   context_length written to the file (default: the shape's; long-context benchmarks use 32768)
  */
 import { parseArgs } from "node:util";
-import { writeSyntheticModel, type SyntheticArch, type SyntheticShapeName, type SyntheticType } from "../src/tools/synthetic-model";
+import { resolveHParams, writeSyntheticModel, type SyntheticArch, type SyntheticShapeName, type SyntheticType } from "../src/tools/synthetic-model";
 
 const USAGE =
-  "usage: bun scripts/make-synthetic.ts --arch llama|qwen2|gemma3 --type <dtype|q4_k_m> --shape tiny|tinyllama|llama2-7b --out path.gguf [--seed N] [--tied]";
+  "usage: bun scripts/make-synthetic.ts --arch llama|qwen2|gemma3 --type <dtype|q4_k_m> --shape tiny|tinyllama|llama2-7b --out path.gguf [--seed N] [--tied] [--ctx N]";
 
 function main(): number {
   let values;
@@ -25,6 +26,7 @@ function main(): number {
         out: { type: "string" },
         seed: { type: "string", default: "0" },
         tied: { type: "boolean", default: false },
+        ctx: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -43,10 +45,18 @@ function main(): number {
   }
   const seed = Number(values.seed);
   try {
+    const arch = values.arch as SyntheticArch;
+    let shape: SyntheticShapeName | ReturnType<typeof resolveHParams> = values.shape as SyntheticShapeName;
+    if (values.ctx !== undefined) {
+      const nCtx = Number(values.ctx);
+      if (!Number.isSafeInteger(nCtx) || nCtx < 1) throw new Error(`--ctx must be a positive integer, got "${values.ctx}"`);
+      shape = { ...resolveHParams(arch, shape), nCtx };
+    }
     const r = writeSyntheticModel(values.out, {
-      arch: values.arch as SyntheticArch,
+      arch,
       type: values.type as SyntheticType,
-      shape: values.shape as SyntheticShapeName,
+      shape,
+      name: values.ctx !== undefined ? `synthetic-${arch}-${values.shape}-${values.type}-ctx${values.ctx}` : undefined,
       seed,
       tiedOutput: values.tied,
     });
