@@ -1,0 +1,65 @@
+#!/usr/bin/env bun
+/**
+ * CI's performance regression check: a short benchmark (Gemma 3 270M Q4_K_M and the synthetic
+ * TinyLlama-shape Q4_0, prompts of 128 and 512 tokens, 16 decode tokens, 3 reps, kiln and
+ * llama.cpp interleaved) whose decode_ratio and prefill_ratio (kiln ÷ llama.cpp) are compared with
+ * bench/baseline.json. Exit 1, naming model, figure, baseline and measured value, only on a large
+ * regression (below the baseline's threshold, 0.6×). Makes the synthetic model if it is missing.
+ *
+ *   bun bench/ci-check.ts [--threads N] [--reps N] [--baseline FILE] [--update-baseline]
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { baselineFrom, checkBaseline, compareToBaseline } from "./regress";
+import { BenchError, GEMMA, ensureSynthetic, parsePositive, runSuite } from "./suite";
+
+const BASELINE = join(import.meta.dir, "baseline.json");
+
+async function main(argv: string[]): Promise<number> {
+  const log = (s: string) => process.stderr.write(s + "\n");
+  const { values: v } = parseArgs({ args: argv, options: { threads: { type: "string" }, reps: { type: "string" }, baseline: { type: "string" }, "update-baseline": { type: "boolean" } } });
+  const threads = parsePositive(v.threads, "threads") ?? 2;
+  const reps = parsePositive(v.reps, "reps") ?? 3;
+  const baselinePath = v.baseline ?? BASELINE;
+  if (!existsSync(GEMMA)) throw new BenchError(`${GEMMA} is missing; run \`bash scripts/setup.sh\` first`);
+  const tiny = await ensureSynthetic("tinyllama-q4_0.gguf", log);
+  const result = await runSuite({
+    models: [GEMMA, tiny].map((path) => ({ path, prompts: [128, 512], decode: 16, reps, notes: [] })),
+    threads,
+    batch: 512,
+    quick: true,
+    profile: false,
+    long: null,
+    bandwidthBytes: 256 * 2 ** 20,
+    log,
+  });
+  const dir = join(import.meta.dir, "results");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "ci-latest.json"), JSON.stringify(result, null, 2));
+  if (v["update-baseline"]) {
+    const b = baselineFrom(result, `kiln bench CI check (bun bench/ci-check.ts): ${result.machine.cpu}, ${result.machine.cores} cores, ${threads} threads, ${reps} reps, measured ${result.date}`);
+    writeFileSync(baselinePath, JSON.stringify(b, null, 2) + "\n");
+    log(`wrote ${baselinePath}`);
+    return 0;
+  }
+  if (!existsSync(baselinePath)) throw new BenchError(`${baselinePath}: no baseline; make one with --update-baseline`);
+  const baseline = checkBaseline(JSON.parse(readFileSync(baselinePath, "utf8")), baselinePath);
+  const findings = compareToBaseline(result, baseline);
+  for (const f of findings) log(`bench-ci: ${f.message}`);
+  const bad = findings.filter((f) => !f.ok);
+  if (bad.length) {
+    console.error(`bench-ci: FAILED: ${bad.length} large regression(s) of kiln ÷ llama.cpp against ${baselinePath}`);
+    return 1;
+  }
+  console.error(`bench-ci: passed (${findings.length} ratios within ${baseline.threshold}× of the baseline; ${result.wall_s.toFixed(0)} s)`);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e) => {
+    console.error(`bench-ci: ${e instanceof BenchError ? e.message : (e as Error).stack}`);
+    process.exit(1);
+  },
+);

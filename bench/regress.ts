@@ -1,0 +1,74 @@
+/**
+ * The CI regression rule: a model's kiln ÷ llama.cpp ratios (decode_ratio, prefill_ratio) must
+ * not fall below `threshold` × the committed baseline (bench/baseline.json). Ratios, not times:
+ * both engines run on the same noisy machine in the same run, so the machine's speed cancels;
+ * the threshold is loose (0.6) so that only a large regression fails.
+ */
+import type { SuiteResult } from "./suite";
+
+export const FIGURES = ["decode_ratio", "prefill_ratio"] as const;
+export type RatioFigure = (typeof FIGURES)[number];
+
+export interface Baseline {
+  /** How and where the baseline was measured. */
+  description: string;
+  /** Fail below threshold × baseline. */
+  threshold: number;
+  models: Record<string, Record<RatioFigure, number>>;
+}
+
+export interface RegressionFinding {
+  model: string;
+  figure: RatioFigure;
+  baseline: number;
+  measured: number | null;
+  /** threshold × baseline */
+  floor: number;
+  ok: boolean;
+  message: string;
+}
+
+export function checkBaseline(b: unknown, where = "baseline"): Baseline {
+  const x = b as Baseline;
+  if (!x || typeof x !== "object") throw new Error(`${where}: not an object`);
+  if (!(typeof x.threshold === "number" && x.threshold > 0 && x.threshold <= 1)) throw new Error(`${where}: threshold must be a number in (0, 1], got ${JSON.stringify(x.threshold)}`);
+  if (!x.models || typeof x.models !== "object" || Object.keys(x.models).length === 0) throw new Error(`${where}: models must name at least one model`);
+  for (const [m, figs] of Object.entries(x.models)) {
+    for (const f of FIGURES) {
+      const v = figs?.[f];
+      if (!(typeof v === "number" && Number.isFinite(v) && v > 0)) throw new Error(`${where}: ${m}.${f} must be a positive number, got ${JSON.stringify(v)}`);
+    }
+  }
+  return x;
+}
+
+/** Compares every baseline figure with the run's; a model missing from the run fails. */
+export function compareToBaseline(result: Pick<SuiteResult, "models">, baseline: Baseline, threshold = baseline.threshold): RegressionFinding[] {
+  const out: RegressionFinding[] = [];
+  for (const [model, figs] of Object.entries(baseline.models)) {
+    const entry = result.models.find((m) => m.model === model);
+    for (const figure of FIGURES) {
+      const base = figs[figure];
+      const floor = threshold * base;
+      const measured = entry ? entry[figure] : null;
+      const ok = typeof measured === "number" && Number.isFinite(measured) && measured >= floor;
+      const message = !entry
+        ? `${model}: ${figure} not measured (model missing from the run); baseline ${base.toFixed(2)}`
+        : measured === null
+          ? `${model}: ${figure} not measured; baseline ${base.toFixed(2)}`
+          : `${model}: ${figure} ${ok ? "ok" : "REGRESSION"}: measured ${measured.toFixed(2)}, baseline ${base.toFixed(2)}, floor ${floor.toFixed(2)} (${threshold}× baseline)`;
+      out.push({ model, figure, baseline: base, measured: measured ?? null, floor, ok, message });
+    }
+  }
+  return out;
+}
+
+/** A baseline from a run: its ratios for the given models. */
+export function baselineFrom(result: Pick<SuiteResult, "models">, description: string, threshold = 0.6): Baseline {
+  const models: Baseline["models"] = {};
+  for (const m of result.models) {
+    if (m.decode_ratio === null || m.prefill_ratio === null) throw new Error(`${m.model}: a ratio is missing; cannot make a baseline from this run`);
+    models[m.model] = { decode_ratio: Number(m.decode_ratio.toFixed(3)), prefill_ratio: Number(m.prefill_ratio.toFixed(3)) };
+  }
+  return { description, threshold, models };
+}
