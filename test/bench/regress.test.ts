@@ -1,0 +1,96 @@
+/** The CI regression rule (a large drop of a ratio fails, noise passes) and the suite's pure helpers. */
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { baselineFrom, checkBaseline, compareToBaseline, type Baseline } from "../../bench/regress";
+import { contextFor, engineFigures, headlinePrompt, median, modelRuns, parseList, ratios, rooflinePoint } from "../../bench/suite";
+import type { WorkerResult } from "../../bench/worker";
+import { modelEntry } from "./fixture";
+
+const baseline: Baseline = {
+  description: "test",
+  threshold: 0.6,
+  models: { "a.gguf": { decode_ratio: 1.5, prefill_ratio: 1.0 }, "b.gguf": { decode_ratio: 1.2, prefill_ratio: 0.5 } },
+};
+const run = (a: [number, number], b: [number, number]) => ({
+  models: [
+    modelEntry("a.gguf", { decode: a[0] * 50, prefill: a[1] * 300, rss: 1 }, { decode: 50, prefill: 300, rss: 1 }),
+    modelEntry("b.gguf", { decode: b[0] * 50, prefill: b[1] * 300, rss: 1 }, { decode: 50, prefill: 300, rss: 1 }),
+  ],
+});
+
+describe("regression check", () => {
+  test("noise passes: ratios somewhat below and above the baseline", () => {
+    for (const [a, b] of [[[1.2, 0.8], [1.0, 0.4]], [[1.8, 1.3], [1.5, 0.7]], [[0.91, 0.61], [0.73, 0.31]]] as [[number, number], [number, number]][]) {
+      const f = compareToBaseline(run(a, b), baseline);
+      expect(f.length).toBe(4);
+      expect(f.every((x) => x.ok)).toBe(true);
+    }
+  });
+
+  test("a large regression fails, naming model, figure, baseline and measured", () => {
+    const f = compareToBaseline(run([1.5, 1.0], [0.6, 0.5]), baseline);
+    const bad = f.filter((x) => !x.ok);
+    expect(bad.length).toBe(1);
+    expect(bad[0]!.model).toBe("b.gguf");
+    expect(bad[0]!.figure).toBe("decode_ratio");
+    expect(bad[0]!.measured).toBeCloseTo(0.6, 6);
+    expect(bad[0]!.message).toBe("b.gguf: decode_ratio REGRESSION: measured 0.60, baseline 1.20, floor 0.72 (0.6× baseline)");
+  });
+
+  test("a model the run did not measure fails", () => {
+    const f = compareToBaseline({ models: run([1.5, 1], [1.2, 0.5]).models.slice(0, 1) }, baseline);
+    expect(f.filter((x) => !x.ok).map((x) => x.message)).toEqual([
+      "b.gguf: decode_ratio not measured (model missing from the run); baseline 1.20",
+      "b.gguf: prefill_ratio not measured (model missing from the run); baseline 0.50",
+    ]);
+  });
+
+  test("baselines: made from a run, validated with named errors; the committed one is valid", () => {
+    const b = baselineFrom(run([1.5, 1], [1.2, 0.5]), "made here");
+    expect(b.models["b.gguf"]).toEqual({ decode_ratio: 1.2, prefill_ratio: 0.5 });
+    expect(checkBaseline(b)).toBe(b);
+    expect(() => checkBaseline({ ...b, threshold: 2 }, "x.json")).toThrow("x.json: threshold must be a number in (0, 1], got 2");
+    expect(() => checkBaseline({ ...b, models: { "m.gguf": { decode_ratio: 1 } } })).toThrow("baseline: m.gguf.prefill_ratio must be a positive number, got undefined");
+    expect(() => checkBaseline({ ...b, models: {} })).toThrow(/at least one model/);
+    const committed = checkBaseline(JSON.parse(readFileSync(join(import.meta.dir, "..", "..", "bench", "baseline.json"), "utf8")));
+    expect(Object.keys(committed.models).sort()).toEqual(["gemma-3-270m-Q4_K_M.gguf", "tinyllama-q4_0.gguf"]);
+  });
+});
+
+describe("suite helpers", () => {
+  test("median, ratios, headline prompt, context size, runs", () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([null, 5, Number.NaN])).toBe(5);
+    expect(median([])).toBeNull();
+    expect(ratios({ a: 2, b: null, c: 1 }, { a: 4, b: 1, d: 1 })).toEqual({ a: 0.5, b: null });
+    expect(headlinePrompt([128, 512, 2048])).toBe(512);
+    expect(headlinePrompt([32, 64])).toBe(64);
+    expect(headlinePrompt([128, 1024])).toBe(128);
+    expect(contextFor([{ prompt: 2048, decode: 32 }])).toBe(2304);
+    expect(contextFor([{ prompt: 16384, decode: 8 }])).toBe(16640);
+    expect(modelRuns([128, 512, 2048], 32)).toEqual([{ prompt: 128, decode: 32 }, { prompt: 512, decode: 0 }, { prompt: 2048, decode: 32 }]);
+    expect(parseList("128, 512", "prompts")).toEqual([128, 512]);
+    expect(() => parseList("128,x", "prompts")).toThrow('--prompts must be a comma-separated list of positive integers, got "128,x"');
+  });
+
+  test("engine figures are medians over reps", () => {
+    const w = (load: number, p: number, d: number): WorkerResult => ({
+      engine: "kiln", load_ms: load, peak_rss_bytes: 100 * 2 ** 20, rss_after_load_bytes: 0,
+      runs: [{ prompt: 128, ttft_ms: 128000 / p, prefill_tok_s: p, decode: 16, decode_ms: 16000 / d, decode_tok_s: d }, { prompt: 2048, ttft_ms: 1, prefill_tok_s: p / 2, decode: 16, decode_ms: 1, decode_tok_s: d / 2 }],
+    });
+    const { figures, samples } = engineFigures([w(10, 100, 40), w(30, 300, 60), w(20, 200, 50)], [128, 2048]);
+    expect(figures).toEqual({ load_ms: 20, peak_rss_mb: 100, prefill_tok_s_128: 200, ttft_ms_128: 640, decode_tok_s_short: 50, prefill_tok_s_2048: 100, ttft_ms_2048: 1, decode_tok_s_2048: 25 });
+    expect(samples.decode_tok_s_short).toEqual([40, 60, 50]);
+  });
+
+  test("roofline: bandwidth over bytes per token, and each engine's fraction", () => {
+    const p = rooflinePoint(600e6, 40e6, 2048, 40, 50, 25);
+    expect(p.bytes_per_token).toBe(640e6);
+    expect(p.roofline_tok_s).toBeCloseTo(62.5, 9);
+    expect(p.kiln_fraction).toBeCloseTo(0.8, 9);
+    expect(p.llamacpp_fraction).toBeCloseTo(0.4, 9);
+    expect(rooflinePoint(1, 0, 1, 1, null, undefined).kiln_fraction).toBeNull();
+  });
+});
