@@ -78,10 +78,10 @@ describe("suite helpers", () => {
   test("engine figures are medians over reps", () => {
     const w = (load: number, p: number, d: number): WorkerResult => ({
       engine: "kiln", load_ms: load, peak_rss_bytes: 100 * 2 ** 20, rss_after_load_bytes: 0,
-      runs: [{ prompt: 128, ttft_ms: 128000 / p, prefill_tok_s: p, decode: 16, decode_ms: 16000 / d, decode_tok_s: d }, { prompt: 2048, ttft_ms: 1, prefill_tok_s: p / 2, decode: 16, decode_ms: 1, decode_tok_s: d / 2 }],
+      runs: [{ prompt: 128, ttft_ms: 128000 / p, prefill_tok_s: p, decode: 16, decode_ms: 16000 / d, decode_tok_s: d, decode_mean_tok_s: d }, { prompt: 2048, ttft_ms: 1, prefill_tok_s: p / 2, decode: 16, decode_ms: 1, decode_tok_s: d / 2, decode_mean_tok_s: 16000 }],
     });
     const { figures, samples } = engineFigures([w(10, 100, 40), w(30, 300, 60), w(20, 200, 50)], [128, 2048]);
-    expect(figures).toEqual({ load_ms: 20, peak_rss_mb: 100, prefill_tok_s_128: 200, ttft_ms_128: 640, decode_tok_s_short: 50, prefill_tok_s_2048: 100, ttft_ms_2048: 1, decode_tok_s_2048: 25 });
+    expect(figures).toEqual({ load_ms: 20, peak_rss_mb: 100, prefill_tok_s_128: 200, ttft_ms_128: 640, decode_tok_s_short: 50, decode_mean_tok_s_short: 50, prefill_tok_s_2048: 100, ttft_ms_2048: 1, decode_tok_s_2048: 25, decode_mean_tok_s_2048: 16000 });
     expect(samples.decode_tok_s_short).toEqual([40, 60, 50]);
   });
 
