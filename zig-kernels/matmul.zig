@@ -9,6 +9,7 @@ const std = @import("std");
 const pool = @import("pool.zig");
 const quant = @import("quant.zig");
 const norm = @import("norm.zig");
+const repack = @import("repack.zig");
 
 const GgmlType = quant.GgmlType;
 const Traits = quant.Traits;
@@ -44,9 +45,13 @@ pub fn matmulPrepared(a: Matmul) void {
 /// it has one. Every type's tile kernel computes each (weight row, activation row) pair with the
 /// decode kernel's exact arithmetic (tile shape never changes a bit, tests check it), so a row
 /// verified in a batch is bitwise identical to decoding it alone: speculative decoding then
-/// reproduces plain decoding exactly, at tile speed.
+/// reproduces plain decoding exactly, at tile speed. Batches of more than max_invariant_rows
+/// (prefill only: verification batches are at most the 16 logit rows a forward returns) may
+/// instead take the interleaved kernels of repack.zig, faster but summed in another order.
+pub const max_invariant_rows = 16;
 fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
+    if (a.m > max_invariant_rows and repack.supports(t)) return matmulInterleaved(t, a);
     if (comptime @hasDecl(T, "vecDotTile")) {
         if (a.m > 1) return matmulTiled(t, a);
     }
@@ -108,6 +113,100 @@ fn matmulTiled(comptime t: GgmlType, a: Matmul) void {
     }.f;
     const rows_per_task = rowsPerTask(t, a.n_out, a.k, a.m);
     const n_rb = std.math.divCeil(usize, a.n_out, rows_per_task) catch unreachable;
+    const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
+    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
+    const n_tasks = n_rb * n_ib;
+    if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
+/// Prefill through repack.zig: tasks are (weight rows × ≤ 64 activation rows) as matmulTiled's;
+/// each whole group of 16 weight rows goes through the interleaved kernel, a last partial group
+/// through the tile kernel.
+fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
+    const T = Traits(t);
+    const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize };
+    const run = struct {
+        fn f(c: Ctx, task: usize) void {
+            const row_bytes = c.a.k / T.block_size * T.type_size;
+            const act_bytes = quant.actRowBytes(t, c.a.k);
+            const r = tiledTaskRange(task, c.n_rb, c.rows_per_task, c.a.n_out, c.a.m);
+            var j = r.j0;
+            while (j + repack.rows <= r.j1) : (j += repack.rows) {
+                repack.block16(t, c.a.w + j * row_bytes, row_bytes, c.a.k, c.a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, c.a.y + r.i_0 * c.a.y_stride + j, c.a.y_stride);
+            }
+            if (comptime @hasDecl(T, "vecDotTile")) {
+                var i = r.i_0;
+                while (i < r.i_1) : (i += T.tile_c) {
+                    const cc = @min(T.tile_c, r.i_1 - i);
+                    var jt = j;
+                    while (jt < r.j1) : (jt += T.tile_r) {
+                        const rr = @min(T.tile_r, r.j1 - jt);
+                        tileCall(T, rr, cc, c.a.k, c.a.w + jt * row_bytes, row_bytes, c.a.xq + i * act_bytes, act_bytes, c.a.y + i * c.a.y_stride + jt, c.a.y_stride);
+                    }
+                }
+            } else unreachable;
+        }
+    }.f;
+    const rows_per_task = roundUp16(rowsPerTask(t, a.n_out, a.k, a.m));
+    const n_rb = std.math.divCeil(usize, a.n_out, rows_per_task) catch unreachable;
+    const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
+    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
+    const n_tasks = n_rb * n_ib;
+    if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
+fn roundUp16(rows: usize) usize {
+    return (std.math.divCeil(usize, rows, 16) catch unreachable) * 16;
+}
+
+/// The fused gated FFN's prefill through repack.zig: gate and up of 16 rows × ≤ 64 activation
+/// rows into stack buffers, then the gated product (a partial last group through the tiles).
+fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
+    const T = Traits(t);
+    const Ctx = struct { a: GatedFfn, rows_per_task: usize, n_rb: usize };
+    const run = struct {
+        fn f(c: Ctx, task: usize) void {
+            const row_bytes = c.a.k / T.block_size * T.type_size;
+            const act_bytes = quant.actRowBytes(t, c.a.k);
+            const r = tiledTaskRange(task, c.n_rb, c.rows_per_task, c.a.n_ff, c.a.m);
+            const mm = r.i_1 - r.i_0;
+            const x = c.a.xq + r.i_0 * act_bytes;
+            var g: [act_rows_per_block * repack.rows]f32 = undefined;
+            var u: [act_rows_per_block * repack.rows]f32 = undefined;
+            var j = r.j0;
+            while (j < r.j1) : (j += repack.rows) {
+                const rr = @min(repack.rows, r.j1 - j);
+                if (rr == repack.rows) {
+                    repack.block16(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &g, repack.rows);
+                    repack.block16(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &u, repack.rows);
+                } else if (comptime @hasDecl(T, "vecDotTile")) {
+                    var i: usize = 0;
+                    while (i < mm) : (i += T.tile_c) {
+                        const cc = @min(T.tile_c, mm - i);
+                        var jt: usize = 0;
+                        while (jt < rr) : (jt += T.tile_r) {
+                            const rt = @min(T.tile_r, rr - jt);
+                            tileCall(T, rt, cc, c.a.k, c.a.w_gate + (j + jt) * row_bytes, row_bytes, x + i * act_bytes, act_bytes, g[i * repack.rows + jt ..].ptr, repack.rows);
+                            tileCall(T, rt, cc, c.a.k, c.a.w_up + (j + jt) * row_bytes, row_bytes, x + i * act_bytes, act_bytes, u[i * repack.rows + jt ..].ptr, repack.rows);
+                        }
+                    }
+                } else unreachable;
+                for (0..mm) |i| {
+                    const out = c.a.out + (r.i_0 + i) * c.a.out_stride + j;
+                    for (0..rr) |q| {
+                        const gq = g[i * repack.rows + q];
+                        const uq = u[i * repack.rows + q];
+                        out[q] = switch (c.a.activation) {
+                            .silu => norm.silu(gq) * uq,
+                            .gelu_tanh => norm.geluTanh(gq) * uq,
+                        };
+                    }
+                }
+            }
+        }
+    }.f;
+    const rows_per_task = roundUp16(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
+    const n_rb = std.math.divCeil(usize, a.n_ff, rows_per_task) catch unreachable;
     const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
     const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
     const n_tasks = n_rb * n_ib;
@@ -201,6 +300,7 @@ pub fn gatedFfnPrepared(a: GatedFfn) void {
 
 fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
     const T = Traits(t);
+    if (a.m > max_invariant_rows and repack.supports(t)) return gatedFfnInterleaved(t, a);
     if (comptime @hasDecl(T, "vecDotTile")) {
         if (a.m > 1) return gatedFfnTiled(t, a);
     }
@@ -559,13 +659,67 @@ test "batch invariance: every row of a batched matmul / fused FFN equals the row
                 const y = try a.alloc(f32, m_max * n_out);
                 defer a.free(y);
                 for ([_]usize{ 2, 5, 9, 16, 17, m_max }) |m| {
+                    // Bit for bit up to max_invariant_rows (and beyond for the types with no
+                    // interleaved prefill kernel); the interleaved kernels sum in another order.
+                    const exact = m <= max_invariant_rows or !repack.supports(t);
                     matmulPrepared(.{ .t = t, .w = wg.ptr, .n_out = n_out, .k = k, .xq = xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
-                    try testing.expectEqualSlices(u32, @ptrCast(alone[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out]));
+                    if (exact) try testing.expectEqualSlices(u32, @ptrCast(alone[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out])) else try expectClose(alone[0 .. m * n_out], y[0 .. m * n_out]);
                     gatedFfnPrepared(.{ .t = t, .w_gate = wg.ptr, .w_up = wu.ptr, .n_ff = n_out, .k = k, .xq = xq.ptr, .m = m, .out = y.ptr, .out_stride = n_out, .activation = .silu });
-                    try testing.expectEqualSlices(u32, @ptrCast(alone_ffn[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out]));
+                    if (exact) try testing.expectEqualSlices(u32, @ptrCast(alone_ffn[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out])) else try expectClose(alone_ffn[0 .. m * n_out], y[0 .. m * n_out]);
                 }
             }
         }
     }
     _ = pool.setThreads(2);
+}
+
+/// Two computations of the same outputs in different float orders: NMSE below 1e-10.
+fn expectClose(want: []const f32, got: []const f32) !void {
+    var e: ErrorSums = .{};
+    e.add(got, want);
+    if (e.nmse() > 1e-10) {
+        std.debug.print("nmse {e}\n", .{e.nmse()});
+        return error.TestExpectedApproxEq;
+    }
+}
+
+test "interleaved prefill kernels (Q4_0, Q8_0 on 512-bit VNNI) match the scalar reference: chunks, partial row groups, 1..64 rows" {
+    if (!repack.available) return; // only the x86_64-v4 build has them
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(21);
+    const rng = prng.random();
+    inline for (.{ GgmlType.q4_0, GgmlType.q8_0 }) |t| {
+        const T = Traits(t);
+        // 150 blocks: two whole 64-block chunks and a partial one; 53 rows: 3 groups of 16 + 5.
+        const k = 32 * 150;
+        const n_out = 53;
+        const rb = quant.rowBytes(t, k);
+        const ab = quant.actRowBytes(t, k);
+        const w = try a.alloc(u8, rb * n_out);
+        defer a.free(w);
+        const tmp = try a.alloc(f32, k);
+        defer a.free(tmp);
+        randomWeights(t, rng, n_out, k, w, tmp);
+        const m_max = 130;
+        const x = try a.alloc(f32, m_max * k);
+        defer a.free(x);
+        for (x) |*v| v.* = rng.floatNorm(f32);
+        const xq = try a.alloc(u8, ab * m_max);
+        defer a.free(xq);
+        quant.quantizeActivations(t, x.ptr, k, m_max, k, xq.ptr);
+        const y = try a.alloc(f32, m_max * n_out);
+        defer a.free(y);
+        for ([_]usize{ 17, 64, 65, m_max }) |m| {
+            matmulPrepared(.{ .t = t, .w = w.ptr, .n_out = n_out, .k = k, .xq = xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
+            var e: ErrorSums = .{};
+            for (0..m) |i| for (0..n_out) |j| {
+                const want = T.vecDotRef(k, w.ptr + j * rb, xq.ptr + i * ab);
+                e.add(y[i * n_out + j ..][0..1], &[_]f32{want});
+            };
+            if (e.nmse() > 1e-10) {
+                std.debug.print("{s} m={d}: nmse {e}\n", .{ @tagName(t), m, e.nmse() });
+                return error.TestExpectedApproxEq;
+            }
+        }
+    }
 }

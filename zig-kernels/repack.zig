@@ -1,0 +1,147 @@
+//! Prefill matmul over weights interleaved 16 rows at a time (AVX-512 VNNI, Q4_0 and Q8_0).
+//!
+//! The tile kernels (quant_legacy.zig) dot one weight row with one activation row per vector:
+//! every vpdpbusd's 16 lanes hold partial sums of the same output, so each block ends in a
+//! convert, a scale multiply and an FMA per output. Here one vector holds 16 OUTPUTS (16 weight
+//! rows): the weights of 16 rows are interleaved 4 bytes at a time, each vpdpbusd multiplies them
+//! by 4 activation bytes broadcast to every lane, and the per-block float work (convert, scale,
+//! FMA) is shared by 16 outputs. This is the layout llama.cpp repacks Q4_0 into at load time;
+//! kiln keeps the weights in the mapped file (zero-copy) and interleaves each task's 16 rows into
+//! a small stack buffer, block chunk by block chunk, which costs a few percent of the compute
+//! that reuses it across up to 64 activation rows.
+//!
+//! Only batches of more than max_invariant_rows activation rows come here (prefill): its float
+//! summation differs from the decode kernels', so speculative verification batches (≤ 16 rows),
+//! which must reproduce decode bit for bit, keep the tile kernels.
+//! Offsets: unsigned weights (Q4_0's q, Q8_0's q + 128) dot the signed activations, and the
+//! zero point (8 or 128) times Σa comes back through the activation block's s = d_a·Σa,
+//! accumulated per output as off += d_w·s, subtracted once at the end (as the AVX2/NEON paths
+//! of the tile kernels do for Q4_0).
+const std = @import("std");
+const builtin = @import("builtin");
+const quant = @import("quant.zig");
+const legacy = @import("quant_legacy.zig");
+
+const GgmlType = quant.GgmlType;
+const ActQ8_0 = legacy.ActQ8_0;
+
+extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
+
+fn x86Has(comptime f: std.Target.x86.Feature) bool {
+    return builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, f);
+}
+/// Built only where 512-bit VNNI exists (the x86_64-v4 library); elsewhere `supports` is false.
+pub const available = builtin.zig_backend == .stage2_llvm and x86Has(.avx512vnni) and x86Has(.avx512bw);
+
+/// Weight rows interleaved per vector (one i32 lane each).
+pub const rows = 16;
+/// Blocks interleaved per pass: 64 Q8_0 blocks of 16 rows are 34 KB of stack.
+const chunk_blocks = 64;
+/// Activation rows per inner tile (4 accumulators + 4 offset accumulators of 16 outputs).
+const tile_c = 4;
+
+pub fn supports(t: GgmlType) bool {
+    return available and (t == .q4_0 or t == .q8_0);
+}
+
+/// One weight type's interleaved layout: per block, `groups` vectors of 16 rows × 4 bytes.
+fn Layout(comptime t: GgmlType) type {
+    return struct {
+        /// Q4_0: 16 packed bytes per row-block → 4 groups, each unpacking to elements 4g..4g+3
+        /// (low nibbles) and 16+4g..16+4g+3 (high nibbles). Q8_0: 32 bytes → 8 groups.
+        const groups = if (t == .q4_0) 4 else 8;
+        const type_size = if (t == .q4_0) legacy.Q4_0.type_size else legacy.Q8_0.type_size;
+        const zero: f32 = if (t == .q4_0) 8 else 128;
+        const Chunk = struct {
+            q: [chunk_blocks][groups]@Vector(64, u8),
+            d: [chunk_blocks]@Vector(16, f32),
+        };
+
+        /// Interleaves rows [0, 16) of blocks [b0, b0 + nb) into c (Q8_0 biased to unsigned).
+        fn fill(c: *Chunk, w: [*]const u8, row_bytes: usize, b0: usize, nb: usize) void {
+            for (0..nb) |b| {
+                var words: [groups][16]u32 = undefined;
+                inline for (0..rows) |r| {
+                    const blk = w + r * row_bytes + (b0 + b) * type_size;
+                    c.d[b][r] = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
+                    inline for (0..groups) |g| words[g][r] = std.mem.readInt(u32, blk[2 + 4 * g ..][0..4], .little);
+                }
+                inline for (0..groups) |g| {
+                    const v: @Vector(64, u8) = @bitCast(words[g]);
+                    c.q[b][g] = if (t == .q8_0) v ^ @as(@Vector(64, u8), @splat(0x80)) else v;
+                }
+            }
+        }
+
+        /// acc[c] += Σ_blocks d_w·d_a·Σ q·a and off[c] += Σ_blocks d_w·s_a for C activation rows.
+        inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]@Vector(16, f32), off: *[C]@Vector(16, f32)) void {
+            const mask: @Vector(64, u8) = @splat(0x0f);
+            for (0..nb) |b| {
+                var wq: [2 * groups]@Vector(64, u8) = undefined;
+                inline for (0..groups) |g| {
+                    if (t == .q4_0) {
+                        wq[2 * g] = c.q[b][g] & mask;
+                        wq[2 * g + 1] = (c.q[b][g] >> @splat(4)) & mask;
+                    } else wq[g] = c.q[b][g];
+                }
+                const dw = c.d[b];
+                inline for (0..C) |ci| {
+                    const ab = a + ci * act_bytes + (b0 + b) * ActQ8_0.type_size;
+                    var sumi: @Vector(16, i32) = @splat(0);
+                    inline for (0..groups) |g| {
+                        if (t == .q4_0) {
+                            const lo: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
+                            const hi: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 16 + 4 * g ..][0..4], .little));
+                            sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(wq[2 * g]), lo);
+                            sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(wq[2 * g + 1]), hi);
+                        } else {
+                            const x: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
+                            sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(wq[g]), x);
+                        }
+                    }
+                    const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[0..4], .little)));
+                    const sa: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[4..8], .little)));
+                    acc[ci] = @mulAdd(@Vector(16, f32), @floatFromInt(sumi), dw * da, acc[ci]);
+                    off[ci] = @mulAdd(@Vector(16, f32), dw, sa, off[ci]);
+                }
+            }
+        }
+
+        /// y[i·y_stride + j] for the 16 weight rows at w (j = 0..15) and activation rows [0, m).
+        fn rowsTimesActs(w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
+            std.debug.assert(m <= 64 and k % 32 == 0);
+            const nb_total = k / 32;
+            var chunk: Chunk = undefined;
+            var acc: [64]@Vector(16, f32) = undefined;
+            var off: [64]@Vector(16, f32) = undefined;
+            @memset(acc[0..m], @splat(0));
+            @memset(off[0..m], @splat(0));
+            var b0: usize = 0;
+            while (b0 < nb_total) : (b0 += chunk_blocks) {
+                const nb = @min(chunk_blocks, nb_total - b0);
+                fill(&chunk, w, row_bytes, b0, nb);
+                var i: usize = 0;
+                while (i < m) : (i += tile_c) {
+                    switch (@min(tile_c, m - i)) {
+                        inline 1...tile_c => |C| dotChunk(C, &chunk, nb, a + i * act_bytes, act_bytes, b0, acc[i..][0..C], off[i..][0..C]),
+                        else => unreachable,
+                    }
+                }
+            }
+            for (0..m) |i| {
+                const out: @Vector(16, f32) = acc[i] - @as(@Vector(16, f32), @splat(zero)) * off[i];
+                y[i * y_stride ..][0..16].* = out;
+            }
+        }
+    };
+}
+
+/// y rows [j0, j0 + 16) × activation rows [i_0, i_0 + m), m ≤ 64, through the interleaved kernel.
+pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
+    if (comptime !available) unreachable;
+    switch (t) {
+        .q4_0 => Layout(.q4_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q8_0 => Layout(.q8_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        else => unreachable,
+    }
+}
