@@ -144,7 +144,7 @@ export function renderReport(r: SuiteResult, o: ReportOptions): string {
   if (r.kind !== "kiln-bench") throw new Error(`not a kiln bench result (kind ${JSON.stringify((r as { kind?: unknown }).kind)})`);
   const out: string[] = [];
   out.push(`# ${o.title ?? "kiln vs llama.cpp: benchmark report"}`, "");
-  out.push(`Run ${r.date.slice(0, 16).replace("T", " ")} UTC${r.quick ? " (quick mode)" : ""}: ${r.machine.cpu}, ${r.machine.cores} cores, ${f(r.machine.mem_total_gb, 0)} GiB; kiln CPU level ${r.machine.kiln_cpu_level}; ${r.threads} threads for both engines; ${r.engines.kiln} vs ${r.engines.llamacpp}. Read bandwidth ${f(r.bandwidth_gbs.best)} GB/s (best of ${f(r.bandwidth_gbs.start)} at the start and ${f(r.bandwidth_gbs.end)} at the end). Whole run ${f(r.wall_s / 60, 1)} min.`, "");
+  out.push(`Run ${r.date.slice(0, 16).replace("T", " ")} UTC${r.quick ? " (quick mode)" : ""}: ${r.machine.cpu}, ${r.machine.cores} cores, ${f(r.machine.mem_total_gb, 0)} GiB; kiln CPU level ${r.machine.kiln_cpu_level}; ${r.threads} threads for both engines; ${r.engines.kiln} vs ${r.engines.llamacpp}. Read bandwidth ${f(r.bandwidth_gbs.best)} GB/s (best of ${f(r.bandwidth_gbs.start)} at the start and ${f(r.bandwidth_gbs.end)} at the end). Whole run ${f(r.wall_s / 60, 1)} min${r.load ? ` (${f(r.load.waited_s / 60, 1)} min of it waiting for other processes' load to pass; ${r.load.started_under_load} of ${r.load.workers} measurements started under load anyway)` : ""}.`, "");
   for (const n of r.notes) out.push(`- ${n}`);
   out.push("", "## Summary", "");
   out.push(table(

@@ -128,6 +128,8 @@ export interface SuiteResult {
   models: ModelEntry[];
   long_context: LongContextResult | null;
   wall_s: number;
+  /** Waiting for other processes' load to pass, and measurements that started under load anyway. */
+  load?: { waited_s: number; workers: number; started_under_load: number };
   notes: string[];
 }
 
@@ -298,7 +300,52 @@ export function rooflinePoint(weightBytes: number, kvBytes: number, context: num
 
 const WORKER = join(import.meta.dir, "worker.ts");
 
-export async function runWorker(spec: WorkerSpec, timeoutMs = 30 * 60_000): Promise<WorkerResult> {
+function cpuTimes(): { idle: number; total: number } {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0]!;
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  return { idle: (v[3] ?? 0) + (v[4] ?? 0), total: v.reduce((a, b) => a + b, 0) };
+}
+
+/** Fraction of the machine's CPU time that was busy over `ms` (while this process sleeps). */
+export async function busyFraction(ms = 700): Promise<number> {
+  if (!existsSync("/proc/stat")) return 0;
+  const a = cpuTimes();
+  await Bun.sleep(ms);
+  const b = cpuTimes();
+  const total = b.total - a.total;
+  return total > 0 ? 1 - (b.idle - a.idle) / total : 0;
+}
+
+/** Load from other processes seen before measurements (this is a shared machine). */
+export const loadLog = { waitedMs: 0, startedUnderLoad: 0, workers: 0 };
+
+/**
+ * Waits (up to `maxWaitMs`) until other processes leave the CPUs mostly idle: on 2 cores a
+ * concurrent compile or test run halves kiln's speed and can slow llama.cpp's spinning thread
+ * pool a hundredfold, so a measurement started under load measures the load.
+ */
+export async function waitForQuiet(log: (s: string) => void, maxWaitMs = Number(process.env.KILN_BENCH_QUIET_WAIT_MS ?? 600_000), threshold = 0.3): Promise<void> {
+  const t0 = performance.now();
+  let said = false;
+  loadLog.workers++;
+  for (;;) {
+    const busy = await busyFraction();
+    if (busy < threshold) return;
+    const waited = performance.now() - t0;
+    if (waited >= maxWaitMs) {
+      loadLog.startedUnderLoad++;
+      log(`  (machine still ${(busy * 100).toFixed(0)}% busy after ${(waited / 1000).toFixed(0)} s: measuring anyway)`);
+      return;
+    }
+    if (!said) log(`  (other processes keep the CPUs ${(busy * 100).toFixed(0)}% busy: waiting for quiet…)`);
+    said = true;
+    await Bun.sleep(5000);
+    loadLog.waitedMs += 5000;
+  }
+}
+
+export async function runWorker(spec: WorkerSpec, timeoutMs = 30 * 60_000, log?: (s: string) => void): Promise<WorkerResult> {
+  if (log) await waitForQuiet(log);
   const p = Bun.spawn([process.execPath, WORKER, JSON.stringify(spec)], { stdout: "pipe", stderr: "pipe", cwd: ROOT, env: { ...process.env, KILN_PROFILE: "" } });
   const timer = setTimeout(() => p.kill(), timeoutMs);
   const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
@@ -385,7 +432,7 @@ export async function runModel(plan: ModelPlan, o: SuiteOptions, bandwidthGBs: n
     const order = rep % 2 === 0 ? (["kiln", "llamacpp"] as const) : (["llamacpp", "kiln"] as const);
     for (const engine of order) {
       const wantProfile = engine === "kiln" && rep === 0 && o.profile;
-      const r = await runWorker({ ...base, engine, profile: wantProfile ? { prompt: Math.min(...plan.prompts), tokens: 8 } : undefined });
+      const r = await runWorker({ ...base, engine, profile: wantProfile ? { prompt: Math.min(...plan.prompts), tokens: 8 } : undefined }, undefined, o.log);
       if (r.profile) profile = r.profile;
       res[engine].push(r);
       const shortRun = r.runs.find((x) => x.decode > 0);
@@ -452,7 +499,7 @@ export async function runLong(plan: LongPlan, o: SuiteOptions, dir: string): Pro
         const c = configs[i]!;
         if (got[i]!.error) continue;
         try {
-          const r = await runWorker({ engine: c.engine, model: plan.path, threads: o.threads, ctx, batch: o.batch, flash: c.flash, idsFile, runs });
+          const r = await runWorker({ engine: c.engine, model: plan.path, threads: o.threads, ctx, batch: o.batch, flash: c.flash, idsFile, runs }, undefined, o.log);
           const run = r.runs[0]!;
           got[i]!.prefill.push(run.prefill_tok_s);
           got[i]!.ms.push(run.ttft_ms);
@@ -532,7 +579,9 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteResult> {
       models,
       long_context: long,
       wall_s: (performance.now() - t0) / 1000,
+      load: { waited_s: loadLog.waitedMs / 1000, workers: loadLog.workers, started_under_load: loadLog.startedUnderLoad },
       notes: [
+        "Before each measurement the suite waits (up to 10 min) until other processes leave the CPUs under 30% busy; `load` counts the measurements that started under load anyway.",
         "Each figure is the median over the reps; every measurement is one child process per engine, the engines alternating.",
         "Both engines: same file, same threads, same context size and batch size (512), flash attention on, f16 KV cache, greedy decoding.",
         "load_ms: open the file, build model and context, one one-token forward (both engines have then touched every weight).",
