@@ -62,6 +62,8 @@ export interface WorkerResult {
   /** VmRSS right after loading, bytes. */
   rss_after_load_bytes: number;
   profile?: import("../src/runtime/profile").DecodeProfile;
+  /** Set by the suite: share of the machine's CPU time other processes used during this measurement. */
+  other_load?: number;
 }
 
 function procStatus(key: "VmHWM" | "VmRSS"): number {
