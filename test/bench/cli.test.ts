@@ -35,7 +35,7 @@ describe("kiln bench", () => {
     expect(j.kind).toBe("kiln-bench");
     expect(j.quick).toBe(true);
     expect(j.long_context).toBeNull();
-    expect(j.load.workers).toBe(2);
+    expect(j.load.workers).toBe(2 + j.load.retries); // a measurement disturbed by other processes is repeated
     expect(j.bandwidth_gbs.best).toBeGreaterThan(0);
     expect(j.models.length).toBe(1);
     const m = j.models[0];
