@@ -839,7 +839,7 @@ fn packQ5(q: *const [32]u8, qh: [*]u8, qs: [*]u8) void {
 }
 
 /// Q5 quants: low nibble from qs (split layout as Q4), fifth bit j of the u32 qh for element j.
-inline fn q5Quants(qh: [*]const u8, qs: [*]const u8) @Vector(32, u8) {
+pub inline fn q5Quants(qh: [*]const u8, qs: [*]const u8) @Vector(32, u8) {
     return unpackNibbles(qs) | highBits(loadU32(qh));
 }
 

@@ -1,4 +1,4 @@
-//! Prefill matmul over weights interleaved 16 rows at a time (AVX-512 VNNI, Q4_0 and Q8_0).
+//! Prefill matmul over weights interleaved 16 rows at a time (AVX-512 VNNI: Q4_0, Q5_0, Q8_0).
 //!
 //! The tile kernels (quant_legacy.zig) dot one weight row with one activation row per vector:
 //! every vpdpbusd's 16 lanes hold partial sums of the same output, so each block ends in a
@@ -41,17 +41,26 @@ const chunk_blocks = 64;
 const tile_c = 4;
 
 pub fn supports(t: GgmlType) bool {
-    return available and (t == .q4_0 or t == .q8_0);
+    return available and (t == .q4_0 or t == .q5_0 or t == .q8_0);
 }
 
 /// One weight type's interleaved layout: per block, `groups` vectors of 16 rows × 4 bytes.
 fn Layout(comptime t: GgmlType) type {
     return struct {
         /// Q4_0: 16 packed bytes per row-block → 4 groups, each unpacking to elements 4g..4g+3
-        /// (low nibbles) and 16+4g..16+4g+3 (high nibbles). Q8_0: 32 bytes → 8 groups.
+        /// (low nibbles) and 16+4g..16+4g+3 (high nibbles). Q5_0 (unpacked to 5-bit bytes while
+        /// interleaving) and Q8_0: 32 bytes → 8 groups.
         const groups = if (t == .q4_0) 4 else 8;
-        const type_size = if (t == .q4_0) legacy.Q4_0.type_size else legacy.Q8_0.type_size;
-        const zero: f32 = if (t == .q4_0) 8 else 128;
+        const type_size = switch (t) {
+            .q4_0 => legacy.Q4_0.type_size,
+            .q5_0 => legacy.Q5_0.type_size,
+            else => legacy.Q8_0.type_size,
+        };
+        const zero: f32 = switch (t) {
+            .q4_0 => 8,
+            .q5_0 => 16,
+            else => 128,
+        };
         const Chunk = struct {
             q: [chunk_blocks][groups]@Vector(64, u8),
             d: [chunk_blocks]@Vector(16, f32),
@@ -64,7 +73,12 @@ fn Layout(comptime t: GgmlType) type {
                 inline for (0..rows) |r| {
                     const blk = w + r * row_bytes + (b0 + b) * type_size;
                     c.d[b][r] = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
-                    inline for (0..groups) |g| words[g][r] = std.mem.readInt(u32, blk[2 + 4 * g ..][0..4], .little);
+                    if (t == .q5_0) {
+                        const v: [8]u32 = @bitCast(legacy.q5Quants(blk + 2, blk + 6));
+                        inline for (0..groups) |g| words[g][r] = v[g];
+                    } else {
+                        inline for (0..groups) |g| words[g][r] = std.mem.readInt(u32, blk[2 + 4 * g ..][0..4], .little);
+                    }
                 }
                 inline for (0..groups) |g| {
                     const v: @Vector(64, u8) = @bitCast(words[g]);
@@ -141,6 +155,7 @@ pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]co
     if (comptime !available) unreachable;
     switch (t) {
         .q4_0 => Layout(.q4_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q5_0 => Layout(.q5_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
         .q8_0 => Layout(.q8_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
         else => unreachable,
     }

@@ -2,7 +2,8 @@
  * The real default model (Gemma 3 270M Q4_K_M, fetched by scripts/fetch-model.sh) against
  * llama.cpp on the same file, in the same process:
  * - logits of a 64-token sequence: top-1 agrees at every position, NMSE bounded;
- * - greedy generation of 32 tokens from several prompts is identical;
+ * - greedy generation of 32 tokens from several prompts is identical, up to at most one near
+ *   tie (TIE_LOGITS, by llama.cpp's own logits) after which the two contexts differ;
  * - a golden test: greedy decoding from a fixed prompt gives exactly the committed text.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -84,9 +85,20 @@ describe.skipIf(!present)("Gemma 3 270M Q4_K_M vs llama.cpp (same file)", () => 
     test(`greedy 32 tokens identical to llama.cpp: ${JSON.stringify(prompt.slice(0, 30))}`, async () => {
       const ids = ref.tokenize(prompt, { addSpecial: true, parseSpecial: true });
       expect(model.tokenize(prompt, { addSpecial: true, parseSpecial: true })).toEqual(ids);
-      const want = await ref.greedy(ids, 32, { stopAtEog: true });
-      const result = await model.complete(ids, { maxTokens: 32, temperature: 0 });
-      expect(result.tokens).toEqual(want.filter((t) => !ref.isEog(t)));
+      const want = (await ref.greedy(ids, 32, { stopAtEog: true })).filter((t) => !ref.isEog(t));
+      const got = (await model.complete(ids, { maxTokens: 32, temperature: 0 })).tokens;
+      // Identical, or identical up to one position where llama.cpp's own choice beats kiln's by
+      // less than TIE_LOGITS (the near-tie rule above; after it the contexts differ).
+      let i = 0;
+      while (i < got.length && i < want.length && got[i] === want[i]) i++;
+      if (i < Math.max(got.length, want.length)) {
+        expect(i).toBeLessThan(Math.min(got.length, want.length)); // not merely one stopping early
+        const theirs = await ref.logits([...ids, ...want.slice(0, i)]);
+        const last = theirs[theirs.length - 1]!;
+        const margin = last[want[i]!]! - last[got[i]!]!;
+        console.log(`${JSON.stringify(prompt.slice(0, 30))}: near tie at generated token ${i}: llama.cpp's margin ${margin.toFixed(3)} logits`);
+        expect(margin).toBeLessThan(TIE_LOGITS);
+      }
     });
   }
 
