@@ -683,15 +683,16 @@ fn expectClose(want: []const f32, got: []const f32) !void {
     }
 }
 
-test "interleaved prefill kernels (Q4_0, Q5_0, Q8_0 on 512-bit VNNI) match the scalar reference: chunks, partial row groups, 1..64 rows" {
+test "interleaved prefill kernels (Q4_0, Q5_0, Q8_0, K-quants on 512-bit VNNI) match the scalar reference: chunks, partial row groups, 1..64 rows" {
     if (!repack.available) return; // only the x86_64-v4 build has them
     const a = testing.allocator;
     var prng = std.Random.DefaultPrng.init(21);
     const rng = prng.random();
-    inline for (.{ GgmlType.q4_0, GgmlType.q5_0, GgmlType.q8_0 }) |t| {
+    inline for (.{ GgmlType.q4_0, GgmlType.q5_0, GgmlType.q8_0, GgmlType.q4_k, GgmlType.q5_k, GgmlType.q6_k }) |t| {
         const T = Traits(t);
-        // 150 blocks: two whole 64-block chunks and a partial one; 53 rows: 3 groups of 16 + 5.
-        const k = 32 * 150;
+        // Legacy: 150 blocks (two whole 64-block chunks and a partial one); K-quants: 10 blocks
+        // (two whole 4-block chunks and a partial one). 53 rows: 3 groups of 16 + 5.
+        const k = if (T.block_size == 32) 32 * 150 else 256 * 10;
         const n_out = 53;
         const rb = quant.rowBytes(t, k);
         const ab = quant.actRowBytes(t, k);

@@ -239,9 +239,9 @@ pub const ActQ8_K = struct {
     pub const block_size: usize = 256;
     pub const type_size: usize = 292;
     pub const Block = extern struct { d: f32, qs: [256]i8, bsums: [16]i16 };
-    const off_d = @offsetOf(Block, "d");
-    const off_qs = @offsetOf(Block, "qs");
-    const off_bsums = @offsetOf(Block, "bsums");
+    pub const off_d = @offsetOf(Block, "d");
+    pub const off_qs = @offsetOf(Block, "qs");
+    pub const off_bsums = @offsetOf(Block, "bsums");
     comptime {
         std.debug.assert(@sizeOf(Block) == type_size);
         std.debug.assert(off_d == 0 and off_qs == 4 and off_bsums == 260);
@@ -909,6 +909,38 @@ fn kDequant(comptime W: type, src: [*]const u8, dst: [*]f32, n: usize) void {
                 const v: @Vector(32, f32) = std.simd.extract(qf, 32 * h, 32);
                 y[32 * j ..][0..32].* = v * @as(@Vector(32, f32), @splat(ds[j])) - @as(@Vector(32, f32), @splat(dm[j]));
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row-block unpacking for the interleaved prefill kernels (repack.zig)
+// ---------------------------------------------------------------------------------------------
+
+/// Elements per sub-block with its own scale: 32 for Q4_K/Q5_K, 16 for Q6_K.
+pub fn subBlock(comptime W: type) usize {
+    return if (W == Q6_K) 16 else 32;
+}
+
+/// One row-block of a K-quant as its 256 unsigned quants in element order and, per sub-block
+/// s, an effective scale and offset: value_e = scale[s]·q_e − offset[s] (Q4_K/Q5_K:
+/// d·sc_s and dmin·m_s; Q6_K: d·sc_s and 32·d·sc_s).
+pub fn unpackRowBlock(comptime W: type, wb: [*]const u8, q: *[256]u8, scale: *[16]f32, offset: *[16]f32) void {
+    inline for (0..4) |k| q[64 * k ..][0..64].* = W.quants(wb, k);
+    if (W == Q6_K) {
+        const d = loadF16(wb + Q6_K.off_d);
+        for (0..16) |j| {
+            const sc: f32 = @floatFromInt(@as(i8, @bitCast(wb[Q6_K.off_scales + j])));
+            scale[j] = d * sc;
+            offset[j] = 32 * d * sc;
+        }
+    } else {
+        const sm = unpackScalesMins(wb + W.off_scales);
+        const d = loadF16(wb);
+        const dmin = loadF16(wb + 2);
+        for (0..8) |j| {
+            scale[j] = d * @as(f32, @floatFromInt(sm.sc[j]));
+            offset[j] = dmin * @as(f32, @floatFromInt(sm.m[j]));
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Prefill matmul over weights interleaved 16 rows at a time (AVX-512 VNNI: Q4_0, Q5_0, Q8_0).
+//! Prefill matmul over weights interleaved 16 rows at a time (AVX-512 VNNI: Q4_0, Q5_0, Q8_0,
+//! Q4_K, Q5_K, Q6_K).
 //!
 //! The tile kernels (quant_legacy.zig) dot one weight row with one activation row per vector:
 //! every vpdpbusd's 16 lanes hold partial sums of the same output, so each block ends in a
@@ -21,6 +22,7 @@ const std = @import("std");
 const builtin = @import("builtin");
 const quant = @import("quant.zig");
 const legacy = @import("quant_legacy.zig");
+const kq = @import("quant_k.zig");
 
 const GgmlType = quant.GgmlType;
 const ActQ8_0 = legacy.ActQ8_0;
@@ -41,7 +43,10 @@ const chunk_blocks = 64;
 const tile_c = 4;
 
 pub fn supports(t: GgmlType) bool {
-    return available and (t == .q4_0 or t == .q5_0 or t == .q8_0);
+    return available and switch (t) {
+        .q4_0, .q5_0, .q8_0, .q4_k, .q5_k, .q6_k => true,
+        else => false,
+    };
 }
 
 /// One weight type's interleaved layout: per block, `groups` vectors of 16 rows × 4 bytes.
@@ -150,6 +155,101 @@ fn Layout(comptime t: GgmlType) type {
     };
 }
 
+/// The K-quants (256-element blocks with per-sub-block scales): each row-block is unpacked to
+/// bytes while interleaving (kq.unpackRowBlock), so a sub-block of S elements is S/4 vectors of
+/// 16 rows × 4 bytes; per sub-block, 16 outputs get scale·Σq·a − offset·Σa, Σa from the
+/// activation's 16-element sums. The block total is scaled by the activation's d once.
+fn KLayout(comptime W: type) type {
+    return struct {
+        const sub = kq.subBlock(W);
+        const n_sub = 256 / sub;
+        const groups_per_sub = sub / 4;
+        const chunk = 4; // blocks per pass: 4 × (4 KB quants + 2 × n_sub × 64 B scales)
+        const Chunk = struct {
+            q: [chunk][64]@Vector(64, u8),
+            scale: [chunk][n_sub]@Vector(16, f32),
+            neg_offset: [chunk][n_sub]@Vector(16, f32),
+        };
+
+        fn fill(c: *Chunk, w: [*]const u8, row_bytes: usize, b0: usize, nb: usize) void {
+            for (0..nb) |b| {
+                var words: [64][16]u32 = undefined;
+                var sc: [n_sub][16]f32 = undefined;
+                var off: [n_sub][16]f32 = undefined;
+                for (0..rows) |r| {
+                    var q: [256]u8 align(64) = undefined;
+                    var s16: [16]f32 = undefined;
+                    var o16: [16]f32 = undefined;
+                    kq.unpackRowBlock(W, w + r * row_bytes + (b0 + b) * W.type_size, &q, &s16, &o16);
+                    const qw: [64]u32 = @bitCast(q);
+                    for (0..64) |g| words[g][r] = qw[g];
+                    for (0..n_sub) |j| {
+                        sc[j][r] = s16[j];
+                        off[j][r] = -o16[j];
+                    }
+                }
+                for (0..64) |g| c.q[b][g] = @bitCast(words[g]);
+                for (0..n_sub) |j| {
+                    c.scale[b][j] = sc[j];
+                    c.neg_offset[b][j] = off[j];
+                }
+            }
+        }
+
+        inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]@Vector(16, f32)) void {
+            @setEvalBranchQuota(100_000);
+            const ts = kq.ActQ8_K.type_size;
+            for (0..nb) |b| {
+                var t: [C]@Vector(16, f32) = @splat(@splat(0));
+                inline for (0..n_sub) |j| {
+                    inline for (0..C) |ci| {
+                        const ab = a + ci * act_bytes + (b0 + b) * ts;
+                        var sumi: @Vector(16, i32) = @splat(0);
+                        inline for (0..groups_per_sub) |gg| {
+                            const g = j * groups_per_sub + gg;
+                            const x: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[kq.ActQ8_K.off_qs + 4 * g ..][0..4], .little));
+                            sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(c.q[b][g]), x);
+                        }
+                        const bs = ab + kq.ActQ8_K.off_bsums;
+                        const bsum: i32 = if (sub == 32)
+                            @as(i32, std.mem.readInt(i16, bs[4 * j ..][0..2], .little)) + std.mem.readInt(i16, bs[4 * j + 2 ..][0..2], .little)
+                        else
+                            std.mem.readInt(i16, bs[2 * j ..][0..2], .little);
+                        t[ci] = @mulAdd(@Vector(16, f32), @floatFromInt(sumi), c.scale[b][j], t[ci]);
+                        t[ci] = @mulAdd(@Vector(16, f32), c.neg_offset[b][j], @splat(@floatFromInt(bsum)), t[ci]);
+                    }
+                }
+                inline for (0..C) |ci| {
+                    const ab = a + ci * act_bytes + (b0 + b) * ts;
+                    const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[kq.ActQ8_K.off_d..][0..4], .little)));
+                    acc[ci] = @mulAdd(@Vector(16, f32), t[ci], da, acc[ci]);
+                }
+            }
+        }
+
+        fn rowsTimesActs(w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
+            std.debug.assert(m <= 64 and k % 256 == 0);
+            const nb_total = k / 256;
+            var ch: Chunk = undefined;
+            var acc: [64]@Vector(16, f32) = undefined;
+            @memset(acc[0..m], @splat(0));
+            var b0: usize = 0;
+            while (b0 < nb_total) : (b0 += chunk) {
+                const nb = @min(chunk, nb_total - b0);
+                fill(&ch, w, row_bytes, b0, nb);
+                var i: usize = 0;
+                while (i < m) : (i += tile_c) {
+                    switch (@min(tile_c, m - i)) {
+                        inline 1...tile_c => |C| dotChunk(C, &ch, nb, a + i * act_bytes, act_bytes, b0, acc[i..][0..C]),
+                        else => unreachable,
+                    }
+                }
+            }
+            for (0..m) |i| y[i * y_stride ..][0..16].* = acc[i];
+        }
+    };
+}
+
 /// y rows [j0, j0 + 16) × activation rows [i_0, i_0 + m), m ≤ 64, through the interleaved kernel.
 pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
     if (comptime !available) unreachable;
@@ -157,6 +257,9 @@ pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]co
         .q4_0 => Layout(.q4_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
         .q5_0 => Layout(.q5_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
         .q8_0 => Layout(.q8_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q4_k => KLayout(kq.Q4_K).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q5_k => KLayout(kq.Q5_K).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q6_k => KLayout(kq.Q6_K).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
         else => unreachable,
     }
 }
