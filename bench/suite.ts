@@ -438,6 +438,8 @@ export interface SuiteOptions {
   long: LongPlan | null;
   bandwidthBytes: number;
   log: (s: string) => void;
+  /** Called with the result so far after each model and each long-context length (partial saves). */
+  onProgress?: (partial: SuiteResult) => void;
 }
 
 const fmt = (x: number | null | undefined, d = 1) => (typeof x === "number" ? x.toFixed(d) : "—");
@@ -500,7 +502,7 @@ export async function runModel(plan: ModelPlan, o: SuiteOptions, bandwidthGBs: n
   };
 }
 
-export async function runLong(plan: LongPlan, o: SuiteOptions, dir: string): Promise<LongContextResult> {
+export async function runLong(plan: LongPlan, o: SuiteOptions, dir: string, onContext?: (partial: LongContextResult) => void): Promise<LongContextResult> {
   const facts = await modelFacts(plan.path);
   const idsFile = join(dir, `${basename(plan.path)}.long-ids.json`);
   writeFileSync(idsFile, JSON.stringify(facts.promptIds(Math.max(...plan.contexts))));
@@ -552,6 +554,7 @@ export async function runLong(plan: LongPlan, o: SuiteOptions, dir: string): Pro
         ...(g.error ? { skipped: g.error } : {}),
       });
     });
+    onContext?.({ model: basename(plan.path), path: plan.path, decode_tokens: plan.decode, batch: o.batch, rows: [...rows], notes: [...notes] });
   }
   notes.push(`"naive" is kiln's unfused attention (scores materialized; query chunks of at most 256 MiB of scores) and llama.cpp with flash attention off.`);
   return { model: basename(plan.path), path: plan.path, decode_tokens: plan.decode, batch: o.batch, rows, notes };
@@ -567,18 +570,32 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteResult> {
     o.log(`  ${bwStart.toFixed(1)} GB/s`);
     const entries: { plan: ModelPlan; run: (bw: number) => Promise<ModelEntry> }[] = o.models.map((plan) => ({ plan, run: (bw) => runModel(plan, o, bw, dir) }));
     const models: ModelEntry[] = [];
+    let long: LongContextResult | null = null;
+    const progress = (bwEnd: number) => o.onProgress?.(assemble(o, models, long, bwStart, bwEnd, t0));
     for (const e of entries) {
       o.log(`${basename(e.plan.path)}: prompts ${e.plan.prompts.join("/")}, ${e.plan.decode} decode tokens, ${e.plan.reps} reps`);
       models.push(await e.run(bwStart));
+      progress(bwStart);
     }
-    let long: LongContextResult | null = null;
     if (o.long) {
       o.log(`long context on ${basename(o.long.path)}: ${o.long.contexts.join(", ")} tokens`);
-      long = await runLong(o.long, o, dir);
+      long = await runLong(o.long, o, dir, (partial) => {
+        long = partial;
+        progress(bwStart);
+      });
     }
     const bwEnd = readBandwidthGBs(o.threads, o.bandwidthBytes);
+    return assemble(o, models, long, bwStart, bwEnd, t0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function assemble(o: SuiteOptions, models: ModelEntry[], long: LongContextResult | null, bwStart: number, bwEnd: number, t0: number): SuiteResult {
+  {
     const best = Math.max(bwStart, bwEnd);
     // The roofline uses the best of the two probes (the machine's bandwidth, not a noisy moment of it).
+    models = models.map((m) => structuredClone(m));
     for (const m of models) {
       m.roofline.bandwidth_gbs = best;
       const re = (p: RooflinePoint, key: string) => rooflinePoint(p.weight_bytes, p.kv_bytes, p.context, best, m.kiln[key], m.llamacpp[key]);
@@ -614,8 +631,6 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteResult> {
         "decode tok/s = 1000 ÷ the median time of one greedy decode step (forward + sampling) within a run, robust to bursts of load from other processes on this shared machine; decode_mean_tok_s (steps ÷ their total time) is kept alongside.",
       ],
     };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -735,6 +750,11 @@ export async function benchMain(argv: string[]): Promise<number> {
     throw e;
   }
   try {
+    if (cli.outDir) {
+      const partial = join(cli.outDir, "bench-partial.json");
+      mkdirSync(cli.outDir, { recursive: true });
+      cli.opts.onProgress = (r) => writeFileSync(partial, JSON.stringify({ ...r, partial: true }, null, 2));
+    }
     const result = await runSuite(cli.opts);
     if (cli.outDir) {
       const files = await writeOutputs(result, cli.outDir);
