@@ -21,9 +21,14 @@ const model = await loadModel(path, { threads: Number(o.threads ?? 2), contextLe
 
 const passage = "The Rhine rises in the Swiss Alps and flows north through Lake Constance, then west along the German-Swiss border to Basel, where it turns north again. It forms part of the border between France and Germany before passing through the Rhine Gorge, famous for its castles and vineyards, and finally reaches the North Sea in the Netherlands.";
 const chat = (msg: string) => `<start_of_turn>user\n${msg}<end_of_turn>\n<start_of_turn>model\n`;
+const code = "function add(a, b) {\n  return a + b;\n}\n\nfunction subtract(a, b) {\n  return a - b;\n}\n\nfunction multiply(a, b) {\n  return a * b;\n}\n";
 const prompts: Record<string, string> = {
+  // Input-grounded: the answer copies most of the given text. (The 270M model does not follow
+  // "repeat exactly" — its answer is not a copy — so that prompt shows a miss, honestly.)
   "repeat a passage": chat(`Repeat the following text exactly, word for word:\n\n${passage}`),
   "edit a passage": chat(`Rewrite the following text, replacing "Rhine" with "river" and changing nothing else:\n\n${passage}`),
+  "replace a word": chat(`Rewrite the following text with "Germany" replaced by "Deutschland":\n\n${passage}`),
+  "edit code": chat(`Add a divide function to this JavaScript code and return the whole file:\n\n${code}`),
   "open continuation": "Once upon a time, in a small village at the edge of a great forest, there lived",
 };
 const drafters = [

@@ -4,7 +4,7 @@
  *
  *   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
  *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
- *                 [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N] [--profile]
+ *                 [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
  *   kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--profile] …  (dev checkout only)
  *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
  *   kiln inspect PATH [--json]
@@ -19,7 +19,7 @@ import { formatProfile, profileDecode } from "./runtime/profile";
 const USAGE = `usage:
   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
                 [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
-                [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N] [--profile]
+                [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
   kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--prompts 128,512,2048] [--decode N]
              [--long | --no-long] [--long-contexts 512,2048,8192,16384] [--profile] [--out DIR | --no-write]
   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
@@ -42,7 +42,7 @@ async function generate(argv: string[]): Promise<void> {
       temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" }, "min-p": { type: "string" },
       "repeat-penalty": { type: "string" }, seed: { type: "string" }, threads: { type: "string" }, ctx: { type: "string" },
       stop: { type: "string", multiple: true }, json: { type: "boolean" },
-      speculative: { type: "string" }, draft: { type: "string" }, "max-draft": { type: "string" },
+      speculative: { type: "string" }, draft: { type: "string" }, "max-draft": { type: "string" }, "fixed-depth": { type: "boolean" },
       profile: { type: "boolean" },
     },
   });
@@ -57,7 +57,7 @@ async function generate(argv: string[]): Promise<void> {
     }
     if (o.draft) draftModel = await loadModel(o.draft, { threads: num(o.threads, "threads", true), contextLength: model.contextLength });
     const draft = draftModel ?? (o.speculative as "prompt-lookup" | "layer-skip" | undefined);
-    const speculative = draft ? { draft, maxDraft: num(o["max-draft"], "max-draft", true) } : undefined;
+    const speculative = draft ? { draft, maxDraft: num(o["max-draft"], "max-draft", true), adaptive: !o["fixed-depth"] } : undefined;
     const it = model.generate(o.prompt, {
       maxTokens: num(o["max-tokens"], "max-tokens", true) ?? 128,
       temperature: num(o.temperature, "temperature"),
@@ -93,7 +93,8 @@ async function generate(argv: string[]): Promise<void> {
           process.stdout.write("\n");
           const sp = r.value.speculative;
           if (sp) {
-            console.error(`[speculative ${sp.drafter}: acceptance ${(sp.acceptanceRate * 100).toFixed(1)}%, ${sp.tokensPerTargetForward.toFixed(2)} tokens per target forward, draft time ${(sp.draftTimeShare * 100).toFixed(1)}%, ${sp.effectiveTokensPerSecond.toFixed(1)} tok/s]`);
+            const be = sp.breakEvenAcceptance === null ? "n/a" : `${(sp.breakEvenAcceptance * 100).toFixed(0)}%`;
+            console.error(`[speculative ${sp.drafter}: acceptance ${(sp.acceptanceRate * 100).toFixed(1)}% (break-even ${be}), drafted in ${sp.draftingSteps}/${sp.steps} steps, ${sp.tokensPerTargetForward.toFixed(2)} tokens per target forward, draft time ${(sp.draftTimeShare * 100).toFixed(1)}%, ${sp.effectiveTokensPerSecond.toFixed(1)} tok/s]`);
           }
           if (prof) console.error(formatProfile(prof, "per-op profile of decoding"));
         }
