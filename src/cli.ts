@@ -4,7 +4,7 @@
  *
  *   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
  *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
- *                 [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
+ *                 [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
  *   kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--profile] …  (dev checkout only)
  *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
  *   kiln inspect PATH [--json]
@@ -19,7 +19,7 @@ import { formatProfile, profileDecode } from "./runtime/profile";
 const USAGE = `usage:
   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
                 [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
-                [--speculative prompt-lookup|layer-skip | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
+                [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
   kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--prompts 128,512,2048] [--decode N]
              [--long | --no-long] [--long-contexts 512,2048,8192,16384] [--profile] [--out DIR | --no-write]
   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
@@ -52,12 +52,13 @@ async function generate(argv: string[]): Promise<void> {
   const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true) });
   let draftModel: Model | undefined;
   try {
-    if (o.speculative && o.speculative !== "prompt-lookup" && o.speculative !== "layer-skip") {
-      throw new UsageError(`--speculative must be prompt-lookup or layer-skip (or use --draft PATH), got "${o.speculative}"`);
+    if (o.speculative && o.speculative !== "prompt-lookup" && o.speculative !== "layer-skip" && o.speculative !== "off") {
+      throw new UsageError(`--speculative must be prompt-lookup, layer-skip or off (or use --draft PATH), got "${o.speculative}"`);
     }
     if (o.draft) draftModel = await loadModel(o.draft, { threads: num(o.threads, "threads", true), contextLength: model.contextLength });
-    const draft = draftModel ?? (o.speculative as "prompt-lookup" | "layer-skip" | undefined);
-    const speculative = draft ? { draft, maxDraft: num(o["max-draft"], "max-draft", true), adaptive: !o["fixed-depth"] } : undefined;
+    const draft = draftModel ?? (o.speculative === "off" ? undefined : (o.speculative as "prompt-lookup" | "layer-skip" | undefined));
+    // No flag: the library default (adaptive prompt lookup when greedy); "off": plain decoding.
+    const speculative = draft ? { draft, maxDraft: num(o["max-draft"], "max-draft", true), adaptive: !o["fixed-depth"] } : o.speculative === "off" ? (false as const) : undefined;
     const it = model.generate(o.prompt, {
       maxTokens: num(o["max-tokens"], "max-tokens", true) ?? 128,
       temperature: num(o.temperature, "temperature"),

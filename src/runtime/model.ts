@@ -33,8 +33,16 @@ export interface LoadOptions {
 }
 
 export interface GenerateOptions extends SamplingOptions {
-  /** Speculative decoding: drafted tokens verified in one batched forward; never changes the output distribution. */
-  speculative?: SpeculativeOptions;
+  /**
+   * Speculative decoding: drafted tokens verified in one batched forward; never changes the
+   * output distribution. Default: when decoding greedily (temperature 0) and the context returns
+   * at least 2 logit rows, prompt lookup with the adaptive depth planner, which drafts only
+   * where its measurements say it pays (the tokens are identical either way). `false` turns
+   * speculation off. With temperature > 0 it is used only when asked for, and then the text a
+   * seed gives depends on how many drafts were made (adaptive depth follows timings): pass
+   * `adaptive: false` for seed-reproducible sampled text with speculation.
+   */
+  speculative?: SpeculativeOptions | false;
   maxTokens?: number;
   /** Generation ends before any of these strings; the text returned never contains them. */
   stop?: string[];
@@ -219,12 +227,13 @@ export class Model {
     let emitted = 0;
     let finishReason: GenerateResult["finishReason"] = "length";
 
-    if (opts.speculative?.draft instanceof Model) this.checkDraft(opts.speculative.draft);
+    const spec = opts.speculative === false ? undefined : (opts.speculative ?? this.#autoSpeculation(sampler));
+    if (spec?.draft instanceof Model) this.checkDraft(spec.draft);
     this.reset();
     const t0 = performance.now();
     let t1 = t0;
-    const source = opts.speculative
-      ? speculativeTokens(this, promptIds, sampler, history, opts.speculative, () => (t1 = performance.now()))
+    const source = spec
+      ? speculativeTokens(this, promptIds, sampler, history, spec, () => (t1 = performance.now()))
       : plainTokens(this, promptIds, sampler, history, () => (t1 = performance.now()));
     outer: for (const batch of source) {
       for (const token of batch) {
@@ -269,6 +278,12 @@ export class Model {
     this.lastTimings = timings;
     const speculative = source instanceof SpeculativeRun ? source.stats(t2 - t1) : undefined;
     return { text, tokens: generated, finishReason, timings, speculative };
+  }
+
+  /** The default speculation: adaptive prompt lookup for greedy decoding (see GenerateOptions.speculative). */
+  #autoSpeculation(sampler: Sampler): SpeculativeOptions | undefined {
+    if (sampler.options.temperature > 0 || this.state.maxLogitRows < 2) return undefined;
+    return { draft: "prompt-lookup", maxDraft: Math.min(10, this.state.maxLogitRows - 1), adaptive: true };
   }
 
   /** Runs generate to the end and returns the whole result. */

@@ -45,6 +45,17 @@ for (const arch of ["llama", "qwen2", "gemma3"] as const) {
       expect(maxAbsDiff(chunked, last)).toBeLessThan(0.1);
     });
 
+    test("greedy decoding speculates by default (adaptive prompt lookup); speculative: false is plain; same tokens", async () => {
+      const prompt = [model.tokenizer.bos, 10, 20, 30, 10, 20, 30, 10, 20];
+      const auto = await model.complete(prompt, { maxTokens: 16, temperature: 0 });
+      const plain = await model.complete(prompt, { maxTokens: 16, temperature: 0, speculative: false });
+      expect(auto.speculative?.drafter).toBe("prompt-lookup");
+      expect(plain.speculative).toBeUndefined();
+      expect(auto.tokens).toEqual(plain.tokens);
+      // Sampling (temperature > 0) never speculates unless asked.
+      expect((await model.complete(prompt, { maxTokens: 4, temperature: 0.8, seed: 1 })).speculative).toBeUndefined();
+    });
+
     test("greedy generation equals argmax decoding step by step", async () => {
       const prompt = [model.tokenizer.bos, 10, 20, 30];
       const r = await model.complete(prompt, { maxTokens: 12, temperature: 0 });
