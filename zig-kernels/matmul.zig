@@ -112,11 +112,7 @@ fn matmulTiled(comptime t: GgmlType, a: Matmul) void {
         }
     }.f;
     const rows_per_task = rowsPerTask(t, a.n_out, a.k, a.m);
-    const n_rb = std.math.divCeil(usize, a.n_out, rows_per_task) catch unreachable;
-    const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
-    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
-    const n_tasks = n_rb * n_ib;
-    if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+    launchTiled(Ctx, a, a.n_out, rows_per_task, run);
 }
 
 /// Prefill through repack.zig: tasks are (weight rows × ≤ 64 activation rows) as matmulTiled's;
@@ -148,11 +144,7 @@ fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
         }
     }.f;
     const rows_per_task = roundUp16(rowsPerTask(t, a.n_out, a.k, a.m));
-    const n_rb = std.math.divCeil(usize, a.n_out, rows_per_task) catch unreachable;
-    const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
-    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
-    const n_tasks = n_rb * n_ib;
-    if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+    launchTiled(Ctx, a, a.n_out, rows_per_task, run);
 }
 
 fn roundUp16(rows: usize) usize {
@@ -192,25 +184,33 @@ fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
                     }
                 } else unreachable;
                 for (0..mm) |i| {
-                    const out = c.a.out + (r.i_0 + i) * c.a.out_stride + j;
-                    for (0..rr) |q| {
-                        const gq = g[i * repack.rows + q];
-                        const uq = u[i * repack.rows + q];
-                        out[q] = switch (c.a.activation) {
-                            .silu => norm.silu(gq) * uq,
-                            .gelu_tanh => norm.geluTanh(gq) * uq,
-                        };
-                    }
+                    gatedProduct(c.a.activation, g[i * repack.rows ..].ptr, u[i * repack.rows ..].ptr, c.a.out + (r.i_0 + i) * c.a.out_stride + j, rr);
                 }
             }
         }
     }.f;
     const rows_per_task = roundUp16(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
-    const n_rb = std.math.divCeil(usize, a.n_ff, rows_per_task) catch unreachable;
+    launchTiled(Ctx, a, a.n_ff, rows_per_task, run);
+}
+
+/// Runs `run` over the (weight row block × activation row block) tasks of a batched call,
+/// activation-block major (see tiledTaskRange).
+fn launchTiled(comptime Ctx: type, a: anytype, n_rows: usize, rows_per_task: usize, comptime run: fn (Ctx, usize) void) void {
+    const n_rb = std.math.divCeil(usize, n_rows, rows_per_task) catch unreachable;
     const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
     const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
     const n_tasks = n_rb * n_ib;
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
+/// out[q] = act(g[q])·u[q] for q < n: the gated FFN's product.
+inline fn gatedProduct(act: Activation, g: [*]const f32, u: [*]const f32, out: [*]f32, n: usize) void {
+    for (0..n) |q| {
+        out[q] = switch (act) {
+            .silu => norm.silu(g[q]) * u[q],
+            .gelu_tanh => norm.geluTanh(g[q]) * u[q],
+        };
+    }
 }
 
 /// The weight rows [j0, j1) and activation rows [i_0, i_1) of one tiled task: tasks run
@@ -322,12 +322,7 @@ fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
                     var u: [row_group]f32 = undefined;
                     dotRows(T, c.a.k, c.a.w_gate + j * row_bytes, row_bytes, x, &g, 0, cnt);
                     dotRows(T, c.a.k, c.a.w_up + j * row_bytes, row_bytes, x, &u, 0, cnt);
-                    for (0..cnt) |q| {
-                        out[j + q] = switch (c.a.activation) {
-                            .silu => norm.silu(g[q]) * u[q],
-                            .gelu_tanh => norm.geluTanh(g[q]) * u[q],
-                        };
-                    }
+                    gatedProduct(c.a.activation, &g, &u, out + j, cnt);
                     j += cnt;
                 }
             }
@@ -373,15 +368,7 @@ fn gatedFfnTiled(comptime t: GgmlType, a: GatedFfn) void {
                         tileCall(T, rr, cc, c.a.k, c.a.w_gate + j * row_bytes, row_bytes, x, act_bytes, &g, R);
                         tileCall(T, rr, cc, c.a.k, c.a.w_up + j * row_bytes, row_bytes, x, act_bytes, &u, R);
                         for (0..cc) |ci| {
-                            const out = c.a.out + (i + ci) * c.a.out_stride + j;
-                            for (0..rr) |q| {
-                                const gq = g[ci * R + q];
-                                const uq = u[ci * R + q];
-                                out[q] = switch (c.a.activation) {
-                                    .silu => norm.silu(gq) * uq,
-                                    .gelu_tanh => norm.geluTanh(gq) * uq,
-                                };
-                            }
+                            gatedProduct(c.a.activation, g[ci * R ..].ptr, u[ci * R ..].ptr, c.a.out + (i + ci) * c.a.out_stride + j, rr);
                         }
                     }
                 }
@@ -389,11 +376,7 @@ fn gatedFfnTiled(comptime t: GgmlType, a: GatedFfn) void {
         }
     }.f;
     const rows_per_task = roundUpGroup(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
-    const n_rb = std.math.divCeil(usize, a.n_ff, rows_per_task) catch unreachable;
-    const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
-    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
-    const n_tasks = n_rb * n_ib;
-    if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+    launchTiled(Ctx, a, a.n_ff, rows_per_task, run);
 }
 
 /// Scalar reference: dequantize each weight row with the reference dequantizer and dot in f64
