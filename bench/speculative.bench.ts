@@ -44,7 +44,7 @@ for (const [kind, prompt] of Object.entries(prompts)) {
   const plainTps: number[] = [];
   const specRuns = drafters.map(() => ({ tps: [] as number[], acc: 0, tpf: 0, share: 0, same: true, breakEven: null as number | null, drafting: 0, steps: 0 }));
   for (let r = 0; r < reps; r++) {
-    const plain = await model.complete(prompt, { maxTokens, temperature: 0 });
+    const plain = await model.complete(prompt, { maxTokens, temperature: 0, speculative: false });
     plainTps.push(plain.timings.generatedTokensPerSecond);
     for (const [i, d] of drafters.entries()) {
       const s = await model.complete(prompt, { maxTokens, temperature: 0, speculative: d.spec });

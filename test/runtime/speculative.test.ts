@@ -43,7 +43,7 @@ describe("greedy speculative decoding equals plain greedy decoding", () => {
     test(which, async () => {
       let accepted = 0;
       for (const prompt of prompts) {
-        const plain = await target.complete(prompt, { maxTokens: 40, temperature: 0 });
+        const plain = await target.complete(prompt, { maxTokens: 40, temperature: 0, speculative: false });
         for (const maxDraft of [1, 3, 8]) {
           // Fixed depth drafts every step (many rollbacks); the adaptive planner may stop drafting.
           for (const adaptive of [false, true]) {
@@ -67,7 +67,7 @@ describe("greedy speculative decoding equals plain greedy decoding", () => {
     const small = await loadModel(join(dir, "target.gguf"), { threads: 2, contextLength: 24 });
     try {
       const prompt = prompts[0]!;
-      const plain = await small.complete(prompt, { maxTokens: 100, temperature: 0 });
+      const plain = await small.complete(prompt, { maxTokens: 100, temperature: 0, speculative: false });
       const spec = await small.complete(prompt, { maxTokens: 100, temperature: 0, speculative: { draft: "prompt-lookup", maxDraft: 8 } });
       expect(plain.tokens.length).toBe(24 - prompt.length);
       expect(spec.tokens).toEqual(plain.tokens);
@@ -165,7 +165,7 @@ describe.skipIf(!existsSync(REAL))("real model (Gemma 3 270M)", () => {
       // A prompt the 270M model answers by copying (its greedy output is identical to llama.cpp's).
       const passage = "The Rhine rises in the Swiss Alps and flows north through Lake Constance, then west along the German-Swiss border to Basel, where it turns north again.";
       const prompt = `<start_of_turn>user\nRewrite the following text, replacing "Rhine" with "river" and changing nothing else:\n\n${passage}<end_of_turn>\n<start_of_turn>model\n`;
-      const plain = await m.complete(prompt, { maxTokens: 40, temperature: 0 });
+      const plain = await m.complete(prompt, { maxTokens: 40, temperature: 0, speculative: false });
       for (const draft of ["prompt-lookup", "layer-skip"] as const) {
         const spec = await m.complete(prompt, { maxTokens: 40, temperature: 0, speculative: { draft, maxDraft: 8 } });
         expect(spec.tokens).toEqual(plain.tokens);
