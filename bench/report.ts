@@ -161,7 +161,7 @@ export function renderReport(r: SuiteResult, o: ReportOptions): string {
     out.push(table(["target", "model", "goal", "measured", "status", "why (same run)"], t.map((x) => {
       const isFrac = x.target.includes("roofline");
       const show = (v: number | null) => (isFrac ? pct(v) : times(v));
-      const status = x.met === null ? "not measured" : x.met ? "met" : `missed by ${isFrac ? `${f(Math.abs((x.measured! - x.goal) * 100), 0)} points` : `${f(Math.abs(x.measured! / x.goal - 1) * 100, 0)}%`}`;
+      const status = x.met === null ? "not measured" : x.met ? "met" : `missed by ${isFrac ? `${f(Math.abs((x.measured! - x.goal) * 100), 0)} point${Math.round(Math.abs((x.measured! - x.goal) * 100)) === 1 ? "" : "s"}` : `${f(Math.abs(x.measured! / x.goal - 1) * 100, 0)}%`}`;
       return [x.target, x.model, `${x.atMost ? "≤ " : "≥ "}${show(x.goal)}`, show(x.measured), status, x.why ?? ""];
     }), ["---", "---", "---:", "---:", "---", "---"]));
     out.push("");

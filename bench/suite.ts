@@ -425,6 +425,8 @@ export interface LongPlan {
   path: string;
   contexts: number[];
   decode: number;
+  /** Naive-attention configurations above this context are skipped (with the reason in the output). */
+  naiveMaxContext: number;
   /** Reps at a context (fewer at long contexts). */
   reps: (ctx: number) => number;
 }
@@ -440,6 +442,10 @@ export interface SuiteOptions {
   log: (s: string) => void;
   /** Called with the result so far after each model and each long-context length (partial saves). */
   onProgress?: (partial: SuiteResult) => void;
+  /** An earlier (partial) result: its models and complete long-context lengths are reused, not measured again. */
+  resume?: SuiteResult;
+  /** Skip the per-model figures (long context only). */
+  longOnly?: boolean;
 }
 
 const fmt = (x: number | null | undefined, d = 1) => (typeof x === "number" ? x.toFixed(d) : "—");
@@ -515,6 +521,12 @@ export async function runLong(plan: LongPlan, o: SuiteOptions, dir: string, onCo
     { engine: "llamacpp", flash: false },
   ] as const;
   for (const context of plan.contexts) {
+    const prev = o.resume?.long_context?.model === basename(plan.path) ? o.resume.long_context.rows.filter((x) => x.context === context) : [];
+    if (prev.length === configs.length) {
+      o.log(`  long context ${context}: reused from the resumed run`);
+      rows.push(...prev);
+      continue;
+    }
     const runs = [{ prompt: context, decode: plan.decode }];
     const ctx = contextFor(runs);
     const reps = plan.reps(context);
@@ -525,6 +537,14 @@ export async function runLong(plan: LongPlan, o: SuiteOptions, dir: string, onCo
       for (const i of order) {
         const c = configs[i]!;
         if (got[i]!.error) continue;
+        if (!c.flash && c.engine === "kiln" && context > plan.naiveMaxContext) {
+          got[i]!.error = `not run: naive attention above ${plan.naiveMaxContext} tokens is left out to keep the suite's time down (its prefill takes several times flash's; --naive-max-context N includes it)`;
+          continue;
+        }
+        if (!c.flash && c.engine === "llamacpp" && context > plan.naiveMaxContext) {
+          got[i]!.error = `not run: flash attention off above ${plan.naiveMaxContext} tokens is left out to keep the suite's time down (--naive-max-context N includes it)`;
+          continue;
+        }
         try {
           const r = await runWorker({ engine: c.engine, model: plan.path, threads: o.threads, ctx, batch: o.batch, flash: c.flash, idsFile, runs }, undefined, o.log);
           const run = r.runs[0]!;
@@ -556,6 +576,7 @@ export async function runLong(plan: LongPlan, o: SuiteOptions, dir: string, onCo
     });
     onContext?.({ model: basename(plan.path), path: plan.path, decode_tokens: plan.decode, batch: o.batch, rows: [...rows], notes: [...notes] });
   }
+  notes.push(`Naive attention (both engines) runs up to ${plan.naiveMaxContext} tokens.`);
   notes.push(`"naive" is kiln's unfused attention (scores materialized; query chunks of at most 256 MiB of scores) and llama.cpp with flash attention off.`);
   return { model: basename(plan.path), path: plan.path, decode_tokens: plan.decode, batch: o.batch, rows, notes };
 }
@@ -566,13 +587,19 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteResult> {
   const dir = mkdtempSync(join(tmpdir(), "kiln-bench-"));
   try {
     o.log(`read bandwidth probe (${o.threads} threads)…`);
-    const bwStart = readBandwidthGBs(o.threads, o.bandwidthBytes);
+    const bwStart = Math.max(readBandwidthGBs(o.threads, o.bandwidthBytes), o.resume?.bandwidth_gbs.best ?? 0);
     o.log(`  ${bwStart.toFixed(1)} GB/s`);
     const entries: { plan: ModelPlan; run: (bw: number) => Promise<ModelEntry> }[] = o.models.map((plan) => ({ plan, run: (bw) => runModel(plan, o, bw, dir) }));
     const models: ModelEntry[] = [];
     let long: LongContextResult | null = null;
     const progress = (bwEnd: number) => o.onProgress?.(assemble(o, models, long, bwStart, bwEnd, t0));
-    for (const e of entries) {
+    for (const e of o.longOnly ? [] : entries) {
+      const prev = o.resume?.models.find((m) => m.path === e.plan.path && m.prompts.join() === e.plan.prompts.join() && m.decode_tokens === e.plan.decode);
+      if (prev) {
+        o.log(`${basename(e.plan.path)}: reused from the resumed run (${o.resume!.date})`);
+        models.push(prev);
+        continue;
+      }
       o.log(`${basename(e.plan.path)}: prompts ${e.plan.prompts.join("/")}, ${e.plan.decode} decode tokens, ${e.plan.reps} reps`);
       models.push(await e.run(bwStart));
       progress(bwStart);
@@ -623,6 +650,7 @@ function assemble(o: SuiteOptions, models: ModelEntry[], long: LongContextResult
       wall_s: (performance.now() - t0) / 1000,
       load: { waited_s: loadLog.waitedMs / 1000, workers: loadLog.workers, retries: loadLog.retries, started_under_load: loadLog.startedUnderLoad },
       notes: [
+        ...(o.resume ? [`Resumed from a partial run of ${o.resume.date} (its models and complete long-context lengths are reused).`] : []),
         "Before each measurement the suite waits (up to 10 min) until other processes leave the CPUs under 30% busy, and a measurement during which other processes took over 25% of the CPU time is discarded and repeated (at most twice); `load` counts the repeats and the measurements kept under load anyway.",
         "Each figure is the median over the reps; every measurement is one child process per engine, the engines alternating.",
         "Both engines: same file, same threads, same context size and batch size (512), flash attention on, f16 KV cache, greedy decoding.",
@@ -640,7 +668,8 @@ function assemble(o: SuiteOptions, models: ModelEntry[], long: LongContextResult
 
 export const BENCH_USAGE = `usage: kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--prompts 128,512,2048]
                   [--decode N] [--batch N] [--long | --no-long] [--long-contexts 512,2048,8192,16384]
-                  [--long-model PATH] [--profile] [--out DIR | --no-write]
+                  [--long-model PATH] [--naive-max-context N] [--long-only] [--resume PARTIAL.json]
+                  [--profile] [--out DIR | --no-write]
   default models: ${basename(GEMMA)} and synthetic ${Object.keys(SYNTHETIC).filter((f) => !f.includes("ctx")).join(", ")}
   (--quick: ${basename(GEMMA)} + tinyllama-q4_0.gguf, prompts 128/512, 16 decode tokens, 3 reps, no long context)`;
 
@@ -661,6 +690,7 @@ export async function parseBenchArgs(argv: string[], log: (s: string) => void): 
         reps: { type: "string" }, prompts: { type: "string" }, decode: { type: "string" }, batch: { type: "string" },
         long: { type: "boolean" }, "no-long": { type: "boolean" }, "long-contexts": { type: "string" }, "long-model": { type: "string" },
         profile: { type: "boolean" }, out: { type: "string" }, "no-write": { type: "boolean" },
+        "naive-max-context": { type: "string" }, resume: { type: "string" }, "long-only": { type: "boolean" },
       },
     }));
   } catch (e) {
@@ -702,16 +732,26 @@ export async function parseBenchArgs(argv: string[], log: (s: string) => void): 
     }
     return { path, prompts: [...new Set(prompts)].sort((a, b) => a - b), decode, reps, notes };
   });
-  const wantLong = v.long ?? (!quick && !explicit && !v["no-long"]);
+  const wantLong = v.long ?? v["long-only"] ?? (!quick && !explicit && !v["no-long"]);
+  if (v["long-only"] && v["no-long"]) throw new BenchError("--long-only and --no-long contradict each other");
+  let resume: SuiteResult | undefined;
+  if (v.resume) {
+    const { readResults } = await import("./report");
+    try {
+      resume = readResults(v.resume);
+    } catch (e) {
+      throw new BenchError(`--resume: ${(e as Error).message}`);
+    }
+  }
   let long: LongPlan | null = null;
   if (wantLong && !v["no-long"]) {
     const path = v["long-model"] ? resolve(v["long-model"]) : await ensureSynthetic("tinyllama-q4_0-ctx32k.gguf", log);
     if (!existsSync(path)) throw new BenchError(`--long-model ${path}: no such file`);
-    long = { path, contexts: longContexts, decode: 8, reps: (ctx) => (repsArg !== undefined ? repsArg : ctx <= 2048 ? 2 : 1) };
+    long = { path, contexts: longContexts, decode: 8, naiveMaxContext: parsePositive(v["naive-max-context"], "naive-max-context") ?? 8192, reps: (ctx) => (repsArg !== undefined ? repsArg : ctx <= 2048 ? 2 : 1) };
   }
   const outDir = v["no-write"] ? null : resolve(v.out ?? join(ROOT, "bench", "results"));
   return {
-    opts: { models, threads, batch, quick, profile: v.profile ?? (process.env.KILN_PROFILE === "1" || !quick), long, bandwidthBytes: quick ? 256 * 2 ** 20 : 2 ** 30, log },
+    opts: { models, threads, batch, quick, profile: v.profile ?? (process.env.KILN_PROFILE === "1" || !quick), long, bandwidthBytes: quick ? 256 * 2 ** 20 : 2 ** 30, log, resume, longOnly: v["long-only"] ?? false },
     json: v.json ?? false,
     outDir,
   };

@@ -75,6 +75,9 @@ describe("kiln bench", () => {
     r = kiln("bench", "--model", dir, "--no-write");
     expect(r.code).toBe(2);
     expect(r.err).toContain("is a directory");
+    r = kiln("bench", "--model", model, "--resume", join(dir, "none.json"), "--no-write");
+    expect(r.code).toBe(2);
+    expect(r.err).toContain(`--resume: ${join(dir, "none.json")}: no such results file`);
   });
 });
 
