@@ -86,7 +86,7 @@ results.matmulDecode = matmulRows;
 console.log("\nfused dequantize+matmul, prefill (m activation rows)");
 line("type", "m×k → n", "ms/call", "GFLOP/s");
 const prefillRows: Record<string, unknown>[] = [];
-for (const dtype of (quick ? ["q4_0"] : ["q4_0", "q8_0", "q4_k", "q6_k"]) as DType[]) {
+for (const dtype of (quick ? ["q4_0"] : ["q4_0", "q5_0", "q8_0", "q4_k", "q6_k"]) as DType[]) {
   const [n, k] = [4096, 4096];
   const w = cpu.quantize(Tensor.fromF32(randomF32(n * k, 17, 0.05), [n, k]), dtype);
   for (const m of [64, 512]) {
