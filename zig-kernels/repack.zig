@@ -37,8 +37,8 @@ pub const available = builtin.zig_backend == .stage2_llvm and x86Has(.avx512vnni
 
 /// Weight rows interleaved per vector (one i32 lane each).
 pub const rows = 16;
-/// Blocks interleaved per pass: 64 Q8_0 blocks of 16 rows are 34 KB of stack.
-const chunk_blocks = 64;
+/// Legacy blocks interleaved per pass: 64 Q8_0 blocks of 16 rows are 34 KB of stack.
+const legacy_chunk_blocks = 64;
 /// Activation rows per inner tile (4 accumulators + 4 offset accumulators of 16 outputs).
 const tile_c = 4;
 
@@ -61,11 +61,14 @@ fn Layout(comptime t: GgmlType) type {
             .q5_0 => legacy.Q5_0.type_size,
             else => legacy.Q8_0.type_size,
         };
+        /// out = acc − zero·off (the zero point times Σ d_w·s_a).
         const zero: f32 = switch (t) {
             .q4_0 => 8,
             .q5_0 => 16,
             else => 128,
         };
+        const block_elems = 32;
+        const chunk_blocks = legacy_chunk_blocks;
         const Chunk = struct {
             q: [chunk_blocks][groups]@Vector(64, u8),
             d: [chunk_blocks]@Vector(16, f32),
@@ -125,33 +128,6 @@ fn Layout(comptime t: GgmlType) type {
                 }
             }
         }
-
-        /// y[i·y_stride + j] for the 16 weight rows at w (j = 0..15) and activation rows [0, m).
-        fn rowsTimesActs(w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
-            std.debug.assert(m <= 64 and k % 32 == 0);
-            const nb_total = k / 32;
-            var chunk: Chunk = undefined;
-            var acc: [64]@Vector(16, f32) = undefined;
-            var off: [64]@Vector(16, f32) = undefined;
-            @memset(acc[0..m], @splat(0));
-            @memset(off[0..m], @splat(0));
-            var b0: usize = 0;
-            while (b0 < nb_total) : (b0 += chunk_blocks) {
-                const nb = @min(chunk_blocks, nb_total - b0);
-                fill(&chunk, w, row_bytes, b0, nb);
-                var i: usize = 0;
-                while (i < m) : (i += tile_c) {
-                    switch (@min(tile_c, m - i)) {
-                        inline 1...tile_c => |C| dotChunk(C, &chunk, nb, a + i * act_bytes, act_bytes, b0, acc[i..][0..C], off[i..][0..C]),
-                        else => unreachable,
-                    }
-                }
-            }
-            for (0..m) |i| {
-                const out: @Vector(16, f32) = acc[i] - @as(@Vector(16, f32), @splat(zero)) * off[i];
-                y[i * y_stride ..][0..16].* = out;
-            }
-        }
     };
 }
 
@@ -164,11 +140,14 @@ fn KLayout(comptime W: type) type {
         const sub = kq.subBlock(W);
         const n_sub = 256 / sub;
         const groups_per_sub = sub / 4;
-        const chunk = 4; // blocks per pass: 4 × (4 KB quants + 2 × n_sub × 64 B scales)
+        /// out = acc − off: off carries Σ_blocks d_a·Σ_sub offset·Σa.
+        const zero: f32 = 1;
+        const block_elems = 256;
+        const chunk_blocks = 4; // blocks per pass: 4 × (4 KB quants + 2 × n_sub × 64 B scales)
         const Chunk = struct {
-            q: [chunk][64]@Vector(64, u8),
-            scale: [chunk][n_sub]@Vector(16, f32),
-            neg_offset: [chunk][n_sub]@Vector(16, f32),
+            q: [chunk_blocks][64]@Vector(64, u8),
+            scale: [chunk_blocks][n_sub]@Vector(16, f32),
+            offset: [chunk_blocks][n_sub]@Vector(16, f32),
         };
 
         fn fill(c: *Chunk, w: [*]const u8, row_bytes: usize, b0: usize, nb: usize) void {
@@ -185,22 +164,24 @@ fn KLayout(comptime W: type) type {
                     for (0..64) |g| words[g][r] = qw[g];
                     for (0..n_sub) |j| {
                         sc[j][r] = s16[j];
-                        off[j][r] = -o16[j];
+                        off[j][r] = o16[j];
                     }
                 }
                 for (0..64) |g| c.q[b][g] = @bitCast(words[g]);
                 for (0..n_sub) |j| {
                     c.scale[b][j] = sc[j];
-                    c.neg_offset[b][j] = off[j];
+                    c.offset[b][j] = off[j];
                 }
             }
         }
 
-        inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]@Vector(16, f32)) void {
+        /// acc[c] += Σ_blocks d_a·Σ_sub scale·Σq·a and off[c] += Σ_blocks d_a·Σ_sub offset·Σa.
+        inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]@Vector(16, f32), off: *[C]@Vector(16, f32)) void {
             @setEvalBranchQuota(100_000);
             const ts = kq.ActQ8_K.type_size;
             for (0..nb) |b| {
                 var t: [C]@Vector(16, f32) = @splat(@splat(0));
+                var o: [C]@Vector(16, f32) = @splat(@splat(0));
                 inline for (0..n_sub) |j| {
                     inline for (0..C) |ci| {
                         const ab = a + ci * act_bytes + (b0 + b) * ts;
@@ -216,50 +197,117 @@ fn KLayout(comptime W: type) type {
                         else
                             std.mem.readInt(i16, bs[2 * j ..][0..2], .little);
                         t[ci] = @mulAdd(@Vector(16, f32), @floatFromInt(sumi), c.scale[b][j], t[ci]);
-                        t[ci] = @mulAdd(@Vector(16, f32), c.neg_offset[b][j], @splat(@floatFromInt(bsum)), t[ci]);
+                        o[ci] = @mulAdd(@Vector(16, f32), c.offset[b][j], @splat(@floatFromInt(bsum)), o[ci]);
                     }
                 }
                 inline for (0..C) |ci| {
                     const ab = a + ci * act_bytes + (b0 + b) * ts;
                     const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[kq.ActQ8_K.off_d..][0..4], .little)));
                     acc[ci] = @mulAdd(@Vector(16, f32), t[ci], da, acc[ci]);
+                    off[ci] = @mulAdd(@Vector(16, f32), o[ci], da, off[ci]);
                 }
             }
-        }
-
-        fn rowsTimesActs(w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
-            std.debug.assert(m <= 64 and k % 256 == 0);
-            const nb_total = k / 256;
-            var ch: Chunk = undefined;
-            var acc: [64]@Vector(16, f32) = undefined;
-            @memset(acc[0..m], @splat(0));
-            var b0: usize = 0;
-            while (b0 < nb_total) : (b0 += chunk) {
-                const nb = @min(chunk, nb_total - b0);
-                fill(&ch, w, row_bytes, b0, nb);
-                var i: usize = 0;
-                while (i < m) : (i += tile_c) {
-                    switch (@min(tile_c, m - i)) {
-                        inline 1...tile_c => |C| dotChunk(C, &ch, nb, a + i * act_bytes, act_bytes, b0, acc[i..][0..C]),
-                        else => unreachable,
-                    }
-                }
-            }
-            for (0..m) |i| y[i * y_stride ..][0..16].* = acc[i];
         }
     };
+}
+
+/// y[i·y_stride + j] for the 16 weight rows at w (j = 0..15) and activation rows [0, m), m ≤ 64,
+/// through layout L: each chunk of blocks is interleaved once, then every tile of activation
+/// rows runs over it; out = acc − L.zero·off.
+fn rowsTimesActs(comptime L: type, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
+    std.debug.assert(m <= 64 and k % L.block_elems == 0);
+    const nb_total = k / L.block_elems;
+    var chunk: L.Chunk = undefined;
+    var acc: [64]@Vector(16, f32) = undefined;
+    var off: [64]@Vector(16, f32) = undefined;
+    @memset(acc[0..m], @splat(0));
+    @memset(off[0..m], @splat(0));
+    var b0: usize = 0;
+    while (b0 < nb_total) : (b0 += L.chunk_blocks) {
+        const nb = @min(L.chunk_blocks, nb_total - b0);
+        L.fill(&chunk, w, row_bytes, b0, nb);
+        var i: usize = 0;
+        while (i < m) : (i += tile_c) {
+            switch (@min(tile_c, m - i)) {
+                inline 1...tile_c => |C| L.dotChunk(C, &chunk, nb, a + i * act_bytes, act_bytes, b0, acc[i..][0..C], off[i..][0..C]),
+                else => unreachable,
+            }
+        }
+    }
+    for (0..m) |i| y[i * y_stride ..][0..16].* = acc[i] - @as(@Vector(16, f32), @splat(L.zero)) * off[i];
 }
 
 /// y rows [j0, j0 + 16) × activation rows [i_0, i_0 + m), m ≤ 64, through the interleaved kernel.
 pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
     if (comptime !available) unreachable;
     switch (t) {
-        .q4_0 => Layout(.q4_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
-        .q5_0 => Layout(.q5_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
-        .q8_0 => Layout(.q8_0).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
-        .q4_k => KLayout(kq.Q4_K).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
-        .q5_k => KLayout(kq.Q5_K).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
-        .q6_k => KLayout(kq.Q6_K).rowsTimesActs(w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q4_0 => rowsTimesActs(Layout(.q4_0), w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q5_0 => rowsTimesActs(Layout(.q5_0), w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q8_0 => rowsTimesActs(Layout(.q8_0), w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q4_k => rowsTimesActs(KLayout(kq.Q4_K), w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q5_k => rowsTimesActs(KLayout(kq.Q5_K), w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q6_k => rowsTimesActs(KLayout(kq.Q6_K), w, row_bytes, k, a, act_bytes, m, y, y_stride),
         else => unreachable,
+    }
+}
+
+/// Scalar reference for block16: each output is the type's scalar dot (exact integer sums per
+/// block, the activation's f32 scales), one weight row by one activation row at a time.
+pub fn block16Ref(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
+    switch (t) {
+        inline .q4_0, .q5_0, .q8_0, .q4_k, .q5_k, .q6_k => |ct| {
+            for (0..m) |i| for (0..rows) |j| {
+                y[i * y_stride + j] = quant.Traits(ct).vecDotRef(k, w + j * row_bytes, a + i * act_bytes);
+            };
+        },
+        else => unreachable,
+    }
+}
+
+test "block16 matches its scalar reference: every type, whole and partial chunks, 1..64 activation rows" {
+    if (!available) return; // only the x86_64-v4 build has the interleaved kernels
+    const al = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(31);
+    const rng = prng.random();
+    inline for (.{ GgmlType.q4_0, GgmlType.q5_0, GgmlType.q8_0, GgmlType.q4_k, GgmlType.q5_k, GgmlType.q6_k }) |t| {
+        const bs = quant.blockSize(t);
+        // Legacy chunks are 64 blocks, K-quant chunks 4: one block, exactly one chunk, and
+        // whole chunks plus a partial one.
+        const chunk: usize = if (bs == 32) legacy_chunk_blocks else 4;
+        for ([_]usize{ 1, chunk, 2 * chunk + 3 }) |nb| {
+            const k = bs * nb;
+            // Rows padded apart (row_bytes > one row) so a kernel reading the wrong row shows.
+            const rb = quant.rowBytes(t, k) + 64;
+            const ab = quant.actRowBytes(t, k);
+            const w = try al.alloc(u8, rb * rows);
+            defer al.free(w);
+            const x = try al.alloc(f32, k * 64);
+            defer al.free(x);
+            for (x[0 .. k * rows]) |*v| v.* = rng.floatNorm(f32);
+            for (0..rows) |r| try std.testing.expect(quant.quantizeRow(t, x[r * k ..].ptr, w[r * rb ..].ptr, k));
+            for (x) |*v| v.* = rng.floatNorm(f32);
+            const xq = try al.alloc(u8, ab * 64);
+            defer al.free(xq);
+            quant.quantizeActivations(t, x.ptr, k, 64, k, xq.ptr);
+            var got: [64 * rows + 8]f32 = undefined;
+            var want: [64 * rows]f32 = undefined;
+            for ([_]usize{ 1, 3, 4, 5, 64 }) |m| {
+                @memset(&got, 12345);
+                block16(t, w.ptr, rb, k, xq.ptr, ab, m, &got, rows);
+                block16Ref(t, w.ptr, rb, k, xq.ptr, ab, m, &want, rows);
+                var num: f64 = 0;
+                var den: f64 = 0;
+                for (got[0 .. m * rows], want[0 .. m * rows]) |g, v| {
+                    num += (@as(f64, g) - v) * (@as(f64, g) - v);
+                    den += @as(f64, v) * v;
+                }
+                if (num / den > 1e-10) {
+                    std.debug.print("{s} nb={d} m={d}: nmse {e}\n", .{ @tagName(t), nb, m, num / den });
+                    return error.TestExpectedApproxEq;
+                }
+                // Nothing written past the m rows asked for.
+                for (got[m * rows ..]) |g| try std.testing.expectEqual(@as(f32, 12345), g);
+            }
+        }
     }
 }

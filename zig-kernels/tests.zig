@@ -6,6 +6,7 @@ test {
     _ = @import("quant_k.zig");
     _ = @import("quant.zig");
     _ = @import("matmul.zig");
+    _ = @import("repack.zig");
     _ = @import("norm.zig");
     _ = @import("activations.zig");
     _ = @import("rope.zig");
