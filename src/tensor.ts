@@ -97,6 +97,11 @@ export class Tensor {
   readonly shape: readonly number[];
   readonly bytes: Uint8Array;
   readonly name: string;
+  /**
+   * A load-time copy of this weight in the 16-row interleaved layout of zig-kernels/packed.zig,
+   * which matmuls read instead of `bytes` (set by cpu.packRows, freed by cpu.unpackRows).
+   */
+  packed: NativeBuffer | null = null;
   #f32?: Float32Array;
 
   constructor(dtype: DType, shape: readonly number[], bytes: Uint8Array, name = "") {

@@ -70,6 +70,62 @@ describe("matmul", () => {
   });
 });
 
+describe("packed rows (the output head's load-time layout)", () => {
+  // zig-kernels/packed.zig: Q8_0 and Q4_0 on the AVX-512 VNNI build; elsewhere packRows declines.
+  const supported = (dtype: DType) => cpu.packUnsupportedReason(Tensor.zeros(dtype, [16, 32])) === null;
+
+  for (const dtype of ["q8_0", "q4_0"] as const) {
+    test(`${dtype}: within rounding of the in-place matmul, and every batched row bitwise the row alone`, () => {
+      if (!supported(dtype)) {
+        // Not this build: packRows must decline and leave the weight read in place.
+        const w = Tensor.zeros(dtype, [16, 32]);
+        expect(cpu.packRows(w)).toBe(false);
+        expect(w.packed).toBeNull();
+        return;
+      }
+      // 80 rows (five groups of 16), k = 640 (20 blocks: not a multiple of a 64-byte vector's blocks).
+      const [n, k] = [80, 640];
+      const w = cpu.quantize(f32(randn(n * k, 11), [n, k], "output.weight"), dtype);
+      const mMax = 19;
+      const x = f32(randn(mMax * k, 12), [mMax, k], "x");
+      const inPlace = Tensor.zeros("f32", [mMax, n]);
+      cpu.matmul(w, x, inPlace);
+      expect(cpu.packRows(w)).toBe(true);
+      expect(w.packed!.byteLength).toBe(w.bytes.byteLength);
+      const alone: Float32Array[] = [];
+      for (let i = 0; i < mMax; i++) {
+        const y = Tensor.zeros("f32", [1, n]);
+        cpu.matmul(w, x.sliceRows(i, 1), y);
+        alone.push(y.f32.slice());
+      }
+      expect(nmse(alone.flatMap((r) => [...r]), [...inPlace.f32])).toBeLessThan(1e-10);
+      for (const m of [2, 3, 4, 5, 11, 16, 17, mMax]) {
+        const out = guarded([m, n]);
+        cpu.matmul(w, x.sliceRows(0, m), out.t);
+        out.checkGuards();
+        for (let i = 0; i < m; i++) expect(out.t.f32.subarray(i * n, (i + 1) * n)).toEqual(alone[i]!);
+      }
+      cpu.unpackRows(w);
+      expect(w.packed).toBeNull();
+      const again = Tensor.zeros("f32", [mMax, n]);
+      cpu.matmul(w, x, again);
+      expect(again.f32).toEqual(inPlace.f32);
+    });
+  }
+
+  test("declines what it cannot pack, saying why", () => {
+    expect(cpu.packUnsupportedReason(Tensor.zeros("q6_k", [16, 256], "output.weight"))).toMatch(/no packed layout for q6_k/);
+    expect(cpu.packUnsupportedReason(Tensor.zeros("f32", [32]))).toMatch(/not 2-D/);
+    if (supported("q8_0")) {
+      expect(cpu.packUnsupportedReason(Tensor.zeros("q8_0", [24, 64], "output.weight"))).toMatch(/24 rows, not a multiple of 16/);
+      expect(cpu.packUnsupportedReason(Tensor.zeros("q8_0", [16, 65536], "output.weight"))).toMatch(/65536 columns, more than 32768/);
+    }
+    const w = Tensor.zeros("q6_k", [16, 256]);
+    expect(cpu.packRows(w)).toBe(false);
+    expect(w.packed).toBeNull();
+  });
+});
+
 describe("fused gated FFN", () => {
   for (const dtype of ["q4_0", "q8_0", "q4_k", "f16"] as DType[]) {
     for (const act of ["silu", "gelu_tanh"] as const) {

@@ -6,6 +6,7 @@ const builtin = @import("builtin");
 const pool = @import("pool.zig");
 const quant = @import("quant.zig");
 const matmul = @import("matmul.zig");
+const packed_rows = @import("packed.zig");
 const norm = @import("norm.zig");
 const activations = @import("activations.zig");
 const rope = @import("rope.zig");
@@ -21,7 +22,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 1;
+    return 2;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -108,6 +109,33 @@ export fn kiln_ffn_gated(t: u32, w_gate: [*]const u8, w_up: [*]const u8, n_ff: u
     if (k % quant.blockSize(ty) != 0 or out_stride < n_ff) return err_bad_shape;
     const act = std.meta.intToEnum(matmul.Activation, activation) catch return err_bad_arg;
     matmul.gatedFfnPrepared(.{ .t = ty, .w_gate = w_gate, .w_up = w_up, .n_ff = n_ff, .k = k, .xq = xq, .m = m, .out = out, .out_stride = out_stride, .activation = act });
+    return ok;
+}
+
+/// 1 when this build has a packed layout for type t (see packed.zig), else 0.
+export fn kiln_packed_supported(t: u32) u32 {
+    const ty = typeOf(t) orelse return 0;
+    return @intFromBool(packed_rows.supports(ty));
+}
+
+/// Packs w [n_out, k] into dst (dst_len = packed bytes = the tensor's bytes) for kiln_matmul_packed.
+/// release_source ≠ 0 drops w's pages from the resident set as they are packed: only for w
+/// inside a kiln_mmap_readonly mapping (the binding checks).
+export fn kiln_pack_rows(t: u32, w: [*]const u8, n_out: u64, k: u64, dst: [*]u8, dst_len: u64, release_source: u32) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (!packed_rows.supports(ty)) return err_bad_type;
+    if (n_out == 0 or n_out % packed_rows.rows != 0 or k == 0 or k % quant.blockSize(ty) != 0 or k > packed_rows.max_k) return err_bad_shape;
+    if (dst_len != packed_rows.packedBytes(ty, n_out, k)) return err_bad_shape;
+    packed_rows.pack(ty, w, n_out, k, dst, release_source != 0);
+    return ok;
+}
+
+/// y = x · Wᵀ for W packed by kiln_pack_rows and m prepared activation rows.
+export fn kiln_matmul_packed(t: u32, p: [*]const u8, n_out: u64, k: u64, xq: [*]const u8, m: u64, y: [*]f32, y_stride: u64) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (!packed_rows.supports(ty)) return err_bad_type;
+    if (n_out == 0 or n_out % packed_rows.rows != 0 or k == 0 or k % quant.blockSize(ty) != 0 or k > packed_rows.max_k or y_stride < n_out) return err_bad_shape;
+    packed_rows.matmul(ty, p, n_out, k, xq, m, y, y_stride);
     return ok;
 }
 

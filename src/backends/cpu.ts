@@ -4,7 +4,7 @@
  * reaches a kernel.
  */
 import { kiln, Status } from "../ffi/library";
-import { DTYPE_IDS, DTYPE_LAYOUT, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
+import { DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
 
 // ---- per-op profile ---------------------------------------------------------------------------
 // A module-level switch: when off, each op pays one boolean check before and one after its
@@ -127,8 +127,60 @@ export function matmulPrepared(w: Tensor, xq: Uint8Array, m: number, out: Tensor
   expectDType(op, out, "f32");
   expectShape(op, out, [m, n]);
   const t0 = profiling ? performance.now() : 0;
-  check(op, kiln().kiln_matmul(DTYPE_IDS[w.dtype], w.bytes, n, k, xq, m, out.bytes, n));
+  if (w.packed) check(op, kiln().kiln_matmul_packed(DTYPE_IDS[w.dtype], w.packed.bytes, n, k, xq, m, out.bytes, n));
+  else check(op, kiln().kiln_matmul(DTYPE_IDS[w.dtype], w.bytes, n, k, xq, m, out.bytes, n));
   if (profiling) profileRecord(matmulOp(w), t0);
+}
+
+/** Largest inner dimension the packed matmul takes (zig-kernels/packed.zig max_k). */
+export const PACKED_MAX_K = 32768;
+
+/**
+ * Why `w` cannot be packed by this build, or null when it can: the layout exists for Q8_0 and
+ * Q4_0 on the AVX-512 VNNI library, for 2-D weights of whole 16-row groups.
+ */
+export function packUnsupportedReason(w: Tensor): string | null {
+  if (w.rank !== 2) return `${w} is not 2-D`;
+  if (!kiln().kiln_packed_supported(DTYPE_IDS[w.dtype])) return `this CPU build has no packed layout for ${w.dtype}`;
+  const [n, k] = w.shape as [number, number];
+  if (n % 16 !== 0) return `${w} has ${n} rows, not a multiple of 16`;
+  if (k > PACKED_MAX_K) return `${w} has ${k} columns, more than ${PACKED_MAX_K}`;
+  return null;
+}
+
+/**
+ * Makes a packed copy of w (the same byte size, in native memory) that every later matmul with
+ * w reads: one kernel whose per-output arithmetic never depends on the batch size, and batches
+ * of rows at interleaved-kernel speed. Returns false (and changes nothing) where this build
+ * cannot pack w (see packUnsupportedReason).
+ *
+ * `fileMapping`: the read-only file mapping w's bytes lie in (MappedFile.bytes). Given, w's
+ * pages are dropped from the resident set as they are packed (they stay in the page cache and
+ * come back from the file if read again, as embedding lookups of a tied head do), so the copy
+ * replaces them in memory instead of adding to them.
+ */
+export function packRows(w: Tensor, opts: { fileMapping?: Uint8Array } = {}): boolean {
+  if (w.packed) return true;
+  if (packUnsupportedReason(w) !== null) return false;
+  const [n, k] = w.shape as [number, number];
+  const m = opts.fileMapping;
+  if (m && (w.bytes.buffer !== m.buffer || w.bytes.byteOffset < m.byteOffset || w.bytes.byteOffset + w.bytes.byteLength > m.byteOffset + m.byteLength)) {
+    fail("packRows", `${w} does not lie in the file mapping given`);
+  }
+  const buf = new NativeBuffer(w.bytes.byteLength);
+  const status = kiln().kiln_pack_rows(DTYPE_IDS[w.dtype], w.bytes, n, k, buf.bytes, buf.byteLength, m ? 1 : 0);
+  if (status !== Status.ok) {
+    buf.free();
+    check("packRows", status);
+  }
+  w.packed = buf;
+  return true;
+}
+
+/** Frees w's packed copy; matmuls read w in place again. */
+export function unpackRows(w: Tensor): void {
+  w.packed?.free();
+  w.packed = null;
 }
 
 export type GatedActivation = "silu" | "gelu_tanh";

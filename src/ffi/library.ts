@@ -15,7 +15,7 @@ import { join } from "node:path";
 const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -33,6 +33,9 @@ export const symbols = {
 
   kiln_matmul: { args: [u32, ptr, u64, u64, ptr, u64, ptr, u64], returns: i32 },
   kiln_ffn_gated: { args: [u32, ptr, ptr, u64, u64, ptr, u64, ptr, u64, u32], returns: i32 },
+  kiln_packed_supported: { args: [u32], returns: u32 },
+  kiln_pack_rows: { args: [u32, ptr, u64, u64, ptr, u64, u32], returns: i32 },
+  kiln_matmul_packed: { args: [u32, ptr, u64, u64, ptr, u64, ptr, u64], returns: i32 },
 
   kiln_rmsnorm: { args: [ptr, ptr, ptr, ptr, u64, u64, u64, f32, i32, ptr], returns: i32 },
   kiln_rmsnorm_heads: { args: [ptr, u64, u64, u64, u64, ptr, f32], returns: i32 },

@@ -18,6 +18,8 @@ export interface Architecture<W = unknown> {
   forward(hp: HParams, weights: W, state: RunState, tokens: Int32Array, logitRows?: number): Tensor;
   /** Every weight tensor, for dtype listings and scratch sizing. */
   tensors(weights: W): Tensor[];
+  /** The output head (n_vocab × n_embd): the tensor the runtime may pack at load. */
+  outputHead(weights: W): Tensor;
 }
 
 const flatTensors = (w: object): Tensor[] => {
@@ -32,9 +34,9 @@ const flatTensors = (w: object): Tensor[] => {
 };
 
 export const ARCHITECTURES: Record<string, Architecture<any>> = {
-  llama: { name: "llama", readHParams: (f) => llama.readLlamaHParams(f), loadWeights: (f, b, hp) => llama.loadWeights(f, b, hp), forward: llama.forward, tensors: flatTensors },
-  qwen2: { name: "qwen2", readHParams: qwen2.readQwen2HParams, loadWeights: qwen2.loadWeights, forward: qwen2.forward, tensors: flatTensors },
-  gemma3: { name: "gemma3", readHParams: gemma3.readGemma3HParams, loadWeights: gemma3.loadWeights, forward: gemma3.forward, tensors: flatTensors },
+  llama: { name: "llama", readHParams: (f) => llama.readLlamaHParams(f), loadWeights: (f, b, hp) => llama.loadWeights(f, b, hp), forward: llama.forward, tensors: flatTensors, outputHead: (w) => w.output },
+  qwen2: { name: "qwen2", readHParams: qwen2.readQwen2HParams, loadWeights: qwen2.loadWeights, forward: qwen2.forward, tensors: flatTensors, outputHead: (w) => w.output },
+  gemma3: { name: "gemma3", readHParams: gemma3.readGemma3HParams, loadWeights: gemma3.loadWeights, forward: gemma3.forward, tensors: flatTensors, outputHead: (w) => w.token_embd },
 };
 
 export function architectureOf(file: GGUFFile): Architecture {

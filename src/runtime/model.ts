@@ -30,6 +30,14 @@ export interface LoadOptions {
   kvType?: "f16" | "f32";
   /** Attention path: "flash" (fused, default) or "naive" (scores materialized; benchmarks and tests). */
   attention?: AttentionPath;
+  /**
+   * Copy the output head into the 16-row interleaved layout at load (default true, where the
+   * CPU build has one for its type: Q8_0/Q4_0 on AVX-512 VNNI). Decode and speculative
+   * verification then read the copy: verified rows cost a fraction of a decode step's head.
+   * The copy has the tensor's size; the file's pages of the head are then read only by
+   * embedding lookups. false keeps every weight in the mapped file.
+   */
+  packOutputHead?: boolean;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -92,6 +100,7 @@ export class Model {
   readonly #weights: unknown;
   #stateOptions!: StateOptions;
   readonly #layerSkips = new Map<number, Forwarder>();
+  #head: Tensor | undefined;
   #disposed = false;
 
   constructor(path: string, opts: LoadOptions = {}) {
@@ -120,7 +129,11 @@ export class Model {
         weightTypes: [...new Set(this.arch.tensors(this.#weights).map((t) => t.dtype))],
       };
       this.state = new RunState(this.hp, this.#stateOptions);
+      this.#head = this.arch.outputHead(this.#weights);
+      if (opts.packOutputHead ?? true) cpu.packRows(this.#head, { fileMapping: this.#mapped.bytes });
     } catch (e) {
+      this.state?.dispose();
+      if (this.#head) cpu.unpackRows(this.#head);
       this.#mapped.close();
       throw e;
     }
@@ -183,6 +196,11 @@ export class Model {
     if (a.length !== b.length || i >= 0) {
       throw new ModelError("DRAFT_VOCAB_MISMATCH", `draft model ${draft.path} does not share the vocabulary of ${this.path} (${b.length} vs ${a.length} tokens, first difference at id ${i})`, draft.path);
     }
+  }
+
+  /** Whether the output head is read from a packed copy (LoadOptions.packOutputHead). */
+  get outputHeadPacked(): boolean {
+    return this.#head?.packed != null;
   }
 
   get nLayer(): number {
@@ -300,6 +318,7 @@ export class Model {
     this.#disposed = true;
     this.state.dispose();
     for (const f of this.#layerSkips.values()) f.state.dispose();
+    if (this.#head) cpu.unpackRows(this.#head);
     this.#mapped.close();
   }
 }

@@ -102,6 +102,25 @@ describe.skipIf(!present)("Gemma 3 270M Q4_K_M vs llama.cpp (same file)", () => 
     });
   }
 
+  test("packed output head: logits within rounding of the head read in place, the same greedy tokens", async () => {
+    // Where this build packs Q8_0 (AVX-512 VNNI), the default model reads a packed copy of the
+    // tied head; a model loaded with packOutputHead: false reads the mapped file.
+    const inPlace = await loadModel(MODEL, { threads: 2, contextLength: 512, maxLogitRows: 16, packOutputHead: false });
+    try {
+      expect(inPlace.outputHeadPacked).toBe(false);
+      const ids = model.tokenize("Write a short poem about the sea and the wind, in four lines.", { addSpecial: true });
+      model.reset();
+      const a = model.eval(ids, 16).f32.slice();
+      const b = inPlace.eval(ids, 16).f32;
+      expect(nmse([...a], [...b])).toBeLessThan(1e-9);
+      const opts = { maxTokens: 24, temperature: 0, speculative: false } as const;
+      const [x, y] = [await model.complete(ids, opts), await inPlace.complete(ids, opts)];
+      expect(x.tokens).toEqual(y.tokens);
+    } finally {
+      inPlace.dispose();
+    }
+  });
+
   test("the model file is unchanged after all of the above (it is mapped read-only)", () => {
     expect(sha256()).toBe(before);
   });

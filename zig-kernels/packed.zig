@@ -1,0 +1,275 @@
+//! Weights packed once, at load, into the 16-row interleaved layout of repack.zig, and the matmul
+//! that reads them: kiln packs the output head (Gemma's 262144 × 640 Q8_0 one is 178 MB, about
+//! three quarters of the model's weight bytes) so decode AND speculative verification run one
+//! kernel whose arithmetic per output never depends on the batch.
+//!
+//! Why a copy for the head only: a verified row through the tile kernels costs ~1.5 ms of
+//! compute on Gemma's head, against ~3.5 ms for the whole memory-bound decode head, so verifying
+//! k drafted tokens cost nearly k decode heads. Here one vpdpbusd's 16 lanes are 16 OUTPUTS (16
+//! weight rows interleaved 4 bytes at a time, 4 activation bytes broadcast), and the per-block
+//! float work (convert, scale, FMA) is shared by 16 outputs. Read from a packed copy, decode
+//! streams it as fast as the file (the copy has the file's exact size); the file's pages of the
+//! tensor are then only touched by embedding lookups (a tied head), so resident memory grows by
+//! little. Prefill keeps the in-place interleaving of repack.zig for the layer weights.
+//!
+//! Layout, per group of 16 rows (n_out % 16 == 0), per block of 32 columns: `groups` vectors of
+//! 16 rows × 4 quant bytes (row r's bytes 4g..4g+3 in lane r of vector g; Q8_0 biased by +128 to
+//! unsigned, Q4_0 left as packed nibbles), then the 16 rows' f16 scales: 544 B for Q8_0, 288 B
+//! for Q4_0, exactly 16 of the file's blocks.
+//!
+//! Arithmetic per output (the same for every batch size and tile, so a row computed in a batch
+//! is bitwise the row computed alone): per block the integer dot Σq·a is exact (the zero point ×
+//! Σa is subtracted in integers, Σa taken from the activation block once per call), converted
+//! to f32 (exact: |Σ| < 2^24) and accumulated as acc = fma(Σ, d_w·d_a, acc), blocks in order.
+const std = @import("std");
+const pool = @import("pool.zig");
+const quant = @import("quant.zig");
+const legacy = @import("quant_legacy.zig");
+const repack = @import("repack.zig");
+const memory = @import("memory.zig");
+
+const GgmlType = quant.GgmlType;
+const ActQ8_0 = legacy.ActQ8_0;
+
+extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
+
+pub const rows = repack.rows;
+
+/// Types with a packed layout in this build (the x86_64-v4 library: 512-bit VNNI).
+pub fn supports(t: GgmlType) bool {
+    return repack.available and (t == .q8_0 or t == .q4_0);
+}
+
+/// Activation rows whose block sums one pass keeps on the stack: 16 rows × 1024 blocks (k ≤ 32768).
+const max_sum_entries = 16 * 1024;
+/// Largest k the matmul takes (it checks; the binding never packs a wider matrix).
+pub const max_k = 32 * 1024;
+/// How far ahead of the block being read the stream prefetches (prefetches past the end of the
+/// buffer are harmless: they never fault).
+const prefetch_ahead = 4096;
+/// Packed weight bytes per task (~4 × 16 rows of a 4096-wide Q8_0 matrix; 6 groups of Gemma's head).
+const task_bytes = 64 * 1024;
+
+fn Layout(comptime t: GgmlType) type {
+    return struct {
+        const groups = if (t == .q4_0) 4 else 8;
+        const type_size = if (t == .q4_0) legacy.Q4_0.type_size else legacy.Q8_0.type_size;
+        const zero: i32 = if (t == .q4_0) 8 else 128;
+        const block_bytes = groups * 64 + 2 * rows;
+        comptime {
+            std.debug.assert(block_bytes == rows * type_size);
+        }
+
+        /// Packs rows [16·grp, 16·grp + 16) of w (nb blocks per row) into dst.
+        fn packGroup(w: [*]const u8, row_bytes: usize, nb: usize, grp: usize, dst: [*]u8) void {
+            for (0..nb) |b| {
+                const out = dst + (grp * nb + b) * block_bytes;
+                var words: [groups][rows]u32 = undefined;
+                var d: [rows]u16 = undefined;
+                for (0..rows) |r| {
+                    const blk = w + (grp * rows + r) * row_bytes + b * type_size;
+                    d[r] = std.mem.readInt(u16, blk[0..2], .little);
+                    inline for (0..groups) |g| {
+                        const v = std.mem.readInt(u32, blk[2 + 4 * g ..][0..4], .little);
+                        words[g][r] = if (t == .q8_0) v ^ 0x80808080 else v;
+                    }
+                }
+                inline for (0..groups) |g| @memcpy(out[g * 64 ..][0..64], std.mem.asBytes(&words[g]));
+                @memcpy(out[groups * 64 ..][0 .. 2 * rows], std.mem.asBytes(&d));
+            }
+        }
+
+        /// y[ci·y_stride + r] for the group's 16 rows and C activation rows starting at a. The
+        /// first pass over a group (`stream`) prefetches prefetch_ahead bytes ahead: the packed
+        /// weights are one sequential stream per task, and the hardware prefetchers alone leave
+        /// a thread latency-bound well below the read bandwidth.
+        inline fn dotGroup(comptime C: usize, comptime stream: bool, blocks: [*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, sums: [*]const i32, y: [*]f32, y_stride: usize) void {
+            const V64 = @Vector(64, u8);
+            const mask: V64 = @splat(0x0f);
+            var acc: [C]@Vector(16, f32) = @splat(@splat(0));
+            for (0..nb) |b| {
+                const blk = blocks + b * block_bytes;
+                if (stream) inline for (0..(block_bytes + 63) / 64) |l| @prefetch(blk + prefetch_ahead + 64 * l, .{});
+                const dw: @Vector(16, f32) = @floatCast(@as(@Vector(16, f16), @bitCast(blk[groups * 64 ..][0 .. 2 * rows].*)));
+                var wq: [2 * groups]V64 = undefined;
+                inline for (0..groups) |g| {
+                    const v: V64 = blk[g * 64 ..][0..64].*;
+                    if (t == .q4_0) {
+                        wq[2 * g] = v & mask;
+                        wq[2 * g + 1] = (v >> @splat(4)) & mask;
+                    } else wq[g] = v;
+                }
+                inline for (0..C) |ci| {
+                    const ab = a + ci * act_bytes + b * ActQ8_0.type_size;
+                    // Two independent chains (integer sums: their order changes no bit).
+                    var s0: @Vector(16, i32) = @splat(0);
+                    var s1: @Vector(16, i32) = @splat(0);
+                    inline for (0..groups) |g| {
+                        if (t == .q4_0) {
+                            const lo: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
+                            const hi: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 16 + 4 * g ..][0..4], .little));
+                            s0 = @"llvm.x86.avx512.vpdpbusd.512"(s0, @bitCast(wq[2 * g]), lo);
+                            s1 = @"llvm.x86.avx512.vpdpbusd.512"(s1, @bitCast(wq[2 * g + 1]), hi);
+                        } else {
+                            const x: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
+                            if (g % 2 == 0) {
+                                s0 = @"llvm.x86.avx512.vpdpbusd.512"(s0, @bitCast(wq[g]), x);
+                            } else {
+                                s1 = @"llvm.x86.avx512.vpdpbusd.512"(s1, @bitCast(wq[g]), x);
+                            }
+                        }
+                    }
+                    const exact = s0 + s1 - @as(@Vector(16, i32), @splat(zero * sums[ci * nb + b]));
+                    const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[0..4], .little)));
+                    acc[ci] = @mulAdd(@Vector(16, f32), @floatFromInt(exact), dw * da, acc[ci]);
+                }
+            }
+            inline for (0..C) |ci| y[ci * y_stride ..][0..rows].* = acc[ci];
+        }
+    };
+}
+
+/// Bytes of w [n_out, k] packed (n_out % 16 == 0): the same as the tensor's.
+pub fn packedBytes(t: GgmlType, n_out: usize, k: usize) usize {
+    return n_out * quant.rowBytes(t, k);
+}
+
+/// Packs w [n_out, k] (rows of quant.rowBytes) into dst (packedBytes), on the thread pool. With
+/// release_source (w must lie in a read-only file mapping), each task then drops its source
+/// pages from the resident set, so packing never holds both copies: peak memory grows by about
+/// one task's worth, not by the tensor.
+pub fn pack(t: GgmlType, w: [*]const u8, n_out: usize, k: usize, dst: [*]u8, release_source: bool) void {
+    if (comptime !repack.available) unreachable;
+    std.debug.assert(supports(t) and n_out % rows == 0 and k % 32 == 0);
+    switch (t) {
+        inline .q8_0, .q4_0 => |ct| {
+            const L = Layout(ct);
+            const Ctx = struct { w: [*]const u8, row_bytes: usize, nb: usize, dst: [*]u8, groups_per_task: usize, n_groups: usize, release: bool };
+            const run = struct {
+                fn f(c: Ctx, task: usize) void {
+                    const g0 = task * c.groups_per_task;
+                    const g1 = @min(c.n_groups, g0 + c.groups_per_task);
+                    for (g0..g1) |grp| L.packGroup(c.w, c.row_bytes, c.nb, grp, c.dst);
+                    const group_bytes = rows * c.row_bytes;
+                    if (c.release) memory.releaseFilePages(c.w + g0 * group_bytes, (g1 - g0) * group_bytes);
+                }
+            }.f;
+            const nb = k / 32;
+            const gpt = @max(1, task_bytes / (nb * L.block_bytes));
+            const n_groups = n_out / rows;
+            pool.parallelFor(std.math.divCeil(usize, n_groups, gpt) catch unreachable, Ctx{ .w = w, .row_bytes = quant.rowBytes(ct, k), .nb = nb, .dst = dst, .groups_per_task = gpt, .n_groups = n_groups, .release = release_source }, run);
+        },
+        else => unreachable,
+    }
+}
+
+/// y[i·y_stride + j] = Σ_k W[j][k]·x[i][k] for packed weights p (pack's output) and m prepared
+/// activation rows xq (ActQ8_0). k ≤ max_k.
+pub fn matmul(t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
+    if (comptime !repack.available) unreachable;
+    std.debug.assert(supports(t) and n_out % rows == 0 and k % 32 == 0 and k <= max_k);
+    switch (t) {
+        inline .q8_0, .q4_0 => |ct| matmulTyped(ct, p, n_out, k, xq, m, y, y_stride),
+        else => unreachable,
+    }
+}
+
+fn matmulTyped(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
+    const L = Layout(t);
+    const nb = k / 32;
+    const act_bytes = quant.actRowBytes(t, k);
+    const Ctx = struct { p: [*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, m: usize, sums: [*]const i32, y: [*]f32, y_stride: usize, groups_per_task: usize, n_groups: usize };
+    const run = struct {
+        fn f(c: Ctx, task: usize) void {
+            const g0 = task * c.groups_per_task;
+            for (g0..@min(c.n_groups, g0 + c.groups_per_task)) |grp| {
+                const blocks = c.p + grp * c.nb * L.block_bytes;
+                var i: usize = 0;
+                // Activation tiles of ≤ 4 rows re-read the group's blocks from L1/L2.
+                while (i < c.m) : (i += 4) {
+                    const a = c.a + i * c.act_bytes;
+                    const s = c.sums + i * c.nb;
+                    const out = c.y + i * c.y_stride + grp * rows;
+                    switch (@min(4, c.m - i)) {
+                        inline 1...4 => |C| if (i == 0)
+                            L.dotGroup(C, true, blocks, c.nb, a, c.act_bytes, s, out, c.y_stride)
+                        else
+                            L.dotGroup(C, false, blocks, c.nb, a, c.act_bytes, s, out, c.y_stride),
+                        else => unreachable,
+                    }
+                }
+            }
+        }
+    }.f;
+    const gpt = @max(1, task_bytes / (nb * L.block_bytes));
+    const n_groups = n_out / rows;
+    const n_tasks = std.math.divCeil(usize, n_groups, gpt) catch unreachable;
+    // Σa per (activation row, block), for the integer zero-point correction.
+    var sums: [max_sum_entries]i32 = undefined;
+    const rows_per_pass = @max(1, @min(16, max_sum_entries / nb));
+    var first: usize = 0;
+    while (first < m) : (first += rows_per_pass) {
+        const mm = @min(rows_per_pass, m - first);
+        for (0..mm) |i| {
+            for (0..nb) |b| {
+                const q: @Vector(32, i8) = @bitCast((xq + (first + i) * act_bytes + b * ActQ8_0.type_size + 8)[0..32].*);
+                sums[i * nb + b] = @reduce(.Add, @as(@Vector(32, i32), q));
+            }
+        }
+        const ctx = Ctx{ .p = p, .nb = nb, .a = xq + first * act_bytes, .act_bytes = act_bytes, .m = mm, .sums = &sums, .y = y + first * y_stride, .y_stride = y_stride, .groups_per_task = gpt, .n_groups = n_groups };
+        if (n_groups * nb * L.block_bytes < task_bytes) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+    }
+}
+
+// ---- tests ----------------------------------------------------------------------------------
+
+test "packed matmul: within rounding of the scalar dot, and every row bitwise the same at every batch size" {
+    if (!repack.available) return; // the packed layout is built for x86_64-v4 only
+    const al = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(77);
+    const rng = prng.random();
+    inline for (.{ GgmlType.q8_0, GgmlType.q4_0 }) |t| {
+        // k: one block, several, and a width that is no multiple of a vector's 64 bytes.
+        for ([_][2]usize{ .{ 16, 32 }, .{ 48, 640 }, .{ 80, 96 }, .{ 32, 4096 } }) |shape| {
+            const n = shape[0];
+            const k = shape[1];
+            const rb = quant.rowBytes(t, k);
+            const ab = quant.actRowBytes(t, k);
+            const m_max = 19; // more than one pass of 16 activation rows
+            const w = try al.alloc(u8, rb * n);
+            defer al.free(w);
+            const x = try al.alloc(f32, k * @max(n, m_max));
+            defer al.free(x);
+            for (x[0 .. k * n]) |*v| v.* = rng.floatNorm(f32);
+            for (0..n) |r| try std.testing.expect(quant.quantizeRow(t, x[r * k ..].ptr, w[r * rb ..].ptr, k));
+            for (x) |*v| v.* = rng.floatNorm(f32) + 0.3; // a mean: Σa ≠ 0 exercises the zero point
+            const xq = try al.alloc(u8, ab * m_max);
+            defer al.free(xq);
+            quant.quantizeActivations(t, x.ptr, k, m_max, k, xq.ptr);
+            const p = try al.alloc(u8, packedBytes(t, n, k));
+            defer al.free(p);
+            pack(t, w.ptr, n, k, p.ptr, false);
+
+            // Row by row alone: the reference for bit-identity, and within rounding of vecDotRef.
+            const alone = try al.alloc(f32, n * m_max);
+            defer al.free(alone);
+            for (0..m_max) |i| matmul(t, p.ptr, n, k, xq.ptr + i * ab, 1, alone.ptr + i * n, n);
+            for (0..m_max) |i| for (0..n) |j| {
+                const want = quant.Traits(t).vecDotRef(k, w.ptr + j * rb, xq.ptr + i * ab);
+                const got = alone[i * n + j];
+                try std.testing.expect(@abs(got - want) <= 1e-5 * (@abs(want) + @sqrt(@as(f32, @floatFromInt(k)))));
+            };
+            // Every batch size, with a padded output stride: bitwise the rows computed alone,
+            // nothing written past the rows asked for.
+            const stride = n + 5;
+            const got = try al.alloc(f32, stride * (m_max + 1));
+            defer al.free(got);
+            for ([_]usize{ 2, 3, 4, 5, 11, 16, 17, m_max }) |m| {
+                @memset(got, 12345);
+                matmul(t, p.ptr, n, k, xq.ptr, m, got.ptr, stride);
+                for (0..m) |i| try std.testing.expectEqualSlices(f32, alone[i * n ..][0..n], got[i * stride ..][0..n]);
+                for (got[m * stride ..]) |g| try std.testing.expectEqual(@as(f32, 12345), g);
+            }
+        }
+    }
+}
