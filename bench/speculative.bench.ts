@@ -28,6 +28,7 @@ const prompts: Record<string, string> = {
   "repeat a passage": chat(`Repeat the following text exactly, word for word:\n\n${passage}`),
   "edit a passage": chat(`Rewrite the following text, replacing "Rhine" with "river" and changing nothing else:\n\n${passage}`),
   "replace a word": chat(`Rewrite the following text with "Germany" replaced by "Deutschland":\n\n${passage}`),
+  "summarise a passage": chat(`Summarise the following text in two sentences:\n\n${passage}`),
   "edit code": chat(`Add a divide function to this JavaScript code and return the whole file:\n\n${code}`),
   "open continuation": "Once upon a time, in a small village at the edge of a great forest, there lived",
 };
