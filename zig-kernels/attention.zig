@@ -5,11 +5,17 @@
 //! up to `max_rows` (query row, head) pairs that share one KV head, so a loaded (and, for f16,
 //! converted) K/V tile is reused by the whole GQA group.
 //!
-//! Batch invariance: a (query row, head) pair's result never depends on which other rows share
-//! its call. Tiles start at absolute multiples of the tile size and the key range is never
-//! split across threads (decode spreads a KV head's query heads over tasks instead), so a row
-//! decoded alone and the same row inside a prefill or speculative-verification batch give
-//! bitwise-identical outputs; speculative decoding relies on that to reproduce plain decoding.
+//! Two layouts of a task's rows: dot products (a row's scores are 4-row × 2-key dot products,
+//! each finished by a horizontal sum) for calls of at most 16 query rows, and rows in the lanes
+//! of 16-wide vectors (Q and the accumulator transposed, no horizontal sums, the softmax
+//! elementwise across rows) for prefill, where a task always has 16 rows to fill the lanes.
+//!
+//! Batch invariance: within a layout, a (query row, head) pair's result never depends on which
+//! other rows share its call. Tiles start at absolute multiples of the tile size and the key
+//! range is never split across threads (decode spreads a KV head's query heads over tasks
+//! instead), so a row decoded alone and the same row inside a speculative-verification batch
+//! (≤ 16 rows, the same layout) give bitwise-identical outputs; speculative decoding relies on
+//! that to reproduce plain decoding.
 //!
 //! `attentionNaive` is the unfused path (full score rows + softmaxRow + ·V), kept as a second
 //! reference and as the baseline benchmarks compare against.
@@ -85,24 +91,35 @@ inline fn fmaV(a: F32V, b: F32V, c: F32V) F32V {
 /// exp on a vector (Cephes expf polynomial, ~2 ulp). Inputs below -87.3 give 0 (softmax
 /// inputs are max-subtracted, so only underflow matters); -inf gives 0; NaN stays NaN.
 fn expV(x: F32V) F32V {
-    const lo: F32V = @splat(-87.3);
-    const xc = @min(@max(x, lo), @as(F32V, @splat(88.3)));
+    return expN(vlen, x);
+}
+
+/// expV on a vector of any width (the flash kernel's 16 rows-in-lanes).
+fn expN(comptime N: usize, x: @Vector(N, f32)) @Vector(N, f32) {
+    const V = @Vector(N, f32);
+    const I = @Vector(N, i32);
+    const lo: V = @splat(-87.3);
+    const xc = @min(@max(x, lo), @as(V, @splat(88.3)));
     // Round-to-nearest via the 1.5·2^23 trick: @round would be a libcall per lane on SSE2.
-    const magic: F32V = @splat(12582912.0);
-    const n = (xc * @as(F32V, @splat(1.44269504088896341)) + magic) - magic;
-    var r = fmaV(-n, @splat(0.693359375), xc);
-    r = fmaV(-n, @splat(-2.12194440e-4), r);
-    var p: F32V = @splat(1.9875691500e-4);
-    p = fmaV(p, r, @splat(1.3981999507e-3));
-    p = fmaV(p, r, @splat(8.3334519073e-3));
-    p = fmaV(p, r, @splat(4.1665795894e-2));
-    p = fmaV(p, r, @splat(1.6666665459e-1));
-    p = fmaV(p, r, @splat(5.0000001201e-1));
-    const e = fmaV(p, r * r, r + @as(F32V, @splat(1.0)));
-    const ni: I32V = @intFromFloat(n);
-    const pow2: F32V = @bitCast((ni + @as(I32V, @splat(127))) << @splat(23));
-    const y = @select(f32, x < lo, zero_v, e * pow2);
+    const magic: V = @splat(12582912.0);
+    const n = (xc * @as(V, @splat(1.44269504088896341)) + magic) - magic;
+    var r = fmaN(N, -n, @splat(0.693359375), xc);
+    r = fmaN(N, -n, @splat(-2.12194440e-4), r);
+    var p: V = @splat(1.9875691500e-4);
+    p = fmaN(N, p, r, @splat(1.3981999507e-3));
+    p = fmaN(N, p, r, @splat(8.3334519073e-3));
+    p = fmaN(N, p, r, @splat(4.1665795894e-2));
+    p = fmaN(N, p, r, @splat(1.6666665459e-1));
+    p = fmaN(N, p, r, @splat(5.0000001201e-1));
+    const e = fmaN(N, p, r * r, r + @as(V, @splat(1.0)));
+    const ni: I = @intFromFloat(n);
+    const pow2: V = @bitCast((ni + @as(I, @splat(127))) << @splat(23));
+    const y = @select(f32, x < lo, @as(V, @splat(0)), e * pow2);
     return @select(f32, x != x, x, y);
+}
+
+inline fn fmaN(comptime N: usize, a: @Vector(N, f32), b: @Vector(N, f32), c: @Vector(N, f32)) @Vector(N, f32) {
+    return if (has_fma) @mulAdd(@Vector(N, f32), a, b, c) else a * b + c;
 }
 
 /// Four query rows against two keys: 8 independent accumulators hide FMA latency and each
@@ -497,14 +514,160 @@ fn runTask(c: Ctx, t: usize) void {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Flash attention, rows in lanes (prefill)
+//
+// The task's rows live in the LANES of 16-wide vectors (RV: one zmm on AVX-512, two ymm on
+// AVX2, four q registers on NEON): Q is transposed once per task (qt[d] = element d of every
+// row), so a score is a chain of FMAs of qt[d] by a broadcast key element, with no horizontal
+// sum; the online softmax (running max m, running sum l, rescale factor) is elementwise across
+// rows; and the accumulator is kept transposed too (acc[d] = output element d of every row),
+// updated by the probabilities of a key times a broadcast value element. Per (row, key) the
+// score is Σ_d in order and per (row, d) the accumulator adds keys in order, whatever rows
+// share the vector: a row's bits never depend on its batch. Keys outside a row's range get
+// probability +0, which leaves its accumulator and sum exactly as they were.
+const RV = @Vector(max_rows, f32);
+const RI = @Vector(max_rows, i32);
+
+const LaneState = struct {
+    qt: [max_head_dim]RV,
+    acc: [max_head_dim]RV,
+    m: RV,
+    l: RV,
+    lo: RI, // allowed keys of each row: [lo, end); empty (0, 0) in unused lanes
+    end: RI,
+};
+
+/// Probabilities of every row for the tile's keys (scores first), one RV per key.
+const LaneScores = [max_tile]RV;
+
+/// Scores of keys [j, j + KB) of the tile for every row: scaled, softcapped, masked to -inf.
+inline fn laneScoreKeys(comptime KB: usize, a: AttentionArgs, st: *const LaneState, kt: Tile, t0: usize, j: usize, sc: *LaneScores) void {
+    var acc: [KB]RV = @splat(@splat(0));
+    for (0..a.head_dim) |d| {
+        const q = st.qt[d];
+        inline for (0..KB) |k| acc[k] = fmaN(max_rows, q, @splat(kt.ptr[(j + k) * kt.stride + d]), acc[k]);
+    }
+    inline for (0..KB) |k| {
+        var s = acc[k] * @as(RV, @splat(a.scale));
+        if (a.softcap != 0) {
+            const c = a.softcap;
+            for (0..max_rows) |r| s[r] = c * std.math.tanh(s[r] / c);
+        }
+        const pos: RI = @splat(@intCast(t0 + j + k));
+        const ok = (pos >= st.lo) & (pos < st.end);
+        sc[j + k] = @select(f32, ok, s, @as(RV, @splat(-inf)));
+    }
+}
+
+/// One K/V tile for the task's rows: scores, online-softmax update, accumulate.
+fn laneTileStep(a: AttentionArgs, st: *LaneState, g: usize, t0: usize, n: usize, buf: *[tile_floats]f32, sc: *LaneScores) void {
+    const hd = a.head_dim;
+    const kt = loadTile(a, a.k, g, t0, n, buf);
+    var j: usize = 0;
+    while (j + 8 <= n) : (j += 8) laneScoreKeys(8, a, st, kt, t0, j, sc);
+    switch (n - j) {
+        inline 0...7 => |r| if (r > 0) laneScoreKeys(r, a, st, kt, t0, j, sc),
+        else => unreachable,
+    }
+
+    var mt: RV = @splat(-inf);
+    for (sc[0..n]) |x| mt = @max(mt, x);
+    const m_new = @max(st.m, mt);
+    const none = m_new == @as(RV, @splat(-inf)); // rows with no key yet: nothing to rescale
+    const alpha = @select(f32, none, @as(RV, @splat(1)), expN(max_rows, st.m - m_new)); // 0 on a row's first keys
+    var sum: RV = @splat(0);
+    for (sc[0..n]) |*x| {
+        const e = @select(f32, none, @as(RV, @splat(0)), expN(max_rows, x.* - m_new));
+        x.* = e;
+        sum += e;
+    }
+    st.l = st.l * alpha + sum;
+    st.m = m_new;
+    for (st.acc[0..hd]) |*x| x.* *= alpha;
+
+    const vt = loadTile(a, a.v, g, t0, n, buf);
+    var d: usize = 0;
+    while (d + 8 <= hd) : (d += 8) laneAccumulateDims(8, st, vt, n, d, sc);
+    while (d < hd) : (d += 1) laneAccumulateDims(1, st, vt, n, d, sc);
+}
+
+/// acc[d .. d + DB] += Σ_j p[j] · v[j][d ..], keys in order.
+inline fn laneAccumulateDims(comptime DB: usize, st: *LaneState, vt: Tile, n: usize, d: usize, sc: *const LaneScores) void {
+    var acc: [DB]RV = undefined;
+    inline for (0..DB) |i| acc[i] = st.acc[d + i];
+    for (0..n) |j| {
+        const p = sc[j];
+        const v = vt.ptr + j * vt.stride + d;
+        inline for (0..DB) |i| acc[i] = fmaN(max_rows, p, @splat(v[i]), acc[i]);
+    }
+    inline for (0..DB) |i| st.acc[d + i] = acc[i];
+}
+
+fn runTaskLanes(c: Ctx, t: usize) void {
+    const a = c.a;
+    const hd = a.head_dim;
+    const rows = taskRows(a, c.plan, t);
+    const span = rows.span();
+    var st: LaneState = undefined;
+    st.m = @splat(-inf);
+    st.l = @splat(0);
+    st.lo = @splat(0);
+    st.end = @splat(0);
+    for (0..hd) |d| {
+        var q: RV = @splat(0);
+        for (0..rows.n) |r| q[r] = rows.q[r][d];
+        st.qt[d] = q;
+        st.acc[d] = @splat(0);
+    }
+    for (0..rows.n) |r| {
+        st.lo[r] = @intCast(rows.lo[r]);
+        st.end[r] = @intCast(rows.end[r]);
+    }
+    var buf: [tile_floats]f32 = undefined;
+    var sc: LaneScores = undefined;
+    // Tiles cover only the union of allowed keys (fully masked tiles are never touched) and
+    // start at absolute multiples of the tile size, so every row sees the same tile boundaries
+    // whatever batch it is in.
+    var t0 = span.lo - span.lo % c.plan.tile;
+    const t_end = span.end;
+    while (t0 < t_end) : (t0 += c.plan.tile) laneTileStep(a, &st, rows.g, t0, @min(c.plan.tile, t_end - t0), &buf, &sc);
+    for (0..rows.n) |r| {
+        const o = rows.out[r];
+        // l == 0 only when the row may see no key: write zeros, not 0/0.
+        if (st.l[r] == 0) {
+            @memset(o[0..hd], 0);
+        } else {
+            for (0..hd) |d| o[d] = st.acc[d][r];
+            scaleRow(o, 1.0 / st.l[r], hd);
+        }
+    }
+}
+
 /// Fused causal (optionally sliding-window, softcapped) attention over a KV cache.
-/// Extra memory: ~68 KB of stack per task (accumulators 32 KB, K/V tile 32 KB, scores 4 KB).
-/// No heap allocation.
+/// Extra memory: ≤ ~100 KB of stack per task, no heap allocation.
+///
+/// Calls of at most max_invariant_queries query rows (decode, speculative verification) take
+/// the dot-product layout, whose bits for a row never depend on the batch; larger calls
+/// (prefill) take the rows-in-lanes layout, 2–3× faster there but summed in another order, as
+/// the matmuls do beyond matmul.max_invariant_rows.
 pub fn flashAttention(args: AttentionArgs) void {
+    flashAttentionLayout(args, if (args.n_q > max_invariant_queries) .lanes else .dots);
+}
+
+pub const max_invariant_queries = 16;
+
+const Layout = enum { dots, lanes };
+
+fn flashAttentionLayout(args: AttentionArgs, layout: Layout) void {
     checkArgs(args);
     if (args.n_q == 0 or args.n_head == 0) return;
     const plan = makePlan(args, pool.threadCount());
-    pool.parallelFor(plan.n_base, Ctx{ .a = args, .plan = plan }, runTask);
+    const ctx = Ctx{ .a = args, .plan = plan };
+    switch (layout) {
+        .dots => pool.parallelFor(plan.n_base, ctx, runTask),
+        .lanes => pool.parallelFor(plan.n_base, ctx, runTaskLanes),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -720,12 +883,14 @@ fn checkCase(c: TestCase, seed: u64) !void {
     defer al.free(scores);
     for ([_]usize{ 1, 2, 3 }) |threads| {
         _ = pool.setThreads(threads);
-        @memset(f.out, sentinel);
-        flashAttention(f.args);
-        expectMatches(&f, ref) catch |e| {
-            std.debug.print("flash failed: threads {d} case {any}\n", .{ threads, c });
-            return e;
-        };
+        for ([_]Layout{ .dots, .lanes }) |layout| {
+            @memset(f.out, sentinel);
+            flashAttentionLayout(f.args, layout);
+            expectMatches(&f, ref) catch |e| {
+                std.debug.print("flash ({s}) failed: threads {d} case {any}\n", .{ @tagName(layout), threads, c });
+                return e;
+            };
+        }
         @memset(f.out, sentinel);
         attentionNaive(f.args, scores.ptr);
         expectMatches(&f, ref) catch |e| {
@@ -857,6 +1022,7 @@ test "plan: decode spreads query heads over tasks instead of splitting keys" {
 }
 
 test "batch invariance: a row alone and the same row in a batch give identical bits" {
+    // 5 query rows: the dot layout of decode and verification batches.
     const alloc = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(99);
     const rng = prng.random();

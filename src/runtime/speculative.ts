@@ -476,11 +476,16 @@ export interface SpeculativeTarget extends Forwarder {
   readonly nLayer: number;
 }
 
+/** Largest batch whose rows the kernels compute bit for bit as decoding them alone. */
+export const MAX_INVARIANT_BATCH = 16;
+
 export function speculativeTokens(target: SpeculativeTarget, prompt: number[], sampler: Sampler, history: number[], o: SpeculativeOptions, onPrefilled: () => void): SpeculativeRun {
   const maxDraft = o.maxDraft ?? 6;
-  const rowsAvailable = target.state.maxLogitRows - 1;
+  // A verification batch is k + 1 rows; beyond 16 rows the matmul and attention kernels sum in
+  // another order than decode (zig-kernels: max_invariant_rows, max_invariant_queries).
+  const rowsAvailable = Math.min(target.state.maxLogitRows, MAX_INVARIANT_BATCH) - 1;
   if (!Number.isSafeInteger(maxDraft) || maxDraft < 1 || maxDraft > rowsAvailable) {
-    throw new RangeError(`speculative.maxDraft must be an integer in [1, ${rowsAvailable}] (the target returns ${target.state.maxLogitRows} logit rows per forward), got ${maxDraft}`);
+    throw new RangeError(`speculative.maxDraft must be an integer in [1, ${rowsAvailable}] (a verification batch of k + 1 rows must fit the target's ${target.state.maxLogitRows} logit rows and the kernels' ${MAX_INVARIANT_BATCH}-row batch-invariant limit), got ${maxDraft}`);
   }
   const sampling = sampler.options;
   let drafter: Drafter;

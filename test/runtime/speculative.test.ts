@@ -76,6 +76,18 @@ describe("greedy speculative decoding equals plain greedy decoding", () => {
     }
   });
 
+  test("maxDraft is bounded by the logit rows and by the kernels' 16-row batch-invariant limit", async () => {
+    const wide = await loadModel(join(dir, "target.gguf"), { threads: 2, contextLength: 128, maxLogitRows: 64 });
+    try {
+      await expect(wide.complete([1, 2], { maxTokens: 4, temperature: 0, speculative: { draft: "prompt-lookup", maxDraft: 16 } })).rejects.toThrow(/maxDraft must be an integer in \[1, 15\].*16-row batch-invariant limit/);
+      const ok = await wide.complete([1, 2], { maxTokens: 4, temperature: 0, speculative: { draft: "prompt-lookup", maxDraft: 15 } });
+      expect(ok.tokens.length).toBeGreaterThan(0);
+    } finally {
+      wide.dispose();
+    }
+    await expect(target.complete([1, 2], { maxTokens: 4, temperature: 0, speculative: { draft: "prompt-lookup", maxDraft: 16 } })).rejects.toThrow(/\[1, 15\]/);
+  });
+
   test("a draft model with another vocabulary is refused with a clear error", async () => {
     const path = join(dir, "qwen.gguf");
     writeSyntheticModel(path, { arch: "qwen2", type: "q8_0", shape: "tiny", seed: 1 });
