@@ -5,7 +5,7 @@
 //! up to `max_rows` (query row, head) pairs that share one KV head, so a loaded (and, for f16,
 //! converted) K/V tile is reused by the whole GQA group.
 //!
-//! Two layouts of a task's rows: dot products (a row's scores are 4-row × 2-key dot products,
+//! Two layouts of a task's rows: dot products (a row's scores are R-row × K-key dot products,
 //! each finished by a horizontal sum) for calls of at most 16 query rows, and rows in the lanes
 //! of 16-wide vectors (Q and the accumulator transposed, no horizontal sums, the softmax
 //! elementwise across rows) for prefill, where a task always has 16 rows to fill the lanes.
@@ -122,28 +122,29 @@ inline fn fmaN(comptime N: usize, a: @Vector(N, f32), b: @Vector(N, f32), c: @Ve
     return if (has_fma) @mulAdd(@Vector(N, f32), a, b, c) else a * b + c;
 }
 
-/// Four query rows against two keys: 8 independent accumulators hide FMA latency and each
-/// loaded k vector feeds four rows.
-fn dot4x2(q: [4][*]const f32, k0: [*]const f32, k1: [*]const f32, n: usize) [4][2]f32 {
-    var a0 = [_]F32V{zero_v} ** 4;
-    var a1 = [_]F32V{zero_v} ** 4;
+/// R query rows against K keys (R·K ≤ 8 independent accumulators hide FMA latency; each
+/// loaded k vector feeds R rows). Every (row, key) pair has the same arithmetic whatever R and
+/// K are (an FMA chain over whole vectors, one @reduce, then the scalar tail), so the grouping
+/// never changes a bit: decode's one-row tasks take R = 1 × K = 8 instead of padding to 4 rows.
+inline fn dotRK(comptime R: usize, comptime K: usize, q: [R][*]const f32, kp: [K][*]const f32, n: usize) [R][K]f32 {
+    var acc: [R][K]F32V = @splat(@splat(zero_v));
     var d: usize = 0;
     while (d + vlen <= n) : (d += vlen) {
-        const kv0 = loadV(k0 + d);
-        const kv1 = loadV(k1 + d);
-        inline for (0..4) |r| {
+        var kv: [K]F32V = undefined;
+        inline for (0..K) |k| kv[k] = loadV(kp[k] + d);
+        inline for (0..R) |r| {
             const qv = loadV(q[r] + d);
-            a0[r] = fmaV(qv, kv0, a0[r]);
-            a1[r] = fmaV(qv, kv1, a1[r]);
+            inline for (0..K) |k| acc[r][k] = fmaV(qv, kv[k], acc[r][k]);
         }
     }
-    var out: [4][2]f32 = undefined;
-    inline for (0..4) |r| out[r] = .{ @reduce(.Add, a0[r]), @reduce(.Add, a1[r]) };
+    var out: [R][K]f32 = undefined;
+    inline for (0..R) |r| inline for (0..K) |k| {
+        out[r][k] = @reduce(.Add, acc[r][k]);
+    };
     while (d < n) : (d += 1) {
-        inline for (0..4) |r| {
-            out[r][0] += q[r][d] * k0[d];
-            out[r][1] += q[r][d] * k1[d];
-        }
+        inline for (0..R) |r| inline for (0..K) |k| {
+            out[r][k] += q[r][d] * kp[k][d];
+        };
     }
     return out;
 }
@@ -311,9 +312,10 @@ fn makePlan(a: AttentionArgs, threads: usize) Plan {
     };
     p = withHeadsPerTask(a, p, p.heads_per_task);
     // Too few tasks to occupy the threads (decode): spread each KV head's query heads over more
-    // tasks. (Splitting the key range instead would change the summation order, and with it
+    // tasks, until there is one per thread (each task converts its KV head's f16 tiles itself,
+    // so more tasks than threads only repeat that work). (Splitting the key range instead would change the summation order, and with it
     // the bits, between a row decoded alone and the same row in a batch.)
-    while (threads > 1 and p.n_base < 2 * threads and p.heads_per_task > 1) {
+    while (threads > 1 and p.n_base < threads and p.heads_per_task > 1) {
         p = withHeadsPerTask(a, p, std.math.divCeil(usize, p.heads_per_task, 2) catch unreachable);
     }
     return p;
@@ -399,32 +401,41 @@ fn loadTile(a: AttentionArgs, base: [*]const u8, g: usize, t0: usize, n: usize, 
     }
 }
 
+/// Scores of rows [r0, r0 + R) for the keys any of them may see in the tile, K keys per dot
+/// (a last partial step repeats its last key).
+inline fn groupScores(comptime R: usize, comptime K: usize, a: AttentionArgs, rows: *const Rows, kt: Tile, t0: usize, n: usize, r0: usize, sc: *Scores) void {
+    var q: [R][*]const f32 = undefined;
+    var ja: usize = n;
+    var jb: usize = 0;
+    inline for (0..R) |k| {
+        const r = r0 + k;
+        q[k] = rows.q[r];
+        const lo = @max(rows.lo[r], t0);
+        const hi = @min(rows.end[r], t0 + n);
+        if (lo < hi) {
+            ja = @min(ja, lo - t0);
+            jb = @max(jb, hi - t0);
+        }
+    }
+    var j = ja;
+    while (j < jb) : (j += K) {
+        var kp: [K][*]const f32 = undefined;
+        inline for (0..K) |k| kp[k] = kt.ptr + @min(j + k, jb - 1) * kt.stride;
+        const d = dotRK(R, K, q, kp, a.head_dim);
+        inline for (0..R) |r| inline for (0..K) |k| {
+            sc[r0 + r][@min(j + k, jb - 1)] = d[r][k];
+        };
+    }
+}
+
 /// Scores of every row against keys [t0, t0+n), already scaled, softcapped and masked
-/// (-inf). Row groups of four skip the tile's columns none of them may see.
+/// (-inf). Row groups of up to four skip the tile's columns none of them may see.
 fn tileScores(a: AttentionArgs, rows: *const Rows, kt: Tile, t0: usize, n: usize, sc: *Scores) void {
     var r0: usize = 0;
     while (r0 < rows.n) : (r0 += 4) {
-        var q: [4][*]const f32 = undefined;
-        var ja: usize = n;
-        var jb: usize = 0;
-        for (0..4) |k| {
-            const r = @min(r0 + k, rows.n - 1); // pad the last group with a repeated row
-            q[k] = rows.q[r];
-            const lo = @max(rows.lo[r], t0);
-            const hi = @min(rows.end[r], t0 + n);
-            if (lo < hi) {
-                ja = @min(ja, lo - t0);
-                jb = @max(jb, hi - t0);
-            }
-        }
-        var j = ja;
-        while (j < jb) : (j += 2) {
-            const j1 = @min(j + 1, jb - 1);
-            const d = dot4x2(q, kt.ptr + j * kt.stride, kt.ptr + j1 * kt.stride, a.head_dim);
-            for (0..@min(4, rows.n - r0)) |k| {
-                sc[r0 + k][j] = d[k][0];
-                sc[r0 + k][j1] = d[k][1];
-            }
+        switch (@min(4, rows.n - r0)) {
+            inline 1...4 => |R| groupScores(R, if (R == 1) 8 else if (R == 2) 4 else 2, a, rows, kt, t0, n, r0, sc),
+            else => unreachable,
         }
     }
     // Columns up to the vector-rounded width are written so the softmax reads whole vectors.
@@ -1014,8 +1025,9 @@ test "plan: decode spreads query heads over tasks instead of splitting keys" {
         .head_dim = 256, .n_kv = 1000, .q_pos0 = 999, .window = 0, .scale = 1, .softcap = 0,
     };
     try std.testing.expectEqual(@as(usize, 1), makePlan(a, 1).n_base);
-    try std.testing.expectEqual(@as(usize, 4), makePlan(a, 2).n_base);
-    try std.testing.expectEqual(@as(usize, 8), makePlan(a, 3).n_base);
+    // At least one task per thread; more would convert the same K/V tiles once more each.
+    try std.testing.expectEqual(@as(usize, 2), makePlan(a, 2).n_base);
+    try std.testing.expectEqual(@as(usize, 4), makePlan(a, 3).n_base);
     var prefill = a;
     prefill.n_q = 512;
     try std.testing.expectEqual(@as(usize, 8), makePlan(prefill, 16).heads_per_task);
