@@ -5,7 +5,8 @@
  *
  * Prompts: input-grounded (repeat / edit a given passage, where prompt lookup shines) and open
  * continuation (where it has nothing to copy). Per drafter: effective tokens/s, speed-up over
- * plain decoding, acceptance rate, tokens per target forward, draft time share — and a check
+ * plain decoding, acceptance rate, tokens per target forward, draft time share (medians over the
+ * reps) — and a check
  * that the tokens are identical to plain greedy decoding. JSON in bench/results/.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -43,7 +44,8 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const rows: Record<string, unknown>[] = [];
 for (const [kind, prompt] of Object.entries(prompts)) {
   const plainTps: number[] = [];
-  const specRuns = drafters.map(() => ({ tps: [] as number[], acc: 0, tpf: 0, share: 0, same: true, breakEven: null as number | null, drafting: 0, steps: 0 }));
+  // Per rep; the report gives the medians (one rep's stats can be one noisy planner's).
+  const specRuns = drafters.map(() => ({ tps: [] as number[], acc: [] as number[], tpf: [] as number[], share: [] as number[], same: true, breakEven: [] as number[], drafting: [] as number[], steps: [] as number[] }));
   for (let r = 0; r < reps; r++) {
     const plain = await model.complete(prompt, { maxTokens, temperature: 0, speculative: false });
     plainTps.push(plain.timings.generatedTokensPerSecond);
@@ -51,20 +53,21 @@ for (const [kind, prompt] of Object.entries(prompts)) {
       const s = await model.complete(prompt, { maxTokens, temperature: 0, speculative: d.spec });
       const run = specRuns[i]!;
       run.tps.push(s.timings.generatedTokensPerSecond);
-      run.acc = s.speculative!.acceptanceRate;
-      run.tpf = s.speculative!.tokensPerTargetForward;
-      run.share = s.speculative!.draftTimeShare;
-      run.breakEven = s.speculative!.breakEvenAcceptance;
-      run.drafting = s.speculative!.draftingSteps;
-      run.steps = s.speculative!.steps;
+      run.acc.push(s.speculative!.acceptanceRate);
+      run.tpf.push(s.speculative!.tokensPerTargetForward);
+      run.share.push(s.speculative!.draftTimeShare);
+      if (s.speculative!.breakEvenAcceptance !== null) run.breakEven.push(s.speculative!.breakEvenAcceptance);
+      run.drafting.push(s.speculative!.draftingSteps);
+      run.steps.push(s.speculative!.steps);
       run.same &&= s.tokens.join() === plain.tokens.join();
     }
   }
   const base = median(plainTps);
   console.log(`${kind}: plain ${base.toFixed(1)} tok/s`);
   for (const [i, d] of drafters.entries()) {
-    const run = specRuns[i]!;
-    const tps = median(run.tps);
+    const r = specRuns[i]!;
+    const run = { acc: median(r.acc), tpf: median(r.tpf), share: median(r.share), breakEven: r.breakEven.length ? median(r.breakEven) : null, drafting: median(r.drafting), steps: median(r.steps), same: r.same };
+    const tps = median(r.tps);
     console.log(`  ${d.name.padEnd(28)} ${tps.toFixed(1)} tok/s (${(tps / base).toFixed(2)}×), acceptance ${(run.acc * 100).toFixed(0)}%, ${run.tpf.toFixed(2)} tokens/forward, draft ${(run.share * 100).toFixed(0)}% of time, drafted in ${run.drafting}/${run.steps} steps, break-even acceptance ${run.breakEven === null ? "-" : `${(run.breakEven * 100).toFixed(0)}%`}, identical: ${run.same}`);
     rows.push({ prompt: kind, drafter: d.name, plainTokS: base, specTokS: tps, speedup: tps / base, acceptanceRate: run.acc, tokensPerTargetForward: run.tpf, draftTimeShare: run.share, draftingSteps: run.drafting, steps: run.steps, breakEvenAcceptance: run.breakEven, identicalToPlain: run.same });
   }
