@@ -313,8 +313,9 @@ fn makePlan(a: AttentionArgs, threads: usize) Plan {
     p = withHeadsPerTask(a, p, p.heads_per_task);
     // Too few tasks to occupy the threads (decode): spread each KV head's query heads over more
     // tasks, until there is one per thread (each task converts its KV head's f16 tiles itself,
-    // so more tasks than threads only repeat that work). (Splitting the key range instead would change the summation order, and with it
-    // the bits, between a row decoded alone and the same row in a batch.)
+    // so more tasks than threads only repeat that work). Splitting the key range instead would
+    // change the summation order, and with it the bits, between a row decoded alone and the
+    // same row in a batch.
     while (threads > 1 and p.n_base < threads and p.heads_per_task > 1) {
         p = withHeadsPerTask(a, p, std.math.divCeil(usize, p.heads_per_task, 2) catch unreachable);
     }
@@ -514,15 +515,15 @@ fn runTask(c: Ctx, t: usize) void {
         tileAccumulate(&rows, &st, loadTile(a, a.v, rows.g, t0, n, &buf), &sc, t0, n, hd);
     }
     for (0..rows.n) |r| {
-        const o = rows.out[r];
-        // l == 0 only when the row may see no key: write zeros, not 0/0.
-        if (st.l[r] == 0) {
-            @memset(o[0..hd], 0);
-        } else {
-            @memcpy(o[0..hd], st.acc[r * hd ..][0..hd]);
-            scaleRow(o, 1.0 / st.l[r], hd);
-        }
+        @memcpy(rows.out[r][0..hd], st.acc[r * hd ..][0..hd]);
+        normalizeRow(rows.out[r], st.l[r], hd);
     }
+}
+
+/// out = acc / l, the accumulator already copied to out. l == 0 only when the row may see no
+/// key: it gets zeros, not 0/0.
+fn normalizeRow(o: [*]f32, l: f32, hd: usize) void {
+    if (l == 0) @memset(o[0..hd], 0) else scaleRow(o, 1.0 / l, hd);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -644,14 +645,8 @@ fn runTaskLanes(c: Ctx, t: usize) void {
     const t_end = span.end;
     while (t0 < t_end) : (t0 += c.plan.tile) laneTileStep(a, &st, rows.g, t0, @min(c.plan.tile, t_end - t0), &buf, &sc);
     for (0..rows.n) |r| {
-        const o = rows.out[r];
-        // l == 0 only when the row may see no key: write zeros, not 0/0.
-        if (st.l[r] == 0) {
-            @memset(o[0..hd], 0);
-        } else {
-            for (0..hd) |d| o[d] = st.acc[d][r];
-            scaleRow(o, 1.0 / st.l[r], hd);
-        }
+        for (0..hd) |d| rows.out[r][d] = st.acc[d][r];
+        normalizeRow(rows.out[r], st.l[r], hd);
     }
 }
 
@@ -1034,7 +1029,9 @@ test "plan: decode spreads query heads over tasks instead of splitting keys" {
 }
 
 test "batch invariance: a row alone and the same row in a batch give identical bits" {
-    // 5 query rows: the dot layout of decode and verification batches.
+    // 16 query rows: the largest speculative-verification batch, the last call size that must
+    // take decode's layout (max_invariant_queries).
+    const n_q = max_invariant_queries;
     const alloc = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(99);
     const rng = prng.random();
@@ -1044,10 +1041,10 @@ test "batch invariance: a row alone and the same row in a batch give identical b
     const kv = try alloc.alloc(f32, n_kv * hd);
     defer alloc.free(kv);
     for (kv) |*x| x.* = rng.floatNorm(f32);
-    const q = try alloc.alloc(f32, 5 * n_head * hd);
+    const q = try alloc.alloc(f32, n_q * n_head * hd);
     defer alloc.free(q);
     for (q) |*x| x.* = rng.floatNorm(f32);
-    const batch_out = try alloc.alloc(f32, 5 * n_head * hd);
+    const batch_out = try alloc.alloc(f32, n_q * n_head * hd);
     defer alloc.free(batch_out);
     const one_out = try alloc.alloc(f32, n_head * hd);
     defer alloc.free(one_out);
@@ -1058,18 +1055,18 @@ test "batch invariance: a row alone and the same row in a batch give identical b
                 .q = q.ptr, .q_row_stride = n_head * hd, .q_head_stride = hd,
                 .k = std.mem.sliceAsBytes(kv).ptr, .v = std.mem.sliceAsBytes(kv).ptr, .kv_type = .f32,
                 .kv_pos_stride = hd, .kv_head_stride = hd, .out = batch_out.ptr,
-                .out_row_stride = n_head * hd, .out_head_stride = hd, .n_q = 5, .n_head = n_head,
-                .n_kv_head = 1, .head_dim = hd, .n_kv = n_kv, .q_pos0 = n_kv - 5, .window = window,
+                .out_row_stride = n_head * hd, .out_head_stride = hd, .n_q = n_q, .n_head = n_head,
+                .n_kv_head = 1, .head_dim = hd, .n_kv = n_kv, .q_pos0 = n_kv - n_q, .window = window,
                 .scale = 0.125, .softcap = 0,
             };
             flashAttention(base);
-            for (0..5) |i| {
+            for (0..n_q) |i| {
                 var one = base;
                 one.q = q.ptr + i * n_head * hd;
                 one.out = one_out.ptr;
                 one.n_q = 1;
-                one.n_kv = n_kv - 4 + i;
-                one.q_pos0 = n_kv - 5 + i;
+                one.n_kv = n_kv - n_q + 1 + i;
+                one.q_pos0 = n_kv - n_q + i;
                 flashAttention(one);
                 try std.testing.expectEqualSlices(f32, batch_out[i * n_head * hd ..][0 .. n_head * hd], one_out);
             }

@@ -118,13 +118,18 @@ export fn kiln_packed_supported(t: u32) u32 {
     return @intFromBool(packed_rows.supports(ty));
 }
 
+/// A weight shape the packed layout takes: whole 16-row groups, whole blocks, k ≤ max_k.
+fn packedShapeOk(ty: quant.GgmlType, n_out: u64, k: u64) bool {
+    return n_out > 0 and n_out % packed_rows.rows == 0 and k > 0 and k % quant.blockSize(ty) == 0 and k <= packed_rows.max_k;
+}
+
 /// Packs w [n_out, k] into dst (dst_len = packed bytes = the tensor's bytes) for kiln_matmul_packed.
 /// release_source ≠ 0 drops w's pages from the resident set as they are packed: only for w
 /// inside a kiln_mmap_readonly mapping (the binding checks).
 export fn kiln_pack_rows(t: u32, w: [*]const u8, n_out: u64, k: u64, dst: [*]u8, dst_len: u64, release_source: u32) i32 {
     const ty = typeOf(t) orelse return err_bad_type;
     if (!packed_rows.supports(ty)) return err_bad_type;
-    if (n_out == 0 or n_out % packed_rows.rows != 0 or k == 0 or k % quant.blockSize(ty) != 0 or k > packed_rows.max_k) return err_bad_shape;
+    if (!packedShapeOk(ty, n_out, k)) return err_bad_shape;
     if (dst_len != packed_rows.packedBytes(ty, n_out, k)) return err_bad_shape;
     packed_rows.pack(ty, w, n_out, k, dst, release_source != 0);
     return ok;
@@ -134,7 +139,7 @@ export fn kiln_pack_rows(t: u32, w: [*]const u8, n_out: u64, k: u64, dst: [*]u8,
 export fn kiln_matmul_packed(t: u32, p: [*]const u8, n_out: u64, k: u64, xq: [*]const u8, m: u64, y: [*]f32, y_stride: u64) i32 {
     const ty = typeOf(t) orelse return err_bad_type;
     if (!packed_rows.supports(ty)) return err_bad_type;
-    if (n_out == 0 or n_out % packed_rows.rows != 0 or k == 0 or k % quant.blockSize(ty) != 0 or k > packed_rows.max_k or y_stride < n_out) return err_bad_shape;
+    if (!packedShapeOk(ty, n_out, k) or y_stride < n_out) return err_bad_shape;
     packed_rows.matmul(ty, p, n_out, k, xq, m, y, y_stride);
     return ok;
 }

@@ -66,13 +66,17 @@ test "alloc returns zeroed page-aligned memory; a missing file maps to null" {
     try std.testing.expectEqual(@as(?[*]u8, null), alloc(0));
 }
 
-test "mapReadOnly sees the file's bytes" {
-    var len: u64 = 0;
-    // /proc files report size 0; use this test binary's own image instead.
+/// Maps this test binary's own image (/proc files report size 0, so they cannot stand in).
+fn mapSelfForTest(len: *u64) ![*]const u8 {
     var buf: [std.fs.max_path_bytes]u8 = undefined;
     const self = try std.fs.selfExePath(&buf);
     buf[self.len] = 0;
-    const p = mapReadOnly(@ptrCast(buf[0..self.len :0]), &len) orelse return error.TestUnexpectedResult;
+    return mapReadOnly(@ptrCast(buf[0..self.len :0]), len) orelse error.TestUnexpectedResult;
+}
+
+test "mapReadOnly sees the file's bytes" {
+    var len: u64 = 0;
+    const p = try mapSelfForTest(&len);
     defer unmap(p, len);
     try std.testing.expect(len > 4);
     try std.testing.expectEqualSlices(u8, "\x7fELF", p[0..4]);
@@ -80,10 +84,7 @@ test "mapReadOnly sees the file's bytes" {
 
 test "releaseFilePages: released pages of a file mapping read back the same bytes; a huge buffer stays zeroed" {
     var len: u64 = 0;
-    var buf: [std.fs.max_path_bytes]u8 = undefined;
-    const self = try std.fs.selfExePath(&buf);
-    buf[self.len] = 0;
-    const p = mapReadOnly(@ptrCast(buf[0..self.len :0]), &len) orelse return error.TestUnexpectedResult;
+    const p = try mapSelfForTest(&len);
     defer unmap(p, len);
     const n: usize = @min(len, 256 * 1024);
     const al = std.testing.allocator;
