@@ -20,7 +20,6 @@
 //! `attentionNaive` is the unfused path (full score rows + softmaxRow + ·V), kept as a second
 //! reference and as the baseline benchmarks compare against.
 const std = @import("std");
-const builtin = @import("builtin");
 const pool = @import("pool.zig");
 
 const assert = std.debug.assert;
@@ -60,11 +59,7 @@ const I32V = @Vector(vlen, i32);
 const zero_v: F32V = @splat(0);
 
 /// @mulAdd is a strict fused op: without hardware FMA it becomes a libm call per lane.
-const has_fma = switch (builtin.cpu.arch) {
-    .x86_64, .x86 => builtin.cpu.has(.x86, .fma),
-    .aarch64, .aarch64_be => true,
-    else => false,
-};
+const has_fma = @import("cpu.zig").has_fma;
 
 /// (query row, head) pairs one task carries: 16 × 512 f32 accumulators = 32 KB of stack.
 const max_rows = 16;

@@ -2,7 +2,7 @@
 //! status codes, no structs by value, no callbacks. TypeScript (src/ffi/library.ts) validates
 //! every size before calling; these shims re-check what is cheap and return a status.
 const std = @import("std");
-const builtin = @import("builtin");
+const cpu = @import("cpu.zig");
 const pool = @import("pool.zig");
 const quant = @import("quant.zig");
 const matmul = @import("matmul.zig");
@@ -28,12 +28,7 @@ export fn kiln_abi_version() u32 {
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
 /// 2 x86-64-v4 (AVX-512 + VNNI), 3 aarch64 (NEON + dotprod).
 export fn kiln_cpu_level() u32 {
-    const x86 = std.Target.x86;
-    const f = builtin.cpu.features;
-    if (builtin.cpu.arch == .aarch64) return 3;
-    if (x86.featureSetHas(f, .avx512f)) return 2;
-    if (x86.featureSetHas(f, .avx2)) return 1;
-    return 0;
+    return cpu.build_level;
 }
 
 export fn kiln_set_threads(n: u32) u32 {

@@ -16,6 +16,7 @@
 //! Weight rows are byte streams with no alignment guarantee, so all loads go through byte arrays.
 const std = @import("std");
 const builtin = @import("builtin");
+const cpu = @import("cpu.zig");
 const prefetchNextGroup = @import("quant_legacy.zig").prefetchNextGroup;
 
 comptime {
@@ -27,22 +28,12 @@ comptime {
 // CPU features
 // ---------------------------------------------------------------------------------------------
 
-const is_x86 = builtin.cpu.arch == .x86_64;
-const is_arm64 = builtin.cpu.arch == .aarch64;
-
-/// LLVM intrinsics exist only with the LLVM backend; Debug builds on x86-64 default to Zig's
-/// self-hosted backend, which then gets the generic @Vector paths.
-const llvm = builtin.zig_backend == .stage2_llvm;
-
-fn x86Has(comptime f: std.Target.x86.Feature) bool {
-    return llvm and is_x86 and std.Target.x86.featureSetHas(builtin.cpu.features, f);
-}
-
-const has_avx2 = x86Has(.avx2);
-const has_avx512bw = x86Has(.avx512bw);
+// Comptime flags of the build's CPU level (cpu.zig).
+const has_avx2 = cpu.has_avx2;
+const has_avx512bw = cpu.has_avx512bw;
 /// vpdpwssd on zmm (AVX512_VNNI; llama.cpp has no such path for K-quants).
-const has_vnni512 = has_avx512bw and x86Has(.avx512vnni);
-const has_dotprod = llvm and is_arm64 and std.Target.aarch64.featureSetHas(builtin.cpu.features, .dotprod);
+const has_vnni512 = cpu.has_vnni512;
+const has_dotprod = cpu.has_dotprod;
 
 extern fn @"llvm.x86.avx2.pmadd.ub.sw"(a: @Vector(32, u8), b: @Vector(32, i8)) @Vector(16, i16);
 extern fn @"llvm.x86.avx2.pmadd.wd"(a: @Vector(16, i16), b: @Vector(16, i16)) @Vector(8, i32);

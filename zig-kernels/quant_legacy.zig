@@ -10,7 +10,7 @@
 //! vpdpbusd, aarch64+dotprod uses sdot. Weight rows are byte streams with no alignment (an
 //! 18-byte Q4_0 block lands anywhere), so all loads go through byte arrays.
 const std = @import("std");
-const builtin = @import("builtin");
+const cpu = @import("cpu.zig");
 
 pub const ActKind = enum { f32, q8_0, q8_k };
 
@@ -18,22 +18,11 @@ pub const ActKind = enum { f32, q8_0, q8_k };
 // CPU features
 // ---------------------------------------------------------------------------------------------
 
-const is_x86 = builtin.cpu.arch == .x86_64;
-const is_arm64 = builtin.cpu.arch == .aarch64;
-
-/// LLVM intrinsics exist only with the LLVM backend; Debug builds on x86-64 default to Zig's
-/// self-hosted backend, which then gets the generic @Vector paths.
-const llvm = builtin.zig_backend == .stage2_llvm;
-
-fn x86Has(comptime f: std.Target.x86.Feature) bool {
-    return llvm and is_x86 and std.Target.x86.featureSetHas(builtin.cpu.features, f);
-}
-
-const has_avx2 = x86Has(.avx2);
-const has_avx512bw = x86Has(.avx512bw);
-// 256-bit vpdpbusd needs VNNI plus VL (every AVX-512 VNNI part has VL).
-const has_vnni = x86Has(.avx512vnni) and x86Has(.avx512vl);
-const has_dotprod = llvm and is_arm64 and std.Target.aarch64.featureSetHas(builtin.cpu.features, .dotprod);
+// Comptime flags of the build's CPU level (cpu.zig).
+const has_avx2 = cpu.has_avx2;
+const has_avx512bw = cpu.has_avx512bw;
+const has_vnni = cpu.has_vnni256;
+const has_dotprod = cpu.has_dotprod;
 
 /// f32 lanes per vector for the float paths (16 on AVX-512, 8 on AVX2, 4 on SSE/NEON).
 const vlen_f32: usize = std.simd.suggestVectorLength(f32) orelse 4;
@@ -239,7 +228,7 @@ inline fn actQs(ab: [*]const u8) @Vector(32, i8) {
 // ---------------------------------------------------------------------------------------------
 
 /// 512-bit VNNI: the unsigned 4/5-bit types dot two blocks per vpdpbusd.
-const pair_dots = has_vnni and x86Has(.avx512bw);
+const pair_dots = has_vnni and has_avx512bw;
 
 /// Integer dot of one weight block with one activation block (8 partial sums).
 inline fn blockSumi(comptime W: type, wb: [*]const u8, ab: [*]const u8) @Vector(8, i32) {

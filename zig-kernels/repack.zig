@@ -19,7 +19,7 @@
 //! accumulated per output as off += d_w·s, subtracted once at the end (as the AVX2/NEON paths
 //! of the tile kernels do for Q4_0).
 const std = @import("std");
-const builtin = @import("builtin");
+const cpu = @import("cpu.zig");
 const quant = @import("quant.zig");
 const legacy = @import("quant_legacy.zig");
 const kq = @import("quant_k.zig");
@@ -29,11 +29,8 @@ const ActQ8_0 = legacy.ActQ8_0;
 
 extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
 
-fn x86Has(comptime f: std.Target.x86.Feature) bool {
-    return builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, f);
-}
 /// Built only where 512-bit VNNI exists (the x86_64-v4 library); elsewhere `supports` is false.
-pub const available = builtin.zig_backend == .stage2_llvm and x86Has(.avx512vnni) and x86Has(.avx512bw);
+pub const available = cpu.has_vnni512;
 
 /// Weight rows interleaved per vector (one i32 lane each).
 pub const rows = 16;
