@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { loadModel } from "../src/runtime/model";
 import { argmax } from "../src/runtime/sampling";
-import { openReference } from "../test/reference/llamacpp";
+import { openReference } from "./llamacpp";
 
 const { values: o } = parseArgs({
   options: {

@@ -130,13 +130,13 @@ async function main(): Promise<void> {
     }
     model.dispose();
   } else {
-    const { openReference } = await import("../test/reference/llamacpp");
+    const { openReference } = await import("./llamacpp");
     const t0 = performance.now();
     // openReference ends with a one-token probe forward (it reads the vocabulary size from it).
     const ref = await openReference(spec.model, { threads: spec.threads, contextSize: spec.ctx, batchSize: spec.batch, flashAttention: spec.flash });
     loadMs = performance.now() - t0;
     rssAfterLoad = procStatus("VmRSS");
-    // Greedy decoding as test/reference/llamacpp.ts's greedy(), with each step timed.
+    // Greedy decoding as bench/llamacpp.ts's greedy(), with each step timed.
     const { sequence } = ref.raw;
     const greedyNext = { generateNext: { token: true, options: { temperature: 0 } } };
     const step = async (input: readonly number[]): Promise<number> => {

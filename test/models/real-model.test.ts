@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadModel, type Model } from "../../src/runtime/model";
 import { loadedLevel } from "../../src/ffi/library";
-import { openReference, type LlamaReference } from "../reference/llamacpp";
+import { openReference, type LlamaReference } from "../../bench/llamacpp";
 import { nmse } from "../helpers";
 
 const MODEL = join(import.meta.dir, "..", "..", "models", "gemma-3-270m-Q4_K_M.gguf");

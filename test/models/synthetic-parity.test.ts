@@ -14,7 +14,7 @@ import { RunState } from "../../src/models/state";
 import { MappedFile } from "../../src/runtime/mapped-file";
 import { writeSyntheticModel } from "../../src/tools/synthetic-model";
 import type { DType } from "../../src/tensor";
-import { openReference } from "../reference/llamacpp";
+import { openReference } from "../../bench/llamacpp";
 import { nmse, rng } from "../helpers";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-parity-"));

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { openReference, type LlamaReference } from "./llamacpp.ts";
+import { openReference, type LlamaReference } from "../../bench/llamacpp";
 
 const GEMMA_PATH = join(import.meta.dir, "../../models/gemma-3-270m-Q4_K_M.gguf");
 const haveModel = existsSync(GEMMA_PATH);

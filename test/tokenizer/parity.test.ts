@@ -1,5 +1,5 @@
 /**
- * kiln's tokenizers against llama.cpp (test/reference/llamacpp.ts, node-llama-cpp in-process) on
+ * kiln's tokenizers against llama.cpp (bench/llamacpp.ts, node-llama-cpp in-process) on
  * the same files: identical ids on a corpus of hard strings, with and without BOS and special
  * parsing, for
  * - the real Gemma 3 270M (SentencePiece, 262k vocabulary, no space prefix), when present;
@@ -20,8 +20,8 @@ import { createTokenizer, type Tokenizer } from "../../src/tokenizer";
 import { BYTE_TO_CHAR } from "../../src/tokenizer/bpe";
 import { learnCrossingMerges, PARITY_CORPUS } from "./fixtures";
 
-type Reference = typeof import("../reference/llamacpp");
-const HARNESS = join(import.meta.dir, "..", "reference", "llamacpp.ts");
+type Reference = typeof import("../../bench/llamacpp");
+const HARNESS = join(import.meta.dir, "..", "..", "bench", "llamacpp.ts");
 const GEMMA = join(import.meta.dir, "..", "..", "models", "gemma-3-270m-Q4_K_M.gguf");
 
 let reference: Reference | undefined;
@@ -29,7 +29,7 @@ let why = "";
 if (!existsSync(HARNESS)) why = `${HARNESS} is absent`;
 else {
   try {
-    reference = await import("../reference/llamacpp");
+    reference = await import("../../bench/llamacpp");
   } catch (e) {
     why = `the llama.cpp reference does not load: ${(e as Error).message}`;
   }

@@ -292,9 +292,9 @@ describe("vocabulary", () => {
 // llama.cpp loads them (the real proof of validity)
 // ---------------------------------------------------------------------------------------------
 
-const refPath = join(import.meta.dir, "../reference/llamacpp.ts");
+const refPath = join(import.meta.dir, "../../bench/llamacpp.ts");
 const haveLlamaCpp = existsSync(join(import.meta.dir, "../../node_modules/node-llama-cpp/package.json")) && existsSync(refPath);
-if (!haveLlamaCpp) console.warn("[skip] synthetic models in llama.cpp: node-llama-cpp or test/reference/llamacpp.ts is absent");
+if (!haveLlamaCpp) console.warn("[skip] synthetic models in llama.cpp: node-llama-cpp or bench/llamacpp.ts is absent");
 
 describe.skipIf(!haveLlamaCpp)("llama.cpp loads synthetic models", () => {
   test.each(ARCHS)("%s tiny (q4_0; qwen2 q4_k_m) → finite, non-degenerate logits", async (arch) => {
