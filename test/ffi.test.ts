@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { CPU_LEVEL_IDS, CPU_LEVELS, detectCpuLevel, libraryPath, loadLibrary, symbols, type CpuLevel } from "../src/ffi/library";
+import { CPU_LEVEL_IDS, CPU_LEVELS, detectCpuLevel, libraryPath, limits, loadLibrary, Status, symbols, type CpuLevel } from "../src/ffi/library";
 import { DTYPE_IDS, DTYPE_LAYOUT, type DType } from "../src/tensor";
 import { nmse, randn } from "./helpers";
 
@@ -92,6 +92,26 @@ describe("libkiln builds", () => {
       }
     }
     for (let i = 2; i < results.length; i++) expect(nmse(results[i]!, results[i % 2]!)).toBeLessThan(1e-10);
+  });
+
+  test("every runnable level reports the same kernel limits, and the kernels enforce them", () => {
+    const reported = limits();
+    expect(reported.maxInvariantRows).toBeGreaterThan(1);
+    expect(reported.packedMaxK % 32).toBe(0);
+    for (const level of CPU_LEVELS.filter(runnable)) {
+      const lib = loadLibrary(level);
+      try {
+        expect(lib.limits).toEqual(reported);
+        expect(lib.symbols.kiln_limit(1000)).toBe(Status.badArg);
+        // One head_dim past the cap is refused before any memory is read.
+        const hd = reported.maxHeadDim + 1;
+        const f = new Float32Array(hd);
+        const args = [f, hd, hd, f, f, 0, hd, hd, f, hd, hd, 1, 1, 1, hd, 1, 0, 0, 1, 0] as const;
+        expect(lib.symbols.kiln_flash_attention(...args)).toBe(Status.badArg);
+      } finally {
+        lib.close();
+      }
+    }
   });
 
   test("KILN_CPU must name a level", () => {

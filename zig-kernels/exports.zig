@@ -22,13 +22,34 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 2;
+    return 3;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
 /// 2 x86-64-v4 (AVX-512 + VNNI), 3 aarch64 (NEON + dotprod).
 export fn kiln_cpu_level() u32 {
     return cpu.build_level;
+}
+
+/// The kernels' limits the binding checks against (ids mirrored in src/ffi/library.ts).
+const Limit = enum(u32) {
+    /// Largest batch whose rows the matmul and attention kernels compute bit for bit as each
+    /// row alone (speculative verification relies on it).
+    max_invariant_rows = 0,
+    /// Largest k kiln_pack_rows / kiln_matmul_packed take.
+    packed_max_k = 1,
+    /// Largest head_dim the attention kernels take.
+    max_head_dim = 2,
+};
+
+/// The value of one of the kernels' limits, or err_bad_arg for an unknown id.
+export fn kiln_limit(id: u32) i64 {
+    const limit = std.meta.intToEnum(Limit, id) catch return err_bad_arg;
+    return switch (limit) {
+        .max_invariant_rows => @min(matmul.max_invariant_rows, attention.max_invariant_queries),
+        .packed_max_k => packed_rows.max_k,
+        .max_head_dim => attention.max_head_dim,
+    };
 }
 
 export fn kiln_set_threads(n: u32) u32 {
@@ -198,7 +219,7 @@ export fn kiln_rope(x: [*]f32, n_rows: u64, n_head: u64, head_dim: u64, row_stri
 
 fn attentionArgs(q: [*]const f32, q_row_stride: u64, q_head_stride: u64, k: [*]const u8, v: [*]const u8, kv_type: u32, kv_pos_stride: u64, kv_head_stride: u64, out: [*]f32, out_row_stride: u64, out_head_stride: u64, n_q: u64, n_head: u64, n_kv_head: u64, head_dim: u64, n_kv: u64, q_pos0: u64, window: u64, scale: f32, softcap: f32) ?attention.AttentionArgs {
     const kt = std.meta.intToEnum(attention.KvType, kv_type) catch return null;
-    if (n_kv_head == 0 or n_head % n_kv_head != 0 or head_dim == 0 or head_dim > 512) return null;
+    if (n_kv_head == 0 or n_head % n_kv_head != 0 or head_dim == 0 or head_dim > attention.max_head_dim) return null;
     return .{
         .q = q, .q_row_stride = q_row_stride, .q_head_stride = q_head_stride,
         .k = k, .v = v, .kv_type = kt, .kv_pos_stride = kv_pos_stride, .kv_head_stride = kv_head_stride,

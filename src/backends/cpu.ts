@@ -3,7 +3,7 @@
  * FFI call. A mismatch throws a ShapeError naming the op and the shapes; nothing malformed ever
  * reaches a kernel.
  */
-import { kiln, Status } from "../ffi/library";
+import { kiln, limits, Status } from "../ffi/library";
 import { DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
 
 // ---- per-op profile ---------------------------------------------------------------------------
@@ -132,9 +132,6 @@ export function matmulPrepared(w: Tensor, xq: Uint8Array, m: number, out: Tensor
   if (profiling) profileRecord(matmulOp(w), t0);
 }
 
-/** Largest inner dimension the packed matmul takes (zig-kernels/packed.zig max_k). */
-export const PACKED_MAX_K = 32768;
-
 /**
  * Why `w` cannot be packed by this build, or null when it can: the layout exists for Q8_0 and
  * Q4_0 on the AVX-512 VNNI library, for 2-D weights of whole 16-row groups.
@@ -144,7 +141,7 @@ export function packUnsupportedReason(w: Tensor): string | null {
   if (!kiln().kiln_packed_supported(DTYPE_IDS[w.dtype])) return `this CPU build has no packed layout for ${w.dtype}`;
   const [n, k] = w.shape as [number, number];
   if (n % 16 !== 0) return `${w} has ${n} rows, not a multiple of 16`;
-  if (k > PACKED_MAX_K) return `${w} has ${k} columns, more than ${PACKED_MAX_K}`;
+  if (k > limits().packedMaxK) return `${w} has ${k} columns, more than ${limits().packedMaxK}`;
   return null;
 }
 
@@ -394,7 +391,7 @@ function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number,
   if (qHeads !== nHead) fail(op, `q ${q} has ${qHeads} heads, expected ${nHead}`);
   if (kDim !== headDim) fail(op, `head_dim of q ${q} ≠ k ${k}`);
   if (nKvHead === 0 || nHead % nKvHead !== 0) fail(op, `n_head ${nHead} is not a multiple of n_kv_head ${nKvHead}`);
-  if (headDim > 512) fail(op, `head_dim ${headDim} > 512`);
+  if (headDim > limits().maxHeadDim) fail(op, `head_dim ${headDim} > ${limits().maxHeadDim}`);
   if (!Number.isSafeInteger(nKv) || nKv < 0 || nKv > nCtx) fail(op, `n_kv ${nKv} outside the cache of ${nCtx} positions`);
   const window = o.window ?? 0;
   if (!Number.isSafeInteger(o.qPos0) || o.qPos0 < 0 || !Number.isSafeInteger(window) || window < 0) fail(op, `q_pos0 ${o.qPos0} and window ${window} must be integers ≥ 0`);

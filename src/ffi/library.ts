@@ -15,11 +15,12 @@ import { join } from "node:path";
 const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
   kiln_cpu_level: { args: [], returns: u32 },
+  kiln_limit: { args: [u32], returns: i64_fast },
   kiln_set_threads: { args: [u32], returns: u32 },
   kiln_get_threads: { args: [], returns: u32 },
 
@@ -72,6 +73,28 @@ export const CPU_LEVEL_IDS: Record<CpuLevel, number> = { "x86_64-baseline": 0, "
 /** Status codes returned by the kernels (see zig-kernels/exports.zig). */
 export const Status = { ok: 0, badType: -1, badShape: -2, badArg: -3 } as const;
 
+/** The kernels' limits, read from the library (kiln_limit) rather than copied by hand. */
+export interface KernelLimits {
+  /** Largest batch whose rows the kernels compute bit for bit as each row alone. */
+  maxInvariantRows: number;
+  /** Largest inner dimension k of a packed matmul. */
+  packedMaxK: number;
+  /** Largest head_dim the attention kernels take. */
+  maxHeadDim: number;
+}
+/** kiln_limit() ids (zig-kernels/exports.zig Limit). */
+export const LIMIT_IDS: Record<keyof KernelLimits, number> = { maxInvariantRows: 0, packedMaxK: 1, maxHeadDim: 2 };
+
+function readLimits(s: KilnSymbols, path: string): Readonly<KernelLimits> {
+  const out = {} as KernelLimits;
+  for (const [name, id] of Object.entries(LIMIT_IDS) as [keyof KernelLimits, number][]) {
+    const v = s.kiln_limit(id) as number;
+    if (!(v > 0)) throw new Error(`kiln: ${path} reports no value for limit ${name} (kiln_limit(${id}) = ${v})`);
+    out[name] = v;
+  }
+  return Object.freeze(out);
+}
+
 function cpuFlags(): Set<string> {
   try {
     const info = readFileSync("/proc/cpuinfo", "utf8");
@@ -109,6 +132,7 @@ export interface LoadedLibrary {
   level: CpuLevel;
   path: string;
   symbols: KilnSymbols;
+  limits: Readonly<KernelLimits>;
   close(): void;
 }
 
@@ -127,7 +151,14 @@ export function loadLibrary(level: CpuLevel = (process.env.KILN_CPU as CpuLevel)
     lib.close();
     throw new Error(`kiln: ${path} has ABI version ${abi}, this binding expects ${ABI_VERSION}; rebuild with \`bun run build\``);
   }
-  return { level, path, symbols: lib.symbols, close: () => lib.close() };
+  let limits: Readonly<KernelLimits>;
+  try {
+    limits = readLimits(lib.symbols, path);
+  } catch (e) {
+    lib.close();
+    throw e;
+  }
+  return { level, path, symbols: lib.symbols, limits, close: () => lib.close() };
 }
 
 let shared: LoadedLibrary | undefined;
@@ -136,6 +167,12 @@ let shared: LoadedLibrary | undefined;
 export function kiln(): KilnSymbols {
   shared ??= loadLibrary();
   return shared.symbols;
+}
+
+/** The process-wide library's limits, read once when it loads. */
+export function limits(): Readonly<KernelLimits> {
+  shared ??= loadLibrary();
+  return shared.limits;
 }
 
 export function loadedLevel(): CpuLevel {

@@ -15,6 +15,7 @@
  * Drafters: a second model sharing the vocabulary, prompt lookup (n-gram match against the
  * context), and layer-skip (the target's own first layers plus its output head).
  */
+import { limits } from "../ffi/library";
 import type { Tensor } from "../tensor";
 import type { RunState } from "../models/state";
 import { createSampler, type Sampler, type SamplingOptions } from "./sampling";
@@ -476,16 +477,14 @@ export interface SpeculativeTarget extends Forwarder {
   readonly nLayer: number;
 }
 
-/** Largest batch whose rows the kernels compute bit for bit as decoding them alone. */
-export const MAX_INVARIANT_BATCH = 16;
-
 export function speculativeTokens(target: SpeculativeTarget, prompt: number[], sampler: Sampler, history: number[], o: SpeculativeOptions, onPrefilled: () => void): SpeculativeRun {
   const maxDraft = o.maxDraft ?? 6;
-  // A verification batch is k + 1 rows; beyond 16 rows the matmul and attention kernels sum in
-  // another order than decode (zig-kernels: max_invariant_rows, max_invariant_queries).
-  const rowsAvailable = Math.min(target.state.maxLogitRows, MAX_INVARIANT_BATCH) - 1;
+  // A verification batch is k + 1 rows; beyond maxInvariantRows rows the matmul and attention
+  // kernels sum in another order than decode (zig-kernels: max_invariant_rows, max_invariant_queries).
+  const maxInvariantBatch = limits().maxInvariantRows;
+  const rowsAvailable = Math.min(target.state.maxLogitRows, maxInvariantBatch) - 1;
   if (!Number.isSafeInteger(maxDraft) || maxDraft < 1 || maxDraft > rowsAvailable) {
-    throw new RangeError(`speculative.maxDraft must be an integer in [1, ${rowsAvailable}] (a verification batch of k + 1 rows must fit the target's ${target.state.maxLogitRows} logit rows and the kernels' ${MAX_INVARIANT_BATCH}-row batch-invariant limit), got ${maxDraft}`);
+    throw new RangeError(`speculative.maxDraft must be an integer in [1, ${rowsAvailable}] (a verification batch of k + 1 rows must fit the target's ${target.state.maxLogitRows} logit rows and the kernels' ${maxInvariantBatch}-row batch-invariant limit), got ${maxDraft}`);
   }
   const sampling = sampler.options;
   let drafter: Drafter;
