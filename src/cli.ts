@@ -5,9 +5,11 @@
  *   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
  *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
  *                 [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
- *   kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--profile] …  (dev checkout only)
  *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
  *   kiln inspect PATH [--json]
+ *
+ * `kiln bench` (kiln against llama.cpp) is not part of the published command: it lives in a
+ * source checkout, where `bun run kiln bench …` (scripts/kiln.ts) adds it in front of this one.
  */
 import { parseArgs } from "node:util";
 import { GGUFError, parseGGUF, type GGUFFile } from "./gguf";
@@ -20,10 +22,9 @@ const USAGE = `usage:
   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
                 [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
                 [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
-  kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--prompts 128,512,2048] [--decode N]
-             [--long | --no-long] [--long-contexts 512,2048,8192,16384] [--profile] [--out DIR | --no-write]
   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
-  kiln inspect PATH [--json]`;
+  kiln inspect PATH [--json]
+  kiln --help`;
 
 class UsageError extends Error {}
 
@@ -114,18 +115,7 @@ function profilePrompt(model: Model, prompt: string, generated: number) {
   const ids = model.tokenize(prompt, { addSpecial: true, parseSpecial: true });
   const room = model.contextLength - ids.length - 2;
   if (room < 1) throw new UsageError(`--profile: the prompt leaves no room in the ${model.contextLength}-token context to profile a decode step`);
-  return profileDecode(model, ids, Math.max(1, Math.min(16, room, Math.max(generated, 8))));
-}
-
-/** `kiln bench`: the benchmark suite lives in bench/ (a dev checkout) and compares against node-llama-cpp, a dev dependency. */
-async function bench(argv: string[]): Promise<number> {
-  let suite: typeof import("../bench/suite");
-  try {
-    suite = await import("../bench/suite");
-  } catch (e) {
-    throw new Error(`bench: the benchmark suite (bench/suite.ts) could not be loaded: ${(e as Error).message}. It needs a kiln source checkout with its dev dependencies (node-llama-cpp): run \`bash scripts/setup.sh\``);
-  }
-  return suite.benchMain(argv);
+  return profileDecode(model.defaultContext, ids, Math.max(1, Math.min(16, room, Math.max(generated, 8))));
 }
 
 async function tokenize(argv: string[]): Promise<void> {
@@ -180,7 +170,8 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     if (cmd === "generate") await generate(rest);
-    else if (cmd === "bench") return await bench(rest);
+    else if (cmd === "--help" || cmd === "-h" || cmd === "help") console.log(USAGE);
+    else if (cmd === "bench") throw new UsageError("bench is not in the published package: it runs in a kiln source checkout (`bun run kiln bench …` there), against llama.cpp, a dev dependency");
     else if (cmd === "tokenize") await tokenize(rest);
     else if (cmd === "inspect") inspect(rest);
     else throw new UsageError(cmd ? `unknown command "${cmd}"` : "no command given");

@@ -1,4 +1,6 @@
 /**
+ * `kiln bench` runs from the checkout's dev command (scripts/kiln.ts, `bun run kiln`), which hands
+ * everything else to the published src/cli.ts.
  * `kiln bench --json --quick` on a tiny synthetic model (both engines, one rep: the JSON shape,
  * not timings), bench's errors on bad input, and the per-op profile of `kiln generate --profile`.
  */
@@ -15,7 +17,7 @@ const dir = mkdtempSync(join(tmpdir(), "kiln-bench-cli-"));
 const model = join(dir, "tiny.gguf");
 beforeAll(() => writeSyntheticModel(model, { arch: "llama", type: "q4_0", shape: "tiny", seed: 1 }));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const CLI = join(import.meta.dir, "..", "..", "src", "cli.ts");
+const CLI = join(import.meta.dir, "..", "..", "scripts", "kiln.ts");
 
 function kiln(...args: string[]) {
   // KILN_BENCH_QUIET_WAIT_MS=0: never wait for the machine to be idle (the test checks shapes, not timings).

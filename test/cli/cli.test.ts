@@ -69,3 +69,30 @@ describe("kiln generate and tokenize on broken models", () => {
     expect(r.err).toContain("usage:");
   });
 });
+
+describe("kiln --help and the dev-only bench", () => {
+  test("--help prints the usage on stdout and exits 0; the published command has no bench", () => {
+    const r = kiln("--help");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("kiln generate --model PATH --prompt TEXT");
+    expect(r.out).not.toContain("kiln bench");
+    const b = kiln("bench", "--quick");
+    expect(b.code).toBe(2);
+    expect(b.err).toContain("bench is not in the published package");
+  });
+
+  test("the checkout's `bun run kiln` (scripts/kiln.ts) adds bench and hands the rest to src/cli.ts", () => {
+    const dev = join(import.meta.dir, "..", "..", "scripts", "kiln.ts");
+    const run = (...args: string[]) => Bun.spawnSync([process.execPath, dev, ...args], { stdout: "pipe", stderr: "pipe", timeout: 60_000 });
+    const help = run("--help");
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout.toString()).toContain("kiln generate --model PATH");
+    expect(help.stdout.toString()).toContain("kiln bench");
+    const bad = run("bench", "--frobnicate");
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr.toString()).toContain("usage: kiln bench");
+    const gen = run("generate", "--prompt", "x");
+    expect(gen.exitCode).toBe(2);
+    expect(gen.stderr.toString()).toContain("generate needs --model and --prompt");
+  });
+});
