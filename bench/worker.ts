@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     }
     if (spec.profile) {
       const { profileDecode } = await import("../src/runtime/profile");
-      profile = profileDecode(model, ids.slice(0, spec.profile.prompt), spec.profile.tokens);
+      profile = profileDecode(model.defaultContext, ids.slice(0, spec.profile.prompt), spec.profile.tokens);
     }
     model.dispose();
   } else {

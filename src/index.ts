@@ -1,15 +1,32 @@
 /**
- * kiln's public API.
+ * kiln's public API: what a user touches, and nothing more. The kernel-level op set is the
+ * `kiln/ops` entry point (src/ops.ts).
  *
  *   import { loadModel } from "kiln";
- *   const model = await loadModel("model.gguf", { threads: 4 });
+ *   const model = await loadModel("model.gguf");
  *   for await (const { text } of model.generate("The capital of France is", { maxTokens: 16, temperature: 0 })) process.stdout.write(text);
  *   model.dispose();
  */
-export { loadModel, Model, type GenerateOptions, type GenerateResult, type GeneratedPiece, type LoadOptions, type Timings } from "./runtime/model";
-export { createSampler, type SamplingOptions, type Sampler } from "./runtime/sampling";
-export { Tensor, NativeBuffer, ShapeError, type DType } from "./tensor";
-export * as ops from "./backends/cpu";
-export { parseGGUF, GGUFWriter, GGUFError, UnsupportedQuantTypeError } from "./gguf";
-export { ModelError } from "./models/hparams";
-export { loadLibrary, detectCpuLevel, type CpuLevel } from "./ffi/library";
+export { loadModel, Model, type LoadOptions } from "./runtime/model";
+export {
+  Context,
+  DEFAULT_PREFILL_CHUNK,
+  type ContextMemory,
+  type ContextOptions,
+  type GenerateOptions,
+  type GenerateResult,
+  type GeneratedPiece,
+  type SpeculativeOptions,
+  type SpeculativeStats,
+  type Timings,
+} from "./runtime/context";
+export { createSampler, argmax, type SamplingOptions, type Sampler } from "./runtime/sampling";
+export { formatProfile, profileDecode, type DecodeProfile, type OpShare } from "./runtime/profile";
+export { KilnError, type RuntimeErrorCode } from "./errors";
+export { GGUFError, UnsupportedQuantTypeError, type GGUFErrorCode } from "./gguf";
+export { ModelError, type HParams } from "./models/hparams";
+export { ShapeError, type DType } from "./tensor";
+export type { Tensor } from "./tensor";
+export type { Tokenizer, EncodeOptions, DecodeOptions, StreamDecoder } from "./tokenizer";
+export { parseGGUF, GGUFWriter, type GGUFFile } from "./gguf";
+export { detectCpuLevel, type CpuLevel } from "./ffi/library";

@@ -3,15 +3,14 @@
  * FFI call. A mismatch throws a ShapeError naming the op and the shapes; nothing malformed ever
  * reaches a kernel.
  */
+import { KilnError } from "../errors";
 import { kiln, limits, Status } from "../ffi/library";
 import { DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
 
 // ---- per-op profile ---------------------------------------------------------------------------
-// A module-level switch: when off, each op pays one boolean check before and one after its
-// kernel call; when on, the wall time of every kernel call is added to its op's total.
-
-let profiling = false;
-const profileTotals = new Map<string, { ms: number; calls: number }>();
+// A profiler belongs to whoever runs the ops (a Context): `withProfiler(p, fn)` makes it the one
+// that ops report to while fn runs (every op is synchronous, so no other caller's ops can
+// interleave). Without one, each op pays one null check before and one after its kernel call.
 
 export interface OpTime {
   op: string;
@@ -19,34 +18,41 @@ export interface OpTime {
   calls: number;
 }
 
-/** Turns per-op timing on or off; returns the previous setting. */
-export function setProfiling(on: boolean): boolean {
-  const was = profiling;
-  profiling = on;
-  return was;
+/** Wall time of every kernel call, summed by op. */
+export class OpProfiler {
+  readonly #totals = new Map<string, { ms: number; calls: number }>();
+
+  /** Adds the time since `t0` (performance.now()) to `op`; also for work outside this file (sampling). */
+  record(op: string, t0: number): void {
+    const ms = performance.now() - t0;
+    const e = this.#totals.get(op);
+    if (e) {
+      e.ms += ms;
+      e.calls++;
+    } else this.#totals.set(op, { ms, calls: 1 });
+  }
+
+  reset(): void {
+    this.#totals.clear();
+  }
+
+  /** Totals since the last reset, largest first. */
+  snapshot(): OpTime[] {
+    return [...this.#totals].map(([op, e]) => ({ op, ms: e.ms, calls: e.calls })).sort((a, b) => b.ms - a.ms);
+  }
 }
 
-export function isProfiling(): boolean {
-  return profiling;
-}
+let profiler: OpProfiler | null = null;
 
-export function resetProfile(): void {
-  profileTotals.clear();
-}
-
-/** Adds the time since `t0` (performance.now()) to `op`; also for work outside this file (sampling). */
-export function profileRecord(op: string, t0: number): void {
-  const ms = performance.now() - t0;
-  const e = profileTotals.get(op);
-  if (e) {
-    e.ms += ms;
-    e.calls++;
-  } else profileTotals.set(op, { ms, calls: 1 });
-}
-
-/** Totals since the last reset, largest first. */
-export function profileSnapshot(): OpTime[] {
-  return [...profileTotals].map(([op, e]) => ({ op, ms: e.ms, calls: e.calls })).sort((a, b) => b.ms - a.ms);
+/** Runs fn with `p` receiving the time of every op it calls (null: none); restores the previous one. */
+export function withProfiler<T>(p: OpProfiler | null, fn: () => T): T {
+  const prev = profiler;
+  profiler = p;
+  try {
+    return fn();
+  } finally {
+    profiler = prev;
+  }
 }
 
 /** Profile category of a matmul by its weight's GGUF name. */
@@ -92,9 +98,9 @@ export function prepareActivations(dtype: DType, x: Tensor, out: Uint8Array): vo
   expectDType(op, x, "f32");
   const need = actRowBytes(dtype, x.cols) * x.rows;
   if (out.byteLength < need) fail(op, `output buffer has ${out.byteLength} bytes, ${x} for ${dtype} needs ${need}`);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   check(op, kiln().kiln_quantize_act(DTYPE_IDS[dtype], x.bytes, x.cols, x.rows, x.cols, out));
-  if (profiling) profileRecord("quantize activations", t0);
+  if (profiler) profiler.record("quantize activations", t0);
 }
 
 /** Scratch a matmul of x [m, k] against `dtype` weights needs. */
@@ -126,10 +132,10 @@ export function matmulPrepared(w: Tensor, xq: Uint8Array, m: number, out: Tensor
   if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows for ${w} need ${need}`);
   expectDType(op, out, "f32");
   expectShape(op, out, [m, n]);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   if (w.packed) check(op, kiln().kiln_matmul_packed(DTYPE_IDS[w.dtype], w.packed.bytes, n, k, xq, m, out.bytes, n));
   else check(op, kiln().kiln_matmul(DTYPE_IDS[w.dtype], w.bytes, n, k, xq, m, out.bytes, n));
-  if (profiling) profileRecord(matmulOp(w), t0);
+  if (profiler) profiler.record(matmulOp(w), t0);
 }
 
 /**
@@ -213,9 +219,9 @@ export function ffnGatedPrepared(wGate: Tensor, wUp: Tensor, xq: Uint8Array, m: 
   expectShape(op, out, [m, nFf]);
   const id = ACTIVATION_IDS[activation];
   if (id === undefined) fail(op, `unknown activation ${activation}`);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   check(op, kiln().kiln_ffn_gated(DTYPE_IDS[wGate.dtype], wGate.bytes, wUp.bytes, nFf, k, xq, m, out.bytes, nFf, id));
-  if (profiling) profileRecord("ffn gate+up", t0);
+  if (profiler) profiler.record("ffn gate+up", t0);
 }
 
 export interface RmsNormOptions {
@@ -248,9 +254,9 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, out: Tensor, eps: numb
     actType = DTYPE_IDS[opts.emitFor];
   }
   if (!(eps >= 0) || !Number.isFinite(eps)) fail(op, `eps must be finite and ≥ 0, got ${eps}`);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   check(op, kiln().kiln_rmsnorm(x.bytes, opts.residual?.bytes ?? null, weight?.bytes ?? null, out.bytes, n, x.rows, n, eps, actType, opts.actOut ?? null));
-  if (profiling) profileRecord("norm", t0);
+  if (profiler) profiler.record("norm", t0);
 }
 
 /** In-place RMSNorm of each head of x [rows, n_head, head_dim] with a shared [head_dim] weight (QK-norm). */
@@ -260,9 +266,9 @@ export function rmsNormHeads(x: Tensor, nHead: number, weight: Tensor, eps: numb
   expectDType(op, weight, "f32");
   const headDim = weight.numel;
   if (x.cols !== nHead * headDim) fail(op, `${x} rows must be n_head (${nHead}) × head_dim (${headDim})`);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   check(op, kiln().kiln_rmsnorm_heads(x.bytes, x.rows, nHead, headDim, x.cols, weight.bytes, eps));
-  if (profiling) profileRecord("norm", t0);
+  if (profiler) profiler.record("norm", t0);
 }
 
 function sameF32(op: string, ...ts: Tensor[]): number {
@@ -273,23 +279,23 @@ function sameF32(op: string, ...ts: Tensor[]): number {
 
 export function siluMul(gate: Tensor, up: Tensor, out: Tensor): void {
   const n = sameF32("siluMul", gate, up, out);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   kiln().kiln_silu_mul(gate.bytes, up.bytes, out.bytes, n);
-  if (profiling) profileRecord("elementwise", t0);
+  if (profiler) profiler.record("elementwise", t0);
 }
 
 export function geluTanhMul(gate: Tensor, up: Tensor, out: Tensor): void {
   const n = sameF32("geluTanhMul", gate, up, out);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   kiln().kiln_gelu_tanh_mul(gate.bytes, up.bytes, out.bytes, n);
-  if (profiling) profileRecord("elementwise", t0);
+  if (profiler) profiler.record("elementwise", t0);
 }
 
 export function add(dst: Tensor, src: Tensor): void {
   const n = sameF32("add", dst, src);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   kiln().kiln_add(dst.bytes, src.bytes, n);
-  if (profiling) profileRecord("elementwise", t0);
+  if (profiler) profiler.record("elementwise", t0);
 }
 
 /** x[r] += bias for every row r of x (projection biases). */
@@ -299,31 +305,31 @@ export function addBias(x: Tensor, bias: Tensor): void {
   expectDType(op, bias, "f32");
   expectShape(op, bias, [x.cols]);
   const rowBytes = x.cols * 4;
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   for (let r = 0; r < x.rows; r++) kiln().kiln_add(x.bytes.subarray(r * rowBytes, (r + 1) * rowBytes), bias.bytes, x.cols);
-  if (profiling) profileRecord("elementwise", t0);
+  if (profiler) profiler.record("elementwise", t0);
 }
 
 export function mul(dst: Tensor, src: Tensor): void {
   const n = sameF32("mul", dst, src);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   kiln().kiln_mul(dst.bytes, src.bytes, n);
-  if (profiling) profileRecord("elementwise", t0);
+  if (profiler) profiler.record("elementwise", t0);
 }
 
 export function scale(x: Tensor, s: number): void {
   const n = sameF32("scale", x);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   kiln().kiln_scale(x.bytes, n, s);
-  if (profiling) profileRecord("elementwise", t0);
+  if (profiler) profiler.record("elementwise", t0);
 }
 
 /** Softmax over the last dimension, in place. */
 export function softmax(x: Tensor): void {
   expectDType("softmax", x, "f32");
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   check("softmax", kiln().kiln_softmax(x.bytes, x.cols, x.rows, x.cols));
-  if (profiling) profileRecord("softmax", t0);
+  if (profiler) profiler.record("softmax", t0);
 }
 
 export type RopeMode = "normal" | "neox";
@@ -351,9 +357,9 @@ export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOpt
   }
   if (!(o.freqBase > 0)) fail(op, `freq_base must be > 0, got ${o.freqBase}`);
   const mode = o.mode === "neox" ? 2 : 0;
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   check(op, kiln().kiln_rope(x.bytes, x.rows, nHead, headDim, x.cols, headDim, positions, nRot, mode, o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null));
-  if (profiling) profileRecord("rope", t0);
+  if (profiler) profiler.record("rope", t0);
 }
 
 export interface AttentionOptions {
@@ -403,15 +409,15 @@ function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number,
     nQ, nHead, nKvHead, headDim, nKv, o.qPos0, window, o.scale, o.softcap ?? 0,
   ] as const;
   if (scores === null) {
-    const t0 = profiling ? performance.now() : 0;
+    const t0 = profiler ? performance.now() : 0;
     check(op, kiln().kiln_flash_attention(...args));
-    if (profiling) profileRecord("attention", t0);
+    if (profiler) profiler.record("attention", t0);
   } else {
     const need = nQ * nHead * nKv;
     if (scores.length < need) fail(op, `scores buffer has ${scores.length} floats, needs ${need}`);
-    const t0 = profiling ? performance.now() : 0;
+    const t0 = profiler ? performance.now() : 0;
     check(op, kiln().kiln_attention_naive(...args, scores));
-    if (profiling) profileRecord("attention", t0);
+    if (profiler) profiler.record("attention", t0);
   }
 }
 
@@ -437,9 +443,9 @@ export function quantizeInto(x: Tensor, out: Tensor): void {
   const op = "quantizeInto";
   expectDType(op, x, "f32");
   if (out.numel !== x.numel || out.cols !== x.cols) fail(op, `${x} does not fit ${out}`);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   check(op, kiln().kiln_quantize_row(DTYPE_IDS[out.dtype], x.bytes, out.bytes, x.numel));
-  if (profiling) profileRecord("kv store", t0);
+  if (profiler) profiler.record("kv store", t0);
 }
 
 /** Embedding lookup: out[i] = dequantize(table[ids[i]]). */
@@ -450,18 +456,30 @@ export function getRows(table: Tensor, ids: Int32Array, out: Tensor): void {
   expectDType(op, out, "f32");
   expectShape(op, out, [ids.length, n]);
   for (const id of ids) if (!(id >= 0 && id < nRows)) fail(op, `row id ${id} outside [0, ${nRows}) of ${table}`);
-  const t0 = profiling ? performance.now() : 0;
+  const t0 = profiler ? performance.now() : 0;
   check(op, kiln().kiln_get_rows(DTYPE_IDS[table.dtype], table.bytes, n, ids, ids.length, out.bytes));
-  if (profiling) profileRecord("embedding", t0);
+  if (profiler) profiler.record("embedding", t0);
 }
 
+/**
+ * Sets the kernel pool's thread count (the pool is process-wide; contexts call this before each
+ * forward call with their own count, so loading a model changes nothing).
+ */
 export function setThreads(n: number): number {
-  if (!Number.isSafeInteger(n) || n < 1 || n > 256) throw new RangeError(`threads must be an integer in [1, 256], got ${n}`);
+  if (!Number.isSafeInteger(n) || n < 1 || n > 256) throw new KilnError("BAD_OPTION", `threads must be an integer in [1, 256], got ${n}`);
+  requestedThreads = n;
   return kiln().kiln_set_threads(n);
 }
 
 export function getThreads(): number {
   return kiln().kiln_get_threads();
+}
+
+let requestedThreads = 0;
+
+/** Makes the pool run `n` threads; resizes it only when another count was asked for last. */
+export function useThreads(n: number): void {
+  if (n !== requestedThreads) setThreads(n);
 }
 
 export { DTYPE_LAYOUT };

@@ -4,6 +4,7 @@
  * that field sits in the file, and the `file` name, all repeated in the message so that a user
  * reading a log line can find the byte with a hex editor.
  */
+import { KilnError } from "../errors";
 
 export type GGUFErrorCode =
   // A. header
@@ -60,9 +61,9 @@ export interface GGUFErrorWhere {
   file?: string;
 }
 
-export class GGUFError extends Error {
+export class GGUFError extends KilnError {
   override name = "GGUFError";
-  readonly code: GGUFErrorCode;
+  declare readonly code: GGUFErrorCode;
   readonly field: string;
   readonly offset: number | undefined;
   readonly file: string | undefined;
@@ -71,8 +72,7 @@ export class GGUFError extends Error {
 
   constructor(code: GGUFErrorCode, detail: string, where: GGUFErrorWhere) {
     const at = where.offset === undefined ? "" : ` at offset ${where.offset}`;
-    super(`${where.file ?? "<gguf buffer>"}: ${code}: ${where.field}${at}: ${detail}`);
-    this.code = code;
+    super(code, `${where.file ?? "<gguf buffer>"}: ${code}: ${where.field}${at}: ${detail}`);
     this.field = where.field;
     this.offset = where.offset;
     this.file = where.file;

@@ -2,6 +2,7 @@
  * Pieces every architecture file shares: weights read in place from the mapped file, prepared
  * activations reused across projections that consume the same format, and the KV-cache write.
  */
+import { KilnError } from "../errors";
 import * as cpu from "../backends/cpu";
 import { tensorData, type GGUFFile } from "../gguf";
 import { ACT_FORMAT, Tensor, dtypeOfId, type DType } from "../tensor";
@@ -108,11 +109,11 @@ export function attend(s: RunState, l: number, b: BatchViews, pos0: number, nHea
 /** Checks a batch fits the context and fills its positions; returns the first position. */
 export function beginBatch(s: RunState, tokens: Int32Array, nVocab: number): BatchViews {
   const n = tokens.length;
-  if (n === 0) throw new RangeError("forward: no tokens");
+  if (n === 0) throw new KilnError("BAD_OPTION", "forward: no tokens");
   if (s.nPast + n > s.nCtx) {
     throw new ModelError("CONTEXT_FULL", `${s.nPast} tokens in the context + ${n} new ones exceed the context length ${s.nCtx}`);
   }
-  for (const t of tokens) if (!(t >= 0 && t < nVocab)) throw new RangeError(`forward: token id ${t} outside the vocabulary [0, ${nVocab})`);
+  for (const t of tokens) if (!(t >= 0 && t < nVocab)) throw new KilnError("BAD_OPTION", `forward: token id ${t} outside the vocabulary [0, ${nVocab})`);
   const b = s.views(n);
   for (let i = 0; i < n; i++) b.positions[i] = s.nPast + i;
   return b;
@@ -121,7 +122,7 @@ export function beginBatch(s: RunState, tokens: Int32Array, nVocab: number): Bat
 /** Logits for the last `rows` positions of the batch: out = output · normalized rows. */
 export function outputLogits(s: RunState, b: BatchViews, output: Tensor, rows: number, act: PreparedActivations): Tensor {
   if (!Number.isSafeInteger(rows) || rows < 1 || rows > Math.min(b.n, s.maxLogitRows)) {
-    throw new RangeError(`forward: ${rows} logit rows requested; this context returns at most ${s.maxLogitRows} (batch of ${b.n})`);
+    throw new KilnError("BAD_OPTION", `forward: ${rows} logit rows requested; this context returns at most ${s.maxLogitRows} (batch of ${b.n})`);
   }
   const h = rows === b.n ? b.h : b.h.sliceRows(b.n - rows, rows);
   const logits = rows === s.maxLogitRows ? s.logits : s.logits.sliceRows(0, rows);

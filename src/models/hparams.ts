@@ -2,17 +2,18 @@
  * Hyper-parameters read from GGUF metadata with llama.cpp's defaults, and the checks of the
  * hardening note's section E (model semantics) that need only metadata and tensor shapes.
  */
+import { KilnError } from "../errors";
 import { getFloat, getInt, getString, type GGUFFile, type GGUFTensorInfo } from "../gguf";
 
-/** A model file that parses as GGUF but does not describe a model kiln can run. */
-export class ModelError extends Error {
+/** A file that parses as GGUF but is not a model kiln can run (codes: MISSING_TENSOR, BAD_HEADS, …). */
+export class ModelError extends KilnError {
   override name = "ModelError";
   constructor(
-    readonly code: string,
+    code: string,
     message: string,
     readonly file?: string,
   ) {
-    super(`${file ? file + ": " : ""}${message} [${code}]`);
+    super(code, `${file ? file + ": " : ""}${message} [${code}]`);
   }
 }
 

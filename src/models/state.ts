@@ -3,7 +3,8 @@
  * allocated once (page-aligned, owned by libkiln) and sized from explicit maxima. The decode
  * loop allocates nothing: views for a given batch size are made once and reused.
  */
-import { NativeBuffer, Tensor, type DType } from "../tensor";
+import { KilnError } from "../errors";
+import { DTYPE_LAYOUT, NativeBuffer, Tensor, type DType } from "../tensor";
 import { actRowBytes } from "../backends/cpu";
 import { ModelError, type HParams } from "./hparams";
 
@@ -22,15 +23,87 @@ export interface StateOptions {
    * is preallocated here, and a batch is processed in query chunks that fit it).
    */
   attention?: AttentionPath;
+  /** Most bytes the KV cache and buffers may take (default: DEFAULT_MEMORY_BUDGET). */
+  memoryBudget?: number;
+  /** Naive attention: largest scores buffer before a batch is split into query chunks (default 256 MiB). */
+  naiveScoresBytes?: number;
 }
 
 export type AttentionPath = "flash" | "naive";
 
-/**
- * Largest naive-attention scores buffer (bytes) before a batch is split into query chunks
- * (KILN_NAIVE_SCORES_BYTES overrides it; default 256 MiB).
- */
-export const naiveScoresBudget = (): number => Number(process.env.KILN_NAIVE_SCORES_BYTES ?? 256 * 2 ** 20);
+/** A documented environment override, read once when this module loads. */
+function envBytes(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new KilnError("BAD_OPTION", `${name}=${v}: must be a positive integer number of bytes`);
+  return n;
+}
+
+/** Default memory budget of one context's state: 32 GiB, or KILN_MAX_STATE_BYTES (read once). */
+export const DEFAULT_MEMORY_BUDGET = envBytes("KILN_MAX_STATE_BYTES") ?? 32 * 2 ** 30;
+/** Default naive-attention scores buffer: 256 MiB, or KILN_NAIVE_SCORES_BYTES (read once). */
+export const DEFAULT_NAIVE_SCORES_BYTES = envBytes("KILN_NAIVE_SCORES_BYTES") ?? 256 * 2 ** 20;
+
+/** What a context's state costs, computed before anything is allocated. */
+export interface StatePlan {
+  nCtx: number;
+  maxBatch: number;
+  maxLogitRows: number;
+  /** K and V of every layer. */
+  kvBytes: number;
+  /** Activations, prepared-activation scratch, logits and (naive attention) scores. */
+  bufferBytes: number;
+  totalBytes: number;
+  /** The budget it was checked against. */
+  budgetBytes: number;
+  naiveQueryChunk: number;
+  layout: Record<string, [number, number]>;
+  activationBytes: number;
+  actBytes: number;
+  logitBytes: number;
+  scoresBytes: number;
+}
+
+/** Sizes every buffer of a state for `hp` and `o`, and checks the budget; allocates nothing. */
+export function planState(hp: HParams, o: StateOptions): StatePlan {
+  for (const [k, v] of [["nCtx", o.nCtx], ["maxBatch", o.maxBatch], ["maxLogitRows", o.maxLogitRows]] as const) {
+    if (!Number.isSafeInteger(v) || v < 1) throw new KilnError("BAD_OPTION", `${k} must be a positive integer, got ${v}`);
+  }
+  if (o.kvType !== "f16" && o.kvType !== "f32") throw new KilnError("BAD_OPTION", `kvType must be "f16" or "f32", got ${JSON.stringify(o.kvType)}`);
+  const attention = o.attention ?? "flash";
+  if (attention !== "flash" && attention !== "naive") throw new KilnError("BAD_OPTION", `attention must be "flash" or "naive", got ${JSON.stringify(o.attention)}`);
+  const maxBatch = Math.min(o.maxBatch, o.nCtx);
+  const maxLogitRows = Math.min(o.maxLogitRows, maxBatch);
+  const kvRow = hp.nKvHead * hp.headDim;
+  const kvLayerBytes = o.nCtx * kvRow * (o.kvType === "f16" ? 2 : 4);
+  const B = maxBatch;
+  const widths = { x: hp.nEmbd, h: hp.nEmbd, o: hp.nEmbd, q: hp.nHead * hp.headDim, k: kvRow, v: kvRow, attn: hp.nHead * hp.headDim, ff: hp.nFf, ff2: hp.nFf };
+  const layout: Record<string, [number, number]> = {};
+  let offset = 0;
+  for (const [name, w] of Object.entries(widths)) {
+    layout[name] = [offset, w];
+    offset += align(B * w * 4);
+  }
+  const maxWidth = Math.max(hp.nEmbd, hp.nFf, hp.nHead * hp.headDim);
+  const actBytes = B * Math.max(...o.weightTypes.map((t) => actRowBytesPadded(t, maxWidth)));
+  const logitBytes = maxLogitRows * hp.nVocab * 4;
+  let scoresBytes = 0;
+  let naiveQueryChunk = 0;
+  if (attention === "naive") {
+    const perQuery = hp.nHead * o.nCtx * 4;
+    naiveQueryChunk = Math.max(1, Math.min(B, Math.floor((o.naiveScoresBytes ?? DEFAULT_NAIVE_SCORES_BYTES) / perQuery)));
+    scoresBytes = align(naiveQueryChunk * perQuery);
+  }
+  const kvBytes = 2 * hp.nLayer * kvLayerBytes;
+  const bufferBytes = offset + align(actBytes) + logitBytes + scoresBytes;
+  const budgetBytes = o.memoryBudget ?? DEFAULT_MEMORY_BUDGET;
+  const totalBytes = kvBytes + bufferBytes;
+  if (totalBytes > budgetBytes) {
+    throw new ModelError("CONTEXT_TOO_LARGE", `a ${o.nCtx}-token context needs ${(totalBytes / 2 ** 30).toFixed(2)} GiB of KV cache and buffers, over the ${(budgetBytes / 2 ** 30).toFixed(2)} GiB budget (memoryBudget, KILN_MAX_STATE_BYTES); use a smaller context`);
+  }
+  return { nCtx: o.nCtx, maxBatch, maxLogitRows, kvBytes, bufferBytes, totalBytes, budgetBytes, naiveQueryChunk, layout, activationBytes: offset, actBytes, logitBytes, scoresBytes };
+}
 
 /** Per-batch-size views over the activation buffers (shapes in the comments). */
 export interface BatchViews {
@@ -69,66 +142,52 @@ export class RunState {
   /** Naive attention only: scores of up to `naiveQueryChunk` query rows × n_head × n_ctx keys. */
   readonly scores: Float32Array | null = null;
   /** Naive attention only: query rows per kernel call (the whole batch when it fits). */
-  readonly naiveQueryChunk: number = 0;
+  readonly naiveQueryChunk: number;
   readonly #buffers: NativeBuffer[] = [];
   readonly #views = new Map<number, BatchViews>();
   readonly #activations: NativeBuffer;
-  readonly #layout: Record<string, [number, number]> = {};
+  readonly #layout: Record<string, [number, number]>;
+  /** What this state costs (computed before allocating). */
+  readonly plan: StatePlan;
 
   constructor(hp: HParams, o: StateOptions) {
-    for (const [k, v] of [["nCtx", o.nCtx], ["maxBatch", o.maxBatch], ["maxLogitRows", o.maxLogitRows]] as const) {
-      if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`RunState: ${k} must be a positive integer, got ${v}`);
-    }
+    const plan = planState(hp, o);
+    this.plan = plan;
     this.hp = hp;
     this.nCtx = o.nCtx;
-    this.maxBatch = Math.min(o.maxBatch, o.nCtx);
-    this.maxLogitRows = Math.min(o.maxLogitRows, this.maxBatch);
-    const kvRow = hp.nKvHead * hp.headDim;
-    const kvBytes = o.nCtx * kvRow * (o.kvType === "f16" ? 2 : 4);
-    const budget = Number(process.env.KILN_MAX_STATE_BYTES ?? 32 * 2 ** 30);
-    const B = this.maxBatch;
-    const widths = { x: hp.nEmbd, h: hp.nEmbd, o: hp.nEmbd, q: hp.nHead * hp.headDim, k: kvRow, v: kvRow, attn: hp.nHead * hp.headDim, ff: hp.nFf, ff2: hp.nFf };
-    let offset = 0;
-    for (const [name, w] of Object.entries(widths)) {
-      this.#layout[name] = [offset, w];
-      offset += align(B * w * 4);
-    }
-    const maxWidth = Math.max(hp.nEmbd, hp.nFf, hp.nHead * hp.headDim);
-    const actBytes = B * Math.max(...o.weightTypes.map((t) => actRowBytesPadded(t, maxWidth)));
-    const logitBytes = this.maxLogitRows * hp.nVocab * 4;
+    this.maxBatch = plan.maxBatch;
+    this.maxLogitRows = plan.maxLogitRows;
     this.attention = o.attention ?? "flash";
-    if (this.attention !== "flash" && this.attention !== "naive") throw new RangeError(`RunState: attention must be "flash" or "naive", got ${JSON.stringify(o.attention)}`);
-    let scoresBytes = 0;
-    if (this.attention === "naive") {
-      const perQuery = hp.nHead * o.nCtx * 4;
-      this.naiveQueryChunk = Math.max(1, Math.min(B, Math.floor(naiveScoresBudget() / perQuery)));
-      scoresBytes = align(this.naiveQueryChunk * perQuery);
-    }
-    const total = 2 * hp.nLayer * kvBytes + offset + actBytes + logitBytes + scoresBytes;
-    if (total > budget) {
-      throw new ModelError("CONTEXT_TOO_LARGE", `a ${o.nCtx}-token context needs ${(total / 2 ** 30).toFixed(2)} GiB of KV cache and buffers, over the ${(budget / 2 ** 30).toFixed(2)} GiB budget (KILN_MAX_STATE_BYTES); use a smaller context`);
-    }
-    for (let l = 0; l < hp.nLayer; l++) {
-      for (const cache of [this.kCache, this.vCache]) {
-        const buf = new NativeBuffer(kvBytes);
-        this.#buffers.push(buf);
-        cache.push(buf.tensor(o.kvType, [o.nCtx, hp.nKvHead, hp.headDim], 0, `cache_${cache === this.kCache ? "k" : "v"}_l${l}`));
+    this.naiveQueryChunk = plan.naiveQueryChunk;
+    this.#layout = plan.layout;
+    const kvLayerBytes = plan.kvBytes / (2 * hp.nLayer);
+    try {
+      for (let l = 0; l < hp.nLayer; l++) {
+        for (const cache of [this.kCache, this.vCache]) {
+          const buf = new NativeBuffer(kvLayerBytes);
+          this.#buffers.push(buf);
+          cache.push(buf.tensor(o.kvType, [o.nCtx, hp.nKvHead, hp.headDim], 0, `cache_${cache === this.kCache ? "k" : "v"}_l${l}`));
+        }
       }
-    }
-    this.#activations = new NativeBuffer(offset + align(actBytes) + logitBytes);
-    this.#buffers.push(this.#activations);
-    this.act = this.#activations.bytes.subarray(offset, offset + actBytes);
-    this.logits = this.#activations.tensor("f32", [this.maxLogitRows, hp.nVocab], offset + align(actBytes), "logits");
-    if (scoresBytes > 0) {
-      const buf = new NativeBuffer(scoresBytes);
-      this.#buffers.push(buf);
-      this.scores = new Float32Array(buf.bytes.buffer, buf.bytes.byteOffset, scoresBytes / 4);
+      const offset = plan.activationBytes;
+      this.#activations = new NativeBuffer(offset + align(plan.actBytes) + plan.logitBytes);
+      this.#buffers.push(this.#activations);
+      this.act = this.#activations.bytes.subarray(offset, offset + plan.actBytes);
+      this.logits = this.#activations.tensor("f32", [this.maxLogitRows, hp.nVocab], offset + align(plan.actBytes), "logits");
+      if (plan.scoresBytes > 0) {
+        const buf = new NativeBuffer(plan.scoresBytes);
+        this.#buffers.push(buf);
+        this.scores = new Float32Array(buf.bytes.buffer, buf.bytes.byteOffset, plan.scoresBytes / 4);
+      }
+    } catch (e) {
+      this.dispose();
+      throw e;
     }
   }
 
   /** Views for a batch of n tokens (cached: the decode loop reuses the n = 1 set). */
   views(n: number): BatchViews {
-    if (!Number.isSafeInteger(n) || n < 1 || n > this.maxBatch) throw new RangeError(`RunState: batch of ${n} tokens outside [1, ${this.maxBatch}]`);
+    if (!Number.isSafeInteger(n) || n < 1 || n > this.maxBatch) throw new KilnError("BAD_OPTION", `RunState: batch of ${n} tokens outside [1, ${this.maxBatch}]`);
     let v = this.#views.get(n);
     if (!v) {
       const t = (name: string, shape: number[]) => {
@@ -160,7 +219,7 @@ export class RunState {
 
   /** Forgets every position from `n` on (KV rollback): later writes overwrite them. */
   truncate(n: number): void {
-    if (!Number.isSafeInteger(n) || n < 0 || n > this.nPast) throw new RangeError(`RunState.truncate(${n}) outside [0, ${this.nPast}]`);
+    if (!Number.isSafeInteger(n) || n < 0 || n > this.nPast) throw new KilnError("BAD_OPTION", `RunState.truncate(${n}) outside [0, ${this.nPast}]`);
     this.nPast = n;
   }
 
@@ -174,7 +233,7 @@ export class RunState {
 function actRowBytesPadded(t: DType, width: number): number {
   // Widths that are not a multiple of the block size never meet this weight type; the largest
   // multiple below is a safe upper bound on what one row of its activations can take.
-  const bs = t.endsWith("_k") ? 256 : t.startsWith("q") ? 32 : 1;
+  const bs = DTYPE_LAYOUT[t].blockSize;
   const n = Math.max(bs, Math.floor(width / bs) * bs);
   return actRowBytes(t, n);
 }

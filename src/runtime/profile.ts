@@ -1,12 +1,12 @@
 /**
- * Per-op time breakdown of decoding: the CPU backend's profile switch (src/backends/cpu.ts)
- * times every kernel call by op; this runs a prompt, then `tokens` greedy decode steps with it
- * on, and reports the average per decoded token. Time not inside any kernel call (TypeScript,
+ * Per-op time breakdown of decoding: a context's profiler (Context.profiler, an OpProfiler from
+ * src/backends/cpu.ts) times every kernel call of its forward calls by op; this runs a prompt,
+ * then `tokens` greedy decode steps with it on, and reports the average per decoded token. Time not inside any kernel call (TypeScript,
  * FFI marshalling, view bookkeeping) is the "other" row. Used by `kiln generate --profile`,
  * `kiln bench --profile` and `KILN_PROFILE=1`.
  */
-import * as cpu from "../backends/cpu";
-import type { Model } from "./model";
+import { KilnError } from "../errors";
+import type { Context } from "./context";
 import { argmax } from "./sampling";
 
 export interface OpShare {
@@ -30,35 +30,37 @@ export interface DecodeProfile {
 }
 
 /** Prefills `promptIds` from an empty context, then profiles `tokens` greedy decode steps. */
-export function profileDecode(model: Model, promptIds: readonly number[], tokens = 8): DecodeProfile {
-  if (!Number.isSafeInteger(tokens) || tokens < 1) throw new RangeError(`profileDecode: tokens must be a positive integer, got ${tokens}`);
-  if (promptIds.length === 0) throw new RangeError("profileDecode: empty prompt");
-  if (promptIds.length + tokens + 1 > model.contextLength) {
-    throw new RangeError(`profileDecode: ${promptIds.length} prompt + ${tokens + 1} decode tokens exceed the context length ${model.contextLength}`);
+export function profileDecode(ctx: Context, promptIds: readonly number[], tokens = 8): DecodeProfile {
+  if (!Number.isSafeInteger(tokens) || tokens < 1) throw new KilnError("BAD_OPTION", `profileDecode: tokens must be a positive integer, got ${tokens}`);
+  if (promptIds.length === 0) throw new KilnError("BAD_OPTION", "profileDecode: empty prompt");
+  if (promptIds.length + tokens + 1 > ctx.contextLength) {
+    throw new KilnError("BAD_OPTION", `profileDecode: ${promptIds.length} prompt + ${tokens + 1} decode tokens exceed the context length ${ctx.contextLength}`);
   }
-  model.reset();
-  let logits = model.eval(promptIds);
+  ctx.reset();
+  let logits = ctx.eval(promptIds);
   let tok = argmax(logits.f32);
-  logits = model.eval([tok]); // one untimed step: decode-sized views and caches warm
+  logits = ctx.eval([tok]); // one untimed step: decode-sized views and caches warm
   tok = argmax(logits.f32);
-  const context = model.state.nPast;
-  const was = cpu.setProfiling(true);
-  cpu.resetProfile();
+  const context = ctx.nPast;
+  const profiler = ctx.profiler;
+  const was = ctx.profiling;
+  ctx.profiling = true;
+  profiler.reset();
   let wall = 0;
   try {
     for (let i = 0; i < tokens; i++) {
       const t0 = performance.now();
-      logits = model.eval([tok]);
+      logits = ctx.eval([tok]);
       const t1 = performance.now();
       tok = argmax(logits.f32);
-      cpu.profileRecord("sampling (argmax)", t1);
+      profiler.record("sampling (argmax)", t1);
       wall += performance.now() - t0;
     }
   } finally {
-    cpu.setProfiling(was);
+    ctx.profiling = was;
   }
-  const ops = cpu.profileSnapshot();
-  cpu.resetProfile();
+  const ops = profiler.snapshot();
+  profiler.reset();
   const inOps = ops.reduce((a, o) => a + o.ms, 0);
   const rows: OpShare[] = ops.map((o) => ({ op: o.op, ms: o.ms / tokens, calls: o.calls / tokens, share: o.ms / wall }));
   rows.push({ op: "other (TS, FFI, bookkeeping)", ms: Math.max(0, wall - inOps) / tokens, calls: 0, share: Math.max(0, wall - inOps) / wall });

@@ -16,6 +16,7 @@
  * `distribution` exposes the exact final distribution `sample` draws from (for speculative
  * decoding's rejection sampler); `sample` is literally `draw(distribution(...))`.
  */
+import { KilnError } from "../errors";
 import { Rng } from "./rng";
 
 export interface SamplingOptions {
@@ -117,7 +118,7 @@ class ChainSampler implements Sampler {
 
   constructor(opts: SamplingOptions, vocabSize: number) {
     if (!Number.isInteger(vocabSize) || vocabSize <= 0) {
-      throw new Error(`createSampler: vocabSize must be a positive integer, got ${vocabSize}`);
+      throw new KilnError("BAD_OPTION", `createSampler: vocabSize must be a positive integer, got ${vocabSize}`);
     }
     this.vocab = vocabSize;
     const o = resolveOptions(opts, vocabSize);
@@ -148,7 +149,7 @@ class ChainSampler implements Sampler {
 
   distribution(logits: Float32Array, history: ArrayLike<number>): SparseDistribution {
     if (logits.length !== this.vocab) {
-      throw new Error(`sampler: logits has ${logits.length} entries, expected vocab size ${this.vocab}`);
+      throw new KilnError("BAD_OPTION", `sampler: logits has ${logits.length} entries, expected vocab size ${this.vocab}`);
     }
     const src = this.adjustLogits(logits, history);
     const o = this.options;
@@ -378,22 +379,22 @@ function resolveOptions(opts: SamplingOptions, vocab: number) {
     logitBias: { ...(opts.logitBias ?? {}) },
   };
   for (const key of ["temperature", "topP", "minP", "presencePenalty", "frequencyPenalty"] as const) {
-    if (!Number.isFinite(o[key])) throw new Error(`createSampler: ${key} must be a finite number, got ${o[key]}`);
+    if (!Number.isFinite(o[key])) throw new KilnError("BAD_OPTION", `createSampler: ${key} must be a finite number, got ${o[key]}`);
   }
-  if (!Number.isInteger(o.topK)) throw new Error(`createSampler: topK must be an integer, got ${o.topK}`);
+  if (!Number.isInteger(o.topK)) throw new KilnError("BAD_OPTION", `createSampler: topK must be an integer, got ${o.topK}`);
   if (!Number.isInteger(o.penaltyLastN) || o.penaltyLastN < -1) {
-    throw new Error(`createSampler: penaltyLastN must be an integer ≥ −1, got ${o.penaltyLastN}`);
+    throw new KilnError("BAD_OPTION", `createSampler: penaltyLastN must be an integer ≥ −1, got ${o.penaltyLastN}`);
   }
   if (!(o.repeatPenalty > 0 && Number.isFinite(o.repeatPenalty))) {
-    throw new Error(`createSampler: repeatPenalty must be a positive finite number, got ${o.repeatPenalty}`);
+    throw new KilnError("BAD_OPTION", `createSampler: repeatPenalty must be a positive finite number, got ${o.repeatPenalty}`);
   }
   for (const [key, bias] of Object.entries(o.logitBias)) {
     const id = Number(key);
     if (!Number.isInteger(id) || id < 0 || id >= vocab) {
-      throw new Error(`createSampler: logitBias token id ${key} is outside the vocabulary [0, ${vocab})`);
+      throw new KilnError("BAD_OPTION", `createSampler: logitBias token id ${key} is outside the vocabulary [0, ${vocab})`);
     }
     if (typeof bias !== "number" || Number.isNaN(bias)) {
-      throw new Error(`createSampler: logitBias[${key}] must be a number, got ${bias}`);
+      throw new KilnError("BAD_OPTION", `createSampler: logitBias[${key}] must be a number, got ${bias}`);
     }
   }
   return o;

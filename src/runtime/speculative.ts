@@ -15,21 +15,26 @@
  * Drafters: a second model sharing the vocabulary, prompt lookup (n-gram match against the
  * context), and layer-skip (the target's own first layers plus its output head).
  */
+import { KilnError } from "../errors";
 import { limits } from "../ffi/library";
 import type { Tensor } from "../tensor";
 import type { RunState } from "../models/state";
 import { createSampler, type Sampler, type SamplingOptions } from "./sampling";
 
-/** Anything that appends tokens to its own KV cache and returns logits (a Model, a layer-skip view). */
+/** Anything that appends tokens to its own KV cache and returns logits (a Context, a layer-skip view). */
 export interface Forwarder {
   readonly hp: { nVocab: number };
   readonly state: RunState;
   eval(tokens: readonly number[] | Int32Array, logitRows?: number): Tensor;
 }
 
-export interface SpeculativeOptions {
-  /** A draft model (same vocabulary), "prompt-lookup", or "layer-skip". */
-  draft: Forwarder | "prompt-lookup" | "layer-skip";
+export interface SpeculativeOptions<Draft = Forwarder> {
+  /**
+   * What drafts: "prompt-lookup" (n-grams of the context), "layer-skip" (the target's own first
+   * layers), or a draft model sharing the target's vocabulary (a Model, whose context the target
+   * context creates and owns, or a Context of it, which must be idle).
+   */
+  draft: Draft | "prompt-lookup" | "layer-skip";
   /** Most drafted tokens per step (default 6; at most the target's logit rows − 1). */
   maxDraft?: number;
   /** Fewest drafted tokens in a step that drafts at all (default 1). */
@@ -379,12 +384,12 @@ export class SpeculativeRun implements Iterable<number[]> {
 
   constructor(
     readonly target: Forwarder,
-    readonly prompt: number[],
+    /** Logits of the prompt's last position (the caller prefilled the prompt). */
+    readonly prefilled: Tensor,
     readonly sampler: Sampler,
     readonly history: number[],
     readonly drafter: Drafter,
     readonly o: Required<Pick<SpeculativeOptions, "maxDraft" | "minDraft" | "adaptive">> & Pick<SpeculativeOptions, "acceptRule">,
-    readonly onPrefilled: () => void,
   ) {
     this.planner = new DepthPlanner(o.maxDraft, o.minDraft);
   }
@@ -392,9 +397,7 @@ export class SpeculativeRun implements Iterable<number[]> {
   *[Symbol.iterator](): Iterator<number[]> {
     const { target, sampler, history } = this;
     const accept = this.o.acceptRule ?? ((p: number, q: number) => Math.min(1, p / q));
-    let logits = target.eval(this.prompt);
-    this.onPrefilled();
-    let pending = sampler.sample(logits.f32, history);
+    let pending = sampler.sample(this.prefilled.f32, history);
     history.push(pending);
     yield [pending];
     const planner = this.planner;
@@ -477,22 +480,23 @@ export interface SpeculativeTarget extends Forwarder {
   readonly nLayer: number;
 }
 
-export function speculativeTokens(target: SpeculativeTarget, prompt: number[], sampler: Sampler, history: number[], o: SpeculativeOptions, onPrefilled: () => void): SpeculativeRun {
+/** A speculative token source over `target`, whose prompt is in its KV cache with `prefilled` the last position's logits. */
+export function speculativeTokens(target: SpeculativeTarget, prefilled: Tensor, sampler: Sampler, history: number[], o: SpeculativeOptions): SpeculativeRun {
   const maxDraft = o.maxDraft ?? 6;
   // A verification batch is k + 1 rows; beyond maxInvariantRows rows the matmul and attention
   // kernels sum in another order than decode (zig-kernels: max_invariant_rows, max_invariant_queries).
   const maxInvariantBatch = limits().maxInvariantRows;
   const rowsAvailable = Math.min(target.state.maxLogitRows, maxInvariantBatch) - 1;
   if (!Number.isSafeInteger(maxDraft) || maxDraft < 1 || maxDraft > rowsAvailable) {
-    throw new RangeError(`speculative.maxDraft must be an integer in [1, ${rowsAvailable}] (a verification batch of k + 1 rows must fit the target's ${target.state.maxLogitRows} logit rows and the kernels' ${maxInvariantBatch}-row batch-invariant limit), got ${maxDraft}`);
+    throw new KilnError("BAD_OPTION", `speculative.maxDraft must be an integer in [1, ${rowsAvailable}] (a verification batch of k + 1 rows must fit the target's ${target.state.maxLogitRows} logit rows and the kernels' ${maxInvariantBatch}-row batch-invariant limit), got ${maxDraft}`);
   }
   const sampling = sampler.options;
   let drafter: Drafter;
   if (o.draft === "prompt-lookup") drafter = new PromptLookupDrafter(o.ngramMax ?? 3, o.ngramMin ?? 1);
   else if (o.draft === "layer-skip") drafter = new ModelDrafter("layer-skip", target.layerSkip(o.skipLayers ?? Math.max(1, Math.floor(target.nLayer / 2))), sampling, o.minConfidence ?? 0.4);
   else {
-    if (o.draft.hp.nVocab !== target.hp.nVocab) throw new RangeError(`speculative: the draft model's vocabulary (${o.draft.hp.nVocab}) differs from the target's (${target.hp.nVocab})`);
+    if (o.draft.hp.nVocab !== target.hp.nVocab) throw new KilnError("BAD_OPTION", `speculative: the draft model's vocabulary (${o.draft.hp.nVocab}) differs from the target's (${target.hp.nVocab})`);
     drafter = new ModelDrafter("draft-model", o.draft, sampling, o.minConfidence ?? 0.4);
   }
-  return new SpeculativeRun(target, prompt, sampler, history, drafter, { maxDraft, minDraft: o.minDraft ?? 1, adaptive: o.adaptive ?? true, acceptRule: o.acceptRule }, onPrefilled);
+  return new SpeculativeRun(target, prefilled, sampler, history, drafter, { maxDraft, minDraft: o.minDraft ?? 1, adaptive: o.adaptive ?? true, acceptRule: o.acceptRule });
 }

@@ -3,6 +3,7 @@
  * byte-level BPE ("gpt2"), with llama.cpp's special-token rules. With no options, `encode`
  * matches llama.cpp's `llama_tokenize(text, add_special = false, parse_special = false)`.
  */
+import { KilnError } from "../errors";
 import type { GGUFMetadata } from "../gguf";
 import { BpeEncoder, bpePiece } from "./bpe";
 import { partition } from "./special";
@@ -61,7 +62,7 @@ export function createTokenizer(meta: GGUFMetadata): Tokenizer {
   const n = v.tokens.length;
 
   const piece = (id: number, renderSpecial: boolean): Uint8Array => {
-    if (!Number.isInteger(id) || id < 0 || id >= n) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${n})`);
+    if (!Number.isInteger(id) || id < 0 || id >= n) throw new KilnError("BAD_OPTION", `token id ${id} is outside the vocabulary [0, ${n})`);
     const p = spm ? spmPiece(v, id, renderSpecial) : bpePiece(v, id, renderSpecial);
     return typeof p === "string" ? utf8.encode(p) : p;
   };

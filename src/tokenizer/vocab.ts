@@ -2,6 +2,7 @@
  * The vocabulary as GGUF stores it (tokenizer.ggml.*), with llama.cpp's defaults, special ids
  * and end-of-generation set, shared by the SentencePiece-style and byte-level BPE tokenizers.
  */
+import { KilnError } from "../errors";
 import { checkTokenizerMetadata, getArray, getArrayOpt, getBool, getInt, getString, GGUFValueType, type GGUFMetadata } from "../gguf";
 import { isLlama3Pre } from "./pretokenize";
 
@@ -110,7 +111,7 @@ function specialId(meta: GGUFMetadata, key: string, fallback: number, n: number)
   if (!meta.has(key)) return fallback;
   const id = getInt(meta, key);
   if (id === -1 || id === 0xffffffff) return -1;
-  if (!(id >= 0 && id < n)) throw new RangeError(`${key} = ${id} is outside the vocabulary [0, ${n})`);
+  if (!(id >= 0 && id < n)) throw new KilnError("BAD_OPTION", `${key} = ${id} is outside the vocabulary [0, ${n})`);
   return id;
 }
 

@@ -103,16 +103,16 @@ describe("per-op profile", () => {
   test("profileDecode: per-token calls match the graph; the switch is off afterwards", async () => {
     const m = await loadModel(model, { threads: 2, contextLength: 64 });
     try {
-      const p = profileDecode(m, [1, 2, 3, 4], 5);
+      const p = profileDecode(m.defaultContext, [1, 2, 3, 4], 5);
       expect(p.tokens).toBe(5);
       expect(p.context).toBe(5);
       const calls = Object.fromEntries(p.ops.map((o) => [o.op, o.calls]));
       expect(calls.attention).toBe(m.hp.nLayer);
       expect(calls["output head"]).toBe(1);
       expect(calls["matmul attn q/k/v"]).toBe(3 * m.hp.nLayer);
-      expect(cpu.isProfiling()).toBe(false);
+      expect(m.defaultContext.profiling).toBe(false);
       expect(formatProfile(p)).toContain("average of 5 tokens at context 5");
-      expect(() => profileDecode(m, Array(60).fill(1), 8)).toThrow(/exceed the context length 64/);
+      expect(() => profileDecode(m.defaultContext, Array(60).fill(1), 8)).toThrow(/exceed the context length 64/);
     } finally {
       m.dispose();
     }

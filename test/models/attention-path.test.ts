@@ -25,13 +25,13 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const ids = Array.from({ length: 48 }, (_, i) => 3 + ((i * 53) % 590));
 
-async function run(path: string, attention: "flash" | "naive"): Promise<{ prefill: Float32Array; decode: Float32Array[]; chunk: number }> {
-  const m = await loadModel(path, { threads: 2, contextLength: 128, batchSize: 32, maxLogitRows: 8, attention });
+async function run(path: string, attention: "flash" | "naive", naiveScoresBytes?: number): Promise<{ prefill: Float32Array; decode: Float32Array[]; chunk: number }> {
+  const m = await loadModel(path, { threads: 2, contextLength: 128, batchSize: 32, maxLogitRows: 8, attention, naiveScoresBytes });
   try {
     const prefill = m.eval(ids, 8).f32.slice();
     const decode: Float32Array[] = [];
     for (const t of [7, 11, 13]) decode.push(m.eval([t]).f32.slice());
-    return { prefill, decode, chunk: m.state.naiveQueryChunk };
+    return { prefill, decode, chunk: m.defaultContext.state.naiveQueryChunk };
   } finally {
     m.dispose();
   }
@@ -49,15 +49,10 @@ for (const arch of ["llama", "qwen2", "gemma3"] as const) {
 
     test("query chunks (a scores budget smaller than one batch)", async () => {
       const flash = await run(paths[arch]!, "flash");
-      process.env.KILN_NAIVE_SCORES_BYTES = String(5 * 4 * 128 * 4); // 5 query rows × 4 heads × 128 keys
-      try {
-        const naive = await run(paths[arch]!, "naive");
-        expect(naive.chunk).toBe(5);
-        expect(nmse(naive.prefill, flash.prefill)).toBeLessThan(1e-3);
-        for (let i = 0; i < 3; i++) expect(nmse(naive.decode[i]!, flash.decode[i]!)).toBeLessThan(1e-3);
-      } finally {
-        delete process.env.KILN_NAIVE_SCORES_BYTES;
-      }
+      const naive = await run(paths[arch]!, "naive", 5 * 4 * 128 * 4); // 5 query rows × 4 heads × 128 keys
+      expect(naive.chunk).toBe(5);
+      expect(nmse(naive.prefill, flash.prefill)).toBeLessThan(1e-3);
+      for (let i = 0; i < 3; i++) expect(nmse(naive.decode[i]!, flash.decode[i]!)).toBeLessThan(1e-3);
     });
   });
 }

@@ -78,13 +78,13 @@ describe("model files that parse but cannot run are refused with a named error",
 
   test("E10 a context whose KV cache exceeds the memory budget is refused before allocation", async () => {
     const path = defective("llama", {});
-    const saved = process.env.KILN_MAX_STATE_BYTES;
-    process.env.KILN_MAX_STATE_BYTES = String(1 << 20);
+    await expect(loadModel(path, { contextLength: 100000, memoryBudget: 1 << 20 })).rejects.toThrow(/needs .* GiB .* over the .* budget/);
+    const m = await loadModel(path, { contextLength: 64 });
     try {
-      await expect(loadModel(path, { contextLength: 100000 })).rejects.toThrow(/needs .* GiB .* over the .* budget/);
+      expect(() => m.createContext({ contextLength: 100000, memoryBudget: 1 << 20 })).toThrow(/needs .* GiB .* over the .* budget/);
+      expect(() => m.contextMemory({ contextLength: 100000, memoryBudget: 1 << 20 })).toThrow(/CONTEXT_TOO_LARGE/);
     } finally {
-      if (saved === undefined) delete process.env.KILN_MAX_STATE_BYTES;
-      else process.env.KILN_MAX_STATE_BYTES = saved;
+      m.dispose();
     }
   });
 });

@@ -106,14 +106,14 @@ describe("KV rollback", () => {
     target.reset();
     target.eval(prompt);
     target.eval([20, 21, 22, 23]); // drafts
-    target.state.truncate(prompt.length + 1); // keep only the first
+    target.defaultContext.truncate(prompt.length + 1); // keep only the first
     const after = target.eval([30]).f32.slice();
-    const kvA = target.state.kCache.map((k) => k.bytes.slice(0, (prompt.length + 2) * k.cols * k.shape[1]! * 2));
+    const kvA = target.defaultContext.state.kCache.map((k) => k.bytes.slice(0, (prompt.length + 2) * k.cols * k.shape[1]! * 2));
     target.reset();
     target.eval(prompt);
     target.eval([20]);
     const clean = target.eval([30]).f32.slice();
-    const kvB = target.state.kCache.map((k) => k.bytes.slice(0, (prompt.length + 2) * k.cols * k.shape[1]! * 2));
+    const kvB = target.defaultContext.state.kCache.map((k) => k.bytes.slice(0, (prompt.length + 2) * k.cols * k.shape[1]! * 2));
     expect(after).toEqual(clean);
     expect(kvA).toEqual(kvB);
   });

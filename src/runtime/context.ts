@@ -1,0 +1,568 @@
+/**
+ * A context: one KV cache and the run state of one conversation or generation over a Model's
+ * shared, immutable weights. Any number of contexts share one model; each runs one generation
+ * at a time (a second call while one runs throws KilnError CONTEXT_BUSY).
+ *
+ *   const ctx = model.createContext({ contextLength: 2048 });
+ *   for await (const { text } of ctx.generate("Once upon a time", { maxTokens: 32 })) process.stdout.write(text);
+ *   ctx.dispose();
+ *
+ * Generation never holds the event loop for longer than one forward call: the loop awaits the
+ * event loop between forward calls, and the prompt is evaluated in chunks of `prefillChunk`
+ * tokens, so timers, I/O and other requests run while a generation streams, and an AbortSignal
+ * fired from any of them ends the generation at its next step (finishReason "abort").
+ */
+import * as cpu from "../backends/cpu";
+import { KilnError } from "../errors";
+import type { HParams } from "../models/hparams";
+import { ModelError } from "../models/hparams";
+import { RunState, type AttentionPath, type StatePlan, type StateOptions } from "../models/state";
+import type { Tensor } from "../tensor";
+import type { Tokenizer } from "../tokenizer";
+import type { Model, ModelCore } from "./model";
+import { createSampler, type Sampler, type SamplingOptions } from "./sampling";
+import { SpeculativeRun, speculativeTokens, type Forwarder, type SpeculativeOptions as DrafterOptions, type SpeculativeStats } from "./speculative";
+import { checkThreads, physicalCores } from "./threads";
+
+export interface ContextOptions {
+  /** KV cache positions (default: min(training context, 4096)). */
+  contextLength?: number;
+  /** Most tokens per forward call (default 512): the largest prefill chunk, and buffer sizes. */
+  batchSize?: number;
+  /**
+   * Tokens per forward call when `generate` evaluates a prompt (default 128, at most batchSize).
+   * Smaller chunks return to the event loop more often during prefill; larger ones prefill a
+   * little faster (see the README's measurements).
+   */
+  prefillChunk?: number;
+  /** Rows of logits one forward call can return (default 16: speculative verification, parity tests). */
+  maxLogitRows?: number;
+  /** KV cache element type (default f16, as llama.cpp). */
+  kvType?: "f16" | "f32";
+  /** Attention path: "flash" (fused, default) or "naive" (scores materialized; benchmarks and tests). */
+  attention?: AttentionPath;
+  /** Kernel threads while this context computes (default: the model's `threads`, else physical cores). */
+  threads?: number;
+  /** Most bytes the KV cache and buffers may take (default 32 GiB, or KILN_MAX_STATE_BYTES). */
+  memoryBudget?: number;
+  /** Naive attention: largest scores buffer before a batch is split into query chunks (default 256 MiB). */
+  naiveScoresBytes?: number;
+}
+
+/** Speculative decoding options: prompt lookup, layer-skip, or a draft Model/Context sharing the vocabulary. */
+export type SpeculativeOptions = DrafterOptions<Model | Context>;
+export type { SpeculativeStats };
+
+export interface GenerateOptions extends SamplingOptions {
+  /**
+   * Speculative decoding: drafted tokens verified in one batched forward; never changes the
+   * output distribution. Default: when decoding greedily (temperature 0) and the context returns
+   * at least 2 logit rows, prompt lookup with the adaptive depth planner, which drafts only
+   * where its measurements say it pays (the tokens are identical either way). `false` turns
+   * speculation off. With temperature > 0 it is used only when asked for, and then the text a
+   * seed gives depends on how many drafts were made (adaptive depth follows timings): pass
+   * `adaptive: false` for seed-reproducible sampled text with speculation.
+   */
+  speculative?: SpeculativeOptions | false;
+  /** Most tokens to generate (default 256; never past the context length). */
+  maxTokens?: number;
+  /** Generation ends before any of these strings; the text returned never contains them. */
+  stop?: string[];
+  /** Add BOS/EOS per the model's rules (default true). */
+  addSpecial?: boolean;
+  /** Parse special-token text such as "<start_of_turn>" in the prompt (default true). */
+  parseSpecial?: boolean;
+  /** Aborting ends the generation at its next step: the result's finishReason is "abort" (no exception). */
+  signal?: AbortSignal;
+}
+
+export interface GeneratedPiece {
+  /** Text completed by this step (may be empty while a multi-byte character is pending). */
+  text: string;
+  /** The token sampled at this step. */
+  token: number;
+}
+
+export interface Timings {
+  loadMs: number;
+  promptTokens: number;
+  promptMs: number;
+  promptTokensPerSecond: number;
+  generatedTokens: number;
+  generateMs: number;
+  generatedTokensPerSecond: number;
+}
+
+export interface GenerateResult {
+  text: string;
+  tokens: number[];
+  /** "eos": an end-of-generation token; "stop": a stop string; "length": maxTokens or the context's end; "abort": the signal fired. */
+  finishReason: "stop" | "length" | "eos" | "abort";
+  timings: Timings;
+  speculative?: SpeculativeStats;
+}
+
+/** What a context's buffers cost (reported before they are allocated: Model.contextMemory). */
+export interface ContextMemory {
+  contextLength: number;
+  /** K and V caches of every layer. */
+  kvBytes: number;
+  /** Activations, scratch and logits. */
+  bufferBytes: number;
+  totalBytes: number;
+  /** The budget it fits in (memoryBudget / KILN_MAX_STATE_BYTES). */
+  budgetBytes: number;
+}
+
+export function memoryOf(plan: StatePlan): ContextMemory {
+  return { contextLength: plan.nCtx, kvBytes: plan.kvBytes, bufferBytes: plan.bufferBytes, totalBytes: plan.totalBytes, budgetBytes: plan.budgetBytes };
+}
+
+/** Resolves a context's options against the model: every default filled in, every value checked. */
+export function resolveContextOptions(core: ModelCore, o: ContextOptions, threadsDefault: number | undefined) {
+  const nCtx = o.contextLength ?? Math.min(core.hp.nCtxTrain, 4096);
+  if (!Number.isSafeInteger(nCtx) || nCtx < 1) throw new KilnError("BAD_OPTION", `contextLength must be a positive integer, got ${nCtx}`);
+  const maxBatch = o.batchSize ?? 512;
+  if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new KilnError("BAD_OPTION", `batchSize must be a positive integer, got ${maxBatch}`);
+  const prefillChunk = o.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
+  if (!Number.isSafeInteger(prefillChunk) || prefillChunk < 1) throw new KilnError("BAD_OPTION", `prefillChunk must be a positive integer, got ${prefillChunk}`);
+  const threads = checkThreads(o.threads ?? threadsDefault ?? physicalCores());
+  for (const k of ["memoryBudget", "naiveScoresBytes"] as const) {
+    const v = o[k];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new KilnError("BAD_OPTION", `${k} must be a positive integer number of bytes, got ${v}`);
+  }
+  const state: StateOptions = {
+    nCtx,
+    maxBatch,
+    // 16 rows: speculative verification of up to 15 drafted tokens (~1 MB per row for a 262k vocabulary).
+    maxLogitRows: o.maxLogitRows ?? 16,
+    kvType: o.kvType ?? "f16",
+    attention: o.attention ?? "flash",
+    weightTypes: core.weightTypes,
+    memoryBudget: o.memoryBudget,
+    naiveScoresBytes: o.naiveScoresBytes,
+  };
+  return { state, threads, prefillChunk: Math.min(prefillChunk, maxBatch) };
+}
+
+/** Tokens per forward call while generate evaluates a prompt (see ContextOptions.prefillChunk). */
+export const DEFAULT_PREFILL_CHUNK = 128;
+
+/** Lets timers, I/O and other tasks run (a macrotask turn, not a microtask). */
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+export class Context {
+  readonly model: Model;
+  /** Kernel threads while this context computes. */
+  readonly threads: number;
+  /** Tokens per forward call when generate evaluates a prompt. */
+  readonly prefillChunk: number;
+  /**
+   * Per-op kernel timings of this context's forward calls while `profiling` is true
+   * (`kiln generate --profile`, runtime/profile.ts).
+   */
+  readonly profiler = new cpu.OpProfiler();
+  profiling = false;
+  /** Timings of the last generation. */
+  lastTimings: Timings | undefined;
+  /** @internal the KV cache and buffers. */
+  readonly state: RunState;
+  readonly #core: ModelCore;
+  readonly #options: StateOptions;
+  readonly #layerSkips = new Map<number, Forwarder>();
+  readonly #draftContexts = new Map<Model, Context>();
+  /** What a context never disposed gives back when it is garbage-collected (holds no reference to the context). */
+  readonly #owned: { core: ModelCore; token: object; states: RunState[] };
+  #busy: string | null = null;
+  #disposed = false;
+
+  /** @internal use model.createContext(). */
+  constructor(model: Model, core: ModelCore, opts: ContextOptions, threadsDefault: number | undefined) {
+    const { state, threads, prefillChunk } = resolveContextOptions(core, opts, threadsDefault);
+    this.model = model;
+    this.#core = core;
+    this.#options = state;
+    this.threads = threads;
+    this.prefillChunk = prefillChunk;
+    this.state = new RunState(core.hp, state);
+    this.#owned = { core, token: {}, states: [this.state] };
+    core.retain(this.#owned.token);
+    collected.register(this, this.#owned, this.#owned.token);
+  }
+
+  get hp(): HParams {
+    return this.#core.hp;
+  }
+
+  get tokenizer(): Tokenizer {
+    return this.#core.tokenizer;
+  }
+
+  get contextLength(): number {
+    return this.state.nCtx;
+  }
+
+  /** Tokens in the KV cache. */
+  get nPast(): number {
+    return this.state.nPast;
+  }
+
+  /** What this context's buffers take. */
+  get memory(): ContextMemory {
+    return memoryOf(this.state.plan);
+  }
+
+  get nLayer(): number {
+    return this.#core.hp.nLayer;
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Whether a generation is running on this context. */
+  get busy(): boolean {
+    return this.#busy !== null;
+  }
+
+  #guard(what: string): void {
+    if (this.#disposed) throw new KilnError("DISPOSED", `${what}: this context of ${this.#core.path} was disposed`);
+    if (this.#core.released) throw new KilnError("DISPOSED", `${what}: the model ${this.#core.path} was released`);
+  }
+
+  #claim(what: string): void {
+    this.#guard(what);
+    if (this.#busy !== null) {
+      throw new KilnError("CONTEXT_BUSY", `${what}: this context is running ${this.#busy}; one generation at a time per context (wait for it, abort it, or use another context: model.createContext())`);
+    }
+    this.#busy = what;
+  }
+
+  /** Forgets the KV cache. */
+  reset(): void {
+    this.#claim("reset");
+    this.state.truncate(0);
+    this.#busy = null;
+  }
+
+  /** Keeps the first `n` positions of the KV cache and forgets the rest (n ≤ nPast). */
+  truncate(n: number): void {
+    this.#claim("truncate");
+    try {
+      this.state.truncate(n);
+    } finally {
+      this.#busy = null;
+    }
+  }
+
+  /**
+   * Appends tokens to the KV cache (in batchSize chunks, synchronously) and returns the logits of
+   * the last `logitRows` positions as a [rows, n_vocab] view into the context's buffer: valid
+   * until the next call on this context; after dispose() it reads as empty (never freed memory).
+   * For long prompts without blocking the event loop, use `evaluate`.
+   */
+  eval(tokens: readonly number[] | Int32Array, logitRows = 1): Tensor {
+    this.#claim("eval");
+    try {
+      return this.#evalWith(this.#core.hp, this.state, tokens, logitRows);
+    } finally {
+      this.#busy = null;
+    }
+  }
+
+  /**
+   * Appends tokens to the KV cache in chunks of `prefillChunk`, returning to the event loop
+   * between chunks; resolves to the last position's logits (a view, as eval). A fired `signal`
+   * stops between chunks with an AbortError (the cache keeps the chunks already evaluated).
+   */
+  async evaluate(tokens: readonly number[] | Int32Array, opts: { signal?: AbortSignal } = {}): Promise<Tensor> {
+    this.#claim("evaluate");
+    try {
+      const r = await this.#prefill(toIds(tokens), opts.signal);
+      if (r === null) throw opts.signal?.reason ?? new DOMException("evaluate aborted", "AbortError");
+      return r;
+    } finally {
+      this.#busy = null;
+    }
+  }
+
+  /** One or more forward calls of at most maxBatch tokens; the last `logitRows` rows of logits. */
+  #evalWith(hp: HParams, state: RunState, tokens: readonly number[] | Int32Array, logitRows: number): Tensor {
+    this.#guard("eval");
+    const ids = toIds(tokens);
+    if (ids.length === 0) throw new KilnError("BAD_OPTION", "eval: no tokens");
+    if (state.nPast + ids.length > state.nCtx) {
+      throw new ModelError("CONTEXT_FULL", `${state.nPast} tokens in the context + ${ids.length} new ones exceed the context length ${state.nCtx}`, this.#core.path);
+    }
+    let logits: Tensor | undefined;
+    for (let i = 0; i < ids.length; i += state.maxBatch) {
+      const chunk = ids.subarray(i, Math.min(ids.length, i + state.maxBatch));
+      const last = i + chunk.length === ids.length;
+      logits = this.#forward(hp, state, chunk, last ? Math.min(logitRows, chunk.length) : 1);
+    }
+    return logits!;
+  }
+
+  /** One forward call with this context's thread count and profiler. */
+  #forward(hp: HParams, state: RunState, ids: Int32Array, logitRows: number): Tensor {
+    cpu.useThreads(this.threads);
+    const core = this.#core;
+    return cpu.withProfiler(this.profiling ? this.profiler : null, () => core.arch.forward(hp, core.weights, state, ids, logitRows));
+  }
+
+  /** Prefill in chunks with a turn of the event loop between them; null when aborted. */
+  async #prefill(ids: Int32Array, signal: AbortSignal | undefined): Promise<Tensor | null> {
+    if (ids.length === 0) throw new KilnError("BAD_OPTION", "evaluate: no tokens");
+    const state = this.state;
+    if (state.nPast + ids.length > state.nCtx) {
+      throw new ModelError("CONTEXT_FULL", `${state.nPast} tokens in the context + ${ids.length} new ones exceed the context length ${state.nCtx}`, this.#core.path);
+    }
+    let logits: Tensor | undefined;
+    for (let i = 0; i < ids.length; i += this.prefillChunk) {
+      if (i > 0) {
+        await yieldToEventLoop();
+        this.#guard("generate");
+      }
+      if (signal?.aborted) return null;
+      logits = this.#forward(this.#core.hp, state, ids.subarray(i, Math.min(ids.length, i + this.prefillChunk)), 1);
+    }
+    return logits!;
+  }
+
+  /**
+   * The first `nLayers` layers of the model plus its final norm and output head, with a KV
+   * cache of their own: the layer-skip drafter for speculative decoding (created once per depth).
+   */
+  layerSkip(nLayers: number): Forwarder {
+    this.#guard("layerSkip");
+    const hp0 = this.#core.hp;
+    if (!Number.isSafeInteger(nLayers) || nLayers < 1 || nLayers >= hp0.nLayer) {
+      throw new KilnError("BAD_OPTION", `layerSkip: nLayers (the layers the drafter runs) must be an integer in [1, ${hp0.nLayer - 1}], got ${nLayers}`);
+    }
+    let f = this.#layerSkips.get(nLayers);
+    if (!f) {
+      const hp = { ...hp0, nLayer: nLayers };
+      const state = new RunState(hp, { ...this.#options, maxLogitRows: 1 });
+      this.#owned.states.push(state);
+      f = { hp, state, eval: (tokens, rows = 1) => this.#evalWith(hp, state, tokens, rows) };
+      this.#layerSkips.set(nLayers, f);
+    }
+    return f;
+  }
+
+  /** Streams the continuation of `prompt` (text or token ids), piece by piece, from an empty cache. */
+  async *generate(prompt: string | readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GeneratedPiece, GenerateResult> {
+    this.#claim("generate");
+    let borrowed: Context | null = null;
+    try {
+      const core = this.#core;
+      const tokenizer = core.tokenizer;
+      const promptIds = typeof prompt === "string" ? tokenizer.encode(prompt, { addSpecial: opts.addSpecial ?? true, parseSpecial: opts.parseSpecial ?? true }) : [...prompt];
+      if (promptIds.length === 0) throw new KilnError("BAD_OPTION", "generate: the prompt has no tokens");
+      for (const t of promptIds) if (!Number.isInteger(t) || t < 0 || t >= core.hp.nVocab) throw new KilnError("BAD_OPTION", `generate: prompt token id ${t} outside the vocabulary [0, ${core.hp.nVocab})`);
+      if (promptIds.length >= this.state.nCtx) {
+        throw new ModelError("PROMPT_TOO_LONG", `the prompt has ${promptIds.length} tokens; the context holds ${this.state.nCtx}`, core.path);
+      }
+      const maxTokensOpt = opts.maxTokens ?? 256;
+      if (!Number.isSafeInteger(maxTokensOpt) || maxTokensOpt < 0) throw new KilnError("BAD_OPTION", `maxTokens must be a non-negative integer, got ${maxTokensOpt}`);
+      const maxTokens = Math.min(maxTokensOpt, this.state.nCtx - promptIds.length);
+      const sampler = createSampler(opts, core.hp.nVocab);
+      const stops = (opts.stop ?? []).filter((s) => s.length > 0);
+      const holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
+      const stream = tokenizer.createStreamDecoder();
+      const history = [...promptIds]; // prompt + generated: the samplers' penalty window
+      const generated: number[] = [];
+      let text = "";
+      let emitted = 0;
+      let finishReason: GenerateResult["finishReason"] = "length";
+
+      const requested = opts.speculative === false ? undefined : (opts.speculative ?? this.#autoSpeculation(sampler));
+      let spec: DrafterOptions | undefined;
+      if (requested) {
+        const d = requested.draft;
+        if (d === "prompt-lookup" || d === "layer-skip") spec = { ...requested, draft: d };
+        else {
+          const draftCtx = this.#draftContext(d);
+          if (this.#draftContexts.get(draftCtx.model) !== draftCtx) {
+            draftCtx.#claim("speculative drafting");
+            borrowed = draftCtx;
+          }
+          spec = { ...requested, draft: draftCtx.#forwarder() };
+        }
+      }
+      const signal = opts.signal;
+      this.state.truncate(0);
+      const t0 = performance.now();
+      let t1 = t0;
+      let source: Iterable<number[]> | null = null;
+      if (maxTokens > 0) {
+        const first = await this.#prefill(Int32Array.from(promptIds), signal);
+        t1 = performance.now();
+        if (first === null) finishReason = "abort";
+        else {
+          const self = this.#forwarder();
+          const target = { ...self, nLayer: this.nLayer, layerSkip: (n: number) => this.layerSkip(n) };
+          source = spec ? speculativeTokens(target, first, sampler, history, spec) : plainTokens(self, first, sampler, history);
+        }
+      }
+      if (source) {
+        const it = source[Symbol.iterator]();
+        outer: for (let step = 0; ; step++) {
+          if (step > 0) {
+            // Between forward calls: let timers and I/O run, then honour an abort or a dispose.
+            await yieldToEventLoop();
+            this.#guard("generate");
+          }
+          if (signal?.aborted) {
+            finishReason = "abort";
+            break;
+          }
+          const r = it.next();
+          if (r.done) break;
+          for (const token of r.value) {
+            if (generated.length >= maxTokens) break outer;
+            if (tokenizer.isEog(token)) {
+              finishReason = "eos";
+              break outer;
+            }
+            generated.push(token);
+            text += stream.push(token);
+            const stopAt = firstStop(text, stops);
+            if (stopAt >= 0) {
+              text = text.slice(0, stopAt);
+              finishReason = "stop";
+              if (text.length > emitted) yield { text: text.slice(emitted), token };
+              emitted = text.length;
+              break outer;
+            }
+            const safe = Math.max(emitted, text.length - holdBack);
+            yield { text: text.slice(emitted, safe), token };
+            emitted = safe;
+            if (signal?.aborted) {
+              finishReason = "abort";
+              break outer;
+            }
+          }
+          if (generated.length >= maxTokens) break;
+        }
+      }
+      if (finishReason !== "stop") {
+        text += stream.flush();
+        if (text.length > emitted) yield { text: text.slice(emitted), token: generated.at(-1) ?? -1 };
+      }
+      const t2 = performance.now();
+      const timings: Timings = {
+        loadMs: core.loadMs,
+        promptTokens: promptIds.length,
+        promptMs: t1 - t0,
+        promptTokensPerSecond: (promptIds.length * 1000) / Math.max(t1 - t0, 1e-6),
+        generatedTokens: generated.length,
+        generateMs: t2 - t1,
+        generatedTokensPerSecond: (generated.length * 1000) / Math.max(t2 - t1, 1e-6),
+      };
+      this.lastTimings = timings;
+      const speculative = source instanceof SpeculativeRun ? source.stats(t2 - t1) : undefined;
+      return { text, tokens: generated, finishReason, timings, speculative };
+    } finally {
+      if (borrowed) borrowed.#busy = null;
+      this.#busy = null;
+    }
+  }
+
+  /** Runs generate to the end and returns the whole result. */
+  async complete(prompt: string | readonly number[], opts: GenerateOptions = {}): Promise<GenerateResult> {
+    const it = this.generate(prompt, opts);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** The default speculation: adaptive prompt lookup for greedy decoding (see GenerateOptions.speculative). */
+  #autoSpeculation(sampler: Sampler): SpeculativeOptions | undefined {
+    if (sampler.options.temperature > 0 || this.state.maxLogitRows < 2) return undefined;
+    return { draft: "prompt-lookup", maxDraft: Math.min(10, this.state.maxLogitRows - 1), adaptive: true };
+  }
+
+  /** The context a draft runs in: a Context as given, or one this context creates for a Model and owns. */
+  #draftContext(d: Model | Context): Context {
+    const ctx = d instanceof Context ? d : this.#ownedDraftContext(d);
+    this.#checkDraft(ctx);
+    if (ctx === this) throw new KilnError("BAD_OPTION", "speculative.draft: a context cannot draft for itself");
+    return ctx;
+  }
+
+  #ownedDraftContext(m: Model): Context {
+    let c = this.#draftContexts.get(m);
+    if (!c || c.disposed) {
+      c = m.createContext({ contextLength: this.contextLength, maxLogitRows: 1, threads: this.threads });
+      this.#draftContexts.set(m, c);
+    }
+    return c;
+  }
+
+  /** A draft must share this model's vocabulary token for token. */
+  #checkDraft(draft: Context): void {
+    draft.#guard("speculative.draft");
+    const a = this.#core.tokenizer.vocab.tokens;
+    const b = draft.#core.tokenizer.vocab.tokens;
+    const i = a.length === b.length ? a.findIndex((t, j) => t !== b[j]) : Math.min(a.length, b.length);
+    if (a.length !== b.length || i >= 0) {
+      throw new ModelError("DRAFT_VOCAB_MISMATCH", `draft model ${draft.#core.path} does not share the vocabulary of ${this.#core.path} (${b.length} vs ${a.length} tokens, first difference at id ${i})`, draft.#core.path);
+    }
+  }
+
+  /** This context as a drafter's target/draft: forward calls that skip the busy check (the generation holds it). */
+  #forwarder(): Forwarder {
+    return { hp: this.#core.hp, state: this.state, eval: (tokens, rows = 1) => this.#evalWith(this.#core.hp, this.state, tokens, rows) };
+  }
+
+  /** Frees the KV cache and buffers (and draft contexts this context created). Idempotent. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    collected.unregister(this.#owned.token);
+    for (const c of this.#draftContexts.values()) c.dispose();
+    this.#draftContexts.clear();
+    this.#layerSkips.clear();
+    releaseOwned(this.#owned);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** Frees a context's buffers and drops its hold on the model's weights. */
+function releaseOwned(o: { core: ModelCore; token: object; states: RunState[] }): void {
+  for (const s of o.states) s.dispose();
+  o.states.length = 0;
+  o.core.release(o.token);
+}
+
+/** A context that is never disposed still gives its memory back once it is garbage-collected. */
+const collected = new FinalizationRegistry(releaseOwned);
+
+function toIds(tokens: readonly number[] | Int32Array): Int32Array {
+  return tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
+}
+
+/** Plain decoding: one forward per token after the prefilled prompt. */
+function* plainTokens(ctx: Forwarder, prefilled: Tensor, sampler: Sampler, history: number[]): Generator<number[]> {
+  let logits = prefilled;
+  for (;;) {
+    const token = sampler.sample(logits.f32, history);
+    history.push(token);
+    yield [token];
+    logits = ctx.eval([token]);
+  }
+}
+
+function firstStop(text: string, stops: string[]): number {
+  let at = -1;
+  for (const s of stops) {
+    const i = text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at;
+}
