@@ -429,7 +429,7 @@ export function dequantize(t: Tensor, out: Tensor): void {
   check(op, kiln().kiln_dequantize_row(DTYPE_IDS[t.dtype], t.bytes, out.bytes, t.numel));
 }
 
-/** Quantizes f32 rows into dtype (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K). */
+/** Quantizes f32 rows into dtype: every type kiln reads (DTYPE_IDS). */
 export function quantize(x: Tensor, dtype: DType): Tensor {
   const op = "quantize";
   expectDType(op, x, "f32");

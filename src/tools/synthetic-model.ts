@@ -12,10 +12,9 @@
  * post-FFN norms are scaled up, see planSyntheticModel); qwen2's q/k/v biases
  * are ~N(0, 0.05²). Logits then have a standard deviation of about 1.
  *
- * Quantization. F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q6_K (and Q5_K where the kernel library has it) go
- * through kiln's Zig kernels; Q4_1/Q5_0/Q5_1 (and Q5_K otherwise) are quantized here with
- * ggml's reference rounding (Q5_K with a simple min/max fit). Generation and quantization run in
- * chunks of rows, so no f32 copy of a whole large tensor is ever held.
+ * Quantization. Every type goes through kiln's Zig quantizers (kiln_quantize_row; the 32-block
+ * types round as ggml's reference quantizers do, byte for byte). Generation and quantization run
+ * in chunks of rows, so no f32 copy of a whole large tensor is ever held.
  *
  * Types per tensor: 1-D tensors stay F32. With a plain type T every 2-D weight is T, falling back
  * as llama-quantize does when its row length is not a whole number of T's blocks (Q4_K→Q5_0,
@@ -204,151 +203,8 @@ class Stream {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// TypeScript quantizers for the types the kernels cannot produce (ggml reference rounding)
-// ---------------------------------------------------------------------------------------------
-
-/** Math.f16round (ES2025; in Bun, not yet in every lib.d.ts). */
-const f16round = (Math as unknown as { f16round(x: number): number }).f16round;
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-
-/** IEEE half bits of x (round to nearest even, subnormals included). */
-export function f16Bits(x: number): number {
-  const h = f16round(x);
-  f32buf[0] = h;
-  const b = u32buf[0]!;
-  const sign = (b >>> 16) & 0x8000;
-  const a = Math.abs(h);
-  if (a === 0) return sign;
-  if (!Number.isFinite(h)) return sign | 0x7c00;
-  if (a < 2 ** -14) return sign | Math.round(a * 2 ** 24);
-  return sign | ((((b >>> 23) & 255) - 112) << 10) | ((b >>> 13) & 0x3ff);
-}
-
-/** Q4_1 / Q5_0 / Q5_1 blocks of `x` (a multiple of 32 long) into `out`, as ggml's reference quantizers. */
-export function quantRow32(t: "q4_1" | "q5_0" | "q5_1", x: Float32Array, out: Uint8Array): void {
-  const v = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  const nb = x.length / 32;
-  const bs = DTYPE_LAYOUT[t].typeSize;
-  for (let i = 0; i < nb; i++) {
-    const x0 = i * 32;
-    const o = i * bs;
-    if (t === "q5_0") {
-      let amax = 0, max = 0;
-      for (let j = 0; j < 32; j++) {
-        const a = Math.abs(x[x0 + j]!);
-        if (amax < a) { amax = a; max = x[x0 + j]!; }
-      }
-      const d = Math.fround(max / -16);
-      const id = d ? Math.fround(1 / d) : 0;
-      v.setUint16(o, f16Bits(d), true);
-      let qh = 0;
-      for (let j = 0; j < 16; j++) {
-        const q0 = Math.min(31, Math.trunc(Math.fround(x[x0 + j]! * id) + 16.5));
-        const q1 = Math.min(31, Math.trunc(Math.fround(x[x0 + j + 16]! * id) + 16.5));
-        out[o + 6 + j] = (q0 & 15) | ((q1 & 15) << 4);
-        qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
-      }
-      v.setUint32(o + 2, qh >>> 0, true);
-    } else {
-      let mn = Infinity, mx = -Infinity;
-      for (let j = 0; j < 32; j++) {
-        const a = x[x0 + j]!;
-        if (a < mn) mn = a;
-        if (a > mx) mx = a;
-      }
-      const levels = t === "q4_1" ? 15 : 31;
-      const d = Math.fround((mx - mn) / levels);
-      const id = d ? Math.fround(1 / d) : 0;
-      v.setUint16(o, f16Bits(d), true);
-      v.setUint16(o + 2, f16Bits(mn), true);
-      const qs = t === "q4_1" ? o + 4 : o + 8;
-      let qh = 0;
-      for (let j = 0; j < 16; j++) {
-        const q0 = Math.min(levels, Math.trunc(Math.fround((x[x0 + j]! - mn) * id) + 0.5));
-        const q1 = Math.min(levels, Math.trunc(Math.fround((x[x0 + j + 16]! - mn) * id) + 0.5));
-        out[qs + j] = (q0 & 15) | ((q1 & 15) << 4);
-        qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
-      }
-      if (t === "q5_1") v.setUint32(o + 4, qh >>> 0, true);
-    }
-  }
-}
-
-/** Q5_K with a per-sub-block min/max fit (valid blocks; not ggml's iterative search). */
-export function quantRowQ5K(x: Float32Array, out: Uint8Array): void {
-  const v = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  const nb = x.length / 256;
-  const scale = new Float64Array(8), minv = new Float64Array(8), sc = new Uint8Array(8), m = new Uint8Array(8);
-  for (let i = 0; i < nb; i++) {
-    const x0 = i * 256, o = i * 176;
-    let maxScale = 0, maxMin = 0;
-    for (let j = 0; j < 8; j++) {
-      let mn = 0, mx = -Infinity;
-      for (let l = 0; l < 32; l++) {
-        const a = x[x0 + 32 * j + l]!;
-        if (a < mn) mn = a;
-        if (a > mx) mx = a;
-      }
-      scale[j] = Math.max(0, (mx - mn) / 31);
-      minv[j] = -mn;
-      maxScale = Math.max(maxScale, scale[j]!);
-      maxMin = Math.max(maxMin, minv[j]!);
-    }
-    const d = f16round(maxScale / 63), dmin = f16round(maxMin / 63);
-    v.setUint16(o, f16Bits(d), true);
-    v.setUint16(o + 2, f16Bits(dmin), true);
-    for (let j = 0; j < 8; j++) {
-      sc[j] = d > 0 ? Math.max(scale[j]! > 0 ? 1 : 0, Math.min(63, Math.round(scale[j]! / d))) : 0;
-      m[j] = dmin > 0 ? Math.min(63, Math.round(minv[j]! / dmin)) : 0;
-    }
-    const s = o + 4;
-    for (let j = 0; j < 12; j++) out[s + j] = 0;
-    for (let j = 0; j < 8; j++) {
-      if (j < 4) {
-        out[s + j] = sc[j]!;
-        out[s + j + 4] = m[j]!;
-      } else {
-        out[s + j + 4] = (sc[j]! & 15) | ((m[j]! & 15) << 4);
-        out[s + j - 4] |= (sc[j]! >> 4) << 6;
-        out[s + j] |= (m[j]! >> 4) << 6;
-      }
-    }
-    const qh = o + 16, qs = o + 48;
-    for (let l = 0; l < 32; l++) out[qh + l] = 0;
-    for (let c = 0; c < 4; c++) {
-      for (let half = 0; half < 2; half++) {
-        const j = 2 * c + half;
-        const step = d * sc[j]!, off = dmin * m[j]!;
-        const inv = step > 0 ? 1 / step : 0;
-        for (let l = 0; l < 32; l++) {
-          const q = Math.max(0, Math.min(31, Math.round((x[x0 + 32 * j + l]! + off) * inv)));
-          if (half === 0) out[qs + 32 * c + l] = q & 15;
-          else out[qs + 32 * c + l] |= (q & 15) << 4;
-          if (q & 16) out[qh + l] |= 1 << j;
-        }
-      }
-    }
-  }
-}
-
-let kernelQ5K: boolean | undefined;
-
-/** Quantizes `rows × cols` f32 values (row-major) into `out` (exactly the GGUF bytes). */
+/** Quantizes `rows × cols` f32 values (row-major) into `out` (exactly the GGUF bytes), with kiln's kernels. */
 function quantizeRows(t: DType, x: Float32Array, rows: number, cols: number, out: Uint8Array): void {
-  if (t === "q4_1" || t === "q5_0" || t === "q5_1") return quantRow32(t, x, out);
-  if (t === "q5_k") {
-    if (kernelQ5K === undefined) {
-      try {
-        cpu.quantizeInto(Tensor.fromF32(new Float32Array(256), [1, 256]), Tensor.zeros("q5_k", [1, 256]));
-        kernelQ5K = true;
-      } catch {
-        kernelQ5K = false;
-      }
-    }
-    if (!kernelQ5K) return quantRowQ5K(x, out);
-  }
   cpu.quantizeInto(Tensor.fromF32(x, [rows, cols]), new Tensor(t, [rows, cols], out));
 }
 
