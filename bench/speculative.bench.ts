@@ -36,8 +36,8 @@ const prompts: Record<string, string> = {
 const drafters = [
   { name: "prompt-lookup", spec: { draft: "prompt-lookup" as const, maxDraft: 10 } },
   { name: "prompt-lookup, fixed depth", spec: { draft: "prompt-lookup" as const, maxDraft: 10, adaptive: false } },
-  { name: "layer-skip (12 of 18 layers)", spec: { draft: "layer-skip" as const, maxDraft: 4, skipLayers: 12 } },
-  { name: "layer-skip, fixed depth", spec: { draft: "layer-skip" as const, maxDraft: 4, skipLayers: 12, adaptive: false } },
+  { name: "layer-skip (12 of 18 layers)", spec: { draft: "layer-skip" as const, maxDraft: 4, draftLayers: 12 } },
+  { name: "layer-skip, fixed depth", spec: { draft: "layer-skip" as const, maxDraft: 4, draftLayers: 12, adaptive: false } },
 ];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

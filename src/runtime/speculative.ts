@@ -48,8 +48,8 @@ export interface SpeculativeOptions<Draft = Forwarder> {
   adaptive?: boolean;
   /** A model drafter stops early when its top probability falls below this (default 0.4). */
   minConfidence?: number;
-  /** Layer-skip: layers of the target the draft runs (default: half). */
-  skipLayers?: number;
+  /** Layer-skip: how many of the target's first layers the drafter runs (the rest are skipped; default: half). */
+  draftLayers?: number;
   /** Prompt lookup: longest and shortest n-gram to match (default 3 and 1). */
   ngramMax?: number;
   ngramMin?: number;
@@ -482,6 +482,7 @@ export interface SpeculativeTarget extends Forwarder {
 
 /** A speculative token source over `target`, whose prompt is in its KV cache with `prefilled` the last position's logits. */
 export function speculativeTokens(target: SpeculativeTarget, prefilled: Tensor, sampler: Sampler, history: number[], o: SpeculativeOptions): SpeculativeRun {
+  if ("skipLayers" in o) throw new KilnError("BAD_OPTION", "speculative.skipLayers was renamed draftLayers (the number of the target's first layers the drafter runs)");
   const maxDraft = o.maxDraft ?? 6;
   // A verification batch is k + 1 rows; beyond maxInvariantRows rows the matmul and attention
   // kernels sum in another order than decode (zig-kernels: max_invariant_rows, max_invariant_queries).
@@ -493,7 +494,7 @@ export function speculativeTokens(target: SpeculativeTarget, prefilled: Tensor, 
   const sampling = sampler.options;
   let drafter: Drafter;
   if (o.draft === "prompt-lookup") drafter = new PromptLookupDrafter(o.ngramMax ?? 3, o.ngramMin ?? 1);
-  else if (o.draft === "layer-skip") drafter = new ModelDrafter("layer-skip", target.layerSkip(o.skipLayers ?? Math.max(1, Math.floor(target.nLayer / 2))), sampling, o.minConfidence ?? 0.4);
+  else if (o.draft === "layer-skip") drafter = new ModelDrafter("layer-skip", target.layerSkip(o.draftLayers ?? Math.max(1, Math.floor(target.nLayer / 2))), sampling, o.minConfidence ?? 0.4);
   else {
     if (o.draft.hp.nVocab !== target.hp.nVocab) throw new KilnError("BAD_OPTION", `speculative: the draft model's vocabulary (${o.draft.hp.nVocab}) differs from the target's (${target.hp.nVocab})`);
     drafter = new ModelDrafter("draft-model", o.draft, sampling, o.minConfidence ?? 0.4);

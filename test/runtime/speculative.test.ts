@@ -50,7 +50,7 @@ describe("greedy speculative decoding equals plain greedy decoding", () => {
             const spec = await target.complete(prompt, {
               maxTokens: 40,
               temperature: 0,
-              speculative: { draft: which === "draft-model" ? draft : which, maxDraft, skipLayers: 1, adaptive },
+              speculative: { draft: which === "draft-model" ? draft : which, maxDraft, draftLayers: 1, adaptive },
             });
             expect(spec.tokens).toEqual(plain.tokens);
             if (!adaptive) accepted += spec.speculative!.accepted;
