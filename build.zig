@@ -38,6 +38,24 @@ fn levels() [4]Level {
     };
 }
 
+/// exports_baseline.zig (CPU detection) compiled for the level's architecture at its baseline
+/// CPU, to be linked into the level's library: detection must run on any CPU of the arch.
+fn baselineExports(b: *std.Build, level: Level, optimize: std.builtin.OptimizeMode) *std.Build.Step.Compile {
+    var query = level.query;
+    query.cpu_model = .baseline;
+    query.cpu_features_add = .empty;
+    return b.addObject(.{
+        .name = b.fmt("kiln-detect-{s}", .{level.name}),
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("zig-kernels/exports_baseline.zig"),
+            .target = b.resolveTargetQuery(query),
+            .optimize = optimize,
+            .link_libc = true,
+            .pic = true,
+        }),
+    });
+}
+
 pub fn build(b: *std.Build) void {
     const optimize = b.standardOptimizeOption(.{});
     const test_step = b.step("test", "Run every kernel test at every CPU level");
@@ -58,6 +76,7 @@ pub fn build(b: *std.Build) void {
                 .link_libc = true, // dlopen of libcuda/NVRTC at run time
             }),
         });
+        lib.root_module.addObject(baselineExports(b, level, optimize));
         b.installArtifact(lib);
 
         var test_query = level.query;

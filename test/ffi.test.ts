@@ -5,7 +5,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { CPU_LEVEL_IDS, CPU_LEVELS, detectCpuLevel, libraryPath, limits, loadLibrary, Status, symbols, type CpuLevel } from "../src/ffi/library";
+import { join } from "node:path";
+import { canRun, CPU_FEATURES, CPU_LEVEL_IDS, CPU_LEVELS, cpuInfo, detectCpuLevel, libraryPath, limits, loadLibrary, Status, symbols, type CpuFeature, type CpuLevel } from "../src/ffi/library";
 import { DTYPE_IDS, DTYPE_LAYOUT, type DType } from "../src/tensor";
 import { nmse, randn } from "./helpers";
 
@@ -36,12 +37,16 @@ function elfExports(path: string): Set<string> {
   return names;
 }
 
-const runnable = (level: CpuLevel): boolean => {
-  const best = detectCpuLevel();
-  if (level === "aarch64" || best === "aarch64") return level === best;
-  const order = ["x86_64-baseline", "x86_64-v3", "x86_64-v4"];
-  return order.indexOf(level) <= order.indexOf(best);
-};
+const runnable = (level: CpuLevel): boolean => canRun(level, detectCpuLevel());
+
+const libraryModule = join(import.meta.dir, "..", "src", "ffi", "library.ts");
+
+/** Runs `code` in a fresh bun with `env` on top of this one's (KILN_* removed first): the library is process-wide. */
+function inFreshProcess(code: string, env: Record<string, string> = {}): { ok: boolean; out: string; err: string } {
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KILN_")));
+  const r = Bun.spawnSync([process.execPath, "-e", code], { env: { ...base, ...env } as Record<string, string> });
+  return { ok: r.exitCode === 0, out: r.stdout.toString().trim(), err: r.stderr.toString() };
+}
 
 describe("libkiln builds", () => {
   for (const level of CPU_LEVELS) {
@@ -116,5 +121,36 @@ describe("libkiln builds", () => {
 
   test("KILN_CPU must name a level", () => {
     expect(() => loadLibrary("x86_64-v9" as CpuLevel)).toThrow(/KILN_CPU=x86_64-v9 is not a CPU level/);
+  });
+});
+
+describe("CPU level choice", () => {
+  const printLevel = `const l = await import(${JSON.stringify(libraryModule)}); console.log(l.loadedLevel(), l.kiln().kiln_cpu_level());`;
+
+  test("without KILN_CPU the loader takes the best level the CPU reports", () => {
+    const r = inFreshProcess(printLevel);
+    expect(r.err).toBe("");
+    const best = detectCpuLevel();
+    expect(r.out).toBe(`${best} ${CPU_LEVEL_IDS[best]}`);
+  });
+
+  test("KILN_CPU forces a level the CPU runs; one it cannot run, or no level, is a clear error", () => {
+    const lowest: CpuLevel = process.arch === "arm64" ? "aarch64" : "x86_64-baseline";
+    expect(inFreshProcess(printLevel, { KILN_CPU: lowest }).out).toBe(`${lowest} ${CPU_LEVEL_IDS[lowest]}`);
+    const foreign: CpuLevel = process.arch === "arm64" ? "x86_64-baseline" : "aarch64";
+    const r = inFreshProcess(printLevel, { KILN_CPU: foreign });
+    expect(r.ok).toBe(false);
+    expect(r.err).toMatch(new RegExp(`cannot run the ${foreign} build \\(forced by KILN_CPU=${foreign}`));
+    expect(inFreshProcess(printLevel, { KILN_CPU: "x86_64-v9" }).err).toMatch(/KILN_CPU=x86_64-v9 is not a CPU level/);
+  });
+
+  test.if(process.platform === "linux")("the detected features are the ones /proc/cpuinfo lists", () => {
+    const info = readFileSync("/proc/cpuinfo", "utf8");
+    const line = info.split("\n").find((l) => /^(flags|Features)\s*:/.test(l)) ?? "";
+    const flags = new Set(line.split(":")[1]!.trim().split(/\s+/));
+    const cpuinfoName: Partial<Record<CpuFeature, string>> = { lzcnt: "abm" };
+    const archFeatures = (Object.keys(CPU_FEATURES) as CpuFeature[]).filter((f) => (CPU_FEATURES[f] >= 32) === (process.arch === "arm64"));
+    const expected = archFeatures.filter((f) => flags.has(cpuinfoName[f] ?? f));
+    expect([...cpuInfo().features]).toEqual(expected);
   });
 });

@@ -43,3 +43,232 @@ else if (builtin.cpu.has(.x86, .avx2))
     1
 else
     0;
+
+// ---------------------------------------------------------------------------------------------
+// Run time: what the CPU running the library supports (kiln_cpu_features, kiln_cpu_best_level).
+// This half is compiled at the architecture's baseline (exports_baseline.zig, linked into every
+// level's library by build.zig), so asking any build which level the CPU runs cannot itself
+// execute an instruction the CPU lacks.
+// ---------------------------------------------------------------------------------------------
+
+/// Bits of kiln_cpu_features() (names mirrored in src/ffi/library.ts CPU_FEATURES, spelled as
+/// Linux's /proc/cpuinfo does). A register-state feature is reported only when the OS saves
+/// that state (XGETBV): an AVX-512 CPU under an OS that does not enable it reports no avx512*.
+pub const Feature = enum(u6) {
+    // x86-64
+    sse4_2 = 0,
+    popcnt = 1,
+    avx = 2,
+    avx2 = 3,
+    fma = 4,
+    f16c = 5,
+    bmi1 = 6,
+    bmi2 = 7,
+    lzcnt = 8,
+    movbe = 9,
+    avx512f = 10,
+    avx512bw = 11,
+    avx512dq = 12,
+    avx512vl = 13,
+    avx512cd = 14,
+    avx512_vnni = 15,
+    avx512_bf16 = 16,
+    avx512_fp16 = 17,
+    avx_vnni = 18,
+    /// AMX tile state enabled by the OS. Linux also wants a per-process
+    /// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) before the first tile instruction.
+    amx_tile = 19,
+    amx_int8 = 20,
+    amx_bf16 = 21,
+    // aarch64
+    asimd = 32,
+    asimddp = 33,
+    asimdhp = 34,
+    i8mm = 35,
+    bf16 = 36,
+    sve = 37,
+};
+
+pub const FeatureSet = u64;
+
+pub fn bit(f: Feature) FeatureSet {
+    return @as(FeatureSet, 1) << @intFromEnum(f);
+}
+
+fn hasAll(set: FeatureSet, comptime fs: []const Feature) bool {
+    inline for (fs) |f| if (set & bit(f) == 0) return false;
+    return true;
+}
+
+/// What each level's build may execute: the x86-64-v3 microarchitecture level (with v2's
+/// SSE4.2/POPCNT), v4 plus VNNI (build.zig), and ARMv8.2 dotprod + fp16 (build.zig).
+const x86_64_v3_needs = [_]Feature{ .sse4_2, .popcnt, .avx, .avx2, .fma, .f16c, .bmi1, .bmi2, .lzcnt, .movbe };
+const x86_64_v4_needs = x86_64_v3_needs ++ [_]Feature{ .avx512f, .avx512bw, .avx512dq, .avx512vl, .avx512cd, .avx512_vnni };
+const aarch64_needs = [_]Feature{ .asimd, .asimddp, .asimdhp };
+
+/// kiln_cpu_best_level() when no build of kiln runs on this CPU (an aarch64 core without dotprod).
+pub const no_level: u32 = std.math.maxInt(u32);
+
+/// The best level a CPU with these features runs (the numbering of kiln_cpu_level).
+pub fn levelFor(arch: std.Target.Cpu.Arch, set: FeatureSet) u32 {
+    return switch (arch) {
+        .x86_64 => if (hasAll(set, &x86_64_v4_needs)) 2 else if (hasAll(set, &x86_64_v3_needs)) 1 else 0,
+        .aarch64 => if (hasAll(set, &aarch64_needs)) 3 else no_level,
+        else => no_level,
+    };
+}
+
+/// The features of the CPU running this code.
+pub fn detect() FeatureSet {
+    return switch (builtin.cpu.arch) {
+        .x86_64 => detectX86(),
+        .aarch64 => detectArm64(),
+        else => 0,
+    };
+}
+
+const Cpuid = struct { eax: u32, ebx: u32, ecx: u32, edx: u32 };
+
+fn cpuid(leaf: u32, subleaf: u32) Cpuid {
+    var eax: u32 = undefined;
+    var ebx: u32 = undefined;
+    var ecx: u32 = undefined;
+    var edx: u32 = undefined;
+    asm volatile ("cpuid"
+        : [_] "={eax}" (eax),
+          [_] "={ebx}" (ebx),
+          [_] "={ecx}" (ecx),
+          [_] "={edx}" (edx),
+        : [_] "{eax}" (leaf),
+          [_] "{ecx}" (subleaf),
+    );
+    return .{ .eax = eax, .ebx = ebx, .ecx = ecx, .edx = edx };
+}
+
+/// XCR0: the register state the OS saves on context switch (only valid when OSXSAVE is set).
+fn xgetbv0() u32 {
+    return asm volatile ("xgetbv"
+        : [_] "={eax}" (-> u32),
+        : [_] "{ecx}" (@as(u32, 0)),
+        : .{ .edx = true });
+}
+
+fn on(set: *FeatureSet, f: Feature, reg: u32, bit_index: u5) void {
+    if ((reg >> bit_index) & 1 != 0) set.* |= bit(f);
+}
+
+fn detectX86() FeatureSet {
+    var set: FeatureSet = 0;
+    const max_leaf = cpuid(0, 0).eax;
+    const l1 = cpuid(1, 0);
+    const osxsave = (l1.ecx >> 27) & 1 != 0;
+    const xcr0: u32 = if (osxsave) xgetbv0() else 0;
+    const os_avx = xcr0 & 0b110 == 0b110; // XMM and YMM state
+    const os_avx512 = os_avx and (xcr0 & 0xe0 == 0xe0 or darwinAvx512()); // opmask, ZMM_Hi256, Hi16_ZMM
+    const os_amx = xcr0 & (0b11 << 17) == (0b11 << 17); // XTILECFG and XTILEDATA
+
+    on(&set, .sse4_2, l1.ecx, 20);
+    on(&set, .popcnt, l1.ecx, 23);
+    on(&set, .movbe, l1.ecx, 22);
+    if (os_avx) {
+        on(&set, .avx, l1.ecx, 28);
+        on(&set, .fma, l1.ecx, 12);
+        on(&set, .f16c, l1.ecx, 29);
+    }
+    if (max_leaf >= 7) {
+        const l7 = cpuid(7, 0);
+        on(&set, .bmi1, l7.ebx, 3);
+        on(&set, .bmi2, l7.ebx, 8);
+        if (os_avx) on(&set, .avx2, l7.ebx, 5);
+        if (os_avx512) {
+            on(&set, .avx512f, l7.ebx, 16);
+            on(&set, .avx512dq, l7.ebx, 17);
+            on(&set, .avx512cd, l7.ebx, 28);
+            on(&set, .avx512bw, l7.ebx, 30);
+            on(&set, .avx512vl, l7.ebx, 31);
+            on(&set, .avx512_vnni, l7.ecx, 11);
+            on(&set, .avx512_fp16, l7.edx, 23);
+        }
+        if (os_amx) {
+            on(&set, .amx_bf16, l7.edx, 22);
+            on(&set, .amx_tile, l7.edx, 24);
+            on(&set, .amx_int8, l7.edx, 25);
+        }
+        if (l7.eax >= 1) {
+            const l7_1 = cpuid(7, 1);
+            if (os_avx) on(&set, .avx_vnni, l7_1.eax, 4);
+            if (os_avx512) on(&set, .avx512_bf16, l7_1.eax, 5);
+        }
+    }
+    if (cpuid(0x8000_0000, 0).eax >= 0x8000_0001) on(&set, .lzcnt, cpuid(0x8000_0001, 0).ecx, 5);
+    return set;
+}
+
+/// macOS enables AVX-512 register state per thread on first use, so XCR0 does not show it
+/// beforehand; the kernel says whether it will through sysctl.
+fn darwinAvx512() bool {
+    if (comptime !builtin.os.tag.isDarwin()) return false;
+    return sysctlFlag("hw.optional.avx512f");
+}
+
+fn sysctlFlag(comptime name: [:0]const u8) bool {
+    if (comptime !builtin.os.tag.isDarwin()) return false;
+    var value: u32 = 0;
+    var len: usize = @sizeOf(u32);
+    if (std.c.sysctlbyname(name, &value, &len, null, 0) != 0) return false;
+    return value != 0;
+}
+
+fn detectArm64() FeatureSet {
+    var set: FeatureSet = 0;
+    if (comptime builtin.os.tag.isDarwin()) {
+        // Every Apple silicon core (M1 on) has ARMv8.4 NEON with dotprod and fp16; macOS 11
+        // names neither in sysctl, so they are not asked.
+        set |= bit(.asimd) | bit(.asimddp) | bit(.asimdhp);
+        if (sysctlFlag("hw.optional.arm.FEAT_I8MM")) set |= bit(.i8mm);
+        if (sysctlFlag("hw.optional.arm.FEAT_BF16")) set |= bit(.bf16);
+    } else if (comptime builtin.os.tag == .linux) {
+        const hwcap: u64 = auxval(std.elf.AT_HWCAP);
+        const hwcap2: u64 = auxval(std.elf.AT_HWCAP2);
+        if (hwcap & (1 << 1) != 0) set |= bit(.asimd); // HWCAP_ASIMD
+        if (hwcap & (1 << 10) != 0) set |= bit(.asimdhp); // HWCAP_ASIMDHP
+        if (hwcap & (1 << 20) != 0) set |= bit(.asimddp); // HWCAP_ASIMDDP
+        if (hwcap & (1 << 22) != 0) set |= bit(.sve); // HWCAP_SVE
+        if (hwcap2 & (1 << 13) != 0) set |= bit(.i8mm); // HWCAP2_I8MM
+        if (hwcap2 & (1 << 14) != 0) set |= bit(.bf16); // HWCAP2_BF16
+    }
+    return set;
+}
+
+/// The auxiliary vector: through libc in the library (a shared object has no start code of
+/// Zig's to record it), from Zig's start code in the static test binaries.
+fn auxval(t: usize) usize {
+    if (builtin.link_libc) return std.c.getauxval(t);
+    return std.os.linux.getauxval(t);
+}
+
+test "levelFor: each level needs every one of its features" {
+    const x86 = std.Target.Cpu.Arch.x86_64;
+    var v3: FeatureSet = 0;
+    for (x86_64_v3_needs) |f| v3 |= bit(f);
+    var v4 = v3;
+    for (x86_64_v4_needs) |f| v4 |= bit(f);
+    try std.testing.expectEqual(@as(u32, 0), levelFor(x86, 0));
+    try std.testing.expectEqual(@as(u32, 1), levelFor(x86, v3));
+    try std.testing.expectEqual(@as(u32, 2), levelFor(x86, v4 | bit(.amx_tile)));
+    for (x86_64_v3_needs) |f| try std.testing.expectEqual(@as(u32, 0), levelFor(x86, v3 & ~bit(f)));
+    for (x86_64_v4_needs[x86_64_v3_needs.len..]) |f| try std.testing.expectEqual(@as(u32, 1), levelFor(x86, v4 & ~bit(f)));
+    const arm = bit(.asimd) | bit(.asimddp) | bit(.asimdhp);
+    try std.testing.expectEqual(@as(u32, 3), levelFor(.aarch64, arm));
+    try std.testing.expectEqual(no_level, levelFor(.aarch64, arm & ~bit(.asimddp)));
+}
+
+test "detect: the CPU running this test binary runs the level it was built for" {
+    const set = detect();
+    const best = levelFor(builtin.cpu.arch, set);
+    if (is_arm64) try std.testing.expectEqual(@as(u32, 3), best) else try std.testing.expect(best >= build_level);
+    // Every feature this binary was compiled to use is one the CPU reports.
+    if (has_avx2) try std.testing.expect(set & bit(.avx2) != 0);
+    if (has_vnni512) try std.testing.expect(set & bit(.avx512_vnni) != 0 and set & bit(.avx512bw) != 0);
+    if (has_dotprod) try std.testing.expect(set & bit(.asimddp) != 0);
+}

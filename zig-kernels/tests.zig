@@ -1,5 +1,6 @@
 //! Test root: every kernel family's tests, built and run once per CPU level by `zig build test`.
 test {
+    _ = @import("cpu.zig");
     _ = @import("pool.zig");
     _ = @import("memory.zig");
     _ = @import("quant_legacy.zig");

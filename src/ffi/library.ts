@@ -9,17 +9,22 @@
  * - 64-bit returns are read with the `_fast` types, which give a number when it fits.
  */
 import { dlopen, FFIType, suffix } from "bun:ffi";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 
 const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 
+/** The environment, read once: KILN_CPU forces a CPU level. */
+const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined });
+
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
   kiln_cpu_level: { args: [], returns: u32 },
+  kiln_cpu_best_level: { args: [], returns: u32 },
+  kiln_cpu_features: { args: [], returns: u64 },
   kiln_limit: { args: [u32], returns: i64_fast },
   kiln_set_threads: { args: [u32], returns: u32 },
   kiln_get_threads: { args: [], returns: u32 },
@@ -95,29 +100,77 @@ function readLimits(s: KilnSymbols, path: string): Readonly<KernelLimits> {
   return Object.freeze(out);
 }
 
-function cpuFlags(): Set<string> {
-  try {
-    const info = readFileSync("/proc/cpuinfo", "utf8");
-    const line = info.split("\n").find((l) => /^(flags|Features)\s*:/.test(l)) ?? "";
-    return new Set(line.split(":")[1]?.trim().split(/\s+/) ?? []);
-  } catch {
-    return new Set();
-  }
+/** kiln_cpu_best_level() when no build of kiln runs on this CPU. */
+const NO_CPU_LEVEL = 0xffffffff;
+const LEVEL_BY_ID = new Map(Object.entries(CPU_LEVEL_IDS).map(([name, id]) => [id, name as CpuLevel]));
+
+/**
+ * kiln_cpu_features() bits (zig-kernels/cpu.zig Feature), named as Linux's /proc/cpuinfo names
+ * them. Register-state features (AVX, AVX-512, AMX) count only when the OS enables that state.
+ */
+export const CPU_FEATURES = {
+  sse4_2: 0, popcnt: 1, avx: 2, avx2: 3, fma: 4, f16c: 5, bmi1: 6, bmi2: 7, lzcnt: 8, movbe: 9,
+  avx512f: 10, avx512bw: 11, avx512dq: 12, avx512vl: 13, avx512cd: 14, avx512_vnni: 15, avx512_bf16: 16, avx512_fp16: 17,
+  avx_vnni: 18, amx_tile: 19, amx_int8: 20, amx_bf16: 21,
+  asimd: 32, asimddp: 33, asimdhp: 34, i8mm: 35, bf16: 36, sve: 37,
+} as const;
+export type CpuFeature = keyof typeof CPU_FEATURES;
+
+export function cpuFeatureNames(mask: bigint): CpuFeature[] {
+  return (Object.keys(CPU_FEATURES) as CpuFeature[]).filter((f) => (mask >> BigInt(CPU_FEATURES[f])) & 1n);
 }
 
-/** The best level this CPU runs, from /proc/cpuinfo. */
-export function detectCpuLevel(): CpuLevel {
-  const f = cpuFlags();
-  if (process.arch === "arm64") {
-    if (!f.has("asimddp")) throw new Error("kiln: this aarch64 CPU lacks the dotprod extension (ARMv8.2 sdot) kiln's NEON build needs");
-    return "aarch64";
+export interface CpuInfo {
+  /** The best level this CPU runs. */
+  best: CpuLevel;
+  features: readonly CpuFeature[];
+}
+
+/** The build every CPU of this architecture loads: the one asked what the CPU runs. */
+function probeLevel(): CpuLevel {
+  if (process.arch === "x64") return "x86_64-baseline";
+  if (process.arch === "arm64") return "aarch64";
+  throw new Error(`kiln: unsupported CPU architecture ${process.arch} (kiln is built for x64 and arm64)`);
+}
+
+let cpu: CpuInfo | undefined;
+
+/**
+ * What this CPU runs, asked once of the platform's baseline build (CPUID and XGETBV on x86,
+ * HWCAP or sysctl on arm64; the detection code is compiled at the baseline in every build).
+ */
+export function cpuInfo(): CpuInfo {
+  if (cpu) return cpu;
+  const path = libraryPath(probeLevel());
+  if (!existsSync(path)) throw new Error(`kiln: kernel library ${path} is missing; run \`bun run setup\` (or \`bun run build\`) first`);
+  const lib = dlopen(path, { kiln_cpu_best_level: symbols.kiln_cpu_best_level, kiln_cpu_features: symbols.kiln_cpu_features });
+  let id: number, mask: bigint;
+  try {
+    id = lib.symbols.kiln_cpu_best_level();
+    mask = lib.symbols.kiln_cpu_features();
+  } finally {
+    lib.close();
   }
-  if (process.arch !== "x64") throw new Error(`kiln: unsupported CPU architecture ${process.arch}`);
-  const v4 = ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"];
-  const v3 = ["avx2", "fma", "f16c", "bmi2", "movbe"];
-  if ([...v4, ...v3].every((x) => f.has(x))) return "x86_64-v4";
-  if (v3.every((x) => f.has(x))) return "x86_64-v3";
-  return "x86_64-baseline";
+  const features = Object.freeze(cpuFeatureNames(mask));
+  const best = LEVEL_BY_ID.get(id);
+  if (!best) {
+    const why = id === NO_CPU_LEVEL && process.arch === "arm64" ? "kiln's NEON build needs the dotprod and fp16 extensions (ARMv8.2)" : `kiln_cpu_best_level() = ${id}`;
+    throw new Error(`kiln: this ${process.arch} CPU runs no kiln build: ${why}; it has ${features.join(" ") || "none of the features kiln asks about"}`);
+  }
+  return (cpu = Object.freeze({ best, features }));
+}
+
+/** The best level this CPU runs. */
+export function detectCpuLevel(): CpuLevel {
+  return cpuInfo().best;
+}
+
+const X86_ORDER: readonly CpuLevel[] = ["x86_64-baseline", "x86_64-v3", "x86_64-v4"];
+
+/** Whether a CPU whose best level is `best` can run the `level` build. */
+export function canRun(level: CpuLevel, best: CpuLevel): boolean {
+  if (level === "aarch64" || best === "aarch64") return level === best;
+  return X86_ORDER.indexOf(level) <= X86_ORDER.indexOf(best);
 }
 
 export const libraryDir = join(import.meta.dir, "..", "..", "zig-out", "lib");
@@ -136,10 +189,18 @@ export interface LoadedLibrary {
   close(): void;
 }
 
-/** Loads one level's build. KILN_CPU (a CpuLevel name) forces the level; tests use it. */
-export function loadLibrary(level: CpuLevel = (process.env.KILN_CPU as CpuLevel) || detectCpuLevel()): LoadedLibrary {
+/**
+ * Loads one level's build: by default KILN_CPU's level, else the best this CPU runs. A level the
+ * CPU cannot run is refused here rather than left to die of an illegal instruction.
+ */
+export function loadLibrary(level: CpuLevel = (env.cpu as CpuLevel) ?? detectCpuLevel()): LoadedLibrary {
   if (!CPU_LEVELS.includes(level)) {
     throw new Error(`kiln: KILN_CPU=${level} is not a CPU level; use one of ${CPU_LEVELS.join(", ")}`);
+  }
+  const best = detectCpuLevel();
+  if (!canRun(level, best)) {
+    const forced = env.cpu === level ? ` (forced by KILN_CPU=${level}; unset it or pick a level this CPU runs)` : "";
+    throw new Error(`kiln: this CPU cannot run the ${level} build${forced}: it runs ${best} at best, features: ${cpuInfo().features.join(" ")}`);
   }
   const path = libraryPath(level);
   if (!existsSync(path)) {
