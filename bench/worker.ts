@@ -99,29 +99,34 @@ async function main(): Promise<void> {
 
   if (spec.engine === "kiln") {
     const { loadModel } = await import("../src/runtime/model");
-    const { argmax } = await import("../src/runtime/sampling");
     const t0 = performance.now();
-    const model = await loadModel(spec.model, { threads: spec.threads, contextLength: spec.ctx, batchSize: spec.batch, maxLogitRows: 1, attention: spec.flash ? "flash" : "naive" });
+    const model = await loadModel(spec.model, { threads: spec.threads, contextLength: spec.ctx, batchSize: spec.batch, prefillChunk: spec.batch, maxLogitRows: 1, attention: spec.flash ? "flash" : "naive" });
     model.eval([ids[0]!]);
     model.reset();
     loadMs = performance.now() - t0;
     rssAfterLoad = procStatus("VmRSS");
-    const generate = (prompt: number[], decode: number) => {
-      model.reset();
+    // The library's own generate loop (it awaits the event loop between forward calls), greedy,
+    // no speculation; the prompt is evaluated in forward calls of the suite's batch size, as
+    // llama.cpp's n_batch. TTFT: call → first token; steps: the gaps between later tokens.
+    const ctx = model.defaultContext;
+    const generate = async (prompt: number[], decode: number) => {
       const t0 = performance.now();
-      let tok = argmax(model.eval(prompt).f32);
-      const t1 = performance.now();
+      let t = t0;
+      let ttft = 0;
       const steps: number[] = [];
-      for (let i = 0; i < decode; i++) {
-        const t = performance.now();
-        tok = argmax(model.eval([tok]).f32);
-        steps.push(performance.now() - t);
+      let n = 0;
+      for await (const _ of ctx.generate(prompt, { maxTokens: decode + 1, temperature: 0, speculative: false })) {
+        const now = performance.now();
+        if (n === 0) ttft = now - t0;
+        else steps.push(now - t);
+        t = now;
+        if (++n === decode + 1) break; // one piece per token (a trailing flush piece is not a step)
       }
-      return { ttft: t1 - t0, steps };
+      return { ttft, steps };
     };
-    generate(warm, 2);
+    await generate(warm, 2);
     for (const r of spec.runs) {
-      const g = generate(ids.slice(0, r.prompt), r.decode);
+      const g = await generate(ids.slice(0, r.prompt), r.decode);
       runs.push(runResult(r, g.ttft, g.steps));
     }
     if (spec.profile) {
