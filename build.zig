@@ -1,6 +1,10 @@
 //! Builds kiln's kernel library once per CPU level, and its tests at every level.
 //!
 //!   zig build -Doptimize=ReleaseFast   → zig-out/lib/libkiln-{x86_64-baseline,x86_64-v3,x86_64-v4,aarch64}.so
+//!                                        (.dylib / .dll when built on macOS / Windows), unstripped
+//!   zig build prebuilt -Doptimize=ReleaseFast
+//!                                      → zig-out/prebuilt/<platform>/libkiln-<level>.<so|dylib|dll>, stripped,
+//!                                        for linux-x64, linux-arm64, darwin-x64, darwin-arm64, win32-x64
 //!   zig build test                     → every kernel test at each x86-64 level on this machine,
 //!                                        and the aarch64 (NEON) tests under qemu-aarch64 when it is installed
 //!
@@ -38,46 +42,97 @@ fn levels() [4]Level {
     };
 }
 
-/// exports_baseline.zig (CPU detection) compiled for the level's architecture at its baseline
-/// CPU, to be linked into the level's library: detection must run on any CPU of the arch.
-fn baselineExports(b: *std.Build, level: Level, optimize: std.builtin.OptimizeMode) *std.Build.Step.Compile {
+/// Where a library runs: Node's `${process.platform}-${process.arch}` name, OS and the levels.
+const Platform = struct {
+    name: []const u8,
+    os_tag: std.Target.Os.Tag,
+    /// null: the OS's default (macOS has one C ABI).
+    abi: ?std.Target.Abi,
+    levels: []const []const u8,
+};
+
+const x86_levels: []const []const u8 = &.{ "x86_64-baseline", "x86_64-v3", "x86_64-v4" };
+const arm_levels: []const []const u8 = &.{"aarch64"};
+
+/// What `zig build prebuilt` makes: one folder per npm platform package (@kiln/<name>).
+const prebuilt_platforms = [_]Platform{
+    .{ .name = "linux-x64", .os_tag = .linux, .abi = .gnu, .levels = x86_levels },
+    .{ .name = "linux-arm64", .os_tag = .linux, .abi = .gnu, .levels = arm_levels },
+    .{ .name = "darwin-x64", .os_tag = .macos, .abi = null, .levels = x86_levels },
+    .{ .name = "darwin-arm64", .os_tag = .macos, .abi = null, .levels = arm_levels },
+    .{ .name = "win32-x64", .os_tag = .windows, .abi = .gnu, .levels = x86_levels },
+};
+
+fn findLevel(name: []const u8) Level {
+    for (levels()) |level| if (std.mem.eql(u8, level.name, name)) return level;
+    unreachable;
+}
+
+/// The level's target query for an OS. macOS builds run from macOS 11 (the first with arm64).
+fn platformQuery(level: Level, os_tag: std.Target.Os.Tag, abi: ?std.Target.Abi) std.Target.Query {
     var query = level.query;
-    query.cpu_model = .baseline;
-    query.cpu_features_add = .empty;
-    return b.addObject(.{
-        .name = b.fmt("kiln-detect-{s}", .{level.name}),
+    query.os_tag = os_tag;
+    query.abi = abi;
+    if (os_tag == .macos) query.os_version_min = .{ .semver = .{ .major = 11, .minor = 0, .patch = 0 } };
+    return query;
+}
+
+/// File name of a level's library: libkiln-<level>.<so|dylib|dll> on every OS (Bun's `suffix`).
+fn libraryFileName(b: *std.Build, level_name: []const u8, os_tag: std.Target.Os.Tag) []const u8 {
+    const ext = switch (os_tag) {
+        .macos => "dylib",
+        .windows => "dll",
+        else => "so",
+    };
+    return b.fmt("libkiln-{s}.{s}", .{ level_name, ext });
+}
+
+/// One level's kernel library for `query`'s OS, with exports_baseline.zig (CPU detection)
+/// compiled at the architecture's baseline CPU linked in: detection must run on any CPU.
+fn kernelLibrary(b: *std.Build, level_name: []const u8, query: std.Target.Query, optimize: std.builtin.OptimizeMode, strip: bool) *std.Build.Step.Compile {
+    const lib = b.addLibrary(.{
+        // Windows adds no "lib" prefix: the DLL's own name then matches its file name.
+        .name = b.fmt("{s}kiln-{s}", .{ if (query.os_tag == .windows) "lib" else "", level_name }),
+        .linkage = .dynamic,
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("zig-kernels/exports.zig"),
+            .target = b.resolveTargetQuery(query),
+            .optimize = optimize,
+            .link_libc = true, // dlopen of libcuda/NVRTC at run time
+            .strip = strip,
+        }),
+    });
+    var baseline = query;
+    baseline.cpu_model = .baseline;
+    baseline.cpu_features_add = .empty;
+    lib.root_module.addObject(b.addObject(.{
+        .name = b.fmt("kiln-detect-{s}", .{level_name}),
         .root_module = b.createModule(.{
             .root_source_file = b.path("zig-kernels/exports_baseline.zig"),
-            .target = b.resolveTargetQuery(query),
+            .target = b.resolveTargetQuery(baseline),
             .optimize = optimize,
             .link_libc = true,
             .pic = true,
+            .strip = strip,
         }),
-    });
+    }));
+    return lib;
 }
 
 pub fn build(b: *std.Build) void {
     const optimize = b.standardOptimizeOption(.{});
     const test_step = b.step("test", "Run every kernel test at every CPU level");
+    const prebuilt_step = b.step("prebuilt", "Stripped libraries for every platform package: zig-out/prebuilt/<platform>/libkiln-<level>.<ext>");
     // Foreign (aarch64) tests run under qemu-aarch64 when it is on PATH; otherwise they are
     // still compiled, so NEON paths never rot.
     const have_qemu = if (b.findProgram(&.{"qemu-aarch64"}, &.{})) |_| true else |_| false;
     b.enable_qemu = have_qemu;
 
+    // The dev build: every level for this machine's OS (glibc on Linux), unstripped.
+    const host_os = b.graph.host.result.os.tag;
     for (levels()) |level| {
-        const target = b.resolveTargetQuery(level.query);
-        const lib = b.addLibrary(.{
-            .name = b.fmt("kiln-{s}", .{level.name}),
-            .linkage = .dynamic,
-            .root_module = b.createModule(.{
-                .root_source_file = b.path("zig-kernels/exports.zig"),
-                .target = target,
-                .optimize = optimize,
-                .link_libc = true, // dlopen of libcuda/NVRTC at run time
-            }),
-        });
-        lib.root_module.addObject(baselineExports(b, level, optimize));
-        b.installArtifact(lib);
+        const lib = kernelLibrary(b, level.name, platformQuery(level, host_os, if (host_os == .linux) .gnu else null), optimize, false);
+        b.getInstallStep().dependOn(&b.addInstallFileWithDir(lib.getEmittedBin(), .lib, libraryFileName(b, level.name, host_os)).step);
 
         var test_query = level.query;
         test_query.abi = .musl; // static test binaries: qemu needs no aarch64 sysroot
@@ -92,5 +147,14 @@ pub fn build(b: *std.Build) void {
         const run = b.addRunArtifact(tests);
         run.skip_foreign_checks = !have_qemu;
         test_step.dependOn(&run.step);
+    }
+
+    for (prebuilt_platforms) |platform| {
+        for (platform.levels) |level_name| {
+            const query = platformQuery(findLevel(level_name), platform.os_tag, platform.abi);
+            const lib = kernelLibrary(b, level_name, query, optimize, true);
+            const dir: std.Build.InstallDir = .{ .custom = b.fmt("prebuilt/{s}", .{platform.name}) };
+            prebuilt_step.dependOn(&b.addInstallFileWithDir(lib.getEmittedBin(), dir, libraryFileName(b, level_name, platform.os_tag)).step);
+        }
     }
 }

@@ -4,7 +4,7 @@
  * with the kernels', and every x86 level this machine can run gives the same answers.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { canRun, CPU_FEATURES, CPU_LEVEL_IDS, CPU_LEVELS, cpuInfo, detectCpuLevel, libraryPath, limits, loadLibrary, Status, symbols, type CpuFeature, type CpuLevel } from "../src/ffi/library";
 import { DTYPE_IDS, DTYPE_LAYOUT, type DType } from "../src/tensor";
@@ -37,6 +37,56 @@ function elfExports(path: string): Set<string> {
   return names;
 }
 
+/** Exported (external, defined) symbol names of a 64-bit Mach-O dylib, from LC_SYMTAB, without the leading "_". */
+function machoExports(b: Buffer): Set<string> {
+  const ncmds = b.readUInt32LE(16);
+  const names = new Set<string>();
+  for (let i = 0, o = 32; i < ncmds; i++, o += b.readUInt32LE(o + 4)) {
+    if (b.readUInt32LE(o) !== 0x2) continue; // LC_SYMTAB
+    const [symoff, nsyms, stroff] = [b.readUInt32LE(o + 8), b.readUInt32LE(o + 12), b.readUInt32LE(o + 16)];
+    for (let k = 0; k < nsyms; k++) {
+      const e = symoff + 16 * k;
+      const type = b[e + 4]!;
+      if (type & 0xe0 || (type & 0x0e) !== 0x0e || !(type & 0x01)) continue; // N_STAB, not N_SECT, not N_EXT
+      const start = stroff + b.readUInt32LE(e);
+      names.add(b.toString("latin1", start + 1, b.indexOf(0, start)));
+    }
+  }
+  return names;
+}
+
+/** Names in a PE32+ DLL's export directory. */
+function peExports(b: Buffer): Set<string> {
+  const pe = b.readUInt32LE(0x3c);
+  const nSections = b.readUInt16LE(pe + 6);
+  const opt = pe + 24;
+  if (b.readUInt16LE(opt) !== 0x20b) throw new Error("not PE32+");
+  const sections = Array.from({ length: nSections }, (_, i) => {
+    const o = opt + b.readUInt16LE(pe + 20) + 40 * i;
+    return { va: b.readUInt32LE(o + 12), size: b.readUInt32LE(o + 16), raw: b.readUInt32LE(o + 20) };
+  });
+  const file = (rva: number) => {
+    const s = sections.find((s) => rva >= s.va && rva < s.va + s.size)!;
+    return rva - s.va + s.raw;
+  };
+  const dir = file(b.readUInt32LE(opt + 112)); // DataDirectory[0]: exports
+  const [nNames, namesRva] = [b.readUInt32LE(dir + 24), b.readUInt32LE(dir + 32)];
+  const names = new Set<string>();
+  for (let i = 0; i < nNames; i++) {
+    const start = file(b.readUInt32LE(file(namesRva) + 4 * i));
+    names.add(b.toString("latin1", start, b.indexOf(0, start)));
+  }
+  return names;
+}
+
+/** Exported function names of a shared library in any of the formats kiln ships. */
+function libraryExports(path: string): Set<string> {
+  const b = readFileSync(path);
+  if (b.readUInt32LE(0) === 0xfeedfacf) return machoExports(b);
+  if (b.readUInt16LE(0) === 0x5a4d) return peExports(b); // "MZ"
+  return elfExports(path);
+}
+
 const runnable = (level: CpuLevel): boolean => canRun(level, detectCpuLevel());
 
 const libraryModule = join(import.meta.dir, "..", "src", "ffi", "library.ts");
@@ -54,6 +104,16 @@ describe("libkiln builds", () => {
       const path = libraryPath(level);
       expect(existsSync(path)).toBe(true);
       const exported = [...elfExports(path)].filter((n) => n.startsWith("kiln_")).sort();
+      expect(exported).toEqual(Object.keys(symbols).sort());
+    });
+  }
+
+  // `zig build prebuilt` output, when present: every platform's files export exactly the table.
+  const prebuilt = join(import.meta.dir, "..", "zig-out", "prebuilt");
+  const platformFiles = existsSync(prebuilt) ? readdirSync(prebuilt).flatMap((p) => readdirSync(join(prebuilt, p)).map((f) => join(p, f))) : [];
+  for (const file of platformFiles) {
+    test(`prebuilt ${file}: its kiln_* exports are exactly the binding's table`, () => {
+      const exported = [...libraryExports(join(prebuilt, file))].filter((n) => n.startsWith("kiln_")).sort();
       expect(exported).toEqual(Object.keys(symbols).sort());
     });
   }

@@ -52,6 +52,21 @@ export fn kiln_limit(id: u32) i64 {
     };
 }
 
+// Compiled at the architecture's baseline (exports_baseline.zig): callable on any CPU.
+extern fn kiln_baseline_cpu_best_level() u32;
+extern fn kiln_baseline_cpu_features() u64;
+
+/// The best kiln_cpu_level() this CPU runs, or 0xffffffff when it runs none (an aarch64 core
+/// without dotprod and fp16).
+export fn kiln_cpu_best_level() u32 {
+    return kiln_baseline_cpu_best_level();
+}
+
+/// The CPU's features as a bit set (cpu.zig Feature; names in src/ffi/library.ts).
+export fn kiln_cpu_features() u64 {
+    return kiln_baseline_cpu_features();
+}
+
 export fn kiln_set_threads(n: u32) u32 {
     return @intCast(pool.setThreads(n));
 }

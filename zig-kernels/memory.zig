@@ -1,18 +1,32 @@
 //! Memory kiln owns outside the JS heap: read-only file mappings (model weights stay in the
 //! mapped file) and page-aligned buffers (activations, KV cache) that never move.
+//!
+//! POSIX (Linux, macOS): mmap/munmap/madvise. Windows: CreateFileMappingW + MapViewOfFile for
+//! files, VirtualAlloc for buffers (declared below: Zig 0.15's std has no file-mapping calls).
 const std = @import("std");
+const builtin = @import("builtin");
 const posix = std.posix;
+const windows = std.os.windows;
 
 const page = std.heap.page_size_min;
-const builtin = @import("builtin");
-/// Buffers from this size up get MADV_HUGEPAGE.
+const is_windows = builtin.os.tag == .windows;
+/// Buffers from this size up get MADV_HUGEPAGE (Linux only).
 const huge_page_min = 4 << 20;
+
+const win32 = struct {
+    const FILE_MAP_READ: windows.DWORD = 0x0004; // SECTION_MAP_READ
+    extern "kernel32" fn CreateFileMappingW(file: windows.HANDLE, attributes: ?*anyopaque, protect: windows.DWORD, size_high: windows.DWORD, size_low: windows.DWORD, name: ?windows.LPCWSTR) callconv(.winapi) ?windows.HANDLE;
+    extern "kernel32" fn MapViewOfFile(mapping: windows.HANDLE, access: windows.DWORD, offset_high: windows.DWORD, offset_low: windows.DWORD, len: windows.SIZE_T) callconv(.winapi) ?windows.LPVOID;
+    extern "kernel32" fn UnmapViewOfFile(base: windows.LPCVOID) callconv(.winapi) windows.BOOL;
+    extern "kernel32" fn VirtualUnlock(addr: windows.LPVOID, len: windows.SIZE_T) callconv(.winapi) windows.BOOL;
+};
 
 /// Maps `path` PROT_READ + MAP_PRIVATE. A kernel bug that writes into a weight then faults
 /// visibly, and can never reach the user's file. Null on any failure (missing file, empty
 /// file, mapping refused); the caller reports the path.
 pub fn mapReadOnly(path: [*:0]const u8, out_len: *u64) ?[*]const u8 {
     out_len.* = 0;
+    if (is_windows) return mapReadOnlyWindows(path, out_len);
     const fd = posix.openZ(path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0) catch return null;
     defer posix.close(fd);
     const st = posix.fstat(fd) catch return null;
@@ -23,34 +37,73 @@ pub fn mapReadOnly(path: [*:0]const u8, out_len: *u64) ?[*]const u8 {
     return mapped.ptr;
 }
 
+/// The whole file as one read-only view. The mapping object's handle is closed at once: the
+/// view keeps the section alive until UnmapViewOfFile.
+fn mapReadOnlyWindows(path: [*:0]const u8, out_len: *u64) ?[*]const u8 {
+    const file = std.fs.cwd().openFileZ(path, .{}) catch return null; // UTF-8 path, any share mode
+    defer file.close();
+    const size = file.getEndPos() catch return null;
+    if (size == 0 or size > std.math.maxInt(usize)) return null;
+    const mapping = win32.CreateFileMappingW(file.handle, null, windows.PAGE_READONLY, 0, 0, null) orelse return null;
+    defer windows.CloseHandle(mapping);
+    const view = win32.MapViewOfFile(mapping, win32.FILE_MAP_READ, 0, 0, 0) orelse return null;
+    out_len.* = size;
+    return @ptrCast(view);
+}
+
 /// Drops this process's pages of [addr, addr + len) of a read-only FILE mapping (mapReadOnly),
 /// rounded inward to whole pages: they leave the resident set, stay in the page cache, and a
 /// later read maps them back from the file. (On anonymous memory this would zero the range:
 /// callers pass only ranges of mapReadOnly's mappings.) Errors are ignored: it is advice.
+///   Linux: MADV_DONTNEED drops the pages from the resident set at once.
+///   macOS: MADV_DONTNEED only lowers the pages' priority (they leave when memory is wanted);
+///          on a read-only file mapping it never loses data, like Linux's.
+///   Windows: VirtualUnlock of pages that are not locked removes them from the working set
+///            (documented under VirtualUnlock); it then reports ERROR_NOT_LOCKED, ignored.
 pub fn releaseFilePages(addr: [*]const u8, len: usize) void {
-    const start = std.mem.alignForward(usize, @intFromPtr(addr), page);
-    const end = std.mem.alignBackward(usize, @intFromPtr(addr) + len, page);
+    const page_size = std.heap.pageSize();
+    const start = std.mem.alignForward(usize, @intFromPtr(addr), page_size);
+    const end = std.mem.alignBackward(usize, @intFromPtr(addr) + len, page_size);
     if (end <= start) return;
+    if (is_windows) {
+        _ = win32.VirtualUnlock(@ptrFromInt(start), end - start);
+        return;
+    }
     const p: [*]align(page) u8 = @ptrFromInt(start);
     posix.madvise(p, end - start, posix.MADV.DONTNEED) catch {};
 }
 
 pub fn unmap(addr: [*]const u8, len: u64) void {
+    if (is_windows) {
+        _ = win32.UnmapViewOfFile(addr);
+        return;
+    }
     const aligned: [*]align(page) const u8 = @alignCast(addr);
     posix.munmap(aligned[0..len]);
 }
 
 /// Zeroed, page-aligned anonymous memory. Null when len is 0 or the system refuses.
 pub fn alloc(len: u64) ?[*]u8 {
-    if (len == 0) return null;
+    if (len == 0 or len > std.math.maxInt(usize)) return null;
+    if (is_windows) {
+        // Committed pages are zeroed; the base is 64 KiB aligned (allocation granularity).
+        const m = windows.VirtualAlloc(null, len, windows.MEM_COMMIT | windows.MEM_RESERVE, windows.PAGE_READWRITE) catch return null;
+        return @ptrCast(m);
+    }
     const m = posix.mmap(null, len, posix.PROT.READ | posix.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0) catch return null;
     // Large buffers (a packed output head, KV caches) ask for transparent huge pages: one fault
     // and one TLB entry per 2 MiB instead of 512 of each. Advice only (THP may be off).
-    if (builtin.os.tag == .linux and len >= huge_page_min) posix.madvise(m.ptr, len, posix.MADV.HUGEPAGE) catch {};
+    if (comptime builtin.os.tag == .linux) {
+        if (len >= huge_page_min) posix.madvise(m.ptr, len, posix.MADV.HUGEPAGE) catch {};
+    }
     return m.ptr;
 }
 
 pub fn free(addr: [*]u8, len: u64) void {
+    if (is_windows) {
+        windows.VirtualFree(addr, 0, windows.MEM_RELEASE); // the whole allocation; len unused
+        return;
+    }
     const aligned: [*]align(page) u8 = @alignCast(addr);
     posix.munmap(aligned[0..len]);
 }
