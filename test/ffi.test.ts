@@ -1,12 +1,16 @@
 /**
  * The binding against the library itself: the dlopen table names exactly the symbols each
- * build exports, every build reports the CPU level it was compiled for, the type table agrees
- * with the kernels', and every x86 level this machine can run gives the same answers.
+ * build (and each `zig build prebuilt` file, ELF, Mach-O or PE) exports, every build reports the
+ * CPU level it was compiled for, the type table and limits agree with the kernels', every x86
+ * level this machine can run gives the same answers, the level chosen is the best the CPU
+ * reports (its features checked against /proc/cpuinfo), and the library is found through
+ * KILN_LIBRARY, the dev build or the @kiln/<platform> package, in that order.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { canRun, CPU_FEATURES, CPU_LEVEL_IDS, CPU_LEVELS, cpuInfo, detectCpuLevel, libraryPath, limits, loadLibrary, Status, symbols, type CpuFeature, type CpuLevel } from "../src/ffi/library";
+import { canRun, CPU_FEATURES, CPU_LEVEL_IDS, CPU_LEVELS, cpuInfo, detectCpuLevel, devLibraryDir, libraryFileName, libraryPath, limits, loadLibrary, PLATFORM, Status, symbols, type CpuFeature, type CpuLevel } from "../src/ffi/library";
 import { DTYPE_IDS, DTYPE_LAYOUT, type DType } from "../src/tensor";
 import { nmse, randn } from "./helpers";
 
@@ -212,5 +216,80 @@ describe("CPU level choice", () => {
     const archFeatures = (Object.keys(CPU_FEATURES) as CpuFeature[]).filter((f) => (CPU_FEATURES[f] >= 32) === (process.arch === "arm64"));
     const expected = archFeatures.filter((f) => flags.has(cpuinfoName[f] ?? f));
     expect([...cpuInfo().features]).toEqual(expected);
+  });
+});
+
+describe("where the library is found", () => {
+  const best = detectCpuLevel();
+  const lowest: CpuLevel = process.arch === "arm64" ? "aarch64" : "x86_64-baseline";
+  const archLevels = CPU_LEVELS.filter((l) => (l === "aarch64") === (process.arch === "arm64"));
+  /** Prints loadedLibrary() of `module` (default: the checkout's library.ts) as JSON. */
+  const whichCode = (module = libraryModule) => `const l = await import(${JSON.stringify(module)}); const w = l.loadedLibrary(); console.log(JSON.stringify({ ...w, reported: l.kiln().kiln_cpu_level() }));`;
+  const which = (env: Record<string, string> = {}, module?: string) => {
+    const r = inFreshProcess(whichCode(module), env);
+    if (!r.ok) throw new Error(r.err);
+    return JSON.parse(r.out) as { path: string; level: CpuLevel; source: string; reported: number };
+  };
+  let tmp = "";
+  const copyLibraries = (dir: string) => {
+    mkdirSync(dir, { recursive: true });
+    for (const l of archLevels) copyFileSync(join(devLibraryDir, libraryFileName(l)), join(dir, libraryFileName(l)));
+  };
+
+  test("(b) in a checkout, without KILN_LIBRARY: the dev build, at the best level", () => {
+    expect(which()).toEqual({ path: join(devLibraryDir, libraryFileName(best)), level: best, source: "dev", reported: CPU_LEVEL_IDS[best] });
+  });
+
+  test("(a) KILN_LIBRARY naming a folder: its files, at the best level", () => {
+    tmp = mkdtempSync(join(tmpdir(), "kiln-lib-"));
+    try {
+      copyLibraries(join(tmp, "libs"));
+      expect(which({ KILN_LIBRARY: join(tmp, "libs") })).toEqual({ path: join(tmp, "libs", libraryFileName(best)), level: best, source: "env", reported: CPU_LEVEL_IDS[best] });
+      // KILN_CPU still picks among them.
+      expect(which({ KILN_LIBRARY: join(tmp, "libs"), KILN_CPU: lowest }).path).toBe(join(tmp, "libs", libraryFileName(lowest)));
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  test("(a) KILN_LIBRARY naming one file: that file, at the level it reports; a missing path is a clear error", () => {
+    tmp = mkdtempSync(join(tmpdir(), "kiln-lib-"));
+    try {
+      const file = join(tmp, "kernels.bin"); // the name says nothing: the level comes from the file
+      copyFileSync(join(devLibraryDir, libraryFileName(lowest)), file);
+      expect(which({ KILN_LIBRARY: file })).toEqual({ path: file, level: lowest, source: "env", reported: CPU_LEVEL_IDS[lowest] });
+      const r = inFreshProcess(whichCode(), { KILN_LIBRARY: join(tmp, "nope") });
+      expect(r.ok).toBe(false);
+      expect(r.err).toContain(`KILN_LIBRARY=${join(tmp, "nope")} does not exist`);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  test("(c) a copy of kiln with no dev build: the @kiln/<platform> package, else one error naming every place tried", () => {
+    tmp = mkdtempSync(join(tmpdir(), "kiln-pkg-"));
+    try {
+      const module = join(tmp, "kiln", "src", "ffi", "library.ts");
+      mkdirSync(join(tmp, "kiln", "src", "ffi"), { recursive: true });
+      copyFileSync(libraryModule, module);
+      const r = inFreshProcess(whichCode(module));
+      expect(r.ok).toBe(false);
+      for (const part of [`no kernel library for ${PLATFORM}`, "KILN_LIBRARY (not set)", join(tmp, "kiln", "zig-out", "lib"), `@kiln/${PLATFORM} (not installed)`, `bun add @kiln/${PLATFORM}`, "bun run build"]) expect(r.err).toContain(part);
+
+      const pkg = join(tmp, "kiln", "node_modules", "@kiln", PLATFORM);
+      copyLibraries(join(pkg, "lib"));
+      writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: `@kiln/${PLATFORM}`, version: "0.0.0" }));
+      expect(which({}, module)).toEqual({ path: join(pkg, "lib", libraryFileName(best)), level: best, source: "package", reported: CPU_LEVEL_IDS[best] });
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  const prebuilt = join(import.meta.dir, "..", "zig-out", "prebuilt", PLATFORM);
+  test.if(existsSync(prebuilt))("the stripped `zig build prebuilt` libraries of this platform load and compute", () => {
+    const code = `const l = await import(${JSON.stringify(libraryModule)}); const s = l.kiln(); const x = new Float32Array(256).map((_, i) => Math.sin(i)); const q = new Uint8Array(s.kiln_type_size(8) * 8); console.log(JSON.stringify({ ...l.loadedLibrary(), status: s.kiln_quantize_row(8, x, q, 256), limits: l.limits() }));`;
+    const r = inFreshProcess(code, { KILN_LIBRARY: prebuilt });
+    expect(r.err).toBe("");
+    expect(JSON.parse(r.out)).toEqual({ path: join(prebuilt, libraryFileName(best)), level: best, source: "env", status: 0, limits: limits() });
   });
 });

@@ -1,6 +1,15 @@
 /**
- * The one dlopen table of kiln: every symbol of libkiln with its C signature, and the choice of
- * which CPU-level build to load.
+ * The one dlopen table of kiln: every symbol of libkiln with its C signature, where the library
+ * comes from, and which CPU-level build to load.
+ *
+ * Where (decided once, first match wins):
+ *   1. KILN_LIBRARY: a folder of libkiln-<level>.<ext> files, or one such file (then its level
+ *      is the one it reports);
+ *   2. the dev build zig-out/lib beside these sources (`bun run build` in a checkout);
+ *   3. the platform package @kiln/<platform> (`${process.platform}-${process.arch}`), an
+ *      optional dependency of kiln, holding lib/libkiln-<level>.<ext>.
+ * Which level: KILN_CPU when set, else the best this CPU runs, asked of the platform's baseline
+ * build (kiln_cpu_best_level). Environment variables are read once, when this module loads.
  *
  * Rules this file keeps (Bun FFI pitfalls):
  * - typed arrays are passed directly as `ptr` arguments, never through a cached `ptr()` number:
@@ -8,14 +17,15 @@
  * - structs never cross by value: only pointers, lengths and strides;
  * - 64-bit returns are read with the `_fast` types, which give a number when it fits.
  */
-import { dlopen, FFIType, suffix } from "bun:ffi";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { dlopen, FFIType, suffix, type FFIFunction } from "bun:ffi";
+import { existsSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
 const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 
-/** The environment, read once: KILN_CPU forces a CPU level. */
-const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined });
+/** The environment, read once: KILN_CPU forces a CPU level, KILN_LIBRARY says where the library is. */
+const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
 export const ABI_VERSION = 4;
@@ -126,28 +136,99 @@ export interface CpuInfo {
   features: readonly CpuFeature[];
 }
 
-/** The build every CPU of this architecture loads: the one asked what the CPU runs. */
-function probeLevel(): CpuLevel {
-  if (process.arch === "x64") return "x86_64-baseline";
-  if (process.arch === "arm64") return "aarch64";
+/** This machine in Node's naming; the kernels ship as the npm package `@kiln/<PLATFORM>`. */
+export const PLATFORM = `${process.platform}-${process.arch}`;
+
+/** The dev build beside the sources (`bun run build` in a checkout). */
+export const devLibraryDir = join(import.meta.dir, "..", "..", "zig-out", "lib");
+
+export const libraryFileName = (level: CpuLevel): string => `libkiln-${level}.${suffix}`;
+
+/** Where the kernel library came from: KILN_LIBRARY, the dev build, or the platform package. */
+export type LibrarySource = "env" | "dev" | "package";
+
+/** A folder of libkiln-<level> files, or (KILN_LIBRARY naming a file) one library. */
+type Location = { source: LibrarySource; dir: string; file?: undefined } | { source: "env"; file: string; dir?: undefined };
+
+/** This architecture's levels, the baseline (which every CPU of it runs) first. */
+function archLevels(): CpuLevel[] {
+  if (process.arch === "x64") return ["x86_64-baseline", "x86_64-v3", "x86_64-v4"];
+  if (process.arch === "arm64") return ["aarch64"];
   throw new Error(`kiln: unsupported CPU architecture ${process.arch} (kiln is built for x64 and arm64)`);
 }
 
+/** The folder of an installed package, or null when it does not resolve from here. */
+function packageDir(name: string): string | null {
+  try {
+    const url = import.meta.resolve(`${name}/package.json`);
+    return dirname(url.startsWith("file:") ? fileURLToPath(url) : url);
+  } catch {
+    return null;
+  }
+}
+
+let location: Location | undefined;
+
+function locate(): Location {
+  if (location) return location;
+  if (env.library) {
+    const p = resolve(env.library);
+    if (!existsSync(p)) throw new Error(`kiln: KILN_LIBRARY=${env.library} does not exist; it must name a folder of libkiln-<level>.${suffix} files or one such file`);
+    return (location = statSync(p).isDirectory() ? { source: "env", dir: p } : { source: "env", file: p });
+  }
+  const probe = libraryFileName(archLevels()[0]!);
+  if (existsSync(join(devLibraryDir, probe))) return (location = { source: "dev", dir: devLibraryDir });
+  const tried = [`KILN_LIBRARY (not set)`, `the dev build ${join(devLibraryDir, probe)} (missing)`];
+  const pkg = `@kiln/${PLATFORM}`;
+  const installed = packageDir(pkg);
+  if (installed && existsSync(join(installed, "lib", probe))) return (location = { source: "package", dir: join(installed, "lib") });
+  tried.push(installed ? `${join(installed, "lib", probe)} (missing from the installed ${pkg})` : `the package ${pkg} (not installed)`);
+  throw new Error(
+    `kiln: no kernel library for ${PLATFORM}. Tried: ${tried.join("; ")}. ` +
+      `Install it with \`bun add ${pkg}\` (kiln lists it as an optional dependency; it may have been skipped), ` +
+      `run \`bun run build\` in a kiln checkout, or point KILN_LIBRARY at a folder of libkiln-<level>.${suffix} files.`,
+  );
+}
+
+/** Opens `path` with `table` after checking its ABI version, with errors that name the file. */
+function open<T extends Record<string, FFIFunction>>(path: string, table: T, source: LibrarySource) {
+  const opened = <U extends Record<string, FFIFunction>>(t: U) => {
+    try {
+      return dlopen(path, t);
+    } catch (e) {
+      throw new Error(`kiln: cannot load ${path} (${source === "env" ? "KILN_LIBRARY" : source === "dev" ? "dev build" : `@kiln/${PLATFORM}`}): ${(e as Error).message}`);
+    }
+  };
+  const version = opened({ kiln_abi_version: symbols.kiln_abi_version });
+  const abi = version.symbols.kiln_abi_version() as number;
+  version.close();
+  if (abi !== ABI_VERSION) {
+    const fix = source === "package" ? `install the @kiln/${PLATFORM} version that matches kiln's` : source === "dev" ? "rebuild with `bun run build`" : "point KILN_LIBRARY at a matching build";
+    throw new Error(`kiln: ${path} has ABI version ${abi}, this binding expects ${ABI_VERSION}; ${fix}`);
+  }
+  return dlopen(path, table);
+}
+
 let cpu: CpuInfo | undefined;
+/** KILN_LIBRARY naming one file: the level that file reports. */
+let fileLevel: CpuLevel | undefined;
 
 /**
  * What this CPU runs, asked once of the platform's baseline build (CPUID and XGETBV on x86,
- * HWCAP or sysctl on arm64; the detection code is compiled at the baseline in every build).
+ * HWCAP or sysctl on arm64; the detection code is compiled at the baseline in every build, so
+ * a KILN_LIBRARY file of any level is asked directly).
  */
 export function cpuInfo(): CpuInfo {
   if (cpu) return cpu;
-  const path = libraryPath(probeLevel());
-  if (!existsSync(path)) throw new Error(`kiln: kernel library ${path} is missing; run \`bun run setup\` (or \`bun run build\`) first`);
-  const lib = dlopen(path, { kiln_cpu_best_level: symbols.kiln_cpu_best_level, kiln_cpu_features: symbols.kiln_cpu_features });
-  let id: number, mask: bigint;
+  const where = locate();
+  const path = where.file ?? archLevels().map((l) => join(where.dir!, libraryFileName(l))).find(existsSync);
+  if (!path) throw new Error(`kiln: ${where.dir} holds no libkiln-<level>.${suffix} for ${process.arch} (${archLevels().map(libraryFileName).join(", ")})`);
+  const lib = open(path, { kiln_cpu_level: symbols.kiln_cpu_level, kiln_cpu_best_level: symbols.kiln_cpu_best_level, kiln_cpu_features: symbols.kiln_cpu_features }, where.source);
+  let id: number, mask: bigint, own: number;
   try {
     id = lib.symbols.kiln_cpu_best_level();
     mask = lib.symbols.kiln_cpu_features();
+    own = lib.symbols.kiln_cpu_level();
   } finally {
     lib.close();
   }
@@ -157,6 +238,7 @@ export function cpuInfo(): CpuInfo {
     const why = id === NO_CPU_LEVEL && process.arch === "arm64" ? "kiln's NEON build needs the dotprod and fp16 extensions (ARMv8.2)" : `kiln_cpu_best_level() = ${id}`;
     throw new Error(`kiln: this ${process.arch} CPU runs no kiln build: ${why}; it has ${features.join(" ") || "none of the features kiln asks about"}`);
   }
+  if (where.file) fileLevel = LEVEL_BY_ID.get(own);
   return (cpu = Object.freeze({ best, features }));
 }
 
@@ -173,10 +255,13 @@ export function canRun(level: CpuLevel, best: CpuLevel): boolean {
   return X86_ORDER.indexOf(level) <= X86_ORDER.indexOf(best);
 }
 
-export const libraryDir = join(import.meta.dir, "..", "..", "zig-out", "lib");
-
+/** The file of one level's build, where the library is found. */
 export function libraryPath(level: CpuLevel): string {
-  return join(libraryDir, `libkiln-${level}.${suffix}`);
+  const where = locate();
+  if (where.dir) return join(where.dir, libraryFileName(level));
+  cpuInfo();
+  if (level !== fileLevel) throw new Error(`kiln: KILN_LIBRARY=${where.file} is the ${fileLevel} build; there is no ${level} build beside it to load`);
+  return where.file;
 }
 
 export type KilnSymbols = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
@@ -184,16 +269,26 @@ export type KilnSymbols = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
 export interface LoadedLibrary {
   level: CpuLevel;
   path: string;
+  source: LibrarySource;
   symbols: KilnSymbols;
   limits: Readonly<KernelLimits>;
   close(): void;
 }
 
+/** The level loaded when none is named: KILN_CPU's, KILN_LIBRARY's file's, else the best the CPU runs that is there. */
+function defaultLevel(): CpuLevel {
+  const best = detectCpuLevel();
+  if (env.cpu) return env.cpu as CpuLevel;
+  if (fileLevel) return fileLevel;
+  const dir = locate().dir!;
+  return [...archLevels()].reverse().find((l) => canRun(l, best) && existsSync(join(dir, libraryFileName(l)))) ?? best;
+}
+
 /**
- * Loads one level's build: by default KILN_CPU's level, else the best this CPU runs. A level the
+ * Loads one level's build (default: KILN_CPU's level, else the best this CPU runs). A level the
  * CPU cannot run is refused here rather than left to die of an illegal instruction.
  */
-export function loadLibrary(level: CpuLevel = (env.cpu as CpuLevel) ?? detectCpuLevel()): LoadedLibrary {
+export function loadLibrary(level: CpuLevel = defaultLevel()): LoadedLibrary {
   if (!CPU_LEVELS.includes(level)) {
     throw new Error(`kiln: KILN_CPU=${level} is not a CPU level; use one of ${CPU_LEVELS.join(", ")}`);
   }
@@ -202,16 +297,13 @@ export function loadLibrary(level: CpuLevel = (env.cpu as CpuLevel) ?? detectCpu
     const forced = env.cpu === level ? ` (forced by KILN_CPU=${level}; unset it or pick a level this CPU runs)` : "";
     throw new Error(`kiln: this CPU cannot run the ${level} build${forced}: it runs ${best} at best, features: ${cpuInfo().features.join(" ")}`);
   }
+  const source = locate().source;
   const path = libraryPath(level);
   if (!existsSync(path)) {
-    throw new Error(`kiln: kernel library ${path} is missing; run \`bun run setup\` (or \`bun run build\`) first`);
+    const fix = source === "dev" ? "run `bun run build`" : source === "package" ? `reinstall @kiln/${PLATFORM}` : "add it to KILN_LIBRARY's folder";
+    throw new Error(`kiln: kernel library ${path} is missing; ${fix}`);
   }
-  const lib = dlopen(path, symbols);
-  const abi = lib.symbols.kiln_abi_version();
-  if (abi !== ABI_VERSION) {
-    lib.close();
-    throw new Error(`kiln: ${path} has ABI version ${abi}, this binding expects ${ABI_VERSION}; rebuild with \`bun run build\``);
-  }
+  const lib = open(path, symbols, source);
   let limits: Readonly<KernelLimits>;
   try {
     limits = readLimits(lib.symbols, path);
@@ -219,24 +311,31 @@ export function loadLibrary(level: CpuLevel = (env.cpu as CpuLevel) ?? detectCpu
     lib.close();
     throw e;
   }
-  return { level, path, symbols: lib.symbols, limits, close: () => lib.close() };
+  return { level, path, source, symbols: lib.symbols, limits, close: () => lib.close() };
 }
 
 let shared: LoadedLibrary | undefined;
 
+function sharedLibrary(): LoadedLibrary {
+  return (shared ??= loadLibrary());
+}
+
 /** The process-wide library, loaded on first use. */
 export function kiln(): KilnSymbols {
-  shared ??= loadLibrary();
-  return shared.symbols;
+  return sharedLibrary().symbols;
 }
 
 /** The process-wide library's limits, read once when it loads. */
 export function limits(): Readonly<KernelLimits> {
-  shared ??= loadLibrary();
-  return shared.limits;
+  return sharedLibrary().limits;
 }
 
 export function loadedLevel(): CpuLevel {
-  shared ??= loadLibrary();
-  return shared.level;
+  return sharedLibrary().level;
+}
+
+/** Which file the process-wide library is, its level, and where it was found. */
+export function loadedLibrary(): { path: string; level: CpuLevel; source: LibrarySource } {
+  const { path, level, source } = sharedLibrary();
+  return { path, level, source };
 }
