@@ -10,7 +10,8 @@
 export { loadModel, Model, type LoadOptions } from "./runtime/model";
 export {
   Context,
-  DEFAULT_PREFILL_CHUNK,
+  PREFILL_CHUNK_FLOPS,
+  defaultPrefillChunk,
   type ContextMemory,
   type ContextOptions,
   type GenerateOptions,
@@ -29,4 +30,4 @@ export { ShapeError, type DType } from "./tensor";
 export type { Tensor } from "./tensor";
 export type { Tokenizer, EncodeOptions, DecodeOptions, StreamDecoder } from "./tokenizer";
 export { parseGGUF, GGUFWriter, type GGUFFile } from "./gguf";
-export { detectCpuLevel, type CpuLevel } from "./ffi/library";
+export { cpuInfo, detectCpuLevel, loadedLibrary, type CpuInfo, type CpuLevel } from "./ffi/library";

@@ -51,6 +51,8 @@ export interface ModelCore {
   readonly weights: unknown;
   readonly tokenizer: Tokenizer;
   readonly weightTypes: readonly DType[];
+  /** Multiply-adds × 2 of one token's matmuls through the blocks (the output head, computed for the last row only, excluded). */
+  readonly flopsPerToken: number;
   readonly loadMs: number;
   readonly released: boolean;
   retain(owner: object): void;
@@ -65,6 +67,7 @@ class SharedWeights implements ModelCore {
   readonly weights: unknown;
   readonly tokenizer: Tokenizer;
   readonly weightTypes: readonly DType[];
+  readonly flopsPerToken: number;
   loadMs = 0;
   readonly #mapped: MappedFile;
   readonly #head: Tensor;
@@ -83,8 +86,10 @@ class SharedWeights implements ModelCore {
       if (this.tokenizer.vocabSize !== this.hp.nVocab) {
         throw new ModelError("VOCAB_MISMATCH", `tokenizer has ${this.tokenizer.vocabSize} tokens but token_embd has ${this.hp.nVocab} rows`, path);
       }
-      this.weightTypes = [...new Set(this.arch.tensors(this.weights).map((t) => t.dtype))];
+      const tensors = this.arch.tensors(this.weights);
+      this.weightTypes = [...new Set(tensors.map((t) => t.dtype))];
       this.#head = this.arch.outputHead(this.weights);
+      this.flopsPerToken = 2 * tensors.filter((t) => t.rank === 2 && t.name.startsWith("blk.")).reduce((a, t) => a + t.numel, 0);
       if (opts.packOutputHead ?? true) cpu.packRows(this.#head, { fileMapping: this.#mapped.bytes });
     } catch (e) {
       this.#free();

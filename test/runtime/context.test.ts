@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { KilnError } from "../../src/errors";
 import { getThreads, setThreads } from "../../src/backends/cpu";
 import { loadModel } from "../../src/runtime/model";
-import { Context } from "../../src/runtime/context";
+import { Context, defaultPrefillChunk } from "../../src/runtime/context";
 import { writeSyntheticModel } from "../../src/tools/synthetic-model";
 import { nmse } from "../helpers";
 
@@ -270,6 +270,16 @@ describe("nothing process-wide", () => {
 });
 
 describe("never blocks the event loop for longer than one forward call", () => {
+  test("the default prefill chunk follows the model's work per token, in [64, 512], a multiple of 32", () => {
+    const gemma270m = 2 * 18 * (640 * 1024 + 2 * 640 * 256 + 1024 * 640 + 3 * 640 * 2048);
+    const tinyllama = 2 * 22 * (2 * 2048 * 2048 + 2 * 2048 * 256 + 3 * 2048 * 5632);
+    expect(defaultPrefillChunk(gemma270m)).toBe(128);
+    expect(defaultPrefillChunk(tinyllama)).toBe(64);
+    expect(defaultPrefillChunk(1)).toBe(512);
+    expect(defaultPrefillChunk(1e12)).toBe(64);
+    for (const f of [1e6, 3e7, 1e8, 4e8, 9e8]) expect(defaultPrefillChunk(f) % 32).toBe(0);
+  });
+
   test("a timer fires between decode steps and an abort from a timer ends generation at its next step", async () => {
     const model = await loadModel(path, { threads: 2, contextLength: 256, prefillChunk: 8 });
     try {
