@@ -17,10 +17,10 @@
  * --no-build packs what is there. A platform whose libraries are missing is skipped with a
  * notice (the main package still names it). --platform packs only the named platform packages
  * (the main package always). Tarballs are made by `bun pm pack`, which is deterministic (fixed
- * mtimes, sorted entries): the same tree gives the same bytes.
+ * mtimes and modes): the same tree gives the same bytes (test/package/install.test.ts checks).
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -74,16 +74,21 @@ function bunPack(dir: string, file: string): void {
   if (!existsSync(file)) throw new Error(`pack: bun pm pack wrote no ${file}`);
 }
 
-/** Zig's `prebuilt` step (every platform's libraries, cached). */
-function buildPrebuilt(): void {
+/**
+ * Zig's `prebuilt` step (cached by Zig). When build.zig has a `prebuilt-<platform>` step for each
+ * wanted platform, only those run (the install test then compiles just this machine's levels).
+ */
+function buildPrebuilt(platforms: readonly Platform[]): void {
   const zig = ["bash", join(ROOT, "scripts", "zig.sh"), "build"];
-  const steps = run([...zig, "-l"], ROOT);
-  if (!/^\s*prebuilt\b/m.test(steps)) {
-    throw new Error("pack: build.zig has no `prebuilt` step yet (zig-out/prebuilt/<platform>/); run with --no-build to pack what zig-out/prebuilt holds");
+  const steps = new Set(run([...zig, "-l"], ROOT).split("\n").map((l) => l.trim().split(/\s+/)[0]));
+  if (!steps.has("prebuilt")) {
+    throw new Error("pack: build.zig has no `prebuilt` step (zig-out/prebuilt/<platform>/); --no-build packs what zig-out/prebuilt holds");
   }
-  console.error("pack: zig build prebuilt -Doptimize=ReleaseFast");
-  const r = spawnSync("bash", [join(ROOT, "scripts", "zig.sh"), "build", "prebuilt", "-Doptimize=ReleaseFast"], { cwd: ROOT, stdio: ["ignore", "inherit", "inherit"] });
-  if (r.status !== 0) throw new Error(`pack: zig build prebuilt failed (exit ${r.status})`);
+  const each = platforms.map((p) => `prebuilt-${p.name}`);
+  const chosen = platforms.length < PLATFORMS.length && each.every((s) => steps.has(s)) ? each : ["prebuilt"];
+  console.error(`pack: zig build ${chosen.join(" ")} -Doptimize=ReleaseFast`);
+  const r = spawnSync("bash", [join(ROOT, "scripts", "zig.sh"), "build", ...chosen, "-Doptimize=ReleaseFast"], { cwd: ROOT, stdio: ["ignore", "inherit", "inherit"] });
+  if (r.status !== 0) throw new Error(`pack: zig build ${chosen.join(" ")} failed (exit ${r.status})`);
 }
 
 /** The main package's package.json as users get it. */
@@ -126,7 +131,7 @@ export function pack(opts: { build?: boolean; platforms?: string[]; out?: string
   const wanted = opts.platforms?.length ? PLATFORMS.filter((p) => opts.platforms!.includes(p.name)) : PLATFORMS;
   const unknown = (opts.platforms ?? []).filter((n) => !PLATFORMS.some((p) => p.name === n));
   if (unknown.length) throw new Error(`pack: unknown platform ${unknown.join(", ")}; one of ${PLATFORMS.map((p) => p.name).join(", ")}`);
-  if (opts.build ?? true) buildPrebuilt();
+  if (opts.build ?? true) buildPrebuilt(wanted);
 
   const stage = join(out, ".stage");
   rmSync(stage, { recursive: true, force: true });
