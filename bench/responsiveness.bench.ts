@@ -105,7 +105,16 @@ for (let r = 0; r < reps; r++) {
 }
 console.log(`\ndecode (generate, yielding)   ${median(yielding).toFixed(1)} tok/s; event-loop gap longest ${median(maxGaps).toFixed(1)} ms, p99 ${median(p99Gaps).toFixed(1)} ms`);
 console.log(`decode (sync eval loop)       ${median(sync).toFixed(1)} tok/s`);
-console.log(`yielding costs                ${((1 - median(yielding) / median(sync)) * 100).toFixed(1)}% of decode tok/s`);
+console.log(`generate ÷ sync loop          ${(median(yielding) / median(sync)).toFixed(3)} (the generate loop also runs the sampler, stream decoder and stop checks)`);
+// One turn of the event loop, as generate takes between forward calls, alone.
+const turns: number[] = [];
+for (let r = 0; r < 5; r++) {
+  const t0 = performance.now();
+  for (let i = 0; i < 1000; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+  turns.push((performance.now() - t0) / 1000);
+}
+const turnMs = median(turns);
+console.log(`one event-loop turn           ${(turnMs * 1000).toFixed(1)} µs = ${((turnMs * median(yielding)) / 10).toFixed(3)}% of a decode step at ${median(yielding).toFixed(1)} tok/s`);
 
 const latencies: number[] = [];
 const after: number[] = [];

@@ -272,6 +272,7 @@ describe("where the library is found", () => {
       const module = join(tmp, "kiln", "src", "ffi", "library.ts");
       mkdirSync(join(tmp, "kiln", "src", "ffi"), { recursive: true });
       copyFileSync(libraryModule, module);
+      copyFileSync(join(libraryModule, "..", "..", "errors.ts"), join(tmp, "kiln", "src", "errors.ts")); // library.ts's one import
       const r = inFreshProcess(whichCode(module));
       expect(r.ok).toBe(false);
       for (const part of [`no kernel library for ${PLATFORM}`, "KILN_LIBRARY (not set)", join(tmp, "kiln", "zig-out", "lib"), `@kiln/${PLATFORM} (not installed)`, `bun add @kiln/${PLATFORM}`, "bun run build"]) expect(r.err).toContain(part);

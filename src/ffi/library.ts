@@ -17,6 +17,7 @@
  * - structs never cross by value: only pointers, lengths and strides;
  * - 64-bit returns are read with the `_fast` types, which give a number when it fits.
  */
+import { KilnError } from "../errors";
 import { dlopen, FFIType, suffix, type FFIFunction } from "bun:ffi";
 import { existsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -104,7 +105,7 @@ function readLimits(s: KilnSymbols, path: string): Readonly<KernelLimits> {
   const out = {} as KernelLimits;
   for (const [name, id] of Object.entries(LIMIT_IDS) as [keyof KernelLimits, number][]) {
     const v = s.kiln_limit(id) as number;
-    if (!(v > 0)) throw new Error(`kiln: ${path} reports no value for limit ${name} (kiln_limit(${id}) = ${v})`);
+    if (!(v > 0)) throw new KilnError("LIBRARY", `kiln: ${path} reports no value for limit ${name} (kiln_limit(${id}) = ${v})`);
     out[name] = v;
   }
   return Object.freeze(out);
@@ -154,7 +155,7 @@ type Location = { source: LibrarySource; dir: string; file?: undefined } | { sou
 function archLevels(): CpuLevel[] {
   if (process.arch === "x64") return ["x86_64-baseline", "x86_64-v3", "x86_64-v4"];
   if (process.arch === "arm64") return ["aarch64"];
-  throw new Error(`kiln: unsupported CPU architecture ${process.arch} (kiln is built for x64 and arm64)`);
+  throw new KilnError("LIBRARY", `kiln: unsupported CPU architecture ${process.arch} (kiln is built for x64 and arm64)`);
 }
 
 /** The folder of an installed package, or null when it does not resolve from here. */
@@ -173,7 +174,7 @@ function locate(): Location {
   if (location) return location;
   if (env.library) {
     const p = resolve(env.library);
-    if (!existsSync(p)) throw new Error(`kiln: KILN_LIBRARY=${env.library} does not exist; it must name a folder of libkiln-<level>.${suffix} files or one such file`);
+    if (!existsSync(p)) throw new KilnError("LIBRARY", `kiln: KILN_LIBRARY=${env.library} does not exist; it must name a folder of libkiln-<level>.${suffix} files or one such file`);
     return (location = statSync(p).isDirectory() ? { source: "env", dir: p } : { source: "env", file: p });
   }
   const probe = libraryFileName(archLevels()[0]!);
@@ -183,7 +184,7 @@ function locate(): Location {
   const installed = packageDir(pkg);
   if (installed && existsSync(join(installed, "lib", probe))) return (location = { source: "package", dir: join(installed, "lib") });
   tried.push(installed ? `${join(installed, "lib", probe)} (missing from the installed ${pkg})` : `the package ${pkg} (not installed)`);
-  throw new Error(
+  throw new KilnError("LIBRARY", 
     `kiln: no kernel library for ${PLATFORM}. Tried: ${tried.join("; ")}. ` +
       `Install it with \`bun add ${pkg}\` (kiln lists it as an optional dependency; it may have been skipped), ` +
       `run \`bun run build\` in a kiln checkout, or point KILN_LIBRARY at a folder of libkiln-<level>.${suffix} files.`,
@@ -196,7 +197,7 @@ function open<T extends Record<string, FFIFunction>>(path: string, table: T, sou
     try {
       return dlopen(path, t);
     } catch (e) {
-      throw new Error(`kiln: cannot load ${path} (${source === "env" ? "KILN_LIBRARY" : source === "dev" ? "dev build" : `@kiln/${PLATFORM}`}): ${(e as Error).message}`);
+      throw new KilnError("LIBRARY", `kiln: cannot load ${path} (${source === "env" ? "KILN_LIBRARY" : source === "dev" ? "dev build" : `@kiln/${PLATFORM}`}): ${(e as Error).message}`);
     }
   };
   const version = opened({ kiln_abi_version: symbols.kiln_abi_version });
@@ -204,7 +205,7 @@ function open<T extends Record<string, FFIFunction>>(path: string, table: T, sou
   version.close();
   if (abi !== ABI_VERSION) {
     const fix = source === "package" ? `install the @kiln/${PLATFORM} version that matches kiln's` : source === "dev" ? "rebuild with `bun run build`" : "point KILN_LIBRARY at a matching build";
-    throw new Error(`kiln: ${path} has ABI version ${abi}, this binding expects ${ABI_VERSION}; ${fix}`);
+    throw new KilnError("LIBRARY", `kiln: ${path} has ABI version ${abi}, this binding expects ${ABI_VERSION}; ${fix}`);
   }
   return dlopen(path, table);
 }
@@ -222,7 +223,7 @@ export function cpuInfo(): CpuInfo {
   if (cpu) return cpu;
   const where = locate();
   const path = where.file ?? archLevels().map((l) => join(where.dir!, libraryFileName(l))).find(existsSync);
-  if (!path) throw new Error(`kiln: ${where.dir} holds no libkiln-<level>.${suffix} for ${process.arch} (${archLevels().map(libraryFileName).join(", ")})`);
+  if (!path) throw new KilnError("LIBRARY", `kiln: ${where.dir} holds no libkiln-<level>.${suffix} for ${process.arch} (${archLevels().map(libraryFileName).join(", ")})`);
   const lib = open(path, { kiln_cpu_level: symbols.kiln_cpu_level, kiln_cpu_best_level: symbols.kiln_cpu_best_level, kiln_cpu_features: symbols.kiln_cpu_features }, where.source);
   let id: number, mask: bigint, own: number;
   try {
@@ -236,7 +237,7 @@ export function cpuInfo(): CpuInfo {
   const best = LEVEL_BY_ID.get(id);
   if (!best) {
     const why = id === NO_CPU_LEVEL && process.arch === "arm64" ? "kiln's NEON build needs the dotprod and fp16 extensions (ARMv8.2)" : `kiln_cpu_best_level() = ${id}`;
-    throw new Error(`kiln: this ${process.arch} CPU runs no kiln build: ${why}; it has ${features.join(" ") || "none of the features kiln asks about"}`);
+    throw new KilnError("LIBRARY", `kiln: this ${process.arch} CPU runs no kiln build: ${why}; it has ${features.join(" ") || "none of the features kiln asks about"}`);
   }
   if (where.file) fileLevel = LEVEL_BY_ID.get(own);
   return (cpu = Object.freeze({ best, features }));
@@ -260,7 +261,7 @@ export function libraryPath(level: CpuLevel): string {
   const where = locate();
   if (where.dir) return join(where.dir, libraryFileName(level));
   cpuInfo();
-  if (level !== fileLevel) throw new Error(`kiln: KILN_LIBRARY=${where.file} is the ${fileLevel} build; there is no ${level} build beside it to load`);
+  if (level !== fileLevel) throw new KilnError("LIBRARY", `kiln: KILN_LIBRARY=${where.file} is the ${fileLevel} build; there is no ${level} build beside it to load`);
   return where.file;
 }
 
@@ -290,18 +291,18 @@ function defaultLevel(): CpuLevel {
  */
 export function loadLibrary(level: CpuLevel = defaultLevel()): LoadedLibrary {
   if (!CPU_LEVELS.includes(level)) {
-    throw new Error(`kiln: KILN_CPU=${level} is not a CPU level; use one of ${CPU_LEVELS.join(", ")}`);
+    throw new KilnError("LIBRARY", `kiln: KILN_CPU=${level} is not a CPU level; use one of ${CPU_LEVELS.join(", ")}`);
   }
   const best = detectCpuLevel();
   if (!canRun(level, best)) {
     const forced = env.cpu === level ? ` (forced by KILN_CPU=${level}; unset it or pick a level this CPU runs)` : "";
-    throw new Error(`kiln: this CPU cannot run the ${level} build${forced}: it runs ${best} at best, features: ${cpuInfo().features.join(" ")}`);
+    throw new KilnError("LIBRARY", `kiln: this CPU cannot run the ${level} build${forced}: it runs ${best} at best, features: ${cpuInfo().features.join(" ")}`);
   }
   const source = locate().source;
   const path = libraryPath(level);
   if (!existsSync(path)) {
     const fix = source === "dev" ? "run `bun run build`" : source === "package" ? `reinstall @kiln/${PLATFORM}` : "add it to KILN_LIBRARY's folder";
-    throw new Error(`kiln: kernel library ${path} is missing; ${fix}`);
+    throw new KilnError("LIBRARY", `kiln: kernel library ${path} is missing; ${fix}`);
   }
   const lib = open(path, symbols, source);
   let limits: Readonly<KernelLimits>;
