@@ -10,6 +10,7 @@
 import { toArrayBuffer } from "bun:ffi";
 import { KilnError } from "./errors";
 import { kiln } from "./ffi/library";
+import { GGML_TYPES } from "./gguf/types";
 
 /** GGML type ids of the types kiln's kernels run (values are ggml's). */
 export const DTYPE_IDS = {
@@ -28,20 +29,17 @@ export const DTYPE_IDS = {
 
 export type DType = keyof typeof DTYPE_IDS;
 
-/** Elements per block and bytes per block (checked against the library by a test). */
-export const DTYPE_LAYOUT: Record<DType, { blockSize: number; typeSize: number }> = {
-  f32: { blockSize: 1, typeSize: 4 },
-  f16: { blockSize: 1, typeSize: 2 },
-  bf16: { blockSize: 1, typeSize: 2 },
-  q4_0: { blockSize: 32, typeSize: 18 },
-  q4_1: { blockSize: 32, typeSize: 20 },
-  q5_0: { blockSize: 32, typeSize: 22 },
-  q5_1: { blockSize: 32, typeSize: 24 },
-  q8_0: { blockSize: 32, typeSize: 34 },
-  q4_k: { blockSize: 256, typeSize: 144 },
-  q5_k: { blockSize: 256, typeSize: 176 },
-  q6_k: { blockSize: 256, typeSize: 210 },
-};
+/**
+ * Elements per block and bytes per block of each dtype: the GGUF layer's type table (the file
+ * format's fact, src/gguf/types.ts), checked against the kernel library by a test.
+ */
+export const DTYPE_LAYOUT = Object.fromEntries(
+  Object.entries(DTYPE_IDS).map(([name, id]) => {
+    const info = GGML_TYPES.get(id);
+    if (!info) throw new Error(`tensor.ts: ggml type ${id} (${name}) is missing from the GGUF type table`);
+    return [name, { blockSize: info.blockSize, typeSize: info.typeSize }];
+  }),
+) as Record<DType, { blockSize: number; typeSize: number }>;
 
 export const isDType = (s: string): s is DType => Object.hasOwn(DTYPE_IDS, s);
 

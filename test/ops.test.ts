@@ -7,6 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import * as cpu from "../src/backends/cpu";
 import { DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, type DType } from "../src/tensor";
+import { SUPPORTED_GGML_TYPES } from "../src/gguf/types";
 import { matmulRef, maxAbsDiff, nmse, randn } from "./helpers";
 
 const GUARD = 0xa5;
@@ -37,6 +38,10 @@ const MATMUL_NMSE: Record<DType, number> = {
 };
 /** Every type kiln reads can be quantized by the kernels, so every matmul is tested through the ops. */
 const QUANTIZABLE = Object.keys(DTYPE_IDS) as DType[];
+
+test("the kernels' dtypes are exactly the types the GGUF reader accepts (DTYPE_LAYOUT is read from its table)", () => {
+  expect(Object.values(DTYPE_IDS).sort((a, b) => a - b)).toEqual([...SUPPORTED_GGML_TYPES].sort((a, b) => a - b));
+});
 
 describe("matmul", () => {
   for (const dtype of QUANTIZABLE) {
