@@ -21,6 +21,17 @@ describe.skipIf(!have)("Gemma 3 270M: generate never holds the event loop", () =
   });
   afterAll(() => model?.dispose());
 
+  test("loadModel returns to the event loop between its stages (parse, tokenizer, head packing)", async () => {
+    let ticks = 0;
+    const interval = setInterval(() => ticks++, 1);
+    await Bun.sleep(5); // armed
+    const before = ticks;
+    const m = await loadModel(path, { contextLength: 64 });
+    clearInterval(interval);
+    m.dispose();
+    expect(ticks - before).toBeGreaterThanOrEqual(1);
+  });
+
   test("a 10 ms interval keeps firing during prefill and decode; an abort from a timer stops within one step", async () => {
     const prompt = "Write a long story about a lighthouse keeper and the sea. ".repeat(20); // ~260 tokens: several prefill chunks
     let ticks = 0;
