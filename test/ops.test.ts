@@ -40,7 +40,7 @@ const MATMUL_NMSE: Record<DType, number> = {
 const QUANTIZABLE = Object.keys(DTYPE_IDS) as DType[];
 
 test("the kernels' dtypes are exactly the types the GGUF reader accepts (DTYPE_LAYOUT is read from its table)", () => {
-  expect(Object.values(DTYPE_IDS).sort((a, b) => a - b)).toEqual([...SUPPORTED_GGML_TYPES].sort((a, b) => a - b));
+  expect((Object.values(DTYPE_IDS) as number[]).sort((a, b) => a - b)).toEqual([...SUPPORTED_GGML_TYPES].sort((a, b) => a - b));
 });
 
 describe("matmul", () => {

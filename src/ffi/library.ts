@@ -262,7 +262,7 @@ export function libraryPath(level: CpuLevel): string {
   if (where.dir) return join(where.dir, libraryFileName(level));
   cpuInfo();
   if (level !== fileLevel) throw new KilnError("LIBRARY", `kiln: KILN_LIBRARY=${where.file} is the ${fileLevel} build; there is no ${level} build beside it to load`);
-  return where.file;
+  return where.file!;
 }
 
 export type KilnSymbols = ReturnType<typeof dlopen<typeof symbols>>["symbols"];

@@ -75,6 +75,14 @@ export interface GenerateOptions extends SamplingOptions {
   parseSpecial?: boolean;
   /** Aborting ends the generation at its next step: the result's finishReason is "abort" (no exception). */
   signal?: AbortSignal;
+  /**
+   * Keep the longest common prefix of this prompt and the tokens already in the context's KV
+   * cache, and evaluate only the rest (llama-server's cache_prompt; chat sessions use it).
+   * Default false: the cache is cleared first.
+   */
+  reuseCache?: boolean;
+  /** Render control tokens (e.g. "<end_of_turn>", "<start_of_image>") as their text. Default false, as llama.cpp. */
+  renderSpecial?: boolean;
 }
 
 export interface GeneratedPiece {
@@ -86,7 +94,10 @@ export interface GeneratedPiece {
 
 export interface Timings {
   loadMs: number;
+  /** Prompt tokens evaluated by this call (with reuseCache, those after the reused prefix). */
   promptTokens: number;
+  /** Prompt tokens found in the KV cache and not evaluated again (reuseCache). */
+  cachedTokens: number;
   promptMs: number;
   promptTokensPerSecond: number;
   generatedTokens: number;
@@ -193,6 +204,8 @@ export class Context {
   readonly #owned: { core: ModelCore; token: object; states: RunState[] };
   #busy: string | null = null;
   #disposed = false;
+  /** The token ids at KV positions [0, nPast): what reuseCache compares a prompt with. */
+  #tokens: number[] = [];
 
   /** @internal use model.createContext(). */
   constructor(model: Model, core: ModelCore, opts: ContextOptions, threadsDefault: number | undefined) {
@@ -260,6 +273,7 @@ export class Context {
   reset(): void {
     this.#claim("reset");
     this.state.truncate(0);
+    this.#tokens = [];
     this.#busy = null;
   }
 
@@ -268,6 +282,7 @@ export class Context {
     this.#claim("truncate");
     try {
       this.state.truncate(n);
+      this.#tokens.length = n;
     } finally {
       this.#busy = null;
     }
@@ -284,6 +299,7 @@ export class Context {
     try {
       return this.#evalWith(this.#core.hp, this.state, tokens, logitRows);
     } finally {
+      this.#appended(tokens);
       this.#busy = null;
     }
   }
@@ -300,8 +316,20 @@ export class Context {
       if (r === null) throw opts.signal?.reason ?? new DOMException("evaluate aborted", "AbortError");
       return r;
     } finally {
+      if (!this.#disposed) this.#appended(tokens);
       this.#busy = null;
     }
+  }
+
+  /** Token ids in the KV cache, positions 0..nPast-1 (a copy). */
+  get tokens(): number[] {
+    return this.#tokens.slice(0, this.state.nPast);
+  }
+
+  /** Records tokens appended by eval/evaluate: as many of them as reached the cache. */
+  #appended(tokens: readonly number[] | Int32Array): void {
+    for (const t of tokens) this.#tokens.push(t);
+    this.#tokens.length = Math.min(this.#tokens.length, this.state.nPast);
   }
 
   /** One or more forward calls of at most maxBatch tokens; the last `logitRows` rows of logits. */
@@ -372,6 +400,7 @@ export class Context {
   async *generate(prompt: string | readonly number[], opts: GenerateOptions = {}): AsyncGenerator<GeneratedPiece, GenerateResult> {
     this.#claim("generate");
     let borrowed: Context | null = null;
+    let history: number[] | null = null;
     try {
       const core = this.#core;
       const tokenizer = core.tokenizer;
@@ -387,8 +416,8 @@ export class Context {
       const sampler = createSampler(opts, core.hp.nVocab);
       const stops = (opts.stop ?? []).filter((s) => s.length > 0);
       const holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
-      const stream = tokenizer.createStreamDecoder();
-      const history = [...promptIds]; // prompt + generated: the samplers' penalty window
+      const stream = tokenizer.createStreamDecoder({ skipSpecial: !opts.renderSpecial });
+      history = [...promptIds]; // prompt + generated: the samplers' penalty window (and, up to nPast, the cache)
       const generated: number[] = [];
       let text = "";
       let emitted = 0;
@@ -409,12 +438,19 @@ export class Context {
         }
       }
       const signal = opts.signal;
-      this.state.truncate(0);
+      // reuseCache: keep the longest common prefix with the cache (at least one token is evaluated, for its logits).
+      let cached = 0;
+      if (opts.reuseCache) {
+        const limit = Math.min(this.state.nPast, this.#tokens.length, promptIds.length - 1);
+        while (cached < limit && this.#tokens[cached] === promptIds[cached]) cached++;
+      }
+      this.state.truncate(cached);
+      this.#tokens.length = cached;
       const t0 = performance.now();
       let t1 = t0;
       let source: Iterable<number[]> | null = null;
       if (maxTokens > 0) {
-        const first = await this.#prefill(Int32Array.from(promptIds), signal);
+        const first = await this.#prefill(Int32Array.from(promptIds.slice(cached)), signal);
         t1 = performance.now();
         if (first === null) finishReason = "abort";
         else {
@@ -471,9 +507,10 @@ export class Context {
       const t2 = performance.now();
       const timings: Timings = {
         loadMs: core.loadMs,
-        promptTokens: promptIds.length,
+        promptTokens: promptIds.length - cached,
+        cachedTokens: cached,
         promptMs: t1 - t0,
-        promptTokensPerSecond: (promptIds.length * 1000) / Math.max(t1 - t0, 1e-6),
+        promptTokensPerSecond: ((promptIds.length - cached) * 1000) / Math.max(t1 - t0, 1e-6),
         generatedTokens: generated.length,
         generateMs: t2 - t1,
         generatedTokensPerSecond: (generated.length * 1000) / Math.max(t2 - t1, 1e-6),
@@ -482,6 +519,8 @@ export class Context {
       const speculative = source instanceof SpeculativeRun ? source.stats(t2 - t1) : undefined;
       return { text, tokens: generated, finishReason, timings, speculative };
     } finally {
+      // The cache holds the prompt and every generated token evaluated so far (rejected drafts were rolled back).
+      if (!this.#disposed) this.#tokens = history ? history.slice(0, this.state.nPast) : this.#tokens.slice(0, this.state.nPast);
       if (borrowed) borrowed.#busy = null;
       this.#busy = null;
     }

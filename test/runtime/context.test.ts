@@ -352,3 +352,35 @@ describe("never blocks the event loop for longer than one forward call", () => {
     }
   });
 });
+
+describe("reuseCache and control tokens", () => {
+  test("reuseCache evaluates only what follows the common prefix, and gives the same tokens", async () => {
+    const model = await loadModel(path, { threads: 2, contextLength: 128 });
+    try {
+      const ctx = model.createContext();
+      const first = await ctx.complete(prompt, greedy);
+      // The cache holds the prompt and every generated token but the last (sampled, never evaluated).
+      expect(ctx.tokens).toEqual([...prompt, ...first.tokens.slice(0, -1)]);
+      const next = [...prompt, ...first.tokens, 7, 9];
+      const reused = await ctx.complete(next, { ...greedy, reuseCache: true });
+      expect(reused.timings.cachedTokens).toBe(prompt.length + first.tokens.length - 1);
+      expect(reused.timings.promptTokens).toBe(3);
+      const fresh = await model.createContext().complete(next, greedy);
+      expect(fresh.timings.cachedTokens).toBe(0);
+      expect(reused.tokens).toEqual(fresh.tokens);
+      // A prompt that diverges early keeps only the shared prefix; one equal to the cache re-evaluates its last token.
+      const diverged = await ctx.complete([...prompt.slice(0, 3), 50, 51], { ...greedy, reuseCache: true });
+      expect(diverged.timings.cachedTokens).toBe(3);
+      ctx.reset();
+      expect(ctx.tokens).toEqual([]);
+      const again = await ctx.complete(prompt, { ...greedy, reuseCache: true });
+      expect(again.timings.cachedTokens).toBe(0);
+      ctx.truncate(prompt.length);
+      const same = await ctx.complete(prompt, { ...greedy, reuseCache: true });
+      expect(same.timings.cachedTokens).toBe(prompt.length - 1);
+      expect(same.tokens).toEqual(again.tokens);
+    } finally {
+      model.dispose();
+    }
+  });
+});

@@ -53,6 +53,18 @@ describe.skipIf(!have)("determinism (Gemma 3 270M)", () => {
     expect(one.tokens.length).toBe(24);
   });
 
+  test("control tokens are not rendered into generated text unless renderSpecial (as llama.cpp)", async () => {
+    // <start_of_turn> is CONTROL (not end-of-generation). USER_DEFINED tokens such as <start_of_image> are text, as in llama.cpp.
+    const [img] = model.tokenize("<start_of_turn>", { parseSpecial: true });
+    expect(model.tokenizer.isEog(img!)).toBe(false);
+    const opts = { maxTokens: 3, temperature: 0, speculative: false as const, logitBias: { [img!]: 100 } };
+    const plain = await model.createContext().complete(prompt, opts);
+    expect(plain.tokens).toEqual([img, img, img]);
+    expect(plain.text).toBe("");
+    const rendered = await model.createContext().complete(prompt, { ...opts, renderSpecial: true });
+    expect(rendered.text).toBe("<start_of_turn>".repeat(3));
+  });
+
   test("the same seed and options give the same text in any context; another seed, other text", async () => {
     const opts = { maxTokens: 24, temperature: 0.9, topK: 40, topP: 0.95, seed: 1234 };
     const a = await model.createContext().complete(prompt, opts);
