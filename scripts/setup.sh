@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a machine that has only Node/npm and Python/pip:
-# pinned Bun (npm), Zig (PyPI), JS dependencies, and the built kernel library.
+# pinned Bun (npm), Zig and jinja2 (PyPI), JS dependencies, and the built kernel library.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ZIG_VERSION=0.15.2
@@ -8,6 +8,13 @@ ZIG_VERSION=0.15.2
 if [ "$(PYTHONPATH=.tools/zig python3 -c 'import importlib.metadata as m; print(m.version("ziglang"))' 2>/dev/null || true)" != "$ZIG_VERSION" ]; then
   echo "setup: installing Zig $ZIG_VERSION into .tools/zig"
   python3 -m pip install --quiet --disable-pip-version-check --upgrade --target .tools/zig "ziglang==$ZIG_VERSION"
+fi
+
+# jinja2 for the chat-template parity test (test/chat/render_reference.py runs with PYTHONPATH=.tools/py).
+JINJA2_VERSION=3.1.6
+if [ "$(PYTHONPATH=.tools/py python3 -c 'import importlib.metadata as m; print(m.version("jinja2"))' 2>/dev/null || true)" != "$JINJA2_VERSION" ]; then
+  echo "setup: installing jinja2 $JINJA2_VERSION into .tools/py"
+  python3 -m pip install --quiet --disable-pip-version-check --upgrade --target .tools/py "jinja2==$JINJA2_VERSION"
 fi
 
 if [ ! -x node_modules/.bin/bun ] || [ package.json -nt node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

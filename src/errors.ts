@@ -25,7 +25,13 @@ export type RuntimeErrorCode =
   /** The model file is missing, not a regular file, empty, or cannot be mapped. */
   | "FILE"
   /** The kernel library could not be found or loaded. */
-  | "LIBRARY";
+  | "LIBRARY"
+  /**
+   * A chat template failed: it does not parse, raised (`raise_exception`, e.g. a role it does not
+   * support), hit a limit (steps, output size, time, recursion), or got non-plain data. The
+   * message names the template and the cause.
+   */
+  | "CHAT_TEMPLATE";
 
 export class KilnError extends Error {
   override name = "KilnError";
