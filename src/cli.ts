@@ -5,12 +5,15 @@
  *   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
  *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
  *                 [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
+ *   kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--chat-template NAME|FILE] [--threads N] [--ctx N]
  *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
  *   kiln inspect PATH [--json]
  *
  * `kiln bench` (kiln against llama.cpp) is not part of the published command: it lives in a
  * source checkout, where `bun run kiln bench …` (scripts/kiln.ts) adds it in front of this one.
  */
+import { existsSync, readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { GGUFError, parseGGUF, type GGUFFile } from "./gguf";
 import { ModelError } from "./models/hparams";
@@ -22,9 +25,12 @@ const USAGE = `usage:
   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
                 [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
                 [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
+  kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--seed S]
+            [--chat-template chatml|gemma|llama3|FILE] [--threads N] [--ctx N]
+            one user turn per line of standard input (a terminal or a pipe); /reset, /stats, /exit
   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
   kiln inspect PATH [--json]
-  kiln --help`;
+  kiln COMMAND --help`;
 
 class UsageError extends Error {}
 
@@ -166,10 +172,69 @@ function inspect(argv: string[]): void {
   }
 }
 
+/**
+ * `kiln chat`: a conversation on standard input, one user turn per line; replies stream to
+ * standard output, everything else (prompt marker, stats) goes to standard error.
+ */
+async function chat(argv: string[]): Promise<void> {
+  const { values: o } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string" }, system: { type: "string" }, temperature: { type: "string" }, "max-tokens": { type: "string" },
+      seed: { type: "string" }, "chat-template": { type: "string" }, threads: { type: "string" }, ctx: { type: "string" },
+    },
+  });
+  if (!o.model) throw new UsageError("chat needs --model");
+  let chatTemplate = o["chat-template"];
+  if (chatTemplate && !["chatml", "gemma", "llama3"].includes(chatTemplate)) {
+    if (!existsSync(chatTemplate)) throw new UsageError(`--chat-template must be chatml, gemma, llama3 or a template file; ${chatTemplate} does not exist`);
+    chatTemplate = readFileSync(chatTemplate, "utf8");
+  }
+  const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true) });
+  const session = model.createChatSession({ systemPrompt: o.system, chatTemplate });
+  const tty = process.stdin.isTTY === true;
+  const opts = { temperature: num(o.temperature, "temperature") ?? 0.7, maxTokens: num(o["max-tokens"], "max-tokens", true) ?? 512, seed: num(o.seed, "seed", true) };
+  let last: Awaited<ReturnType<typeof session.prompt>> | undefined;
+  try {
+    if (tty) process.stderr.write(`[${o.model}: /reset, /stats, /exit]\n> `);
+    for await (const raw of createInterface({ input: process.stdin, terminal: false })) {
+      const line = raw.trim();
+      if (line === "/exit" || line === "/quit") break;
+      if (line === "/reset") {
+        session.reset();
+        process.stderr.write("[conversation reset]\n");
+      } else if (line === "/stats") {
+        const t = last?.timings;
+        process.stderr.write(t ? `[last reply: ${t.promptTokens} prompt tokens evaluated (${t.cachedTokens} reused from the cache) at ${t.promptTokensPerSecond.toFixed(0)} tok/s, ${t.generatedTokens} generated at ${t.generatedTokensPerSecond.toFixed(1)} tok/s; ${session.history.length} messages, ${session.context.nPast}/${session.context.contextLength} context tokens]\n` : "[no reply yet]\n");
+      } else if (line.length > 0) {
+        const it = session.promptStream(line, opts);
+        for (;;) {
+          const r = await it.next();
+          if (r.done) {
+            last = r.value;
+            break;
+          }
+          process.stdout.write(r.value.text);
+        }
+        process.stdout.write("\n");
+      }
+      if (tty) process.stderr.write("> ");
+    }
+  } finally {
+    session.dispose();
+    model.dispose();
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
+    if (cmd && (rest.includes("--help") || rest.includes("-h"))) {
+      console.log(USAGE);
+      return 0;
+    }
     if (cmd === "generate") await generate(rest);
+    else if (cmd === "chat") await chat(rest);
     else if (cmd === "--help" || cmd === "-h" || cmd === "help") console.log(USAGE);
     else if (cmd === "bench") throw new UsageError("bench is not in the published package: it runs in a kiln source checkout (`bun run kiln bench …` there), against llama.cpp, a dev dependency");
     else if (cmd === "tokenize") await tokenize(rest);

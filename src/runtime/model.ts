@@ -19,6 +19,8 @@ import { ModelError, type HParams } from "../models/hparams";
 import { planState } from "../models/state";
 import type { DType, Tensor } from "../tensor";
 import { createTokenizer, type Tokenizer } from "../tokenizer";
+import { ChatSession, type ChatSessionOptions } from "../chat/session";
+import { BUILTIN_CHAT_TEMPLATES, chatTemplateOf, renderChatTemplate, type ChatMessage } from "../chat/template";
 import { Context, memoryOf, resolveContextOptions, type ContextMemory, type ContextOptions, type GenerateOptions, type GeneratedPiece, type GenerateResult, type Timings } from "./context";
 import { MappedFile } from "./mapped-file";
 import { checkThreads } from "./threads";
@@ -240,6 +242,32 @@ export class Model {
 
   get disposed(): boolean {
     return this.#disposed;
+  }
+
+  /**
+   * Renders `messages` with a chat template exactly as Hugging Face transformers'
+   * `apply_chat_template` does: `chatTemplate` (a Jinja template or a built-in name: "chatml",
+   * "gemma", "llama3"), else the model's own `tokenizer.chat_template`; the model's BOS/EOS text
+   * are `bos_token`/`eos_token`. A model without a template and no `chatTemplate` is a KilnError
+   * CHAT_TEMPLATE.
+   */
+  applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean; chatTemplate?: string } = {}): string {
+    this.#guard("applyChatTemplate");
+    const builtin = opts.chatTemplate !== undefined && Object.hasOwn(BUILTIN_CHAT_TEMPLATES, opts.chatTemplate) ? BUILTIN_CHAT_TEMPLATES[opts.chatTemplate as keyof typeof BUILTIN_CHAT_TEMPLATES] : undefined;
+    const template = builtin ?? opts.chatTemplate ?? chatTemplateOf(this.file.metadata);
+    if (template === undefined) {
+      throw new KilnError("CHAT_TEMPLATE", `${this.path} has no chat template (tokenizer.chat_template); pass chatTemplate: a Jinja template or one of ${Object.keys(BUILTIN_CHAT_TEMPLATES).join(", ")}`);
+    }
+    const name = builtin ? opts.chatTemplate! : opts.chatTemplate !== undefined ? "chatTemplate option" : `${this.path} tokenizer.chat_template`;
+    const tk = this.tokenizer;
+    const text = (id: number) => (id >= 0 ? tk.vocab.tokens[id] : undefined);
+    return renderChatTemplate(template, messages, { addGenerationPrompt: opts.addGenerationPrompt ?? true, bosToken: text(tk.bos) ?? "", eosToken: text(tk.eos) ?? "", name });
+  }
+
+  /** A chat session over a new context of this model (see ChatSession). */
+  createChatSession(opts: ChatSessionOptions = {}): ChatSession {
+    this.#guard("createChatSession");
+    return new ChatSession(this, opts);
   }
 
   /** Token ids of `text`; by default plain text, no BOS (llama.cpp's add_special=false, parse_special=false). */

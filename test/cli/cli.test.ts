@@ -5,7 +5,7 @@
  * byte-identical after a run (it is mapped read-only).
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeSyntheticModel } from "../../src/tools/synthetic-model";
@@ -94,5 +94,28 @@ describe("kiln --help and the dev-only bench", () => {
     const gen = run("generate", "--prompt", "x");
     expect(gen.exitCode).toBe(2);
     expect(gen.stderr.toString()).toContain("generate needs --model and --prompt");
+  });
+});
+
+describe("kiln chat", () => {
+  const smol = join(import.meta.dir, "..", "..", "models", "SmolLM2-135M-Instruct.Q4_1.gguf");
+  test.skipIf(!existsSync(smol))("answers turns read from standard input, keeps the conversation, understands /reset, /stats and /exit", () => {
+    const input = "What is the capital of France?\nWhat is the capital of Germany?\n/stats\n/reset\n/exit\nnever read\n";
+    const p = Bun.spawnSync([process.execPath, CLI, "chat", "--model", smol, "--temperature", "0", "--max-tokens", "40"], { stdin: Buffer.from(input), stdout: "pipe", stderr: "pipe", timeout: 120_000 });
+    const out = p.stdout.toString().trim().split("\n");
+    expect(p.exitCode).toBe(0);
+    expect(out.length).toBe(2);
+    expect(out[0]).toContain("Paris");
+    expect(out[1]).toContain("Berlin");
+    expect(p.stderr.toString()).toMatch(/reused from the cache/);
+    expect(p.stderr.toString()).toContain("[conversation reset]");
+  });
+
+  test("every command answers --help", () => {
+    for (const cmd of ["generate", "chat", "tokenize", "inspect"]) {
+      const r = kiln(cmd, "--help");
+      expect({ cmd, code: r.code }).toEqual({ cmd, code: 0 });
+      expect(r.out).toContain("kiln chat --model PATH");
+    }
   });
 });
