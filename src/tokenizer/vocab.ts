@@ -18,6 +18,16 @@ const EOG_TEXTS = [
   "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",
   "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>", "</s>",
 ];
+/**
+ * Fill-in-the-middle tokens llama.cpp adds to the end-of-generation set: pad, repository and
+ * file separator, each the file's own id (tokenizer.ggml.fim_*_token_id) or else the first of
+ * these texts present, forced to CONTROL (SmolLM2's "<reponame>", id 4, is one).
+ */
+const FIM_EOG_TEXTS: Record<"fim_pad" | "fim_rep" | "fim_sep", string[]> = {
+  fim_pad: ["<|fim_pad|>", "<fim-pad>", "<PAD>"],
+  fim_rep: ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+  fim_sep: ["<|file_sep|>"],
+};
 /** Texts llama.cpp takes as the end-of-turn token when the file names none (first found here). */
 const EOT_TEXTS = [
   "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "_<EOT>",
@@ -94,6 +104,13 @@ export function readVocab(meta: GGUFMetadata): Vocab {
   // An end-of-turn token found by its text is forced to CONTROL, one named by the file is not.
   if (eot >= 0 && eot === autoEot && !meta.has("tokenizer.ggml.eot_token_id")) types[eot] = TokenType.control;
   v.eog = endOfGeneration(v, id("eom", -1));
+  for (const [key, texts] of Object.entries(FIM_EOG_TEXTS)) {
+    const auto = firstPresent(ids, texts);
+    const fim = id(key, auto);
+    if (fim < 0) continue;
+    v.eog.add(fim);
+    if (fim === auto && !meta.has(`tokenizer.ggml.${key}_token_id`)) types[fim] = TokenType.control;
+  }
   v.specials = specialTokens(v);
   return v;
 }

@@ -3,6 +3,7 @@
  * the same files: identical ids on a corpus of hard strings, with and without BOS and special
  * parsing, for
  * - the real Gemma 3 270M (SentencePiece, 262k vocabulary, no space prefix), when present;
+ * - the real SmolLM2-135M-Instruct (byte-level BPE, smollm pre-tokenizer, ChatML tokens), when present;
  * - a synthetic Llama (SentencePiece with space prefix and byte fallback);
  * - the synthetic Qwen2 (byte-level BPE, qwen2 pre-tokenizer);
  * - a byte-level BPE vocabulary whose merges span pre-token boundaries, under each pre-tokenizer
@@ -23,6 +24,7 @@ import { learnCrossingMerges, PARITY_CORPUS } from "./fixtures";
 type Reference = typeof import("../../bench/llamacpp");
 const HARNESS = join(import.meta.dir, "..", "..", "bench", "llamacpp.ts");
 const GEMMA = join(import.meta.dir, "..", "..", "models", "gemma-3-270m-Q4_K_M.gguf");
+const SMOLLM2 = join(import.meta.dir, "..", "..", "models", "SmolLM2-135M-Instruct.Q4_1.gguf");
 
 let reference: Reference | undefined;
 let why = "";
@@ -103,6 +105,7 @@ async function tokenizerOf(path: string): Promise<Tokenizer> {
 
 const cases: { name: string; file: () => string; skip: boolean }[] = [
   { name: "Gemma 3 270M Q4_K_M (real model)", file: () => GEMMA, skip: !existsSync(GEMMA) },
+  { name: "SmolLM2-135M-Instruct Q4_1 (real model: byte-level BPE, pre = smollm, ChatML specials)", file: () => SMOLLM2, skip: !existsSync(SMOLLM2) },
   { name: "synthetic llama (SPM, space prefix, byte fallback)", file: () => synthetic("llama"), skip: false },
   { name: "synthetic qwen2 (BPE, pre = qwen2)", file: () => synthetic("qwen2"), skip: false },
   ...["qwen2", "llama-bpe", "gpt-2", "smollm", "default"].map((pre) => ({
