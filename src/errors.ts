@@ -31,7 +31,11 @@ export type RuntimeErrorCode =
    * support), hit a limit (steps, output size, time, recursion), or got non-plain data. The
    * message names the template and the cause.
    */
-  | "CHAT_TEMPLATE";
+  | "CHAT_TEMPLATE"
+  /** A JSON schema for constrained decoding is malformed: the message gives its JSON path. */
+  | "BAD_SCHEMA"
+  /** A JSON schema uses a keyword (or form) that constrained decoding does not support: the message names it and its path. */
+  | "UNSUPPORTED_SCHEMA";
 
 export class KilnError extends Error {
   override name = "KilnError";
