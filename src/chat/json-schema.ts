@@ -17,7 +17,7 @@
  * - array: `items` (one schema), `minItems`, `maxItems`.
  * - string: `minLength`, `maxLength` (in code points; an escape counts as one), JSON escapes,
  *   full UTF-8 (well-formed sequences only; `\u` escapes of lone surrogates are not produced).
- * - number: the JSON number grammar, at most 20 integer, 20 fraction and 3 exponent digits.
+ * - number: the JSON number grammar, at most 20 integer, 20 fraction and 2 exponent digits (always finite as a double).
  * - integer: digits only (no fraction or exponent), at most 16 digits; `minimum` / `maximum`
  *   (inclusive, rounded inward to integers). `minimum`/`maximum` on numbers are unsupported.
  * - `enum`, `const`: any JSON values, emitted as `JSON.stringify` writes them; with `type` beside
@@ -41,7 +41,7 @@ export const MAX_WS_BYTES = 4;
 export const MAX_STACK = 64;
 const MAX_INT_DIGITS = 20;
 const MAX_FRAC_DIGITS = 20;
-const MAX_EXP_DIGITS = 3;
+const MAX_EXP_DIGITS = 2; // with 20 integer digits, at most ~1e119: finite as a double
 const MAX_BOUNDED_INT_DIGITS = 16;
 
 // ---------------------------------------------------------------------------------------------
