@@ -23,6 +23,8 @@ export interface ChatSessionOptions extends ContextOptions {
   systemPrompt?: string;
   /** A Jinja chat template, or a built-in name ("chatml", "gemma", "llama3"); default: the model's own. */
   chatTemplate?: string;
+  /** Earlier turns to continue from (user/assistant messages, oldest first; no system message). */
+  history?: ChatMessage[];
 }
 
 export interface ChatReply extends GenerateResult {
@@ -38,18 +40,25 @@ export class ChatSession {
   readonly context: Context;
   readonly #system: ChatMessage | null;
   readonly #template: string | undefined;
+  readonly #initial: ChatMessage[];
   #history: ChatMessage[];
   #disposed = false;
 
   /** @internal use model.createChatSession(). */
   constructor(model: Model, opts: ChatSessionOptions = {}) {
-    const { systemPrompt, chatTemplate, ...contextOptions } = opts;
+    const { systemPrompt, chatTemplate, history, ...contextOptions } = opts;
     this.model = model;
     this.#system = systemPrompt === undefined ? null : { role: "system", content: systemPrompt };
     this.#template = chatTemplate;
     // Fail now, not at the first turn, when the model has no template and none was given.
     model.applyChatTemplate(this.#system ? [this.#system, { role: "user", content: "" }] : [{ role: "user", content: "" }], { chatTemplate });
-    this.#history = this.#system ? [this.#system] : [];
+    for (const m of history ?? []) {
+      if (!m || typeof m.role !== "string" || typeof m.content !== "string" || m.role === "system") {
+        throw new KilnError("BAD_OPTION", "history: each message must be { role: \"user\" | \"assistant\", content: string } (the system prompt is systemPrompt)");
+      }
+    }
+    this.#initial = (history ?? []).map((m) => ({ role: m.role, content: m.content }));
+    this.#history = [...(this.#system ? [this.#system] : []), ...this.#initial];
     this.context = model.createContext(contextOptions);
   }
 

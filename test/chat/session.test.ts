@@ -49,6 +49,16 @@ describe.skipIf(!have)("chat sessions (SmolLM2-135M-Instruct)", () => {
     expect(session.context.nPast).toBe(0);
   });
 
+  test("a session can continue from earlier turns (history); bad history is a clear error", async () => {
+    using session = model.createChatSession({ history: [{ role: "user", content: "My name is Ada." }, { role: "assistant", content: "Nice to meet you, Ada." }] });
+    const r = await session.prompt("What is my name?", greedy);
+    // The earlier turns were part of what this turn evaluated (a 135M model may still not use them).
+    expect(model.detokenize(session.context.tokens)).toContain("<|im_start|>user\nMy name is Ada.<|im_end|>\n<|im_start|>assistant\nNice to meet you, Ada.<|im_end|>");
+    expect(r.timings.cachedTokens).toBe(0);
+    expect(session.history.filter((m) => m.role !== "system").map((m) => m.role)).toEqual(["user", "assistant", "user", "assistant"]);
+    expect(() => model.createChatSession({ history: [{ role: "system", content: "x" }] })).toThrow(/systemPrompt/);
+  });
+
   test("a conversation that outgrows the context drops its oldest turns, never failing mid-reply", async () => {
     using session = model.createChatSession({ contextLength: 256 });
     let dropped = 0;
