@@ -285,8 +285,38 @@ function checkNoEmptyCycle(nodes: GNode[]): void {
   for (const n of nodes) visit(n);
 }
 
-/** Compiles a schema (or `true` = any JSON value: the `json: true` mode) into a byte-level grammar. */
+/** Most compiled grammars kept for reuse (by the schema's JSON text), with their cached states and masks. */
+const MAX_CACHED_GRAMMARS = 32;
+const compiled = new Map<string, JsonGrammar>();
+
+/**
+ * Compiles a schema (or `true` = any JSON value: the `json: true` mode) into a byte-level grammar.
+ * The same schema (same JSON text) gives the same grammar object back, so the states and token
+ * masks it has cached serve the next generation too. Unsupported keywords → KilnError
+ * "UNSUPPORTED_SCHEMA" naming the keyword and its JSON path; malformed schemas → "BAD_SCHEMA".
+ */
 export function compileJsonSchema(schema: JsonSchema): JsonGrammar {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(schema);
+  } catch {
+    throw bad("#", "is not plain JSON");
+  }
+  const hit = text === undefined ? undefined : compiled.get(text);
+  if (hit) {
+    compiled.delete(text!); // most recently used last
+    compiled.set(text!, hit);
+    return hit;
+  }
+  const g = compileUncached(schema);
+  if (text !== undefined) {
+    if (compiled.size >= MAX_CACHED_GRAMMARS) compiled.delete(compiled.keys().next().value!);
+    compiled.set(text, g);
+  }
+  return g;
+}
+
+function compileUncached(schema: JsonSchema): JsonGrammar {
   const c = new Compiler(schema);
   const root = c.compile(schema, "#");
   if (root === null) throw bad("#", "the schema false matches nothing");
