@@ -20,6 +20,8 @@ import { RunState, type AttentionPath, type StatePlan, type StateOptions } from 
 import type { Tensor } from "../tensor";
 import type { Tokenizer } from "../tokenizer";
 import type { Model, ModelCore } from "./model";
+import { compileJsonSchema, type JsonSchema } from "../chat/json-schema";
+import { TokenConstraint } from "../chat/constrain";
 import { createSampler, type Sampler, type SamplingOptions } from "./sampling";
 import { SpeculativeRun, speculativeTokens, type Forwarder, type SpeculativeOptions as DrafterOptions, type SpeculativeStats } from "./speculative";
 import { checkThreads, physicalCores } from "./threads";
@@ -83,6 +85,15 @@ export interface GenerateOptions extends SamplingOptions {
   reuseCache?: boolean;
   /** Render control tokens (e.g. "<end_of_turn>", "<start_of_image>") as their text. Default false, as llama.cpp. */
   renderSpecial?: boolean;
+  /**
+   * Constrain the output to JSON that validates against this schema (the subset in
+   * src/chat/json-schema.ts; an unsupported keyword is a KilnError UNSUPPORTED_SCHEMA). Generation
+   * stops when the value is complete (finishReason "stop"); a reply cut by maxTokens says
+   * "length" and is not a complete value. Speculation is off while constrained.
+   */
+  jsonSchema?: JsonSchema;
+  /** Constrain the output to any JSON value (jsonSchema takes precedence). */
+  json?: boolean;
 }
 
 export interface GeneratedPiece {
@@ -423,7 +434,9 @@ export class Context {
       let emitted = 0;
       let finishReason: GenerateResult["finishReason"] = "length";
 
-      const requested = opts.speculative === false ? undefined : (opts.speculative ?? this.#autoSpeculation(sampler));
+      const constraint = opts.jsonSchema !== undefined || opts.json ? new TokenConstraint(compileJsonSchema(opts.jsonSchema ?? true), tokenizer) : null;
+      if (constraint && opts.speculative) throw new KilnError("BAD_OPTION", "speculative: not available with jsonSchema/json (constrained decoding samples one token at a time)");
+      const requested = opts.speculative === false || constraint ? undefined : (opts.speculative ?? this.#autoSpeculation(sampler));
       let spec: DrafterOptions | undefined;
       if (requested) {
         const d = requested.draft;
@@ -456,7 +469,7 @@ export class Context {
         else {
           const self = this.#forwarder();
           const target = { ...self, nLayer: this.nLayer, layerSkip: (n: number) => this.layerSkip(n) };
-          source = spec ? speculativeTokens(target, first, sampler, history, spec) : plainTokens(self, first, sampler, history);
+          source = spec ? speculativeTokens(target, first, sampler, history, spec) : plainTokens(self, first, sampler, history, constraint);
         }
       }
       if (source) {
@@ -476,7 +489,7 @@ export class Context {
           for (const token of r.value) {
             if (generated.length >= maxTokens) break outer;
             if (tokenizer.isEog(token)) {
-              finishReason = "eos";
+              finishReason = constraint ? "stop" : "eos"; // a constrained value ends where it is complete
               break outer;
             }
             generated.push(token);
@@ -492,6 +505,10 @@ export class Context {
             const safe = Math.max(emitted, text.length - holdBack);
             yield { text: text.slice(emitted, safe), token };
             emitted = safe;
+            if (constraint && !constraint.canContinue) {
+              finishReason = "stop"; // the value is complete and nothing may follow it
+              break outer;
+            }
             if (signal?.aborted) {
               finishReason = "abort";
               break outer;
@@ -604,11 +621,13 @@ function toIds(tokens: readonly number[] | Int32Array): Int32Array {
   return tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
 }
 
-/** Plain decoding: one forward per token after the prefilled prompt. */
-function* plainTokens(ctx: Forwarder, prefilled: Tensor, sampler: Sampler, history: number[]): Generator<number[]> {
+/** Plain decoding: one forward per token after the prefilled prompt; a constraint masks each step's logits. */
+function* plainTokens(ctx: Forwarder, prefilled: Tensor, sampler: Sampler, history: number[], constraint: TokenConstraint | null = null): Generator<number[]> {
   let logits = prefilled;
   for (;;) {
+    if (constraint) constraint.mask(logits.f32); // the logits buffer is the context's scratch: masking in place is fine
     const token = sampler.sample(logits.f32, history);
+    constraint?.accept(token);
     history.push(token);
     yield [token];
     logits = ctx.eval([token]);
