@@ -5,7 +5,7 @@
  *   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
  *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
  *                 [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
- *   kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--chat-template NAME|FILE] [--threads N] [--ctx N]
+ *   kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--json-schema FILE] [--chat-template NAME|FILE] [--threads N] [--ctx N]
  *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
  *   kiln inspect PATH [--json]
  *
@@ -25,7 +25,7 @@ const USAGE = `usage:
   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
                 [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
                 [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
-  kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--seed S]
+  kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--seed S] [--json-schema FILE]
             [--chat-template chatml|gemma|llama3|FILE] [--threads N] [--ctx N]
             one user turn per line of standard input (a terminal or a pipe); /reset, /stats, /exit
   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
@@ -182,9 +182,19 @@ async function chat(argv: string[]): Promise<void> {
     options: {
       model: { type: "string" }, system: { type: "string" }, temperature: { type: "string" }, "max-tokens": { type: "string" },
       seed: { type: "string" }, "chat-template": { type: "string" }, threads: { type: "string" }, ctx: { type: "string" },
+      "json-schema": { type: "string" },
     },
   });
   if (!o.model) throw new UsageError("chat needs --model");
+  let jsonSchema: Record<string, unknown> | boolean | undefined;
+  if (o["json-schema"]) {
+    if (!existsSync(o["json-schema"])) throw new UsageError(`--json-schema: ${o["json-schema"]} does not exist`);
+    try {
+      jsonSchema = JSON.parse(readFileSync(o["json-schema"], "utf8"));
+    } catch (e) {
+      throw new UsageError(`--json-schema: ${o["json-schema"]} is not JSON: ${(e as Error).message}`);
+    }
+  }
   let chatTemplate = o["chat-template"];
   if (chatTemplate && !["chatml", "gemma", "llama3"].includes(chatTemplate)) {
     if (!existsSync(chatTemplate)) throw new UsageError(`--chat-template must be chatml, gemma, llama3 or a template file; ${chatTemplate} does not exist`);
@@ -193,7 +203,7 @@ async function chat(argv: string[]): Promise<void> {
   const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true) });
   const session = model.createChatSession({ systemPrompt: o.system, chatTemplate });
   const tty = process.stdin.isTTY === true;
-  const opts = { temperature: num(o.temperature, "temperature") ?? 0.7, maxTokens: num(o["max-tokens"], "max-tokens", true) ?? 512, seed: num(o.seed, "seed", true) };
+  const opts = { temperature: num(o.temperature, "temperature") ?? 0.7, maxTokens: num(o["max-tokens"], "max-tokens", true) ?? 512, seed: num(o.seed, "seed", true), jsonSchema };
   let last: Awaited<ReturnType<typeof session.prompt>> | undefined;
   try {
     if (tty) process.stderr.write(`[${o.model}: /reset, /stats, /exit]\n> `);

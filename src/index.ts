@@ -23,6 +23,7 @@ export {
 } from "./runtime/context";
 export { ChatSession, type ChatReply, type ChatSessionOptions } from "./chat/session";
 export { BUILTIN_CHAT_TEMPLATES, renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from "./chat/template";
+export { compileJsonSchema, type JsonSchema } from "./chat/json-schema";
 export { createSampler, argmax, type SamplingOptions, type Sampler } from "./runtime/sampling";
 export { formatProfile, profileDecode, type DecodeProfile, type OpShare } from "./runtime/profile";
 export { KilnError, type RuntimeErrorCode } from "./errors";

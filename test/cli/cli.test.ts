@@ -111,6 +111,14 @@ describe("kiln chat", () => {
     expect(p.stderr.toString()).toContain("[conversation reset]");
   });
 
+  test.skipIf(!existsSync(smol))("--json-schema: each reply is JSON of the schema's shape", () => {
+    const schema = join(dir, "answer.schema.json");
+    writeFileSync(schema, JSON.stringify({ type: "object", properties: { answer: { type: "string" } }, required: ["answer"], additionalProperties: false }));
+    const p = Bun.spawnSync([process.execPath, CLI, "chat", "--model", smol, "--temperature", "0", "--json-schema", schema], { stdin: Buffer.from("What is the capital of France?\n"), stdout: "pipe", stderr: "pipe", timeout: 120_000 });
+    expect(p.exitCode).toBe(0);
+    expect(Object.keys(JSON.parse(p.stdout.toString()))).toEqual(["answer"]);
+  });
+
   test("every command answers --help", () => {
     for (const cmd of ["generate", "chat", "tokenize", "inspect"]) {
       const r = kiln(cmd, "--help");
