@@ -89,13 +89,18 @@ describe("the published file set", () => {
     expect(stray).toEqual([]);
   });
 
-  test("every import of every published file resolves inside the published set", () => {
+  test("every import of every published file resolves inside the published set or a declared dependency", () => {
+    const runtimeDependencies = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).dependencies ?? {}) as Record<string, string>;
     const bad: string[] = [];
     for (const rel of files.filter((f) => f.endsWith(".ts"))) {
       for (const { spec, typeOnly } of importsOf(join(ROOT, rel))) {
         const why = `${rel}: ${typeOnly ? "type-only import" : "import"} "${spec}"`;
         if (isBuiltin(spec)) continue;
-        if (!spec.startsWith(".")) bad.push(`${why} is a package, and kiln has no dependencies`);
+        if (!spec.startsWith(".")) {
+          // A package must be a declared runtime dependency (its name: "@scope/name" or "name", before any subpath).
+          const name = spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0]!;
+          if (!Object.hasOwn(runtimeDependencies, name)) bad.push(`${why} is a package that is not in package.json's dependencies`);
+        }
         else {
           const target = resolveRelative(join(ROOT, rel), spec);
           if (!target) bad.push(`${why} does not resolve`);

@@ -99,7 +99,18 @@ describe.skipIf(!host)(`bun add kiln on ${hostPlatform()}, from the packed tarba
       mkdirSync(project);
       // The optional dependency @kiln/<host> resolves to the local tarball; every other @kiln/*
       // would need the registry, which is a closed port (their install is optional: a warning).
-      writeFileSync(join(project, "package.json"), JSON.stringify({ name: "kiln-install-test", private: true, type: "module", overrides: { [`@kiln/${host!.name}`]: `file:${platformTarball(host!, version, packDir)}` } }, null, 2));
+      // kiln's runtime dependencies (package.json "dependencies", e.g. @huggingface/jinja) come from
+      // the checkout's node_modules, packed here as the registry would serve them.
+      const overrides: Record<string, string> = { [`@kiln/${host!.name}`]: `file:${platformTarball(host!, version, packDir)}` };
+      for (const dep of Object.keys((manifest() as { dependencies?: Record<string, string> }).dependencies ?? {})) {
+        const tgz = join(work, `${dep.replace(/[@/]/g, "_")}.tgz`);
+        const src = join(ROOT, "node_modules", dep);
+        // npm tarballs hold the package under "package/".
+        const tar = Bun.spawnSync(["tar", "-czf", tgz, "-C", join(src, ".."), "--transform", `s,^${dep.split("/").pop()},package,`, dep.split("/").pop()!], { stderr: "pipe" });
+        if (tar.exitCode !== 0) throw new Error(`packing ${src}: ${tar.stderr.toString()}`);
+        overrides[dep] = `file:${tgz}`;
+      }
+      writeFileSync(join(project, "package.json"), JSON.stringify({ name: "kiln-install-test", private: true, type: "module", overrides }, null, 2));
       writeFileSync(join(project, "bunfig.toml"), `[install]\nregistry = "http://127.0.0.1:9/"\n`);
       added = sh(["bun", "add", mainTarball(version, packDir)], project, 300_000);
     }, 320_000);
