@@ -1,0 +1,206 @@
+/**
+ * kiln serve's HTTP layer: an OpenAI-compatible API on Bun.serve.
+ *
+ *   POST /v1/chat/completions   POST /v1/completions   (streaming as SSE, or one JSON reply)
+ *   GET  /v1/models             GET  /health           GET /metrics
+ *
+ * Routes, body limits, auth, CORS and the response shapes live here; running a request is the
+ * Engine's (engine.ts). Every client error is an OpenAI-shaped `{ error }` with a 4xx status and
+ * the server keeps serving; a client that leaves aborts its generation within one step.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { Model } from "../runtime/model";
+import { loadModel } from "../runtime/model";
+import { SlotEngine, type Engine, type Generation } from "./engine";
+import { ApiError, LIMITS, errorBody, finishReason, parseBody, parseCompletionRequest, usage, type CompletionRequest } from "./openai";
+
+export interface ServerOptions {
+  /** A loaded model (the caller disposes it) or a GGUF path (loaded here, disposed by stop()). */
+  model: Model | string;
+  /** Default 127.0.0.1: loopback only unless asked. */
+  host?: string;
+  /** Default 8080; 0 picks a free port. */
+  port?: number;
+  /** Concurrent generations (default 1). */
+  parallel?: number;
+  /** Requests that may wait for a slot (default 8); beyond, 429. */
+  queue?: number;
+  /** Context length of each slot. */
+  contextLength?: number;
+  threads?: number;
+  /** With a key, every /v1 request needs `Authorization: Bearer KEY`. */
+  apiKey?: string;
+  /** An origin allowed by CORS ("*" for any); default none (no CORS headers). */
+  cors?: string;
+  /** Replace the engine (tests, the batching engine to come); default a SlotEngine over `model`. */
+  engine?: Engine;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  engine: Engine;
+  stop(): Promise<void>;
+}
+
+const sha256 = (s: string) => createHash("sha256").update(s).digest();
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const owned = typeof opts.model === "string" ? await loadModel(opts.model, { threads: opts.threads, contextLength: opts.contextLength }) : undefined;
+  const model = owned ?? (opts.model as Model);
+  let engine: Engine;
+  try {
+    engine = opts.engine ?? new SlotEngine(model, { parallel: opts.parallel, queue: opts.queue, contextLength: opts.contextLength });
+  } catch (e) {
+    owned?.dispose();
+    throw e;
+  }
+  const keyHash = opts.apiKey !== undefined ? sha256(opts.apiKey) : undefined;
+  const cors: Record<string, string> = opts.cors
+    ? { "access-control-allow-origin": opts.cors, "access-control-allow-headers": "authorization, content-type", "access-control-allow-methods": "GET, POST, OPTIONS", vary: "origin" }
+    : {};
+  const json = (status: number, body: unknown, extra: Record<string, string> = {}) =>
+    new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", ...cors, ...extra } });
+  const fail = (e: ApiError) => json(e.status, errorBody(e), e.status === 429 ? { "retry-after": "1" } : {});
+
+  const authorized = (req: Request): boolean => {
+    if (!keyHash) return true;
+    const h = req.headers.get("authorization") ?? "";
+    const m = /^Bearer (.+)$/.exec(h);
+    // Equal-length hashes: the comparison takes the same time whatever the key's length or content.
+    return m !== null && timingSafeEqual(sha256(m[1]!), keyHash);
+  };
+
+  async function handle(req: Request): Promise<Response> {
+    const { pathname } = new URL(req.url);
+    if (req.method === "OPTIONS" && opts.cors) return new Response(null, { status: 204, headers: cors });
+    if (pathname === "/health" && req.method === "GET") return json(200, { status: "ok" });
+    if (pathname === "/metrics" && req.method === "GET") return json(200, engine.stats());
+    if (!pathname.startsWith("/v1/")) throw new ApiError(404, `no route ${req.method} ${pathname}`, "invalid_request_error", null, "not_found");
+    if (!authorized(req)) throw new ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)", "invalid_request_error", null, "invalid_api_key");
+    if (pathname === "/v1/models" && req.method === "GET") {
+      return json(200, { object: "list", data: [{ id: engine.modelId, object: "model", created: 0, owned_by: "kiln" }] });
+    }
+    const kind = pathname === "/v1/chat/completions" ? "chat" : pathname === "/v1/completions" ? "text" : null;
+    if (!kind) throw new ApiError(404, `no route ${req.method} ${pathname}`, "invalid_request_error", null, "not_found");
+    if (req.method !== "POST") throw new ApiError(405, `${pathname} takes POST`);
+    const body = parseBody(await readBody(req));
+    const r = parseCompletionRequest(body, kind, engine.contextLength);
+    if (r.model !== undefined && r.model !== engine.modelId) {
+      throw new ApiError(404, `The model "${r.model.slice(0, 200)}" does not exist; this server has "${engine.modelId}"`, "invalid_request_error", "model", "model_not_found");
+    }
+    const gen = await engine.start(r, req.signal);
+    return r.stream ? stream(r, gen, req.signal) : await whole(r, gen);
+  }
+
+  /** Reads the body up to LIMITS.bodyBytes; 413 past it (by Content-Length or by counting). */
+  async function readBody(req: Request): Promise<Uint8Array> {
+    const declared = Number(req.headers.get("content-length") ?? "0");
+    const tooLarge = () => new ApiError(413, `the request body is larger than ${LIMITS.bodyBytes} bytes`, "invalid_request_error", null, "request_too_large");
+    if (declared > LIMITS.bodyBytes) throw tooLarge();
+    if (!req.body) return new Uint8Array(0);
+    const chunks: Uint8Array[] = [];
+    let n = 0;
+    for await (const c of req.body as unknown as AsyncIterable<Uint8Array>) {
+      n += c.byteLength;
+      if (n > LIMITS.bodyBytes) throw tooLarge();
+      chunks.push(c);
+    }
+    const out = new Uint8Array(n);
+    let o = 0;
+    for (const c of chunks) out.set(c, (o += c.byteLength) - c.byteLength);
+    return out;
+  }
+
+  const ids = () => `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
+
+  async function whole(r: CompletionRequest, gen: Generation): Promise<Response> {
+    let res = await gen.next();
+    while (!res.done) res = await gen.next();
+    const v = res.value;
+    const u = usage(v.timings.promptTokens, v.timings.cachedTokens, v.tokens.length);
+    const created = Math.floor(Date.now() / 1000);
+    const fr = finishReason(v.finishReason);
+    if (r.kind === "chat") {
+      return json(200, {
+        id: `chatcmpl-${ids()}`, object: "chat.completion", created, model: engine.modelId,
+        choices: [{ index: 0, message: { role: "assistant", content: v.text, refusal: null }, logprobs: null, finish_reason: fr }], usage: u,
+      });
+    }
+    return json(200, { id: `cmpl-${ids()}`, object: "text_completion", created, model: engine.modelId, choices: [{ index: 0, text: v.text, logprobs: null, finish_reason: fr }], usage: u });
+  }
+
+  function stream(r: CompletionRequest, gen: Generation, signal: AbortSignal): Response {
+    const id = r.kind === "chat" ? `chatcmpl-${ids()}` : `cmpl-${ids()}`;
+    const created = Math.floor(Date.now() / 1000);
+    const object = r.kind === "chat" ? "chat.completion.chunk" : "text_completion";
+    const enc = new TextEncoder();
+    const chunk = (delta: string | null, fr: string | null, role = false) => {
+      const choice = r.kind === "chat"
+        ? { index: 0, delta: delta === null ? {} : role ? { role: "assistant", content: delta } : { content: delta }, logprobs: null, finish_reason: fr }
+        : { index: 0, text: delta ?? "", logprobs: null, finish_reason: fr };
+      return { id, object, created, model: engine.modelId, choices: [choice] };
+    };
+    const sse = (o: unknown) => enc.encode(`data: ${typeof o === "string" ? o : JSON.stringify(o)}\n\n`);
+    let first = true;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        try {
+          const res = await gen.next();
+          if (!res.done) {
+            if (res.value.text.length > 0 || first) c.enqueue(sse(chunk(res.value.text, null, first)));
+            first = false;
+            return;
+          }
+          const v = res.value;
+          if (v.finishReason === "abort" || signal.aborted) return c.close();
+          c.enqueue(sse(chunk(null, finishReason(v.finishReason))));
+          if (r.includeUsage) c.enqueue(sse({ id, object, created, model: engine.modelId, choices: [], usage: usage(v.timings.promptTokens, v.timings.cachedTokens, v.tokens.length) }));
+          c.enqueue(sse("[DONE]"));
+          c.close();
+        } catch (e) {
+          // Headers are sent: the error goes in the stream, OpenAI's way.
+          const err = e instanceof ApiError ? e : new ApiError(500, (e as Error).message ?? String(e), "server_error");
+          c.enqueue(sse(errorBody(err)));
+          c.close();
+        }
+      },
+      async cancel() {
+        // The client left: return the generator (its finally aborts the context and frees the slot).
+        await gen.return(undefined as never);
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, { status: 200, headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...cors } });
+  }
+
+  const server = Bun.serve({
+    hostname: opts.host ?? "127.0.0.1",
+    port: opts.port ?? 8080,
+    // Our own limit (LIMITS.bodyBytes) answers 413 in OpenAI's shape; Bun's cuts off anything far past it.
+    maxRequestBodySize: LIMITS.bodyBytes * 2,
+    idleTimeout: 0,
+    async fetch(req) {
+      try {
+        return await handle(req);
+      } catch (e) {
+        if (e instanceof ApiError) return fail(e);
+        console.error("kiln serve: internal error:", e);
+        return fail(new ApiError(500, `internal error: ${(e as Error)?.message ?? String(e)}`, "server_error"));
+      }
+    },
+    error(e) {
+      return fail(new ApiError(500, `internal error: ${e.message}`, "server_error"));
+    },
+  });
+  const host = server.hostname!.includes(":") ? `[${server.hostname}]` : server.hostname;
+  return {
+    url: `http://${host}:${server.port}`,
+    port: server.port!,
+    engine,
+    async stop() {
+      await engine.close();
+      await server.stop(true);
+      owned?.dispose();
+    },
+  };
+}
