@@ -8,6 +8,7 @@
  *   kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--json-schema FILE] [--chat-template NAME|FILE] [--threads N] [--ctx N]
  *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
  *   kiln inspect PATH [--json]
+ *   kiln serve --model PATH [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--ctx N] [--threads N] [--api-key KEY] [--cors ORIGIN]
  *
  * `kiln bench` (kiln against llama.cpp) is not part of the published command: it lives in a
  * source checkout, where `bun run kiln bench …` (scripts/kiln.ts) adds it in front of this one.
@@ -30,6 +31,9 @@ const USAGE = `usage:
             one user turn per line of standard input (a terminal or a pipe); /reset, /stats, /exit
   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
   kiln inspect PATH [--json]
+  kiln serve --model PATH [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--ctx N] [--threads N]
+             [--api-key KEY] [--cors ORIGIN]
+             an OpenAI-compatible HTTP server (docs/server.md); loopback unless --host says otherwise
   kiln COMMAND --help`;
 
 class UsageError extends Error {}
@@ -236,6 +240,31 @@ async function chat(argv: string[]): Promise<void> {
   }
 }
 
+/** `kiln serve`: the OpenAI-compatible server (src/server/http.ts) until SIGINT/SIGTERM. */
+async function serve(argv: string[]): Promise<void> {
+  const { values: o } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, parallel: { type: "string" },
+      queue: { type: "string" }, ctx: { type: "string" }, threads: { type: "string" }, "api-key": { type: "string" }, cors: { type: "string" },
+    },
+  });
+  if (!o.model) throw new UsageError("serve needs --model");
+  const port = num(o.port, "port", true) ?? 8080;
+  if (port < 0 || port > 65535) throw new UsageError(`--port must be in [0, 65535], got ${port}`);
+  const { startServer } = await import("./server/http");
+  const server = await startServer({
+    model: o.model, host: o.host, port, parallel: num(o.parallel, "parallel", true), queue: num(o.queue, "queue", true),
+    contextLength: num(o.ctx, "ctx", true), threads: num(o.threads, "threads", true), apiKey: o["api-key"], cors: o.cors,
+  });
+  console.error(`kiln serve: ${server.engine.modelId} on ${server.url}/v1 (${server.engine.stats().slots} slot(s) of ${server.engine.contextLength} tokens)`);
+  await new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+  await server.stop();
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
@@ -249,6 +278,7 @@ export async function main(argv: string[]): Promise<number> {
     else if (cmd === "bench") throw new UsageError("bench is not in the published package: it runs in a kiln source checkout (`bun run kiln bench …` there), against llama.cpp, a dev dependency");
     else if (cmd === "tokenize") await tokenize(rest);
     else if (cmd === "inspect") inspect(rest);
+    else if (cmd === "serve") await serve(rest);
     else throw new UsageError(cmd ? `unknown command "${cmd}"` : "no command given");
     return 0;
   } catch (e) {
