@@ -120,7 +120,7 @@ describe.skipIf(!have)("kiln serve (SmolLM2-135M-Instruct)", () => {
     expect(Object.keys(v)).toEqual(["city"]);
   }, T);
 
-  test("client errors through the client: 400 for bad fields, 404 for an unknown model", async () => {
+  test("client errors through the client, streaming or not: 400 for bad fields, 404 for an unknown model", async () => {
     const base = { model: ID, messages: question, max_tokens: 4 };
     const cases: [Record<string, unknown>, number, string | null][] = [
       [{ temperature: "hot" }, 400, "temperature"],
@@ -134,7 +134,8 @@ describe.skipIf(!have)("kiln serve (SmolLM2-135M-Instruct)", () => {
       [{ messages: [{ role: "user", content: "hello ".repeat(600) }] }, 400, "messages"],
       [{ model: "gpt-4" }, 404, "model"],
     ];
-    for (const [patch, status, param] of cases) {
+    // Streaming too: errors before the first token are statuses, not events in a started stream.
+    for (const [patch, status, param] of [...cases, ...cases.map(([p, st, pa]) => [{ ...p, stream: true }, st, pa] as const)]) {
       const e = await apiError(client.chat.completions.create({ ...base, ...patch } as never));
       expect([JSON.stringify(patch).slice(0, 60), e.status]).toEqual([JSON.stringify(patch).slice(0, 60), status]);
       expect((e.error as { param?: string }).param).toBe(param!);
@@ -182,12 +183,12 @@ describe.skipIf(!have)("kiln serve (SmolLM2-135M-Instruct)", () => {
   }, T);
 
   test("parallel 1, queue 0: a second concurrent request gets 429 with Retry-After; a client that leaves frees its slot", async () => {
-    const s = await startServer({ model, port: 0, contextLength: 256, parallel: 1, queue: 0 });
+    const s = await startServer({ model, port: 0, contextLength: 512, parallel: 1, queue: 0 });
     const c = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "x", maxRetries: 0, timeout: 30_000 });
     try {
       const ac = new AbortController();
       const long = await c.chat.completions.create(
-        { model: ID, messages: [{ role: "user", content: "Write a long story about a dragon." }], temperature: 0, max_tokens: 200, stream: true },
+        { model: ID, messages: [{ role: "user", content: "Write a long story about a dragon." }], temperature: 0, max_tokens: 400, stream: true },
         { signal: ac.signal },
       );
       const it = long[Symbol.asyncIterator]();
@@ -200,14 +201,49 @@ describe.skipIf(!have)("kiln serve (SmolLM2-135M-Instruct)", () => {
       const e = await apiError(c.chat.completions.create({ model: ID, messages: question, max_tokens: 2 }));
       expect(e.status).toBe(429);
       // The client leaves mid-stream: its generation stops within a step and the slot is free.
+      // 400 tokens take seconds here; an abort that did not reach the generation would hold the slot.
+      const before = s.engine.stats().tokensGenerated;
       ac.abort();
-      const freedMs = await waitIdle(s, 2000);
-      expect(freedMs).toBeLessThan(2000);
+      await waitIdle(s, 2000);
+      const after = s.engine.stats().tokensGenerated;
+      expect(after - before).toBeLessThanOrEqual(3);
+      expect(after).toBeLessThan(100);
       const t0 = performance.now();
       const next = await c.chat.completions.create({ model: ID, messages: question, temperature: 0, max_tokens: 8 });
       expect(next.choices[0]!.message.content!.length).toBeGreaterThan(0);
       expect(performance.now() - t0).toBeLessThan(5000);
-      expect(s.engine.stats().tokensGenerated).toBeLessThan(200 + 8);
+    } finally {
+      await s.stop();
+    }
+  }, T);
+
+  test("a queue: parallel 1 serves concurrent requests one after another, all answered; CORS headers when asked", async () => {
+    const s = await startServer({ model, port: 0, contextLength: 128, parallel: 1, queue: 3, cors: "https://example.com" });
+    try {
+      const c = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "x", maxRetries: 0, timeout: 30_000 });
+      const rs = await Promise.all([1, 2, 3, 4].map((i) => c.completions.create({ model: ID, prompt: `Count: ${i},`, max_tokens: 3, temperature: 0 })));
+      for (const r of rs) expect(r.usage!.completion_tokens).toBeGreaterThan(0);
+      expect(s.engine.stats().queueLength).toBe(0);
+      const pre = await fetch(`${s.url}/v1/chat/completions`, { method: "OPTIONS" });
+      expect(pre.status).toBe(204);
+      expect(pre.headers.get("access-control-allow-origin")).toBe("https://example.com");
+      expect(pre.headers.get("access-control-allow-headers")).toContain("authorization");
+      expect((await fetch(`${s.url}/v1/models`)).headers.get("access-control-allow-origin")).toBe("https://example.com");
+    } finally {
+      await s.stop();
+    }
+  }, T);
+
+  test("a non-streaming client that leaves frees its slot too", async () => {
+    const s = await startServer({ model, port: 0, contextLength: 512, parallel: 1, queue: 0 });
+    try {
+      const ac = new AbortController();
+      const p = fetch(`${s.url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "Once upon a time", max_tokens: 400, temperature: 0 }), signal: ac.signal }).catch(() => null);
+      while (s.engine.stats().tokensGenerated < 2) await Bun.sleep(5);
+      ac.abort();
+      await p;
+      await waitIdle(s, 2000);
+      expect(s.engine.stats().tokensGenerated).toBeLessThan(100);
     } finally {
       await s.stop();
     }
