@@ -248,4 +248,24 @@ describe.skipIf(!have)("kiln serve (SmolLM2-135M-Instruct)", () => {
       await s.stop();
     }
   }, T);
+
+  test("parallel 2, queue 0: two streams run at once in their own slots, a third is refused", async () => {
+    const s = await startServer({ model, port: 0, contextLength: 256, parallel: 2, queue: 0 });
+    const c = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "x", maxRetries: 0, timeout: 30_000 });
+    try {
+      const open = async (prompt: string) => {
+        const st = await c.completions.create({ model: ID, prompt, max_tokens: 6, temperature: 0, stream: true });
+        const it = st[Symbol.asyncIterator]();
+        await it.next();
+        return it;
+      };
+      const [a, b] = await Promise.all([open("One, two,"), open("Red, green,")]);
+      expect(s.engine.stats().slotsBusy).toBe(2);
+      expect((await apiError(c.completions.create({ model: ID, prompt: "x", max_tokens: 2 }))).status).toBe(429);
+      for (const it of [a, b]) while (!(await it.next()).done);
+      await waitIdle(s, 2000);
+    } finally {
+      await s.stop();
+    }
+  }, T);
 });
