@@ -348,9 +348,7 @@ export class Context {
     this.#guard("eval");
     const ids = toIds(tokens);
     if (ids.length === 0) throw new KilnError("BAD_OPTION", "eval: no tokens");
-    if (state.nPast + ids.length > state.nCtx) {
-      throw new ModelError("CONTEXT_FULL", `${state.nPast} tokens in the context + ${ids.length} new ones exceed the context length ${state.nCtx}`, this.#core.path);
-    }
+    this.#checkRoom(state, ids.length);
     let logits: Tensor | undefined;
     for (let i = 0; i < ids.length; i += state.maxBatch) {
       const chunk = ids.subarray(i, Math.min(ids.length, i + state.maxBatch));
@@ -358,6 +356,12 @@ export class Context {
       logits = this.#forward(hp, state, chunk, last ? Math.min(logitRows, chunk.length) : 1);
     }
     return logits!;
+  }
+
+  #checkRoom(state: RunState, n: number): void {
+    if (state.nPast + n > state.nCtx) {
+      throw new ModelError("CONTEXT_FULL", `${state.nPast} tokens in the context + ${n} new ones exceed the context length ${state.nCtx}`, this.#core.path);
+    }
   }
 
   /** One forward call with this context's thread count and profiler. */
@@ -371,9 +375,7 @@ export class Context {
   async #prefill(ids: Int32Array, signal: AbortSignal | undefined): Promise<Tensor | null> {
     if (ids.length === 0) throw new KilnError("BAD_OPTION", "evaluate: no tokens");
     const state = this.state;
-    if (state.nPast + ids.length > state.nCtx) {
-      throw new ModelError("CONTEXT_FULL", `${state.nPast} tokens in the context + ${ids.length} new ones exceed the context length ${state.nCtx}`, this.#core.path);
-    }
+    this.#checkRoom(state, ids.length);
     let logits: Tensor | undefined;
     for (let i = 0; i < ids.length; i += this.prefillChunk) {
       if (i > 0) {
