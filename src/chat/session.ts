@@ -109,12 +109,7 @@ export class ChatSession {
 
   /** Token ids of the system prompt + `turns`, rendered with the generation prompt. */
   #tokens(turns: ChatMessage[]): number[] {
-    const rendered = this.model.applyChatTemplate(this.#system ? [this.#system, ...turns] : turns, { chatTemplate: this.#template });
-    const tk = this.model.tokenizer;
-    const bosText = tk.bos >= 0 ? tk.vocab.tokens[tk.bos] : undefined;
-    // The template writes BOS itself when it wants one ({{ bos_token }}); add it only if it did not.
-    const addSpecial = !(bosText && rendered.startsWith(bosText));
-    return tk.encode(rendered, { addSpecial, parseSpecial: true });
+    return this.model.chatPromptTokens(this.#system ? [this.#system, ...turns] : turns, { chatTemplate: this.#template });
   }
 
   #guard(what: string): void {

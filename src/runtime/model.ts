@@ -264,6 +264,18 @@ export class Model {
     return renderChatTemplate(template, messages, { addGenerationPrompt: opts.addGenerationPrompt ?? true, bosToken: text(tk.bos) ?? "", eosToken: text(tk.eos) ?? "", name });
   }
 
+  /**
+   * The token ids of `messages` rendered with the chat template (applyChatTemplate, with the
+   * generation prompt), special-token text parsed. The template writes BOS itself when it wants
+   * one ({{ bos_token }}); BOS is added only if the rendered text does not start with it.
+   */
+  chatPromptTokens(messages: ChatMessage[], opts: { chatTemplate?: string } = {}): number[] {
+    const rendered = this.applyChatTemplate(messages, { addGenerationPrompt: true, chatTemplate: opts.chatTemplate });
+    const tk = this.tokenizer;
+    const bosText = tk.bos >= 0 ? tk.vocab.tokens[tk.bos] : undefined;
+    return tk.encode(rendered, { addSpecial: !(bosText && rendered.startsWith(bosText)), parseSpecial: true });
+  }
+
   /** A chat session over a new context of this model (see ChatSession). */
   createChatSession(opts: ChatSessionOptions = {}): ChatSession {
     this.#guard("createChatSession");

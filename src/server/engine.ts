@@ -122,16 +122,12 @@ export class SlotEngine implements Engine {
   #promptIds(req: CompletionRequest): number[] {
     const tk = this.#model.tokenizer;
     if (req.kind === "text") return tk.encode(req.prompt!, { addSpecial: true, parseSpecial: true });
-    let rendered: string;
     try {
-      rendered = this.#model.applyChatTemplate(req.messages!, { addGenerationPrompt: true });
+      return this.#model.chatPromptTokens(req.messages!);
     } catch (e) {
       if (e instanceof KilnError && e.code === "CHAT_TEMPLATE") throw new ApiError(400, `${this.modelId}: ${e.message}`, "invalid_request_error", "messages", "chat_template");
       throw e;
     }
-    // The template writes BOS itself when it wants one; add it only if it did not (as ChatSession).
-    const bosText = tk.bos >= 0 ? tk.vocab.tokens[tk.bos] : undefined;
-    return tk.encode(rendered, { addSpecial: !(bosText && rendered.startsWith(bosText)), parseSpecial: true });
   }
 
   async start(req: CompletionRequest, signal: AbortSignal): Promise<Generation> {
