@@ -9,13 +9,17 @@ import { ModelError, type HParams } from "./hparams";
 import * as llama from "./llama";
 import * as qwen2 from "./qwen2";
 import type { RunState } from "./state";
+import type { SeqPart } from "./common";
 
 export interface Architecture<W = unknown> {
   name: string;
   readHParams(file: GGUFFile): HParams;
   loadWeights(file: GGUFFile, bytes: Uint8Array, hp: HParams): W;
-  /** Appends `tokens` to the context and returns the last `logitRows` rows of logits. */
-  forward(hp: HParams, weights: W, state: RunState, tokens: Int32Array, logitRows?: number): Tensor;
+  /**
+   * Appends `tokens` to the context and returns the last `logitRows` rows of logits; with
+   * `parts`, the tokens continue several sequences of the state and one row per part comes back.
+   */
+  forward(hp: HParams, weights: W, state: RunState, tokens: Int32Array, logitRows?: number, parts?: readonly SeqPart[]): Tensor;
   /** Every weight tensor, for dtype listings and scratch sizing. */
   tensors(weights: W): Tensor[];
   /** The output head (n_vocab × n_embd): the tensor the runtime may pack at load. */

@@ -7,7 +7,7 @@ import * as cpu from "../backends/cpu";
 import { tensorData, type GGUFFile } from "../gguf";
 import { ACT_FORMAT, Tensor, dtypeOfId, type DType } from "../tensor";
 import { ModelError, expectTensor } from "./hparams";
-import type { BatchViews, RunState } from "./state";
+import type { BatchViews, RunState, SeqSpan } from "./state";
 
 /**
  * A weight as a Tensor over the mapped file's bytes (no copy). `dims` are GGUF's, innermost
@@ -78,53 +78,120 @@ export class PreparedActivations {
   }
 }
 
-/** Writes this batch's K and V rows into layer l's cache at positions pos0.. (f32 → cache dtype). */
-export function storeKV(s: RunState, l: number, b: BatchViews, pos0: number): void {
-  const n = b.n;
-  cpu.quantizeInto(b.k, s.kCache[l]!.sliceRows(pos0, n).reshape([n, b.k.cols]));
-  cpu.quantizeInto(b.v, s.vCache[l]!.sliceRows(pos0, n).reshape([n, b.v.cols]));
+/** Writes this batch's K and V rows into layer l's cache, each span into its sequence's region (f32 → cache dtype). */
+export function storeKV(s: RunState, l: number, b: BatchViews): void {
+  const kvRow = b.k.cols;
+  for (const p of b.spans) {
+    const seq = s.seqs[p.seq]!;
+    const k = p.n === b.n ? b.k : b.k.sliceRows(p.start, p.n);
+    const v = p.n === b.n ? b.v : b.v.sliceRows(p.start, p.n);
+    cpu.quantizeInto(k, seq.kCache[l]!.sliceRows(p.pos0, p.n).reshape([p.n, kvRow]));
+    cpu.quantizeInto(v, seq.vCache[l]!.sliceRows(p.pos0, p.n).reshape([p.n, kvRow]));
+  }
 }
 
 /**
- * This batch's attention over layer l's cache (positions 0..pos0+n-1, causal), by the state's
- * path: fused flash attention, or the naive kernel over the preallocated scores buffer, one
- * query chunk at a time (each chunk reads only the keys its last query sees).
+ * This batch's attention over layer l's cache, each span over its own sequence's positions
+ * 0..pos0+n-1 (causal; the per-sequence mask is that a span reads only its sequence's region),
+ * by the state's path: fused flash attention, or the naive kernel over the preallocated scores
+ * buffer, one query chunk at a time (each chunk reads only the keys its last query sees).
  */
-export function attend(s: RunState, l: number, b: BatchViews, pos0: number, nHead: number, o: Omit<cpu.AttentionOptions, "qPos0">): void {
-  const k = s.kCache[l]!;
-  const v = s.vCache[l]!;
-  if (s.attention === "flash") {
-    cpu.flashAttention(b.q3, k, v, pos0 + b.n, b.attn3, nHead, { ...o, qPos0: pos0 });
-    return;
-  }
-  const chunk = s.naiveQueryChunk;
-  for (let i = 0; i < b.n; i += chunk) {
-    const c = Math.min(chunk, b.n - i);
-    const q = c === b.n ? b.q3 : b.q3.sliceRows(i, c);
-    const out = c === b.n ? b.attn3 : b.attn3.sliceRows(i, c);
-    cpu.attentionNaive(q, k, v, pos0 + i + c, out, nHead, { ...o, qPos0: pos0 + i }, s.scores!);
+export function attend(s: RunState, l: number, b: BatchViews, nHead: number, o: Omit<cpu.AttentionOptions, "qPos0">): void {
+  for (const p of b.spans) {
+    const seq = s.seqs[p.seq]!;
+    const k = seq.kCache[l]!;
+    const v = seq.vCache[l]!;
+    const q3 = p.n === b.n ? b.q3 : b.q3.sliceRows(p.start, p.n);
+    const out3 = p.n === b.n ? b.attn3 : b.attn3.sliceRows(p.start, p.n);
+    if (s.attention === "flash") {
+      cpu.flashAttention(q3, k, v, p.pos0 + p.n, out3, nHead, { ...o, qPos0: p.pos0 });
+      continue;
+    }
+    const chunk = s.naiveQueryChunk;
+    for (let i = 0; i < p.n; i += chunk) {
+      const c = Math.min(chunk, p.n - i);
+      const q = c === p.n ? q3 : q3.sliceRows(i, c);
+      const out = c === p.n ? out3 : out3.sliceRows(i, c);
+      cpu.attentionNaive(q, k, v, p.pos0 + i + c, out, nHead, { ...o, qPos0: p.pos0 + i }, s.scores!);
+    }
   }
 }
 
-/** Checks a batch fits the context and fills its positions; returns the first position. */
-export function beginBatch(s: RunState, tokens: Int32Array, nVocab: number): BatchViews {
+/** A part of a multi-sequence batch: the next `n` tokens of sequence `seq` (continuous batching). */
+export interface SeqPart {
+  seq: number;
+  n: number;
+}
+
+/**
+ * Checks a batch fits the context and fills its positions and spans. Without `parts` the tokens
+ * continue sequence 0; with them, `tokens` is the parts' tokens in order, each continuing its
+ * own sequence (a sequence appears at most once).
+ */
+export function beginBatch(s: RunState, tokens: Int32Array, nVocab: number, parts?: readonly SeqPart[]): BatchViews {
   const n = tokens.length;
   if (n === 0) throw new KilnError("BAD_OPTION", "forward: no tokens");
-  if (s.nPast + n > s.nCtx) {
-    throw new ModelError("CONTEXT_FULL", `${s.nPast} tokens in the context + ${n} new ones exceed the context length ${s.nCtx}`);
-  }
   for (const t of tokens) if (!(t >= 0 && t < nVocab)) throw new KilnError("BAD_OPTION", `forward: token id ${t} outside the vocabulary [0, ${nVocab})`);
   const b = s.views(n);
-  for (let i = 0; i < n; i++) b.positions[i] = s.nPast + i;
+  if (!parts) {
+    if (s.nPast + n > s.nCtx) {
+      throw new ModelError("CONTEXT_FULL", `${s.nPast} tokens in the context + ${n} new ones exceed the context length ${s.nCtx}`);
+    }
+    const span = b.spans.length === 1 ? b.spans[0]! : (b.spans = [{ seq: 0, start: 0, n, pos0: 0 }])[0]!;
+    span.seq = 0;
+    span.start = 0;
+    span.n = n;
+    span.pos0 = s.nPast;
+  } else {
+    const spans: SeqSpan[] = [];
+    const seen = new Set<number>();
+    let start = 0;
+    for (const p of parts) {
+      const seq = s.seqs[p.seq];
+      if (!seq || seen.has(p.seq)) throw new KilnError("BAD_OPTION", `forward: sequence ${p.seq} is outside [0, ${s.seqs.length}) or appears twice in one batch`);
+      if (!Number.isSafeInteger(p.n) || p.n < 1) throw new KilnError("BAD_OPTION", `forward: sequence ${p.seq} has ${p.n} tokens in this batch; expected at least 1`);
+      if (seq.nPast + p.n > s.nCtx) {
+        throw new ModelError("CONTEXT_FULL", `sequence ${p.seq}: ${seq.nPast} tokens in the context + ${p.n} new ones exceed the context length ${s.nCtx}`);
+      }
+      seen.add(p.seq);
+      spans.push({ seq: p.seq, start, n: p.n, pos0: seq.nPast });
+      start += p.n;
+    }
+    if (start !== n) throw new KilnError("BAD_OPTION", `forward: the parts hold ${start} tokens but ${n} were given`);
+    b.spans = spans;
+  }
+  for (const p of b.spans) for (let i = 0; i < p.n; i++) b.positions[p.start + i] = p.pos0 + i;
   return b;
 }
 
-/** Logits for the last `rows` positions of the batch: out = output · normalized rows. */
-export function outputLogits(s: RunState, b: BatchViews, output: Tensor, rows: number, act: PreparedActivations): Tensor {
-  if (!Number.isSafeInteger(rows) || rows < 1 || rows > Math.min(b.n, s.maxLogitRows)) {
-    throw new KilnError("BAD_OPTION", `forward: ${rows} logit rows requested; this context returns at most ${s.maxLogitRows} (batch of ${b.n})`);
+/** After the layers: every span's tokens are in its sequence's cache. */
+export function endBatch(s: RunState, b: BatchViews): void {
+  for (const p of b.spans) s.seqs[p.seq]!.nPast = p.pos0 + p.n;
+}
+
+/**
+ * Logits: for a plain batch the last `rows` positions; for a multi-sequence batch (parts given)
+ * one row per span, its last position, in span order. out = output · normalized rows.
+ */
+export function outputLogits(s: RunState, b: BatchViews, output: Tensor, rows: number, act: PreparedActivations, multi = false): Tensor {
+  let h: Tensor;
+  if (multi) {
+    rows = b.spans.length;
+    if (rows > s.maxLogitRows) throw new KilnError("BAD_OPTION", `forward: ${rows} sequences in one batch; this state returns at most ${s.maxLogitRows} logit rows`);
+    // Gather each span's last row into rows 0..spans-1 (a destination row never follows its source).
+    const hf = b.h.f32;
+    const w = b.h.cols;
+    b.spans.forEach((p, i) => {
+      const src = (p.start + p.n - 1) * w;
+      if (src !== i * w) hf.copyWithin(i * w, src, src + w);
+    });
+    h = rows === b.n ? b.h : b.h.sliceRows(0, rows);
+  } else {
+    if (!Number.isSafeInteger(rows) || rows < 1 || rows > Math.min(b.n, s.maxLogitRows)) {
+      throw new KilnError("BAD_OPTION", `forward: ${rows} logit rows requested; this context returns at most ${s.maxLogitRows} (batch of ${b.n})`);
+    }
+    h = rows === b.n ? b.h : b.h.sliceRows(b.n - rows, rows);
   }
-  const h = rows === b.n ? b.h : b.h.sliceRows(b.n - rows, rows);
   const logits = rows === s.maxLogitRows ? s.logits : s.logits.sliceRows(0, rows);
   act.matmul(output, h, logits);
   return logits;

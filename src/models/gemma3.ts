@@ -12,7 +12,7 @@
 import * as cpu from "../backends/cpu";
 import type { GGUFFile } from "../gguf";
 import type { Tensor } from "../tensor";
-import { F32_ONLY, PreparedActivations, attend, beginBatch, outputLogits, storeKV, weight } from "./common";
+import { F32_ONLY, PreparedActivations, attend, beginBatch, endBatch, outputLogits, storeKV, weight, type SeqPart } from "./common";
 import { checkLayerCount, readHParams, type HParams } from "./hparams";
 import type { RunState } from "./state";
 
@@ -74,11 +74,12 @@ export const isLocalLayer = (hp: HParams, il: number) => hp.slidingWindow > 0 &&
 
 /**
  * Runs `tokens` at positions s.nPast.. through the model, appends their K/V to the cache, and
- * returns the logits of the last `logitRows` positions (a view of s.logits).
+ * returns the logits of the last `logitRows` positions (a view of s.logits). With `parts`, the
+ * tokens continue several sequences at once (one pass over the weights for all of them) and
+ * the logits are one row per part, its last position.
  */
-export function forward(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int32Array, logitRows = 1): Tensor {
-  const b = beginBatch(s, tokens, hp.nVocab);
-  const pos0 = s.nPast;
+export function forward(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Tensor {
+  const b = beginBatch(s, tokens, hp.nVocab, parts);
   const eps = hp.rmsEps;
   const act = new PreparedActivations(s.act);
 
@@ -100,8 +101,8 @@ export function forward(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int3
     const rope = { nRot: hp.nRot, mode: "neox" as const, freqBase: local ? hp.ropeBaseLocal : hp.ropeBase, freqScale: local ? 1 : hp.ropeScale };
     cpu.rope(b.q, hp.nHead, b.positions, rope);
     cpu.rope(b.k, hp.nKvHead, b.positions, rope);
-    storeKV(s, il, b, pos0);
-    attend(s, il, b, pos0, hp.nHead, { window: local ? hp.slidingWindow : 0, scale: 1 / Math.sqrt(hp.headDim) });
+    storeKV(s, il, b);
+    attend(s, il, b, hp.nHead, { window: local ? hp.slidingWindow : 0, scale: 1 / Math.sqrt(hp.headDim) });
     act.matmul(L.attn_output, b.attn, b.o);
     cpu.rmsNorm(b.o, L.post_attention_norm, b.o, eps);
 
@@ -116,6 +117,6 @@ export function forward(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int3
   }
 
   cpu.rmsNorm(b.x, w.output_norm, b.h, eps);
-  s.nPast = pos0 + b.n;
-  return outputLogits(s, b, w.token_embd, logitRows, act);
+  endBatch(s, b);
+  return outputLogits(s, b, w.token_embd, logitRows, act, parts !== undefined);
 }

@@ -9,7 +9,7 @@
 import * as cpu from "../backends/cpu";
 import type { GGUFFile } from "../gguf";
 import type { Tensor } from "../tensor";
-import { F32_ONLY, PreparedActivations, attend, beginBatch, optionalWeight, outputLogits, storeKV, weight } from "./common";
+import { F32_ONLY, PreparedActivations, attend, beginBatch, endBatch, optionalWeight, outputLogits, storeKV, weight, type SeqPart } from "./common";
 import { checkLayerCount, readHParams, type HParams } from "./hparams";
 import type { RunState } from "./state";
 
@@ -91,11 +91,12 @@ export function loadWeights(file: GGUFFile, bytes: Uint8Array, hp: HParams, vari
 
 /**
  * Runs `tokens` at positions s.nPast.. through the model, appends their K/V to the cache, and
- * returns the logits of the last `logitRows` positions (a view of s.logits).
+ * returns the logits of the last `logitRows` positions (a view of s.logits). With `parts`, the
+ * tokens continue several sequences at once (one pass over the weights for all of them) and
+ * the logits are one row per part, its last position.
  */
-export function forward(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32Array, logitRows = 1): Tensor {
-  const b = beginBatch(s, tokens, hp.nVocab);
-  const pos0 = s.nPast;
+export function forward(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Tensor {
+  const b = beginBatch(s, tokens, hp.nVocab, parts);
   const eps = hp.rmsEps;
   const act = new PreparedActivations(s.act);
   const rope = { nRot: hp.nRot, mode: w.ropeMode, freqBase: hp.ropeBase, freqScale: hp.ropeScale, freqFactors: w.rope_freqs };
@@ -116,8 +117,8 @@ export function forward(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32
     if (L.attn_v_bias) cpu.addBias(b.v, L.attn_v_bias);
     cpu.rope(b.q, hp.nHead, b.positions, rope);
     cpu.rope(b.k, hp.nKvHead, b.positions, rope);
-    storeKV(s, il, b, pos0);
-    attend(s, il, b, pos0, hp.nHead, { scale: 1 / Math.sqrt(hp.headDim) });
+    storeKV(s, il, b);
+    attend(s, il, b, hp.nHead, { scale: 1 / Math.sqrt(hp.headDim) });
     act.matmul(L.attn_output, b.attn, b.o);
     if (L.attn_output_bias) cpu.addBias(b.o, L.attn_output_bias);
 
@@ -130,8 +131,8 @@ export function forward(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32
   }
 
   cpu.rmsNorm(b.x, w.output_norm, b.h, eps, { residual: b.o });
-  s.nPast = pos0 + b.n;
-  const logits = outputLogits(s, b, w.output, logitRows, act);
+  endBatch(s, b);
+  const logits = outputLogits(s, b, w.output, logitRows, act, parts !== undefined);
   if (w.output_bias) cpu.addBias(logits, w.output_bias);
   return logits;
 }

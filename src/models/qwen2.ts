@@ -8,6 +8,7 @@ import type { Tensor } from "../tensor";
 import type { HParams } from "./hparams";
 import * as llama from "./llama";
 import type { RunState } from "./state";
+import type { SeqPart } from "./common";
 
 export const QWEN2: llama.LlamaVariant = { arch: "qwen2", qkvBias: true, ropeMode: "neox" };
 
@@ -17,4 +18,4 @@ export const readQwen2HParams = (file: GGUFFile): HParams => llama.readLlamaHPar
 
 export const loadWeights = (file: GGUFFile, bytes: Uint8Array, hp: HParams): Qwen2Weights => llama.loadWeights(file, bytes, hp, QWEN2);
 
-export const forward = (hp: HParams, w: Qwen2Weights, s: RunState, tokens: Int32Array, logitRows = 1): Tensor => llama.forward(hp, w, s, tokens, logitRows);
+export const forward = (hp: HParams, w: Qwen2Weights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Tensor => llama.forward(hp, w, s, tokens, logitRows, parts);

@@ -27,6 +27,12 @@ export interface StateOptions {
   memoryBudget?: number;
   /** Naive attention: largest scores buffer before a batch is split into query chunks (default 256 MiB). */
   naiveScoresBytes?: number;
+  /**
+   * Sequences sharing this state (default 1): the KV cache holds `nSeq` regions of `nCtx`
+   * positions each, and one forward call may carry rows of several sequences (continuous
+   * batching, src/runtime/batch.ts). Activation buffers are shared: `maxBatch` rows in all.
+   */
+  nSeq?: number;
 }
 
 export type AttentionPath = "flash" | "naive";
@@ -48,6 +54,7 @@ export const DEFAULT_NAIVE_SCORES_BYTES = envBytes("KILN_NAIVE_SCORES_BYTES") ??
 /** What a context's state costs, computed before anything is allocated. */
 export interface StatePlan {
   nCtx: number;
+  nSeq: number;
   maxBatch: number;
   maxLogitRows: number;
   /** K and V of every layer. */
@@ -67,7 +74,7 @@ export interface StatePlan {
 
 /** Sizes every buffer of a state for `hp` and `o`, and checks the budget; allocates nothing. */
 export function planState(hp: HParams, o: StateOptions): StatePlan {
-  for (const [k, v] of [["nCtx", o.nCtx], ["maxBatch", o.maxBatch], ["maxLogitRows", o.maxLogitRows]] as const) {
+  for (const [k, v] of [["nCtx", o.nCtx], ["maxBatch", o.maxBatch], ["maxLogitRows", o.maxLogitRows], ["nSeq", o.nSeq ?? 1]] as const) {
     if (!Number.isSafeInteger(v) || v < 1) throw new KilnError("BAD_OPTION", `${k} must be a positive integer, got ${v}`);
   }
   if (o.kvType !== "f16" && o.kvType !== "f32") throw new KilnError("BAD_OPTION", `kvType must be "f16" or "f32", got ${JSON.stringify(o.kvType)}`);
@@ -76,7 +83,8 @@ export function planState(hp: HParams, o: StateOptions): StatePlan {
   const maxBatch = Math.min(o.maxBatch, o.nCtx);
   const maxLogitRows = Math.min(o.maxLogitRows, maxBatch);
   const kvRow = hp.nKvHead * hp.headDim;
-  const kvLayerBytes = o.nCtx * kvRow * (o.kvType === "f16" ? 2 : 4);
+  const nSeq = o.nSeq ?? 1;
+  const kvLayerBytes = nSeq * o.nCtx * kvRow * (o.kvType === "f16" ? 2 : 4);
   const B = maxBatch;
   const widths = { x: hp.nEmbd, h: hp.nEmbd, o: hp.nEmbd, q: hp.nHead * hp.headDim, k: kvRow, v: kvRow, attn: hp.nHead * hp.headDim, ff: hp.nFf, ff2: hp.nFf };
   const layout: Record<string, [number, number]> = {};
@@ -100,9 +108,9 @@ export function planState(hp: HParams, o: StateOptions): StatePlan {
   const budgetBytes = o.memoryBudget ?? DEFAULT_MEMORY_BUDGET;
   const totalBytes = kvBytes + bufferBytes;
   if (totalBytes > budgetBytes) {
-    throw new ModelError("CONTEXT_TOO_LARGE", `a ${o.nCtx}-token context needs ${(totalBytes / 2 ** 30).toFixed(2)} GiB of KV cache and buffers, over the ${(budgetBytes / 2 ** 30).toFixed(2)} GiB budget (memoryBudget, KILN_MAX_STATE_BYTES); use a smaller context`);
+    throw new ModelError("CONTEXT_TOO_LARGE", `${nSeq > 1 ? `${nSeq} sequences of ` : "a "}${o.nCtx}-token context${nSeq > 1 ? "s" : ""} need${nSeq > 1 ? "" : "s"} ${(totalBytes / 2 ** 30).toFixed(2)} GiB of KV cache and buffers, over the ${(budgetBytes / 2 ** 30).toFixed(2)} GiB budget (memoryBudget, KILN_MAX_STATE_BYTES); use a smaller context`);
   }
-  return { nCtx: o.nCtx, maxBatch, maxLogitRows, kvBytes, bufferBytes, totalBytes, budgetBytes, naiveQueryChunk, layout, activationBytes: offset, actBytes, logitBytes, scoresBytes };
+  return { nCtx: o.nCtx, nSeq, maxBatch, maxLogitRows, kvBytes, bufferBytes, totalBytes, budgetBytes, naiveQueryChunk, layout, activationBytes: offset, actBytes, logitBytes, scoresBytes };
 }
 
 /** Per-batch-size views over the activation buffers (shapes in the comments). */
@@ -120,6 +128,27 @@ export interface BatchViews {
   ff: Tensor; // (n, n_ff) gated FFN activations
   ff2: Tensor; // (n, n_ff) the up projection, when gate and up differ in dtype (unfused)
   positions: Int32Array; // (n)
+  /**
+   * Which rows belong to which sequence, in row order: rows [start, start + n) of sequence `seq`
+   * sit at its positions pos0.. . One span (sequence 0) for a plain forward call.
+   */
+  spans: SeqSpan[];
+}
+
+/** Rows [start, start + n) of a batch: sequence `seq`'s tokens at positions pos0 .. pos0 + n - 1. */
+export interface SeqSpan {
+  seq: number;
+  start: number;
+  n: number;
+  pos0: number;
+}
+
+/** One sequence's region of the KV cache: per layer (n_ctx, n_kv_head, head_dim), and how much of it is filled. */
+export interface SeqKV {
+  kCache: Tensor[];
+  vCache: Tensor[];
+  /** Tokens whose K/V are in the cache, positions 0..nPast-1. */
+  nPast: number;
 }
 
 const align = (n: number) => Math.ceil(n / 64) * 64;
@@ -129,15 +158,15 @@ export class RunState {
   readonly maxBatch: number;
   readonly maxLogitRows: number;
   readonly hp: HParams;
-  /** Per layer (n_ctx, n_kv_head, head_dim). */
-  readonly kCache: Tensor[] = [];
-  readonly vCache: Tensor[] = [];
+  /** Sequence 0's KV cache, per layer (n_ctx, n_kv_head, head_dim). */
+  readonly kCache: Tensor[];
+  readonly vCache: Tensor[];
+  /** Every sequence's region of the KV cache (one unless StateOptions.nSeq). */
+  readonly seqs: SeqKV[];
   /** Prepared activations for the next matmul (8-bit blocks or f32 rows). */
   readonly act: Uint8Array;
   /** (maxLogitRows, n_vocab) */
   readonly logits: Tensor;
-  /** Tokens whose K/V are in the cache, positions 0..nPast-1. */
-  nPast = 0;
   readonly attention: AttentionPath;
   /** Naive attention only: scores of up to `naiveQueryChunk` query rows × n_head × n_ctx keys. */
   readonly scores: Float32Array | null = null;
@@ -161,12 +190,16 @@ export class RunState {
     this.naiveQueryChunk = plan.naiveQueryChunk;
     this.#layout = plan.layout;
     const kvLayerBytes = plan.kvBytes / (2 * hp.nLayer);
+    this.seqs = Array.from({ length: plan.nSeq }, () => ({ kCache: [], vCache: [], nPast: 0 }));
+    this.kCache = this.seqs[0]!.kCache;
+    this.vCache = this.seqs[0]!.vCache;
     try {
       for (let l = 0; l < hp.nLayer; l++) {
-        for (const cache of [this.kCache, this.vCache]) {
+        for (const kind of ["k", "v"] as const) {
           const buf = new NativeBuffer(kvLayerBytes);
           this.#buffers.push(buf);
-          cache.push(buf.tensor(o.kvType, [o.nCtx, hp.nKvHead, hp.headDim], 0, `cache_${cache === this.kCache ? "k" : "v"}_l${l}`));
+          const all = buf.tensor(o.kvType, [plan.nSeq * o.nCtx, hp.nKvHead, hp.headDim], 0, `cache_${kind}_l${l}`);
+          for (const [i, seq] of this.seqs.entries()) (kind === "k" ? seq.kCache : seq.vCache).push(plan.nSeq === 1 ? all : all.sliceRows(i * o.nCtx, o.nCtx));
         }
       }
       const offset = plan.activationBytes;
@@ -211,16 +244,28 @@ export class RunState {
         ff: t("ff", [n, hp.nFf]),
         ff2: t("ff2", [n, hp.nFf]),
         positions: new Int32Array(n),
+        spans: [{ seq: 0, start: 0, n, pos0: 0 }],
       };
       this.#views.set(n, v);
     }
     return v;
   }
 
-  /** Forgets every position from `n` on (KV rollback): later writes overwrite them. */
-  truncate(n: number): void {
-    if (!Number.isSafeInteger(n) || n < 0 || n > this.nPast) throw new KilnError("BAD_OPTION", `RunState.truncate(${n}) outside [0, ${this.nPast}]`);
-    this.nPast = n;
+  /** Tokens in sequence 0's cache, positions 0..nPast-1. */
+  get nPast(): number {
+    return this.seqs[0]!.nPast;
+  }
+
+  set nPast(n: number) {
+    this.seqs[0]!.nPast = n;
+  }
+
+  /** Forgets every position of sequence `seq` from `n` on (KV rollback): later writes overwrite them. */
+  truncate(n: number, seq = 0): void {
+    const s = this.seqs[seq];
+    if (!s) throw new KilnError("BAD_OPTION", `RunState.truncate: sequence ${seq} outside [0, ${this.seqs.length})`);
+    if (!Number.isSafeInteger(n) || n < 0 || n > s.nPast) throw new KilnError("BAD_OPTION", `RunState.truncate(${n}) outside [0, ${s.nPast}]`);
+    s.nPast = n;
   }
 
   dispose(): void {

@@ -25,6 +25,7 @@ import { TokenConstraint } from "../chat/constrain";
 import { createSampler, type Sampler, type SamplingOptions } from "./sampling";
 import { SpeculativeRun, speculativeTokens, type Forwarder, type SpeculativeOptions as DrafterOptions, type SpeculativeStats } from "./speculative";
 import { checkThreads, physicalCores } from "./threads";
+import { Reply } from "./reply";
 
 export interface ContextOptions {
   /** KV cache positions (default: min(training context, 4096)). */
@@ -427,16 +428,9 @@ export class Context {
       if (!Number.isSafeInteger(maxTokensOpt) || maxTokensOpt < 0) throw new KilnError("BAD_OPTION", `maxTokens must be a non-negative integer, got ${maxTokensOpt}`);
       const maxTokens = Math.min(maxTokensOpt, this.state.nCtx - promptIds.length);
       const sampler = createSampler(opts, core.hp.nVocab);
-      const stops = (opts.stop ?? []).filter((s) => s.length > 0);
-      const holdBack = Math.max(0, ...stops.map((s) => s.length - 1));
-      const stream = tokenizer.createStreamDecoder({ skipSpecial: !opts.renderSpecial });
       history = [...promptIds]; // prompt + generated: the samplers' penalty window (and, up to nPast, the cache)
-      const generated: number[] = [];
-      let text = "";
-      let emitted = 0;
-      let finishReason: GenerateResult["finishReason"] = "length";
-
       const constraint = opts.jsonSchema !== undefined || opts.json ? new TokenConstraint(compileJsonSchema(opts.jsonSchema ?? true), tokenizer) : null;
+      const reply = new Reply(tokenizer, { maxTokens, stop: opts.stop, renderSpecial: opts.renderSpecial, constraint });
       if (constraint && opts.speculative) throw new KilnError("BAD_OPTION", "speculative: not available with jsonSchema/json (constrained decoding samples one token at a time)");
       const requested = opts.speculative === false || constraint ? undefined : (opts.speculative ?? this.#autoSpeculation(sampler));
       let spec: DrafterOptions | undefined;
@@ -464,11 +458,11 @@ export class Context {
       const t0 = performance.now();
       let t1 = t0;
       let source: Iterable<number[]> | null = null;
+      let first: Tensor | null | undefined;
       if (maxTokens > 0) {
-        const first = await this.#prefill(Int32Array.from(promptIds.slice(cached)), signal);
+        first = await this.#prefill(Int32Array.from(promptIds.slice(cached)), signal);
         t1 = performance.now();
-        if (first === null) finishReason = "abort";
-        else {
+        if (first !== null) {
           const self = this.#forwarder();
           const target = { ...self, nLayer: this.nLayer, layerSkip: (n: number) => this.layerSkip(n) };
           source = spec ? speculativeTokens(target, first, sampler, history, spec) : plainTokens(self, first, sampler, history, constraint);
@@ -476,53 +470,32 @@ export class Context {
       }
       if (source) {
         const it = source[Symbol.iterator]();
-        outer: for (let step = 0; ; step++) {
+        outer: for (let step = 0; !reply.done; step++) {
           if (step > 0) {
             // Between forward calls: let timers and I/O run, then honour an abort or a dispose.
             await yieldToEventLoop();
             this.#guard("generate");
           }
           if (signal?.aborted) {
-            finishReason = "abort";
+            reply.end("abort");
             break;
           }
           const r = it.next();
           if (r.done) break;
           for (const token of r.value) {
-            if (generated.length >= maxTokens) break outer;
-            if (tokenizer.isEog(token)) {
-              finishReason = constraint ? "stop" : "eos"; // a constrained value ends where it is complete
-              break outer;
-            }
-            generated.push(token);
-            text += stream.push(token);
-            const stopAt = firstStop(text, stops);
-            if (stopAt >= 0) {
-              text = text.slice(0, stopAt);
-              finishReason = "stop";
-              if (text.length > emitted) yield { text: text.slice(emitted), token };
-              emitted = text.length;
-              break outer;
-            }
-            const safe = Math.max(emitted, text.length - holdBack);
-            yield { text: text.slice(emitted, safe), token };
-            emitted = safe;
-            if (constraint && !constraint.canContinue) {
-              finishReason = "stop"; // the value is complete and nothing may follow it
-              break outer;
-            }
+            const piece = reply.push(token);
+            if (piece !== null) yield { text: piece, token };
+            if (reply.done) break outer;
             if (signal?.aborted) {
-              finishReason = "abort";
+              reply.end("abort");
               break outer;
             }
           }
-          if (generated.length >= maxTokens) break;
         }
-      }
-      if (finishReason !== "stop") {
-        text += stream.flush();
-        if (text.length > emitted) yield { text: text.slice(emitted), token: generated.at(-1) ?? -1 };
-      }
+      } else if (first === null) reply.end("abort");
+      const rest = reply.flush();
+      if (rest.length > 0) yield { text: rest, token: reply.tokens.at(-1) ?? -1 };
+      const { text, tokens: generated, finishReason } = reply;
       const t2 = performance.now();
       const timings: Timings = {
         loadMs: core.loadMs,
@@ -634,13 +607,4 @@ function* plainTokens(ctx: Forwarder, prefilled: Tensor, sampler: Sampler, histo
     yield [token];
     logits = ctx.eval([token]);
   }
-}
-
-function firstStop(text: string, stops: string[]): number {
-  let at = -1;
-  for (const s of stops) {
-    const i = text.indexOf(s);
-    if (i >= 0 && (at < 0 || i < at)) at = i;
-  }
-  return at;
 }

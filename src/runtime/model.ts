@@ -21,6 +21,7 @@ import type { DType, Tensor } from "../tensor";
 import { createTokenizer, type Tokenizer } from "../tokenizer";
 import { ChatSession, type ChatSessionOptions } from "../chat/session";
 import { BUILTIN_CHAT_TEMPLATES, chatTemplateOf, renderChatTemplate, type ChatMessage } from "../chat/template";
+import { Batch, type BatchOptions } from "./batch";
 import { Context, memoryOf, resolveContextOptions, type ContextMemory, type ContextOptions, type GenerateOptions, type GeneratedPiece, type GenerateResult, type Timings } from "./context";
 import { MappedFile } from "./mapped-file";
 import { checkThreads } from "./threads";
@@ -211,6 +212,15 @@ export class Model {
   createContext(opts: ContextOptions = {}): Context {
     this.#guard("createContext");
     return new Context(this, this.#core, { ...this.#defaultOptions, ...definedOnly(opts) }, this.threads);
+  }
+
+  /**
+   * Several sequences generated together, one forward call per step for all of them (continuous
+   * batching; what kiln serve runs). Each sequence has `contextLength` positions of one shared KV cache.
+   */
+  createBatch(opts: BatchOptions = {}): Batch {
+    this.#guard("createBatch");
+    return new Batch(this, this.#core, { ...this.#defaultOptions, ...definedOnly(opts) }, this.threads);
   }
 
   /** What a context with these options would take, computed without allocating (throws CONTEXT_TOO_LARGE over the budget). */
