@@ -3,15 +3,18 @@
  * CI's performance regression check: a short benchmark (Gemma 3 270M Q4_K_M and the synthetic
  * TinyLlama-shape Q4_0, prompts of 128 and 512 tokens, 16 decode tokens, 3 reps, kiln and
  * llama.cpp interleaved) whose decode_ratio and prefill_ratio (kiln ÷ llama.cpp) are compared with
- * bench/baseline.json. Exit 1, naming model, figure, baseline and measured value, only on a large
- * regression (below the baseline's threshold, 0.6×). Makes the synthetic model if it is missing.
+ * bench/baseline.json's baseline for this machine's kind (bench/regress.ts machineKind). Exit 1,
+ * naming model, figure, baseline and measured value, only on a large regression (below the
+ * baseline's threshold, 0.6×); a machine kind without a baseline is reported and passes.
+ * Makes the synthetic model if it is missing. --update-baseline writes this kind's entry.
  *
  *   bun bench/ci-check.ts [--threads N] [--reps N] [--baseline FILE] [--update-baseline]
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { baselineFrom, checkBaseline, compareToBaseline } from "./regress";
+import { cpuInfo } from "../src/ffi/library";
+import { baselineFrom, checkBaselineFile, compareToBaseline, machineKind } from "./regress";
 import { BenchError, GEMMA, ensureSynthetic, parsePositive, runSuite } from "./suite";
 
 const BASELINE = join(import.meta.dir, "baseline.json");
@@ -40,14 +43,21 @@ async function main(argv: string[]): Promise<number> {
   const dir = join(import.meta.dir, "results");
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "ci-latest.json"), JSON.stringify(result, null, 2));
+  const kind = machineKind(result.machine.cpu, cpuInfo().features);
+  log(`bench-ci: machine kind ${kind} (${result.machine.cpu}, kiln ${result.machine.kiln_cpu_level})`);
+  const file = existsSync(baselinePath) ? checkBaselineFile(JSON.parse(readFileSync(baselinePath, "utf8")), baselinePath) : { kinds: {} };
   if (v["update-baseline"]) {
-    const b = baselineFrom(result, `kiln bench CI check (bun bench/ci-check.ts): ${result.machine.cpu}, ${result.machine.cores} cores, ${threads} threads, ${reps} reps, measured ${result.date}`);
-    writeFileSync(baselinePath, JSON.stringify(b, null, 2) + "\n");
-    log(`wrote ${baselinePath}`);
+    file.kinds[kind] = baselineFrom(result, `kiln bench CI check (bun bench/ci-check.ts): ${result.machine.cpu}, ${result.machine.cores} cores, ${threads} threads, ${reps} reps, measured ${result.date}`);
+    writeFileSync(baselinePath, JSON.stringify(file, null, 2) + "\n");
+    log(`wrote the ${kind} baseline in ${baselinePath}`);
     return 0;
   }
-  if (!existsSync(baselinePath)) throw new BenchError(`${baselinePath}: no baseline; make one with --update-baseline`);
-  const baseline = checkBaseline(JSON.parse(readFileSync(baselinePath, "utf8")), baselinePath);
+  const baseline = file.kinds[kind];
+  if (!baseline) {
+    for (const m of result.models) log(`bench-ci: ${m.model}: decode_ratio ${m.decode_ratio?.toFixed(2)}, prefill_ratio ${m.prefill_ratio?.toFixed(2)} (recorded)`);
+    console.error(`bench-ci: passed: no baseline for machine kind ${kind} in ${baselinePath}; figures recorded in bench/results/ci-latest.json, not compared (add one with --update-baseline)`);
+    return 0;
+  }
   const findings = compareToBaseline(result, baseline);
   for (const f of findings) log(`bench-ci: ${f.message}`);
   const bad = findings.filter((f) => !f.ok);

@@ -23,7 +23,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { cpus, tmpdir, totalmem } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { kiln, loadedLevel } from "../src/ffi/library";
+import { cpuInfo, kiln, loadedLevel } from "../src/ffi/library";
+import { machineKind } from "./regress";
 import { isLocalLayer } from "../src/models/gemma3";
 import type { DecodeProfile } from "../src/runtime/profile";
 import { setThreads } from "../src/backends/cpu";
@@ -122,7 +123,8 @@ export interface SuiteResult {
   quick: boolean;
   threads: number;
   batch: number;
-  machine: { cpu: string; cores: number; mem_total_gb: number; kiln_cpu_level: string };
+  /** kind: bench/regress.ts machineKind (which CI baseline applies); features: libkiln's CPU feature bits. */
+  machine: { cpu: string; cores: number; mem_total_gb: number; kiln_cpu_level: string; kind?: string; features?: readonly string[] };
   engines: { kiln: string; llamacpp: string };
   bandwidth_gbs: { start: number; end: number; best: number };
   models: ModelEntry[];
@@ -642,7 +644,7 @@ function assemble(o: SuiteOptions, models: ModelEntry[], long: LongContextResult
       quick: o.quick,
       threads: o.threads,
       batch: o.batch,
-      machine: { cpu: cpuModel, cores: cpus().length, mem_total_gb: totalmem() / 2 ** 30, kiln_cpu_level: loadedLevel() },
+      machine: { cpu: cpuModel, cores: cpus().length, mem_total_gb: totalmem() / 2 ** 30, kiln_cpu_level: loadedLevel(), kind: machineKind(cpuModel, cpuInfo().features), features: cpuInfo().features },
       engines: { kiln: `kiln ${JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version}`, llamacpp: llamaVersion },
       bandwidth_gbs: { start: bwStart, end: bwEnd, best },
       models,

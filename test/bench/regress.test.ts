@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { baselineFrom, checkBaseline, compareToBaseline, type Baseline } from "../../bench/regress";
+import { baselineFrom, checkBaseline, checkBaselineFile, compareToBaseline, machineKind, type Baseline } from "../../bench/regress";
 import { contextFor, engineFigures, headlinePrompt, median, modelRuns, parseList, ratios, rooflinePoint } from "../../bench/suite";
 import type { WorkerResult } from "../../bench/worker";
 import { modelEntry } from "./fixture";
@@ -53,8 +53,19 @@ describe("regression check", () => {
     expect(() => checkBaseline({ ...b, threshold: 2 }, "x.json")).toThrow("x.json: threshold must be a number in (0, 1], got 2");
     expect(() => checkBaseline({ ...b, models: { "m.gguf": { decode_ratio: 1 } } })).toThrow("baseline: m.gguf.prefill_ratio must be a positive number, got undefined");
     expect(() => checkBaseline({ ...b, models: {} })).toThrow(/at least one model/);
-    const committed = checkBaseline(JSON.parse(readFileSync(join(import.meta.dir, "..", "..", "bench", "baseline.json"), "utf8")));
-    expect(Object.keys(committed.models).sort()).toEqual(["gemma-3-270m-Q4_K_M.gguf", "tinyllama-q4_0.gguf"]);
+    const committed = checkBaselineFile(JSON.parse(readFileSync(join(import.meta.dir, "..", "..", "bench", "baseline.json"), "utf8")));
+    for (const kind of ["amd-avx512", "intel-amx"] as const) expect(Object.keys(committed.kinds[kind]!.models).sort()).toEqual(["gemma-3-270m-Q4_K_M.gguf", "tinyllama-q4_0.gguf"]);
+    expect(() => checkBaselineFile({ kinds: { "amd-zen9": b } }, "x.json")).toThrow('x.json: unknown machine kind "amd-zen9"');
+    expect(() => checkBaselineFile({ kinds: { "intel-amx": { ...b, threshold: 0 } } }, "x.json")).toThrow("x.json (intel-amx): threshold must be");
+    expect(() => checkBaselineFile(b, "x.json")).toThrow("x.json: expected { kinds");
+  });
+
+  test("machine kinds: AMX → intel-amx, an AMD with AVX-512 → amd-avx512, anything else → other (no baseline: never failed)", () => {
+    expect(machineKind("Intel(R) Xeon(R) Platinum 8480C", ["avx512f", "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"])).toBe("intel-amx");
+    expect(machineKind("AMD EPYC 9R14 96-Core Processor", ["avx2", "avx512f", "avx512_vnni"])).toBe("amd-avx512");
+    expect(machineKind("AMD EPYC 7R13 Processor", ["avx2", "fma"])).toBe("other");
+    expect(machineKind("Intel(R) Xeon(R) CPU E5-2686 v4", ["avx2"])).toBe("other");
+    expect(machineKind("Neoverse-V2", ["asimd", "asimddp"])).toBe("other");
   });
 });
 
