@@ -276,8 +276,9 @@ describe("attention", () => {
     { name: "chunked prefill with sliding window", nQ: 16, nHead: 4, nKvHead: 2, hd: 128, nKv: 200, nCtx: 256, qPos0: 184, window: 50 },
   ];
   for (const c of cases) {
-    for (const kvType of ["f32", "f16"] as const) {
-      test(`${c.name}, ${kvType} cache: flash and naive match f64`, () => {
+    for (const kvType of ["f32", "f16", "q8_0"] as const) {
+      if (kvType === "q8_0" && c.hd % 32 !== 0) continue; // Q8_0 rows are whole 32-value blocks
+      test(`${c.name}, ${kvType} cache: flash and naive match f64 over the cache's values`, () => {
         const q = randn(c.nQ * c.nHead * c.hd, 1);
         const k = randn(c.nCtx * c.nKvHead * c.hd, 2);
         const v = randn(c.nCtx * c.nKvHead * c.hd, 3);
@@ -285,9 +286,9 @@ describe("attention", () => {
         let vt = f32(v, [c.nCtx, c.nKvHead, c.hd]);
         let kRef = k;
         let vRef = v;
-        if (kvType === "f16") {
-          kt = cpu.quantize(kt.reshape([c.nCtx * c.nKvHead, c.hd]), "f16").reshape([c.nCtx, c.nKvHead, c.hd]);
-          vt = cpu.quantize(vt.reshape([c.nCtx * c.nKvHead, c.hd]), "f16").reshape([c.nCtx, c.nKvHead, c.hd]);
+        if (kvType !== "f32") {
+          kt = cpu.quantize(kt.reshape([c.nCtx * c.nKvHead, c.hd]), kvType).reshape([c.nCtx, c.nKvHead, c.hd]);
+          vt = cpu.quantize(vt.reshape([c.nCtx * c.nKvHead, c.hd]), kvType).reshape([c.nCtx, c.nKvHead, c.hd]);
           const kd = Tensor.zeros("f32", [c.nCtx * c.nKvHead, c.hd]);
           const vd = Tensor.zeros("f32", [c.nCtx * c.nKvHead, c.hd]);
           cpu.dequantize(kt.reshape([c.nCtx * c.nKvHead, c.hd]), kd);
@@ -307,6 +308,13 @@ describe("attention", () => {
         cpu.attentionNaive(qt, kt, vt, c.nKv, naive.t, c.nHead, opts, new Float32Array(c.nQ * c.nHead * c.nKv));
         naive.checkGuards();
         expect(maxAbsDiff(naive.t.f32, want)).toBeLessThan(1e-4);
+        if (kvType === "q8_0") {
+          // Against the unquantized cache: the 8-bit K/V cost a small, bounded error.
+          const exact = ref(q, k, v, c.nQ, c.nHead, c.nKvHead, c.hd, c.nKv, c.qPos0, c.window, scale);
+          const e = nmse(flash.t.f32, exact);
+          expect(e).toBeGreaterThan(0);
+          expect(e).toBeLessThan(1e-3);
+        }
       });
     }
   }

@@ -25,7 +25,13 @@ const pool = @import("pool.zig");
 const assert = std.debug.assert;
 const inf = std.math.inf(f32);
 
-pub const KvType = enum(u32) { f32 = 0, f16 = 1 };
+/// K/V element types, by GGML type id. Q8_0 (blocks of 32: an f16 scale, 32 int8) halves the
+/// bytes a long-context decode reads per key against f16; tiles are dequantized once per task.
+pub const KvType = enum(u32) { f32 = 0, f16 = 1, q8_0 = 8 };
+
+/// Q8_0 block layout (quant_legacy.zig Q8_0: f16 d, then 32 int8 quants).
+pub const q8_block = 32;
+const q8_block_bytes = 34;
 
 pub const AttentionArgs = struct {
     q: [*]const f32,
@@ -265,14 +271,44 @@ fn checkArgs(a: AttentionArgs) void {
     assert(a.n_kv_head <= 1 or a.kv_head_stride >= a.head_dim);
     assert(a.n_q <= 1 or (a.q_row_stride >= a.head_dim and a.out_row_stride >= a.head_dim));
     assert(a.n_kv <= 1 or a.kv_pos_stride >= a.head_dim);
-    const elem: usize = if (a.kv_type == .f32) 4 else 2;
-    assert(@intFromPtr(a.k) % elem == 0 and @intFromPtr(a.v) % elem == 0);
+    switch (a.kv_type) {
+        .f32, .f16 => {
+            const elem: usize = if (a.kv_type == .f32) 4 else 2;
+            assert(@intFromPtr(a.k) % elem == 0 and @intFromPtr(a.v) % elem == 0);
+        },
+        // Whole blocks: rows and strides are multiples of the block (checked at the C ABI).
+        .q8_0 => assert(a.head_dim % q8_block == 0 and a.kv_pos_stride % q8_block == 0 and a.kv_head_stride % q8_block == 0),
+    }
     assert(!std.math.isNan(a.scale) and a.softcap >= 0);
 }
 
 fn kvRow(comptime T: type, a: AttentionArgs, base: [*]const u8, p: usize, g: usize) [*]const T {
     const ptr: [*]const T = @ptrCast(@alignCast(base));
     return ptr + p * a.kv_pos_stride + g * a.kv_head_stride;
+}
+
+/// The first block of a Q8_0 row (strides count elements, as for f32/f16).
+fn q8Row(a: AttentionArgs, base: [*]const u8, p: usize, g: usize) [*]const u8 {
+    return base + (p * a.kv_pos_stride + g * a.kv_head_stride) / q8_block * q8_block_bytes;
+}
+
+/// Q8_0 → f32 for n elements (a whole number of blocks): x = d · q.
+fn dequantQ8Row(src: [*]const u8, dst: [*]f32, n: usize) void {
+    var b: usize = 0;
+    while (b < n / q8_block) : (b += 1) {
+        const blk = src + b * q8_block_bytes;
+        const d: f32 = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
+        const q: @Vector(q8_block, i8) = @bitCast(blk[2..][0..q8_block].*);
+        const x: @Vector(q8_block, f32) = @floatFromInt(q);
+        dst[b * q8_block ..][0..q8_block].* = x * @as(@Vector(q8_block, f32), @splat(d));
+    }
+}
+
+/// One K/V element (tests' reference).
+fn q8Elem(a: AttentionArgs, base: [*]const u8, p: usize, g: usize, d: usize) f32 {
+    const blk = q8Row(a, base, p, g) + d / q8_block * q8_block_bytes;
+    const scale: f32 = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
+    return scale * @as(f32, @floatFromInt(@as(i8, @bitCast(blk[2 + d % q8_block]))));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -385,13 +421,17 @@ const Scores = [max_rows][max_tile]f32;
 
 const Tile = struct { ptr: [*]const f32, stride: usize };
 
-/// K or V rows [t0, t0+n) of KV head g as f32: read in place for f32, converted once into
-/// buf for f16 so the whole GQA group reuses the conversion.
+/// K or V rows [t0, t0+n) of KV head g as f32: read in place for f32, converted (f16) or
+/// dequantized (Q8_0) once into buf so the whole GQA group reuses the conversion.
 fn loadTile(a: AttentionArgs, base: [*]const u8, g: usize, t0: usize, n: usize, buf: *[tile_floats]f32) Tile {
     switch (a.kv_type) {
         .f32 => return .{ .ptr = kvRow(f32, a, base, t0, g), .stride = a.kv_pos_stride },
         .f16 => {
             for (0..n) |j| convertRow(kvRow(f16, a, base, t0 + j, g), buf[j * a.head_dim ..].ptr, a.head_dim);
+            return .{ .ptr = buf, .stride = a.head_dim };
+        },
+        .q8_0 => {
+            for (0..n) |j| dequantQ8Row(q8Row(a, base, t0 + j, g), buf[j * a.head_dim ..].ptr, a.head_dim);
             return .{ .ptr = buf, .stride = a.head_dim };
         },
     }
@@ -707,6 +747,10 @@ fn naiveKvRow(a: AttentionArgs, base: [*]const u8, p: usize, g: usize, row: *[ma
             convertRow(kvRow(f16, a, base, p, g), row, a.head_dim);
             break :blk row;
         },
+        .q8_0 => blk: {
+            dequantQ8Row(q8Row(a, base, p, g), row, a.head_dim);
+            break :blk row;
+        },
     };
 }
 
@@ -755,6 +799,7 @@ fn refKv(a: AttentionArgs, base: [*]const u8, p: usize, g: usize, d: usize) f64 
     return switch (a.kv_type) {
         .f32 => kvRow(f32, a, base, p, g)[d],
         .f16 => kvRow(f16, a, base, p, g)[d],
+        .q8_0 => q8Elem(a, base, p, g, d),
     };
 }
 
@@ -809,6 +854,14 @@ fn makeFixture(al: std.mem.Allocator, c: TestCase, rng: std.Random) !Fixture {
     for (f.q) |*x| x.* = rng.float(f32) * 2 - 1;
     const kv_elems = @max(1, extent(c.n_kv, kv_ps, c.n_kv_head, kv_hs, hd));
     for (&f.kv) |*b| {
+        if (c.kv_type == .q8_0) {
+            // Whole blocks of random quants with small positive scales (strides are block multiples).
+            const n_blocks = (kv_elems + q8_block - 1) / q8_block;
+            b.* = try al.alignedAlloc(u8, .@"4", n_blocks * q8_block_bytes);
+            rng.bytes(b.*);
+            for (0..n_blocks) |i| std.mem.writeInt(u16, b.*[i * q8_block_bytes ..][0..2], @bitCast(@as(f16, @floatCast(rng.float(f32) / 64 + 1.0 / 256.0))), .little);
+            continue;
+        }
         const esz: usize = if (c.kv_type == .f32) 4 else 2;
         b.* = try al.alignedAlloc(u8, .@"4", kv_elems * esz);
         for (0..kv_elems) |e| {
@@ -932,6 +985,29 @@ test "expV is accurate across the softmax input range" {
         const want = @exp(@as(f64, x));
         const tol = if (x < -87.3) 2e-38 else want * 3e-7;
         try std.testing.expect(@abs(got[0] - want) <= tol);
+    }
+}
+
+test "flash attention and naive: Q8_0 K/V against the f64 reference over the dequantized values" {
+    // Decode, GQA, prefill in both layouts, a window, softcap, head-major strides.
+    try checkCase(.{ .n_q = 1, .n_kv = 300, .q_pos0 = 299, .n_head = 8, .n_kv_head = 2, .head_dim = 64, .kv_type = .q8_0 }, 90);
+    try checkCase(.{ .n_q = 5, .n_kv = 130, .q_pos0 = 125, .n_head = 4, .n_kv_head = 1, .head_dim = 256, .softcap = 20, .kv_type = .q8_0 }, 91);
+    try checkCase(.{ .n_q = 40, .n_kv = 40, .q_pos0 = 0, .n_head = 6, .n_kv_head = 3, .head_dim = 128, .kv_type = .q8_0 }, 92);
+    try checkCase(.{ .n_q = 1, .n_kv = 1000, .q_pos0 = 999, .n_head = 4, .n_kv_head = 1, .head_dim = 96, .window = 300, .kv_type = .q8_0 }, 93);
+    try checkCase(.{ .n_q = 17, .n_kv = 50, .q_pos0 = 33, .n_head = 2, .n_kv_head = 2, .head_dim = 32, .head_major = true, .kv_type = .q8_0 }, 94);
+}
+
+test "Q8_0 rows dequantize as d · q" {
+    var blk: [2 * q8_block_bytes]u8 = undefined;
+    for (0..2) |b| {
+        std.mem.writeInt(u16, blk[b * q8_block_bytes ..][0..2], @bitCast(@as(f16, if (b == 0) 0.5 else -0.25)), .little);
+        for (0..q8_block) |i| blk[b * q8_block_bytes + 2 + i] = @bitCast(@as(i8, @intCast(@as(i32, @intCast(i)) - 16)));
+    }
+    var out: [2 * q8_block]f32 = undefined;
+    dequantQ8Row(&blk, &out, 2 * q8_block);
+    for (0..2 * q8_block) |i| {
+        const d: f32 = if (i < q8_block) 0.5 else -0.25;
+        try std.testing.expectEqual(d * @as(f32, @floatFromInt(@as(i32, @intCast(i % q8_block)) - 16)), out[i]);
     }
 }
 

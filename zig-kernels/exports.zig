@@ -235,6 +235,8 @@ export fn kiln_rope(x: [*]f32, n_rows: u64, n_head: u64, head_dim: u64, row_stri
 fn attentionArgs(q: [*]const f32, q_row_stride: u64, q_head_stride: u64, k: [*]const u8, v: [*]const u8, kv_type: u32, kv_pos_stride: u64, kv_head_stride: u64, out: [*]f32, out_row_stride: u64, out_head_stride: u64, n_q: u64, n_head: u64, n_kv_head: u64, head_dim: u64, n_kv: u64, q_pos0: u64, window: u64, scale: f32, softcap: f32) ?attention.AttentionArgs {
     const kt = std.meta.intToEnum(attention.KvType, kv_type) catch return null;
     if (n_kv_head == 0 or n_head % n_kv_head != 0 or head_dim == 0 or head_dim > attention.max_head_dim) return null;
+    // Quantized K/V: rows and strides in whole blocks.
+    if (kt == .q8_0 and (head_dim % attention.q8_block != 0 or kv_pos_stride % attention.q8_block != 0 or kv_head_stride % attention.q8_block != 0)) return null;
     return .{
         .q = q, .q_row_stride = q_row_stride, .q_head_stride = q_head_stride,
         .k = k, .v = v, .kv_type = kt, .kv_pos_stride = kv_pos_stride, .kv_head_stride = kv_head_stride,

@@ -388,7 +388,7 @@ function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number,
   expectDType(op, q, "f32");
   expectDType(op, out, "f32");
   expectShape(op, out, q.shape);
-  expectDType(op, k, "f32", "f16");
+  expectDType(op, k, "f32", "f16", "q8_0");
   if (v.dtype !== k.dtype) fail(op, `k ${k} and v ${v} must share a dtype`);
   expectShape(op, v, k.shape);
   if (q.rank !== 3 || k.rank !== 3) fail(op, `q ${q} and k ${k} must be [rows, heads, head_dim]`);

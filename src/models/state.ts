@@ -15,7 +15,7 @@ export interface StateOptions {
   maxBatch: number;
   /** Most rows of logits one call returns (1 for generation, n for parity/verification). */
   maxLogitRows: number;
-  kvType: "f16" | "f32";
+  kvType: KvType;
   /** dtypes of the model's weights, to size the prepared-activation scratch. */
   weightTypes: readonly DType[];
   /**
@@ -36,6 +36,10 @@ export interface StateOptions {
 }
 
 export type AttentionPath = "flash" | "naive";
+
+/** KV cache element types: the attention kernels read each directly (zig-kernels/attention.zig KvType). */
+export const KV_TYPES = ["f16", "f32", "q8_0"] as const;
+export type KvType = (typeof KV_TYPES)[number];
 
 /** A documented environment override, read once when this module loads. */
 function envBytes(name: string): number | undefined {
@@ -77,14 +81,16 @@ export function planState(hp: HParams, o: StateOptions): StatePlan {
   for (const [k, v] of [["nCtx", o.nCtx], ["maxBatch", o.maxBatch], ["maxLogitRows", o.maxLogitRows], ["nSeq", o.nSeq ?? 1]] as const) {
     if (!Number.isSafeInteger(v) || v < 1) throw new KilnError("BAD_OPTION", `${k} must be a positive integer, got ${v}`);
   }
-  if (o.kvType !== "f16" && o.kvType !== "f32") throw new KilnError("BAD_OPTION", `kvType must be "f16" or "f32", got ${JSON.stringify(o.kvType)}`);
+  if (!KV_TYPES.includes(o.kvType)) throw new KilnError("BAD_OPTION", `kvType must be ${KV_TYPES.map((t) => `"${t}"`).join(", ")}, got ${JSON.stringify(o.kvType)}`);
+  const kvBlock = DTYPE_LAYOUT[o.kvType].blockSize;
+  if (hp.headDim % kvBlock !== 0) throw new KilnError("BAD_OPTION", `kvType "${o.kvType}" stores blocks of ${kvBlock} values; this model's head_dim ${hp.headDim} is not a multiple`);
   const attention = o.attention ?? "flash";
   if (attention !== "flash" && attention !== "naive") throw new KilnError("BAD_OPTION", `attention must be "flash" or "naive", got ${JSON.stringify(o.attention)}`);
   const maxBatch = Math.min(o.maxBatch, o.nCtx);
   const maxLogitRows = Math.min(o.maxLogitRows, maxBatch);
   const kvRow = hp.nKvHead * hp.headDim;
   const nSeq = o.nSeq ?? 1;
-  const kvLayerBytes = nSeq * o.nCtx * kvRow * (o.kvType === "f16" ? 2 : 4);
+  const kvLayerBytes = nSeq * o.nCtx * (kvRow / kvBlock) * DTYPE_LAYOUT[o.kvType].typeSize;
   const B = maxBatch;
   const widths = { x: hp.nEmbd, h: hp.nEmbd, o: hp.nEmbd, q: hp.nHead * hp.headDim, k: kvRow, v: kvRow, attn: hp.nHead * hp.headDim, ff: hp.nFf, ff2: hp.nFf };
   const layout: Record<string, [number, number]> = {};

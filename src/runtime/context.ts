@@ -16,7 +16,7 @@ import * as cpu from "../backends/cpu";
 import { KilnError } from "../errors";
 import type { HParams } from "../models/hparams";
 import { ModelError } from "../models/hparams";
-import { RunState, type AttentionPath, type StatePlan, type StateOptions } from "../models/state";
+import { RunState, type AttentionPath, type KvType, type StatePlan, type StateOptions } from "../models/state";
 import type { Tensor } from "../tensor";
 import type { Tokenizer } from "../tokenizer";
 import type { Model, ModelCore } from "./model";
@@ -41,8 +41,12 @@ export interface ContextOptions {
   prefillChunk?: number;
   /** Rows of logits one forward call can return (default 16: speculative verification, parity tests). */
   maxLogitRows?: number;
-  /** KV cache element type (default f16, as llama.cpp). */
-  kvType?: "f16" | "f32";
+  /**
+   * KV cache element type (default f16, as llama.cpp). "q8_0" (llama.cpp's `-ctk q8_0 -ctv q8_0`)
+   * stores 34 bytes per 32 values instead of 64, so long-context decode reads about half the
+   * KV bytes; flash attention dequantizes it tile by tile. Needs head_dim a multiple of 32.
+   */
+  kvType?: KvType;
   /** Attention path: "flash" (fused, default) or "naive" (scores materialized; benchmarks and tests). */
   attention?: AttentionPath;
   /** Kernel threads while this context computes (default: the model's `threads`, else physical cores). */
