@@ -1,5 +1,5 @@
-//! Prefill matmul over weights interleaved 16 rows at a time (AVX-512 VNNI: Q4_0, Q5_0, Q8_0,
-//! Q4_K, Q5_K, Q6_K).
+//! Prefill matmul over weights interleaved 16 rows at a time (AVX-512 VNNI: Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0, Q4_K, Q5_K, Q6_K).
 //!
 //! The tile kernels (quant_legacy.zig) dot one weight row with one activation row per vector:
 //! every vpdpbusd's 16 lanes hold partial sums of the same output, so each block ends in a
@@ -17,7 +17,8 @@
 //! Offsets: unsigned weights (Q4_0's q, Q8_0's q + 128) dot the signed activations, and the
 //! zero point (8 or 128) times Σa comes back through the activation block's s = d_a·Σa,
 //! accumulated per output as off += d_w·s, subtracted once at the end (as the AVX2/NEON paths
-//! of the tile kernels do for Q4_0).
+//! of the tile kernels do for Q4_0). The types with a min (Q4_1, Q5_1: y = d·q + m) carry
+//! off += m_w·s instead, added at the end.
 const std = @import("std");
 const cpu = @import("cpu.zig");
 const quant = @import("quant.zig");
@@ -41,7 +42,7 @@ const tile_c = 4;
 
 pub fn supports(t: GgmlType) bool {
     return available and switch (t) {
-        .q4_0, .q5_0, .q8_0, .q4_k, .q5_k, .q6_k => true,
+        .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_k, .q5_k, .q6_k => true,
         else => false,
     };
 }
@@ -49,26 +50,35 @@ pub fn supports(t: GgmlType) bool {
 /// One weight type's interleaved layout: per block, `groups` vectors of 16 rows × 4 bytes.
 fn Layout(comptime t: GgmlType) type {
     return struct {
-        /// Q4_0: 16 packed bytes per row-block → 4 groups, each unpacking to elements 4g..4g+3
-        /// (low nibbles) and 16+4g..16+4g+3 (high nibbles). Q5_0 (unpacked to 5-bit bytes while
-        /// interleaving) and Q8_0: 32 bytes → 8 groups.
-        const groups = if (t == .q4_0) 4 else 8;
+        /// Q4_0/Q4_1: 16 packed bytes per row-block → 4 groups, each unpacking to elements
+        /// 4g..4g+3 (low nibbles) and 16+4g..16+4g+3 (high nibbles). Q5_0/Q5_1 (unpacked to
+        /// 5-bit bytes while interleaving) and Q8_0: 32 bytes → 8 groups.
+        const nibbles = t == .q4_0 or t == .q4_1;
+        const groups = if (nibbles) 4 else 8;
+        /// y = d·q + m: the offset term is m_w·s_a, added (zero = −1) instead of subtracted.
+        const has_min = t == .q4_1 or t == .q5_1;
         const type_size = switch (t) {
             .q4_0 => legacy.Q4_0.type_size,
+            .q4_1 => legacy.Q4_1.type_size,
             .q5_0 => legacy.Q5_0.type_size,
+            .q5_1 => legacy.Q5_1.type_size,
             else => legacy.Q8_0.type_size,
         };
-        /// out = acc − zero·off (the zero point times Σ d_w·s_a).
+        /// out = acc − zero·off (the zero point times Σ d_w·s_a; −1: plus Σ m_w·s_a).
         const zero: f32 = switch (t) {
             .q4_0 => 8,
             .q5_0 => 16,
+            .q4_1, .q5_1 => -1,
             else => 128,
         };
+        /// Where the quants start after the scales (d, and m for the min types).
+        const scales_bytes = if (has_min) 4 else 2;
         const block_elems = 32;
         const chunk_blocks = legacy_chunk_blocks;
         const Chunk = struct {
             q: [chunk_blocks][groups]@Vector(64, u8),
             d: [chunk_blocks]@Vector(16, f32),
+            m: if (has_min) [chunk_blocks]@Vector(16, f32) else void,
         };
 
         /// Interleaves rows [0, 16) of blocks [b0, b0 + nb) into c (Q8_0 biased to unsigned).
@@ -78,11 +88,12 @@ fn Layout(comptime t: GgmlType) type {
                 inline for (0..rows) |r| {
                     const blk = w + r * row_bytes + (b0 + b) * type_size;
                     c.d[b][r] = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
-                    if (t == .q5_0) {
-                        const v: [8]u32 = @bitCast(legacy.q5Quants(blk + 2, blk + 6));
+                    if (has_min) c.m[b][r] = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[2..4], .little))));
+                    if (t == .q5_0 or t == .q5_1) {
+                        const v: [8]u32 = @bitCast(legacy.q5Quants(blk + scales_bytes, blk + scales_bytes + 4));
                         inline for (0..groups) |g| words[g][r] = v[g];
                     } else {
-                        inline for (0..groups) |g| words[g][r] = std.mem.readInt(u32, blk[2 + 4 * g ..][0..4], .little);
+                        inline for (0..groups) |g| words[g][r] = std.mem.readInt(u32, blk[scales_bytes + 4 * g ..][0..4], .little);
                     }
                 }
                 inline for (0..groups) |g| {
@@ -92,23 +103,24 @@ fn Layout(comptime t: GgmlType) type {
             }
         }
 
-        /// acc[c] += Σ_blocks d_w·d_a·Σ q·a and off[c] += Σ_blocks d_w·s_a for C activation rows.
+        /// acc[c] += Σ_blocks d_w·d_a·Σ q·a and off[c] += Σ_blocks (d_w or m_w)·s_a for C activation rows.
         inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]@Vector(16, f32), off: *[C]@Vector(16, f32)) void {
             const mask: @Vector(64, u8) = @splat(0x0f);
             for (0..nb) |b| {
                 var wq: [2 * groups]@Vector(64, u8) = undefined;
                 inline for (0..groups) |g| {
-                    if (t == .q4_0) {
+                    if (nibbles) {
                         wq[2 * g] = c.q[b][g] & mask;
                         wq[2 * g + 1] = (c.q[b][g] >> @splat(4)) & mask;
                     } else wq[g] = c.q[b][g];
                 }
                 const dw = c.d[b];
+                const ow = if (has_min) c.m[b] else dw;
                 inline for (0..C) |ci| {
                     const ab = a + ci * act_bytes + (b0 + b) * ActQ8_0.type_size;
                     var sumi: @Vector(16, i32) = @splat(0);
                     inline for (0..groups) |g| {
-                        if (t == .q4_0) {
+                        if (nibbles) {
                             const lo: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
                             const hi: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 16 + 4 * g ..][0..4], .little));
                             sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(wq[2 * g]), lo);
@@ -121,7 +133,7 @@ fn Layout(comptime t: GgmlType) type {
                     const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[0..4], .little)));
                     const sa: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[4..8], .little)));
                     acc[ci] = @mulAdd(@Vector(16, f32), @floatFromInt(sumi), dw * da, acc[ci]);
-                    off[ci] = @mulAdd(@Vector(16, f32), dw, sa, off[ci]);
+                    off[ci] = @mulAdd(@Vector(16, f32), ow, sa, off[ci]);
                 }
             }
         }
@@ -239,7 +251,9 @@ pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]co
     if (comptime !available) unreachable;
     switch (t) {
         .q4_0 => rowsTimesActs(Layout(.q4_0), w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q4_1 => rowsTimesActs(Layout(.q4_1), w, row_bytes, k, a, act_bytes, m, y, y_stride),
         .q5_0 => rowsTimesActs(Layout(.q5_0), w, row_bytes, k, a, act_bytes, m, y, y_stride),
+        .q5_1 => rowsTimesActs(Layout(.q5_1), w, row_bytes, k, a, act_bytes, m, y, y_stride),
         .q8_0 => rowsTimesActs(Layout(.q8_0), w, row_bytes, k, a, act_bytes, m, y, y_stride),
         .q4_k => rowsTimesActs(KLayout(kq.Q4_K), w, row_bytes, k, a, act_bytes, m, y, y_stride),
         .q5_k => rowsTimesActs(KLayout(kq.Q5_K), w, row_bytes, k, a, act_bytes, m, y, y_stride),
@@ -252,7 +266,7 @@ pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]co
 /// block, the activation's f32 scales), one weight row by one activation row at a time.
 pub fn block16Ref(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
     switch (t) {
-        inline .q4_0, .q5_0, .q8_0, .q4_k, .q5_k, .q6_k => |ct| {
+        inline .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_k, .q5_k, .q6_k => |ct| {
             for (0..m) |i| for (0..rows) |j| {
                 y[i * y_stride + j] = quant.Traits(ct).vecDotRef(k, w + j * row_bytes, a + i * act_bytes);
             };
@@ -266,7 +280,7 @@ test "block16 matches its scalar reference: every type, whole and partial chunks
     const al = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(31);
     const rng = prng.random();
-    inline for (.{ GgmlType.q4_0, GgmlType.q5_0, GgmlType.q8_0, GgmlType.q4_k, GgmlType.q5_k, GgmlType.q6_k }) |t| {
+    inline for (.{ GgmlType.q4_0, GgmlType.q4_1, GgmlType.q5_0, GgmlType.q5_1, GgmlType.q8_0, GgmlType.q4_k, GgmlType.q5_k, GgmlType.q6_k }) |t| {
         const bs = quant.blockSize(t);
         // Legacy chunks are 64 blocks, K-quant chunks 4: one block, exactly one chunk, and
         // whole chunks plus a partial one.

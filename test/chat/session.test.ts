@@ -26,7 +26,7 @@ describe.skipIf(!have)("chat sessions (SmolLM2-135M-Instruct)", () => {
 
   test("answers factual questions, with no control tokens in the text; the second turn evaluates only new tokens", async () => {
     using session = model.createChatSession();
-    const first = await session.prompt("What is the capital of France?", greedy);
+    const first = await session.prompt("Name the capital of France.", greedy);
     expect(first.text).toContain("Paris");
     expect(first.finishReason).toBe("eos");
     const second = await session.prompt("What is the capital of Germany?", greedy);
@@ -69,7 +69,7 @@ describe.skipIf(!have)("chat sessions (SmolLM2-135M-Instruct)", () => {
     }
     expect(dropped).toBeGreaterThan(0);
     expect(session.history.at(-2)).toEqual({ role: "user", content: "Tell me about deserts." });
-  });
+  }, 30_000);
 
   test("prompt lookup speculation works in sessions and changes no token", async () => {
     const a = model.createChatSession();

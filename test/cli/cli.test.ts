@@ -100,7 +100,7 @@ describe("kiln --help and the dev-only bench", () => {
 describe("kiln chat", () => {
   const smol = join(import.meta.dir, "..", "..", "models", "SmolLM2-135M-Instruct.Q4_1.gguf");
   test.skipIf(!existsSync(smol))("answers turns read from standard input, keeps the conversation, understands /reset, /stats and /exit", () => {
-    const input = "What is the capital of France?\nWhat is the capital of Germany?\n/stats\n/reset\n/exit\nnever read\n";
+    const input = "Name the capital of France.\nWhat is the capital of Germany?\n/stats\n/reset\n/exit\nnever read\n";
     const p = Bun.spawnSync([process.execPath, CLI, "chat", "--model", smol, "--temperature", "0", "--max-tokens", "40"], { stdin: Buffer.from(input), stdout: "pipe", stderr: "pipe", timeout: 120_000 });
     const out = p.stdout.toString().trim().split("\n");
     expect(p.exitCode).toBe(0);
