@@ -21,6 +21,11 @@ export {
   type SpeculativeStats,
   type Timings,
 } from "./runtime/context";
+export { Batch, BATCH_LIMITS, type BatchOptions, type SequenceHandle, type SequenceListener, type SequenceOptions } from "./runtime/batch";
+export { type FinishReason } from "./runtime/reply";
+export { type KvType } from "./models/state";
+export { startServer, type RunningServer, type ServerOptions } from "./server/http";
+export { type Engine, type EngineStats } from "./server/engine";
 export { ChatSession, type ChatReply, type ChatSessionOptions } from "./chat/session";
 export { BUILTIN_CHAT_TEMPLATES, renderChatTemplate, type ChatMessage, type ChatTemplateOptions } from "./chat/template";
 export { compileJsonSchema, type JsonSchema } from "./chat/json-schema";

@@ -83,6 +83,9 @@ export class Batch {
   /** Forward calls run so far, and the rows they carried (tests and /metrics). */
   steps = 0;
   rows = 0;
+  /** Per-op kernel timings of this batch's steps while `profiling` is true (plus "sample"). */
+  readonly profiler = new cpu.OpProfiler();
+  profiling = false;
   /** @internal */
   readonly state: RunState;
   readonly #core: ModelCore;
@@ -239,7 +242,7 @@ export class Batch {
     let logits;
     try {
       cpu.useThreads(this.threads);
-      logits = core.arch.forward(core.hp, core.weights, this.state, Int32Array.from(ids), 1, parts);
+      logits = cpu.withProfiler(this.profiling ? this.profiler : null, () => core.arch.forward(core.hp, core.weights, this.state, Int32Array.from(ids), 1, parts));
     } catch (e) {
       // Nothing of this step reached a cache consistently: every member ends with the error.
       for (const r of members) this.#fail(r, e);
@@ -249,6 +252,7 @@ export class Batch {
     this.rows += ids.length;
     const vocab = core.hp.nVocab;
     const all = logits.f32;
+    const ts = performance.now();
     members.forEach((r, i) => {
       const row = all.subarray(i * vocab, (i + 1) * vocab);
       if (r.pending >= 0) r.pending = -1;
@@ -267,6 +271,7 @@ export class Batch {
         this.#fail(r, e);
       }
     });
+    if (this.profiling) this.profiler.record("sample", ts);
     for (const r of members) if (this.#running[r.seq] === r && (r.reply.done || r.aborted) && r.pending < 0) {
       if (r.aborted) r.reply.end("abort");
       this.#finish(r);

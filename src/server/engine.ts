@@ -20,13 +20,19 @@ import { ApiError, type CompletionRequest } from "./openai";
 /** A started generation: the first piece is already made (errors before it become HTTP statuses). */
 export type Generation = AsyncGenerator<GeneratedPiece, GenerateResult>;
 
+/** The /metrics counters. */
 export interface EngineStats {
+  /** Sequences generated at once (--parallel). */
   slots: number;
+  /** Of them, generating now. */
   slotsBusy: number;
+  /** Requests waiting for a slot now, and the most that may wait (--queue). */
   queueLength: number;
   queueMax: number;
+  /** Requests received, and those refused with 429. */
   requests: number;
   rejected: number;
+  /** Tokens generated, prompt tokens evaluated, and prompt tokens reused from a slot's cache. */
   tokensGenerated: number;
   promptTokens: number;
   cachedTokens: number;
@@ -35,6 +41,7 @@ export interface EngineStats {
   rows: number;
 }
 
+/** What runs a validated request for the HTTP layer (BatchEngine, or WorkerEngine around it). */
 export interface Engine {
   /** The id /v1/models lists and requests may name. */
   readonly modelId: string;
@@ -46,6 +53,7 @@ export interface Engine {
    * of `signal` firing, and its room is freed when the generator finishes or is returned.
    */
   start(req: CompletionRequest, signal: AbortSignal): Promise<Generation>;
+  /** The counters /metrics serves. */
   stats(): EngineStats;
   /** Aborts every generation and waiter and frees the engine's memory. */
   close(): Promise<void>;

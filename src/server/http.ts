@@ -15,6 +15,7 @@ import { BatchEngine, type Engine, type Generation } from "./engine";
 import { WorkerEngine } from "./worker-engine";
 import { ApiError, LIMITS, errorBody, finishReason, parseBody, parseCompletionRequest, usage, type CompletionRequest } from "./openai";
 
+/** Options of startServer (and the flags of `kiln serve`). */
 export interface ServerOptions {
   /** A loaded model (the caller disposes it) or a GGUF path (loaded here, disposed by stop()). */
   model: Model | string;
@@ -28,6 +29,7 @@ export interface ServerOptions {
   queue?: number;
   /** Context length of each slot. */
   contextLength?: number;
+  /** Kernel threads of the model it loads (default: physical cores). */
   threads?: number;
   /** With a key, every /v1 request needs `Authorization: Bearer KEY`. */
   apiKey?: string;
@@ -43,10 +45,15 @@ export interface ServerOptions {
   engine?: Engine;
 }
 
+/** A server startServer started. */
 export interface RunningServer {
+  /** Its base address, e.g. http://127.0.0.1:8080 (the API is under /v1). */
   url: string;
+  /** The port it listens on (the one picked when port 0 was asked). */
   port: number;
+  /** What runs requests: stats() gives the /metrics counters. */
   engine: Engine;
+  /** Ends every generation, frees the model it loaded, and closes the port. */
   stop(): Promise<void>;
 }
 
@@ -56,6 +63,11 @@ const chatPage = () => (page ??= Bun.file(new URL("./chat-page.html", import.met
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest();
 
+/**
+ * Starts kiln's OpenAI-compatible HTTP server (docs/server.md): /v1/chat/completions,
+ * /v1/completions, /v1/models, /health, /metrics and the chat page at /. Resolves once it
+ * listens; `stop()` ends it.
+ */
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const engineOptions = { parallel: opts.parallel, queue: opts.queue, contextLength: opts.contextLength };
   let engine: Engine;

@@ -153,9 +153,15 @@ export class WorkerEngine implements Engine {
   /** Ends every generation, frees the model in the worker, and stops the worker. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
-      const closed = new Promise<void>((resolve) => (this.#onClosed = resolve));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const closed = new Promise<void>((resolve) => {
+        this.#onClosed = resolve;
+        // A worker stuck in a kernel is terminated after 10 s; the timer never outlives the close.
+        timer = setTimeout(resolve, 10_000);
+      });
       this.#worker.postMessage({ t: "close" } satisfies ToWorker);
-      await Promise.race([closed, Bun.sleep(10_000)]);
+      await closed;
+      clearTimeout(timer);
       this.#worker.terminate();
       for (const p of this.#pending.values()) {
         p.error ??= new ApiError(503, "the server is shutting down", "server_error");
