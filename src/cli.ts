@@ -3,16 +3,17 @@
  * kiln's command line.
  *
  *   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
- *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
+ *                 [--top-p P] [--min-p P] [--seed S] [--threads N] [--ctx N] [--kv-type f16|q8_0] [--stop S]... [--json]
  *                 [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
- *   kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--json-schema FILE] [--chat-template NAME|FILE] [--threads N] [--ctx N]
+ *   kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--json-schema FILE] [--chat-template NAME|FILE] [--threads N] [--ctx N] [--kv-type f16|q8_0]
  *   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
  *   kiln inspect PATH [--json]
- *   kiln serve --model PATH [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--ctx N] [--threads N] [--api-key KEY] [--cors ORIGIN]
+ *   kiln serve --model PATH [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--ctx N] [--kv-type f16|q8_0] [--threads N] [--api-key KEY] [--cors ORIGIN]
  *
  * `kiln bench` (kiln against llama.cpp) is not part of the published command: it lives in a
  * source checkout, where `bun run kiln bench …` (scripts/kiln.ts) adds it in front of this one.
  */
+import { KV_TYPES, type KvType } from "./models/state";
 import { existsSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
@@ -24,19 +25,26 @@ import { formatProfile, profileDecode } from "./runtime/profile";
 
 const USAGE = `usage:
   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
-                [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--stop S]... [--json]
+                [--min-p P] [--repeat-penalty R] [--seed S] [--threads N] [--ctx N] [--kv-type f16|q8_0] [--stop S]... [--json]
                 [--speculative prompt-lookup|layer-skip|off | --draft PATH] [--max-draft N] [--fixed-depth] [--profile]
   kiln chat --model PATH [--system TEXT] [--temperature T] [--max-tokens N] [--seed S] [--json-schema FILE]
-            [--chat-template chatml|gemma|llama3|FILE] [--threads N] [--ctx N]
+            [--chat-template chatml|gemma|llama3|FILE] [--threads N] [--ctx N] [--kv-type f16|q8_0]
             one user turn per line of standard input (a terminal or a pipe); /reset, /stats, /exit
   kiln tokenize --model PATH --text TEXT [--json] [--bos] [--special]
   kiln inspect PATH [--json]
-  kiln serve --model PATH [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--ctx N] [--threads N]
+  kiln serve --model PATH [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--ctx N] [--kv-type f16|q8_0] [--threads N]
              [--api-key KEY] [--cors ORIGIN]
              an OpenAI-compatible HTTP server (docs/server.md); loopback unless --host says otherwise
   kiln COMMAND --help`;
 
 class UsageError extends Error {}
+
+/** --kv-type: one of the KV cache types the kernels read (src/models/state.ts KV_TYPES). */
+function kvType(v: string | undefined): KvType | undefined {
+  if (v === undefined) return undefined;
+  if (!(KV_TYPES as readonly string[]).includes(v)) throw new UsageError(`--kv-type must be ${KV_TYPES.join(", ")}, got ${JSON.stringify(v)}`);
+  return v as KvType;
+}
 
 function num(v: string | undefined, name: string, int = false): number | undefined {
   if (v === undefined) return undefined;
@@ -51,7 +59,7 @@ async function generate(argv: string[]): Promise<void> {
     options: {
       model: { type: "string" }, prompt: { type: "string" }, "max-tokens": { type: "string" },
       temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" }, "min-p": { type: "string" },
-      "repeat-penalty": { type: "string" }, seed: { type: "string" }, threads: { type: "string" }, ctx: { type: "string" },
+      "repeat-penalty": { type: "string" }, seed: { type: "string" }, threads: { type: "string" }, ctx: { type: "string" }, "kv-type": { type: "string" },
       stop: { type: "string", multiple: true }, json: { type: "boolean" },
       speculative: { type: "string" }, draft: { type: "string" }, "max-draft": { type: "string" }, "fixed-depth": { type: "boolean" },
       profile: { type: "boolean" },
@@ -60,7 +68,7 @@ async function generate(argv: string[]): Promise<void> {
   // --profile (or KILN_PROFILE=1): after generating, the per-op time breakdown of decode tokens.
   const profile = o.profile ?? process.env.KILN_PROFILE === "1";
   if (!o.model || o.prompt === undefined) throw new UsageError("generate needs --model and --prompt");
-  const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true) });
+  const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true), kvType: kvType(o["kv-type"]) });
   let draftModel: Model | undefined;
   try {
     if (o.speculative && o.speculative !== "prompt-lookup" && o.speculative !== "layer-skip" && o.speculative !== "off") {
@@ -185,7 +193,7 @@ async function chat(argv: string[]): Promise<void> {
     args: argv,
     options: {
       model: { type: "string" }, system: { type: "string" }, temperature: { type: "string" }, "max-tokens": { type: "string" },
-      seed: { type: "string" }, "chat-template": { type: "string" }, threads: { type: "string" }, ctx: { type: "string" },
+      seed: { type: "string" }, "chat-template": { type: "string" }, threads: { type: "string" }, ctx: { type: "string" }, "kv-type": { type: "string" },
       "json-schema": { type: "string" },
     },
   });
@@ -204,7 +212,7 @@ async function chat(argv: string[]): Promise<void> {
     if (!existsSync(chatTemplate)) throw new UsageError(`--chat-template must be chatml, gemma, llama3 or a template file; ${chatTemplate} does not exist`);
     chatTemplate = readFileSync(chatTemplate, "utf8");
   }
-  const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true) });
+  const model = await loadModel(o.model, { threads: num(o.threads, "threads", true), contextLength: num(o.ctx, "ctx", true), kvType: kvType(o["kv-type"]) });
   const session = model.createChatSession({ systemPrompt: o.system, chatTemplate });
   const tty = process.stdin.isTTY === true;
   const opts = { temperature: num(o.temperature, "temperature") ?? 0.7, maxTokens: num(o["max-tokens"], "max-tokens", true) ?? 512, seed: num(o.seed, "seed", true), jsonSchema };
@@ -246,7 +254,7 @@ async function serve(argv: string[]): Promise<void> {
     args: argv,
     options: {
       model: { type: "string" }, host: { type: "string" }, port: { type: "string" }, parallel: { type: "string" },
-      queue: { type: "string" }, ctx: { type: "string" }, threads: { type: "string" }, "api-key": { type: "string" }, cors: { type: "string" },
+      queue: { type: "string" }, ctx: { type: "string" }, "kv-type": { type: "string" }, threads: { type: "string" }, "api-key": { type: "string" }, cors: { type: "string" },
     },
   });
   if (!o.model) throw new UsageError("serve needs --model");
@@ -255,7 +263,7 @@ async function serve(argv: string[]): Promise<void> {
   const { startServer } = await import("./server/http");
   const server = await startServer({
     model: o.model, host: o.host, port, parallel: num(o.parallel, "parallel", true), queue: num(o.queue, "queue", true),
-    contextLength: num(o.ctx, "ctx", true), threads: num(o.threads, "threads", true), apiKey: o["api-key"], cors: o.cors,
+    contextLength: num(o.ctx, "ctx", true), kvType: kvType(o["kv-type"]), threads: num(o.threads, "threads", true), apiKey: o["api-key"], cors: o.cors,
   });
   console.error(`kiln serve: ${server.engine.modelId} on ${server.url}/v1 (${server.engine.stats().slots} slot(s) of ${server.engine.contextLength} tokens)`);
   await new Promise<void>((resolve) => {

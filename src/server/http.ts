@@ -9,6 +9,7 @@
  * the server keeps serving; a client that leaves aborts its generation within one step.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
+import type { KvType } from "../models/state";
 import type { Model } from "../runtime/model";
 import { loadModel } from "../runtime/model";
 import { BatchEngine, type Engine, type Generation } from "./engine";
@@ -31,6 +32,8 @@ export interface ServerOptions {
   contextLength?: number;
   /** Kernel threads of the model it loads (default: physical cores). */
   threads?: number;
+  /** KV cache element type of the model it loads (default f16; "q8_0" halves long-context KV bytes). */
+  kvType?: KvType;
   /** With a key, every /v1 request needs `Authorization: Bearer KEY`. */
   apiKey?: string;
   /** An origin allowed by CORS ("*" for any); default none (no CORS headers). */
@@ -74,9 +77,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let owned: Model | undefined;
   if (opts.engine) engine = opts.engine;
   else if (typeof opts.model === "string" && (opts.inference ?? "worker") === "worker") {
-    engine = await WorkerEngine.create(opts.model, { ...engineOptions, threads: opts.threads });
+    engine = await WorkerEngine.create(opts.model, { ...engineOptions, threads: opts.threads, kvType: opts.kvType });
   } else {
-    owned = typeof opts.model === "string" ? await loadModel(opts.model, { threads: opts.threads, contextLength: opts.contextLength }) : undefined;
+    owned = typeof opts.model === "string" ? await loadModel(opts.model, { threads: opts.threads, contextLength: opts.contextLength, kvType: opts.kvType }) : undefined;
     try {
       engine = new BatchEngine(owned ?? (opts.model as Model), engineOptions);
     } catch (e) {

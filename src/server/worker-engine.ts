@@ -9,6 +9,7 @@
  * `stats`, `closed`.
  */
 import { KilnError } from "../errors";
+import type { KvType } from "../models/state";
 import type { GeneratedPiece, GenerateResult } from "../runtime/context";
 import type { Engine, EngineOptions, EngineStats, Generation } from "./engine";
 import { ApiError, type CompletionRequest } from "./openai";
@@ -16,6 +17,8 @@ import { ApiError, type CompletionRequest } from "./openai";
 export interface WorkerEngineOptions extends EngineOptions {
   /** Kernel threads of the worker's model (default: physical cores). */
   threads?: number;
+  /** KV cache element type (default f16). */
+  kvType?: KvType;
 }
 
 /** An error as it crosses the thread boundary. */

@@ -48,7 +48,7 @@ self.onmessage = async (ev: MessageEvent<ToWorker>) => {
   switch (m.t) {
     case "init":
       try {
-        model = await loadModel(m.path, { threads: m.options.threads, contextLength: m.options.contextLength });
+        model = await loadModel(m.path, { threads: m.options.threads, contextLength: m.options.contextLength, kvType: m.options.kvType });
         engine = new BatchEngine(model, m.options);
         post({ t: "ready", modelId: engine.modelId, contextLength: engine.contextLength, stats: engine.stats() });
       } catch (e) {

@@ -67,6 +67,9 @@ describe("kiln generate and tokenize on broken models", () => {
     const r = kiln("generate", "--prompt", "x");
     expect(r.code).toBe(2);
     expect(r.err).toContain("usage:");
+    const kv = kiln("generate", "--model", "m.gguf", "--prompt", "x", "--kv-type", "q4");
+    expect(kv.code).toBe(2);
+    expect(kv.err).toContain('--kv-type must be f16, f32, q8_0, got "q4"');
   });
 });
 
