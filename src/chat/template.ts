@@ -16,7 +16,8 @@
  *   - evaluation steps ≤ maxSteps (every AST node evaluated is a step; it bounds loop iterations),
  *     nesting ≤ MAX_DEPTH (macro recursion), `range()` ≤ MAX_RANGE items.
  *   - every string value produced, the output included, ≤ maxOutputChars (UTF-16 units).
- *   - wall time ≤ timeoutMs, checked cooperatively every 256 steps: the interpreter is
+ *   - wall time ≤ timeoutMs, checked cooperatively at every step and every range() (whose items
+ *     count as steps, since a loop with an empty body takes none of its own): the interpreter is
  *     synchronous and has no hook, so a single built-in call (one filter on a large string)
  *     runs to its end before the check; those calls are themselves bounded by the size caps.
  * Every failure (parse error, `raise_exception`, a limit, bad input) is a KilnError with code
@@ -27,12 +28,21 @@ import { KilnError } from "../errors";
 import { getString } from "../gguf/metadata";
 import type { GGUFMetadata } from "../gguf/reader";
 
-export type ChatMessage = { role: string; content: string };
+/** One message of a conversation, as chat templates (and OpenAI's API) see it. */
+export type ChatMessage = {
+  /** "system", "user" or "assistant" (a template may accept others, e.g. "tool"). */
+  role: string;
+  /** The message text. */
+  content: string;
+};
 
+/** Options of renderChatTemplate. */
 export interface ChatTemplateOptions {
   /** Append the assistant turn's header so the model answers next (default true). */
   addGenerationPrompt?: boolean;
+  /** The text of the model's BOS token, the template's `bos_token` (default ""). */
   bosToken?: string;
+  /** The text of the model's EOS token, the template's `eos_token` (default ""). */
   eosToken?: string;
   /** Names the template in errors (a model file name, "chatml", …). */
   name?: string;
@@ -125,7 +135,9 @@ export function renderChatTemplate(template: string, messages: ChatMessage[], op
       throw new TemplateRaised(String(msg));
     },
     strftime_now: (fmt: unknown) => strftime(new Date(), String(fmt)),
-    range: cappedRange,
+    // Every item a range() makes is charged as a step: a loop over it may have an empty body
+    // (no evaluation steps of its own), so its length is what bounds the work.
+    range: (...a: [number, number?, number?]) => interpreter.charge(cappedRange(...a)),
     ...vars,
   };
   for (const [k, v] of Object.entries(globals)) env.set(k, v);
@@ -159,9 +171,22 @@ class LimitedInterpreter extends Interpreter {
     this.deadline = performance.now() + limits.timeoutMs;
   }
 
+  /** Counts `items` (a range() just made) as steps, and checks the budget and the clock. */
+  charge<T>(items: T[]): T[] {
+    this.steps += items.length;
+    this.check();
+    return items;
+  }
+
+  private check(): void {
+    if (this.steps > this.limits.maxSteps) throw new LimitExceeded(`over the limit of ${this.limits.maxSteps} evaluation steps`);
+    if (performance.now() > this.deadline) throw new LimitExceeded(`rendering took over ${this.limits.timeoutMs} ms`);
+  }
+
   override evaluate(statement: Statement, environment: Environment) {
-    if (++this.steps > this.limits.maxSteps) throw new LimitExceeded(`over the limit of ${this.limits.maxSteps} evaluation steps`);
-    if ((this.steps & 255) === 0 && performance.now() > this.deadline) throw new LimitExceeded(`rendering took over ${this.limits.timeoutMs} ms`);
+    ++this.steps;
+    // The clock is read every step: a step may be a loop whose body is empty (see charge).
+    this.check();
     if (++this.depth > MAX_DEPTH) throw new LimitExceeded(`nesting deeper than ${MAX_DEPTH} (runaway recursion?)`);
     try {
       const v = super.evaluate(statement, environment);

@@ -150,6 +150,14 @@ describe("limits on untrusted templates", () => {
     expectFails("{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}{% endfor %}{% endfor %}{% endfor %}", /took over 200 ms/, { timeoutMs: 200, maxSteps: 1e12 });
     expect(performance.now() - t0).toBeLessThan(1500);
   });
+  test("loops with empty bodies are bounded too: range() items count as steps, the clock is read every step", () => {
+    // Before: two nested range(1000000) loops with nothing inside took 23.7 s under a 200 ms limit
+    // (an empty body evaluates nothing, so neither the step count nor the clock moved).
+    const t0 = performance.now();
+    expectFails("{% for a in range(1000000) %}{% for b in range(1000000) %}{% endfor %}{% endfor %}", /took over 200 ms/, { timeoutMs: 200, maxSteps: 1e12 });
+    expect(performance.now() - t0).toBeLessThan(3000);
+    expectFails("{% for a in range(1000000) %}{% for b in range(1000000) %}{% endfor %}{% endfor %}", /evaluation steps|took over 1000 ms/);
+  });
   test("output that doubles itself hits the size cap", () => {
     expectFails("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}", /output over the limit of 1048576 chars/);
   });
