@@ -13,6 +13,7 @@
  * fired from any of them ends the generation at its next step (finishReason "abort").
  */
 import * as cpu from "../backends/cpu";
+import { limits } from "../ffi/library";
 import { KilnError } from "../errors";
 import type { HParams } from "../models/hparams";
 import { ModelError } from "../models/hparams";
@@ -27,6 +28,7 @@ import { SpeculativeRun, speculativeTokens, type Forwarder, type SpeculativeOpti
 import { checkThreads, physicalCores } from "./threads";
 import { Reply } from "./reply";
 
+/** Options of a context (on `createContext`, or on `loadModel` as the defaults of every context of the model). */
 export interface ContextOptions {
   /** KV cache positions (default: min(training context, 4096)). */
   contextLength?: number;
@@ -36,7 +38,7 @@ export interface ContextOptions {
    * Tokens per forward call when generate/evaluate run a prompt (at most batchSize). Default:
    * sized from the model so one call is about PREFILL_CHUNK_FLOPS of matmul work (Gemma 3 270M:
    * 128 tokens; a 1.1B model: 64), see defaultPrefillChunk. Smaller chunks return to the event
-   * loop more often during prefill; larger ones prefill faster (README: measurements).
+   * loop more often during prefill; larger ones prefill faster (docs/tuning.md: measurements).
    */
   prefillChunk?: number;
   /** Rows of logits one forward call can return (default 16: speculative verification, parity tests). */
@@ -61,6 +63,7 @@ export interface ContextOptions {
 export type SpeculativeOptions = DrafterOptions<Model | Context>;
 export type { SpeculativeStats };
 
+/** Options of `generate` and `complete` (sampling options included). */
 export interface GenerateOptions extends SamplingOptions {
   /**
    * Speculative decoding: drafted tokens verified in one batched forward; never changes the
@@ -101,6 +104,7 @@ export interface GenerateOptions extends SamplingOptions {
   json?: boolean;
 }
 
+/** One streamed piece of a generation. */
 export interface GeneratedPiece {
   /** Text completed by this step (may be empty while a multi-byte character is pending). */
   text: string;
@@ -108,35 +112,49 @@ export interface GeneratedPiece {
   token: number;
 }
 
+/** Times and speeds of one generation (`result.timings`, `context.lastTimings`). */
 export interface Timings {
+  /** How long loading the model took. */
   loadMs: number;
   /** Prompt tokens evaluated by this call (with reuseCache, those after the reused prefix). */
   promptTokens: number;
   /** Prompt tokens found in the KV cache and not evaluated again (reuseCache). */
   cachedTokens: number;
+  /** Time to evaluate the prompt (until the first token's logits). */
   promptMs: number;
+  /** promptTokens ÷ promptMs. */
   promptTokensPerSecond: number;
+  /** Tokens generated. */
   generatedTokens: number;
+  /** Time from the first token's logits to the end. */
   generateMs: number;
+  /** generatedTokens ÷ generateMs (speculative decoding included). */
   generatedTokensPerSecond: number;
 }
 
+/** The whole result of a generation: what `complete` resolves to and `generate` returns. */
 export interface GenerateResult {
+  /** The generated text (without a stop string that ended it). */
   text: string;
+  /** The generated token ids. */
   tokens: number[];
   /** "eos": an end-of-generation token; "stop": a stop string; "length": maxTokens or the context's end; "abort": the signal fired. */
   finishReason: "stop" | "length" | "eos" | "abort";
+  /** Prompt and generation times and speeds. */
   timings: Timings;
+  /** What speculative decoding did, when it ran. */
   speculative?: SpeculativeStats;
 }
 
 /** What a context's buffers cost (reported before they are allocated: Model.contextMemory). */
 export interface ContextMemory {
+  /** KV cache positions. */
   contextLength: number;
   /** K and V caches of every layer. */
   kvBytes: number;
   /** Activations, scratch and logits. */
   bufferBytes: number;
+  /** kvBytes + bufferBytes. */
   totalBytes: number;
   /** The budget it fits in (memoryBudget / KILN_MAX_STATE_BYTES). */
   budgetBytes: number;
@@ -196,7 +214,13 @@ export function defaultPrefillChunk(flopsPerToken: number): number {
 /** Lets timers, I/O and other tasks run (a macrotask turn, not a microtask). */
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/**
+ * One KV cache and the run state of one conversation over a Model's shared weights. Any number of
+ * contexts share a model; each runs one generation at a time (a second call while one runs throws
+ * KilnError CONTEXT_BUSY). Create it with `model.createContext(options)`; dispose it when done.
+ */
 export class Context {
+  /** The model whose weights this context runs. */
   readonly model: Model;
   /** Kernel threads while this context computes. */
   readonly threads: number;
@@ -207,6 +231,7 @@ export class Context {
    * (`kiln generate --profile`, runtime/profile.ts).
    */
   readonly profiler = new cpu.OpProfiler();
+  /** While true, every kernel call of this context is timed into `profiler`. */
   profiling = false;
   /** Timings of the last generation. */
   lastTimings: Timings | undefined;
@@ -237,14 +262,17 @@ export class Context {
     collected.register(this, this.#owned, this.#owned.token);
   }
 
+  /** The model's hyper-parameters. */
   get hp(): HParams {
     return this.#core.hp;
   }
 
+  /** The model's tokenizer. */
   get tokenizer(): Tokenizer {
     return this.#core.tokenizer;
   }
 
+  /** KV cache positions: prompt and generated tokens together. */
   get contextLength(): number {
     return this.state.nCtx;
   }
@@ -259,10 +287,12 @@ export class Context {
     return memoryOf(this.state.plan);
   }
 
+  /** Transformer blocks of the model. */
   get nLayer(): number {
     return this.#core.hp.nLayer;
   }
 
+  /** Whether dispose() was called. */
   get disposed(): boolean {
     return this.#disposed;
   }
@@ -533,8 +563,10 @@ export class Context {
 
   /** The default speculation: adaptive prompt lookup for greedy decoding (see GenerateOptions.speculative). */
   #autoSpeculation(sampler: Sampler): SpeculativeOptions | undefined {
-    if (sampler.options.temperature > 0 || this.state.maxLogitRows < 2) return undefined;
-    return { draft: "prompt-lookup", maxDraft: Math.min(10, this.state.maxLogitRows - 1), adaptive: true };
+    // A verification batch (drafts + 1 rows) must fit the logit rows and the kernels' batch-invariant range.
+    const rows = Math.min(this.state.maxLogitRows, limits().maxInvariantRows);
+    if (sampler.options.temperature > 0 || rows < 2) return undefined;
+    return { draft: "prompt-lookup", maxDraft: Math.min(10, rows - 1), adaptive: true };
   }
 
   /** The context a draft runs in: a Context as given, or one this context creates for a Model and owns. */
@@ -581,6 +613,7 @@ export class Context {
     releaseOwned(this.#owned);
   }
 
+  /** Same as dispose(): lets `using` dispose it at the end of a block. */
   [Symbol.dispose](): void {
     this.dispose();
   }
