@@ -37,7 +37,12 @@ export type RuntimeErrorCode =
   /** A JSON schema uses a keyword (or form) that constrained decoding does not support: the message names it and its path. */
   | "UNSUPPORTED_SCHEMA";
 
+/**
+ * The error kiln throws on purpose, with a stable `code` to switch on (subclasses: GGUFError,
+ * ModelError, ShapeError).
+ */
 export class KilnError extends Error {
+  /** The class name, as `Error.name` ("KilnError"). */
   override name = "KilnError";
   /** Stable, machine-readable: see RuntimeErrorCode, GGUFErrorCode and ModelError's codes. */
   readonly code: string;

@@ -27,6 +27,9 @@ export const DTYPE_IDS = {
   bf16: 30,
 } as const;
 
+/**
+ * A tensor element type kiln's kernels run: f32, f16, bf16 and the GGUF block types (q4_0 … q6_k).
+ */
 export type DType = keyof typeof DTYPE_IDS;
 
 /**
@@ -39,7 +42,15 @@ export const DTYPE_LAYOUT = Object.fromEntries(
     if (!info) throw new Error(`tensor.ts: ggml type ${id} (${name}) is missing from the GGUF type table`);
     return [name, { blockSize: info.blockSize, typeSize: info.typeSize }];
   }),
-) as Record<DType, { blockSize: number; typeSize: number }>;
+) as Record<
+  DType,
+  {
+    /** Elements per block (1 for f32/f16/bf16, 32 or 256 for the quantized types). */
+    blockSize: number;
+    /** Bytes per block. */
+    typeSize: number;
+  }
+>;
 
 export const isDType = (s: string): s is DType => Object.hasOwn(DTYPE_IDS, s);
 
@@ -62,6 +73,7 @@ export const ACT_FORMAT: Record<DType, "f32" | "q8_0" | "q8_k"> = {
 
 /** A shape error: names the op, the tensors and what was expected. */
 export class ShapeError extends KilnError {
+  /** The class name, as `Error.name` ("ShapeError"). */
   override name = "ShapeError";
   constructor(message: string) {
     super("SHAPE", message);
@@ -94,9 +106,20 @@ export function byteLength(dtype: DType, shape: readonly number[], op = "byteLen
   return total;
 }
 
+/**
+ * A typed, shaped view of bytes: a weight in the mapped model file, a context's buffer, or memory
+ * of your own. Shapes are row-major (the last dimension is contiguous); quantized dtypes count
+ * elements, stored in blocks of `DTYPE_LAYOUT[dtype].blockSize`. The ops of `kiln/ops` check a
+ * tensor's dtype, shape and byte length before any kernel reads it.
+ */
 export class Tensor {
+  /** The element type. */
   readonly dtype: DType;
+  /** Dimensions, outermost first (the last is contiguous). */
   readonly shape: readonly number[];
+  /**
+   * The GGUF tensor name for weights (e.g. "blk.0.attn_q.weight"), else what its creator named it.
+   */
   readonly name: string;
   readonly #bytes: Uint8Array;
   readonly #byteLength: number;
@@ -139,6 +162,7 @@ export class Tensor {
     return new Tensor("f32", shape, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), name);
   }
 
+  /** Number of dimensions. */
   get rank(): number {
     return this.shape.length;
   }
@@ -153,6 +177,7 @@ export class Tensor {
     return this.shape.slice(0, -1).reduce((a, b) => a * b, 1);
   }
 
+  /** Number of elements (rows × cols). */
   get numel(): number {
     return this.rows * this.cols;
   }
@@ -181,6 +206,7 @@ export class Tensor {
     return new Tensor(this.dtype, shape, this.bytes, this.name);
   }
 
+  /** `Tensor(name, dtype [shape])`. */
   toString(): string {
     return `Tensor(${this.name ? this.name + ", " : ""}${this.dtype} [${this.shape.join(", ")}])`;
   }
@@ -192,6 +218,7 @@ export class Tensor {
  */
 export class NativeBuffer {
   #addr: number | null;
+  /** Size in bytes. */
   readonly byteLength: number;
   #view: Uint8Array | null;
 
@@ -205,11 +232,13 @@ export class NativeBuffer {
     this.#view = new Uint8Array(toArrayBuffer(addr, 0, byteLength));
   }
 
+  /** The memory as bytes (throws KilnError DISPOSED after `free()`). */
   get bytes(): Uint8Array {
     if (!this.#view) throw new KilnError("DISPOSED", "NativeBuffer: used after free()");
     return this.#view;
   }
 
+  /** A tensor over `byteOffset..` of this buffer (throws ShapeError when it does not fit). */
   tensor(dtype: DType, shape: readonly number[], byteOffset = 0, name = ""): Tensor {
     const len = byteLength(dtype, shape, "NativeBuffer.tensor");
     if (byteOffset < 0 || byteOffset + len > this.byteLength) {

@@ -12,9 +12,13 @@ import { DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, rowBytes, ty
 // that ops report to while fn runs (every op is synchronous, so no other caller's ops can
 // interleave). Without one, each op pays one null check before and one after its kernel call.
 
+/** One op's total in a profile: OpProfiler.snapshot(). */
 export interface OpTime {
+  /** The op's profile category, e.g. "ffn gate+up", "attention". */
   op: string;
+  /** Wall time summed over its calls, in ms. */
   ms: number;
+  /** Kernel calls counted. */
   calls: number;
 }
 
@@ -32,6 +36,7 @@ export class OpProfiler {
     } else this.#totals.set(op, { ms, calls: 1 });
   }
 
+  /** Forgets every total. */
   reset(): void {
     this.#totals.clear();
   }
@@ -186,6 +191,7 @@ export function unpackRows(w: Tensor): void {
   w.packed = null;
 }
 
+/** The activation of a gated FFN: SiLU (Llama, Qwen2) or tanh-approximated GELU (Gemma). */
 export type GatedActivation = "silu" | "gelu_tanh";
 const ACTIVATION_IDS: Record<GatedActivation, number> = { silu: 0, gelu_tanh: 1 };
 
@@ -224,11 +230,13 @@ export function ffnGatedPrepared(wGate: Tensor, wUp: Tensor, xq: Uint8Array, m: 
   if (profiler) profiler.record("ffn gate+up", t0);
 }
 
+/** Fusions of rmsNorm. */
 export interface RmsNormOptions {
   /** Added into x first (x is the residual stream and is updated in place). */
   residual?: Tensor;
   /** Also write the prepared activations of `out` for weights of this dtype into `actOut`. */
   emitFor?: DType;
+  /** Where `emitFor` writes the prepared activations (actRowBytes(emitFor, cols) per row). */
   actOut?: Uint8Array;
 }
 
@@ -277,6 +285,7 @@ function sameF32(op: string, ...ts: Tensor[]): number {
   return ts[0]!.numel;
 }
 
+/** out = silu(gate) ⊙ up, elementwise (f32; out may be gate). */
 export function siluMul(gate: Tensor, up: Tensor, out: Tensor): void {
   const n = sameF32("siluMul", gate, up, out);
   const t0 = profiler ? performance.now() : 0;
@@ -284,6 +293,7 @@ export function siluMul(gate: Tensor, up: Tensor, out: Tensor): void {
   if (profiler) profiler.record("elementwise", t0);
 }
 
+/** out = gelu_tanh(gate) ⊙ up, elementwise (f32; out may be gate). */
 export function geluTanhMul(gate: Tensor, up: Tensor, out: Tensor): void {
   const n = sameF32("geluTanhMul", gate, up, out);
   const t0 = profiler ? performance.now() : 0;
@@ -291,6 +301,7 @@ export function geluTanhMul(gate: Tensor, up: Tensor, out: Tensor): void {
   if (profiler) profiler.record("elementwise", t0);
 }
 
+/** dst += src, elementwise (f32, same element count). */
 export function add(dst: Tensor, src: Tensor): void {
   const n = sameF32("add", dst, src);
   const t0 = profiler ? performance.now() : 0;
@@ -310,6 +321,7 @@ export function addBias(x: Tensor, bias: Tensor): void {
   if (profiler) profiler.record("elementwise", t0);
 }
 
+/** dst ⊙= src, elementwise (f32, same element count). */
 export function mul(dst: Tensor, src: Tensor): void {
   const n = sameF32("mul", dst, src);
   const t0 = profiler ? performance.now() : 0;
@@ -317,6 +329,7 @@ export function mul(dst: Tensor, src: Tensor): void {
   if (profiler) profiler.record("elementwise", t0);
 }
 
+/** x *= s, in place (f32). */
 export function scale(x: Tensor, s: number): void {
   const n = sameF32("scale", x);
   const t0 = profiler ? performance.now() : 0;
@@ -332,13 +345,20 @@ export function softmax(x: Tensor): void {
   if (profiler) profiler.record("softmax", t0);
 }
 
+/** RoPE pairing: "normal" rotates (x[2k], x[2k+1]) (Llama), "neox" (x[k], x[k + nRot/2]) (Qwen2, Gemma 3). */
 export type RopeMode = "normal" | "neox";
 
+/** Options of rope (llama.cpp's rope parameters). */
 export interface RopeOptions {
+  /** Dimensions of each head to rotate (default: all of head_dim; even). */
   nRot?: number;
+  /** Which dimensions pair up. */
   mode: RopeMode;
+  /** Frequency base θ (e.g. 10000). */
   freqBase: number;
+  /** Position scale (1 / linear scaling factor; default 1). */
   freqScale?: number;
+  /** Per-pair frequency divisors, f32 [nRot / 2] (Llama 3.1's rope_freqs). */
   freqFactors?: Tensor;
 }
 
@@ -362,12 +382,15 @@ export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOpt
   if (profiler) profiler.record("rope", t0);
 }
 
+/** Options of flashAttention and attentionNaive. */
 export interface AttentionOptions {
   /** Position of the first query row; query i attends to keys 0..qPos0+i. */
   qPos0: number;
   /** Sliding window (0 = none): key p is visible to a query at q only if q − p < window. */
   window?: number;
+  /** Score scale, usually 1 / √head_dim. */
   scale: number;
+  /** Logit soft-capping: scores become softcap · tanh(score / softcap) (0 or absent: none). */
   softcap?: number;
 }
 
@@ -471,6 +494,7 @@ export function setThreads(n: number): number {
   return kiln().kiln_set_threads(n);
 }
 
+/** The kernel pool's thread count now. */
 export function getThreads(): number {
   return kiln().kiln_get_threads();
 }

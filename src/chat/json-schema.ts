@@ -33,6 +33,10 @@
  */
 import { KilnError } from "../errors";
 
+/**
+ * A JSON Schema (an object, or `true` for any JSON value): the subset constrained decoding
+ * supports is listed in src/chat/json-schema.ts; any other keyword is a KilnError UNSUPPORTED_SCHEMA.
+ */
 export type JsonSchema = Record<string, unknown> | boolean;
 
 /** Whitespace bytes allowed in one gap between tokens. */

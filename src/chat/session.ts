@@ -18,6 +18,10 @@ import type { Context, ContextOptions, GeneratedPiece, GenerateOptions, Generate
 import type { Model } from "../runtime/model";
 import type { ChatMessage } from "./template";
 
+/**
+ * Options of `model.createChatSession`: the conversation's start, its template, and the options of
+ * the context it creates.
+ */
 export interface ChatSessionOptions extends ContextOptions {
   /** The first message, role "system" (kept when old turns are dropped). */
   systemPrompt?: string;
@@ -27,6 +31,10 @@ export interface ChatSessionOptions extends ContextOptions {
   history?: ChatMessage[];
 }
 
+/**
+ * What `session.prompt` resolves to (and `promptStream` returns): the generation's result plus
+ * how many old turns were dropped to fit.
+ */
 export interface ChatReply extends GenerateResult {
   /** Turns dropped from the start of the history to fit this turn in the context. */
   droppedMessages: number;
@@ -35,8 +43,14 @@ export interface ChatReply extends GenerateResult {
 /** Room kept for the reply when deciding whether the history fits (unless maxTokens says less). */
 const DEFAULT_REPLY_ROOM = 256;
 
+/**
+ * A conversation over its own context, rendered with a chat template; each turn evaluates only
+ * the tokens after what the KV cache already holds. Create it with `model.createChatSession()`.
+ */
 export class ChatSession {
+  /** The model it runs on. */
   readonly model: Model;
+  /** Its own context (KV cache): `context.lastTimings`, `context.nPast`, … of the conversation. */
   readonly context: Context;
   readonly #system: ChatMessage | null;
   readonly #template: string | undefined;
@@ -116,12 +130,14 @@ export class ChatSession {
     if (this.#disposed) throw new KilnError("DISPOSED", `${what}: this chat session was disposed`);
   }
 
+  /** Frees the session's context. Idempotent. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
     this.context.dispose();
   }
 
+  /** Same as dispose(): lets `using` dispose it at the end of a block. */
   [Symbol.dispose](): void {
     this.dispose();
   }

@@ -131,9 +131,11 @@ export function cpuFeatureNames(mask: bigint): CpuFeature[] {
   return (Object.keys(CPU_FEATURES) as CpuFeature[]).filter((f) => (mask >> BigInt(CPU_FEATURES[f])) & 1n);
 }
 
+/** What this CPU runs, as the kernel library detects it (cpuInfo()). */
 export interface CpuInfo {
   /** The best level this CPU runs. */
   best: CpuLevel;
+  /** The features seen, named as /proc/cpuinfo names them (register-state features only when the OS enables them). */
   features: readonly CpuFeature[];
 }
 
@@ -336,7 +338,14 @@ export function loadedLevel(): CpuLevel {
 }
 
 /** Which file the process-wide library is, its level, and where it was found. */
-export function loadedLibrary(): { path: string; level: CpuLevel; source: LibrarySource } {
+export function loadedLibrary(): {
+  /** The library file. */
+  path: string;
+  /** Its CPU level. */
+  level: CpuLevel;
+  /** Where it was found: "env" (KILN_LIBRARY), "dev" (zig-out/lib of a checkout) or "package" (@kiln/<platform>). */
+  source: LibrarySource;
+} {
   const { path, level, source } = sharedLibrary();
   return { path, level, source };
 }

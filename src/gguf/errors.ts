@@ -6,6 +6,10 @@
  */
 import { KilnError } from "../errors";
 
+/**
+ * Why a GGUF file was rejected, by the section of the hardening checklist it failed (A header,
+ * B metadata, C tensor infos, D data and shards), plus the typed-getter and writer codes.
+ */
 export type GGUFErrorCode =
   // A. header
   | "HEADER_BAD_MAGIC"
@@ -61,11 +65,21 @@ export interface GGUFErrorWhere {
   file?: string;
 }
 
+/**
+ * A rejected GGUF file: a stable `code`, the `field` that was bad, the byte `offset` where it sits,
+ * and the `file` name, all repeated in the message.
+ */
 export class GGUFError extends KilnError {
+  /** The class name, as `Error.name` ("GGUFError"). */
   override name = "GGUFError";
   declare readonly code: GGUFErrorCode;
+  /**
+   * The field that failed, e.g. `header.version`, `kv[3].key`, `tensor "blk.0.attn_q.weight".ne[1]`.
+   */
   readonly field: string;
+  /** Byte offset in the file where the field starts; undefined when no single byte is to blame. */
   readonly offset: number | undefined;
+  /** File name as given by the caller (`parseGGUF(bytes, { fileName })`). */
   readonly file: string | undefined;
   /** The explanation alone, without the code/file/field/offset prefix. */
   readonly detail: string;
@@ -85,9 +99,13 @@ export class GGUFError extends KilnError {
  * so a front end can say "re-quantize this model to Q4_K_M" instead of "corrupt file".
  */
 export class UnsupportedQuantTypeError extends GGUFError {
+  /** The class name, as `Error.name` ("UnsupportedQuantTypeError"). */
   override name = "UnsupportedQuantTypeError";
+  /** The tensor's ggml type id. */
   readonly typeId: number;
+  /** The ggml type's name, e.g. "Q2_K". */
   readonly typeName: string;
+  /** The tensor's name. */
   readonly tensor: string;
 
   constructor(tensor: string, typeId: number, typeName: string, where: GGUFErrorWhere) {

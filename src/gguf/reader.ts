@@ -64,18 +64,30 @@ export interface GGUFSplitInfo {
   tensorsCount: number | undefined;
 }
 
+/**
+ * A parsed GGUF file: header, metadata and tensor table, validated; tensor data stays in the bytes
+ * it was parsed from (each `GGUFTensorInfo` gives its absolute byte range).
+ */
 export interface GGUFFile {
+  /** The name given to `parseGGUF` (used in error messages). */
   fileName: string | undefined;
+  /** GGUF version (2 or 3). */
   version: number;
+  /** Bytes in the file. */
   fileSize: number;
+  /** Key/value metadata, in file order. */
   metadata: GGUFMetadata;
+  /** Tensor infos, in file order. */
   tensors: GGUFTensorInfo[];
+  /** The same tensor infos by name. */
   tensorsByName: ReadonlyMap<string, GGUFTensorInfo>;
+  /** Data alignment (`general.alignment`, default 32). */
   alignment: number;
   /** Absolute offset of the data section (end of tensor infos, aligned). */
   dataOffset: number;
   /** Metadata budget actually used, in the units of `maxMetadataBytes`. */
   metadataBytes: number;
+  /** Shard numbering of a split model (`split.*` keys), when the file has them. */
   split: GGUFSplitInfo | undefined;
 }
 
@@ -193,6 +205,12 @@ interface Limits {
 // Entry point
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Parses and validates a GGUF file's header, metadata and tensor infos from its bytes (a mapped
+ * file or a buffer) without copying tensor data. Every rejection is a GGUFError naming the field
+ * and its byte offset; no count in the file makes it allocate more than the file's size plus the
+ * metadata budget (`opts`).
+ */
 export function parseGGUF(bytes: Uint8Array, opts: ParseOptions = {}): GGUFFile {
   const file = opts.fileName;
   if (!HOST_IS_LE) throw new GGUFError("ENDIANNESS", "kiln needs a little-endian host", { field: "host", file });

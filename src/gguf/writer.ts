@@ -81,9 +81,17 @@ interface PendingTensor {
 
 const utf8 = new TextEncoder();
 
+/**
+ * Writes GGUF v3 files (synthetic models for tests, crafted files): add metadata with `addKV` /
+ * `addArray` and tensors with `addTensor`, then `toBytes()` or `write(path)`. By default it refuses
+ * to produce a file the reader would reject (`unchecked: true` allows it).
+ */
 export class GGUFWriter {
+  /** Data alignment in bytes (a power of two; default 32). */
   readonly alignment: number;
+  /** The header's version field (default 3). */
   readonly version: number;
+  /** Whether the semantic checks are off (to craft invalid files). */
   readonly unchecked: boolean;
   private kvs: PendingKV[] = [];
   private keys = new Set<string>();
@@ -120,6 +128,7 @@ export class GGUFWriter {
     return this;
   }
 
+  /** Adds an ARRAY KV pair of `elemType` elements (addKV with type ARRAY). */
   addArray(key: string, elemType: GGUFValueType, values: WriterArray): this {
     return this.addKV(key, GGUFValueType.ARRAY, values, elemType);
   }

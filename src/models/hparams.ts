@@ -7,10 +7,12 @@ import { getFloat, getInt, getString, type GGUFFile, type GGUFTensorInfo } from 
 
 /** A file that parses as GGUF but is not a model kiln can run (codes: MISSING_TENSOR, BAD_HEADS, …). */
 export class ModelError extends KilnError {
+  /** The class name, as `Error.name` ("ModelError"). */
   override name = "ModelError";
   constructor(
     code: string,
     message: string,
+    /** The model file's name, when known. */
     readonly file?: string,
   ) {
     super(code, `${file ? file + ": " : ""}${message} [${code}]`);
@@ -21,22 +23,42 @@ export const MAX_LAYERS = 512;
 export const MAX_HEADS = 1024;
 export const MAX_EMBD = 1 << 16;
 
+/**
+ * A model's hyper-parameters, read from its GGUF metadata (`{arch}.*` keys) with llama.cpp's
+ * defaults and checked against its tensor shapes.
+ */
 export interface HParams {
+  /** `general.architecture`: "llama", "qwen2" or "gemma3". */
   arch: string;
+  /** The context length the model was trained with (`{arch}.context_length`). */
   nCtxTrain: number;
+  /** Width of the residual stream (`{arch}.embedding_length`). */
   nEmbd: number;
+  /** Transformer blocks (`{arch}.block_count`). */
   nLayer: number;
+  /** Hidden width of the feed-forward network (`{arch}.feed_forward_length`). */
   nFf: number;
+  /** Query heads (`{arch}.attention.head_count`). */
   nHead: number;
+  /**
+   * Key/value heads (`{arch}.attention.head_count_kv`; fewer than nHead is grouped-query attention).
+   */
   nKvHead: number;
+  /** Width of one head (`{arch}.attention.key_length`, equal to value_length). */
   headDim: number; // key_length (= value_length)
+  /** Dimensions of a head that RoPE rotates (`{arch}.rope.dimension_count`). */
   nRot: number;
+  /** RMSNorm epsilon (`{arch}.attention.layer_norm_rms_epsilon`). */
   rmsEps: number;
+  /** RoPE frequency base (`{arch}.rope.freq_base`). */
   ropeBase: number;
+  /** RoPE frequency scale: 1 / the scaling factor (`{arch}.rope.scaling.factor`). */
   ropeScale: number; // freq_scale = 1 / scaling factor
   /** Gemma 3: sliding window length (0 = none) and the local-layer RoPE base. */
   slidingWindow: number;
+  /** Gemma 3: the RoPE base of the sliding-window (local) layers (`{arch}.rope.freq_base_swa`). */
   ropeBaseLocal: number;
+  /** Vocabulary size (`{arch}.vocab_size`, else the tokenizer's token count). */
   nVocab: number;
 }
 

@@ -39,6 +39,7 @@ export type AttentionPath = "flash" | "naive";
 
 /** KV cache element types: the attention kernels read each directly (zig-kernels/attention.zig KvType). */
 export const KV_TYPES = ["f16", "f32", "q8_0"] as const;
+/** KV cache element type: "f16" (default), "f32", or "q8_0" (34 bytes per 32 values). */
 export type KvType = (typeof KV_TYPES)[number];
 
 /** A documented environment override, read once when this module loads. */

@@ -28,17 +28,25 @@ import type { Model, ModelCore } from "./model";
 import { Reply } from "./reply";
 import { createSampler, type Sampler } from "./sampling";
 
+/** Options of `model.createBatch`: the number of sequences and the context options each one gets. */
 export interface BatchOptions extends Omit<ContextOptions, "maxLogitRows"> {
   /** Sequences generated at once (default 4, at most BATCH_LIMITS.sequences). */
   sequences?: number;
 }
 
-export const BATCH_LIMITS = { sequences: 64 } as const;
+/** The most a Batch takes. */
+export const BATCH_LIMITS = {
+  /** Sequences in one batch. */
+  sequences: 64,
+} as const;
 
 /** What a sequence's owner hears: pieces as they are sampled, then the result or an error. */
 export interface SequenceListener {
+  /** A piece of text, as it is sampled. */
   onPiece(piece: GeneratedPiece): void;
+  /** The sequence ended: its whole result (finishReason "abort" after cancel or dispose). */
   onDone(result: GenerateResult): void;
+  /** The sequence failed (a forward call or its sampler threw); nothing more comes. */
   onError(error: unknown): void;
 }
 
@@ -72,19 +80,30 @@ interface Running extends SequenceHandle {
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/**
+ * Continuous batching: several sequences over one model and one KV cache (a region of
+ * `contextLength` positions each), advanced together, one forward call per step for all of them.
+ * Create it with `model.createBatch({ sequences })`; `add` starts a sequence, the batch runs
+ * itself between turns of the event loop.
+ */
 export class Batch {
+  /** The model it runs. */
   readonly model: Model;
+  /** Sequences it runs at once. */
   readonly sequences: number;
   /** Positions of each sequence (prompt + reply). */
   readonly contextLength: number;
   /** Prompt tokens evaluated per step, all waiting prompts together. */
   readonly prefillChunk: number;
+  /** Kernel threads while it computes. */
   readonly threads: number;
   /** Forward calls run so far, and the rows they carried (tests and /metrics). */
   steps = 0;
+  /** Rows (tokens) the forward calls carried: rows ÷ steps is the mean batch. */
   rows = 0;
   /** Per-op kernel timings of this batch's steps while `profiling` is true (plus "sample"). */
   readonly profiler = new cpu.OpProfiler();
+  /** While true, every kernel call of a step is timed into `profiler`. */
   profiling = false;
   /** @internal */
   readonly state: RunState;
@@ -127,6 +146,7 @@ export class Batch {
     return !this.#disposed && this.#running.some((r) => r === null);
   }
 
+  /** Whether dispose() was called. */
   get disposed(): boolean {
     return this.#disposed;
   }
@@ -337,6 +357,7 @@ export class Batch {
     this.#core.release(this.#token);
   }
 
+  /** Same as dispose(): lets `using` dispose it at the end of a block. */
   [Symbol.dispose](): void {
     this.dispose();
   }

@@ -161,12 +161,23 @@ class SharedWeights implements ModelCore {
   }
 }
 
+/**
+ * A loaded GGUF model: the file mapped read-only and validated, its weights (read in place),
+ * tokenizer and hyper-parameters — immutable, shared by every context created from it. Load it
+ * with `loadModel`; `generate`, `complete`, `eval` and `reset` use its default context.
+ */
 export class Model {
+  /** The file it was loaded from. */
   readonly path: string;
+  /** The parsed GGUF file: metadata and tensor table. */
   readonly file: GGUFFile;
+  /** Hyper-parameters. */
   readonly hp: HParams;
+  /** The architecture module that runs it (src/models/arch.ts: hyper-parameters, weights, forward). */
   readonly arch: Architecture;
+  /** The tokenizer built from the file's metadata. */
   readonly tokenizer: Tokenizer;
+  /** How long loading took, in ms. */
   readonly loadMs: number;
   /** Threads of this model's contexts unless a context says otherwise. */
   readonly threads: number | undefined;
@@ -241,6 +252,7 @@ export class Model {
     return this.#default?.contextLength ?? resolveContextOptions(this.#core, this.#defaultOptions, this.threads).state.nCtx;
   }
 
+  /** Transformer blocks. */
   get nLayer(): number {
     return this.hp.nLayer;
   }
@@ -250,6 +262,7 @@ export class Model {
     return this.#core.headPacked;
   }
 
+  /** Whether dispose() was called. */
   get disposed(): boolean {
     return this.#disposed;
   }
@@ -298,6 +311,7 @@ export class Model {
     return this.tokenizer.encode(text, { addSpecial: opts.addSpecial ?? false, parseSpecial: opts.parseSpecial ?? false });
   }
 
+  /** The text of token ids (`skipSpecial`: control tokens render as nothing). */
   detokenize(ids: readonly number[], opts: { skipSpecial?: boolean } = {}): string {
     this.#guard("detokenize");
     return this.tokenizer.decode([...ids], opts);
@@ -340,6 +354,7 @@ export class Model {
     this.#core.release(this.#token);
   }
 
+  /** Same as dispose(): lets `using` dispose it at the end of a block. */
   [Symbol.dispose](): void {
     this.dispose();
   }

@@ -9,7 +9,9 @@ import { KilnError } from "../errors";
 import type { Context } from "./context";
 import { argmax } from "./sampling";
 
+/** One op's row of a DecodeProfile. */
 export interface OpShare {
+  /** The op's category ("output head", "ffn gate+up", …; "other (TS, FFI, bookkeeping)" for time outside kernels). */
   op: string;
   /** Average ms per decoded token. */
   ms: number;
@@ -19,6 +21,7 @@ export interface OpShare {
   share: number;
 }
 
+/** Per-op time of decoding, averaged per token (profileDecode). */
 export interface DecodeProfile {
   /** Decode steps averaged over. */
   tokens: number;
@@ -26,6 +29,7 @@ export interface DecodeProfile {
   context: number;
   /** Average wall ms per decoded token (forward + greedy sampling). */
   msPerToken: number;
+  /** Per-op rows, largest first, then the "other" row. */
   ops: OpShare[];
 }
 

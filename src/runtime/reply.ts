@@ -8,6 +8,7 @@
 import type { TokenConstraint } from "../chat/constrain";
 import type { Tokenizer } from "../tokenizer";
 
+/** Why a generation ended: "eos" an end-of-generation token, "stop" a stop string (or a complete JSON value), "length" maxTokens or the context's end, "abort" the signal fired. */
 export type FinishReason = "stop" | "length" | "eos" | "abort";
 
 export interface ReplyOptions {

@@ -19,6 +19,7 @@
 import { KilnError } from "../errors";
 import { Rng } from "./rng";
 
+/** Sampling options (llama.cpp's names and defaults); part of GenerateOptions. */
 export interface SamplingOptions {
   /** Default 0.8. ≤ 0 → greedy (argmax, ties → lowest id). Applied after truncation, like llama.cpp. */
   temperature?: number;
@@ -66,9 +67,13 @@ export interface SparseDistribution {
   n: number;
 }
 
+/** A token sampler with its own buffers and RNG (createSampler); llama.cpp's default chain. */
 export interface Sampler {
   /** The resolved options (defaults filled in) and the seed actually in use. */
-  readonly options: Readonly<Required<Omit<SamplingOptions, "logitBias">>> & { logitBias: Record<number, number> };
+  readonly options: Readonly<Required<Omit<SamplingOptions, "logitBias">>> & {
+    /** token id → value added to its logit ({} when none). */
+    logitBias: Record<number, number>;
+  };
   /** Draw one token id. `history` = previously seen token ids (prompt + generated), for penalties. */
   sample(logits: Float32Array, history: ArrayLike<number>): number;
   /** The final distribution `sample` draws from, after every transform (same code path). */
@@ -81,6 +86,10 @@ export interface Sampler {
   reset(): void;
 }
 
+/**
+ * A sampler over logits of `vocabSize` entries: logit bias → penalties → top-k → top-p → min-p →
+ * temperature → draw, as llama.cpp samples by default. Allocates its buffers once.
+ */
 export function createSampler(opts: SamplingOptions, vocabSize: number): Sampler {
   return new ChainSampler(opts, vocabSize);
 }

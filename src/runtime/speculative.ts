@@ -57,17 +57,27 @@ export interface SpeculativeOptions<Draft = Forwarder> {
   acceptRule?: (p: number, q: number) => number;
 }
 
+/** What speculative decoding did in one generation (`result.speculative`). */
 export interface SpeculativeStats {
+  /** The drafter: "prompt-lookup", "layer-skip" or "draft-model". */
   drafter: string;
+  /** Target forward calls after the prompt. */
   steps: number; // target forwards after the prompt
+  /** Of them, those that verified at least one drafted token (the others were plain steps). */
   draftingSteps: number; // of which verified at least one drafted token (the others were plain steps)
+  /** Tokens drafted. */
   drafted: number;
+  /** Drafted tokens accepted. */
   accepted: number;
+  /** accepted ÷ drafted. */
   acceptanceRate: number;
+  /** Tokens produced per target forward call (1 without speculation). */
   tokensPerTargetForward: number;
+  /** Share of the generation's time spent drafting. */
   draftTimeShare: number;
   /** Measured: the per-token acceptance rate at which one drafted token breaks even (see DepthPlanner). */
   breakEvenAcceptance: number | null;
+  /** Generated tokens per second of the whole generation, drafting included. */
   effectiveTokensPerSecond: number;
 }
 

@@ -28,16 +28,21 @@ export interface EngineStats {
   slotsBusy: number;
   /** Requests waiting for a slot now, and the most that may wait (--queue). */
   queueLength: number;
+  /** The most requests that may wait (--queue). */
   queueMax: number;
   /** Requests received, and those refused with 429. */
   requests: number;
+  /** Requests refused with 429 (the queue was full). */
   rejected: number;
   /** Tokens generated, prompt tokens evaluated, and prompt tokens reused from a slot's cache. */
   tokensGenerated: number;
+  /** Prompt tokens evaluated. */
   promptTokens: number;
+  /** Prompt tokens reused from a slot's cache. */
   cachedTokens: number;
   /** Forward calls run, and the rows (tokens) they carried: rows/steps is the mean batch. */
   steps: number;
+  /** Rows (tokens) the forward calls carried. */
   rows: number;
 }
 

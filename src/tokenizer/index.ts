@@ -13,6 +13,7 @@ import { TokenType, readVocab, type Vocab } from "./vocab";
 export { TokenType, type Vocab } from "./vocab";
 export { PRE_TOKENIZERS, preTokenize, preTokenizerFor, type PreTokenizerName } from "./pretokenize";
 
+/** Options of Tokenizer.encode (llama.cpp's add_special / parse_special). */
 export interface EncodeOptions {
   /** Add BOS/EOS as the model asks (tokenizer.ggml.add_bos_token / add_eos_token). Default false. */
   addSpecial?: boolean;
@@ -20,11 +21,13 @@ export interface EncodeOptions {
   parseSpecial?: boolean;
 }
 
+/** Options of Tokenizer.decode. */
 export interface DecodeOptions {
   /** Render control and unknown tokens as nothing instead of their text. Default false. */
   skipSpecial?: boolean;
 }
 
+/** Incremental detokenization for streamed text (Tokenizer.createStreamDecoder). */
 export interface StreamDecoder {
   /** The text this token completes: bytes of a character split across tokens wait for the rest. */
   push(id: number): string;
@@ -32,17 +35,23 @@ export interface StreamDecoder {
   flush(): string;
 }
 
+/** A model's tokenizer (SentencePiece-style or byte-level BPE), built from its GGUF metadata. */
 export interface Tokenizer {
+  /** Tokens in the vocabulary. */
   readonly vocabSize: number;
   /** Special ids; -1 when the model has none. */
   readonly bos: number;
+  /** End-of-sequence id; -1 when the model has none. */
   readonly eos: number;
   /** End-of-turn (e.g. Gemma's <end_of_turn>), from the file or found by its text; undefined if none. */
   readonly eot?: number;
   /** Whether `encode(…, { addSpecial: true })` starts with BOS. */
   readonly addBos: boolean;
+  /** The vocabulary: token texts, scores and types, as the file stores them. */
   readonly vocab: Vocab;
+  /** Token ids of `text` (default: plain text, no BOS/EOS). */
   encode(text: string, opts?: EncodeOptions): number[];
+  /** The text of token ids (with a SentencePiece space prefix, the space the first token carries is dropped). */
   decode(ids: readonly number[], opts?: DecodeOptions): string;
   /** The raw bytes of one token; control tokens render as their text unless renderSpecial is false. */
   tokenToPiece(id: number, renderSpecial?: boolean): Uint8Array;
