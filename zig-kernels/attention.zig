@@ -165,17 +165,18 @@ fn dot1(q: [*]const f32, k: [*]const f32, n: usize) f32 {
     return s;
 }
 
-/// acc += Σ_k p[k] · v[k*stride ..]: four keys per pass, so acc is loaded and stored once
-/// per four multiply-adds.
-fn axpy4(acc: [*]f32, p: [4]f32, v: [*]const f32, stride: usize, n: usize) void {
+/// acc += Σ_k p[k] · v[k*stride ..] for K keys per pass, so acc is loaded and stored once per
+/// K multiply-adds (the store was the hot spot of long-context decode at K = 4). Each element
+/// gets the same chain of multiply-adds, key by key, whatever K is, so K never changes a bit.
+inline fn axpyK(comptime K: usize, acc: [*]f32, p: [K]f32, v: [*]const f32, stride: usize, n: usize) void {
     var d: usize = 0;
     while (d + vlen <= n) : (d += vlen) {
         var x = loadV(acc + d);
-        inline for (0..4) |k| x = fmaV(@splat(p[k]), loadV(v + k * stride + d), x);
+        inline for (0..K) |k| x = fmaV(@splat(p[k]), loadV(v + k * stride + d), x);
         storeV(acc + d, x);
     }
     while (d < n) : (d += 1) {
-        inline for (0..4) |k| acc[d] += p[k] * v[k * stride + d];
+        inline for (0..K) |k| acc[d] += p[k] * v[k * stride + d];
     }
 }
 
@@ -492,10 +493,19 @@ fn tileScores(a: AttentionArgs, rows: *const Rows, kt: Tile, t0: usize, n: usize
     // Columns up to the vector-rounded width are written so the softmax reads whole vectors.
     const nv = std.mem.alignForward(usize, n, vlen);
     for (0..rows.n) |r| {
+        const row: [*]f32 = &sc[r];
+        if (a.softcap == 0 and rows.lo[r] <= t0 and rows.end[r] >= t0 + n) {
+            // The row sees the whole tile (decode, mostly): finishScore's product on whole
+            // vectors, -inf past n.
+            var j: usize = 0;
+            while (j + vlen <= n) : (j += vlen) storeV(row + j, loadV(row + j) * @as(F32V, @splat(a.scale)));
+            while (j < nv) : (j += 1) row[j] = if (j < n) row[j] * a.scale else -inf;
+            continue;
+        }
         for (0..nv) |j| {
             const p = t0 + j;
             const ok = j < n and p >= rows.lo[r] and p < rows.end[r];
-            sc[r][j] = if (ok) finishScore(a, sc[r][j]) else -inf;
+            row[j] = if (ok) finishScore(a, row[j]) else -inf;
         }
     }
 }
@@ -532,7 +542,8 @@ fn tileAccumulate(rows: *const Rows, st: *State, vt: Tile, sc: *const Scores, t0
         if (lo >= hi) continue;
         const acc = st.acc[r * hd ..].ptr;
         var j = lo - t0;
-        while (j + 4 <= hi - t0) : (j += 4) axpy4(acc, sc[r][j..][0..4].*, vt.ptr + j * vt.stride, vt.stride, hd);
+        while (j + 8 <= hi - t0) : (j += 8) axpyK(8, acc, sc[r][j..][0..8].*, vt.ptr + j * vt.stride, vt.stride, hd);
+        while (j + 4 <= hi - t0) : (j += 4) axpyK(4, acc, sc[r][j..][0..4].*, vt.ptr + j * vt.stride, vt.stride, hd);
         while (j < hi - t0) : (j += 1) axpy1(acc, sc[r][j], vt.ptr + j * vt.stride, hd);
     }
 }
