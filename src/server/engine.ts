@@ -93,8 +93,11 @@ interface Waiter {
   onAbort: () => void;
 }
 
-/** Pieces of one request as the batch makes them, read by its Generation. */
-class Channel {
+/**
+ * Pieces of one request as they are made (by the batch, or by the worker's messages), read by
+ * its Generation: the one hand-over between a producer's callbacks and the HTTP side's pulls.
+ */
+export class GenerationChannel {
   readonly pieces: GeneratedPiece[] = [];
   result: GenerateResult | null = null;
   error: unknown = null;
@@ -123,6 +126,38 @@ class Channel {
   wait(): Promise<void> {
     if (this.pieces.length > 0 || this.ended) return Promise.resolve();
     return new Promise((resolve) => (this.#wake = resolve));
+  }
+
+  /**
+   * Waits for the first piece (or the end), then hands out the Generation. An error before any
+   * piece is thrown here, so it becomes an HTTP status rather than an error inside a stream.
+   * `cleanup` runs once the generation is finished or abandoned.
+   */
+  async start(cleanup: () => void): Promise<Generation> {
+    await this.wait();
+    if (this.error !== null && this.pieces.length === 0) {
+      cleanup();
+      throw this.error;
+    }
+    return this.#read(cleanup);
+  }
+
+  async *#read(cleanup: () => void): Generation {
+    try {
+      for (;;) {
+        const p = this.pieces.shift();
+        if (p) {
+          yield p;
+          continue;
+        }
+        if (this.error !== null) throw this.error;
+        if (this.result) return this.result;
+        await this.wait();
+      }
+    } finally {
+      // A consumer that returns early (a client that left) ends the request through cleanup.
+      cleanup();
+    }
   }
 
   #notify(): void {
@@ -195,7 +230,7 @@ export class BatchEngine implements Engine {
       throw new ApiError(400, `the prompt is ${ids.length} tokens; the context holds ${this.contextLength} (prompt and reply together)`, "invalid_request_error", req.kind === "chat" ? "messages" : "prompt", "context_length_exceeded");
     }
     await this.#acquire(signal);
-    const ch = new Channel();
+    const ch = new GenerationChannel();
     let handle: SequenceHandle;
     try {
       if (this.#closed) throw new ApiError(503, "the server is shutting down", "server_error");
@@ -223,33 +258,11 @@ export class BatchEngine implements Engine {
     this.#running.add(handle);
     const cancel = () => this.#batch.cancel(handle);
     signal.addEventListener("abort", cancel, { once: true });
-    await ch.wait();
-    if (ch.error !== null && ch.pieces.length === 0) {
-      signal.removeEventListener("abort", cancel);
-      throw ch.error;
-    }
-    return this.#read(ch, () => {
+    // Returned early, the sequence ends at the next step.
+    return ch.start(() => {
       signal.removeEventListener("abort", cancel);
       if (!ch.ended) cancel();
     });
-  }
-
-  async *#read(ch: Channel, cleanup: () => void): Generation {
-    try {
-      for (;;) {
-        const p = ch.pieces.shift();
-        if (p) {
-          yield p;
-          continue;
-        }
-        if (ch.error !== null) throw ch.error;
-        if (ch.result) return ch.result;
-        await ch.wait();
-      }
-    } finally {
-      // The consumer returned early (a client that left): the sequence ends at the next step.
-      cleanup();
-    }
   }
 
   #acquire(signal: AbortSignal): Promise<void> {

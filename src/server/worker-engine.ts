@@ -11,7 +11,7 @@
 import { KilnError } from "../errors";
 import type { KvType } from "../models/state";
 import type { GeneratedPiece, GenerateResult } from "../runtime/context";
-import type { Engine, EngineOptions, EngineStats, Generation } from "./engine";
+import { GenerationChannel, type Engine, type EngineOptions, type EngineStats, type Generation } from "./engine";
 import { ApiError, type CompletionRequest } from "./openai";
 
 export interface WorkerEngineOptions extends EngineOptions {
@@ -45,18 +45,12 @@ export type FromWorker =
   | { t: "stats"; stats: EngineStats }
   | { t: "closed" };
 
-interface Pending {
-  pieces: GeneratedPiece[];
-  result: GenerateResult | null;
-  error: ApiError | null;
-  wake: (() => void) | null;
-}
 
 export class WorkerEngine implements Engine {
   readonly modelId: string;
   readonly contextLength: number;
   readonly #worker: Worker;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new Map<number, GenerationChannel>();
   #stats: EngineStats;
   #nextId = 1;
   #closed: Promise<void> | null = null;
@@ -103,14 +97,11 @@ export class WorkerEngine implements Engine {
       case "piece":
       case "done":
       case "error": {
-        const p = this.#pending.get(m.id);
-        if (!p) return;
-        if (m.t === "piece") p.pieces.push(m.piece);
-        else if (m.t === "done") p.result = m.result;
-        else p.error = new ApiError(m.error.status, m.error.message, m.error.type, m.error.param, m.error.code);
-        const w = p.wake;
-        p.wake = null;
-        w?.();
+        const ch = this.#pending.get(m.id);
+        if (!ch) return;
+        if (m.t === "piece") ch.push(m.piece);
+        else if (m.t === "done") ch.finish(m.result);
+        else ch.fail(new ApiError(m.error.status, m.error.message, m.error.type, m.error.param, m.error.code));
         return;
       }
     }
@@ -119,38 +110,16 @@ export class WorkerEngine implements Engine {
   async start(req: CompletionRequest, signal: AbortSignal): Promise<Generation> {
     if (this.#closed) throw new ApiError(503, "the server is shutting down", "server_error");
     const id = this.#nextId++;
-    const p: Pending = { pieces: [], result: null, error: null, wake: null };
-    this.#pending.set(id, p);
+    const ch = new GenerationChannel();
+    this.#pending.set(id, ch);
     const cancel = () => this.#worker.postMessage({ t: "cancel", id } satisfies ToWorker);
     signal.addEventListener("abort", cancel, { once: true });
     this.#worker.postMessage({ t: "start", id, req } satisfies ToWorker);
-    const wait = () => (p.pieces.length > 0 || p.result || p.error ? Promise.resolve() : new Promise<void>((r) => (p.wake = r)));
-    await wait();
-    const cleanup = () => {
+    return ch.start(() => {
       signal.removeEventListener("abort", cancel);
-      if (!p.result && !p.error) cancel();
+      if (!ch.ended) cancel();
       this.#pending.delete(id);
-    };
-    if (p.error && p.pieces.length === 0) {
-      cleanup();
-      throw p.error;
-    }
-    return (async function* (): Generation {
-      try {
-        for (;;) {
-          const piece = p.pieces.shift();
-          if (piece) {
-            yield piece;
-            continue;
-          }
-          if (p.error) throw p.error;
-          if (p.result) return p.result;
-          await wait();
-        }
-      } finally {
-        cleanup();
-      }
-    })();
+    });
   }
 
   /** Ends every generation, frees the model in the worker, and stops the worker. */
@@ -166,10 +135,7 @@ export class WorkerEngine implements Engine {
       await closed;
       clearTimeout(timer);
       this.#worker.terminate();
-      for (const p of this.#pending.values()) {
-        p.error ??= new ApiError(503, "the server is shutting down", "server_error");
-        p.wake?.();
-      }
+      for (const ch of this.#pending.values()) if (!ch.ended) ch.fail(new ApiError(503, "the server is shutting down", "server_error"));
     })();
     return this.#closed;
   }
