@@ -7,7 +7,7 @@ import * as cpu from "../backends/cpu";
 import { tensorData, type GGUFFile } from "../gguf";
 import { ACT_FORMAT, Tensor, dtypeOfId, type DType } from "../tensor";
 import { ModelError, expectTensor } from "./hparams";
-import type { BatchViews, RunState, SeqSpan } from "./state";
+import type { BatchViews, RunState } from "./state";
 
 /**
  * A weight as a Tensor over the mapped file's bytes (no copy). `dims` are GGUF's, innermost
@@ -137,28 +137,32 @@ export function beginBatch(s: RunState, tokens: Int32Array, nVocab: number, part
     if (s.nPast + n > s.nCtx) {
       throw new ModelError("CONTEXT_FULL", `${s.nPast} tokens in the context + ${n} new ones exceed the context length ${s.nCtx}`);
     }
-    const span = b.spans.length === 1 ? b.spans[0]! : (b.spans = [{ seq: 0, start: 0, n, pos0: 0 }])[0]!;
+    b.spans.length = 1;
+    const span = b.spans[0]!;
     span.seq = 0;
     span.start = 0;
     span.n = n;
     span.pos0 = s.nPast;
   } else {
-    const spans: SeqSpan[] = [];
-    const seen = new Set<number>();
+    // The views' span objects are reused from call to call (the decode loop allocates nothing).
+    const spans = b.spans;
     let start = 0;
-    for (const p of parts) {
+    parts.forEach((p, i) => {
       const seq = s.seqs[p.seq];
-      if (!seq || seen.has(p.seq)) throw new KilnError("BAD_OPTION", `forward: sequence ${p.seq} is outside [0, ${s.seqs.length}) or appears twice in one batch`);
+      if (!seq || parts.findIndex((q) => q.seq === p.seq) !== i) throw new KilnError("BAD_OPTION", `forward: sequence ${p.seq} is outside [0, ${s.seqs.length}) or appears twice in one batch`);
       if (!Number.isSafeInteger(p.n) || p.n < 1) throw new KilnError("BAD_OPTION", `forward: sequence ${p.seq} has ${p.n} tokens in this batch; expected at least 1`);
       if (seq.nPast + p.n > s.nCtx) {
         throw new ModelError("CONTEXT_FULL", `sequence ${p.seq}: ${seq.nPast} tokens in the context + ${p.n} new ones exceed the context length ${s.nCtx}`);
       }
-      seen.add(p.seq);
-      spans.push({ seq: p.seq, start, n: p.n, pos0: seq.nPast });
+      const span = (spans[i] ??= { seq: 0, start: 0, n: 0, pos0: 0 });
+      span.seq = p.seq;
+      span.start = start;
+      span.n = p.n;
+      span.pos0 = seq.nPast;
       start += p.n;
-    }
+    });
+    spans.length = parts.length;
     if (start !== n) throw new KilnError("BAD_OPTION", `forward: the parts hold ${start} tokens but ${n} were given`);
-    b.spans = spans;
   }
   for (const p of b.spans) for (let i = 0; i < p.n; i++) b.positions[p.start + i] = p.pos0 + i;
   return b;

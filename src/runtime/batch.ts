@@ -112,6 +112,11 @@ export class Batch {
   /** Per region: the token ids its cache holds (positions 0..nPast-1), and who runs in it. */
   readonly #cached: number[][];
   readonly #running: (Running | null)[];
+  /** Per-step scratch, sized once: token ids (maxBatch), the parts (one object per sequence), members. */
+  readonly #ids: Int32Array;
+  readonly #partOf: SeqPart[];
+  readonly #parts: SeqPart[] = [];
+  readonly #members: Running[] = [];
   #loop: Promise<void> | null = null;
   #disposed = false;
 
@@ -134,6 +139,8 @@ export class Batch {
     core.retain(this.#token);
     this.#cached = Array.from({ length: sequences }, () => []);
     this.#running = Array.from({ length: sequences }, () => null);
+    this.#ids = new Int32Array(this.state.maxBatch);
+    this.#partOf = Array.from({ length: sequences }, (_, seq) => ({ seq, n: 0 }));
   }
 
   /** Sequences generating now. */
@@ -235,26 +242,36 @@ export class Batch {
       if (r.aborted) r.reply.end("abort");
       if (r.reply.done) this.#finish(r);
     }
-    const parts: SeqPart[] = [];
-    const members: Running[] = [];
-    const ids: number[] = [];
+    // The step's rows, in buffers kept across steps (the decode loop allocates nothing per token).
+    const parts = this.#parts;
+    const members = this.#members;
+    const ids = this.#ids;
+    parts.length = 0;
+    members.length = 0;
+    let rows = 0;
+    const add = (r: Running, n: number) => {
+      const part = this.#partOf[r.seq]!;
+      part.n = n;
+      parts.push(part);
+      members.push(r);
+    };
     // Decoding sequences first: one row each.
     for (const r of this.#running) {
       if (!r || r.pending < 0) continue;
-      parts.push({ seq: r.seq, n: 1 });
-      members.push(r);
-      ids.push(r.pending);
+      add(r, 1);
+      ids[rows++] = r.pending;
     }
-    // Then prompts, oldest first, within the step's prefill budget.
+    // Then prompts, oldest first (added earliest), within the step's prefill budget.
     let budget = this.prefillChunk;
-    const waiting = this.#running.filter((r): r is Running => r !== null && r.pending < 0 && r.next < r.prompt.length).sort((a, b) => a.t0 - b.t0);
-    for (const r of waiting) {
-      if (budget <= 0) break;
-      const n = Math.min(budget, r.prompt.length - r.next);
-      parts.push({ seq: r.seq, n });
-      members.push(r);
-      for (let i = 0; i < n; i++) ids.push(r.prompt[r.next + i]!);
-      r.next += n;
+    while (budget > 0) {
+      let oldest: Running | null = null;
+      for (const r of this.#running) if (r && r.pending < 0 && r.next < r.prompt.length && !members.includes(r) && (!oldest || r.t0 < oldest.t0)) oldest = r;
+      if (!oldest) break;
+      const n = Math.min(budget, oldest.prompt.length - oldest.next);
+      add(oldest, n);
+      ids.set(oldest.prompt.subarray(oldest.next, oldest.next + n), rows);
+      rows += n;
+      oldest.next += n;
       budget -= n;
     }
     if (parts.length === 0) return false;
@@ -262,14 +279,14 @@ export class Batch {
     let logits;
     try {
       cpu.useThreads(this.threads);
-      logits = cpu.withProfiler(this.profiling ? this.profiler : null, () => core.arch.forward(core.hp, core.weights, this.state, Int32Array.from(ids), 1, parts));
+      logits = cpu.withProfiler(this.profiling ? this.profiler : null, () => core.arch.forward(core.hp, core.weights, this.state, ids.subarray(0, rows), 1, parts));
     } catch (e) {
       // Nothing of this step reached a cache consistently: every member ends with the error.
       for (const r of members) this.#fail(r, e);
       return true;
     }
     this.steps++;
-    this.rows += ids.length;
+    this.rows += rows;
     const vocab = core.hp.nVocab;
     const all = logits.f32;
     const ts = performance.now();
