@@ -1,4 +1,6 @@
 /** Small shared helpers for tests: a seeded PRNG, NMSE, reference math in f64. */
+import { expect } from "bun:test";
+import { KilnError } from "../src/errors";
 
 /** mulberry32: tiny, fast, seeded. */
 export function rng(seed: number): () => number {
@@ -52,4 +54,15 @@ export function matmulRef(w: Float32Array, n: number, k: number, x: Float32Array
     }
   }
   return y;
+}
+
+/** The KilnError `f` throws (fails the test if it throws anything else), or undefined if it returns. */
+export function thrownKilnError(f: () => unknown): KilnError | undefined {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(KilnError);
+    return e as KilnError;
+  }
+  return undefined;
 }

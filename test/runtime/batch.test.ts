@@ -8,11 +8,11 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { KilnError } from "../../src/errors";
 import { Batch, type SequenceOptions } from "../../src/runtime/batch";
 import type { GeneratedPiece, GenerateResult } from "../../src/runtime/context";
 import { loadModel, type Model } from "../../src/runtime/model";
 import { writeSyntheticModel, type SyntheticArch } from "../../src/tools/synthetic-model";
+import { thrownKilnError } from "../helpers";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-batch-"));
 const models = new Map<SyntheticArch, Model>();
@@ -85,14 +85,7 @@ describe("batch behaviour", () => {
 
   test("all sequences busy → CONTEXT_BUSY; a bad option or a prompt that does not fit → nothing started", async () => {
     const batch = models.get("llama")!.createBatch({ sequences: 1, contextLength: 32 });
-    const code = (f: () => unknown) => {
-      try {
-        f();
-      } catch (e) {
-        expect(e).toBeInstanceOf(KilnError);
-        return (e as KilnError).code;
-      }
-    };
+    const code = (f: () => unknown) => thrownKilnError(f)?.code;
     const noop = { onPiece() {}, onDone() {}, onError() {} };
     expect(code(() => batch.add(Array(32).fill(5), {}, noop))).toBe("PROMPT_TOO_LONG");
     expect(code(() => batch.add([1, 1e6], {}, noop))).toBe("BAD_OPTION");

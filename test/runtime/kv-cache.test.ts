@@ -9,10 +9,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { KilnError } from "../../src/errors";
 import { loadModel, type Model } from "../../src/runtime/model";
 import { writeSyntheticModel, type SyntheticArch } from "../../src/tools/synthetic-model";
-import { nmse } from "../helpers";
+import { nmse, thrownKilnError } from "../helpers";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-kv-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -56,15 +55,7 @@ test("kvType is checked: an unknown type and a head_dim that is not whole blocks
   const p = join(dir, "odd.gguf");
   writeSyntheticModel(p, { arch: "llama", type: "f32", shape: { nEmbd: 48, nLayer: 1, nHead: 2, nFf: 64, nVocab: 400 }, seed: 2 });
   const m = await loadModel(p, { contextLength: 64 });
-  const code = (f: () => unknown) => {
-    try {
-      f();
-    } catch (e) {
-      expect(e).toBeInstanceOf(KilnError);
-      return (e as KilnError).message;
-    }
-    return "no error";
-  };
+  const code = (f: () => unknown) => thrownKilnError(f)?.message ?? "no error";
   expect(code(() => m.createContext({ kvType: "q4_9" as never }))).toMatch(/kvType must be "f16", "f32", "q8_0", got "q4_9"/);
   expect(code(() => m.createContext({ kvType: "q8_0" }))).toMatch(/blocks of 32 values; this model's head_dim 24 is not a multiple/);
   m.dispose();
