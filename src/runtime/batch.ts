@@ -78,6 +78,12 @@ interface Running extends SequenceHandle {
   t1: number;
 }
 
+/** A batch that is never disposed still gives its KV cache and its hold on the weights back once collected. */
+const collected = new FinalizationRegistry(({ core, token, state }: { core: ModelCore; token: object; state: RunState }) => {
+  state.dispose();
+  core.release(token);
+});
+
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
@@ -137,6 +143,7 @@ export class Batch {
     this.prefillChunk = Math.max(1, Math.min(prefillChunk, state.maxBatch - sequences));
     this.state = new RunState(core.hp, { ...state, nSeq: sequences });
     core.retain(this.#token);
+    collected.register(this, { core, token: this.#token, state: this.state }, this.#token);
     this.#cached = Array.from({ length: sequences }, () => []);
     this.#running = Array.from({ length: sequences }, () => null);
     this.#ids = new Int32Array(this.state.maxBatch);
@@ -370,6 +377,7 @@ export class Batch {
       this.#finish(r);
     }
     this.#disposed = true;
+    collected.unregister(this.#token);
     this.state.dispose();
     this.#core.release(this.#token);
   }
