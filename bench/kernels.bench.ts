@@ -112,22 +112,20 @@ const headRows: Record<string, unknown>[] = [];
   const buf = new NativeBuffer(tile.bytes.byteLength * (n / 4096));
   for (let c = 0; c < n / 4096; c++) buf.bytes.set(tile.bytes, c * tile.bytes.byteLength);
   const w = buf.tensor(dtype, [n, k], 0, "output.weight");
+  // The same bytes as a second tensor that is never packed: the in-place reading.
+  const wInPlace = buf.tensor(dtype, [n, k], 0, "output.weight");
   const packedOk = cpu.packRows(w);
-  const packed = w.packed;
   console.log(`\noutput head ${n}×${k} ${dtype}: packed copy vs in place (ms per call${packedOk ? "" : "; this build has no packed layout"})`);
   line("rows", "packed ms", "in place ms", "speed-up");
   for (const m of quick ? [1, 8] : [1, 2, 4, 8, 12, 16]) {
     const x = Tensor.fromF32(randomF32(m * k, 24 + m), [m, k]);
     const y = Tensor.zeros("f32", [m, n]);
     const scratch = new Uint8Array(cpu.matmulScratchBytes(dtype, m, k));
-    w.packed = packed;
     const tp = packedOk ? await seconds(() => cpu.matmul(w, x, y, scratch), 5) : NaN;
-    w.packed = null;
-    const ti = await seconds(() => cpu.matmul(w, x, y, scratch), 5);
+    const ti = await seconds(() => cpu.matmul(wInPlace, x, y, scratch), 5);
     line(m, (tp * 1e3).toFixed(2), (ti * 1e3).toFixed(2), packedOk ? `${(ti / tp).toFixed(2)}×` : "-");
     headRows.push({ m, n, k, dtype, packedMs: tp * 1e3, inPlaceMs: ti * 1e3 });
   }
-  w.packed = packed;
   cpu.unpackRows(w);
   buf.free();
 }

@@ -11,6 +11,25 @@ import { toArrayBuffer } from "bun:ffi";
 import { KilnError } from "./errors";
 import { kiln } from "./ffi/library";
 import { GGML_TYPES } from "./gguf/types";
+import type { DeviceBuffer } from "./backends/cuda/runtime";
+
+/** Where a tensor's bytes live: host memory ("cpu") or a GPU's memory ("cuda", device ordinal `index`). */
+export interface Device {
+  readonly kind: "cpu" | "cuda";
+  readonly index: number;
+}
+
+/** Host memory. */
+export const CPU_DEVICE: Device = Object.freeze({ kind: "cpu", index: 0 });
+
+/** `cpu`, `cuda:0`. */
+export const deviceName = (d: Device) => (d.kind === "cpu" ? "cpu" : `${d.kind}:${d.index}`);
+
+/** Device memory a tensor views: a buffer of a device runtime, on `device`. */
+export interface DeviceStorage {
+  readonly device: Device;
+  readonly buffer: DeviceBuffer;
+}
 
 /** GGML type ids of the types kiln's kernels run (values are ggml's). */
 export const DTYPE_IDS = {
@@ -121,36 +140,62 @@ export class Tensor {
    * The GGUF tensor name for weights (e.g. "blk.0.attn_q.weight"), else what its creator named it.
    */
   readonly name: string;
-  readonly #bytes: Uint8Array;
+  /** The device its bytes live on (CPU_DEVICE for host memory). */
+  readonly device: Device;
+  readonly #bytes: Uint8Array | null;
+  readonly #storage: DeviceStorage | null;
   readonly #byteLength: number;
-  /**
-   * A load-time copy of this weight in the 16-row interleaved layout of zig-kernels/packed.zig,
-   * which matmuls read instead of `bytes` (set by cpu.packRows, freed by cpu.unpackRows).
-   */
-  packed: NativeBuffer | null = null;
   #f32?: Float32Array;
 
-  constructor(dtype: DType, shape: readonly number[], bytes: Uint8Array, name = "") {
+  /** `storage`: host bytes (a Uint8Array view), or device memory (DeviceStorage). */
+  constructor(dtype: DType, shape: readonly number[], storage: Uint8Array | DeviceStorage, name = "") {
     const need = byteLength(dtype, shape, `Tensor ${name || "(unnamed)"}`);
-    if (bytes.byteLength !== need) {
-      throw new ShapeError(`Tensor ${name || "(unnamed)"}: ${dtype} [${shape}] needs ${need} bytes, the view has ${bytes.byteLength}`);
+    const have = storage instanceof Uint8Array ? storage.byteLength : storage.buffer.byteLength;
+    if (have !== need) {
+      throw new ShapeError(`Tensor ${name || "(unnamed)"}: ${dtype} [${shape}] needs ${need} bytes, the view has ${have}`);
     }
     this.dtype = dtype;
     this.shape = Object.freeze([...shape]);
-    this.#bytes = bytes;
+    if (storage instanceof Uint8Array) {
+      this.#bytes = storage;
+      this.#storage = null;
+      this.device = CPU_DEVICE;
+    } else {
+      this.#bytes = null;
+      this.#storage = storage;
+      this.device = storage.device;
+    }
     this.#byteLength = need;
     this.name = name;
   }
 
+  /** Size of its data in bytes. */
+  get byteLength(): number {
+    return this.#byteLength;
+  }
+
   /**
-   * The tensor's bytes. Memory kiln owns (context buffers, the mapped file) is detached when it
-   * is released, so a view kept past `dispose()` reads as empty instead of touching freed
-   * memory; asking a released tensor for its bytes throws KilnError DISPOSED.
+   * The tensor's bytes in host memory. Memory kiln owns (context buffers, the mapped file) is
+   * detached when it is released, so a view kept past `dispose()` reads as empty instead of
+   * touching freed memory; asking a released tensor for its bytes throws KilnError DISPOSED.
+   * A tensor on a GPU has no host bytes: this throws KilnError DEVICE (read it through its backend).
    */
   get bytes(): Uint8Array {
     const b = this.#bytes;
+    if (!b) throw new KilnError("DEVICE", `Tensor ${this.name || "(unnamed)"} lives on ${deviceName(this.device)}: it has no host bytes (read it through its backend)`);
     if (b.byteLength !== this.#byteLength) throw new KilnError("DISPOSED", `Tensor ${this.name || "(unnamed)"}: its memory was released (model or context disposed)`);
     return b;
+  }
+
+  /** The device memory of a tensor on a GPU (throws KilnError DEVICE for a host tensor). */
+  get storage(): DeviceStorage {
+    if (!this.#storage) throw new KilnError("DEVICE", `Tensor ${this.name || "(unnamed)"} lives in host memory, not on a device`);
+    return this.#storage;
+  }
+
+  /** Whether its bytes are host memory. */
+  get onHost(): boolean {
+    return this.#bytes !== null;
   }
 
   /** A zero-filled tensor on the JS heap. */
@@ -196,19 +241,25 @@ export class Tensor {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(count) || start < 0 || count < 0 || start + count > outer) {
       throw new ShapeError(`Tensor ${this.name}: rows [${start}, ${start + count}) out of range for shape [${this.shape}]`);
     }
-    const per = this.bytes.byteLength / outer;
+    const per = this.#byteLength / outer;
     const shape = [count, ...this.shape.slice(1)];
+    if (this.#storage) {
+      const b = this.#storage.buffer;
+      const view = { ptr: b.ptr + start * per, byteLength: count * per, label: b.label };
+      return new Tensor(this.dtype, shape, { device: this.device, buffer: view }, this.name);
+    }
     return new Tensor(this.dtype, shape, this.bytes.subarray(start * per, (start + count) * per), this.name);
   }
 
   /** The same bytes under another shape with the same byte length. */
   reshape(shape: readonly number[]): Tensor {
-    return new Tensor(this.dtype, shape, this.bytes, this.name);
+    return new Tensor(this.dtype, shape, this.#storage ?? this.bytes, this.name);
   }
 
   /** `Tensor(name, dtype [shape])`. */
   toString(): string {
-    return `Tensor(${this.name ? this.name + ", " : ""}${this.dtype} [${this.shape.join(", ")}])`;
+    const where = this.#storage ? ` on ${deviceName(this.device)}` : "";
+    return `Tensor(${this.name ? this.name + ", " : ""}${this.dtype} [${this.shape.join(", ")}]${where})`;
   }
 }
 

@@ -86,7 +86,7 @@ describe("packed rows (the output head's load-time layout)", () => {
         // Not this build: packRows must decline and leave the weight read in place.
         const w = Tensor.zeros(dtype, [16, 32]);
         expect(cpu.packRows(w)).toBe(false);
-        expect(w.packed).toBeNull();
+        expect(cpu.packedCopy(w)).toBeNull();
         return;
       }
       // 80 rows (five groups of 16), k = 640 (20 blocks: not a multiple of a 64-byte vector's blocks).
@@ -97,7 +97,7 @@ describe("packed rows (the output head's load-time layout)", () => {
       const inPlace = Tensor.zeros("f32", [mMax, n]);
       cpu.matmul(w, x, inPlace);
       expect(cpu.packRows(w)).toBe(true);
-      expect(w.packed!.byteLength).toBe(w.bytes.byteLength);
+      expect(cpu.packedCopy(w)!.byteLength).toBe(w.bytes.byteLength);
       const alone: Float32Array[] = [];
       for (let i = 0; i < mMax; i++) {
         const y = Tensor.zeros("f32", [1, n]);
@@ -112,7 +112,7 @@ describe("packed rows (the output head's load-time layout)", () => {
         for (let i = 0; i < m; i++) expect(out.t.f32.subarray(i * n, (i + 1) * n)).toEqual(alone[i]!);
       }
       cpu.unpackRows(w);
-      expect(w.packed).toBeNull();
+      expect(cpu.packedCopy(w)).toBeNull();
       const again = Tensor.zeros("f32", [mMax, n]);
       cpu.matmul(w, x, again);
       expect(again.f32).toEqual(inPlace.f32);
@@ -128,7 +128,7 @@ describe("packed rows (the output head's load-time layout)", () => {
     }
     const w = Tensor.zeros("q6_k", [16, 256]);
     expect(cpu.packRows(w)).toBe(false);
-    expect(w.packed).toBeNull();
+    expect(cpu.packedCopy(w)).toBeNull();
   });
 });
 

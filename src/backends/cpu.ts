@@ -6,6 +6,9 @@
 import { KilnError } from "../errors";
 import { kiln, limits, Status } from "../ffi/library";
 import { DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
+import type { AttentionOptions, GatedActivation, RopeMode, RopeOptions } from "./backend";
+
+export type { AttentionOptions, GatedActivation, RopeMode, RopeOptions };
 
 // ---- per-op profile ---------------------------------------------------------------------------
 // A profiler belongs to whoever runs the ops (a Context): `withProfiler(p, fn)` makes it the one
@@ -138,10 +141,17 @@ export function matmulPrepared(w: Tensor, xq: Uint8Array, m: number, out: Tensor
   expectDType(op, out, "f32");
   expectShape(op, out, [m, n]);
   const t0 = profiler ? performance.now() : 0;
-  if (w.packed) check(op, kiln().kiln_matmul_packed(DTYPE_IDS[w.dtype], w.packed.bytes, n, k, xq, m, out.bytes, n));
+  const packed = packedCopies.get(w);
+  if (packed) check(op, kiln().kiln_matmul_packed(DTYPE_IDS[w.dtype], packed.bytes, n, k, xq, m, out.bytes, n));
   else check(op, kiln().kiln_matmul(DTYPE_IDS[w.dtype], w.bytes, n, k, xq, m, out.bytes, n));
   if (profiler) profiler.record(matmulOp(w), t0);
 }
+
+/**
+ * Load-time copies of weights in the 16-row interleaved layout of zig-kernels/packed.zig, which
+ * matmuls read instead of the weight's bytes: a CPU-backend detail kept out of Tensor.
+ */
+const packedCopies = new WeakMap<Tensor, NativeBuffer>();
 
 /**
  * Why `w` cannot be packed by this build, or null when it can: the layout exists for Q8_0 and
@@ -168,7 +178,7 @@ export function packUnsupportedReason(w: Tensor): string | null {
  * replaces them in memory instead of adding to them.
  */
 export function packRows(w: Tensor, opts: { fileMapping?: Uint8Array } = {}): boolean {
-  if (w.packed) return true;
+  if (packedCopies.has(w)) return true;
   if (packUnsupportedReason(w) !== null) return false;
   const [n, k] = w.shape as [number, number];
   const m = opts.fileMapping;
@@ -181,18 +191,21 @@ export function packRows(w: Tensor, opts: { fileMapping?: Uint8Array } = {}): bo
     buf.free();
     check("packRows", status);
   }
-  w.packed = buf;
+  packedCopies.set(w, buf);
   return true;
 }
 
 /** Frees w's packed copy; matmuls read w in place again. */
 export function unpackRows(w: Tensor): void {
-  w.packed?.free();
-  w.packed = null;
+  packedCopies.get(w)?.free();
+  packedCopies.delete(w);
 }
 
-/** The activation of a gated FFN: SiLU (Llama, Qwen2) or tanh-approximated GELU (Gemma). */
-export type GatedActivation = "silu" | "gelu_tanh";
+/** w's packed copy (packRows), or null. */
+export function packedCopy(w: Tensor): NativeBuffer | null {
+  return packedCopies.get(w) ?? null;
+}
+
 const ACTIVATION_IDS: Record<GatedActivation, number> = { silu: 0, gelu_tanh: 1 };
 
 /** out [m, n_ff] = act(x·Wgᵀ) ⊙ (x·Wuᵀ) in one pass; gate and up share a dtype. */
@@ -345,23 +358,6 @@ export function softmax(x: Tensor): void {
   if (profiler) profiler.record("softmax", t0);
 }
 
-/** RoPE pairing: "normal" rotates (x[2k], x[2k+1]) (Llama), "neox" (x[k], x[k + nRot/2]) (Qwen2, Gemma 3). */
-export type RopeMode = "normal" | "neox";
-
-/** Options of rope (llama.cpp's rope parameters). */
-export interface RopeOptions {
-  /** Dimensions of each head to rotate (default: all of head_dim; even). */
-  nRot?: number;
-  /** Which dimensions pair up. */
-  mode: RopeMode;
-  /** Frequency base θ (e.g. 10000). */
-  freqBase: number;
-  /** Position scale (1 / linear scaling factor; default 1). */
-  freqScale?: number;
-  /** Per-pair frequency divisors, f32 [nRot / 2] (Llama 3.1's rope_freqs). */
-  freqFactors?: Tensor;
-}
-
 /** RoPE in place on x [rows, n_head, head_dim] at the given positions (one per row). */
 export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOptions): void {
   const op = "rope";
@@ -380,18 +376,6 @@ export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOpt
   const t0 = profiler ? performance.now() : 0;
   check(op, kiln().kiln_rope(x.bytes, x.rows, nHead, headDim, x.cols, headDim, positions, nRot, mode, o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null));
   if (profiler) profiler.record("rope", t0);
-}
-
-/** Options of flashAttention and attentionNaive. */
-export interface AttentionOptions {
-  /** Position of the first query row; query i attends to keys 0..qPos0+i. */
-  qPos0: number;
-  /** Sliding window (0 = none): key p is visible to a query at q only if q − p < window. */
-  window?: number;
-  /** Score scale, usually 1 / √head_dim. */
-  scale: number;
-  /** Logit soft-capping: scores become softcap · tanh(score / softcap) (0 or absent: none). */
-  softcap?: number;
 }
 
 /**

@@ -1,11 +1,12 @@
 /**
- * Pieces every architecture file shares: weights read in place from the mapped file, prepared
- * activations reused across projections that consume the same format, and the KV-cache write.
+ * Pieces every architecture file shares: weights read in place from the mapped file, the batch
+ * bookkeeping (positions, sequence spans), the KV-cache write and attention per span, and the
+ * output head. Every op goes through the run state's backend ops (s.ops).
  */
 import { KilnError } from "../errors";
-import * as cpu from "../backends/cpu";
+import type { AttentionOptions } from "../backends/backend";
 import { tensorData, type GGUFFile } from "../gguf";
-import { ACT_FORMAT, Tensor, dtypeOfId, type DType } from "../tensor";
+import { Tensor, dtypeOfId, type DType } from "../tensor";
 import { ModelError, expectTensor } from "./hparams";
 import type { BatchViews, RunState } from "./state";
 
@@ -32,52 +33,6 @@ function toTensor(file: GGUFFile, bytes: Uint8Array, name: string, allowed?: rea
 
 export const F32_ONLY: readonly DType[] = ["f32"];
 
-/**
- * The scratch holding activations prepared for a matmul. When consecutive projections read the
- * same source rows in the same format (Q, K and V; gate and up), they are prepared once.
- */
-export class PreparedActivations {
-  #src: Tensor | null = null;
-  #format: string | null = null;
-  constructor(readonly buf: Uint8Array) {}
-
-  /** Records that `buf` already holds `src` prepared for `dtype` (written by a fused norm). */
-  mark(src: Tensor, dtype: DType): void {
-    this.#src = src;
-    this.#format = ACT_FORMAT[dtype];
-  }
-
-  /** Makes sure `buf` holds `src` prepared for weights of `dtype`. */
-  prepare(src: Tensor, dtype: DType): void {
-    if (this.#src === src && this.#format === ACT_FORMAT[dtype]) return;
-    cpu.prepareActivations(dtype, src, this.buf);
-    this.mark(src, dtype);
-  }
-
-  /** out = src · wᵀ */
-  matmul(w: Tensor, src: Tensor, out: Tensor): void {
-    this.prepare(src, w.dtype);
-    cpu.matmulPrepared(w, this.buf, src.rows, out);
-  }
-
-  /** out = act(src · gateᵀ) ⊙ (src · upᵀ), fused when gate and up share a dtype. */
-  gatedFfn(gate: Tensor, up: Tensor, src: Tensor, out: Tensor, activation: cpu.GatedActivation, tmp: Tensor): void {
-    if (gate.dtype === up.dtype) {
-      this.prepare(src, gate.dtype);
-      cpu.ffnGatedPrepared(gate, up, this.buf, src.rows, out, activation);
-      return;
-    }
-    this.matmul(gate, src, out);
-    this.matmul(up, src, tmp);
-    (activation === "silu" ? cpu.siluMul : cpu.geluTanhMul)(out, tmp, out);
-  }
-
-  /** The source changed (written in place): forget what was prepared. */
-  invalidate(): void {
-    this.#src = null;
-  }
-}
-
 /** Writes this batch's K and V rows into layer l's cache, each span into its sequence's region (f32 → cache dtype). */
 export function storeKV(s: RunState, l: number, b: BatchViews): void {
   const kvRow = b.k.cols;
@@ -85,35 +40,21 @@ export function storeKV(s: RunState, l: number, b: BatchViews): void {
     const seq = s.seqs[p.seq]!;
     const k = p.n === b.n ? b.k : b.k.sliceRows(p.start, p.n);
     const v = p.n === b.n ? b.v : b.v.sliceRows(p.start, p.n);
-    cpu.quantizeInto(k, seq.kCache[l]!.sliceRows(p.pos0, p.n).reshape([p.n, kvRow]));
-    cpu.quantizeInto(v, seq.vCache[l]!.sliceRows(p.pos0, p.n).reshape([p.n, kvRow]));
+    s.ops.storeKV(k, seq.kCache[l]!.sliceRows(p.pos0, p.n).reshape([p.n, kvRow]));
+    s.ops.storeKV(v, seq.vCache[l]!.sliceRows(p.pos0, p.n).reshape([p.n, kvRow]));
   }
 }
 
 /**
  * This batch's attention over layer l's cache, each span over its own sequence's positions
- * 0..pos0+n-1 (causal; the per-sequence mask is that a span reads only its sequence's region),
- * by the state's path: fused flash attention, or the naive kernel over the preallocated scores
- * buffer, one query chunk at a time (each chunk reads only the keys its last query sees).
+ * 0..pos0+n-1 (causal; the per-sequence mask is that a span reads only its sequence's region).
  */
-export function attend(s: RunState, l: number, b: BatchViews, nHead: number, o: Omit<cpu.AttentionOptions, "qPos0">): void {
+export function attend(s: RunState, l: number, b: BatchViews, nHead: number, o: Omit<AttentionOptions, "qPos0">): void {
   for (const p of b.spans) {
     const seq = s.seqs[p.seq]!;
-    const k = seq.kCache[l]!;
-    const v = seq.vCache[l]!;
     const q3 = p.n === b.n ? b.q3 : b.q3.sliceRows(p.start, p.n);
     const out3 = p.n === b.n ? b.attn3 : b.attn3.sliceRows(p.start, p.n);
-    if (s.attention === "flash") {
-      cpu.flashAttention(q3, k, v, p.pos0 + p.n, out3, nHead, { ...o, qPos0: p.pos0 });
-      continue;
-    }
-    const chunk = s.naiveQueryChunk;
-    for (let i = 0; i < p.n; i += chunk) {
-      const c = Math.min(chunk, p.n - i);
-      const q = c === p.n ? q3 : q3.sliceRows(i, c);
-      const out = c === p.n ? out3 : out3.sliceRows(i, c);
-      cpu.attentionNaive(q, k, v, p.pos0 + i + c, out, nHead, { ...o, qPos0: p.pos0 + i }, s.scores!);
-    }
+    s.ops.attention(q3, seq.kCache[l]!, seq.vCache[l]!, p.pos0 + p.n, out3, nHead, { ...o, qPos0: p.pos0 });
   }
 }
 
@@ -165,6 +106,7 @@ export function beginBatch(s: RunState, tokens: Int32Array, nVocab: number, part
     if (start !== n) throw new KilnError("BAD_OPTION", `forward: the parts hold ${start} tokens but ${n} were given`);
   }
   for (const p of b.spans) for (let i = 0; i < p.n; i++) b.positions[p.start + i] = p.pos0 + i;
+  s.ops.beginForward(b, tokens);
   return b;
 }
 
@@ -175,19 +117,18 @@ export function endBatch(s: RunState, b: BatchViews): void {
 
 /**
  * Logits: for a plain batch the last `rows` positions; for a multi-sequence batch (parts given)
- * one row per span, its last position, in span order. out = output · normalized rows.
+ * one row per span, its last position, in span order. out = output · normalized rows (+ bias),
+ * in host memory.
  */
-export function outputLogits(s: RunState, b: BatchViews, output: Tensor, rows: number, act: PreparedActivations, multi = false): Tensor {
+export function outputLogits(s: RunState, b: BatchViews, output: Tensor, rows: number, multi = false, bias?: Tensor): Tensor {
   let h: Tensor;
   if (multi) {
     rows = b.spans.length;
     if (rows > s.maxLogitRows) throw new KilnError("BAD_OPTION", `forward: ${rows} sequences in one batch; this state returns at most ${s.maxLogitRows} logit rows`);
     // Gather each span's last row into rows 0..spans-1 (a destination row never follows its source).
-    const hf = b.h.f32;
-    const w = b.h.cols;
     b.spans.forEach((p, i) => {
-      const src = (p.start + p.n - 1) * w;
-      if (src !== i * w) hf.copyWithin(i * w, src, src + w);
+      const src = p.start + p.n - 1;
+      if (src !== i) s.ops.copyRow(b.h, src, i);
     });
     h = rows === b.n ? b.h : b.h.sliceRows(0, rows);
   } else {
@@ -197,6 +138,7 @@ export function outputLogits(s: RunState, b: BatchViews, output: Tensor, rows: n
     h = rows === b.n ? b.h : b.h.sliceRows(b.n - rows, rows);
   }
   const logits = rows === s.maxLogitRows ? s.logits : s.logits.sliceRows(0, rows);
-  act.matmul(output, h, logits);
-  return logits;
+  s.ops.linear(output, h, logits);
+  if (bias) s.ops.addBias(logits, bias);
+  return s.ops.readLogits(logits);
 }

@@ -9,10 +9,9 @@
  * Norm weights already include Gemma's +1 (the converter adds it): x·w, not x·(1+w).
  * Tensor names are GGUF's, verbatim.
  */
-import * as cpu from "../backends/cpu";
 import type { GGUFFile } from "../gguf";
 import type { Tensor } from "../tensor";
-import { F32_ONLY, PreparedActivations, attend, beginBatch, endBatch, outputLogits, storeKV, weight, type SeqPart } from "./common";
+import { F32_ONLY, attend, beginBatch, endBatch, outputLogits, storeKV, weight, type SeqPart } from "./common";
 import { checkLayerCount, readHParams, type HParams } from "./hparams";
 import type { RunState } from "./state";
 
@@ -81,42 +80,39 @@ export const isLocalLayer = (hp: HParams, il: number) => hp.slidingWindow > 0 &&
 export function forward(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Tensor {
   const b = beginBatch(s, tokens, hp.nVocab, parts);
   const eps = hp.rmsEps;
-  const act = new PreparedActivations(s.act);
+  const be = s.ops;
 
-  cpu.getRows(w.token_embd, tokens, b.x);
-  cpu.scale(b.x, Math.fround(Math.sqrt(hp.nEmbd)));
+  be.getRows(w.token_embd, tokens, b.x);
+  be.scale(b.x, Math.fround(Math.sqrt(hp.nEmbd)));
 
   for (let il = 0; il < hp.nLayer; il++) {
     const L = w.blk[il]!;
     const local = isLocalLayer(hp, il);
 
     // attention
-    cpu.rmsNorm(b.x, L.attn_norm, b.h, eps, { emitFor: L.attn_q.dtype, actOut: act.buf });
-    act.mark(b.h, L.attn_q.dtype);
-    act.matmul(L.attn_q, b.h, b.q);
-    act.matmul(L.attn_k, b.h, b.k);
-    act.matmul(L.attn_v, b.h, b.v);
-    cpu.rmsNormHeads(b.q, hp.nHead, L.attn_q_norm, eps);
-    cpu.rmsNormHeads(b.k, hp.nKvHead, L.attn_k_norm, eps);
+    be.rmsNorm(b.x, L.attn_norm, b.h, eps, { feeds: L.attn_q });
+    be.linear(L.attn_q, b.h, b.q);
+    be.linear(L.attn_k, b.h, b.k);
+    be.linear(L.attn_v, b.h, b.v);
+    be.rmsNormHeads(b.q, hp.nHead, L.attn_q_norm, eps);
+    be.rmsNormHeads(b.k, hp.nKvHead, L.attn_k_norm, eps);
     const rope = { nRot: hp.nRot, mode: "neox" as const, freqBase: local ? hp.ropeBaseLocal : hp.ropeBase, freqScale: local ? 1 : hp.ropeScale };
-    cpu.rope(b.q, hp.nHead, b.positions, rope);
-    cpu.rope(b.k, hp.nKvHead, b.positions, rope);
+    be.rope(b.q, hp.nHead, b.positions, rope);
+    be.rope(b.k, hp.nKvHead, b.positions, rope);
     storeKV(s, il, b);
     attend(s, il, b, hp.nHead, { window: local ? hp.slidingWindow : 0, scale: 1 / Math.sqrt(hp.headDim) });
-    act.matmul(L.attn_output, b.attn, b.o);
-    cpu.rmsNorm(b.o, L.post_attention_norm, b.o, eps);
+    be.linear(L.attn_output, b.attn, b.o);
+    be.rmsNorm(b.o, L.post_attention_norm, b.o, eps);
 
     // feed-forward: x += attention output; h = norm(x)
-    cpu.rmsNorm(b.x, L.ffn_norm, b.h, eps, { residual: b.o, emitFor: L.ffn_gate.dtype, actOut: act.buf });
-    act.mark(b.h, L.ffn_gate.dtype);
-    act.gatedFfn(L.ffn_gate, L.ffn_up, b.h, b.ff, "gelu_tanh", b.ff2);
-    act.matmul(L.ffn_down, b.ff, b.o);
-    cpu.rmsNorm(b.o, L.post_ffw_norm, b.o, eps);
-    cpu.add(b.x, b.o);
-    act.invalidate();
+    be.rmsNorm(b.x, L.ffn_norm, b.h, eps, { residual: b.o, feeds: L.ffn_gate });
+    be.gatedFfn(L.ffn_gate, L.ffn_up, b.h, b.ff, "gelu_tanh", b.ff2);
+    be.linear(L.ffn_down, b.ff, b.o);
+    be.rmsNorm(b.o, L.post_ffw_norm, b.o, eps);
+    be.add(b.x, b.o);
   }
 
-  cpu.rmsNorm(b.x, w.output_norm, b.h, eps);
+  be.rmsNorm(b.x, w.output_norm, b.h, eps);
   endBatch(s, b);
-  return outputLogits(s, b, w.token_embd, logitRows, act, parts !== undefined);
+  return outputLogits(s, b, w.token_embd, logitRows, parts !== undefined);
 }

@@ -6,10 +6,9 @@
  * Qwen2 (qwen2.ts) is this graph plus Q/K/V biases and NeoX RoPE, so it reuses `forward` here.
  * Tensor names are GGUF's, verbatim.
  */
-import * as cpu from "../backends/cpu";
 import type { GGUFFile } from "../gguf";
 import type { Tensor } from "../tensor";
-import { F32_ONLY, PreparedActivations, attend, beginBatch, endBatch, optionalWeight, outputLogits, storeKV, weight, type SeqPart } from "./common";
+import { F32_ONLY, attend, beginBatch, endBatch, optionalWeight, outputLogits, storeKV, weight, type SeqPart } from "./common";
 import { checkLayerCount, readHParams, type HParams } from "./hparams";
 import type { RunState } from "./state";
 
@@ -98,41 +97,36 @@ export function loadWeights(file: GGUFFile, bytes: Uint8Array, hp: HParams, vari
 export function forward(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Tensor {
   const b = beginBatch(s, tokens, hp.nVocab, parts);
   const eps = hp.rmsEps;
-  const act = new PreparedActivations(s.act);
+  const be = s.ops;
   const rope = { nRot: hp.nRot, mode: w.ropeMode, freqBase: hp.ropeBase, freqScale: hp.ropeScale, freqFactors: w.rope_freqs };
 
-  cpu.getRows(w.token_embd, tokens, b.x);
+  be.getRows(w.token_embd, tokens, b.x);
 
   for (let il = 0; il < hp.nLayer; il++) {
     const L = w.blk[il]!;
 
     // attention (x += the previous block's FFN output, fused into this norm)
-    cpu.rmsNorm(b.x, L.attn_norm, b.h, eps, { residual: il > 0 ? b.o : undefined, emitFor: L.attn_q.dtype, actOut: act.buf });
-    act.mark(b.h, L.attn_q.dtype);
-    act.matmul(L.attn_q, b.h, b.q);
-    act.matmul(L.attn_k, b.h, b.k);
-    act.matmul(L.attn_v, b.h, b.v);
-    if (L.attn_q_bias) cpu.addBias(b.q, L.attn_q_bias);
-    if (L.attn_k_bias) cpu.addBias(b.k, L.attn_k_bias);
-    if (L.attn_v_bias) cpu.addBias(b.v, L.attn_v_bias);
-    cpu.rope(b.q, hp.nHead, b.positions, rope);
-    cpu.rope(b.k, hp.nKvHead, b.positions, rope);
+    be.rmsNorm(b.x, L.attn_norm, b.h, eps, { residual: il > 0 ? b.o : undefined, feeds: L.attn_q });
+    be.linear(L.attn_q, b.h, b.q);
+    be.linear(L.attn_k, b.h, b.k);
+    be.linear(L.attn_v, b.h, b.v);
+    if (L.attn_q_bias) be.addBias(b.q, L.attn_q_bias);
+    if (L.attn_k_bias) be.addBias(b.k, L.attn_k_bias);
+    if (L.attn_v_bias) be.addBias(b.v, L.attn_v_bias);
+    be.rope(b.q, hp.nHead, b.positions, rope);
+    be.rope(b.k, hp.nKvHead, b.positions, rope);
     storeKV(s, il, b);
     attend(s, il, b, hp.nHead, { scale: 1 / Math.sqrt(hp.headDim) });
-    act.matmul(L.attn_output, b.attn, b.o);
-    if (L.attn_output_bias) cpu.addBias(b.o, L.attn_output_bias);
+    be.linear(L.attn_output, b.attn, b.o);
+    if (L.attn_output_bias) be.addBias(b.o, L.attn_output_bias);
 
     // feed-forward: x += attention output; h = norm(x)
-    cpu.rmsNorm(b.x, L.ffn_norm, b.h, eps, { residual: b.o, emitFor: L.ffn_gate.dtype, actOut: act.buf });
-    act.mark(b.h, L.ffn_gate.dtype);
-    act.gatedFfn(L.ffn_gate, L.ffn_up, b.h, b.ff, "silu", b.ff2);
-    act.matmul(L.ffn_down, b.ff, b.o);
-    act.invalidate();
+    be.rmsNorm(b.x, L.ffn_norm, b.h, eps, { residual: b.o, feeds: L.ffn_gate });
+    be.gatedFfn(L.ffn_gate, L.ffn_up, b.h, b.ff, "silu", b.ff2);
+    be.linear(L.ffn_down, b.ff, b.o);
   }
 
-  cpu.rmsNorm(b.x, w.output_norm, b.h, eps, { residual: b.o });
+  be.rmsNorm(b.x, w.output_norm, b.h, eps, { residual: b.o });
   endBatch(s, b);
-  const logits = outputLogits(s, b, w.output, logitRows, act, parts !== undefined);
-  if (w.output_bias) cpu.addBias(logits, w.output_bias);
-  return logits;
+  return outputLogits(s, b, w.output, logitRows, parts !== undefined, w.output_bias);
 }

@@ -4,8 +4,10 @@
  * loop allocates nothing: views for a given batch size are made once and reused.
  */
 import { KilnError } from "../errors";
-import { DTYPE_LAYOUT, NativeBuffer, Tensor, type DType } from "../tensor";
+import { DTYPE_LAYOUT, Tensor, type DType } from "../tensor";
 import { actRowBytes } from "../backends/cpu";
+import type { Backend, BackendMemory, BackendOps } from "../backends/backend";
+import { CPU_BACKEND } from "../backends/cpu-backend";
 import { ModelError, type HParams } from "./hparams";
 
 export interface StateOptions {
@@ -170,24 +172,26 @@ export class RunState {
   readonly vCache: Tensor[];
   /** Every sequence's region of the KV cache (one unless StateOptions.nSeq). */
   readonly seqs: SeqKV[];
-  /** Prepared activations for the next matmul (8-bit blocks or f32 rows). */
-  readonly act: Uint8Array;
-  /** (maxLogitRows, n_vocab) */
+  /** (maxLogitRows, n_vocab), in the backend's memory. */
   readonly logits: Tensor;
   readonly attention: AttentionPath;
-  /** Naive attention only: scores of up to `naiveQueryChunk` query rows × n_head × n_ctx keys. */
-  readonly scores: Float32Array | null = null;
   /** Naive attention only: query rows per kernel call (the whole batch when it fits). */
   readonly naiveQueryChunk: number;
-  readonly #buffers: NativeBuffer[] = [];
+  /** The backend this state's memory belongs to. */
+  readonly backend: Backend;
+  /** The ops a forward pass over this state calls (the backend's, with this state's scratch). */
+  readonly ops: BackendOps;
+  readonly #buffers: BackendMemory[] = [];
   readonly #views = new Map<number, BatchViews>();
-  readonly #activations: NativeBuffer;
+  readonly #activations: BackendMemory;
   readonly #layout: Record<string, [number, number]>;
   /** What this state costs (computed before allocating). */
   readonly plan: StatePlan;
 
-  constructor(hp: HParams, o: StateOptions) {
+  constructor(hp: HParams, o: StateOptions, backend: Backend = CPU_BACKEND) {
     const plan = planState(hp, o);
+    this.backend = backend;
+    if (!backend.supports("kvCache", o.kvType)) throw new KilnError("BAD_OPTION", `kvType "${o.kvType}" is not supported by the ${backend.description} backend`);
     this.plan = plan;
     this.hp = hp;
     this.nCtx = o.nCtx;
@@ -203,22 +207,17 @@ export class RunState {
     try {
       for (let l = 0; l < hp.nLayer; l++) {
         for (const kind of ["k", "v"] as const) {
-          const buf = new NativeBuffer(kvLayerBytes);
+          const buf = backend.allocate(kvLayerBytes, `cache_${kind}_l${l}`);
           this.#buffers.push(buf);
           const all = buf.tensor(o.kvType, [plan.nSeq * o.nCtx, hp.nKvHead, hp.headDim], 0, `cache_${kind}_l${l}`);
           for (const [i, seq] of this.seqs.entries()) (kind === "k" ? seq.kCache : seq.vCache).push(plan.nSeq === 1 ? all : all.sliceRows(i * o.nCtx, o.nCtx));
         }
       }
       const offset = plan.activationBytes;
-      this.#activations = new NativeBuffer(offset + align(plan.actBytes) + plan.logitBytes);
+      this.#activations = backend.allocate(offset + plan.logitBytes, "activations");
       this.#buffers.push(this.#activations);
-      this.act = this.#activations.bytes.subarray(offset, offset + plan.actBytes);
-      this.logits = this.#activations.tensor("f32", [this.maxLogitRows, hp.nVocab], offset + align(plan.actBytes), "logits");
-      if (plan.scoresBytes > 0) {
-        const buf = new NativeBuffer(plan.scoresBytes);
-        this.#buffers.push(buf);
-        this.scores = new Float32Array(buf.bytes.buffer, buf.bytes.byteOffset, plan.scoresBytes / 4);
-      }
+      this.logits = this.#activations.tensor("f32", [this.maxLogitRows, hp.nVocab], offset, "logits");
+      this.ops = backend.createOps(this);
     } catch (e) {
       this.dispose();
       throw e;
@@ -276,6 +275,7 @@ export class RunState {
   }
 
   dispose(): void {
+    this.ops?.dispose();
     for (const b of this.#buffers) b.free();
     this.#buffers.length = 0;
     this.#views.clear();

@@ -141,7 +141,7 @@ export class Batch {
     this.threads = threads;
     // A step carries up to `sequences` decode rows besides the prompt chunk.
     this.prefillChunk = Math.max(1, Math.min(prefillChunk, state.maxBatch - sequences));
-    this.state = new RunState(core.hp, { ...state, nSeq: sequences });
+    this.state = new RunState(core.hp, { ...state, nSeq: sequences }, core.backend);
     core.retain(this.#token);
     collected.register(this, { core, token: this.#token, state: this.state }, this.#token);
     this.#cached = Array.from({ length: sequences }, () => []);

@@ -256,7 +256,7 @@ export class Context {
     this.#options = state;
     this.threads = threads;
     this.prefillChunk = prefillChunk;
-    this.state = new RunState(core.hp, state);
+    this.state = new RunState(core.hp, state, core.backend);
     this.#owned = { core, token: {}, states: [this.state] };
     core.retain(this.#owned.token);
     collected.register(this, this.#owned, this.#owned.token);
@@ -436,7 +436,7 @@ export class Context {
     let f = this.#layerSkips.get(nLayers);
     if (!f) {
       const hp = { ...hp0, nLayer: nLayers };
-      const state = new RunState(hp, { ...this.#options, maxLogitRows: 1 });
+      const state = new RunState(hp, { ...this.#options, maxLogitRows: 1 }, this.#core.backend);
       this.#owned.states.push(state);
       f = { hp, state, eval: (tokens, rows = 1) => this.#evalWith(hp, state, tokens, rows) };
       this.#layerSkips.set(nLayers, f);

@@ -12,6 +12,8 @@
  * mapping is released when the model and its last context are disposed.
  */
 import * as cpu from "../backends/cpu";
+import type { Backend } from "../backends/backend";
+import { CPU_BACKEND } from "../backends/cpu-backend";
 import { KilnError } from "../errors";
 import { parseGGUF, type GGUFFile } from "../gguf";
 import { architectureOf, type Architecture } from "../models/arch";
@@ -54,6 +56,8 @@ export interface ModelCore {
   readonly weights: unknown;
   readonly tokenizer: Tokenizer;
   readonly weightTypes: readonly DType[];
+  /** The backend the weights were placed on; contexts and batches run their states on it. */
+  readonly backend: Backend;
   /** Multiply-adds × 2 of one token's matmuls through the blocks (the output head, computed for the last row only, excluded). */
   readonly flopsPerToken: number;
   readonly loadMs: number;
@@ -70,6 +74,7 @@ class SharedWeights implements ModelCore {
   weights: unknown;
   tokenizer!: Tokenizer;
   weightTypes!: readonly DType[];
+  backend: Backend = CPU_BACKEND;
   flopsPerToken = 0;
   loadMs = 0;
   readonly #mapped: MappedFile;
@@ -140,7 +145,7 @@ class SharedWeights implements ModelCore {
   }
 
   get headPacked(): boolean {
-    return this.#head?.packed != null;
+    return this.#head !== undefined && cpu.packedCopy(this.#head) !== null;
   }
 
   retain(owner: object): void {

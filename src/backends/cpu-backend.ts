@@ -1,0 +1,186 @@
+/**
+ * The CPU backend: the ops of src/backends/cpu.ts (one FFI call each into the Zig kernels), plus
+ * what makes them fast on a CPU, kept out of the model files:
+ *   - prepared activations: the 8-bit (or f32) rows a weight type's dot product consumes, made
+ *     once and shared by consecutive projections of the same source (Q, K, V; gate and up), and
+ *     written by the RMSNorm that produces the source in the same pass (NormOptions.feeds);
+ *   - the naive attention path (scores materialized in a preallocated buffer) when a state asks
+ *     for it, one query chunk at a time.
+ * Weights are read in place from the mapped file.
+ */
+import * as cpu from "./cpu";
+import { ACT_FORMAT, CPU_DEVICE, NativeBuffer, type DType, type Tensor } from "../tensor";
+import { loadedLevel } from "../ffi/library";
+import type { AttentionOptions, Backend, BackendMemory, BackendOp, BackendOps, GatedActivation, NormOptions, RopeOptions } from "./backend";
+import type { BatchViews, RunState } from "../models/state";
+
+class CpuBackend implements Backend {
+  readonly kind = "cpu" as const;
+  readonly device = CPU_DEVICE;
+  get description(): string {
+    return `cpu (${loadedLevel()})`;
+  }
+  supports(op: BackendOp, dtype: DType): boolean {
+    if (op === "kvCache") return dtype === "f16" || dtype === "f32" || dtype === "q8_0";
+    return true; // every DType is a type the CPU kernels run
+  }
+  allocate(byteLength: number, _label: string): BackendMemory {
+    return new NativeBuffer(byteLength);
+  }
+  placeWeights<W>(weights: W): W {
+    return weights;
+  }
+  createOps(state: RunState): BackendOps {
+    return new CpuOps(state);
+  }
+  dispose(): void {}
+}
+
+/** The CPU backend (stateless: one for the process). */
+export const CPU_BACKEND: Backend = new CpuBackend();
+
+/** Whether two host tensors' bytes overlap. */
+function overlaps(a: Tensor, b: Tensor): boolean {
+  const x = a.bytes;
+  const y = b.bytes;
+  return x.buffer === y.buffer && x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
+}
+
+class CpuOps implements BackendOps {
+  readonly #state: RunState;
+  readonly #scratch: NativeBuffer | null;
+  readonly #act: Uint8Array;
+  readonly #scores: Float32Array | null = null;
+  readonly #scoresBuf: NativeBuffer | null = null;
+  /** What #act holds: the rows of #src prepared in #format (null: nothing valid). */
+  #src: Tensor | null = null;
+  #format: string | null = null;
+
+  constructor(state: RunState) {
+    this.#state = state;
+    const plan = state.plan;
+    this.#scratch = plan.actBytes > 0 ? new NativeBuffer(plan.actBytes) : null;
+    this.#act = this.#scratch?.bytes ?? new Uint8Array(0);
+    if (plan.scoresBytes > 0) {
+      try {
+        this.#scoresBuf = new NativeBuffer(plan.scoresBytes);
+      } catch (e) {
+        this.#scratch?.free();
+        throw e;
+      }
+      this.#scores = new Float32Array(this.#scoresBuf.bytes.buffer, this.#scoresBuf.bytes.byteOffset, plan.scoresBytes / 4);
+    }
+  }
+
+  /** An op wrote t: prepared activations of memory it overlaps are stale. */
+  #wrote(t: Tensor): void {
+    if (this.#src && overlaps(this.#src, t)) this.#src = null;
+  }
+
+  #prepare(src: Tensor, dtype: DType): void {
+    if (this.#src === src && this.#format === ACT_FORMAT[dtype]) return;
+    cpu.prepareActivations(dtype, src, this.#act);
+    this.#src = src;
+    this.#format = ACT_FORMAT[dtype];
+  }
+
+  beginForward(_b: BatchViews, _tokens: Int32Array): void {
+    this.#src = null;
+  }
+
+  getRows(table: Tensor, ids: Int32Array, out: Tensor): void {
+    this.#wrote(out);
+    cpu.getRows(table, ids, out);
+  }
+
+  rmsNorm(x: Tensor, weight: Tensor | null, out: Tensor, eps: number, opts: NormOptions = {}): void {
+    this.#wrote(out);
+    if (opts.residual) this.#wrote(x);
+    const emitFor = opts.feeds?.dtype;
+    cpu.rmsNorm(x, weight, out, eps, { residual: opts.residual, emitFor, actOut: emitFor ? this.#act : undefined });
+    if (emitFor) {
+      this.#src = out;
+      this.#format = ACT_FORMAT[emitFor];
+    }
+  }
+
+  rmsNormHeads(x: Tensor, nHead: number, weight: Tensor, eps: number): void {
+    this.#wrote(x);
+    cpu.rmsNormHeads(x, nHead, weight, eps);
+  }
+
+  linear(w: Tensor, x: Tensor, out: Tensor): void {
+    this.#wrote(out);
+    this.#prepare(x, w.dtype);
+    cpu.matmulPrepared(w, this.#act, x.rows, out);
+  }
+
+  gatedFfn(gate: Tensor, up: Tensor, x: Tensor, out: Tensor, activation: GatedActivation, tmp: Tensor): void {
+    this.#wrote(out);
+    if (gate.dtype === up.dtype) {
+      this.#prepare(x, gate.dtype);
+      cpu.ffnGatedPrepared(gate, up, this.#act, x.rows, out, activation);
+      return;
+    }
+    this.linear(gate, x, out);
+    this.linear(up, x, tmp);
+    (activation === "silu" ? cpu.siluMul : cpu.geluTanhMul)(out, tmp, out);
+  }
+
+  rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOptions): void {
+    this.#wrote(x);
+    cpu.rope(x, nHead, positions, o);
+  }
+
+  addBias(x: Tensor, bias: Tensor): void {
+    this.#wrote(x);
+    cpu.addBias(x, bias);
+  }
+
+  add(dst: Tensor, src: Tensor): void {
+    this.#wrote(dst);
+    cpu.add(dst, src);
+  }
+
+  scale(x: Tensor, s: number): void {
+    this.#wrote(x);
+    cpu.scale(x, s);
+  }
+
+  storeKV(src: Tensor, cacheRows: Tensor): void {
+    cpu.quantizeInto(src, cacheRows);
+  }
+
+  attention(q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions): void {
+    this.#wrote(out);
+    const s = this.#state;
+    if (s.attention === "flash") {
+      cpu.flashAttention(q, k, v, nKv, out, nHead, o);
+      return;
+    }
+    // Naive: one query chunk at a time; each chunk reads only the keys its last query sees.
+    const n = q.shape[0]!;
+    const chunk = s.naiveQueryChunk;
+    for (let i = 0; i < n; i += chunk) {
+      const c = Math.min(chunk, n - i);
+      const qc = c === n ? q : q.sliceRows(i, c);
+      const oc = c === n ? out : out.sliceRows(i, c);
+      cpu.attentionNaive(qc, k, v, nKv - (n - i - c), oc, nHead, { ...o, qPos0: o.qPos0 + i }, this.#scores!);
+    }
+  }
+
+  copyRow(t: Tensor, from: number, to: number): void {
+    this.#wrote(t);
+    const w = t.cols;
+    t.f32.copyWithin(to * w, from * w, (from + 1) * w);
+  }
+
+  readLogits(logits: Tensor): Tensor {
+    return logits;
+  }
+
+  dispose(): void {
+    this.#scratch?.free();
+    this.#scoresBuf?.free();
+  }
+}
