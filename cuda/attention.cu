@@ -353,7 +353,7 @@ KILN_KERNEL_BOUNDS(kiln_flash_attn_split, FlashAttnArgs, FA_SPLIT_THREADS) {
   float acc[MAXW][2];
 #pragma unroll
   for (int w = 0; w < MAXW; ++w) acc[w][0] = acc[w][1] = 0.0f;
-  const int nAcc = PB * hp;
+  const int nAcc = np * hp;                          // (pair, dim pair) accumulators of the live pairs
 
   for (int t0 = lo - lo % tk; t0 < end; t0 += tk) {
     kiln_sync();  // previous tile consumed (first time: q staged)
