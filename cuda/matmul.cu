@@ -1,0 +1,164 @@
+// matmul.cu — prefill / verification matrix products on the tensor cores:
+// out[r·ldo + j] = W[j, :] · x[r·ldx + :] for r < m activation rows (m > 8; the mat-vec in
+// matvec.cu serves m ≤ 8) and j < n weight rows, W in its GGUF block layout (dequant.cuh).
+// Launcher: src/backends/cuda/kernels/matmul.ts (matmul).
+//
+// A block of 4 warps computes a KMM_BM × KMM_BN (64 × 64) tile of out. For each KMM_BK (32)
+// slice of k:
+//   * the tile loader (one 16-element piece of x and one of W per thread) converts the x tile
+//     f32 → f16 and dequantizes the W tile (dequant.cuh's exact f32 values, then rounded to f16)
+//     into shared memory, rows padded to 40 halves so the fragment loads below hit 32 distinct
+//     banks;
+//   * kiln_sync; each warp owns a 32 × 32 sub-tile: per 16-wide k step it builds two A
+//     fragments (x rows, m16 × k16) and four B fragments (B = Wᵀ, k16 × n8, so B[kk][nn] is
+//     W[nn][kk]: a W row of the tile is a B column, and the fragment's k pairs are adjacent
+//     halves of that row) as kiln_cuda.cuh documents, and issues 8 kiln_mma_16816 (f16 inputs,
+//     f32 accumulators); kiln_sync.
+// Edges: rows of x beyond m and rows of W beyond n load as zeros and their outputs are not
+// stored; k is a whole number of the type's blocks (32 or 256, so of KMM_BK) for the quantized
+// types, and any k for f32/f16/bf16, whose tail beyond k loads as zeros.
+//
+// Precision: x and the dequantized weights are rounded to f16 (11-bit significands, relative
+// error ≤ 2^-11 each) and the products summed in f32, so an output's error is about 2^-11 of
+// the root-sum-square of its terms (NMSE around 1e-7 for random data), the usual precision of
+// tensor-core prefill (llama.cpp's cuBLAS path converts to f16 the same way). f32 weights take
+// the same f16 path. Values beyond ±65504 become ±inf in f16: activations and dequantized
+// weights of that size are not expected in the models kiln runs (the inputs are normalized).
+#include "dequant.cuh"
+
+struct MatmulArgs {
+  const void* w;
+  const float* x;
+  float* out;
+  i32 n;
+  i32 k;
+  i32 m;
+  i32 ldx;
+  i32 ldo;
+};
+
+#define KMM_BM 64
+#define KMM_BN 64
+#define KMM_BK 32
+#define KMM_THREADS 128
+// Shared-memory row stride in u32 words (two f16 each): 16 words of data + 4 of padding. The
+// fragment loads read word (row0 + g)·20 + t + c for g < 8, t < 4: 20g + t mod 32 covers 32
+// distinct banks.
+#define KMM_LD 20
+
+// x elements e0..e0+15 of one row as f32; beyond k read as 0 (XV: 16-byte loads allowed).
+template <bool XV>
+KILN_FN void kmm_load_x16(const float* row, i64 e0, i64 k, float y[16]) {
+#if defined(KILN_DEVICE_BUILD)
+  if (XV && e0 + 16 <= k) {
+    const float4* p = reinterpret_cast<const float4*>(row + e0);
+    for (int v = 0; v < 4; v++) {
+      const float4 f = p[v];
+      y[4 * v] = f.x; y[4 * v + 1] = f.y; y[4 * v + 2] = f.z; y[4 * v + 3] = f.w;
+    }
+    return;
+  }
+#endif
+  for (int i = 0; i < 16; i++) y[i] = e0 + i < k ? row[e0 + i] : 0.0f;
+}
+
+// As: the x tile, [BM rows][BK k] f16; Bs: the W tile, [BN rows][BK k] f16 (KMM_LD words a row).
+template <int ID, bool XV>
+KILN_FN void kmm_tile(const MatmulArgs& a, u32* As, u32* Bs) {
+
+  const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = warp >> 1, wn = warp & 1;  // the warp's 32 × 32 sub-tile
+  const int m0 = (int)blockIdx.y * KMM_BM, n0 = (int)blockIdx.x * KMM_BN;
+  const i64 k = a.k;
+  const i64 rb = kdq_row_bytes<ID>(k);
+  const u8* W = static_cast<const u8*>(a.w);
+
+  // Loader roles: thread tid fills row tid/2, k half tid%2 (16 elements) of both tiles.
+  const int lr = tid >> 1, lh = tid & 1;
+  const bool xIn = m0 + lr < a.m, wIn = n0 + lr < a.n;
+  const float* xrow = a.x + (i64)(m0 + lr) * a.ldx;
+  const u8* wrow = W + (i64)(n0 + lr) * rb;
+
+  float acc[2][4][4];
+  for (int i = 0; i < 2; i++)
+    for (int j = 0; j < 4; j++)
+      for (int c = 0; c < 4; c++) acc[i][j][c] = 0.0f;
+
+  for (i64 k0 = 0; k0 < k; k0 += KMM_BK) {
+    const i64 e0 = k0 + 16 * lh;
+    {
+      float y[16];
+      if (xIn) kmm_load_x16<XV>(xrow, e0, k, y);
+      else
+        for (int i = 0; i < 16; i++) y[i] = 0.0f;
+      u32* dst = As + lr * KMM_LD + 8 * lh;
+      for (int i = 0; i < 8; i++) dst[i] = kiln_pack_f16x2(y[2 * i], y[2 * i + 1]);
+    }
+    {
+      u32 h[8];
+      if (wIn) kdq_row16_f16<ID>(wrow, e0, k, h);
+      else
+        for (int i = 0; i < 8; i++) h[i] = 0u;
+      u32* dst = Bs + lr * KMM_LD + 8 * lh;
+      for (int i = 0; i < 8; i++) dst[i] = h[i];
+    }
+    kiln_sync();
+
+    for (int kk = 0; kk < KMM_BK / 2; kk += 8) {  // 16 halves = 8 words per MMA k step
+      u32 af[2][4], bf[4][2];
+      for (int i = 0; i < 2; i++) {
+        const u32* r0 = As + (32 * wm + 16 * i + g) * KMM_LD + kk + t;
+        const u32* r1 = r0 + 8 * KMM_LD;
+        af[i][0] = r0[0];
+        af[i][1] = r1[0];
+        af[i][2] = r0[4];
+        af[i][3] = r1[4];
+      }
+      for (int j = 0; j < 4; j++) {
+        const u32* c0 = Bs + (32 * wn + 8 * j + g) * KMM_LD + kk + t;
+        bf[j][0] = c0[0];
+        bf[j][1] = c0[4];
+      }
+      for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) kiln_mma_16816(acc[i][j], af[i], bf[j], acc[i][j]);
+    }
+    kiln_sync();
+  }
+
+  // c[0..1]: C[g][2t..2t+1], c[2..3]: C[g+8][2t..2t+1] of each 16 × 8 piece.
+  for (int i = 0; i < 2; i++) {
+    for (int j = 0; j < 4; j++) {
+      const int col = n0 + 32 * wn + 8 * j + 2 * t;
+      for (int h = 0; h < 2; h++) {
+        const int row = m0 + 32 * wm + 16 * i + g + 8 * h;
+        if (row >= a.m) continue;
+        float* o = a.out + (i64)row * a.ldo;
+        if (col < a.n) o[col] = acc[i][j][2 * h];
+        if (col + 1 < a.n) o[col + 1] = acc[i][j][2 * h + 1];
+      }
+    }
+  }
+}
+
+template <int ID>
+KILN_FN void kmm_run(const MatmulArgs& a) {
+  // Declared here, not in kmm_tile: each instantiation's static shared arrays would count.
+  KILN_SHARED u32 As[KMM_BM * KMM_LD];
+  KILN_SHARED u32 Bs[KMM_BN * KMM_LD];
+  if (((u64)a.x & 15u) == 0 && (a.ldx & 3) == 0) kmm_tile<ID, true>(a, As, Bs);
+  else kmm_tile<ID, false>(a, As, Bs);
+}
+
+KILN_KERNEL(kiln_matmul_f32, MatmulArgs) { kmm_run<KDQ_F32>(a); }
+KILN_KERNEL(kiln_matmul_f16, MatmulArgs) { kmm_run<KDQ_F16>(a); }
+KILN_KERNEL(kiln_matmul_bf16, MatmulArgs) { kmm_run<KDQ_BF16>(a); }
+KILN_KERNEL(kiln_matmul_q4_0, MatmulArgs) { kmm_run<KDQ_Q4_0>(a); }
+KILN_KERNEL(kiln_matmul_q4_1, MatmulArgs) { kmm_run<KDQ_Q4_1>(a); }
+KILN_KERNEL(kiln_matmul_q5_0, MatmulArgs) { kmm_run<KDQ_Q5_0>(a); }
+KILN_KERNEL(kiln_matmul_q5_1, MatmulArgs) { kmm_run<KDQ_Q5_1>(a); }
+KILN_KERNEL(kiln_matmul_q8_0, MatmulArgs) { kmm_run<KDQ_Q8_0>(a); }
+KILN_KERNEL(kiln_matmul_q4_k, MatmulArgs) { kmm_run<KDQ_Q4_K>(a); }
+KILN_KERNEL(kiln_matmul_q5_k, MatmulArgs) { kmm_run<KDQ_Q5_K>(a); }
+KILN_KERNEL(kiln_matmul_q6_k, MatmulArgs) { kmm_run<KDQ_Q6_K>(a); }
+
