@@ -13,6 +13,7 @@ const rope = @import("rope.zig");
 const attention = @import("attention.zig");
 const bandwidth = @import("bandwidth.zig");
 const memory = @import("memory.zig");
+const cuda = @import("cuda_loader.zig");
 
 /// Status codes (mirrored in src/ffi/library.ts).
 const ok: i32 = 0;
@@ -22,7 +23,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 4;
+    return 5;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -283,4 +284,157 @@ export fn kiln_free(addr: [*]u8, len: u64) void {
 /// Best read bandwidth in bytes/s over `iterations` passes of buf[0..len] with all threads.
 export fn kiln_read_bandwidth(buf: [*]const u8, len: u64, iterations: u32) f64 {
     return bandwidth.readBandwidth(buf, len, iterations);
+}
+
+// ---- CUDA: NVRTC and the driver, opened at run time (cuda_loader.zig) ---------------------
+// Status: 0 ok, -3 bad argument, -4 a CUDA call failed, -5 library missing or not loaded,
+// -6 NVRTC compile error (read the program log). Handles and device pointers are u64.
+
+/// This thread's last CUDA/NVRTC error ("cuMemAlloc_v2: CUDA_ERROR_OUT_OF_MEMORY"); returns its
+/// full length, copies at most cap bytes.
+export fn kiln_cuda_last_error(buf: ?[*]u8, cap: u64) u64 {
+    return cuda.lastError(buf, cap);
+}
+
+export fn kiln_nvrtc_load(path: ?[*:0]const u8) i32 {
+    return cuda.nvrtcLoad(path);
+}
+
+export fn kiln_nvrtc_version(major: *i32, minor: *i32) i32 {
+    return cuda.nvrtcVersion(major, minor);
+}
+
+/// headers: n_headers (name, source) pairs, 2*n NUL-terminated strings in one blob; options:
+/// n_options NUL-terminated strings in one blob. out: the program (free it), set on ok and -6.
+export fn kiln_nvrtc_compile(src: [*]const u8, src_len: u64, name: [*:0]const u8, headers: ?[*]const u8, headers_len: u64, n_headers: u32, options: ?[*]const u8, options_len: u64, n_options: u32, out: *u64) i32 {
+    return cuda.nvrtcCompile(src, src_len, name, headers, headers_len, n_headers, options, options_len, n_options, out);
+}
+
+/// The program log's size (NUL included), or a negative status; copied when cap suffices.
+export fn kiln_nvrtc_log(prog: u64, buf: ?[*]u8, cap: u64) i64 {
+    return cuda.nvrtcLog(prog, buf, cap);
+}
+
+/// The CUBIN's size (PTX, NUL included, for a compute_XX target), or a negative status; copied when cap suffices.
+export fn kiln_nvrtc_cubin(prog: u64, buf: ?[*]u8, cap: u64) i64 {
+    return cuda.nvrtcCubin(prog, buf, cap);
+}
+
+export fn kiln_nvrtc_free(prog: u64) i32 {
+    return cuda.nvrtcFree(prog);
+}
+
+export fn kiln_cuda_load(path: ?[*:0]const u8) i32 {
+    return cuda.cudaLoad(path);
+}
+
+export fn kiln_cuda_driver_version(out: *i32) i32 {
+    return cuda.driverVersion(out);
+}
+
+export fn kiln_cuda_device_count(out: *i32) i32 {
+    return cuda.deviceCount(out);
+}
+
+export fn kiln_cuda_device_info(ordinal: i32, cc_major: *i32, cc_minor: *i32, total_mem: *u64, name: [*]u8, cap: u32) i32 {
+    return cuda.deviceInfo(ordinal, cc_major, cc_minor, total_mem, name, cap);
+}
+
+export fn kiln_cuda_context_retain(ordinal: i32, out: *u64) i32 {
+    return cuda.contextRetain(ordinal, out);
+}
+
+export fn kiln_cuda_context_set_current(ctx: u64) i32 {
+    return cuda.contextSetCurrent(ctx);
+}
+
+export fn kiln_cuda_context_release(ordinal: i32) i32 {
+    return cuda.contextRelease(ordinal);
+}
+
+export fn kiln_cuda_context_synchronize() i32 {
+    return cuda.contextSynchronize();
+}
+
+export fn kiln_cuda_mem_info(free_bytes: *u64, total_bytes: *u64) i32 {
+    return cuda.memInfo(free_bytes, total_bytes);
+}
+
+export fn kiln_cuda_module_load(image: [*]const u8, len: u64, out: *u64) i32 {
+    return cuda.moduleLoad(image, len, out);
+}
+
+export fn kiln_cuda_module_function(module: u64, name: [*:0]const u8, out: *u64) i32 {
+    return cuda.moduleFunction(module, name, out);
+}
+
+export fn kiln_cuda_module_unload(module: u64) i32 {
+    return cuda.moduleUnload(module);
+}
+
+/// The kernel's one parameter is the struct at args (kernelParams = {args}).
+export fn kiln_cuda_launch(func: u64, gx: u32, gy: u32, gz: u32, bx: u32, by: u32, bz: u32, shared_bytes: u32, stream: u64, args: ?*anyopaque) i32 {
+    return cuda.launch(func, gx, gy, gz, bx, by, bz, shared_bytes, stream, args);
+}
+
+export fn kiln_cuda_malloc(bytes: u64, out: *u64) i32 {
+    return cuda.malloc(bytes, out);
+}
+
+export fn kiln_cuda_free(ptr: u64) i32 {
+    return cuda.free(ptr);
+}
+
+/// stream 0: the synchronous copy; else an async copy on that stream.
+export fn kiln_cuda_memcpy_htod(dst: u64, src: *const anyopaque, n: u64, stream: u64) i32 {
+    return cuda.memcpyHtoD(dst, src, n, stream);
+}
+
+/// stream 0: the synchronous copy; else an async copy on that stream.
+export fn kiln_cuda_memcpy_dtoh(dst: *anyopaque, src: u64, n: u64, stream: u64) i32 {
+    return cuda.memcpyDtoH(dst, src, n, stream);
+}
+
+export fn kiln_cuda_memcpy_dtod(dst: u64, src: u64, n: u64, stream: u64) i32 {
+    return cuda.memcpyDtoD(dst, src, n, stream);
+}
+
+export fn kiln_cuda_memset(dst: u64, value: u32, n: u64, stream: u64) i32 {
+    return cuda.memset(dst, value, n, stream);
+}
+
+export fn kiln_cuda_host_alloc(bytes: u64, out: *u64) i32 {
+    return cuda.hostAlloc(bytes, out);
+}
+
+export fn kiln_cuda_host_free(ptr: u64) i32 {
+    return cuda.hostFree(ptr);
+}
+
+export fn kiln_cuda_stream_create(out: *u64) i32 {
+    return cuda.streamCreate(out);
+}
+
+export fn kiln_cuda_stream_destroy(stream: u64) i32 {
+    return cuda.streamDestroy(stream);
+}
+
+export fn kiln_cuda_stream_synchronize(stream: u64) i32 {
+    return cuda.streamSynchronize(stream);
+}
+
+export fn kiln_cuda_graph_begin(stream: u64) i32 {
+    return cuda.graphBegin(stream);
+}
+
+export fn kiln_cuda_graph_end(stream: u64, out: *u64) i32 {
+    return cuda.graphEnd(stream, out);
+}
+
+export fn kiln_cuda_graph_launch(exec: u64, stream: u64) i32 {
+    return cuda.graphLaunch(exec, stream);
+}
+
+export fn kiln_cuda_graph_destroy(exec: u64) i32 {
+    return cuda.graphDestroy(exec);
 }

@@ -29,7 +29,7 @@ const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -78,6 +78,45 @@ export const symbols = {
   kiln_alloc: { args: [u64], returns: ptr },
   kiln_free: { args: [ptr, u64], returns: none },
   kiln_read_bandwidth: { args: [ptr, u64, u32], returns: f64 },
+
+  // CUDA (zig-kernels/cuda_loader.zig): NVRTC and the driver, opened at run time; wrapped by
+  // src/backends/cuda/driver.ts and compile.ts. Handles and device pointers are u64; statuses
+  // are Status values, with the failing call's name and CUDA error in kiln_cuda_last_error.
+  kiln_cuda_last_error: { args: [ptr, u64], returns: u64 },
+  kiln_nvrtc_load: { args: [ptr], returns: i32 },
+  kiln_nvrtc_version: { args: [ptr, ptr], returns: i32 },
+  kiln_nvrtc_compile: { args: [ptr, u64, ptr, ptr, u64, u32, ptr, u64, u32, ptr], returns: i32 },
+  kiln_nvrtc_log: { args: [u64, ptr, u64], returns: i64_fast },
+  kiln_nvrtc_cubin: { args: [u64, ptr, u64], returns: i64_fast },
+  kiln_nvrtc_free: { args: [u64], returns: i32 },
+  kiln_cuda_load: { args: [ptr], returns: i32 },
+  kiln_cuda_driver_version: { args: [ptr], returns: i32 },
+  kiln_cuda_device_count: { args: [ptr], returns: i32 },
+  kiln_cuda_device_info: { args: [i32, ptr, ptr, ptr, ptr, u32], returns: i32 },
+  kiln_cuda_context_retain: { args: [i32, ptr], returns: i32 },
+  kiln_cuda_context_set_current: { args: [u64], returns: i32 },
+  kiln_cuda_context_release: { args: [i32], returns: i32 },
+  kiln_cuda_context_synchronize: { args: [], returns: i32 },
+  kiln_cuda_mem_info: { args: [ptr, ptr], returns: i32 },
+  kiln_cuda_module_load: { args: [ptr, u64, ptr], returns: i32 },
+  kiln_cuda_module_function: { args: [u64, ptr, ptr], returns: i32 },
+  kiln_cuda_module_unload: { args: [u64], returns: i32 },
+  kiln_cuda_launch: { args: [u64, u32, u32, u32, u32, u32, u32, u32, u64, ptr], returns: i32 },
+  kiln_cuda_malloc: { args: [u64, ptr], returns: i32 },
+  kiln_cuda_free: { args: [u64], returns: i32 },
+  kiln_cuda_memcpy_htod: { args: [u64, ptr, u64, u64], returns: i32 },
+  kiln_cuda_memcpy_dtoh: { args: [ptr, u64, u64, u64], returns: i32 },
+  kiln_cuda_memcpy_dtod: { args: [u64, u64, u64, u64], returns: i32 },
+  kiln_cuda_memset: { args: [u64, u32, u64, u64], returns: i32 },
+  kiln_cuda_host_alloc: { args: [u64, ptr], returns: i32 },
+  kiln_cuda_host_free: { args: [u64], returns: i32 },
+  kiln_cuda_stream_create: { args: [ptr], returns: i32 },
+  kiln_cuda_stream_destroy: { args: [u64], returns: i32 },
+  kiln_cuda_stream_synchronize: { args: [u64], returns: i32 },
+  kiln_cuda_graph_begin: { args: [u64], returns: i32 },
+  kiln_cuda_graph_end: { args: [u64, ptr], returns: i32 },
+  kiln_cuda_graph_launch: { args: [u64, u64], returns: i32 },
+  kiln_cuda_graph_destroy: { args: [u64], returns: i32 },
 } as const;
 
 /** The CPU levels kiln is built for, best first within an architecture. */
@@ -86,8 +125,11 @@ export const CPU_LEVELS: readonly CpuLevel[] = ["x86_64-v4", "x86_64-v3", "x86_6
 /** kiln_cpu_level() numbering. */
 export const CPU_LEVEL_IDS: Record<CpuLevel, number> = { "x86_64-baseline": 0, "x86_64-v3": 1, "x86_64-v4": 2, aarch64: 3 };
 
-/** Status codes returned by the kernels (see zig-kernels/exports.zig). */
-export const Status = { ok: 0, badType: -1, badShape: -2, badArg: -3 } as const;
+/**
+ * Status codes returned by the kernels (see zig-kernels/exports.zig); the CUDA ones
+ * (zig-kernels/cuda_loader.zig) come with a message from kiln_cuda_last_error.
+ */
+export const Status = { ok: 0, badType: -1, badShape: -2, badArg: -3, cudaFailed: -4, noLibrary: -5, compileFailed: -6 } as const;
 
 /** The kernels' limits, read from the library (kiln_limit) rather than copied by hand. */
 export interface KernelLimits {
