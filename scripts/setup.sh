@@ -18,6 +18,40 @@ if [ "$(PYTHONPATH=.tools/py python3 -c 'import importlib.metadata as m; print(m
   python3 -m pip install --quiet --disable-pip-version-check --upgrade --target .tools/py "jinja2==$JINJA2_VERSION"
 fi
 
+# NVRTC, which compiles the CUDA kernels (cuda/*.cu) at run time and needs no GPU: the pinned
+# PyPI wheel, sha256-verified, unpacked into .tools/nvrtc (src/backends/cuda/compile.ts looks
+# there after KILN_NVRTC). KILN_NVRTC_WHEEL may name an already downloaded copy of the wheel.
+NVRTC_VERSION=12.4.127
+NVRTC_WHEEL=nvidia_cuda_nvrtc_cu12-$NVRTC_VERSION-py3-none-manylinux2014_x86_64.whl
+NVRTC_WHEEL_SHA256=a178759ebb095827bd30ef56598ec182b85547f1508941a3d560eb7ea1fbf338
+NVRTC_STAMP=.tools/nvrtc/.installed
+sha256_of() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
+  else shasum -a 256 "$1" | cut -d' ' -f1; fi
+}
+if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
+  echo "setup: no pinned NVRTC wheel for $(uname -s)-$(uname -m); the CUDA backend uses the system's NVRTC or KILN_NVRTC"
+elif [ "$(cat "$NVRTC_STAMP" 2>/dev/null || true)" != "$NVRTC_WHEEL_SHA256" ] || [ ! -f .tools/nvrtc/nvidia/cuda_nvrtc/lib/libnvrtc.so.12 ]; then
+  echo "setup: installing NVRTC $NVRTC_VERSION into .tools/nvrtc"
+  nvrtc_tmp="$(mktemp -d)"
+  if [ -n "${KILN_NVRTC_WHEEL:-}" ]; then
+    cp "$KILN_NVRTC_WHEEL" "$nvrtc_tmp/$NVRTC_WHEEL"
+  else
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+      --platform manylinux2014_x86_64 --python-version 3 --implementation py -d "$nvrtc_tmp" "nvidia-cuda-nvrtc-cu12==$NVRTC_VERSION"
+  fi
+  actual="$(sha256_of "$nvrtc_tmp/$NVRTC_WHEEL" 2>/dev/null || true)"
+  if [ "$actual" != "$NVRTC_WHEEL_SHA256" ]; then
+    rm -rf "$nvrtc_tmp"
+    echo "setup: ERROR: $NVRTC_WHEEL has sha256 ${actual:-(missing)}, expected $NVRTC_WHEEL_SHA256; not installing it" >&2
+    exit 1
+  fi
+  rm -rf .tools/nvrtc
+  python3 -B -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$nvrtc_tmp/$NVRTC_WHEEL" .tools/nvrtc
+  rm -rf "$nvrtc_tmp"
+  echo "$NVRTC_WHEEL_SHA256" >"$NVRTC_STAMP"
+fi
+
 if [ ! -x node_modules/.bin/bun ] || [ package.json -nt node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing JS dependencies (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error

@@ -35,7 +35,14 @@ export type RuntimeErrorCode =
   /** A JSON schema for constrained decoding is malformed: the message gives its JSON path. */
   | "BAD_SCHEMA"
   /** A JSON schema uses a keyword (or form) that constrained decoding does not support: the message names it and its path. */
-  | "UNSUPPORTED_SCHEMA";
+  | "UNSUPPORTED_SCHEMA"
+  /**
+   * The CUDA backend: no usable GPU or driver, or a driver call failed. The message starts with
+   * the call and CUDA's error name ("cuMemAlloc_v2: CUDA_ERROR_OUT_OF_MEMORY (...)").
+   */
+  | "CUDA"
+  /** NVRTC could not compile a kernel file: the message names the file and architecture and holds NVRTC's log. */
+  | "CUDA_COMPILE";
 
 /**
  * The error kiln throws on purpose, with a stable `code` to switch on (subclasses: GGUFError,
