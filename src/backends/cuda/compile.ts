@@ -293,7 +293,7 @@ export function compileKernelSource(name: string, source: string, arch: Arch, op
  * (e.g. 90 → sm_90) → CUBIN bytes, from the cache when it holds them.
  */
 export function compileKernelFile(file: string, arch: Arch, opts: CompileOptions = {}): Uint8Array {
-  const path = file.includes("/") ? file : join(opts.cudaDir ?? CUDA_DIR, file);
+  const path = /[\\/]/.test(file) ? file : join(opts.cudaDir ?? CUDA_DIR, file);
   let source: string;
   try {
     source = readFileSync(path, "utf8");

@@ -12,9 +12,10 @@
  * Every failure is a KilnError with code "CUDA" whose message starts with the driver call and
  * its error name ("cuMemAlloc_v2: CUDA_ERROR_OUT_OF_MEMORY (...)").
  *
- * Ordering: everything runs on the runtime's one stream, in call order; upload returns once the
- * driver holds the bytes (the source array may be reused at once), download returns when the
- * bytes have arrived (it waits for the launches before it).
+ * Ordering: everything runs on the runtime's one stream, in call order; upload from ordinary JS
+ * memory returns once the driver holds the bytes (the array may be reused at once; from
+ * allocPinned memory the copy is truly asynchronous: keep the bytes until synchronize()),
+ * download returns when the bytes have arrived (it waits for the launches before it).
  */
 import { KilnError } from "../../errors";
 import { toArrayBuffer } from "bun:ffi";
