@@ -4,9 +4,10 @@
 // (ggml's): every value dequantized here is bit-identical to dequantizeRowRef there.
 //
 // Two views of each type:
-//   * KdqT<ID>::dq16(blk, j, y[16]): elements 16j..16j+15 of one block as f32, bit-exact (the
-//     get_rows kernel and the tensor-core tile loader, which rounds them to f16 pairs through
-//     kdq_dq16_f16). For the quantized types 16 divides the block size.
+//   * KdqT<ID>::load16(blk, j, Raw16&) + decode16(raw, j, y[16]): elements 16j..16j+15 of one
+//     block as f32, bit-exact (the get_rows kernel, and the tensor-core tile loader, which rounds
+//     them to f16 pairs); KdqRow16 below wraps them, and the float types, by row position. For
+//     the quantized types 16 divides the block size.
 //   * the mat-vec lane view: a block is read by NP lanes; lane piece p ∈ [0, NP) loads its raw
 //     words with KdqT<ID>::load(blk, p, Raw&) (separate, so a lane can have the next piece's
 //     loads in flight while it decodes this one) and KdqT<ID>::decode(raw, p, q[E], sc[NS],
@@ -62,22 +63,12 @@ KILN_FN float kdq_u2f(u32 q, float off) { return kiln_as_float(0x4B000000u | q) 
 // Byte i (0..3) of w.
 KILN_FN u32 kdq_byte(u32 w, int i) { return (w >> (8 * i)) & 0xFFu; }
 
-// get_scale_min_k4: the 6-bit scale and min of sub-block j (0..7) of the 12 packed bytes s.
-KILN_FN void kdq_scale_min_k4(int j, const u8* s, u32& sc, u32& m) {
-  if (j < 4) {
-    sc = s[j] & 63u;
-    m = s[j + 4] & 63u;
-  } else {
-    sc = (s[j + 4] & 0xFu) | ((u32)(s[j - 4] >> 6) << 4);
-    m = (u32)(s[j + 4] >> 4) | ((u32)(s[j] >> 6) << 4);
-  }
-}
-
-// The mat-vec's read of the scales of sub-blocks 2c and 2c + 1 (c < 4) from the 12 packed
-// bytes s (2-aligned): three u16, ab = s[2c'..] | s[4 + 2c'..] << 16 and e = s[8 + 2c'..], with
-// c' = c % 2. Every byte get_scale_min_k4 reads for j = 2c + i is byte i of one of them:
-//   c < 2:  sc = s[j] & 63 (a), m = s[j + 4] & 63 (b);
-//   c ≥ 2:  sc = (s[j + 4] & 15) | (s[j − 4] >> 6) << 4 (e, a), m = (s[j + 4] >> 4) | (s[j] >> 6) << 4 (e, b).
+// q4_k/q5_k scales (ggml's get_scale_min_k4): the 6-bit scale and min of sub-blocks 2c and
+// 2c + 1 (c < 4) of the 12 packed bytes s (2-aligned), read as three u16: ab = a | b << 16 with
+// a = s[o..o+1], b = s[4+o..5+o], and e = s[8+o..9+o], o = 2·(c % 2). Every byte
+// get_scale_min_k4 reads for sub-block j = 2c + i is byte i of a, b or e:
+//   j < 4:  sc = s[j] & 63 (a), m = s[j + 4] & 63 (b);
+//   j ≥ 4:  sc = (s[j + 4] & 15) | (s[j − 4] >> 6) << 4 (e, a), m = (s[j + 4] >> 4) | (s[j] >> 6) << 4 (e, b).
 KILN_FN void kdq_k4_load(const u8* s, int c, u32& ab, u32& e) {
   const int o = 2 * (c & 1);
   ab = (u32)kdq_ld16(s + o) | ((u32)kdq_ld16(s + 4 + o) << 16);
@@ -95,7 +86,7 @@ KILN_FN void kdq_k4_scales(u32 dd, u32 ab, u32 e, int c, float sc[2], float mn[2
   }
 }
 
-// Tail of every dq16: y = q·d (+ m). q·d is exact in f32 (≤ 8-bit q times an 11-bit f16
+// Tail of every decode16: y = q·d (+ m). q·d is exact in f32 (≤ 8-bit q times an 11-bit f16
 // mantissa), so fused or not the sum rounds once, as ggml's expression.
 
 // ---------------------------------------------------------------------------------------------
@@ -121,10 +112,15 @@ template <> struct KdqT<KDQ_Q4_0> {
       q[4 + i] = kdq_u2f(kdq_byte(r.v[1], i) >> 4, 8.0f);
     }
   }
-  KILN_FN void dq16(const u8* b, int j, float y[16]) {
-    const float d = kdq_f16(b);
+  struct Raw16 { u32 v[5]; };
+  KILN_FN void load16(const u8* b, int, Raw16& r) {
+    r.v[0] = kdq_ld16(b);
+    for (int v = 0; v < 4; v++) r.v[1 + v] = kdq_ld32_2(b + 2 + 4 * v);
+  }
+  KILN_FN void decode16(const Raw16& r, int j, float y[16]) {
+    const float d = kiln_f16_to_f32((u16)r.v[0]);
     for (int v = 0; v < 4; v++) {
-      const u32 w = kdq_ld32_2(b + 2 + 4 * v);
+      const u32 w = r.v[1 + v];
       for (int i = 0; i < 4; i++) {
         const u32 q = j == 0 ? (kdq_byte(w, i) & 15u) : (kdq_byte(w, i) >> 4);
         y[4 * v + i] = kdq_u2f(q, 8.0f) * d;
@@ -151,10 +147,15 @@ template <> struct KdqT<KDQ_Q4_1> {
       q[4 + i] = kdq_u2f(kdq_byte(r.v[1], i) >> 4, 0.0f);
     }
   }
-  KILN_FN void dq16(const u8* b, int j, float y[16]) {
-    const float d = kdq_f16(b), m = kdq_f16(b + 2);
+  struct Raw16 { u32 v[5]; };
+  KILN_FN void load16(const u8* b, int, Raw16& r) {
+    r.v[0] = kdq_ld32(b);
+    for (int v = 0; v < 4; v++) r.v[1 + v] = kdq_ld32(b + 4 + 4 * v);
+  }
+  KILN_FN void decode16(const Raw16& r, int j, float y[16]) {
+    const float d = kiln_f16_to_f32((u16)(r.v[0] & 0xFFFFu)), m = kiln_f16_to_f32((u16)(r.v[0] >> 16));
     for (int v = 0; v < 4; v++) {
-      const u32 w = kdq_ld32(b + 4 + 4 * v);
+      const u32 w = r.v[1 + v];
       for (int i = 0; i < 4; i++) {
         const u32 q = j == 0 ? (kdq_byte(w, i) & 15u) : (kdq_byte(w, i) >> 4);
         y[4 * v + i] = kdq_u2f(q, 0.0f) * d + m;
@@ -185,11 +186,17 @@ template <> struct KdqT<KDQ_Q5_0> {
       q[4 + i] = kdq_u2f((kdq_byte(w, i) >> 4) | (((h >> (e + 16)) & 1u) << 4), 16.0f);
     }
   }
-  KILN_FN void dq16(const u8* b, int j, float y[16]) {
-    const float d = kdq_f16(b);
-    const u32 h = kdq_ld32_2(b + 2);
+  struct Raw16 { u32 v[6]; };
+  KILN_FN void load16(const u8* b, int, Raw16& r) {
+    r.v[0] = kdq_ld16(b);
+    r.v[1] = kdq_ld32_2(b + 2);
+    for (int v = 0; v < 4; v++) r.v[2 + v] = kdq_ld32_2(b + 6 + 4 * v);
+  }
+  KILN_FN void decode16(const Raw16& r, int j, float y[16]) {
+    const float d = kiln_f16_to_f32((u16)r.v[0]);
+    const u32 h = r.v[1];
     for (int v = 0; v < 4; v++) {
-      const u32 w = kdq_ld32_2(b + 6 + 4 * v);
+      const u32 w = r.v[2 + v];
       for (int i = 0; i < 4; i++) {
         const int e = 16 * j + 4 * v + i;
         const u32 nib = j == 0 ? (kdq_byte(w, i) & 15u) : (kdq_byte(w, i) >> 4);
@@ -220,11 +227,17 @@ template <> struct KdqT<KDQ_Q5_1> {
       q[4 + i] = kdq_u2f((kdq_byte(w, i) >> 4) | (((h >> (e + 16)) & 1u) << 4), 0.0f);
     }
   }
-  KILN_FN void dq16(const u8* b, int j, float y[16]) {
-    const float d = kdq_f16(b), m = kdq_f16(b + 2);
-    const u32 h = kdq_ld32(b + 4);
+  struct Raw16 { u32 v[6]; };
+  KILN_FN void load16(const u8* b, int, Raw16& r) {
+    r.v[0] = kdq_ld32(b);
+    r.v[1] = kdq_ld32(b + 4);
+    for (int v = 0; v < 4; v++) r.v[2 + v] = kdq_ld32(b + 8 + 4 * v);
+  }
+  KILN_FN void decode16(const Raw16& r, int j, float y[16]) {
+    const float d = kiln_f16_to_f32((u16)(r.v[0] & 0xFFFFu)), m = kiln_f16_to_f32((u16)(r.v[0] >> 16));
+    const u32 h = r.v[1];
     for (int v = 0; v < 4; v++) {
-      const u32 w = kdq_ld32(b + 8 + 4 * v);
+      const u32 w = r.v[2 + v];
       for (int i = 0; i < 4; i++) {
         const int e = 16 * j + 4 * v + i;
         const u32 nib = j == 0 ? (kdq_byte(w, i) & 15u) : (kdq_byte(w, i) >> 4);
@@ -254,10 +267,15 @@ template <> struct KdqT<KDQ_Q8_0> {
       for (int i = 0; i < 4; i++) q[4 * v + i] = kdq_u2f(kdq_byte(w, i), 128.0f);
     }
   }
-  KILN_FN void dq16(const u8* b, int j, float y[16]) {
-    const float d = kdq_f16(b);
+  struct Raw16 { u32 v[5]; };
+  KILN_FN void load16(const u8* b, int j, Raw16& r) {
+    r.v[0] = kdq_ld16(b);
+    for (int v = 0; v < 4; v++) r.v[1 + v] = kdq_ld32_2(b + 2 + 16 * j + 4 * v);
+  }
+  KILN_FN void decode16(const Raw16& r, int, float y[16]) {
+    const float d = kiln_f16_to_f32((u16)r.v[0]);
     for (int v = 0; v < 4; v++) {
-      const u32 w = kdq_ld32_2(b + 2 + 16 * j + 4 * v) ^ 0x80808080u;
+      const u32 w = r.v[1 + v] ^ 0x80808080u;
       for (int i = 0; i < 4; i++) y[4 * v + i] = kdq_u2f(kdq_byte(w, i), 128.0f) * d;
     }
   }
@@ -294,18 +312,25 @@ template <> struct KdqT<KDQ_Q4_K> {
     }
   }
   // Elements 16j..16j+15: c = j/4, hi = (j/2)%2 (the nibble and sub-block 2c + hi), l0 = 16·(j%2).
-  KILN_FN void dq16(const u8* b, int j, float y[16]) {
-    const int c = j >> 2, hi = (j >> 1) & 1, l0 = 16 * (j & 1);
-    const float d = kdq_f16(b), dmin = kdq_f16(b + 2);
-    u32 scv, mv;
-    kdq_scale_min_k4(2 * c + hi, b + 4, scv, mv);
-    const float d1 = d * (float)scv, m1 = dmin * (float)mv;
-    u32 w[4];
-    kdq_ld128(b + 16 + 32 * c + l0, w);
+  // v[0]: d, dmin; v[1], v[2]: kdq_k4_load's scale words of chunk c; v[3..6]: the 16 qs bytes.
+  struct Raw16 { u32 v[7]; };
+  KILN_FN void load16(const u8* b, int j, Raw16& r) {
+    const int c = j >> 2, l0 = 16 * (j & 1);
+    r.v[0] = kdq_ld32(b);
+    kdq_k4_load(b + 4, c, r.v[1], r.v[2]);
+    kdq_ld128(b + 16 + 32 * c + l0, r.v + 3);
+  }
+  // y = d1·q − m1 (get_scale_min_k4's scale and min of sub-block 2c + hi), written as
+  // d1·q + (−m1), the same IEEE operation.
+  KILN_FN void decode16(const Raw16& r, int j, float y[16]) {
+    const int c = j >> 2, hi = (j >> 1) & 1;
+    float sc[2], mn[2];
+    kdq_k4_scales(r.v[0], r.v[1], r.v[2], c, sc, mn);
+    const float d1 = hi ? sc[1] : sc[0], m1 = hi ? mn[1] : mn[0];
     for (int v = 0; v < 4; v++) {
       for (int i = 0; i < 4; i++) {
-        const u32 q = hi ? (kdq_byte(w[v], i) >> 4) : (kdq_byte(w[v], i) & 15u);
-        y[4 * v + i] = d1 * kdq_u2f(q, 0.0f) - m1;
+        const u32 q = hi ? (kdq_byte(r.v[3 + v], i) >> 4) : (kdq_byte(r.v[3 + v], i) & 15u);
+        y[4 * v + i] = d1 * kdq_u2f(q, 0.0f) + m1;
       }
     }
   }
@@ -342,20 +367,26 @@ template <> struct KdqT<KDQ_Q5_K> {
       }
     }
   }
-  KILN_FN void dq16(const u8* b, int j, float y[16]) {
-    const int c = j >> 2, hi = (j >> 1) & 1, l0 = 16 * (j & 1);
-    const float d = kdq_f16(b), dmin = kdq_f16(b + 2);
-    u32 scv, mv;
-    kdq_scale_min_k4(2 * c + hi, b + 4, scv, mv);
-    const float d1 = d * (float)scv, m1 = dmin * (float)mv;
-    u32 w[4], h[4];
-    kdq_ld128(b + 48 + 32 * c + l0, w);
-    kdq_ld128(b + 16 + l0, h);
+  // v[0..6] as q4_k (qs at offset 48); v[7..10]: the qh bytes of positions l0..l0+15.
+  struct Raw16 { u32 v[11]; };
+  KILN_FN void load16(const u8* b, int j, Raw16& r) {
+    const int c = j >> 2, l0 = 16 * (j & 1);
+    r.v[0] = kdq_ld32(b);
+    kdq_k4_load(b + 4, c, r.v[1], r.v[2]);
+    kdq_ld128(b + 48 + 32 * c + l0, r.v + 3);
+    kdq_ld128(b + 16 + l0, r.v + 7);
+  }
+  KILN_FN void decode16(const Raw16& r, int j, float y[16]) {
+    const int c = j >> 2, hi = (j >> 1) & 1;
+    float sc[2], mn[2];
+    kdq_k4_scales(r.v[0], r.v[1], r.v[2], c, sc, mn);
+    const float d1 = hi ? sc[1] : sc[0], m1 = hi ? mn[1] : mn[0];
     const int bit = 2 * c + hi;
     for (int v = 0; v < 4; v++) {
-      const u32 nib = hi ? ((w[v] >> 4) & 0x0F0F0F0Fu) : (w[v] & 0x0F0F0F0Fu);
-      const u32 q4 = nib | (((h[v] >> bit) & 0x01010101u) << 4);
-      for (int i = 0; i < 4; i++) y[4 * v + i] = d1 * kdq_u2f(kdq_byte(q4, i), 0.0f) - m1;
+      const u32 w = r.v[3 + v], h = r.v[7 + v];
+      const u32 nib = hi ? ((w >> 4) & 0x0F0F0F0Fu) : (w & 0x0F0F0F0Fu);
+      const u32 q4 = nib | (((h >> bit) & 0x01010101u) << 4);
+      for (int i = 0; i < 4; i++) y[4 * v + i] = d1 * kdq_u2f(kdq_byte(q4, i), 0.0f) + m1;
     }
   }
 };
@@ -398,13 +429,22 @@ template <> struct KdqT<KDQ_Q6_K> {
       for (int i = 0; i < 4; i++) q[4 * j + i] = kdq_u2f(kdq_byte(v[j], i), 32.0f);
   }
   // Elements 16j..16j+15: h = j/8, jj = (j/2)%4, l0 = 16·(j%2).
-  KILN_FN void dq16(const u8* b, int j, float y[16]) {
+  // v[0]: d | the scale byte << 16; v[1..4]: ql; v[5..8]: qh.
+  struct Raw16 { u32 v[9]; };
+  KILN_FN void load16(const u8* b, int j, Raw16& r) {
     const int h = j >> 3, jj = (j >> 1) & 3, l0 = 16 * (j & 1);
-    const float d = kdq_f16(b + 208);
-    const float ds = d * (float)(reinterpret_cast<const i8*>(b + 192))[8 * h + (l0 >> 4) + 2 * jj];
+    r.v[0] = (u32)kdq_ld16(b + 208) | ((u32)b[192 + 8 * h + (l0 >> 4) + 2 * jj] << 16);
     for (int v = 0; v < 4; v++) {
-      const u32 ql = kdq_ld32_2(b + 64 * h + 32 * (jj & 1) + l0 + 4 * v);
-      const u32 qh = kdq_ld32_2(b + 128 + 32 * h + l0 + 4 * v);
+      r.v[1 + v] = kdq_ld32_2(b + 64 * h + 32 * (jj & 1) + l0 + 4 * v);
+      r.v[5 + v] = kdq_ld32_2(b + 128 + 32 * h + l0 + 4 * v);
+    }
+  }
+  KILN_FN void decode16(const Raw16& r, int j, float y[16]) {
+    const int jj = (j >> 1) & 3;
+    const float ds = kiln_f16_to_f32((u16)(r.v[0] & 0xFFFFu)) * (float)(i8)kdq_byte(r.v[0], 2);
+    for (int v = 0; v < 4; v++) {
+      const u32 ql = r.v[1 + v];
+      const u32 qh = r.v[5 + v];
       const u32 nib = jj < 2 ? (ql & 0x0F0F0F0Fu) : ((ql >> 4) & 0x0F0F0F0Fu);
       const u32 q6 = nib | (((qh >> (2 * jj)) & 0x03030303u) << 4);
       for (int i = 0; i < 4; i++) y[4 * v + i] = ds * kdq_u2f(kdq_byte(q6, i), 32.0f);
@@ -430,24 +470,66 @@ template <> struct KdqIsFloat<KDQ_BF16> { static constexpr bool value = true; };
 // Bytes per element of a float type.
 template <int ID> struct KdqFloatBytes { static constexpr int value = ID == KDQ_F32 ? 4 : 2; };
 
-// Elements e0..e0+15 of a row of k elements as f32 (exact); elements ≥ k read as 0. For the
-// quantized types e0 is a multiple of 16 and k a whole number of blocks, so no element is out
-// of range; for the float types the tail is zero-padded.
+// Elements e0..e0+15 (e0 a multiple of 16) of a row of k elements, in two steps so a loader can
+// have the loads of its next tile in flight while it computes: KdqRow16<ID>::fetch(row, e0, k,
+// vec, raw) issues the loads, convert(raw, e0, k, y) gives the exact f32 values. Elements at or
+// beyond k read as 0 (for the quantized types k is a whole number of blocks, so a piece is
+// either wholly inside or wholly beyond it). vec: float rows may be read as 16-byte words (the
+// row start and e0's address 16-byte aligned: k a multiple of 4 (f32) or 8 (f16/bf16) and a
+// 16-byte-aligned base).
+template <int ID, bool IsFloat = KdqIsFloat<ID>::value> struct KdqRow16;
+
+template <int ID> struct KdqRow16<ID, false> {
+  using T = KdqT<ID>;
+  struct Raw { typename T::Raw16 r; };
+  KILN_FN void fetch(const u8* row, i64 e0, i64 k, bool, Raw& raw) {
+    if (e0 < k) T::load16(row + (e0 / T::QK) * T::BYTES, (int)((e0 % T::QK) / 16), raw.r);
+  }
+  KILN_FN void convert(const Raw& raw, i64 e0, i64 k, float y[16]) {
+    if (e0 < k) {
+      T::decode16(raw.r, (int)((e0 % T::QK) / 16), y);
+    } else {
+      for (int i = 0; i < 16; i++) y[i] = 0.0f;
+    }
+  }
+};
+
+template <int ID> struct KdqRow16<ID, true> {
+  static constexpr int EB = KdqFloatBytes<ID>::value;
+  struct Raw { u32 v[EB * 4]; };  // the 16 elements' bytes
+  KILN_FN void fetch(const u8* row, i64 e0, i64 k, bool vec, Raw& raw) {
+    const u8* p = row + e0 * EB;
+    if (vec && e0 + 16 <= k) {
+      for (int q = 0; q < EB; q++) kdq_ld128(p + 16 * q, raw.v + 4 * q);
+    } else if constexpr (EB == 4) {
+      for (int i = 0; i < 16; i++) raw.v[i] = e0 + i < k ? kdq_ld32(p + 4 * i) : 0u;
+    } else {
+      for (int i = 0; i < 8; i++) {
+        const u32 lo = e0 + 2 * i < k ? kdq_ld16(p + 4 * i) : 0u;
+        const u32 hi = e0 + 2 * i + 1 < k ? kdq_ld16(p + 4 * i + 2) : 0u;
+        raw.v[i] = lo | (hi << 16);
+      }
+    }
+  }
+  // Zero bytes are +0 in every float type, so the tail needs no test here.
+  KILN_FN void convert(const Raw& raw, i64, i64, float y[16]) {
+    for (int i = 0; i < 16; i++) {
+      if constexpr (ID == KDQ_F32) y[i] = kiln_as_float(raw.v[i]);
+      else if constexpr (ID == KDQ_F16) y[i] = kiln_f16_to_f32((u16)(raw.v[i >> 1] >> (16 * (i & 1))));
+      else y[i] = kiln_bf16_to_f32((u16)(raw.v[i >> 1] >> (16 * (i & 1))));
+    }
+  }
+};
+
 template <int ID>
 KILN_FN void kdq_row16(const u8* row, i64 e0, i64 k, float y[16]) {
-  if constexpr (KdqIsFloat<ID>::value) {
-    for (int i = 0; i < 16; i++) y[i] = e0 + i < k ? kdq_float_at<ID>(row, e0 + i) : 0.0f;
-  } else {
-    using T = KdqT<ID>;
-    KdqT<ID>::dq16(row + (e0 / T::QK) * T::BYTES, (int)((e0 % T::QK) / 16), y);
-  }
+  typename KdqRow16<ID>::Raw raw;
+  KdqRow16<ID>::fetch(row, e0, k, false, raw);
+  KdqRow16<ID>::convert(raw, e0, k, y);
 }
 
-// The same 16 elements as 8 f16 pairs (lo = even element), the tensor-core tile format.
-template <int ID>
-KILN_FN void kdq_row16_f16(const u8* row, i64 e0, i64 k, u32 h[8]) {
-  float y[16];
-  kdq_row16<ID>(row, e0, k, y);
+// 16 f32 → 8 f16 pairs (lo = even element), the tensor-core tile format.
+KILN_FN void kdq_pack16_f16(const float y[16], u32 h[8]) {
   for (int i = 0; i < 8; i++) h[i] = kiln_pack_f16x2(y[2 * i], y[2 * i + 1]);
 }
 

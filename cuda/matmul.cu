@@ -3,20 +3,23 @@
 // matvec.cu serves m ≤ 8) and j < n weight rows, W in its GGUF block layout (dequant.cuh).
 // Launcher: src/backends/cuda/kernels/matmul.ts (matmul).
 //
-// A block of 4 warps computes a KMM_BM × KMM_BN (64 × 64) tile of out. For each KMM_BK (32)
+// A block of 4 warps computes a KMM_BM × KMM_BN (64 × 64) tile of out. For each KMM_BK (64)
 // slice of k:
-//   * the tile loader (one 16-element piece of x and one of W per thread) converts the x tile
-//     f32 → f16 and dequantizes the W tile (dequant.cuh's exact f32 values, then rounded to f16)
-//     into shared memory, rows padded to 40 halves so the fragment loads below hit 32 distinct
-//     banks;
-//   * kiln_sync; each warp owns a 32 × 32 sub-tile: per 16-wide k step it builds two A
+//   * the tile loader (32 elements of x and of W per thread) converts the x tile f32 → f16 and
+//     dequantizes the W tile (dequant.cuh's exact f32 values, then rounded to f16) into one of
+//     two shared-memory buffers, rows padded to 72 halves so the fragment loads below hit 32
+//     distinct banks; the global loads of the NEXT slice are issued right after the barrier
+//     into registers, so they are in flight while this slice's MMAs run;
+//   * kiln_sync (one per slice: the buffers alternate); each warp owns a 32 × 32 sub-tile: per
+//     16-wide k step it builds two A
 //     fragments (x rows, m16 × k16) and four B fragments (B = Wᵀ, k16 × n8, so B[kk][nn] is
 //     W[nn][kk]: a W row of the tile is a B column, and the fragment's k pairs are adjacent
 //     halves of that row) as kiln_cuda.cuh documents, and issues 8 kiln_mma_16816 (f16 inputs,
 //     f32 accumulators); kiln_sync.
 // Edges: rows of x beyond m and rows of W beyond n load as zeros and their outputs are not
-// stored; k is a whole number of the type's blocks (32 or 256, so of KMM_BK) for the quantized
-// types, and any k for f32/f16/bf16, whose tail beyond k loads as zeros.
+// stored; k is a whole number of the type's blocks (32 or 256) for the quantized types, and any
+// k for f32/f16/bf16; 16-element pieces at or beyond k (and float elements beyond it) load as
+// zeros.
 //
 // Precision: x and the dequantized weights are rounded to f16 (11-bit significands, relative
 // error ≤ 2^-11 each) and the products summed in f32, so an output's error is about 2^-11 of
@@ -39,33 +42,87 @@ struct MatmulArgs {
 
 #define KMM_BM 64
 #define KMM_BN 64
-#define KMM_BK 32
+#define KMM_BK 64
 #define KMM_THREADS 128
-// Shared-memory row stride in u32 words (two f16 each): 16 words of data + 4 of padding. The
-// fragment loads read word (row0 + g)·20 + t + c for g < 8, t < 4: 20g + t mod 32 covers 32
-// distinct banks.
-#define KMM_LD 20
+// Shared-memory row stride in u32 words (two f16 each): 32 words of data + 4 of padding. The
+// fragment loads read word (row0 + g)·36 + t + c for g < 8, t < 4: 36g + t ≡ 4g + t (mod 32)
+// covers 32 distinct banks.
+#define KMM_LD 36
+#define KMM_TILE_WORDS (KMM_BM * KMM_LD)
+// 16-element pieces per thread per operand: (64 rows × 64 k) / 16 / 128 threads.
+#define KMM_PIECES 2
 
-// x elements e0..e0+15 of one row as f32; beyond k read as 0 (XV: 16-byte loads allowed).
+// x elements e0..e0+15 of one row, the loads only (XV: 16-byte loads allowed), and their f32
+// values; elements at or beyond k are 0.
+struct KmmXRaw { float v[16]; };
 template <bool XV>
-KILN_FN void kmm_load_x16(const float* row, i64 e0, i64 k, float y[16]) {
+KILN_FN void kmm_fetch_x(const float* row, i64 e0, i64 k, KmmXRaw& r) {
 #if defined(KILN_DEVICE_BUILD)
   if (XV && e0 + 16 <= k) {
     const float4* p = reinterpret_cast<const float4*>(row + e0);
+    #pragma unroll
     for (int v = 0; v < 4; v++) {
       const float4 f = p[v];
-      y[4 * v] = f.x; y[4 * v + 1] = f.y; y[4 * v + 2] = f.z; y[4 * v + 3] = f.w;
+      r.v[4 * v] = f.x; r.v[4 * v + 1] = f.y; r.v[4 * v + 2] = f.z; r.v[4 * v + 3] = f.w;
     }
     return;
   }
 #endif
-  for (int i = 0; i < 16; i++) y[i] = e0 + i < k ? row[e0 + i] : 0.0f;
+  #pragma unroll
+  for (int i = 0; i < 16; i++) r.v[i] = e0 + i < k ? row[e0 + i] : 0.0f;
 }
 
-// As: the x tile, [BM rows][BK k] f16; Bs: the W tile, [BN rows][BK k] f16 (KMM_LD words a row).
+// Each thread fills row lr = tid / 2 of both tiles, k pieces 2·(tid % 2) + {0, 1} (32 contiguous
+// elements). The loads for slice k0 go to registers first (fetch), are converted and stored to
+// shared memory later (stash), so the next slice's global loads overlap this slice's MMAs.
 template <int ID, bool XV>
-KILN_FN void kmm_tile(const MatmulArgs& a, u32* As, u32* Bs) {
+struct KmmLoader {
+  using R = KdqRow16<ID>;
+  const float* xrow;
+  const u8* wrow;
+  bool xIn, wIn, vec;
+  i64 k;
+  int lr, lh;
+  KmmXRaw xr[KMM_PIECES];
+  typename R::Raw wr[KMM_PIECES];
+};
 
+template <int ID, bool XV>
+KILN_FN void kmm_fetch(KmmLoader<ID, XV>& ld, i64 k0) {
+  #pragma unroll
+  for (int q = 0; q < KMM_PIECES; q++) {
+    const i64 e0 = k0 + 16 * (KMM_PIECES * ld.lh + q);
+    if (ld.xIn) kmm_fetch_x<XV>(ld.xrow, e0, ld.k, ld.xr[q]);
+    if (ld.wIn) KdqRow16<ID>::fetch(ld.wrow, e0, ld.k, ld.vec, ld.wr[q]);
+  }
+}
+
+template <int ID, bool XV>
+KILN_FN void kmm_stash(const KmmLoader<ID, XV>& ld, i64 k0, u32* As, u32* Bs) {
+  #pragma unroll
+  for (int q = 0; q < KMM_PIECES; q++) {
+    const i64 e0 = k0 + 16 * (KMM_PIECES * ld.lh + q);
+    const int off = ld.lr * KMM_LD + 8 * (KMM_PIECES * ld.lh + q);
+    #pragma unroll
+    for (int i = 0; i < 8; i++) As[off + i] = ld.xIn ? kiln_pack_f16x2(ld.xr[q].v[2 * i], ld.xr[q].v[2 * i + 1]) : 0u;
+    if (ld.wIn) {
+      float y[16];
+      KdqRow16<ID>::convert(ld.wr[q], e0, ld.k, y);
+      #pragma unroll
+      for (int i = 0; i < 8; i++) Bs[off + i] = kiln_pack_f16x2(y[2 * i], y[2 * i + 1]);
+    } else {
+      #pragma unroll
+      for (int i = 0; i < 8; i++) Bs[off + i] = 0u;
+    }
+  }
+}
+
+// smem: two buffers of [As | Bs], each KMM_TILE_WORDS u32: As the x tile [BM rows][BK k], Bs the
+// W tile [BN rows][BK k], f16 pairs. Double-buffered, so one kiln_sync per k slice suffices:
+// slice s + 2 is stored into buffer s % 2 only after the barrier of slice s + 1, which every
+// warp passes only after its MMAs on slice s.
+template <int ID, bool XV>
+KILN_FN void kmm_tile(const MatmulArgs& a, u32* smem) {
   const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t = lane & 3;
   const int wm = warp >> 1, wn = warp & 1;  // the warp's 32 × 32 sub-tile
@@ -74,36 +131,30 @@ KILN_FN void kmm_tile(const MatmulArgs& a, u32* As, u32* Bs) {
   const i64 rb = kdq_row_bytes<ID>(k);
   const u8* W = static_cast<const u8*>(a.w);
 
-  // Loader roles: thread tid fills row tid/2, k half tid%2 (16 elements) of both tiles.
-  const int lr = tid >> 1, lh = tid & 1;
-  const bool xIn = m0 + lr < a.m, wIn = n0 + lr < a.n;
-  const float* xrow = a.x + (i64)(m0 + lr) * a.ldx;
-  const u8* wrow = W + (i64)(n0 + lr) * rb;
+  KmmLoader<ID, XV> ld;
+  ld.k = k;
+  ld.lr = tid >> 1;
+  ld.lh = tid & 1;
+  ld.xIn = m0 + ld.lr < a.m;
+  ld.wIn = n0 + ld.lr < a.n;
+  ld.xrow = a.x + (i64)(m0 + ld.lr) * a.ldx;
+  ld.wrow = W + (i64)(n0 + ld.lr) * rb;
+  // Float rows as 16-byte words: every row start 16-byte aligned.
+  ld.vec = KdqIsFloat<ID>::value && ((u64)W & 15u) == 0 && (rb & 15) == 0;
 
   float acc[2][4][4];
   for (int i = 0; i < 2; i++)
     for (int j = 0; j < 4; j++)
       for (int c = 0; c < 4; c++) acc[i][j][c] = 0.0f;
 
-  for (i64 k0 = 0; k0 < k; k0 += KMM_BK) {
-    const i64 e0 = k0 + 16 * lh;
-    {
-      float y[16];
-      if (xIn) kmm_load_x16<XV>(xrow, e0, k, y);
-      else
-        for (int i = 0; i < 16; i++) y[i] = 0.0f;
-      u32* dst = As + lr * KMM_LD + 8 * lh;
-      for (int i = 0; i < 8; i++) dst[i] = kiln_pack_f16x2(y[2 * i], y[2 * i + 1]);
-    }
-    {
-      u32 h[8];
-      if (wIn) kdq_row16_f16<ID>(wrow, e0, k, h);
-      else
-        for (int i = 0; i < 8; i++) h[i] = 0u;
-      u32* dst = Bs + lr * KMM_LD + 8 * lh;
-      for (int i = 0; i < 8; i++) dst[i] = h[i];
-    }
+  kmm_fetch(ld, 0);
+  int buf = 0;
+  for (i64 k0 = 0; k0 < k; k0 += KMM_BK, buf ^= 1) {
+    u32* As = smem + buf * 2 * KMM_TILE_WORDS;
+    u32* Bs = As + KMM_TILE_WORDS;
+    kmm_stash(ld, k0, As, Bs);
     kiln_sync();
+    if (k0 + KMM_BK < k) kmm_fetch(ld, k0 + KMM_BK);  // in flight during the MMAs below
 
     for (int kk = 0; kk < KMM_BK / 2; kk += 8) {  // 16 halves = 8 words per MMA k step
       u32 af[2][4], bf[4][2];
@@ -123,7 +174,6 @@ KILN_FN void kmm_tile(const MatmulArgs& a, u32* As, u32* Bs) {
       for (int i = 0; i < 2; i++)
         for (int j = 0; j < 4; j++) kiln_mma_16816(acc[i][j], af[i], bf[j], acc[i][j]);
     }
-    kiln_sync();
   }
 
   // c[0..1]: C[g][2t..2t+1], c[2..3]: C[g+8][2t..2t+1] of each 16 × 8 piece.
@@ -143,11 +193,10 @@ KILN_FN void kmm_tile(const MatmulArgs& a, u32* As, u32* Bs) {
 
 template <int ID>
 KILN_FN void kmm_run(const MatmulArgs& a) {
-  // Declared here, not in kmm_tile: each instantiation's static shared arrays would count.
-  KILN_SHARED u32 As[KMM_BM * KMM_LD];
-  KILN_SHARED u32 Bs[KMM_BN * KMM_LD];
-  if (((u64)a.x & 15u) == 0 && (a.ldx & 3) == 0) kmm_tile<ID, true>(a, As, Bs);
-  else kmm_tile<ID, false>(a, As, Bs);
+  // Declared here, not in kmm_tile: each instantiation's static shared array would count.
+  KILN_SHARED u32 smem[4 * KMM_TILE_WORDS];  // 36 KiB
+  if (((u64)a.x & 15u) == 0 && (a.ldx & 3) == 0) kmm_tile<ID, true>(a, smem);
+  else kmm_tile<ID, false>(a, smem);
 }
 
 KILN_KERNEL(kiln_matmul_f32, MatmulArgs) { kmm_run<KDQ_F32>(a); }
