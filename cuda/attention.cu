@@ -36,6 +36,17 @@
 //     splits (log-sum-exp): out = Σ_s e^{m_s − M} O_s / Σ_s e^{m_s − M} l_s.
 //   kiln_flash_attn_combine — grid (nQ · nHead), block 128.
 //
+// Device position (split path, for CUDA graphs: a captured launch replays its argument bytes, so
+// what changes every token must be read from device memory): when posDev is non-null,
+//   qPos0 = posDev[0], nKv = min(qPos0 + nQ, args.nKv)   (args.nKv: the bound, the cache's rows;
+//                                                         args.qPos0 and args.keysPerSplit unused)
+//   and the grid's nSplit is fixed (planned by the host from the bound): every split computes
+//   keysPerSplit = ceil(ceil(nKv / tile) / nSplit) · tile on the device (fa_split_keys, the
+//   launcher's formula), a split whose keys start at or past nKv writes (m = -inf, l = 0, O = 0),
+//   and the combine merges only the ceil(nKv / keysPerSplit) live splits. The same arguments and
+//   grid therefore serve every position ≤ the bound. The tile kernels ignore posDev (the launcher
+//   never sets it for them).
+//
 // Scratch (split path, f32), nRows = nQ · nHead, row = i · nHead + h:
 //   O_s   scratch[(s * nRows + row) * headDim + d]
 //   m, l  scratch[nSplit·nRows·headDim + (s * nRows + row) * 2 + {0, 1}]
@@ -47,17 +58,18 @@ struct FlashAttnArgs {
   const u16* v;
   float* out;
   float* scratch;    // split path with nSplit > 1; else null
+  const i32* posDev; // split path: device position of query row 0 (see above); null = use qPos0/nKv
   i32 nQ;
   i32 nHead;
   i32 nKvHead;
   i32 headDim;
-  i32 nKv;           // keys present: positions 0..nKv-1
-  i32 qPos0;         // position of query row 0
+  i32 nKv;           // keys present: positions 0..nKv-1 (with posDev: the bound on nKv)
+  i32 qPos0;         // position of query row 0 (unused with posDev)
   i32 window;        // 0 = none
   i32 qRowStride;    // floats between query rows
   i32 outRowStride;  // floats between output rows
   i32 nSplit;        // split path: key splits (1 = write out directly)
-  i32 keysPerSplit;  // split path: a multiple of the key tile
+  i32 keysPerSplit;  // split path: a multiple of the key tile (unused with posDev)
   float scale;
   float softcap;     // 0 = off
 };
@@ -310,12 +322,32 @@ KILN_KERNEL_BOUNDS(kiln_flash_attn_hd256, FlashAttnArgs, 128) {
 #define FA_SPLIT_THREADS 128
 KILN_FN int fa_split_tile(int headDim) { return headDim > 128 ? 32 : 64; }
 
-KILN_KERNEL_BOUNDS(kiln_flash_attn_split, FlashAttnArgs, FA_SPLIT_THREADS) {
+// Keys per split: nSplit shares of whole tiles (the launcher's formula, which also drops the
+// trailing empty splits when it knows nKv; with posDev the grid keeps them).
+KILN_FN int fa_split_keys(int nKv, int nSplit, int tk) {
+  const int tiles = nKv > 0 ? (nKv + tk - 1) / tk : 1;
+  return (tiles + nSplit - 1) / nSplit * tk;
+}
+
+// The call's live arguments: with posDev, qPos0, nKv and keysPerSplit come from the device.
+KILN_FN FlashAttnArgs fa_live(const FlashAttnArgs& a) {
+  FlashAttnArgs b = a;
+  if (a.posDev) {
+    const i64 pos = a.posDev[0];
+    const i64 end = pos + a.nQ;
+    b.qPos0 = (i32)pos;
+    b.nKv = (i32)(end < 0 ? 0 : end < a.nKv ? end : a.nKv);  // never past the cache
+    b.keysPerSplit = fa_split_keys(b.nKv, a.nSplit, fa_split_tile(a.headDim));
+  }
+  return b;
+}
+
+// The split kernel's body, on the live arguments (fa_live).
+KILN_FN void fa_split(const FlashAttnArgs& a, u32* smem) {
   constexpr int PB = FA_SPLIT_PAIRS, NT = FA_SPLIT_THREADS;
   constexpr int MAXW = PB * 128 / NT;                // accumulator float2s per thread (headDim ≤ 256)
   const int hd = a.headDim, hp = hd / 2, tk = fa_split_tile(hd);
   const int ldk = hp + 1;                            // K row stride in words: odd, conflict-free dot products
-  KILN_DYNAMIC_SMEM(u32, smem);
   float* qsm = reinterpret_cast<float*>(smem);       // [PB][hd]
   float* psm = qsm + PB * hd;                        // [PB][tk] scores, then probabilities
   float* alphas = psm + PB * tk;                     // [PB]
@@ -470,21 +502,34 @@ KILN_KERNEL_BOUNDS(kiln_flash_attn_split, FlashAttnArgs, FA_SPLIT_THREADS) {
   }
 }
 
-// One block per (query row, head): merges the nSplit partials by log-sum-exp.
+KILN_KERNEL_BOUNDS(kiln_flash_attn_split, FlashAttnArgs, FA_SPLIT_THREADS) {
+  KILN_DYNAMIC_SMEM(u32, smem);
+  fa_split(fa_live(a), smem);
+}
+
+// One block per (query row, head): merges the live splits' partials by log-sum-exp (the
+// scratch is laid out for the launch's nSplit; with posDev only the first
+// ceil(nKv / keysPerSplit) splits hold keys, the others wrote m = -inf, l = 0 and are skipped).
 KILN_KERNEL_BOUNDS(kiln_flash_attn_combine, FlashAttnArgs, 128) {
+  const FlashAttnArgs b = fa_live(a);
   const int row = (int)blockIdx.x, qi = row / a.nHead, h = row % a.nHead, hd = a.headDim;
   const i64 nRows = (i64)a.nQ * a.nHead;
   const float* ml = a.scratch + (i64)a.nSplit * nRows * hd;
+  int live = a.nSplit;
+  if (a.posDev) {
+    const int used = (b.nKv + b.keysPerSplit - 1) / b.keysPerSplit;
+    live = used < live ? used : live;
+  }
   float M = fa_neg_inf();
-  for (int s = 0; s < a.nSplit; ++s) M = fmaxf(M, ml[(s * nRows + row) * 2]);
+  for (int s = 0; s < live; ++s) M = fmaxf(M, ml[(s * nRows + row) * 2]);
   const float mUse = M == fa_neg_inf() ? 0.0f : M;
   float L = 0.0f;
-  for (int s = 0; s < a.nSplit; ++s) L += ml[(s * nRows + row) * 2 + 1] * expf(ml[(s * nRows + row) * 2] - mUse);
+  for (int s = 0; s < live; ++s) L += ml[(s * nRows + row) * 2 + 1] * expf(ml[(s * nRows + row) * 2] - mUse);
   const float inv = L > 0.0f ? 1.0f / L : 0.0f;
   float* dst = a.out + (i64)qi * a.outRowStride + (i64)h * hd;
   for (int d = (int)threadIdx.x; d < hd; d += (int)blockDim.x) {
     float x = 0.0f;
-    for (int s = 0; s < a.nSplit; ++s) {
+    for (int s = 0; s < live; ++s) {
       const float w = expf(ml[(s * nRows + row) * 2] - mUse);
       x += w * a.scratch[(s * nRows + row) * hd + d];
     }

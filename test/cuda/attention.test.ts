@@ -15,11 +15,15 @@
  *     Against the exact CPU kernel, Q's rounding moves each score by at most
  *     B = 2^-11 · scale · Σ_d |q_d k_d| (softcap only shrinks it); a softmax whose logits move by
  *     ≤ B moves its output by ≤ (e^{2B} − 1) · max|v − out| ≤ ~4B · max|v|: 2^-10 + 4.5B.
+ *
+ * Device position (posDev, for CUDA graphs): the split path with the position read from device
+ * memory and the split count fixed by the cache capacity equals, bit for bit, the host-position
+ * call with the same splits, and a graph captured once answers every position uploaded later.
  */
 import { describe, expect, test } from "bun:test";
 import * as cpu from "../../src/backends/cpu";
 import { type DeviceBuffer, type DeviceRuntime, subBuffer } from "../../src/backends/cuda/runtime";
-import { flashAttention, type FlashAttentionOptions, planSplits, splitScratchBytes, SPLIT_MAX_ROWS } from "../../src/backends/cuda/kernels/attention";
+import { flashAttention, type FlashAttentionOptions, graphSplits, planSplits, splitScratchBytes, SPLIT_MAX_ROWS } from "../../src/backends/cuda/kernels/attention";
 import { Tensor } from "../../src/tensor";
 import { randn, thrownKilnError } from "../helpers";
 import { forEachRuntime } from "./runtimes";
@@ -80,8 +84,8 @@ function makeData(c: Case, seed: number): Data {
 
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-/** The CPU kernel on the case's data; `q`/`scale`/`qPos0` overridable for the rounded and the wrong references. */
-function cpuAttention(d: Data, o: { q?: Float32Array; scale?: number; qPos0?: number } = {}): Float32Array {
+/** The CPU kernel on the case's data; `q`/`scale`/`qPos0`/`nKv` overridable for the rounded, the wrong and the per-position references. */
+function cpuAttention(d: Data, o: { q?: Float32Array; scale?: number; qPos0?: number; nKv?: number } = {}): Float32Array {
   const { c } = d;
   const shapeQ = [c.nQ, c.nHead, c.headDim];
   const shapeKv = [d.nCtx, c.nKvHead, c.headDim];
@@ -90,7 +94,7 @@ function cpuAttention(d: Data, o: { q?: Float32Array; scale?: number; qPos0?: nu
     Tensor.fromF32(o.q ?? d.q, shapeQ, "q"),
     new Tensor("f16", shapeKv, bytesOf(d.k), "k"),
     new Tensor("f16", shapeKv, bytesOf(d.v), "v"),
-    c.nKv,
+    o.nKv ?? c.nKv,
     out,
     c.nHead,
     { qPos0: o.qPos0 ?? c.qPos0, window: c.window, scale: o.scale ?? 1 / Math.sqrt(c.headDim), softcap: c.softcap },
@@ -337,6 +341,162 @@ await forEachRuntime(import.meta.file, (rt: DeviceRuntime) => {
         dev.free();
       }
     });
+
+    describe("device position (posDev, for CUDA graphs)", () => {
+      const CAP = 200;
+      const POSITIONS_NKV = [1, 2, 63, 64, 65, 150, 200];
+      /** The cache filled to capacity, GQA 4:1; nQ query rows; positions come from the device. */
+      const posCase = (nQ: number, headDim: number, window: number): Case => ({ nQ, qPos0: CAP - nQ, nKv: CAP, nHead: 8, nKvHead: 2, headDim, window, softcap: 0, spare: 0 });
+      const setPos = (buf: DeviceBuffer, pos: number) => rt.upload(buf, bytesOf(Int32Array.of(pos)));
+
+      for (const headDim of [64, 256])
+        for (const window of [0, 16])
+          test(`headDim ${headDim}, window ${window}: every position equals the host-position call (bit for bit with the same splits)`, () => {
+            for (const nQ of [1, 5]) {
+              const c = posCase(nQ, headDim, window);
+              const d = makeData(c, 300 + headDim + window + nQ);
+              const fixed = graphSplits(nQ, c.nHead, c.nKvHead, headDim, CAP);
+              expect(fixed).toBeGreaterThan(1); // so splits past the position are empty and must contribute nothing
+              const dev = new Device(rt, d, fixed);
+              const posBuf = rt.alloc(4, "position");
+              const vMax = maxAbs(d.v);
+              try {
+                for (const nKv of POSITIONS_NKV.filter((n) => n >= nQ)) {
+                  const qPos0 = nKv - nQ;
+                  const at = { ...dev.options("split"), nKv, qPos0 };
+                  setPos(posBuf, qPos0);
+                  const got = dev.run({ ...at, posDev: posBuf });
+                  // The host's nKv/qPos0 are ignored: stale ones give the same bits.
+                  const stale = dev.run({ ...at, nKv: nQ, qPos0: 0, posDev: posBuf });
+                  const sameSplits = dev.run({ ...at, nSplit: fixed });
+                  const planned = dev.run(at);
+                  const want = cpuAttention(d, { nKv, qPos0 });
+                  const where = { nQ, nKv };
+                  expect({ ...where, stale: maxDiff(stale, got) }).toEqual({ ...where, stale: 0 });
+                  expect({ ...where, sameSplits: maxDiff(sameSplits, got) }).toEqual({ ...where, sameSplits: 0 });
+                  expect({ ...where, planned: maxDiff(planned, got) <= 1e-6 * vMax }).toEqual({ ...where, planned: true });
+                  expect({ ...where, cpu: maxDiff(want, got) <= 2 ** -14 * vMax }).toEqual({ ...where, cpu: true });
+                }
+              } finally {
+                rt.free(posBuf);
+                dev.free();
+              }
+            }
+          });
+
+      test("one capture, many positions: the same argument bytes answer each position uploaded later", () => {
+        for (const window of [0, 16]) {
+          const c = posCase(1, 64, window);
+          const d = makeData(c, 77 + window);
+          const dev = new Device(rt, d, graphSplits(1, c.nHead, c.nKvHead, c.headDim, CAP));
+          const posBuf = rt.alloc(4, "position");
+          const vMax = maxAbs(d.v);
+          const launches: { kernel: string; args: Uint8Array }[] = [];
+          const recorder: DeviceRuntime = Object.assign(Object.create(rt) as DeviceRuntime, {
+            launch: (kernel: string, grid: readonly [number, number, number], block: readonly [number, number, number], sharedBytes: number, args: Uint8Array) => {
+              launches.push({ kernel: `${kernel} ${grid} ${block} ${sharedBytes}`, args: args.slice() });
+              rt.launch(kernel, grid, block, sharedBytes, args);
+            },
+          });
+          try {
+            // The launcher packs the same bytes and grid whatever the host position (and different ones without posDev).
+            const at = (nKv: number) => ({ ...dev.options("split"), nKv, qPos0: nKv - 1 });
+            setPos(posBuf, 10);
+            for (const nKv of [1, 150]) flashAttention(recorder, dev.q, dev.k, dev.v, dev.out, { ...at(nKv), posDev: posBuf }, dev.scratch);
+            expect(launches.length).toBe(4);
+            expect(launches[2]).toEqual(launches[0]!);
+            expect(launches[3]).toEqual(launches[1]!);
+            launches.length = 0;
+            for (const nKv of [1, 150]) flashAttention(recorder, dev.q, dev.k, dev.v, dev.out, { ...at(nKv), nSplit: 4 }, dev.scratch);
+            expect(launches[0]!.args).not.toEqual(launches[launches.length - 1]!.args);
+
+            // Capture at position 149, replay for others: only the int in posDev changes.
+            setPos(posBuf, 149);
+            const graph = rt.captureGraph(() => flashAttention(rt, dev.q, dev.k, dev.v, dev.out, { ...at(150), posDev: posBuf }, dev.scratch));
+            const answers = new Map<number, Float32Array>();
+            try {
+              for (const nKv of [150, 1, 65, 2, 64, 63, 200, 150]) {
+                setPos(posBuf, nKv - 1);
+                const all = new Uint8Array(dev.outAll.byteLength).fill(GUARD);
+                rt.upload(dev.outAll, all);
+                graph.launch();
+                rt.synchronize();
+                rt.download(dev.outAll, all);
+                for (let i = 0; i < GUARD_BYTES; i++) expect(all[i]).toBe(GUARD);
+                for (let i = GUARD_BYTES + dev.outBytes; i < all.length; i++) expect(all[i]).toBe(GUARD);
+                const got = new Float32Array(all.slice(GUARD_BYTES, GUARD_BYTES + dev.outBytes).buffer);
+                const want = cpuAttention(d, { nKv, qPos0: nKv - 1 });
+                expect({ window, nKv, ok: maxDiff(got, want) <= 2 ** -14 * vMax }).toEqual({ window, nKv, ok: true });
+                const before = answers.get(nKv);
+                if (before) expect(maxDiff(before, got)).toBe(0); // a replay at a position seen before: the same bits
+                answers.set(nKv, got);
+              }
+            } finally {
+              graph.dispose();
+            }
+            // Teeth: the positions' answers differ far beyond the tolerance, so a kernel that ignored
+            // posDev (answering the captured position 149 every time) fails the checks above.
+            const ref149 = cpuAttention(d, { nKv: 150, qPos0: 149 });
+            for (const nKv of [1, 2, 63, 64, 65, 200]) {
+              expect(maxDiff(answers.get(nKv)!, ref149)).toBeGreaterThan(100 * 2 ** -14 * vMax);
+              expect(maxDiff(answers.get(nKv)!, answers.get(150)!)).toBeGreaterThan(100 * 2 ** -14 * vMax);
+            }
+          } finally {
+            rt.free(posBuf);
+            dev.free();
+          }
+        }
+      });
+
+      test("a position past the cache reads no row beyond it", () => {
+        for (const window of [0, 16]) {
+          const c = posCase(1, 64, window);
+          const d = makeData(c, 51);
+          const dev = new Device(rt, d, graphSplits(1, c.nHead, c.nKvHead, c.headDim, CAP));
+          const posBuf = rt.alloc(4, "position");
+          try {
+            setPos(posBuf, CAP + 50);
+            const got = dev.run({ ...dev.options("split"), posDev: posBuf });
+            // nKv is bounded by the cache: the keys 0..199 at position 250 (none inside a window of 16).
+            const want = cpuAttention(d, { nKv: CAP, qPos0: CAP + 50 });
+            expect(maxDiff(got, want)).toBeLessThanOrEqual(2 ** -14 * maxAbs(d.v));
+            if (window > 0) expect(maxAbs(got)).toBe(0);
+            else expect(maxAbs(got)).toBeGreaterThan(0);
+          } finally {
+            rt.free(posBuf);
+            dev.free();
+          }
+        }
+      });
+
+      test("posDev is validated: its size, alignment, the split path, and a scratch for the fixed splits", () => {
+        const c = posCase(1, 64, 0);
+        const d = makeData(c, 8);
+        const fixed = graphSplits(1, c.nHead, c.nKvHead, c.headDim, CAP);
+        const dev = new Device(rt, d, fixed);
+        const small = new Device(rt, d, fixed - 1);
+        const posAll = rt.alloc(8, "position");
+        const posBuf = subBuffer(posAll, 0, 4, "position");
+        try {
+          const base = { ...dev.options("split"), posDev: posBuf };
+          const call = (o: Partial<FlashAttentionOptions>, dv: Device = dev, scratch: DeviceBuffer | null | undefined = dv.scratch) =>
+            thrownKilnError(() => flashAttention(rt, dv.q, dv.k, dv.v, dv.out, { ...base, ...o }, scratch))?.message;
+          expect(call({})).toBeUndefined();
+          expect(call({ posDev: subBuffer(posAll, 0, 2, "short position") })).toMatch(/posDev \(short position\) has 2 bytes/);
+          expect(call({ posDev: subBuffer(posAll, 2, 4, "odd position") })).toMatch(/posDev \(odd position\) must be 4-byte aligned/);
+          expect(call({ path: "tile" })).toMatch(/posDev \(position\) needs the split path/);
+          expect(call({ path: "auto", nQ: SPLIT_MAX_ROWS + 1 })).toMatch(/needs the split path|q \(q\) has/);
+          expect(call({}, small)).toMatch(/scratch \(scratch\) has \d+ bytes, needs/);
+          expect(call({}, dev, null)).toMatch(new RegExp(`${fixed} splits need a scratch buffer .*graphSplits`));
+          expect(call({ nKv: CAP + 1 })).toMatch(/nKv 201 exceeds kvRowCapacity/); // host values are still validated
+          expect(call({ qPos0: -1 })).toMatch(/qPos0/);
+        } finally {
+          rt.free(posAll);
+          small.free();
+          dev.free();
+        }
+      });
+    });
   });
 });
 
@@ -347,4 +507,7 @@ test("split planning: decode fills the GPU with whole tiles of keys; the scratch
   expect(planSplits(1, 4, 1, 256, 1 << 17)).toBe(64);        // capped
   expect(planSplits(8, 32, 32, 64, 10)).toBe(1);
   expect(splitScratchBytes(1, 32, 128, 32)).toBe(32 * 32 * 130 * 4);
+  // Graph launches plan from the capacity, whatever the position.
+  expect(graphSplits(1, 32, 8, 128, 4096)).toBe(planSplits(1, 32, 8, 128, 4096));
+  expect(graphSplits(1, 8, 2, 64, 200)).toBe(4);
 });

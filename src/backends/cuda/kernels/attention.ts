@@ -12,6 +12,16 @@
  *     products, a K/V tile shared by the GQA group) + kiln_flash_attn_combine. More than one
  *     split needs a scratch buffer of splitScratchBytes(...) bytes, allocated once per context;
  *     without one the call runs a single split (correct, slower on long contexts).
+ *
+ * CUDA graphs (decode captured once, replayed every token): a captured launch replays its
+ * argument bytes, so the position must come from device memory. With `posDev` (an i32 on the
+ * device: the position of query row 0), the split path reads qPos0 = posDev[0] and
+ * nKv = qPos0 + nQ on the device, and the launch no longer depends on them: the split count is
+ * fixed by kvRowCapacity (graphSplits; size the scratch with
+ * splitScratchBytes(nQ, nHead, headDim, graphSplits(...))) and every split finds its own keys.
+ * The options' nKv and qPos0 are then still validated but never reach the kernel (the args carry
+ * kvRowCapacity as the bound on nKv, so a stray position cannot read past the cache), so one
+ * capture serves every position with posDev[0] + nQ ≤ kvRowCapacity.
  */
 import { KilnError } from "../../../errors";
 import { type DeviceBuffer, type DeviceRuntime, expectBytes, expectInt, KernelArgs } from "../runtime";
@@ -53,8 +63,17 @@ export interface FlashAttentionOptions {
   outRowStride?: number;
   /** Which kernel: "auto" (default) picks by nQ; tests force "tile" or "split". */
   path?: "auto" | "tile" | "split";
-  /** Split path: the number of key splits (default: planned from nKv; capped by the scratch). */
+  /**
+   * Split path: the number of key splits (default: planned from nKv, capped by the scratch; with
+   * posDev, graphSplits(...) and never capped: the scratch must hold them).
+   */
   nSplit?: number;
+  /**
+   * Device position for graph capture: an i32 (≥ 4 bytes, 4-byte aligned) holding qPos0, read
+   * by the kernels at run time (see the module doc). Requires the split path ("split", or "auto"
+   * with nQ ≤ SPLIT_MAX_ROWS). nKv and qPos0 above are then validated but ignored.
+   */
+  posDev?: DeviceBuffer | null;
 }
 
 /** The prefill kernel's head-dim class for headDim: the smallest one ≥ headDim. */
@@ -96,6 +115,15 @@ export function planSplits(nQ: number, nHead: number, nKvHead: number, headDim: 
   const blocks = nKvHead * Math.ceil((nQ * (nHead / nKvHead)) / SPLIT_PAIRS);
   const tiles = Math.max(1, Math.ceil(nKv / splitTile(headDim)));
   return Math.max(1, Math.min(MAX_SPLITS, tiles, Math.ceil(TARGET_BLOCKS / blocks)));
+}
+
+/**
+ * The fixed split count of a posDev (graph) launch: planned for a full cache of kvRowCapacity
+ * rows, so it never depends on the position. The scratch must hold it:
+ * splitScratchBytes(nQ, nHead, headDim, graphSplits(...)) bytes (none when it is 1).
+ */
+export function graphSplits(nQ: number, nHead: number, nKvHead: number, headDim: number, kvRowCapacity: number): number {
+  return planSplits(nQ, nHead, nKvHead, headDim, kvRowCapacity);
 }
 
 function expectRange(what: string, n: number, min: number, max: number): void {
@@ -151,11 +179,21 @@ export function flashAttention(
 
   const path = o.path ?? "auto";
   const split = path === "split" || (path === "auto" && nQ <= SPLIT_MAX_ROWS);
+  const posDev = o.posDev ?? null;
+  if (posDev) {
+    expectBytes(OP, "posDev", posDev, 4);
+    if (posDev.ptr % 4 !== 0) throw new KilnError("SHAPE", `${OP}: posDev (${posDev.label}) must be 4-byte aligned`);
+    if (!split) {
+      throw new KilnError("SHAPE", `${OP}: posDev (${posDev.label}) needs the split path ("split", or "auto" with nQ ≤ ${SPLIT_MAX_ROWS}); got path "${path}" with nQ ${nQ}`);
+    }
+  }
+  // With posDev the kernel reads the position from the device: the args carry the bound on nKv
+  // (kvRowCapacity) and no position, so they are the same for every position.
   const args = (nSplit: number, keysPerSplit: number, scratchBuf: DeviceBuffer | null) =>
     new KernelArgs()
-      .ptr(q).ptr(k).ptr(v).ptr(out).ptr(scratchBuf)
-      .i32(nQ).i32(nHead).i32(nKvHead).i32(headDim).i32(nKv).i32(qPos0).i32(window)
-      .i32(qRowStride).i32(outRowStride).i32(nSplit).i32(keysPerSplit)
+      .ptr(q).ptr(k).ptr(v).ptr(out).ptr(scratchBuf).ptr(posDev)
+      .i32(nQ).i32(nHead).i32(nKvHead).i32(headDim).i32(posDev ? kvRowCapacity : nKv).i32(posDev ? 0 : qPos0).i32(window)
+      .i32(qRowStride).i32(outRowStride).i32(nSplit).i32(posDev ? 0 : keysPerSplit)
       .f32(scale).f32(softcap)
       .bytes();
 
@@ -168,17 +206,26 @@ export function flashAttention(
   const pairBlocks = Math.ceil((nQ * (nHead / nKvHead)) / SPLIT_PAIRS);
   if (pairBlocks > 65535) throw new KilnError("SHAPE", `${OP}: nQ ${nQ} × ${nHead / nKvHead} heads per KV head is too many rows for the split path`);
   const tile = splitTile(headDim);
-  let nSplit = o.nSplit ?? planSplits(nQ, nHead, nKvHead, headDim, nKv);
-  expectInt(OP, "nSplit", nSplit, 1);
-  // Planned splits are capped by what the scratch holds (none: one split, written directly).
-  if (o.nSplit === undefined) nSplit = Math.max(1, Math.min(nSplit, Math.floor((scratch?.byteLength ?? 0) / splitScratchBytes(nQ, nHead, headDim, 1))));
-  // Keys per split: whole tiles; trailing splits that would get no key are dropped.
-  const tiles = Math.max(1, Math.ceil(nKv / tile));
-  const keysPerSplit = Math.ceil(tiles / nSplit) * tile;
-  nSplit = Math.max(1, Math.ceil(nKv / keysPerSplit));
+  let nSplit: number;
+  let keysPerSplit = 0;
+  if (posDev) {
+    // Fixed by the capacity: the grid must not depend on the position; the device sizes the splits.
+    nSplit = o.nSplit ?? graphSplits(nQ, nHead, nKvHead, headDim, kvRowCapacity);
+    expectInt(OP, "nSplit", nSplit, 1);
+  } else {
+    nSplit = o.nSplit ?? planSplits(nQ, nHead, nKvHead, headDim, nKv);
+    expectInt(OP, "nSplit", nSplit, 1);
+    // Planned splits are capped by what the scratch holds (none: one split, written directly).
+    if (o.nSplit === undefined) nSplit = Math.max(1, Math.min(nSplit, Math.floor((scratch?.byteLength ?? 0) / splitScratchBytes(nQ, nHead, headDim, 1))));
+    // Keys per split: whole tiles; trailing splits that would get no key are dropped.
+    const tiles = Math.max(1, Math.ceil(nKv / tile));
+    keysPerSplit = Math.ceil(tiles / nSplit) * tile;
+    nSplit = Math.max(1, Math.ceil(nKv / keysPerSplit));
+  }
   let scratchBuf: DeviceBuffer | null = null;
   if (nSplit > 1) {
-    if (!scratch) throw new KilnError("SHAPE", `${OP}: ${nSplit} splits need a scratch buffer of ${splitScratchBytes(nQ, nHead, headDim, nSplit)} bytes`);
+    const why = posDev ? ` (posDev: the splits are fixed by kvRowCapacity ${kvRowCapacity}, graphSplits)` : "";
+    if (!scratch) throw new KilnError("SHAPE", `${OP}: ${nSplit} splits need a scratch buffer of ${splitScratchBytes(nQ, nHead, headDim, nSplit)} bytes${why}`);
     expectBytes(OP, "scratch", scratch, splitScratchBytes(nQ, nHead, headDim, nSplit));
     if (scratch.ptr % 8 !== 0) throw new KilnError("SHAPE", `${OP}: scratch (${scratch.label}) must be 8-byte aligned`);
     scratchBuf = scratch;
