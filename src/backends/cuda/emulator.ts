@@ -13,7 +13,7 @@ import { dlopen, FFIType, toArrayBuffer, type Library } from "bun:ffi";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { KilnError } from "../../errors";
-import type { DeviceBuffer, DeviceRuntime, Dim3 } from "./runtime";
+import type { DeviceBuffer, DeviceGraph, DeviceRuntime, Dim3 } from "./runtime";
 
 const ROOT = resolve(import.meta.dir, "../../..");
 const BUILD_COMMAND = "bash scripts/build-cuda-emu.sh";
@@ -155,6 +155,8 @@ export class EmulatorRuntime implements DeviceRuntime {
   readonly #lib: Loaded;
   readonly #allocs = new Map<number, Allocation>();
   #disposed = false;
+  /** While captureGraph records: the launches, not run. */
+  #recording: { kernel: string; grid: Dim3; block: Dim3; sharedBytes: number; args: Uint8Array }[] | null = null;
 
   constructor() {
     this.#lib = load();
@@ -197,6 +199,7 @@ export class EmulatorRuntime implements DeviceRuntime {
 
   upload(dst: DeviceBuffer, src: Uint8Array, dstOffset = 0): void {
     this.#live();
+    this.#notRecording("upload");
     this.#checkRange("upload to", dst, dstOffset, src.byteLength);
     if (src.byteLength === 0) return;
     new Uint8Array(toArrayBuffer(dst.ptr + dstOffset, 0, src.byteLength)).set(src);
@@ -204,6 +207,7 @@ export class EmulatorRuntime implements DeviceRuntime {
 
   download(src: DeviceBuffer, dst: Uint8Array, srcOffset = 0): void {
     this.#live();
+    this.#notRecording("download");
     this.#checkRange("download from", src, srcOffset, dst.byteLength);
     if (dst.byteLength === 0) return;
     dst.set(new Uint8Array(toArrayBuffer(src.ptr + srcOffset, 0, dst.byteLength)));
@@ -221,6 +225,11 @@ export class EmulatorRuntime implements DeviceRuntime {
     if (threads > 1024) throw emuError(`kernel ${kernel}: block [${block.join(", ")}] has ${threads} threads, at most 1024`);
     if (!Number.isSafeInteger(sharedBytes) || sharedBytes < 0) throw emuError(`kernel ${kernel}: sharedBytes must be a non-negative integer, got ${sharedBytes}`);
     if (args.byteLength !== k.argBytes) throw emuError(`kernel ${kernel} takes ${k.argBytes} argument bytes, got ${args.byteLength}`);
+    if (this.#recording) {
+      // As a CUDA stream capture: recorded with its argument bytes as they are now, not run.
+      this.#recording.push({ kernel, grid: [...grid], block: [...block], sharedBytes, args: args.slice() });
+      return;
+    }
     // bun:ffi passes a typed array's data pointer; a zero-length one has none, so pad it.
     const a = args.byteLength > 0 ? args : new Uint8Array(8);
     const rc = k.lib.symbols.kiln_emu_launch(k.cname, grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes, a, args.byteLength);
@@ -232,6 +241,38 @@ export class EmulatorRuntime implements DeviceRuntime {
 
   synchronize(): void {
     this.#live();
+    this.#notRecording("synchronize");
+  }
+
+  /** As the driver during a stream capture: copies and synchronization are refused. */
+  #notRecording(op: string): void {
+    if (this.#recording) throw emuError(`${op} while capturing a graph (the driver refuses it during a stream capture)`);
+  }
+
+  /**
+   * Records the launches fn makes (nothing runs, as in a CUDA stream capture); the graph replays
+   * them, each with the argument bytes it had when recorded.
+   */
+  captureGraph(fn: () => void): DeviceGraph {
+    this.#live();
+    if (this.#recording) throw emuError("captureGraph: already capturing (graphs do not nest)");
+    const launches: { kernel: string; grid: Dim3; block: Dim3; sharedBytes: number; args: Uint8Array }[] = [];
+    this.#recording = launches;
+    try {
+      fn();
+    } finally {
+      this.#recording = null;
+    }
+    let disposed = false;
+    return {
+      launch: () => {
+        if (disposed) throw new KilnError("DISPOSED", "emulator graph: launched after dispose()");
+        for (const l of launches) this.launch(l.kernel, l.grid, l.block, l.sharedBytes, l.args);
+      },
+      dispose: () => {
+        disposed = true;
+      },
+    };
   }
 
   /** Frees every allocation still live. The libraries stay loaded (shared by the process's runtimes). */

@@ -14,12 +14,19 @@ import { KilnError } from "../../errors";
 export interface DeviceBuffer {
   /** Device address (on the emulator, a host address). */
   readonly ptr: number;
+  /** Its size in bytes. */
   readonly byteLength: number;
   /** What it holds, for error messages ("blk.0.attn_q.weight", "kv cache"). */
   readonly label: string;
 }
 
 export type Dim3 = readonly [number, number, number];
+
+/** Launches recorded once (captureGraph) and replayed together: one launch call per replay. */
+export interface DeviceGraph {
+  launch(): void;
+  dispose(): void;
+}
 
 export interface DeviceRuntime {
   readonly kind: "cuda" | "emulator";
@@ -37,6 +44,12 @@ export interface DeviceRuntime {
   launch(kernel: string, grid: Dim3, block: Dim3, sharedBytes: number, args: Uint8Array): void;
   /** Waits for every launched kernel and copy. */
   synchronize(): void;
+  /**
+   * Records the launches fn makes, without running them, as a graph to replay. Argument bytes
+   * are frozen at capture: what changes between replays must be read from device memory.
+   * Copies and synchronize are refused while recording.
+   */
+  captureGraph(fn: () => void): DeviceGraph;
   dispose(): void;
 }
 
