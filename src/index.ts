@@ -34,7 +34,10 @@ export { formatProfile, profileDecode, type DecodeProfile, type OpShare } from "
 export { KilnError, type RuntimeErrorCode } from "./errors";
 export { GGUFError, UnsupportedQuantTypeError, type GGUFErrorCode } from "./gguf";
 export { ModelError, type HParams } from "./models/hparams";
-export { ShapeError, type DType } from "./tensor";
+export { ShapeError, type DType, type Device, type DeviceStorage } from "./tensor";
+export { type DeviceOption } from "./backends/select";
+export { probeCuda, type CudaProbe, type CudaDevice } from "./backends/cuda/driver";
+export type { DeviceBuffer } from "./backends/cuda/runtime";
 export type { Tensor } from "./tensor";
 export type { Tokenizer, EncodeOptions, DecodeOptions, StreamDecoder } from "./tokenizer";
 export { parseGGUF, GGUFWriter, type GGUFFile } from "./gguf";

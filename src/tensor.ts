@@ -15,7 +15,9 @@ import type { DeviceBuffer } from "./backends/cuda/runtime";
 
 /** Where a tensor's bytes live: host memory ("cpu") or a GPU's memory ("cuda", device ordinal `index`). */
 export interface Device {
+  /** "cpu": host memory; "cuda": an NVIDIA GPU's memory. */
   readonly kind: "cpu" | "cuda";
+  /** The device ordinal (0 for the CPU). */
   readonly index: number;
 }
 
@@ -27,7 +29,9 @@ export const deviceName = (d: Device) => (d.kind === "cpu" ? "cpu" : `${d.kind}:
 
 /** Device memory a tensor views: a buffer of a device runtime, on `device`. */
 export interface DeviceStorage {
+  /** The device the memory belongs to. */
   readonly device: Device;
+  /** The range of device memory. */
   readonly buffer: DeviceBuffer;
 }
 

@@ -22,7 +22,9 @@ export type RopeMode = "normal" | "neox";
 export interface RopeOptions {
   /** Dimensions of each head to rotate (default: all of head_dim; even). */
   nRot?: number;
+  /** Which dimensions pair up (RopeMode). */
   mode: RopeMode;
+  /** The frequency base θ (rope.freq_base: 10000 for Llama 2, 500000 for Llama 3). */
   freqBase: number;
   /** Position scale (1 / linear scaling factor; default 1). */
   freqScale?: number;

@@ -16,6 +16,7 @@
  * prefix with them (a chat's next turn) takes that sequence and evaluates only the rest.
  * Speculative decoding is not used here: the batch already shares each weight read.
  */
+import type { Device } from "../tensor";
 import * as cpu from "../backends/cpu";
 import { TokenConstraint } from "../chat/constrain";
 import { compileJsonSchema } from "../chat/json-schema";
@@ -113,6 +114,10 @@ export class Batch {
   profiling = false;
   /** @internal */
   readonly state: RunState;
+  /** The device its KV cache and activations live on (its model's). */
+  get device(): Device {
+    return this.state.backend.device;
+  }
   readonly #core: ModelCore;
   readonly #token = {};
   /** Per region: the token ids its cache holds (positions 0..nPast-1), and who runs in it. */

@@ -12,6 +12,7 @@
  * tokens, so timers, I/O and other requests run while a generation streams, and an AbortSignal
  * fired from any of them ends the generation at its next step (finishReason "abort").
  */
+import type { Device } from "../tensor";
 import * as cpu from "../backends/cpu";
 import { limits } from "../ffi/library";
 import { KilnError } from "../errors";
@@ -237,6 +238,10 @@ export class Context {
   lastTimings: Timings | undefined;
   /** @internal the KV cache and buffers. */
   readonly state: RunState;
+  /** The device its KV cache and activations live on (its model's). */
+  get device(): Device {
+    return this.state.backend.device;
+  }
   readonly #core: ModelCore;
   readonly #options: StateOptions;
   readonly #layerSkips = new Map<number, Forwarder>();

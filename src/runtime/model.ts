@@ -14,12 +14,13 @@
 import * as cpu from "../backends/cpu";
 import type { Backend } from "../backends/backend";
 import { CPU_BACKEND } from "../backends/cpu-backend";
+import { selectBackend, type DeviceOption } from "../backends/select";
 import { KilnError } from "../errors";
 import { parseGGUF, type GGUFFile } from "../gguf";
 import { architectureOf, type Architecture } from "../models/arch";
 import { ModelError, type HParams } from "../models/hparams";
 import { planState } from "../models/state";
-import type { DType, Tensor } from "../tensor";
+import type { Device, DType, Tensor } from "../tensor";
 import { createTokenizer, type Tokenizer } from "../tokenizer";
 import { ChatSession, type ChatSessionOptions } from "../chat/session";
 import { BUILTIN_CHAT_TEMPLATES, chatTemplateOf, renderChatTemplate, type ChatMessage } from "../chat/template";
@@ -42,6 +43,12 @@ export interface LoadOptions extends ContextOptions {
    * embedding lookups. false keeps every weight in the mapped file.
    */
   packOutputHead?: boolean;
+  /**
+   * Where the model runs: "auto" (default: the first NVIDIA GPU when a driver is found, else the
+   * CPU), "cpu", "cuda" or "cuda:<ordinal>" (docs/gpu.md). On a GPU the weights are uploaded
+   * once in their quantized form and contexts keep their KV cache there.
+   */
+  device?: DeviceOption;
 }
 
 /**
@@ -128,13 +135,22 @@ class SharedWeights implements ModelCore {
     const tensors = this.arch.tensors(this.weights);
     this.weightTypes = [...new Set(tensors.map((t) => t.dtype))];
     this.#head = this.arch.outputHead(this.weights);
+    this.backend = selectBackend(opts.device);
+    if (this.backend !== CPU_BACKEND) {
+      for (const t of this.weightTypes) {
+        if (!this.backend.supports("linear", t)) throw new ModelError("UNSUPPORTED_TENSOR_TYPE", `${this.backend.description} does not run ${t} weights`, path);
+      }
+      yield;
+      this.weights = this.backend.placeWeights(this.weights);
+      this.#head = undefined;
+    }
     this.flopsPerToken = 2 * tensors.filter((t) => t.rank === 2 && t.name.startsWith("blk.")).reduce((a, t) => a + t.numel, 0);
     yield;
     this.tokenizer = createTokenizer(this.file.metadata);
     if (this.tokenizer.vocabSize !== this.hp.nVocab) {
       throw new ModelError("VOCAB_MISMATCH", `tokenizer has ${this.tokenizer.vocabSize} tokens but token_embd has ${this.hp.nVocab} rows`, path);
     }
-    if (opts.packOutputHead ?? true) {
+    if (this.#head && (opts.packOutputHead ?? true)) {
       yield;
       cpu.packRows(this.#head, { fileMapping: this.#mapped.bytes });
     }
@@ -162,6 +178,7 @@ class SharedWeights implements ModelCore {
     if (this.#released) return;
     this.#released = true;
     if (this.#head) cpu.unpackRows(this.#head);
+    this.backend.dispose();
     this.#mapped.close();
   }
 }
@@ -186,6 +203,8 @@ export class Model {
   readonly loadMs: number;
   /** Threads of this model's contexts unless a context says otherwise. */
   readonly threads: number | undefined;
+  /** The device its weights live on and its contexts run on (LoadOptions.device). */
+  readonly device: Device;
   readonly #core: SharedWeights;
   readonly #defaultOptions: ContextOptions;
   #default: Context | undefined;
@@ -203,6 +222,7 @@ export class Model {
     this.hp = core.hp;
     this.arch = core.arch;
     this.tokenizer = core.tokenizer;
+    this.device = core.backend.device;
     this.#defaultOptions = definedOnly(opts);
     core.retain(this.#token);
     try {

@@ -23,18 +23,25 @@ import { kiln, Status } from "../../ffi/library";
 import { type Arch, compileKernelFile, CUDA_DIR, kernelFiles, lastCudaError, type CompileOptions } from "./compile";
 import type { DeviceBuffer, DeviceRuntime, Dim3 } from "./runtime";
 
+/** A GPU the driver reports (probeCuda). */
 export interface CudaDevice {
+  /** Device ordinal ("cuda:<index>"). */
   index: number;
+  /** The driver's name for it, e.g. "NVIDIA H200". */
   name: string;
+  /** [major, minor], e.g. [9, 0] for Hopper. */
   computeCapability: readonly [number, number];
   /** Bytes of device memory. */
   totalMemory: number;
 }
 
+/** What the one driver probe of the process found (probeCuda). */
 export interface CudaProbe {
+  /** Whether a driver with at least one device was found. */
   available: boolean;
   /** Why there is no usable GPU (when available is false). */
   reason?: string;
+  /** The devices, when available. */
   devices?: readonly CudaDevice[];
   /** cuDriverGetVersion: 1000 * major + 10 * minor (12040 is CUDA 12.4). */
   driverVersion?: number;
