@@ -129,6 +129,8 @@ KILN_FN int kiln_shfl_i(int v, int srcLane) { return (int)kiln_emu::warp_exchang
 KILN_FN float kiln_f16_to_f32(u16 h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
 KILN_FN u16 kiln_f32_to_f16(float f) { _Float16 x = (_Float16)f; u16 h; std::memcpy(&h, &x, 2); return h; }
 KILN_FN float kiln_bf16_to_f32(u16 b) { return kiln_as_float(((u32)b) << 16); }
+// Not atomic here (one block at a time on one OS thread): the emulator cannot test a kernel's
+// races on it. No kernel uses it today.
 KILN_FN float kiln_atomic_add(float* p, float v) { float old = *p; *p = old + v; return old; }
 KILN_FN void kiln_mma_16816(float d[4], const u32 a[4], const u32 b[2], const float c[4]) { kiln_emu::mma_16816(d, a, b, c); }
 KILN_FN float rsqrtf(float x) { return 1.0f / std::sqrt(x); }

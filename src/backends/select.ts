@@ -18,6 +18,9 @@ export type DeviceOption = "auto" | "cpu" | "cuda" | `cuda:${number}`;
 
 const envDevice = process.env.KILN_DEVICE || undefined;
 
+/** Oldest GPU major version the kernels run on: mma.sync.m16n8k16 with f16 inputs is sm_80+. */
+export const MIN_COMPUTE_CAPABILITY = 8;
+
 /** Parses a device option: the backend kind and the device ordinal. */
 export function parseDevice(device: string): { kind: "auto" | "cpu" | "cuda"; index: number } {
   if (device === "auto" || device === "cpu") return { kind: device, index: 0 };
@@ -31,9 +34,17 @@ export function selectBackend(device: string | undefined): Backend {
   const want = parseDevice(device ?? envDevice ?? "auto");
   if (want.kind === "cpu") return CPU_BACKEND;
   const probe = probeCuda();
-  if (want.kind === "auto" && !probe.available) return CPU_BACKEND;
+  if (want.kind === "auto") {
+    // The first GPU the kernels run on (tensor-core MMA needs compute capability 8.0), else the CPU.
+    const d = probe.available ? probe.devices?.find((x) => x.computeCapability[0] >= MIN_COMPUTE_CAPABILITY) : undefined;
+    return d ? new CudaBackend(new CudaRuntime(d.index), { ownsRuntime: true }) : CPU_BACKEND;
+  }
   if (!probe.available) throw new KilnError("CUDA", `device "${device ?? envDevice}" asked for a GPU, but CUDA is not available: ${probe.reason}`);
   const n = probe.devices?.length ?? 0;
-  if (want.index >= n) throw new KilnError("CUDA", `device cuda:${want.index} does not exist: the driver reports ${n} CUDA device${n === 1 ? "" : "s"}`);
+  const d = probe.devices?.[want.index];
+  if (!d) throw new KilnError("CUDA", `device cuda:${want.index} does not exist: the driver reports ${n} CUDA device${n === 1 ? "" : "s"}`);
+  if (d.computeCapability[0] < MIN_COMPUTE_CAPABILITY) {
+    throw new KilnError("CUDA", `cuda:${d.index} (${d.name}) has compute capability ${d.computeCapability.join(".")}; kiln's CUDA kernels need ${MIN_COMPUTE_CAPABILITY}.0 or newer (Ampere+): use device "cpu"`);
+  }
   return new CudaBackend(new CudaRuntime(want.index), { ownsRuntime: true });
 }

@@ -244,6 +244,8 @@ class CudaOps implements BackendOps {
       this.#graph?.graph.dispose();
       this.#graph = null;
       const rt = this.#direct;
+      // Kernels first used by this step are compiled and loaded before the capture, not inside it.
+      rt.prepare?.([...new Set(launches.map((l) => l.kernel))]);
       const graph = rt.captureGraph(() => {
         for (const l of launches) rt.launch(l.kernel, l.grid, l.block, l.sharedBytes, l.args);
       });

@@ -50,6 +50,8 @@ export interface DeviceRuntime {
    * Copies and synchronize are refused while recording.
    */
   captureGraph(fn: () => void): DeviceGraph;
+  /** Compiles and loads these kernels now rather than at their first launch (optional). */
+  prepare?(kernels: readonly string[]): void;
   dispose(): void;
 }
 
