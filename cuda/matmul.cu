@@ -97,23 +97,37 @@ KILN_FN void kmm_fetch(KmmLoader<ID, XV>& ld, i64 k0) {
   }
 }
 
+struct alignas(16) KmmU4 { u32 x, y, z, w; };
+
 template <int ID, bool XV>
 KILN_FN void kmm_stash(const KmmLoader<ID, XV>& ld, i64 k0, u32* As, u32* Bs) {
   #pragma unroll
   for (int q = 0; q < KMM_PIECES; q++) {
     const i64 e0 = k0 + 16 * (KMM_PIECES * ld.lh + q);
     const int off = ld.lr * KMM_LD + 8 * (KMM_PIECES * ld.lh + q);
+    // A piece is 8 words stored as two 16-byte writes (off is a multiple of 4 words: rows of
+    // KMM_LD = 36 words, pieces of 8): word-by-word stores would hit only 8 banks per warp.
+    alignas(16) u32 xw[8];
+    alignas(16) u32 ww[8];
     #pragma unroll
-    for (int i = 0; i < 8; i++) As[off + i] = ld.xIn ? kiln_pack_f16x2(ld.xr[q].v[2 * i], ld.xr[q].v[2 * i + 1]) : 0u;
+    for (int i = 0; i < 8; i++) xw[i] = ld.xIn ? kiln_pack_f16x2(ld.xr[q].v[2 * i], ld.xr[q].v[2 * i + 1]) : 0u;
     if (ld.wIn) {
       float y[16];
       KdqRow16<ID>::convert(ld.wr[q], e0, ld.k, y);
       #pragma unroll
-      for (int i = 0; i < 8; i++) Bs[off + i] = kiln_pack_f16x2(y[2 * i], y[2 * i + 1]);
+      for (int i = 0; i < 8; i++) ww[i] = kiln_pack_f16x2(y[2 * i], y[2 * i + 1]);
     } else {
       #pragma unroll
-      for (int i = 0; i < 8; i++) Bs[off + i] = 0u;
+      for (int i = 0; i < 8; i++) ww[i] = 0u;
     }
+    KmmU4* ad = reinterpret_cast<KmmU4*>(As + off);
+    KmmU4* bd = reinterpret_cast<KmmU4*>(Bs + off);
+    const KmmU4* xs = reinterpret_cast<const KmmU4*>(xw);
+    const KmmU4* ws = reinterpret_cast<const KmmU4*>(ww);
+    ad[0] = xs[0];
+    ad[1] = xs[1];
+    bd[0] = ws[0];
+    bd[1] = ws[1];
   }
 }
 
@@ -194,7 +208,7 @@ KILN_FN void kmm_tile(const MatmulArgs& a, u32* smem) {
 template <int ID>
 KILN_FN void kmm_run(const MatmulArgs& a) {
   // Declared here, not in kmm_tile: each instantiation's static shared array would count.
-  KILN_SHARED u32 smem[4 * KMM_TILE_WORDS];  // 36 KiB
+  alignas(16) KILN_SHARED u32 smem[4 * KMM_TILE_WORDS];  // 36 KiB; 16-aligned for kmm_stash's 16-byte stores
   if (((u64)a.x & 15u) == 0 && (a.ldx & 3) == 0) kmm_tile<ID, true>(a, smem);
   else kmm_tile<ID, false>(a, smem);
 }
