@@ -117,6 +117,12 @@ export interface Backend {
    * device tensors.
    */
   placeWeights<W>(weights: W): W;
+  /**
+   * Optional: does placeWeights' work for these tensors in steps, yielding between them (a GPU
+   * backend uploads a few hundred MiB per step), so a load never holds the event loop for long;
+   * placeWeights then finds them done.
+   */
+  stageWeights?(tensors: readonly Tensor[]): Iterable<void>;
   /** The ops of a run state (its scratch is allocated here, once). */
   createOps(state: RunState): BackendOps;
   /** Frees what placeWeights uploaded. */

@@ -141,6 +141,7 @@ class SharedWeights implements ModelCore {
         if (!this.backend.supports("linear", t)) throw new ModelError("UNSUPPORTED_TENSOR_TYPE", `${this.backend.description} does not run ${t} weights`, path);
       }
       yield;
+      if (this.backend.stageWeights) for (const _ of this.backend.stageWeights(tensors)) yield;
       this.weights = this.backend.placeWeights(this.weights);
       this.#head = undefined;
     }

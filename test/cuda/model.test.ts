@@ -135,6 +135,36 @@ for (const { name, rt } of runtimes) {
       compare(got.batch, want.batch, 1e-9);
     }, 300_000);
 
+    test("weights staged in steps are the ones placed: each tensor uploaded once, a tied head shared", () => {
+      const path = join(dir, "llama-q8_0-stage.gguf");
+      writeSyntheticModel(path, { arch: "llama", type: "q8_0", shape: SHAPE, seed: 3 });
+      const mf = new MappedFile(path);
+      const be = new CudaBackend(rt);
+      try {
+        const file = parseGGUF(mf.bytes, { fileName: path });
+        const arch = architectureOf(file);
+        const hp = arch.readHParams(file);
+        const host = arch.loadWeights(file, mf.bytes, hp);
+        const tensors = arch.tensors(host);
+        let allocs = 0;
+        const alloc = rt.alloc.bind(rt);
+        rt.alloc = (n, label) => (allocs++, alloc(n, label));
+        try {
+          [...be.stageWeights(tensors)];
+          const staged = allocs;
+          const w = be.placeWeights(host) as typeof host & { output: unknown; token_embd: unknown };
+          expect(allocs).toBe(staged);
+          expect(staged).toBe(new Set(tensors).size);
+          if ((host as { output: unknown }).output === (host as { token_embd: unknown }).token_embd) expect(w.output).toBe(w.token_embd);
+        } finally {
+          rt.alloc = alloc;
+        }
+      } finally {
+        be.dispose();
+        mf.close();
+      }
+    });
+
     test("teeth: a backend that skips RoPE on the device is caught by the same comparison", () => {
       const path = join(dir, "llama-q8_0-teeth.gguf");
       writeSyntheticModel(path, { arch: "llama", type: "q8_0", shape: SHAPE, seed: 11 });

@@ -28,6 +28,9 @@ import * as mm from "./kernels/matmul";
 import * as norm from "./kernels/norm";
 import { rope as ropeKernel } from "./kernels/rope";
 
+/** Weight bytes uploaded between two yields to the event loop while a model loads. */
+const UPLOAD_STEP_BYTES = 256 * 2 ** 20;
+
 /** Decode steps as CUDA graphs (default on); KILN_CUDA_GRAPHS=0 turns them off. Read once. */
 const GRAPHS = process.env.KILN_CUDA_GRAPHS !== "0";
 
@@ -133,6 +136,8 @@ export class CudaBackend implements Backend {
   readonly kind = "cuda" as const;
   readonly device: Device;
   readonly #uploads: DeviceMemory[] = [];
+  /** Host weight → its device copy (a tensor shared by two fields is uploaded once). */
+  readonly #placed = new Map<Tensor, Tensor>();
   /** dispose() also disposes the runtime (a backend selectBackend opened). */
   readonly ownsRuntime: boolean;
   /** Decode steps run as graphs (default: unless KILN_CUDA_GRAPHS=0). */
@@ -156,7 +161,20 @@ export class CudaBackend implements Backend {
     return new DeviceMemory(this.runtime, this.device, byteLength, label);
   }
   placeWeights<W>(weights: W): W {
-    return mapTensors(weights, (t) => this.upload(t), (v): v is Tensor => v instanceof Tensor);
+    return mapTensors(weights, (t) => this.#placed.get(t) ?? this.upload(t), (v): v is Tensor => v instanceof Tensor);
+  }
+  /** Uploads the tensors, yielding after every UPLOAD_STEP_BYTES. */
+  *stageWeights(tensors: readonly Tensor[]): Iterable<void> {
+    let since = 0;
+    for (const t of tensors) {
+      if (this.#placed.has(t)) continue;
+      this.#placed.set(t, this.upload(t));
+      since += t.byteLength;
+      if (since >= UPLOAD_STEP_BYTES) {
+        since = 0;
+        yield;
+      }
+    }
   }
   /** One host tensor copied to the device (kept until dispose). */
   upload(t: Tensor): Tensor {
@@ -173,6 +191,7 @@ export class CudaBackend implements Backend {
   dispose(): void {
     for (const m of this.#uploads) m.free();
     this.#uploads.length = 0;
+    this.#placed.clear();
     if (this.ownsRuntime) this.runtime.dispose();
   }
 }
