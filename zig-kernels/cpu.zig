@@ -204,6 +204,43 @@ fn detectX86() FeatureSet {
     return set;
 }
 
+/// AMX as the CPU and OS report it, each part separately (amx.zig says which one is missing):
+/// CPUID leaf 7 subleaf 0 EDX bit 24 (AMX-TILE) and 25 (AMX-INT8), and XCR0 bits 17 (XTILECFG)
+/// and 18 (XTILEDATA), the tile state the OS saves.
+pub const AmxSupport = struct { tile: bool = false, int8: bool = false, os_state: bool = false };
+
+pub fn amxSupport() AmxSupport {
+    if (comptime !is_x86) return .{};
+    if (cpuid(0, 0).eax < 7) return .{};
+    const l7 = cpuid(7, 0);
+    const osxsave = (cpuid(1, 0).ecx >> 27) & 1 != 0;
+    const xcr0: u32 = if (osxsave) xgetbv0() else 0;
+    return .{
+        .tile = (l7.edx >> 24) & 1 != 0,
+        .int8 = (l7.edx >> 25) & 1 != 0,
+        .os_state = xcr0 & (0b11 << 17) == (0b11 << 17),
+    };
+}
+
+/// Linux keeps the 8 KB tile data out of a process's signal frames and context switches until
+/// the process asks: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), once, for every thread
+/// of the process. A tile instruction before it is SIGILL. True when granted, confirmed through
+/// ARCH_GET_XCOMP_PERM (the kernel refuses, e.g., when a thread's sigaltstack is too small for
+/// the larger signal frame).
+pub fn requestAmxPermission() bool {
+    if (comptime !(is_x86 and builtin.os.tag == .linux)) return false;
+    const linux = std.os.linux;
+    const arch_get_xcomp_perm = 0x1022;
+    const arch_req_xcomp_perm = 0x1023;
+    const xfeature_xtiledata = 18;
+    const rc = linux.syscall2(.arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata);
+    if (linux.E.init(rc) != .SUCCESS) return false;
+    var perm: u64 = 0;
+    const rc2 = linux.syscall2(.arch_prctl, arch_get_xcomp_perm, @intFromPtr(&perm));
+    if (linux.E.init(rc2) != .SUCCESS) return false;
+    return perm & (1 << xfeature_xtiledata) != 0;
+}
+
 /// macOS enables AVX-512 register state per thread on first use, so XCR0 does not show it
 /// beforehand; the kernel says whether it will through sysctl.
 fn darwinAvx512() bool {

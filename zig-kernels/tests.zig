@@ -8,6 +8,7 @@ test {
     _ = @import("quant.zig");
     _ = @import("matmul.zig");
     _ = @import("repack.zig");
+    _ = @import("amx.zig");
     _ = @import("packed.zig");
     _ = @import("norm.zig");
     _ = @import("activations.zig");
