@@ -3,14 +3,21 @@
  * "cuda" without a GPU is a clear KilnError naming what is missing, and a malformed device is
  * refused by name. (On a GPU machine, "auto" and "cuda" load onto cuda:0.)
  */
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { writeSyntheticModel } from "../../src/tools/synthetic-model";
 import { loadModel } from "../../src/index";
 import { probeCuda } from "../../src/backends/cuda/driver";
 import { parseDevice } from "../../src/backends/select";
 import { KilnError } from "../../src/errors";
 
-const SMOL = join(import.meta.dir, "..", "..", "models", "SmolLM2-135M-Instruct.Q4_1.gguf");
+// A small synthetic model (kiln's writer), so the test needs no downloaded file.
+const dir = mkdtempSync(join(tmpdir(), "kiln-device-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const SMOL = join(dir, "llama-q8_0.gguf");
+writeSyntheticModel(SMOL, { arch: "llama", type: "q8_0", shape: "tiny", seed: 1 });
 const gpu = probeCuda().available;
 
 describe("LoadOptions.device", () => {
