@@ -394,6 +394,7 @@ inline fn step(comptime Tiles: type, comptime PA: usize, comptime PB: usize, til
 
 /// The kernel on the hardware tiles (only where hw_built and status() == .enabled).
 pub fn matmulRows(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
+    if (builtin.is_test and test_emulate) return matmulRowsEmu(t, w, row_bytes, k, a, act_bytes, m, n, y, y_stride);
     if (comptime !hw_built) unreachable;
     switch (t) {
         .q8_0 => kernel(Hw, .q8_0, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
@@ -436,8 +437,19 @@ const unknown: i32 = -1;
 var state = std.atomic.Value(i32).init(unknown);
 var state_lock: std.Thread.Mutex = .{};
 
+/// Test builds only: matmul.zig's prefill takes the AMX kernel on the emulated tiles, so its
+/// wiring (task ranges, pointers, strides) is tested on machines without AMX.
+pub var test_emulate: bool = false;
+
+/// Whether matmul.zig's prefill may route type t here in this build: the x86_64-v4 Linux library
+/// (and, for test_emulate, test builds).
+pub fn wired(comptime t: GgmlType) bool {
+    return (hw_built or builtin.is_test) and supports(t);
+}
+
 /// Whether the prefill matmuls take the AMX kernel (comptime false outside the v4 Linux build).
 pub inline fn enabled() bool {
+    if (builtin.is_test and test_emulate) return true;
     if (comptime !hw_built) return false;
     return status() == .enabled;
 }

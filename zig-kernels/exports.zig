@@ -13,6 +13,7 @@ const rope = @import("rope.zig");
 const attention = @import("attention.zig");
 const bandwidth = @import("bandwidth.zig");
 const memory = @import("memory.zig");
+const amx = @import("amx.zig");
 const cuda = @import("cuda_loader.zig");
 
 /// Status codes (mirrored in src/ffi/library.ts).
@@ -23,7 +24,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 5;
+    return 6;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -66,6 +67,14 @@ export fn kiln_cpu_best_level() u32 {
 /// The CPU's features as a bit set (cpu.zig Feature; names in src/ffi/library.ts).
 export fn kiln_cpu_features() u64 {
     return kiln_baseline_cpu_features();
+}
+
+/// Whether the prefill matmuls (Q8_0, Q4_0) use Intel AMX, and if not why (amx.zig Status, names
+/// in src/ffi/library.ts AMX_STATUS): 0 enabled, 1 KILN_AMX=0, 2 not in this build, 3 no CPU
+/// support, 4 no OS support, 5 permission refused, 6 self-check failed. The first call decides,
+/// as the first prefill would (Linux's tile permission request, the hardware self-check).
+export fn kiln_amx_status() i32 {
+    return @intFromEnum(amx.status());
 }
 
 export fn kiln_set_threads(n: u32) u32 {

@@ -10,6 +10,7 @@ const pool = @import("pool.zig");
 const quant = @import("quant.zig");
 const norm = @import("norm.zig");
 const repack = @import("repack.zig");
+const amx = @import("amx.zig");
 
 const GgmlType = quant.GgmlType;
 const Traits = quant.Traits;
@@ -117,7 +118,8 @@ fn matmulTiled(comptime t: GgmlType, a: Matmul) void {
 
 /// Prefill through repack.zig: tasks are (weight rows × ≤ 64 activation rows) as matmulTiled's;
 /// each whole group of 16 weight rows goes through the interleaved kernel, a last partial group
-/// through the tile kernel.
+/// through the tile kernel. Where AMX is enabled (amx.zig: Q8_0 and Q4_0 on the x86_64-v4 build,
+/// after its run-time checks) the task's rows go through the AMX kernel instead, 32 at a time.
 fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
     const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize };
@@ -127,6 +129,14 @@ fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
             const act_bytes = quant.actRowBytes(t, c.a.k);
             const r = tiledTaskRange(task, c.n_rb, c.rows_per_task, c.a.n_out, c.a.m);
             var j = r.j0;
+            if (comptime useAmx(t)) {
+                if (amx.enabled()) {
+                    while (j < r.j1) : (j += amx.max_rows) {
+                        amx.matmulRows(t, c.a.w + j * row_bytes, row_bytes, c.a.k, c.a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, @min(amx.max_rows, r.j1 - j), c.a.y + r.i_0 * c.a.y_stride + j, c.a.y_stride);
+                    }
+                    return;
+                }
+            }
             while (j + repack.rows <= r.j1) : (j += repack.rows) {
                 repack.block16(t, c.a.w + j * row_bytes, row_bytes, c.a.k, c.a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, c.a.y + r.i_0 * c.a.y_stride + j, c.a.y_stride);
             }
@@ -143,8 +153,16 @@ fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
             } else unreachable;
         }
     }.f;
+    // Decides AMX (a self-check on first use) on the calling thread, before the tasks ask.
+    if (comptime useAmx(t)) _ = amx.enabled();
     const rows_per_task = roundUp16(rowsPerTask(t, a.n_out, a.k, a.m));
     launchTiled(Ctx, a, a.n_out, rows_per_task, run);
+}
+
+/// Whether type t's prefill may take the AMX kernel in this build (the run-time check is
+/// amx.enabled(), decided once per process).
+fn useAmx(comptime t: GgmlType) bool {
+    return amx.wired(t);
 }
 
 fn roundUp16(rows: usize) usize {
@@ -168,6 +186,16 @@ fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
             var j = r.j0;
             while (j < r.j1) : (j += repack.rows) {
                 const rr = @min(repack.rows, r.j1 - j);
+                if (comptime useAmx(t)) {
+                    if (amx.enabled()) {
+                        amx.matmulRows(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &g, repack.rows);
+                        amx.matmulRows(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &u, repack.rows);
+                        for (0..mm) |i| {
+                            gatedProduct(c.a.activation, g[i * repack.rows ..].ptr, u[i * repack.rows ..].ptr, c.a.out + (r.i_0 + i) * c.a.out_stride + j, rr);
+                        }
+                        continue;
+                    }
+                }
                 if (rr == repack.rows) {
                     repack.block16(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &g, repack.rows);
                     repack.block16(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &u, repack.rows);
@@ -189,6 +217,7 @@ fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
             }
         }
     }.f;
+    if (comptime useAmx(t)) _ = amx.enabled(); // decided on the calling thread
     const rows_per_task = roundUp16(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
     launchTiled(Ctx, a, a.n_ff, rows_per_task, run);
 }
@@ -706,4 +735,56 @@ test "interleaved prefill kernels (Q4_0, Q5_0, Q8_0, K-quants on 512-bit VNNI) m
             }
         }
     }
+}
+
+test "prefill on AMX (the hardware where enabled, else the emulated tiles): Q8_0 and Q4_0 matmul and fused FFN equal the scalar reference exactly" {
+    if (!repack.available) return; // the prefill path (and AMX) exist only in the x86_64-v4 build
+    if (!amx.enabled()) {
+        std.debug.print("(AMX not usable here: {s}; the prefill wiring runs on the emulated tiles) ", .{@tagName(amx.status())});
+        amx.test_emulate = true;
+    }
+    defer amx.test_emulate = false;
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(1401);
+    const rng = prng.random();
+    for ([_]usize{ 1, 3 }) |threads| {
+        _ = pool.setThreads(threads);
+        inline for (.{ GgmlType.q8_0, GgmlType.q4_0 }) |t| {
+            const T = Traits(t);
+            const k = 32 * 37;
+            const n_out = 83;
+            const rb = quant.rowBytes(t, k);
+            const ab = quant.actRowBytes(t, k);
+            const w = try a.alloc(u8, rb * n_out);
+            defer a.free(w);
+            const wu = try a.alloc(u8, rb * n_out);
+            defer a.free(wu);
+            const tmp = try a.alloc(f32, k);
+            defer a.free(tmp);
+            randomWeights(t, rng, n_out, k, w, tmp);
+            randomWeights(t, rng, n_out, k, wu, tmp);
+            const m_max = 131;
+            const x = try a.alloc(f32, m_max * k);
+            defer a.free(x);
+            for (x) |*v| v.* = rng.floatNorm(f32);
+            const xq = try a.alloc(u8, ab * m_max);
+            defer a.free(xq);
+            quant.quantizeActivations(t, x.ptr, k, m_max, k, xq.ptr);
+            const y = try a.alloc(f32, m_max * n_out);
+            defer a.free(y);
+            const out = try a.alloc(f32, m_max * n_out);
+            defer a.free(out);
+            for ([_]usize{ 17, 64, 65, m_max }) |m| {
+                matmulPrepared(.{ .t = t, .w = w.ptr, .n_out = n_out, .k = k, .xq = xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
+                gatedFfnPrepared(.{ .t = t, .w_gate = w.ptr, .w_up = wu.ptr, .n_ff = n_out, .k = k, .xq = xq.ptr, .m = m, .out = out.ptr, .out_stride = n_out, .activation = .silu });
+                for (0..m) |i| for (0..n_out) |j| {
+                    const g = T.vecDotRef(k, w.ptr + j * rb, xq.ptr + i * ab);
+                    const u = T.vecDotRef(k, wu.ptr + j * rb, xq.ptr + i * ab);
+                    try testing.expectEqual(g, y[i * n_out + j]);
+                    try testing.expectEqual(norm.silu(g) * u, out[i * n_out + j]);
+                };
+            }
+        }
+    }
+    _ = pool.setThreads(2);
 }

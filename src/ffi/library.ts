@@ -29,13 +29,14 @@ const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
   kiln_cpu_level: { args: [], returns: u32 },
   kiln_cpu_best_level: { args: [], returns: u32 },
   kiln_cpu_features: { args: [], returns: u64 },
+  kiln_amx_status: { args: [], returns: i32 },
   kiln_limit: { args: [u32], returns: i64_fast },
   kiln_set_threads: { args: [u32], returns: u32 },
   kiln_get_threads: { args: [], returns: u32 },
@@ -377,6 +378,24 @@ export function limits(): Readonly<KernelLimits> {
 
 export function loadedLevel(): CpuLevel {
   return sharedLibrary().level;
+}
+
+/** kiln_amx_status() codes (zig-kernels/amx.zig Status): why the prefill matmuls do or do not use Intel AMX. */
+export const AMX_STATUS = ["enabled", "disabled_by_env", "not_built", "no_cpu_support", "no_os_support", "permission_denied", "self_check_failed"] as const;
+export type AmxStatus = (typeof AMX_STATUS)[number];
+
+/**
+ * Whether the process-wide library's prefill matmuls (Q8_0, Q4_0 weights, batches above 16 rows)
+ * run on Intel AMX, and if not why: `disabled_by_env` (KILN_AMX=0), `not_built` (only the
+ * x86_64-v4 Linux build has AMX), `no_cpu_support`, `no_os_support` (the OS does not enable tile
+ * state), `permission_denied` (Linux's arch_prctl refused), `self_check_failed` (the hardware
+ * kernel disagreed with its emulation on a fixed problem). Decided once per process.
+ */
+export function amxStatus(): { enabled: boolean; reason: AmxStatus } {
+  const code = kiln().kiln_amx_status() as number;
+  const reason = AMX_STATUS[code];
+  if (reason === undefined) throw new KilnError("LIBRARY", `kiln: kiln_amx_status() = ${code}, not a known status`);
+  return { enabled: reason === "enabled", reason };
 }
 
 /** Which file the process-wide library is, its level, and where it was found. */
