@@ -380,8 +380,9 @@ export function loadedLevel(): CpuLevel {
   return sharedLibrary().level;
 }
 
-/** kiln_amx_status() codes (zig-kernels/amx.zig Status): why the prefill matmuls do or do not use Intel AMX. */
+/** Every answer amxStatus() can give, in the order of kiln_amx_status()'s codes (zig-kernels/amx.zig Status). */
 export const AMX_STATUS = ["enabled", "disabled_by_env", "not_built", "no_cpu_support", "no_os_support", "permission_denied", "self_check_failed"] as const;
+/** Why the AMX prefill kernel is or is not in use ("enabled", "no_cpu_support", …; docs/tuning.md). */
 export type AmxStatus = (typeof AMX_STATUS)[number];
 
 /**
@@ -391,7 +392,12 @@ export type AmxStatus = (typeof AMX_STATUS)[number];
  * state), `permission_denied` (Linux's arch_prctl refused), `self_check_failed` (the hardware
  * kernel disagreed with its emulation on a fixed problem). Decided once per process.
  */
-export function amxStatus(): { enabled: boolean; reason: AmxStatus } {
+export function amxStatus(): {
+  /** Whether batched Q8_0/Q4_0 matmuls use AMX tiles in this process. */
+  enabled: boolean;
+  /** "enabled", or why not. */
+  reason: AmxStatus;
+} {
   const code = kiln().kiln_amx_status() as number;
   const reason = AMX_STATUS[code];
   if (reason === undefined) throw new KilnError("LIBRARY", `kiln: kiln_amx_status() = ${code}, not a known status`);
