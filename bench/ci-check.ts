@@ -44,7 +44,7 @@ async function main(argv: string[]): Promise<number> {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "ci-latest.json"), JSON.stringify(result, null, 2));
   const kind = machineKind(result.machine.cpu, cpuInfo().features);
-  log(`bench-ci: machine kind ${kind} (${result.machine.cpu}, kiln ${result.machine.kiln_cpu_level})`);
+  log(`bench-ci: machine kind ${kind} (${result.machine.cpu}, kiln ${result.machine.kiln_cpu_level}${result.machine.amx ? `, AMX ${result.machine.amx}` : ""})`);
   const file = existsSync(baselinePath) ? checkBaselineFile(JSON.parse(readFileSync(baselinePath, "utf8")), baselinePath) : { kinds: {} };
   if (v["update-baseline"]) {
     file.kinds[kind] = baselineFrom(result, `kiln bench CI check (bun bench/ci-check.ts): ${result.machine.cpu}, ${result.machine.cores} cores, ${threads} threads, ${reps} reps, measured ${result.date}`);
