@@ -3,6 +3,8 @@
 // One thread per element in a grid-stride loop (the launcher caps the grid). Formulas follow
 // zig-kernels/norm.zig: silu(g) = g / (1 + e^-g); ggml's gelu_tanh evaluated as g / (1 + e^(-2u))
 // with u = sqrt(2/π)·g·(1 + 0.044715·g²).
+//
+// Reference: the CPU kernels src/backends/cpu.ts siluMul/geluTanhMul/add/addBias/mul/scale (zig-kernels/norm.zig, activations.zig) and exact f16 rounding. Tests: test/cuda/elementwise.test.ts; test/backends/conformance.test.ts (f64), on the host emulator always and on a GPU when present.
 #include "kiln_cuda.cuh"
 
 // The element range one thread walks: i = start, start + stride, ... < n.

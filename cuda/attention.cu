@@ -50,6 +50,8 @@
 // Scratch (split path, f32), nRows = nQ · nHead, row = i · nHead + h:
 //   O_s   scratch[(s * nRows + row) * headDim + d]
 //   m, l  scratch[nSplit·nRows·headDim + (s * nRows + row) * 2 + {0, 1}]
+//
+// Reference: the CPU flashAttention (zig-kernels/attention.zig) on the same f16 cache, with derived f16 bounds. Tests: test/cuda/attention.test.ts; test/backends/conformance.test.ts (f64), on the host emulator always and on a GPU when present.
 #include "kiln_cuda.cuh"
 
 struct FlashAttnArgs {

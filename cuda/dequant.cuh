@@ -555,3 +555,17 @@ KILN_FN float kdq_gelu_tanh(float g) {
 }
 // act: 0 silu, 1 gelu_tanh.
 KILN_FN float kdq_gated_act(int act, float g) { return act == 1 ? kdq_gelu_tanh(g) : kdq_silu(g); }
+
+// The one argument of every weight × activation kernel (kiln_matvec_<type> in matvec.cu,
+// kiln_matmul_<type> in matmul.cu): out[r·ldo + j] = W[j, :] · x[r·ldx + :] for r < m, j < n,
+// W in its GGUF block layout with rows of k elements. Packed by kernels/matmul.ts.
+struct LinearArgs {
+  const void* w;
+  const float* x;
+  float* out;
+  i32 n;
+  i32 k;
+  i32 m;
+  i32 ldx;
+  i32 ldo;
+};

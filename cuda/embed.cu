@@ -6,6 +6,8 @@
 // Grid (nIds, ceil(cols / (16·blockDim.x))): each thread writes 16 consecutive elements of one
 // output row (for the quantized types 16 divides the block size, so a piece never straddles a
 // block; the float types stop at cols).
+//
+// Reference: the CPU dequantizeRow (bit-exact). Tests: test/cuda/matmul.test.ts (get_rows); test/backends/conformance.test.ts, on the host emulator always and on a GPU when present.
 #include "dequant.cuh"
 
 struct GetRowsArgs {

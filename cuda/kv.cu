@@ -1,5 +1,7 @@
 // kv.cu — the KV-cache store of a decode step at a position read from device memory, so the
 // launch's arguments are the same every token (a CUDA graph replays them unchanged).
+//
+// Reference: Float16Array rounding of the source rows at the position written. Tests: test/cuda/copy-kv.test.ts; test/cuda/model.test.ts (decode graphs), on the host emulator always and on a GPU when present.
 #include "kiln_cuda.cuh"
 
 // StoreKvArgs: cache rows pos[0] .. pos[0] + nRows - 1 (rows of rowElems f16) = f16(src rows),

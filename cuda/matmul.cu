@@ -27,18 +27,9 @@
 // tensor-core prefill (llama.cpp's cuBLAS path converts to f16 the same way). f32 weights take
 // the same f16 path. Values beyond ±65504 become ±inf in f16: activations and dequantized
 // weights of that size are not expected in the models kiln runs (the inputs are normalized).
+//
+// Reference: an f64 product of the CPU-dequantized weights. Tests: test/cuda/matmul.test.ts; test/backends/conformance.test.ts, on the host emulator always and on a GPU when present.
 #include "dequant.cuh"
-
-struct MatmulArgs {
-  const void* w;
-  const float* x;
-  float* out;
-  i32 n;
-  i32 k;
-  i32 m;
-  i32 ldx;
-  i32 ldo;
-};
 
 #define KMM_BM 64
 #define KMM_BN 64
@@ -136,7 +127,7 @@ KILN_FN void kmm_stash(const KmmLoader<ID, XV>& ld, i64 k0, u32* As, u32* Bs) {
 // slice s + 2 is stored into buffer s % 2 only after the barrier of slice s + 1, which every
 // warp passes only after its MMAs on slice s.
 template <int ID, bool XV>
-KILN_FN void kmm_tile(const MatmulArgs& a, u32* smem) {
+KILN_FN void kmm_tile(const LinearArgs& a, u32* smem) {
   const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t = lane & 3;
   const int wm = warp >> 1, wn = warp & 1;  // the warp's 32 × 32 sub-tile
@@ -206,22 +197,22 @@ KILN_FN void kmm_tile(const MatmulArgs& a, u32* smem) {
 }
 
 template <int ID>
-KILN_FN void kmm_run(const MatmulArgs& a) {
+KILN_FN void kmm_run(const LinearArgs& a) {
   // Declared here, not in kmm_tile: each instantiation's static shared array would count.
   alignas(16) KILN_SHARED u32 smem[4 * KMM_TILE_WORDS];  // 36 KiB; 16-aligned for kmm_stash's 16-byte stores
   if (((u64)a.x & 15u) == 0 && (a.ldx & 3) == 0) kmm_tile<ID, true>(a, smem);
   else kmm_tile<ID, false>(a, smem);
 }
 
-KILN_KERNEL(kiln_matmul_f32, MatmulArgs) { kmm_run<KDQ_F32>(a); }
-KILN_KERNEL(kiln_matmul_f16, MatmulArgs) { kmm_run<KDQ_F16>(a); }
-KILN_KERNEL(kiln_matmul_bf16, MatmulArgs) { kmm_run<KDQ_BF16>(a); }
-KILN_KERNEL(kiln_matmul_q4_0, MatmulArgs) { kmm_run<KDQ_Q4_0>(a); }
-KILN_KERNEL(kiln_matmul_q4_1, MatmulArgs) { kmm_run<KDQ_Q4_1>(a); }
-KILN_KERNEL(kiln_matmul_q5_0, MatmulArgs) { kmm_run<KDQ_Q5_0>(a); }
-KILN_KERNEL(kiln_matmul_q5_1, MatmulArgs) { kmm_run<KDQ_Q5_1>(a); }
-KILN_KERNEL(kiln_matmul_q8_0, MatmulArgs) { kmm_run<KDQ_Q8_0>(a); }
-KILN_KERNEL(kiln_matmul_q4_k, MatmulArgs) { kmm_run<KDQ_Q4_K>(a); }
-KILN_KERNEL(kiln_matmul_q5_k, MatmulArgs) { kmm_run<KDQ_Q5_K>(a); }
-KILN_KERNEL(kiln_matmul_q6_k, MatmulArgs) { kmm_run<KDQ_Q6_K>(a); }
+KILN_KERNEL(kiln_matmul_f32, LinearArgs) { kmm_run<KDQ_F32>(a); }
+KILN_KERNEL(kiln_matmul_f16, LinearArgs) { kmm_run<KDQ_F16>(a); }
+KILN_KERNEL(kiln_matmul_bf16, LinearArgs) { kmm_run<KDQ_BF16>(a); }
+KILN_KERNEL(kiln_matmul_q4_0, LinearArgs) { kmm_run<KDQ_Q4_0>(a); }
+KILN_KERNEL(kiln_matmul_q4_1, LinearArgs) { kmm_run<KDQ_Q4_1>(a); }
+KILN_KERNEL(kiln_matmul_q5_0, LinearArgs) { kmm_run<KDQ_Q5_0>(a); }
+KILN_KERNEL(kiln_matmul_q5_1, LinearArgs) { kmm_run<KDQ_Q5_1>(a); }
+KILN_KERNEL(kiln_matmul_q8_0, LinearArgs) { kmm_run<KDQ_Q8_0>(a); }
+KILN_KERNEL(kiln_matmul_q4_k, LinearArgs) { kmm_run<KDQ_Q4_K>(a); }
+KILN_KERNEL(kiln_matmul_q5_k, LinearArgs) { kmm_run<KDQ_Q5_K>(a); }
+KILN_KERNEL(kiln_matmul_q6_k, LinearArgs) { kmm_run<KDQ_Q6_K>(a); }
 

@@ -20,18 +20,9 @@
 // Precision: f32 products and sums of the exactly dequantized weights (summation order differs
 // from the CPU kernels, which quantize x to 8 bits first: the two agree to the CPU's
 // quantization error; against an f64 reference the error is f32 rounding only).
+//
+// Reference: an f64 product of the CPU-dequantized weights. Tests: test/cuda/matmul.test.ts; test/backends/conformance.test.ts, on the host emulator always and on a GPU when present.
 #include "dequant.cuh"
-
-struct MatvecArgs {
-  const void* w;
-  const float* x;
-  float* out;
-  i32 n;
-  i32 k;
-  i32 m;
-  i32 ldx;
-  i32 ldo;
-};
 
 struct MatvecGatedArgs {
   const void* gate;
@@ -224,21 +215,21 @@ KILN_FN void kmv_run(const void* w0, const void* w1, const float* x, float* out,
 }
 
 template <int ID>
-KILN_FN void kmv_plain(const MatvecArgs& a) { kmv_run<ID, 1>(a.w, nullptr, a.x, a.out, a.n, a.k, a.m, a.ldx, a.ldo, 0); }
+KILN_FN void kmv_plain(const LinearArgs& a) { kmv_run<ID, 1>(a.w, nullptr, a.x, a.out, a.n, a.k, a.m, a.ldx, a.ldo, 0); }
 template <int ID>
 KILN_FN void kmv_gated(const MatvecGatedArgs& a) { kmv_run<ID, 2>(a.gate, a.up, a.x, a.out, a.n, a.k, a.m, a.ldx, a.ldo, a.act); }
 
-KILN_KERNEL(kiln_matvec_f32, MatvecArgs) { kmv_plain<KDQ_F32>(a); }
-KILN_KERNEL(kiln_matvec_f16, MatvecArgs) { kmv_plain<KDQ_F16>(a); }
-KILN_KERNEL(kiln_matvec_bf16, MatvecArgs) { kmv_plain<KDQ_BF16>(a); }
-KILN_KERNEL(kiln_matvec_q4_0, MatvecArgs) { kmv_plain<KDQ_Q4_0>(a); }
-KILN_KERNEL(kiln_matvec_q4_1, MatvecArgs) { kmv_plain<KDQ_Q4_1>(a); }
-KILN_KERNEL(kiln_matvec_q5_0, MatvecArgs) { kmv_plain<KDQ_Q5_0>(a); }
-KILN_KERNEL(kiln_matvec_q5_1, MatvecArgs) { kmv_plain<KDQ_Q5_1>(a); }
-KILN_KERNEL(kiln_matvec_q8_0, MatvecArgs) { kmv_plain<KDQ_Q8_0>(a); }
-KILN_KERNEL(kiln_matvec_q4_k, MatvecArgs) { kmv_plain<KDQ_Q4_K>(a); }
-KILN_KERNEL(kiln_matvec_q5_k, MatvecArgs) { kmv_plain<KDQ_Q5_K>(a); }
-KILN_KERNEL(kiln_matvec_q6_k, MatvecArgs) { kmv_plain<KDQ_Q6_K>(a); }
+KILN_KERNEL(kiln_matvec_f32, LinearArgs) { kmv_plain<KDQ_F32>(a); }
+KILN_KERNEL(kiln_matvec_f16, LinearArgs) { kmv_plain<KDQ_F16>(a); }
+KILN_KERNEL(kiln_matvec_bf16, LinearArgs) { kmv_plain<KDQ_BF16>(a); }
+KILN_KERNEL(kiln_matvec_q4_0, LinearArgs) { kmv_plain<KDQ_Q4_0>(a); }
+KILN_KERNEL(kiln_matvec_q4_1, LinearArgs) { kmv_plain<KDQ_Q4_1>(a); }
+KILN_KERNEL(kiln_matvec_q5_0, LinearArgs) { kmv_plain<KDQ_Q5_0>(a); }
+KILN_KERNEL(kiln_matvec_q5_1, LinearArgs) { kmv_plain<KDQ_Q5_1>(a); }
+KILN_KERNEL(kiln_matvec_q8_0, LinearArgs) { kmv_plain<KDQ_Q8_0>(a); }
+KILN_KERNEL(kiln_matvec_q4_k, LinearArgs) { kmv_plain<KDQ_Q4_K>(a); }
+KILN_KERNEL(kiln_matvec_q5_k, LinearArgs) { kmv_plain<KDQ_Q5_K>(a); }
+KILN_KERNEL(kiln_matvec_q6_k, LinearArgs) { kmv_plain<KDQ_Q6_K>(a); }
 
 KILN_KERNEL(kiln_matvec_gated_f32, MatvecGatedArgs) { kmv_gated<KDQ_F32>(a); }
 KILN_KERNEL(kiln_matvec_gated_f16, MatvecGatedArgs) { kmv_gated<KDQ_F16>(a); }

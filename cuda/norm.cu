@@ -2,6 +2,8 @@
 //
 // Numerics follow zig-kernels/norm.zig (ggml's CPU rms_norm): squares rounded to f32, summed in
 // f64, the mean rounded to f32, scale = 1/sqrtf(mean + eps), out = (x·scale)·w in that order.
+//
+// Reference: the CPU rmsNorm / rmsNormHeads (bit-exact on the emulator). Tests: test/cuda/elementwise.test.ts; test/backends/conformance.test.ts (f64), on the host emulator always and on a GPU when present.
 #include "kiln_cuda.cuh"
 
 #define KN_MAX_THREADS 1024

@@ -5,6 +5,8 @@
 // rounded to f32 first): zig-kernels/rope.zig's (and ggml's) order. cos/sin are taken in double
 // and rounded to f32. mode 0 (normal): the pair is (x[2k], x[2k+1]); mode 2 (neox): (x[k],
 // x[k + nRot/2]). Dimensions at or beyond nRot are untouched.
+//
+// Reference: the CPU rope (zig-kernels/rope.zig). Tests: test/cuda/elementwise.test.ts; test/backends/conformance.test.ts (f64), on the host emulator always and on a GPU when present.
 #include "kiln_cuda.cuh"
 
 #define KR_MAX_ROT 1024

@@ -1,4 +1,6 @@
 // sampling.cu — per-row argmax (greedy sampling on the device) and softmax.
+//
+// Reference: the CPU softmax and a host argmax. Tests: test/cuda/elementwise.test.ts, on the host emulator always and on a GPU when present.
 #include "kiln_cuda.cuh"
 
 #define KS_NEG_INF kiln_as_float(0xff800000u)

@@ -1,5 +1,7 @@
 // selftest.cu — test-only kernels for the emulator itself (test/cuda/emulator.test.ts).
 // Built like the others into libkiln-cuda-emu-emu-selftest.so; not part of the device kernel set.
+// These kernels are themselves the test fixtures: each test states the exact answer its kernel
+// must give (a host sum, a plain f32 matmul of the same f16 values, a deadlock error).
 #include "kiln_cuda.cuh"
 
 // out[row] = sum of x[row*n .. row*n+n): strided loads, warp shuffles, shared partials, kiln_sync.
