@@ -6,16 +6,18 @@
 //! converted) K/V tile is reused by the whole GQA group.
 //!
 //! Two layouts of a task's rows: dot products (a row's scores are R-row × K-key dot products,
-//! each finished by a horizontal sum) for calls of at most 16 query rows, and rows in the lanes
-//! of 16-wide vectors (Q and the accumulator transposed, no horizontal sums, the softmax
-//! elementwise across rows) for prefill, where a task always has 16 rows to fill the lanes.
+//! each finished by a horizontal sum), and rows in the lanes of 4-, 8- or 16-wide vectors (Q and
+//! the accumulator transposed, no horizontal sums, the softmax elementwise across rows).
+//! Prefill (more than 16 query rows) always takes the lanes, where a task has 16 rows to fill
+//! them; decode and speculative verification take the lanes where a KV head has enough query
+//! heads to fill 8 lanes (`lanes_min_group`), else the dot products (`layoutFor`).
 //!
 //! Batch invariance: within a layout, a (query row, head) pair's result never depends on which
 //! other rows share its call. Tiles start at absolute multiples of the tile size and the key
 //! range is never split across threads (decode spreads a KV head's query heads over tasks
 //! instead), so a row decoded alone and the same row inside a speculative-verification batch
-//! (≤ 16 rows, the same layout) give bitwise-identical outputs; speculative decoding relies on
-//! that to reproduce plain decoding.
+//! (≤ 16 rows, the same layout, chosen by the model's shape) give bitwise-identical outputs;
+//! speculative decoding relies on that to reproduce plain decoding.
 //!
 //! `attentionNaive` is the unfused path (full score rows + softmaxRow + ·V), kept as a second
 //! reference and as the baseline benchmarks compare against.
@@ -588,141 +590,174 @@ fn normalizeRow(o: [*]f32, l: f32, hd: usize) void {
 }
 
 // ---------------------------------------------------------------------------------------
-// Flash attention, rows in lanes (prefill)
+// Flash attention, rows in lanes
 //
-// The task's rows live in the LANES of 16-wide vectors (RV: one zmm on AVX-512, two ymm on
-// AVX2, four q registers on NEON): Q is transposed once per task (qt[d] = element d of every
-// row), so a score is a chain of FMAs of qt[d] by a broadcast key element, with no horizontal
-// sum; the online softmax (running max m, running sum l, rescale factor) is elementwise across
-// rows; and the accumulator is kept transposed too (acc[d] = output element d of every row),
-// updated by the probabilities of a key times a broadcast value element. Per (row, key) the
-// score is Σ_d in order and per (row, d) the accumulator adds keys in order, whatever rows
-// share the vector: a row's bits never depend on its batch. Keys outside a row's range get
-// probability +0, which leaves its accumulator and sum exactly as they were.
-const RV = @Vector(max_rows, f32);
-const RI = @Vector(max_rows, i32);
+// The task's rows live in the LANES of W-wide vectors (W = 4, 8 or 16: the fewest lanes that
+// hold the task's rows, so decode's 8 query heads of one KV head fill one ymm instead of half a
+// zmm): Q is transposed once per task (qt[d] = element d of every row), so a score is a chain
+// of FMAs of qt[d] by a broadcast key element, with no horizontal sum; the online softmax
+// (running max m, running sum l, rescale factor) is elementwise across rows; and the
+// accumulator is kept transposed too (acc[d] = output element d of every row), updated by the
+// probabilities of a key times a broadcast value element. Per (row, key) the score is Σ_d in
+// order and per (row, d) the accumulator adds keys in order, whatever rows share the vector and
+// whatever W is (every operation is lane by lane): a row's bits never depend on its batch. Keys
+// outside a row's range get probability +0, which leaves its accumulator and sum exactly as
+// they were.
+fn Lanes(comptime W: usize) type {
+    return struct {
+        const RV = @Vector(W, f32);
+        const RI = @Vector(W, i32);
 
-const LaneState = struct {
-    qt: [max_head_dim]RV,
-    acc: [max_head_dim]RV,
-    m: RV,
-    l: RV,
-    lo: RI, // allowed keys of each row: [lo, end); empty (0, 0) in unused lanes
-    end: RI,
-};
+        const LaneState = struct {
+            qt: [max_head_dim]RV,
+            acc: [max_head_dim]RV,
+            m: RV,
+            l: RV,
+            lo: RI, // allowed keys of each row: [lo, end); empty (0, 0) in unused lanes
+            end: RI,
+        };
 
-/// Probabilities of every row for the tile's keys (scores first), one RV per key.
-const LaneScores = [max_tile]RV;
+        /// Probabilities of every row for the tile's keys (scores first), one RV per key.
+        const LaneScores = [max_tile]RV;
 
-/// Scores of keys [j, j + KB) of the tile for every row: scaled, softcapped, masked to -inf.
-inline fn laneScoreKeys(comptime KB: usize, a: AttentionArgs, st: *const LaneState, kt: Tile, t0: usize, j: usize, sc: *LaneScores) void {
-    var acc: [KB]RV = @splat(@splat(0));
-    for (0..a.head_dim) |d| {
-        const q = st.qt[d];
-        inline for (0..KB) |k| acc[k] = fmaN(max_rows, q, @splat(kt.ptr[(j + k) * kt.stride + d]), acc[k]);
-    }
-    inline for (0..KB) |k| {
-        var s = acc[k] * @as(RV, @splat(a.scale));
-        if (a.softcap != 0) {
-            const c = a.softcap;
-            for (0..max_rows) |r| s[r] = c * std.math.tanh(s[r] / c);
+        /// Scores of keys [j, j + KB) of the tile for every row: scaled, softcapped, masked to -inf.
+        inline fn scoreKeys(comptime KB: usize, a: AttentionArgs, st: *const LaneState, kt: Tile, t0: usize, j: usize, sc: *LaneScores) void {
+            var acc: [KB]RV = @splat(@splat(0));
+            for (0..a.head_dim) |d| {
+                const q = st.qt[d];
+                inline for (0..KB) |k| acc[k] = fmaN(W, q, @splat(kt.ptr[(j + k) * kt.stride + d]), acc[k]);
+            }
+            inline for (0..KB) |k| {
+                var s = acc[k] * @as(RV, @splat(a.scale));
+                if (a.softcap != 0) {
+                    const c = a.softcap;
+                    for (0..W) |r| s[r] = c * std.math.tanh(s[r] / c);
+                }
+                const pos: RI = @splat(@intCast(t0 + j + k));
+                const ok = (pos >= st.lo) & (pos < st.end);
+                sc[j + k] = @select(f32, ok, s, @as(RV, @splat(-inf)));
+            }
         }
-        const pos: RI = @splat(@intCast(t0 + j + k));
-        const ok = (pos >= st.lo) & (pos < st.end);
-        sc[j + k] = @select(f32, ok, s, @as(RV, @splat(-inf)));
-    }
+
+        /// One K/V tile for the task's rows: scores, online-softmax update, accumulate.
+        fn tileStep(a: AttentionArgs, st: *LaneState, g: usize, t0: usize, n: usize, buf: *[tile_floats]f32, sc: *LaneScores) void {
+            const hd = a.head_dim;
+            const kt = loadTile(a, a.k, g, t0, n, buf);
+            var j: usize = 0;
+            while (j + 8 <= n) : (j += 8) scoreKeys(8, a, st, kt, t0, j, sc);
+            switch (n - j) {
+                inline 0...7 => |r| if (r > 0) scoreKeys(r, a, st, kt, t0, j, sc),
+                else => unreachable,
+            }
+
+            var mt: RV = @splat(-inf);
+            for (sc[0..n]) |x| mt = @max(mt, x);
+            const m_new = @max(st.m, mt);
+            const none = m_new == @as(RV, @splat(-inf)); // rows with no key yet: nothing to rescale
+            const alpha = @select(f32, none, @as(RV, @splat(1)), expN(W, st.m - m_new)); // 0 on a row's first keys
+            var sum: RV = @splat(0);
+            for (sc[0..n]) |*x| {
+                const e = @select(f32, none, @as(RV, @splat(0)), expN(W, x.* - m_new));
+                x.* = e;
+                sum += e;
+            }
+            st.l = st.l * alpha + sum;
+            st.m = m_new;
+            for (st.acc[0..hd]) |*x| x.* *= alpha;
+
+            const vt = loadTile(a, a.v, g, t0, n, buf);
+            var d: usize = 0;
+            while (d + 8 <= hd) : (d += 8) accumulateDims(8, st, vt, n, d, sc);
+            while (d < hd) : (d += 1) accumulateDims(1, st, vt, n, d, sc);
+        }
+
+        /// acc[d .. d + DB] += Σ_j p[j] · v[j][d ..], keys in order.
+        inline fn accumulateDims(comptime DB: usize, st: *LaneState, vt: Tile, n: usize, d: usize, sc: *const LaneScores) void {
+            var acc: [DB]RV = undefined;
+            inline for (0..DB) |i| acc[i] = st.acc[d + i];
+            for (0..n) |j| {
+                const p = sc[j];
+                const v = vt.ptr + j * vt.stride + d;
+                inline for (0..DB) |i| acc[i] = fmaN(W, p, @splat(v[i]), acc[i]);
+            }
+            inline for (0..DB) |i| st.acc[d + i] = acc[i];
+        }
+
+        fn run(a: AttentionArgs, plan: Plan, rows: *const Rows) void {
+            const hd = a.head_dim;
+            assert(rows.n <= W);
+            const span = rows.span();
+            var st: LaneState = undefined;
+            st.m = @splat(-inf);
+            st.l = @splat(0);
+            st.lo = @splat(0);
+            st.end = @splat(0);
+            for (0..hd) |d| {
+                var q: RV = @splat(0);
+                for (0..rows.n) |r| q[r] = rows.q[r][d];
+                st.qt[d] = q;
+                st.acc[d] = @splat(0);
+            }
+            for (0..rows.n) |r| {
+                st.lo[r] = @intCast(rows.lo[r]);
+                st.end[r] = @intCast(rows.end[r]);
+            }
+            var buf: [tile_floats]f32 = undefined;
+            var sc: LaneScores = undefined;
+            // Tiles cover only the union of allowed keys (fully masked tiles are never touched)
+            // and start at absolute multiples of the tile size, so every row sees the same tile
+            // boundaries whatever batch it is in.
+            var t0 = span.lo - span.lo % plan.tile;
+            const t_end = span.end;
+            while (t0 < t_end) : (t0 += plan.tile) tileStep(a, &st, rows.g, t0, @min(plan.tile, t_end - t0), &buf, &sc);
+            for (0..rows.n) |r| {
+                for (0..hd) |d| rows.out[r][d] = st.acc[d][r];
+                normalizeRow(rows.out[r], st.l[r], hd);
+            }
+        }
+    };
 }
 
-/// One K/V tile for the task's rows: scores, online-softmax update, accumulate.
-fn laneTileStep(a: AttentionArgs, st: *LaneState, g: usize, t0: usize, n: usize, buf: *[tile_floats]f32, sc: *LaneScores) void {
-    const hd = a.head_dim;
-    const kt = loadTile(a, a.k, g, t0, n, buf);
-    var j: usize = 0;
-    while (j + 8 <= n) : (j += 8) laneScoreKeys(8, a, st, kt, t0, j, sc);
-    switch (n - j) {
-        inline 0...7 => |r| if (r > 0) laneScoreKeys(r, a, st, kt, t0, j, sc),
-        else => unreachable,
-    }
-
-    var mt: RV = @splat(-inf);
-    for (sc[0..n]) |x| mt = @max(mt, x);
-    const m_new = @max(st.m, mt);
-    const none = m_new == @as(RV, @splat(-inf)); // rows with no key yet: nothing to rescale
-    const alpha = @select(f32, none, @as(RV, @splat(1)), expN(max_rows, st.m - m_new)); // 0 on a row's first keys
-    var sum: RV = @splat(0);
-    for (sc[0..n]) |*x| {
-        const e = @select(f32, none, @as(RV, @splat(0)), expN(max_rows, x.* - m_new));
-        x.* = e;
-        sum += e;
-    }
-    st.l = st.l * alpha + sum;
-    st.m = m_new;
-    for (st.acc[0..hd]) |*x| x.* *= alpha;
-
-    const vt = loadTile(a, a.v, g, t0, n, buf);
-    var d: usize = 0;
-    while (d + 8 <= hd) : (d += 8) laneAccumulateDims(8, st, vt, n, d, sc);
-    while (d < hd) : (d += 1) laneAccumulateDims(1, st, vt, n, d, sc);
-}
-
-/// acc[d .. d + DB] += Σ_j p[j] · v[j][d ..], keys in order.
-inline fn laneAccumulateDims(comptime DB: usize, st: *LaneState, vt: Tile, n: usize, d: usize, sc: *const LaneScores) void {
-    var acc: [DB]RV = undefined;
-    inline for (0..DB) |i| acc[i] = st.acc[d + i];
-    for (0..n) |j| {
-        const p = sc[j];
-        const v = vt.ptr + j * vt.stride + d;
-        inline for (0..DB) |i| acc[i] = fmaN(max_rows, p, @splat(v[i]), acc[i]);
-    }
-    inline for (0..DB) |i| st.acc[d + i] = acc[i];
+/// The lane width a task's rows need: the fewest of 4, 8, 16 lanes that hold them all.
+fn laneWidth(rows: usize) usize {
+    return if (rows <= 4) 4 else if (rows <= 8) 8 else max_rows;
 }
 
 fn runTaskLanes(c: Ctx, t: usize) void {
-    const a = c.a;
-    const hd = a.head_dim;
-    const rows = taskRows(a, c.plan, t);
-    const span = rows.span();
-    var st: LaneState = undefined;
-    st.m = @splat(-inf);
-    st.l = @splat(0);
-    st.lo = @splat(0);
-    st.end = @splat(0);
-    for (0..hd) |d| {
-        var q: RV = @splat(0);
-        for (0..rows.n) |r| q[r] = rows.q[r][d];
-        st.qt[d] = q;
-        st.acc[d] = @splat(0);
-    }
-    for (0..rows.n) |r| {
-        st.lo[r] = @intCast(rows.lo[r]);
-        st.end[r] = @intCast(rows.end[r]);
-    }
-    var buf: [tile_floats]f32 = undefined;
-    var sc: LaneScores = undefined;
-    // Tiles cover only the union of allowed keys (fully masked tiles are never touched) and
-    // start at absolute multiples of the tile size, so every row sees the same tile boundaries
-    // whatever batch it is in.
-    var t0 = span.lo - span.lo % c.plan.tile;
-    const t_end = span.end;
-    while (t0 < t_end) : (t0 += c.plan.tile) laneTileStep(a, &st, rows.g, t0, @min(c.plan.tile, t_end - t0), &buf, &sc);
-    for (0..rows.n) |r| {
-        for (0..hd) |d| rows.out[r][d] = st.acc[d][r];
-        normalizeRow(rows.out[r], st.l[r], hd);
+    const rows = taskRows(c.a, c.plan, t);
+    switch (laneWidth(rows.n)) {
+        inline 4, 8, max_rows => |w| Lanes(w).run(c.a, c.plan, &rows),
+        else => unreachable,
     }
 }
 
 /// Fused causal (optionally sliding-window, softcapped) attention over a KV cache.
 /// Extra memory: ≤ ~100 KB of stack per task, no heap allocation.
 ///
-/// Calls of at most max_invariant_queries query rows (decode, speculative verification) take
-/// the dot-product layout, whose bits for a row never depend on the batch; larger calls
-/// (prefill) take the rows-in-lanes layout, 2–3× faster there but summed in another order, as
-/// the matmuls do beyond matmul.max_invariant_rows.
+/// Calls of more than max_invariant_queries query rows (prefill) take the rows-in-lanes layout,
+/// 2–3× faster there than dot products but summed in another order, as the matmuls do beyond
+/// matmul.max_invariant_rows. Smaller calls (decode, speculative verification) take a layout
+/// chosen by the model's shape alone, so that a row decoded alone and the same row in a
+/// verification batch always take the same one: rows in lanes where a KV head has at least
+/// `lanes_min_group` query heads (a decode task then fills a vector of 8 lanes), else dot
+/// products (few query heads per KV head leave most lanes empty).
 pub fn flashAttention(args: AttentionArgs) void {
-    flashAttentionLayout(args, if (args.n_q > max_invariant_queries) .lanes else .dots);
+    flashAttentionLayout(args, layoutFor(args));
 }
 
 pub const max_invariant_queries = 16;
+
+/// Query heads per KV head from which decode takes the rows-in-lanes layout. Measured on a
+/// 2-core AMD EPYC (Zen 4), one decode query, f16 cache, bench/attention-decode.bench.ts:
+/// lanes vs dot products at 512 / 16K keys: 32 heads / 4 KV heads / dim 64 (group 8) 0.65× /
+/// 0.67× the time; 14/2/64 (group 7) 0.70× / 0.55×; 12/2/128 (group 6) about equal / 0.93×;
+/// 32/8/64 (group 4) equal; 9/3/64 (group 3) and 4/1/256 (MQA, 4 heads) 1.15–1.45× slower.
+pub const lanes_min_group = 6;
+
+fn layoutFor(a: AttentionArgs) Layout {
+    if (a.n_q > max_invariant_queries) return .lanes;
+    return if (a.n_head / a.n_kv_head >= lanes_min_group) .lanes else .dots;
+}
 
 const Layout = enum { dots, lanes };
 
@@ -1127,47 +1162,88 @@ test "plan: decode spreads query heads over tasks instead of splitting keys" {
 
 test "batch invariance: a row alone and the same row in a batch give identical bits" {
     // 16 query rows: the largest speculative-verification batch, the last call size that must
-    // take decode's layout (max_invariant_queries).
+    // take decode's layout (max_invariant_queries). Group 4 takes the dot products; group 8
+    // the lanes, where the batch's tasks are 16 lanes wide, a row alone 8 (one thread) or 4
+    // (three threads split its 8 heads): lane width must never change a bit.
     const n_q = max_invariant_queries;
     const alloc = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(99);
     const rng = prng.random();
     const hd = 64;
     const n_kv = 300;
-    const n_head = 4;
+    const max_head = 8;
     const kv = try alloc.alloc(f32, n_kv * hd);
     defer alloc.free(kv);
     for (kv) |*x| x.* = rng.floatNorm(f32);
-    const q = try alloc.alloc(f32, n_q * n_head * hd);
+    const q = try alloc.alloc(f32, n_q * max_head * hd);
     defer alloc.free(q);
     for (q) |*x| x.* = rng.floatNorm(f32);
-    const batch_out = try alloc.alloc(f32, n_q * n_head * hd);
+    const batch_out = try alloc.alloc(f32, n_q * max_head * hd);
     defer alloc.free(batch_out);
-    const one_out = try alloc.alloc(f32, n_head * hd);
+    const one_out = try alloc.alloc(f32, max_head * hd);
     defer alloc.free(one_out);
-    for ([_]usize{ 0, 50 }) |window| {
-        for ([_]usize{ 1, 2, 3 }) |threads| {
-            _ = pool.setThreads(threads);
-            const base = AttentionArgs{
-                .q = q.ptr, .q_row_stride = n_head * hd, .q_head_stride = hd,
-                .k = std.mem.sliceAsBytes(kv).ptr, .v = std.mem.sliceAsBytes(kv).ptr, .kv_type = .f32,
-                .kv_pos_stride = hd, .kv_head_stride = hd, .out = batch_out.ptr,
-                .out_row_stride = n_head * hd, .out_head_stride = hd, .n_q = n_q, .n_head = n_head,
-                .n_kv_head = 1, .head_dim = hd, .n_kv = n_kv, .q_pos0 = n_kv - n_q, .window = window,
-                .scale = 0.125, .softcap = 0,
-            };
-            flashAttention(base);
-            for (0..n_q) |i| {
-                var one = base;
-                one.q = q.ptr + i * n_head * hd;
-                one.out = one_out.ptr;
-                one.n_q = 1;
-                one.n_kv = n_kv - n_q + 1 + i;
-                one.q_pos0 = n_kv - n_q + i;
-                flashAttention(one);
-                try std.testing.expectEqualSlices(f32, batch_out[i * n_head * hd ..][0 .. n_head * hd], one_out);
+    for ([_]usize{ 4, max_head }, [_]Layout{ .dots, .lanes }) |n_head, layout| {
+        for ([_]usize{ 0, 50 }) |window| {
+            for ([_]usize{ 1, 2, 3 }) |threads| {
+                _ = pool.setThreads(threads);
+                const base = AttentionArgs{
+                    .q = q.ptr, .q_row_stride = n_head * hd, .q_head_stride = hd,
+                    .k = std.mem.sliceAsBytes(kv).ptr, .v = std.mem.sliceAsBytes(kv).ptr, .kv_type = .f32,
+                    .kv_pos_stride = hd, .kv_head_stride = hd, .out = batch_out.ptr,
+                    .out_row_stride = n_head * hd, .out_head_stride = hd, .n_q = n_q, .n_head = n_head,
+                    .n_kv_head = 1, .head_dim = hd, .n_kv = n_kv, .q_pos0 = n_kv - n_q, .window = window,
+                    .scale = 0.125, .softcap = 0,
+                };
+                try std.testing.expectEqual(layout, layoutFor(base));
+                flashAttention(base);
+                for (0..n_q) |i| {
+                    var one = base;
+                    one.q = q.ptr + i * n_head * hd;
+                    one.out = one_out.ptr;
+                    one.n_q = 1;
+                    one.n_kv = n_kv - n_q + 1 + i;
+                    one.q_pos0 = n_kv - n_q + i;
+                    flashAttention(one);
+                    try std.testing.expectEqualSlices(f32, batch_out[i * n_head * hd ..][0 .. n_head * hd], one_out[0 .. n_head * hd]);
+                }
             }
         }
     }
     _ = pool.setThreads(2);
+}
+
+test "lane width: the same rows in 4, 8 and 16 lanes give identical bits" {
+    // The lanes kernel at each width over one task's 4 rows (a softcap and a window so every
+    // per-lane branch runs); a width-dependent operation would show here.
+    const alloc = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(7);
+    const rng = prng.random();
+    const hd = 96;
+    const n_kv = 150;
+    const n_head = 4;
+    const kv = try alloc.alloc(f16, n_kv * hd);
+    defer alloc.free(kv);
+    for (kv) |*x| x.* = @floatCast(rng.floatNorm(f32));
+    const q = try alloc.alloc(f32, n_head * hd);
+    defer alloc.free(q);
+    for (q) |*x| x.* = rng.floatNorm(f32);
+    var outs: [3][n_head * hd]f32 = undefined;
+    const a = AttentionArgs{
+        .q = q.ptr, .q_row_stride = n_head * hd, .q_head_stride = hd,
+        .k = std.mem.sliceAsBytes(kv).ptr, .v = std.mem.sliceAsBytes(kv).ptr, .kv_type = .f16,
+        .kv_pos_stride = hd, .kv_head_stride = hd, .out = undefined,
+        .out_row_stride = n_head * hd, .out_head_stride = hd, .n_q = 1, .n_head = n_head,
+        .n_kv_head = 1, .head_dim = hd, .n_kv = n_kv, .q_pos0 = n_kv - 1, .window = 100,
+        .scale = 0.1, .softcap = 20,
+    };
+    const plan = makePlan(a, 1);
+    inline for (.{ 4, 8, max_rows }, 0..) |w, i| {
+        var b = a;
+        b.out = &outs[i];
+        const rows = taskRows(b, plan, 0);
+        try std.testing.expectEqual(@as(usize, n_head), rows.n);
+        Lanes(w).run(b, plan, &rows);
+    }
+    try std.testing.expectEqualSlices(f32, &outs[0], &outs[1]);
+    try std.testing.expectEqualSlices(f32, &outs[0], &outs[2]);
 }

@@ -63,6 +63,28 @@ describe("greedy speculative decoding equals plain greedy decoding", () => {
     });
   }
 
+  test("a target with 8 query heads per KV head (decode attention in the rows-in-lanes layout)", async () => {
+    // attention.zig takes the lanes layout from lanes_min_group query heads per KV head on, in
+    // decode and verification alike; the tiny shape above (2 per KV head) takes dot products.
+    const path = join(dir, "gqa8.gguf");
+    writeSyntheticModel(path, { arch: "llama", type: "q8_0", shape: { nEmbd: 256, nLayer: 2, nHead: 8, nHeadKv: 1, nFf: 640, nVocab: 600 }, seed: 5 });
+    const gqa = await loadModel(path, { threads: 2, contextLength: 128 });
+    try {
+      let accepted = 0;
+      for (const prompt of prompts) {
+        const plain = await gqa.complete(prompt, { maxTokens: 40, temperature: 0, speculative: false });
+        for (const maxDraft of [3, 8]) {
+          const spec = await gqa.complete(prompt, { maxTokens: 40, temperature: 0, speculative: { draft: "prompt-lookup", maxDraft, adaptive: false } });
+          expect(spec.tokens).toEqual(plain.tokens);
+          accepted += spec.speculative!.accepted;
+        }
+      }
+      expect(accepted).toBeGreaterThan(0);
+    } finally {
+      gqa.dispose();
+    }
+  });
+
   test("at the context limit: generation stops exactly where plain decoding does", async () => {
     const small = await loadModel(join(dir, "target.gguf"), { threads: 2, contextLength: 24 });
     try {
