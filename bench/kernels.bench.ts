@@ -5,8 +5,12 @@
  * 2. Fused dequantize+matmul per type on decode-shaped work (4096×4096 and 5632×2048): effective
  *    GB/s of weight bytes and the fraction of measured bandwidth. Each timed call reads a
  *    different copy of the weights (≥ 256 MB in all) so every byte comes from DRAM, not cache.
+ *    Prefill-shaped matmuls (64 and 512 activation rows) per type in GFLOP/s.
  * 3. Each fusion against the unfused composition of the same kernels.
  * 4. Flash attention against naive attention at 512–16K keys: time and extra memory.
+ *
+ * Ends with issue 14's per-type targets, measured in this run: every type's prefill GFLOP/s at
+ * 512 rows ≥ 70% of the fastest type's, every type's decode ≥ 85% of the measured bandwidth.
  *
  * Prints tables and writes bench/results/kernels-<date>.json.
  */
@@ -14,7 +18,8 @@ import { measure } from "mitata";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as cpu from "../src/backends/cpu";
-import { kiln, loadedLevel } from "../src/ffi/library";
+import { cpus } from "node:os";
+import { amxStatus, kiln, loadedLevel } from "../src/ffi/library";
 import { NativeBuffer, Tensor, type DType } from "../src/tensor";
 import { randomF32 } from "./random";
 
@@ -29,7 +34,7 @@ async function seconds(fn: () => void, minSamples = 12): Promise<number> {
   return stats.p50 / 1e9;
 }
 
-const results: Record<string, unknown> = { date: new Date().toISOString(), cpuLevel: loadedLevel(), threads };
+const results: Record<string, unknown> = { date: new Date().toISOString(), cpu: cpus()[0]?.model ?? "unknown", cpuLevel: loadedLevel(), amx: amxStatus().reason, threads };
 const line = (...cols: (string | number)[]) => console.log(cols.map((c) => String(c).padEnd(14)).join(""));
 
 // ---- 1. bandwidth ---------------------------------------------------------------------------
@@ -43,7 +48,7 @@ for (const t of [1, threads]) {
 cpu.setThreads(threads);
 probe.free();
 const bw = bandwidth[threads]!;
-console.log(`CPU level ${loadedLevel()}, ${threads} threads`);
+console.log(`${results.cpu}, CPU level ${loadedLevel()} (AMX: ${amxStatus().reason}), ${threads} threads`);
 console.log(`read bandwidth: ${(bandwidth[1]! / 1e9).toFixed(1)} GB/s (1 thread), ${(bw / 1e9).toFixed(1)} GB/s (${threads} threads)\n`);
 results.bandwidthGBs = Object.fromEntries(Object.entries(bandwidth).map(([t, b]) => [t, b / 1e9]));
 
@@ -86,7 +91,7 @@ results.matmulDecode = matmulRows;
 console.log("\nfused dequantize+matmul, prefill (m activation rows)");
 line("type", "m×k → n", "ms/call", "GFLOP/s");
 const prefillRows: Record<string, unknown>[] = [];
-for (const dtype of (quick ? ["q4_0"] : ["q4_0", "q5_0", "q8_0", "q4_k", "q6_k"]) as DType[]) {
+for (const dtype of (quick ? ["q4_0", "q8_0", "q4_1", "q4_k"] : ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "bf16", "f16", "f32"]) as DType[]) {
   const [n, k] = [4096, 4096];
   const w = cpu.quantize(Tensor.fromF32(randomF32(n * k, 17, 0.05), [n, k]), dtype);
   for (const m of [64, 512]) {
@@ -218,6 +223,26 @@ results.bandwidthBestGBs = bwBest / 1e9;
 for (const row of matmulRows) row.fractionOfBestBandwidth = (row.GBs as number) * 1e9 / bwBest;
 console.log(`\nread bandwidth at the end: ${(bwEnd / 1e9).toFixed(1)} GB/s; best ${(bwBest / 1e9).toFixed(1)} GB/s`);
 for (const row of matmulRows) console.log(`  ${String(row.dtype).padEnd(6)} ${row.n}×${row.k}: ${(row.GBs as number).toFixed(1)} GB/s = ${(((row.fractionOfBestBandwidth as number)) * 100).toFixed(0)}% of the best bandwidth`);
+
+// ---- per-type targets (issue 14), from this run's figures ------------------------------------
+{
+  const big = prefillRows.filter((r) => r.m === 512) as { dtype: string; GFLOPs: number }[];
+  const fastest = big.reduce((a, b) => (b.GFLOPs > a.GFLOPs ? b : a), big[0]!);
+  const targets: Record<string, unknown>[] = [];
+  console.log(`
+per-type targets: prefill (512 rows) ≥ 70% of the fastest type's GFLOP/s (${fastest.dtype}, ${fastest.GFLOPs.toFixed(1)}); decode ≥ 85% of the best bandwidth`);
+  line("type", "prefill", "of fastest", "", "decode", "of bandwidth", "");
+  for (const dtype of types) {
+    const p = big.find((r) => r.dtype === dtype);
+    const decodes = matmulRows.filter((r) => r.dtype === dtype).map((r) => r.fractionOfBestBandwidth as number);
+    const dec = decodes.length ? Math.min(...decodes) : NaN;
+    const pf = p ? p.GFLOPs / fastest.GFLOPs : NaN;
+    targets.push({ dtype, prefillGFLOPs: p?.GFLOPs, prefillOfFastest: pf, prefillMet: pf >= 0.7, decodeOfBandwidth: dec, decodeMet: dec >= 0.85 });
+    const status = (x: number, goal: number) => (Number.isNaN(x) ? "-" : x >= goal ? "met" : `missed by ${((goal - x) * 100).toFixed(0)} pts`);
+    line(dtype, p ? p.GFLOPs.toFixed(1) : "-", Number.isNaN(pf) ? "-" : `${(pf * 100).toFixed(0)}%`, status(pf, 0.7), Number.isNaN(dec) ? "-" : "", Number.isNaN(dec) ? "-" : `${(dec * 100).toFixed(0)}%`, status(dec, 0.85));
+  }
+  results.targets = targets;
+}
 
 const dir = join(import.meta.dir, "results");
 mkdirSync(dir, { recursive: true });

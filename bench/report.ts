@@ -3,10 +3,13 @@
  *
  *   bun bench/report.ts RESULTS.json [--docs] [--out FILE.md] [--svg FILE.svg]
  *
- * --docs writes docs/performance.md and docs/perf-context.svg (the committed page); otherwise
- * the markdown goes to --out or stdout and the chart to --svg (if given).
+ * --docs writes the page of the run's machine kind, docs/performance/<kind>.md (amd-avx512,
+ * intel-amx, other: bench/regress.ts machineKind) with its chart <kind>-context.svg, and then
+ * docs/performance.md, the index: each measured kind's summary table and a link to its page, so a
+ * run on one kind of machine never overwrites another kind's figures. Otherwise the markdown
+ * goes to --out or stdout and the chart to --svg (if given).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { LongRow, ModelEntry, SuiteResult } from "./suite";
@@ -40,20 +43,25 @@ function topOps(m: ModelEntry, n = 3): string {
   return m.profile.ops.slice(0, n).map((o) => `${o.op} ${(o.share * 100).toFixed(0)}%`).join(", ");
 }
 
-/** The performance targets of issue 5, checked against a results file. */
+/**
+ * The performance targets, checked against a results file: issue 14's (prefill at 512 tokens
+ * ≥ 1.5× llama.cpp on every model, ≥ 2× on an Intel machine with AMX; decode ≥ 1.1× on every
+ * model; decode ≥ 85% of the bandwidth roofline on the 1.1B shapes) and issue 5's that still
+ * stand (peak RSS, long-context decode).
+ */
 export function targets(r: SuiteResult): TargetRow[] {
   const rows: TargetRow[] = [];
   const add = (target: string, model: string, goal: number, measured: number | null, atMost = false, why?: string) => {
     const met = measured === null ? null : atMost ? measured <= goal : measured >= goal;
     rows.push({ target, model, goal, measured, atMost, met, ...(met === false && why ? { why } : {}) });
   };
+  const prefillGoal = r.machine.kind === "intel-amx" ? 2.0 : 1.5;
   for (const m of r.models) {
-    const decodeGoal = m.model.startsWith("gemma-3-270m") ? 1.5 : /tinyllama-q4_0/.test(m.model) ? 1.1 : /tinyllama-q4_k/.test(m.model) ? 1.3 : null;
     const roof = m.roofline.short;
     const decodeWhy = `kiln decodes at ${pct(roof.kiln_fraction)} of the roofline (llama.cpp ${pct(roof.llamacpp_fraction)})${m.profile ? `; per-op profile: ${topOps(m)}` : ""}`;
-    if (decodeGoal !== null) add("decode ≥ goal × llama.cpp", m.model, decodeGoal, m.decode_ratio, false, decodeWhy);
+    add("decode ≥ goal × llama.cpp", m.model, 1.1, m.decode_ratio, false, decodeWhy);
     const p = m.prefill_ratio_prompt;
-    add(`prefill (${p} tokens) ≥ 1.0× llama.cpp`, m.model, 1.0, m.prefill_ratio, false,
+    add(`prefill (${p} tokens) ≥ goal × llama.cpp`, m.model, prefillGoal, m.prefill_ratio, false,
       `${f(m.kiln[`prefill_tok_s_${p}`])} vs ${f(m.llamacpp[`prefill_tok_s_${p}`])} tok/s: prefill is the batched (tile) matmul kernels' compute rate`);
     add("peak RSS ≤ llama.cpp + 10%", m.model, 1.1, m.ratios.peak_rss_mb ?? null, true, `${f(m.kiln.peak_rss_mb, 0)} vs ${f(m.llamacpp.peak_rss_mb, 0)} MiB`);
     if (m.model.startsWith("tinyllama")) add("decode ≥ 85% of the bandwidth roofline", m.model, 0.85, roof.kiln_fraction, false, m.profile ? `per-op profile: ${topOps(m)}` : undefined);
@@ -157,7 +165,7 @@ export function renderReport(r: SuiteResult, o: ReportOptions): string {
   out.push("", "Throughputs in tokens/s; decode at short context, prefill at the prompt length in parentheses. Ratios are kiln ÷ llama.cpp (for times and memory, below 1 is kiln better).", "");
   const t = targets(r);
   if (t.length) {
-    out.push("## Targets (issue 5)", "");
+    out.push("## Targets (issues 14 and 5)", "");
     out.push(table(["target", "model", "goal", "measured", "status", "why (same run)"], t.map((x) => {
       const isFrac = x.target.includes("roofline");
       const show = (v: number | null) => (isFrac ? pct(v) : times(v));
@@ -229,6 +237,40 @@ export function readResults(path: string): SuiteResult {
 
 const DOCS_INTRO = `How it is measured: \`bun run bench\` (bench/suite.ts) runs kiln and llama.cpp (node-llama-cpp's prebuilt CPU build) on the same GGUF files with the same thread count, context size and batch size, flash attention on for both, each measurement in its own child process (so peak RSS is that engine's alone), the two engines alternating rep by rep; figures are medians. The synthetic models are seeded random weights at the real TinyLlama-1.1B and Llama-2-7B shapes (scripts/make-synthetic.ts), so both engines read exactly the same bytes. The machine is a shared 2-core VM: absolute figures move between runs, the kiln ÷ llama.cpp ratios of one run much less.`;
 
+/** Machine kinds the docs have a page for (bench/regress.ts MachineKind), as the index names them. */
+const KIND_TITLES: Record<string, string> = {
+  "amd-avx512": "AMD EPYC (Zen 4/5, AVX-512 VNNI)",
+  "intel-amx": "Intel Xeon with AMX (Sapphire Rapids and later)",
+  other: "Other CPUs",
+};
+
+/** What the index says of a machine kind that has no page yet. */
+const UNMEASURED: Record<string, string> = {
+  "intel-amx": "No suite run on such a machine yet. Measured by hand on 2026-12-02 (Intel Xeon family 6 model 167, AMX-INT8/BF16, 14–18 GB/s at 2 threads; before kiln had an AMX kernel; 2 threads, 512-token prompt, 64 greedy tokens, medians of 3): decode kiln ÷ llama.cpp 1.07× Gemma 3 270M Q4_K_M, 1.10× TinyLlama-shape Q4_0, 1.48× Q4_K_M, 0.90× SmolLM2 Q4_1; prefill 1.99×, 0.86×, 0.87×, 0.40× (llama.cpp's prebuilt AMX path, whose batched Q4_1 gives wrong text there). `bun run bench && bun run bench:report` on such a machine writes its page.",
+  other: "No suite run on another kind of CPU yet.",
+};
+
+/** The index page: each kind's run line and summary table from its page, and a link to it. */
+export function renderIndex(pages: { kind: string; md: string }[]): string {
+  const out = ["# Performance: kiln vs llama.cpp", "", DOCS_INTRO, "", "One page per kind of machine measured (the kind is what `bench/regress.ts` calls it, and what the CI regression check picks its baseline by). Figures are ratios against llama.cpp in the same run; absolute throughputs move 3–5× between machines.", ""];
+  for (const kind of Object.keys(KIND_TITLES)) {
+    const page = pages.find((p) => p.kind === kind);
+    out.push(`## ${KIND_TITLES[kind]}`, "");
+    if (!page) {
+      out.push(UNMEASURED[kind] ?? "Not measured yet.", "");
+      continue;
+    }
+    const lines = page.md.split("\n");
+    const run = lines.find((l) => l.startsWith("Run "));
+    const start = lines.indexOf("## Summary");
+    const end = lines.findIndex((l, i) => i > start && l.startsWith("## "));
+    if (run) out.push(run, "");
+    if (start >= 0) out.push(...lines.slice(start + 2, end < 0 ? undefined : end).filter((l, i, a) => !(l === "" && a[i - 1] === "")));
+    out.push(`Full report (targets, roofline, long context, per-model tables and profiles): [performance/${kind}.md](performance/${kind}.md).`, "");
+  }
+  return out.join("\n").replace(/\n{3,}/g, "\n\n");
+}
+
 function main(argv: string[]): number {
   let v, positionals;
   try {
@@ -249,9 +291,10 @@ function main(argv: string[]): number {
     console.error(`report: ${(e as Error).message}`);
     return 1;
   }
-  const docs = join(import.meta.dir, "..", "docs");
-  const mdPath = v.docs ? join(docs, "performance.md") : v.out ? resolve(v.out) : null;
-  const svgPath = v.docs ? join(docs, "perf-context.svg") : v.svg ? resolve(v.svg) : null;
+  const docs = process.env.KILN_DOCS_DIR ?? join(import.meta.dir, "..", "docs");
+  const kind = r.machine.kind ?? "other";
+  const mdPath = v.docs ? join(docs, "performance", `${kind}.md`) : v.out ? resolve(v.out) : null;
+  const svgPath = v.docs ? join(docs, "performance", `${kind}-context.svg`) : v.svg ? resolve(v.svg) : null;
   const chart = renderChart(r);
   if (svgPath && chart) {
     mkdirSync(dirname(svgPath), { recursive: true });
@@ -260,15 +303,21 @@ function main(argv: string[]): number {
   const chartRef = svgPath && chart ? (mdPath ? relative(dirname(mdPath), svgPath) : svgPath) : null;
   const md = renderReport(r, {
     chartPath: chartRef,
-    title: v.docs ? "Performance: kiln vs llama.cpp" : undefined,
+    title: v.docs ? `Performance on ${KIND_TITLES[kind] ?? kind}: kiln vs llama.cpp` : undefined,
   });
   const page = v.docs
-    ? md.replace(/\n## Summary\n/, `\n${DOCS_INTRO}\n\n## Summary\n`) + `\n---\nGenerated by \`bun bench/report.ts ${basename(input)} --docs\` from the results of \`bun run bench\` (raw figures and every rep in that JSON file). Refresh: \`bun run bench && bun bench/report.ts bench/results/bench-latest.json --docs\`.\n`
+    ? md.replace(/\n## Summary\n/, `\n${DOCS_INTRO} The other machine kinds: [performance.md](../performance.md).\n\n## Summary\n`) + `\n---\nGenerated by \`bun bench/report.ts ${basename(input)} --docs\` from the results of \`bun run bench\` (raw figures and every rep in that JSON file). Refresh: \`bun run bench && bun bench/report.ts bench/results/bench-latest.json --docs\` on this kind of machine.\n`
     : md;
   if (mdPath) {
     mkdirSync(dirname(mdPath), { recursive: true });
     writeFileSync(mdPath, page);
     console.error(`wrote ${mdPath}${svgPath && chart ? ` and ${svgPath}` : ""}`);
+    if (v.docs) {
+      const dir = join(docs, "performance");
+      const pages = readdirSync(dir).filter((n) => n.endsWith(".md")).map((n) => ({ kind: n.slice(0, -3), md: readFileSync(join(dir, n), "utf8") }));
+      writeFileSync(join(docs, "performance.md"), renderIndex(pages));
+      console.error(`wrote ${join(docs, "performance.md")} (the index of ${pages.map((p) => p.kind).join(", ")})`);
+    }
   } else process.stdout.write(page);
   return 0;
 }

@@ -17,7 +17,7 @@
  * long-context sweep: prefill and decode at 512…16K tokens, flash and naive attention (kiln) /
  * flash on and off (llama.cpp), time and peak RSS. Writes bench/results/bench-<date>.json (and
  * bench-latest.json), report.md and perf-context.svg there; `bun bench/report.ts FILE --docs`
- * turns a results file into docs/performance.md.
+ * turns a results file into docs/performance/<machine kind>.md and the index docs/performance.md.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
@@ -35,6 +35,8 @@ export const ROOT = resolve(import.meta.dir, "..");
 export const MODELS_DIR = join(ROOT, "models");
 export const SYNTHETIC_DIR = join(MODELS_DIR, "synthetic");
 export const GEMMA = join(MODELS_DIR, "gemma-3-270m-Q4_K_M.gguf");
+/** The real instruction-tuned Q4_1 model set-up fetches (the chat model): the suite's Q4_1 figures. */
+export const SMOLLM2 = join(MODELS_DIR, "SmolLM2-135M-Instruct.Q4_1.gguf");
 
 /** Synthetic models the default suite uses, and how to make each (scripts/make-synthetic.ts options). */
 export const SYNTHETIC: Record<string, { shape: "tinyllama" | "llama2-7b"; type: "q4_0" | "q4_k" | "q8_0"; ctx?: number }> = {
@@ -717,6 +719,10 @@ export async function parseBenchArgs(argv: string[], log: (s: string) => void): 
     if (!existsSync(GEMMA)) throw new BenchError(`${GEMMA} is missing; run \`bash scripts/setup.sh\` (it fetches the default model) or pass --model PATH`);
     const names = quick ? ["tinyllama-q4_0.gguf"] : ["tinyllama-q4_0.gguf", "tinyllama-q4_k.gguf", "tinyllama-q8_0.gguf", "llama2-7b-q4_0.gguf"];
     paths = [GEMMA];
+    if (!quick) {
+      if (existsSync(SMOLLM2)) paths.push(SMOLLM2);
+      else log(`${SMOLLM2} is missing (\`bash scripts/setup.sh\` fetches it): no Q4_1 figures in this run`);
+    }
     for (const n of names) paths.push(await ensureSynthetic(n, log));
   }
   const models: ModelPlan[] = paths.map((path) => {
