@@ -1,25 +1,37 @@
-//! Prefill matmul on Intel AMX (AMX-TILE + AMX-INT8): Q8_0 and Q4_0 weights × ActQ8_0
-//! activations, one TDPBSSD (signed int8 × signed int8 → int32) per 32-element block.
+//! Prefill matmul on Intel AMX (AMX-TILE + AMX-INT8) for every quantized weight type kiln reads:
+//! Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (× ActQ8_0 activations) and Q4_K, Q5_K, Q6_K (× ActQ8_K), one
+//! TDPBSSD (signed int8 × signed int8 → int32) per sub-block, the sub-block being the unit the
+//! type's scalar reference sums exactly in integers: the 32-element block of the legacy types,
+//! the 32-element sub-block of Q4_K/Q5_K, the 16-element sub-block of Q6_K.
 //!
-//! Per block (K = 32): an A tile holds 16 activation rows × 32 quant bytes (loaded straight from
-//! the prepared activations, act_bytes apart), a B tile the 16 weight rows of the block in the
-//! VNNI layout AMX multiplies (8 rows of 64 bytes: B[k4][4n + i] = W[n][4·k4 + i], the same
-//! 4-byte interleave as repack.zig's), and TDPBSSD leaves the 16 × 16 exact int32 block sums in a
-//! C tile. The C tile is stored, converted to f32 and accumulated per output as
-//! acc += (d_w · d_a) · sumi, with no FMA: exactly the scalar reference's operations in its order
-//! (quant_legacy.zig blockDotRef), so every output equals vecDotRef.
+//! Per sub-block (K = 32, or 16 for Q6_K): an A tile holds 16 activation rows × K quant bytes
+//! (loaded straight from the prepared activations, act_bytes apart), a B tile the sub-block of 16
+//! weight rows in the VNNI layout AMX multiplies (K/4 rows of 64 bytes: B[k4][4n + i] =
+//! W[n][4·k4 + i], the same 4-byte interleave as repack.zig's), and TDPBSSD leaves the 16 × 16
+//! exact int32 sums in a C tile. The B tiles are unpacked per chunk of 1024 elements onto the
+//! stack holding exactly the quants the reference multiplies, each fitting int8: Q8_0's q, Q4_0's
+//! q − 8, Q5_0's q − 16, Q4_1/Q5_1/Q4_K/Q5_K's unsigned q (0..31), Q6_K's q − 32. The C tile is
+//! stored and finished in the reference's own operations and order:
+//!   legacy (quant_legacy.zig blockDotRef): acc += (d_w·d_a)·sumi [+ m_w·s_a for Q4_1/Q5_1];
+//!   Q4_K/Q5_K (quant_k.zig kDotRefMin): per block, integers sumi = Σ_j sc_j·sumi_j and
+//!     summ = Σ_j m_j·bsums_j, then acc += (d·d_a)·sumi − (dmin·d_a)·summ;
+//!   Q6_K (Q6_K.vecDotRef): per block, sumi = Σ_g sc_g·sumi_g, then acc += (d·d_a)·sumi;
+//! each f32 operation unfused, so every output equals the type's vecDotRef bit for bit (the
+//! integer sums are exact; the reference's order of integer adds cannot change them).
 //!
 //! The tile instructions go through one small interface with two implementations: `Hw` (inline
 //! asm) and `Emu` (plain arrays emulating the eight tile registers, the palette-1 configuration and
 //! the documented semantics of each instruction, checking every shape rule the hardware faults
-//! on). The kernel is written once over that interface. Only the x86_64-v4 Linux library compiles
-//! `Hw`; every level's tests run the kernel on `Emu` against the scalar reference. On first use
-//! the `Hw` kernel must equal the `Emu` kernel bit for bit on a fixed problem (`status`), else
-//! AMX stays off for the process.
+//! on). The kernel is written once over that interface and once over the types (`Format`: how a
+//! type's block unpacks into B tiles and scales). Only the x86_64-v4 Linux library compiles `Hw`;
+//! every level's tests run the kernel on `Emu` against the scalar references. On first use the
+//! `Hw` kernel must equal the `Emu` kernel bit for bit on a fixed problem of every type
+//! (`status`), else AMX stays off for the process. The `Hw` path has never run on AMX hardware
+//! (written against the emulation on an AMD EPYC); its speed is unmeasured.
 //!
-//! Tile registers (palette 1):
-//!   tmm0, tmm1  B: weight rows [0, 16) and [16, 32)       8 rows × 64 bytes
-//!   tmm2, tmm3  A: activation rows [0, 16) and [16, 32)  16 rows × 32 bytes
+//! Tile registers (palette 1; K = the type's sub-block):
+//!   tmm0, tmm1  B: weight rows [0, 16) and [16, 32)       K/4 rows × 64 bytes
+//!   tmm2, tmm3  A: activation rows [0, 16) and [16, 32)  16 rows × K bytes
 //!   tmm4..tmm7  C: A(tmm2 + ga) × B(tmm0 + gb) → tmm(4 + 2·ga + gb), 16 rows × 64 bytes (int32)
 //!
 //! Encodings (Intel SDM vol. 2; checked by assembling these mnemonics with Zig's LLVM and
@@ -38,9 +50,11 @@ const builtin = @import("builtin");
 const cpu = @import("cpu.zig");
 const quant = @import("quant.zig");
 const legacy = @import("quant_legacy.zig");
+const kq = @import("quant_k.zig");
 
 const GgmlType = quant.GgmlType;
 const ActQ8_0 = legacy.ActQ8_0;
+const ActQ8_K = kq.ActQ8_K;
 
 /// The hardware path exists only in the x86_64-v4 library (AVX-512 for the f32 side) on Linux
 /// (the only OS whose tile-state permission request kiln implements).
@@ -49,11 +63,18 @@ pub const hw_built = cpu.is_x86 and cpu.has_vnni512 and builtin.os.tag == .linux
 /// Weight rows per kernel call (two B tiles) and activation rows (matmul.zig's act_rows_per_block).
 pub const max_rows = 32;
 pub const max_acts = 64;
-/// Blocks packed per pass: 32 blocks × 32 rows × 32 bytes = 32 KB of B tiles on the stack.
-const chunk_blocks = 32;
+/// Elements per weight row packed per pass (32 legacy blocks, 4 K-quant blocks): 32 rows × 1024
+/// bytes = 32 KB of B tiles on the stack.
+const chunk_elems = 1024;
+
+/// The weight types the kernel takes (every quantized type of quant.GgmlType).
+pub const types = [_]GgmlType{ .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k };
 
 pub fn supports(t: GgmlType) bool {
-    return t == .q8_0 or t == .q4_0;
+    return switch (t) {
+        .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k => true,
+        .f32, .f16, .bf16 => false,
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -86,20 +107,24 @@ const palette1_tiles = 8;
 const palette1_rows = 16;
 const palette1_colsb = 64;
 
-pub const config: TileConfig = blk: {
+/// The configuration for sub-blocks of `sub` bytes (32, or 16 for Q6_K): B tiles sub/4 rows × 64
+/// bytes, A tiles 16 rows × sub bytes, C tiles 16 rows × 64 bytes.
+fn configFor(comptime sub: usize) TileConfig {
     var c: TileConfig = .{ .palette = 1 };
     for (0..2) |g| {
-        c.rows[tile_b0 + g] = 8;
+        c.rows[tile_b0 + g] = sub / 4;
         c.colsb[tile_b0 + g] = 64;
         c.rows[tile_a0 + g] = 16;
-        c.colsb[tile_a0 + g] = 32;
+        c.colsb[tile_a0 + g] = sub;
     }
     for (0..4) |g| {
         c.rows[tile_c0 + g] = 16;
         c.colsb[tile_c0 + g] = 64;
     }
-    break :blk c;
-};
+    return c;
+}
+
+pub const config: TileConfig = configFor(32);
 
 // ---------------------------------------------------------------------------------------------
 // The tile interface: Hw (the instructions) and Emu (their documented semantics)
@@ -233,100 +258,211 @@ pub fn EmuWith(comptime a_signed: bool) type {
 pub const Emu = EmuWith(true);
 
 // ---------------------------------------------------------------------------------------------
-// Weight packing (VNNI B layout) and the kernel
+// Weight formats, packing (VNNI B layout) and the kernel
 // ---------------------------------------------------------------------------------------------
 
-/// Bytes of one B tile: 8 rows (k4 = 0..7) of 16 columns × 4 bytes.
-const b_tile_bytes = 8 * 64;
+const V16f = @Vector(16, f32);
+const V16i = @Vector(16, i32);
 
-const Packed = struct {
-    /// q[b][g][k4·64 + 4n + i] = quant 4·k4 + i of weight row 16g + n, block b0 + b (int8).
-    q: [chunk_blocks][2][b_tile_bytes]u8 align(64),
-    /// d[b][g][n]: the f16 scale of that block as f32 (0 for padding rows).
-    d: [chunk_blocks][2]@Vector(16, f32),
-};
-
-/// The 32 signed quants and scale of one weight block (Q4_0: nibble − 8, as the reference).
-inline fn blockQuants(comptime t: GgmlType, blk: [*]const u8) struct { q: [32]i8, d: f32 } {
-    const d: f32 = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
-    var q: [32]i8 = undefined;
-    switch (t) {
-        .q8_0 => q = @bitCast(blk[2..34].*),
-        .q4_0 => {
-            const v: @Vector(16, u8) = blk[2..18].*;
-            const eight: @Vector(16, i8) = @splat(8);
-            const lo: @Vector(16, i8) = @bitCast(v & @as(@Vector(16, u8), @splat(0x0f)));
-            const hi: @Vector(16, i8) = @bitCast(v >> @splat(4));
-            q = std.simd.join(lo - eight, hi - eight);
-        },
-        else => @compileError("amx: unsupported weight type"),
-    }
-    return .{ .q = q, .d = d };
+inline fn f16At(p: [*]const u8) f32 {
+    return @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, p[0..2], .little))));
+}
+inline fn f32At(p: [*]const u8) f32 {
+    return @bitCast(std.mem.readInt(u32, p[0..4], .little));
 }
 
-/// Packs weight rows [0, n) (n ≤ 32; rows n..31 become zero quants with scale 0) of blocks
-/// [b0, b0 + nb) into p's B tiles.
-fn packB(comptime t: GgmlType, w: [*]const u8, row_bytes: usize, n: usize, b0: usize, nb: usize, p: *Packed) void {
-    const ts = quant.Traits(t).type_size;
+/// The kernel as the tests must tell apart from the exact one: `.drop_offset` leaves out each
+/// type's zero point or min (Q4_0's −8, Q5_0's −16, Q6_K's −32; the min term of Q4_1, Q5_1, Q4_K
+/// and Q5_K). Q8_0 has none, so its variant is the exact kernel.
+const Variant = enum { exact, drop_offset };
+
+/// How the kernel reads weight type t: sub-blocks of `sub` elements (one TDPBSSD's K), each
+/// row-block unpacked to the quants the reference multiplies and the scales it applies.
+fn Format(comptime t: GgmlType, comptime variant: Variant) type {
+    return struct {
+        const W = quant.Traits(t);
+        const kquant = W.block_size == 256;
+        const Act = if (kquant) ActQ8_K else ActQ8_0;
+        /// Where an activation block's quants start.
+        const act_qs: usize = if (kquant) ActQ8_K.off_qs else 8;
+        const block_elems = W.block_size;
+        const sub: usize = if (t == .q6_k) 16 else 32;
+        const n_sub = block_elems / sub;
+        const chunk_blocks = chunk_elems / block_elems;
+        const chunk_subs = chunk_elems / sub;
+        /// Bytes of one B tile: sub/4 rows (k4) of 16 columns × 4 bytes.
+        const tile_bytes = 16 * sub;
+        /// The reference adds a min term: legacy m_w·s_a, K-quants −(dmin·d_a)·Σ m_j·bsums_j.
+        const has_min = variant == .exact and switch (t) {
+            .q4_1, .q5_1, .q4_k, .q5_k => true,
+            else => false,
+        };
+        /// Subtracted from the unsigned quants (the types whose offset is in the quants).
+        const zero: i8 = if (variant == .drop_offset) 0 else switch (t) {
+            .q4_0 => 8,
+            .q5_0 => 16,
+            .q6_k => 32,
+            else => 0,
+        };
+        const config: TileConfig = configFor(sub);
+
+        /// One weight row's block: the reference's quants and scales (d: the block's d, m: the
+        /// legacy min or the K-quant dmin; sc/mn: the K-quant sub-block scales and mins).
+        const Block = struct { q: [block_elems]i8, d: f32, m: f32, sc: [n_sub]i32, mn: [n_sub]i32 };
+
+        fn unpack(blk: [*]const u8) Block {
+            var b: Block = .{ .q = undefined, .d = 0, .m = 0, .sc = @splat(0), .mn = @splat(0) };
+            var u: [block_elems]u8 = undefined;
+            switch (t) {
+                .q8_0 => {
+                    b.d = f16At(blk);
+                    u = blk[2..34].*;
+                },
+                .q4_0, .q4_1 => {
+                    const o: usize = if (t == .q4_1) 4 else 2;
+                    b.d = f16At(blk);
+                    if (t == .q4_1) b.m = f16At(blk + 2);
+                    const v: @Vector(16, u8) = blk[o..][0..16].*;
+                    u = std.simd.join(v & @as(@Vector(16, u8), @splat(0x0f)), v >> @splat(4));
+                },
+                .q5_0, .q5_1 => {
+                    const o: usize = if (t == .q5_1) 4 else 2;
+                    b.d = f16At(blk);
+                    if (t == .q5_1) b.m = f16At(blk + 2);
+                    u = legacy.q5Quants(blk + o, blk + o + 4);
+                },
+                .q4_k, .q5_k => {
+                    var fs: [16]f32 = undefined;
+                    var fo: [16]f32 = undefined;
+                    kq.unpackRowBlock(W, blk, &u, &fs, &fo);
+                    b.d = f16At(blk);
+                    b.m = f16At(blk + 2);
+                    const s = blk + @offsetOf(W.Block, "scales");
+                    for (0..8) |j| {
+                        // get_scale_min_k4
+                        if (j < 4) {
+                            b.sc[j] = s[j] & 63;
+                            b.mn[j] = s[j + 4] & 63;
+                        } else {
+                            b.sc[j] = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+                            b.mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+                        }
+                    }
+                },
+                .q6_k => {
+                    var fs: [16]f32 = undefined;
+                    var fo: [16]f32 = undefined;
+                    kq.unpackRowBlock(W, blk, &u, &fs, &fo);
+                    b.d = f16At(blk + @offsetOf(W.Block, "d"));
+                    for (0..16) |j| b.sc[j] = @as(i8, @bitCast(blk[@offsetOf(W.Block, "scales") + j]));
+                },
+                else => @compileError("amx: unsupported weight type"),
+            }
+            // Every value fits int8: ≤ 31 unsigned, or q − zero ∈ [−32, 31] (Q8_0: its own i8).
+            b.q = @as(@Vector(block_elems, i8), @bitCast(u)) - @as(@Vector(block_elems, i8), @splat(zero));
+            return b;
+        }
+
+        /// One chunk of 32 weight rows: q[s][g] the B tile of the chunk's sub-block s (counted
+        /// from its first) for rows [16g, 16g + 16): q[s][g][k4·64 + 4n + i] = quant 4·k4 + i of
+        /// that sub-block of row 16g + n; per block and tile the scales as 16-lane vectors (0 for
+        /// padding rows).
+        const Packed = struct {
+            q: [chunk_subs][2][tile_bytes]u8 align(64),
+            d: [chunk_blocks][2]V16f,
+            m: [chunk_blocks][2]V16f,
+            sc: if (kquant) [chunk_blocks][2][n_sub]V16i else void,
+            mn: if (kquant) [chunk_blocks][2][n_sub]V16i else void,
+        };
+
+        /// The quants of sub-block s of activation block `blk` in the row at `row`.
+        inline fn actQuants(row: [*]const u8, blk: usize, s: usize) [*]const u8 {
+            return row + blk * Act.type_size + act_qs + s * sub;
+        }
+    };
+}
+
+/// Packs weight rows [0, n) (n ≤ 32; rows n..31 become zero quants with scales 0) of blocks
+/// [b0, b0 + nb) into p.
+fn packB(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0: usize, nb: usize, p: *F.Packed) void {
     for (0..nb) |b| {
         for (0..2) |g| {
             var d: [16]f32 = @splat(0);
-            const tile = &p.q[b][g];
+            var mv: [16]f32 = @splat(0);
+            var sc: [F.n_sub][16]i32 = @splat(@splat(0));
+            var mn: [F.n_sub][16]i32 = @splat(@splat(0));
             for (0..16) |r| {
                 const j = 16 * g + r;
                 if (j >= n) {
-                    for (0..8) |k4| @memset(tile[k4 * 64 + 4 * r ..][0..4], 0);
+                    for (0..F.n_sub) |s| for (0..F.sub / 4) |k4| @memset(p.q[b * F.n_sub + s][g][k4 * 64 + 4 * r ..][0..4], 0);
                     continue;
                 }
-                const bq = blockQuants(t, w + j * row_bytes + (b0 + b) * ts);
-                d[r] = bq.d;
-                const bytes: [32]u8 = @bitCast(bq.q);
-                inline for (0..8) |k4| tile[k4 * 64 + 4 * r ..][0..4].* = bytes[4 * k4 ..][0..4].*;
+                const u = F.unpack(w + j * row_bytes + (b0 + b) * F.W.type_size);
+                d[r] = u.d;
+                mv[r] = u.m;
+                const bytes: [F.block_elems]u8 = @bitCast(u.q);
+                for (0..F.n_sub) |s| {
+                    sc[s][r] = u.sc[s];
+                    mn[s][r] = u.mn[s];
+                    const tile = &p.q[b * F.n_sub + s][g];
+                    inline for (0..F.sub / 4) |k4| tile[k4 * 64 + 4 * r ..][0..4].* = bytes[s * F.sub + 4 * k4 ..][0..4].*;
+                }
             }
             p.d[b][g] = d;
+            p.m[b][g] = mv;
+            if (F.kquant) {
+                for (0..F.n_sub) |s| {
+                    p.sc[b][g][s] = sc[s];
+                    p.mn[b][g][s] = mn[s];
+                }
+            }
         }
     }
 }
 
-/// y[i·y_stride + j] = Σ_blocks (d_w[j]·d_a[i])·Σ q_w[j]·q_a[i] for weight rows j < n ≤ 32 and
-/// activation rows i < m ≤ 64 (each the scalar reference's value), the tiles through `Tiles`.
+/// y[i·y_stride + j] = the type's vecDotRef of weight row j < n ≤ 32 and activation row
+/// i < m ≤ 64, the tiles through `Tiles`.
 pub fn kernel(comptime Tiles: type, comptime t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
-    std.debug.assert(k % 32 == 0 and m >= 1 and m <= max_acts and n >= 1 and n <= max_rows);
-    const cfg_aligned: TileConfig align(64) = config;
+    kernelFor(Tiles, Format(t, .exact), w, row_bytes, k, a, act_bytes, m, n, y, y_stride);
+}
+
+fn kernelFor(comptime Tiles: type, comptime F: type, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
+    std.debug.assert(k % F.block_elems == 0 and m >= 1 and m <= max_acts and n >= 1 and n <= max_rows);
+    const cfg_aligned: TileConfig align(64) = F.config;
     var tiles = Tiles.init(&cfg_aligned);
     defer tiles.release();
 
-    const nb_total = k / 32;
+    const nb_total = k / F.block_elems;
     const n_ga = (m + 15) / 16;
     const n_gb: usize = if (n > 16) 2 else 1;
     const last_rows = m - 16 * (n_ga - 1); // rows of the last activation group (1..16)
 
-    var acc: [max_acts][2]@Vector(16, f32) = undefined;
+    var acc: [max_acts][2]V16f = undefined;
     for (0..m) |i| acc[i] = .{ @splat(0), @splat(0) };
-    var p: Packed = undefined;
+    var p: F.Packed = undefined;
     // The last activation group when partial, zero-padded to 16 rows: tileloadd reads 16 rows.
-    var stage: [chunk_blocks][16 * 32]u8 align(64) = undefined;
+    var stage: [F.chunk_subs][16 * F.sub]u8 align(64) = undefined;
 
     var b0: usize = 0;
-    while (b0 < nb_total) : (b0 += chunk_blocks) {
-        const nb = @min(chunk_blocks, nb_total - b0);
-        packB(t, w, row_bytes, n, b0, nb, &p);
+    while (b0 < nb_total) : (b0 += F.chunk_blocks) {
+        const nb = @min(F.chunk_blocks, nb_total - b0);
+        packB(F, w, row_bytes, n, b0, nb, &p);
         if (last_rows < 16) {
             const g = n_ga - 1;
-            for (0..nb) |b| {
-                @memset(&stage[b], 0);
+            for (0..nb * F.n_sub) |si| {
+                @memset(&stage[si], 0);
                 for (0..last_rows) |r| {
-                    stage[b][r * 32 ..][0..32].* = (a + (16 * g + r) * act_bytes + (b0 + b) * ActQ8_0.type_size + 8)[0..32].*;
+                    stage[si][r * F.sub ..][0..F.sub].* = F.actQuants(a + (16 * g + r) * act_bytes, b0 + si / F.n_sub, si % F.n_sub)[0..F.sub].*;
                 }
             }
         }
         var ga: usize = 0;
         while (ga < n_ga) : (ga += 2) {
             const pa = @min(2, n_ga - ga);
-            const ctx: StepCtx = .{ .a = a, .act_bytes = act_bytes, .m = m, .ga = ga, .n_ga = n_ga, .last_rows = last_rows, .b0 = b0, .nb = nb, .stage = &stage, .p = &p };
+            const ctx: StepCtx(F) = .{ .a = a, .act_bytes = act_bytes, .ga = ga, .n_ga = n_ga, .last_rows = last_rows, .b0 = b0, .nb = nb, .stage = &stage, .p = &p };
             switch (pa) {
-                1 => if (n_gb == 1) step(Tiles, 1, 1, &tiles, ctx, &acc) else step(Tiles, 1, 2, &tiles, ctx, &acc),
-                2 => if (n_gb == 1) step(Tiles, 2, 1, &tiles, ctx, &acc) else step(Tiles, 2, 2, &tiles, ctx, &acc),
+                1 => if (n_gb == 1) step(Tiles, F, 1, 1, &tiles, ctx, &acc) else step(Tiles, F, 1, 2, &tiles, ctx, &acc),
+                2 => if (n_gb == 1) step(Tiles, F, 2, 1, &tiles, ctx, &acc) else step(Tiles, F, 2, 2, &tiles, ctx, &acc),
                 else => unreachable,
             }
         }
@@ -341,51 +477,93 @@ pub fn kernel(comptime Tiles: type, comptime t: GgmlType, w: [*]const u8, row_by
     }
 }
 
-const StepCtx = struct {
-    a: [*]const u8,
-    act_bytes: usize,
-    m: usize,
-    ga: usize, // first activation group of this step
-    n_ga: usize,
-    last_rows: usize,
-    b0: usize,
-    nb: usize,
-    stage: *const [chunk_blocks][16 * 32]u8,
-    p: *const Packed,
-};
+fn StepCtx(comptime F: type) type {
+    return struct {
+        a: [*]const u8,
+        act_bytes: usize,
+        ga: usize, // first activation group of this step
+        n_ga: usize,
+        last_rows: usize,
+        b0: usize,
+        nb: usize,
+        stage: *const [F.chunk_subs][16 * F.sub]u8,
+        p: *const F.Packed,
+    };
+}
 
-/// PA activation groups × PB weight tiles over the chunk's blocks: per block, load the tiles,
-/// TDPBSSD into zeroed C tiles, store them and scale-accumulate in f32.
-inline fn step(comptime Tiles: type, comptime PA: usize, comptime PB: usize, tiles: *Tiles, c: StepCtx, acc: *[max_acts][2]@Vector(16, f32)) void {
+/// PA activation groups × PB weight tiles over the chunk's blocks: per sub-block, load the tiles,
+/// TDPBSSD into zeroed C tiles, store them, then finish in the reference's order (legacy: the f32
+/// scale-accumulate per block; K-quants: the integer scale sums per sub-block, the f32 work once
+/// per block).
+inline fn step(comptime Tiles: type, comptime F: type, comptime PA: usize, comptime PB: usize, tiles: *Tiles, c: StepCtx(F), acc: *[max_acts][2]V16f) void {
     var cbuf: [PA * PB][16][16]i32 align(64) = undefined;
+    // K-quants: Σ_sub sc·sumi of the current block per activation row and weight tile.
+    var isum: [PA * 16][PB]V16i = undefined;
     for (0..c.nb) |b| {
-        inline for (0..PA) |ga| {
-            const g = c.ga + ga;
-            if (g == c.n_ga - 1 and c.last_rows < 16) {
-                tiles.load(tile_a0 + ga, &c.stage[b], 32);
-            } else {
-                tiles.load(tile_a0 + ga, c.a + 16 * g * c.act_bytes + (c.b0 + b) * ActQ8_0.type_size + 8, c.act_bytes);
+        for (0..F.n_sub) |s| {
+            const si = b * F.n_sub + s;
+            inline for (0..PA) |ga| {
+                const g = c.ga + ga;
+                if (g == c.n_ga - 1 and c.last_rows < 16) {
+                    tiles.load(tile_a0 + ga, &c.stage[si], F.sub);
+                } else {
+                    tiles.load(tile_a0 + ga, F.actQuants(c.a + 16 * g * c.act_bytes, c.b0 + b, s), c.act_bytes);
+                }
             }
-        }
-        inline for (0..PB) |gb| tiles.load(tile_b0 + gb, &c.p.q[b][gb], 64);
-        inline for (0..PA) |ga| {
-            inline for (0..PB) |gb| {
-                tiles.zero(tileC(ga, gb));
-                tiles.dpbssd(tileC(ga, gb), tile_a0 + ga, tile_b0 + gb);
-                tiles.store(tileC(ga, gb), @ptrCast(&cbuf[ga * PB + gb]), 64);
-            }
-        }
-        inline for (0..PA) |ga| {
-            const g = c.ga + ga;
-            const rows = if (g == c.n_ga - 1) c.last_rows else 16;
-            for (0..rows) |r| {
-                const i = 16 * g + r;
-                const da: f32 = @bitCast(std.mem.readInt(u32, (c.a + i * c.act_bytes + (c.b0 + b) * ActQ8_0.type_size)[0..4], .little));
+            inline for (0..PB) |gb| tiles.load(tile_b0 + gb, &c.p.q[si][gb], 64);
+            inline for (0..PA) |ga| {
                 inline for (0..PB) |gb| {
-                    const sumi: @Vector(16, i32) = cbuf[ga * PB + gb][r];
-                    // (d_w·d_a)·sumi, then the add: blockDotRef's operations, unfused.
-                    const dd = c.p.d[b][gb] * @as(@Vector(16, f32), @splat(da));
-                    acc[i][gb] = acc[i][gb] + dd * @as(@Vector(16, f32), @floatFromInt(sumi));
+                    tiles.zero(tileC(ga, gb));
+                    tiles.dpbssd(tileC(ga, gb), tile_a0 + ga, tile_b0 + gb);
+                    tiles.store(tileC(ga, gb), @ptrCast(&cbuf[ga * PB + gb]), 64);
+                }
+            }
+            inline for (0..PA) |ga| {
+                const g = c.ga + ga;
+                const rows = if (g == c.n_ga - 1) c.last_rows else 16;
+                for (0..rows) |r| {
+                    inline for (0..PB) |gb| {
+                        const sumi: V16i = cbuf[ga * PB + gb][r];
+                        if (F.kquant) {
+                            // sumi += sc·s: exact (the reference's i32 sums never overflow).
+                            const v = c.p.sc[b][gb][s] *% sumi;
+                            isum[16 * ga + r][gb] = if (s == 0) v else isum[16 * ga + r][gb] +% v;
+                        } else {
+                            const i = 16 * g + r;
+                            const ab = c.a + i * c.act_bytes + (c.b0 + b) * ActQ8_0.type_size;
+                            // blockDotRef: sum += (d_w·d_a)·sumi + m_w·s_a, unfused. Without a min
+                            // its m is 0 and the + 0·s_a never changes a finite sum, so it is left out.
+                            const dd = c.p.d[b][gb] * @as(V16f, @splat(f32At(ab)));
+                            const prod = dd * @as(V16f, @floatFromInt(sumi));
+                            const term = if (F.has_min) prod + c.p.m[b][gb] * @as(V16f, @splat(f32At(ab + 4))) else prod;
+                            acc[i][gb] = acc[i][gb] + term;
+                        }
+                    }
+                }
+            }
+        }
+        if (F.kquant) {
+            inline for (0..PA) |ga| {
+                const g = c.ga + ga;
+                const rows = if (g == c.n_ga - 1) c.last_rows else 16;
+                for (0..rows) |r| {
+                    const i = 16 * g + r;
+                    const ab = c.a + i * c.act_bytes + (c.b0 + b) * ActQ8_K.type_size;
+                    const da: V16f = @splat(f32At(ab + ActQ8_K.off_d));
+                    inline for (0..PB) |gb| {
+                        // kDotRefMin: sum += (d·d_a)·sumi − (dmin·d_a)·summ; Q6_K: sum += (d·d_a)·sumi.
+                        var term = (c.p.d[b][gb] * da) * @as(V16f, @floatFromInt(isum[16 * ga + r][gb]));
+                        if (F.has_min) {
+                            var summ: V16i = @splat(0);
+                            for (0..F.n_sub) |j| {
+                                const bs = ab + ActQ8_K.off_bsums + 4 * j;
+                                const bsum = @as(i32, std.mem.readInt(i16, bs[0..2], .little)) + std.mem.readInt(i16, bs[2..4], .little);
+                                summ +%= c.p.mn[b][gb][j] *% @as(V16i, @splat(bsum));
+                            }
+                            term = term - (c.p.m[b][gb] * da) * @as(V16f, @floatFromInt(summ));
+                        }
+                        acc[i][gb] = acc[i][gb] + term;
+                    }
                 }
             }
         }
@@ -397,8 +575,7 @@ pub fn matmulRows(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*
     if (builtin.is_test and test_emulate) return matmulRowsEmu(t, w, row_bytes, k, a, act_bytes, m, n, y, y_stride);
     if (comptime !hw_built) unreachable;
     switch (t) {
-        .q8_0 => kernel(Hw, .q8_0, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
-        .q4_0 => kernel(Hw, .q4_0, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k => |ct| kernel(Hw, ct, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
         else => unreachable,
     }
 }
@@ -406,8 +583,7 @@ pub fn matmulRows(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*
 /// The same kernel on the emulated tiles (tests, the self-check).
 pub fn matmulRowsEmu(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
     switch (t) {
-        .q8_0 => kernel(Emu, .q8_0, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
-        .q4_0 => kernel(Emu, .q4_0, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k => |ct| kernel(Emu, ct, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
         else => unreachable,
     }
 }
@@ -480,11 +656,12 @@ fn decide() Status {
     return .enabled;
 }
 
-/// The self-check problem: 32 weight rows × 3 blocks × 33 activation rows (two whole activation
-/// groups and one of a single row, both weight tiles), Q8_0 and Q4_0, from a fixed seed.
+/// The self-check problems, every type from a fixed seed: 32 weight rows × 33 activation rows
+/// (two whole activation groups and one of a single row, both weight tiles) and 21 × 17, over
+/// three legacy blocks or two K-quant blocks.
 fn selfCheck() bool {
     if (comptime !hw_built) return false;
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0 }) |t| {
+    inline for (types) |t| {
         if (!selfCheckType(t, 32, 33)) return false;
         if (!selfCheckType(t, 21, 17)) return false;
     }
@@ -492,18 +669,22 @@ fn selfCheck() bool {
 }
 
 fn selfCheckType(comptime t: GgmlType, n: usize, m: usize) bool {
-    const k = 96;
+    const k: usize = if (quant.blockSize(t) == 32) 96 else 512;
     const rb = quant.rowBytes(t, k);
     const ab = quant.actRowBytes(t, k);
-    var w: [32 * 3 * 34]u8 = undefined;
-    var xq: [33 * 3 * 40]u8 = undefined;
-    var x: [33 * 96]f32 = undefined;
+    var w: [32 * 2 * 210]u8 = undefined; // ≥ 32 rows of rowBytes(t, k) for every type
+    var xq: [33 * 2 * ActQ8_K.type_size]u8 = undefined;
+    var x: [512]f32 = undefined;
     var prng = std.Random.DefaultPrng.init(0x4b494c4e);
     const rng = prng.random();
-    for (x[0 .. n * k]) |*v| v.* = rng.floatNorm(f32);
-    for (0..n) |j| _ = quant.quantizeRow(t, x[j * k ..].ptr, w[j * rb ..].ptr, k);
-    for (x[0 .. m * k]) |*v| v.* = rng.floatNorm(f32);
-    for (0..m) |i| ActQ8_0.quantizeRowRef(x[i * k ..].ptr, xq[i * ab ..].ptr, k);
+    for (0..n) |j| {
+        for (x[0..k]) |*v| v.* = rng.floatNorm(f32);
+        _ = quant.quantizeRow(t, &x, w[j * rb ..].ptr, k);
+    }
+    for (0..m) |i| {
+        for (x[0..k]) |*v| v.* = rng.floatNorm(f32);
+        quant.quantizeActivations(t, &x, k, 1, k, xq[i * ab ..].ptr);
+    }
     var hw: [33 * 32]f32 = undefined;
     var emu: [33 * 32]f32 = undefined;
     @memset(&hw, 0);
@@ -544,7 +725,7 @@ const Problem = struct {
         }
         for (0..m) |i| {
             for (x) |*v| v.* = rng.floatNorm(f32);
-            ActQ8_0.quantizeRow(x.ptr, xq[i * ab ..].ptr, k);
+            quant.ActTraits(comptime quant.actKind(t)).quantizeRow(x.ptr, xq[i * ab ..].ptr, k);
         }
         return .{ .w = w, .xq = xq, .rb = rb, .ab = ab };
     }
@@ -554,21 +735,30 @@ const Problem = struct {
     }
 };
 
-/// The kernel on `Tiles` against vecDotRef for every output (==: the same f32 operations in the
-/// same order), with guards around the outputs it must not touch.
-fn checkAgainstRef(comptime Tiles: type, comptime t: GgmlType, p: Problem, k: usize, m: usize, n: usize) !void {
+/// Elements of one weight block (32 legacy, 256 K-quant) and blocks per packed chunk.
+fn blockElems(comptime t: GgmlType) usize {
+    return quant.Traits(t).block_size;
+}
+fn chunkBlocks(comptime t: GgmlType) usize {
+    return chunk_elems / blockElems(t);
+}
+
+/// The kernel (format F) on `Tiles` against vecDotRef for every output (==: the same f32
+/// operations in the same order), with guards around the outputs it must not touch.
+fn checkAgainstRef(comptime Tiles: type, comptime t: GgmlType, comptime variant: Variant, p: Problem, k: usize, m: usize, n: usize) !void {
     const al = testing.allocator;
     const stride = n + 3;
     const y = try al.alloc(f32, m * stride);
     defer al.free(y);
     @memset(y, 12345);
-    kernel(Tiles, t, p.w.ptr, p.rb, k, p.xq.ptr, p.ab, m, n, y.ptr, stride);
+    kernelFor(Tiles, Format(t, variant), p.w.ptr, p.rb, k, p.xq.ptr, p.ab, m, n, y.ptr, stride);
     for (0..m) |i| {
         for (0..n) |j| {
             const want = quant.Traits(t).vecDotRef(k, p.w.ptr + j * p.rb, p.xq.ptr + i * p.ab);
             const got = y[i * stride + j];
-            if (want != got) {
-                std.debug.print("amx {s} k={d} m={d} n={d}: y[{d}][{d}] = {e}, reference {e}\n", .{ @tagName(t), k, m, n, i, j, got, want });
+            if (@as(u32, @bitCast(want)) != @as(u32, @bitCast(got))) {
+                if (variant == .exact and Tiles == Emu)
+                    std.debug.print("amx {s} k={d} m={d} n={d}: y[{d}][{d}] = {e}, reference {e}\n", .{ @tagName(t), k, m, n, i, j, got, want });
                 return error.TestExpectedEqual;
             }
         }
@@ -576,31 +766,31 @@ fn checkAgainstRef(comptime Tiles: type, comptime t: GgmlType, p: Problem, k: us
     }
 }
 
-test "amx emulated kernel equals the scalar reference: Q8_0 and Q4_0, awkward shapes" {
+test "amx emulated kernel equals the scalar reference bit for bit: every type, awkward shapes" {
     var prng = std.Random.DefaultPrng.init(1414);
     const rng = prng.random();
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0 }) |t| {
+    inline for (types) |t| {
+        const cb = chunkBlocks(t);
         // One block, a few, exactly one chunk, and chunks plus a partial one.
-        for ([_]usize{ 1, 3, chunk_blocks, 2 * chunk_blocks + 5 }) |nb| {
-            const k = 32 * nb;
-            for ([_]usize{ 1, 5, 16, 17, 31, 32 }) |n| {
-                const ms = [_]usize{ 1, 15, 16, 17, 33, 48, 63, 64 };
+        for ([_]usize{ 1, 3, cb, 2 * cb + 1 }) |nb| {
+            const k = blockElems(t) * nb;
+            for ([_]usize{ 1, 15, 16, 17, 31, 32 }) |n| {
                 const p = try Problem.init(t, rng, n, k, 64, 8);
                 defer p.deinit();
-                for (ms) |m| try checkAgainstRef(Emu, t, p, k, m, n);
+                for ([_]usize{ 1, 15, 16, 17, 33, 64 }) |m| try checkAgainstRef(Emu, t, .exact, p, k, m, n);
             }
         }
     }
 }
 
-test "amx emulated kernel: every m from 17 to 70 through matmul-sized calls" {
+test "amx emulated kernel: every m from 17 to 70 through matmul-sized calls, every type" {
     // matmul.zig hands the kernel ≤ 64 activation rows per call; m = 17..70 splits into calls of
     // 64 + the rest exactly as the tasks do.
     var prng = std.Random.DefaultPrng.init(77);
     const rng = prng.random();
-    const k = 32 * 5;
     const n = 37;
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0 }) |t| {
+    inline for (types) |t| {
+        const k: usize = if (blockElems(t) == 32) 32 * 5 else 256 * 2;
         const p = try Problem.init(t, rng, n, k, 70, 0);
         defer p.deinit();
         const y = try testing.allocator.alloc(f32, 70 * n);
@@ -623,33 +813,52 @@ test "amx emulated kernel: every m from 17 to 70 through matmul-sized calls" {
     }
 }
 
-test "amx B packing: byte o of a tile is quant 4·(o / 64) + o % 4 of weight row (o % 64) / 4" {
+test "amx B packing: byte o of sub-block s's tile is quant sub·s + 4·(o / 64) + o % 4 of row (o % 64) / 4, and the packed scales rebuild dequantizeRowRef" {
     var prng = std.Random.DefaultPrng.init(3);
     const rng = prng.random();
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0 }) |t| {
-        const ts = quant.Traits(t).type_size;
+    inline for (types) |t| {
+        const F = Format(t, .exact);
         const nb = 3;
-        const rb = nb * ts + 5;
-        var w: [32 * (3 * 34 + 5)]u8 = undefined;
-        rng.bytes(&w);
+        const k = F.block_elems * (nb + 1);
+        const p_ = try Problem.init(t, rng, 32, k, 1, 5);
+        defer p_.deinit();
+        var want: [nb * 256]f32 = undefined;
         for ([_]usize{ 32, 19, 16, 1 }) |n| {
-            var p: Packed = undefined;
-            packB(t, &w, rb, n, 1, 2, &p);
-            for (0..2) |b| for (0..2) |g| for (0..b_tile_bytes) |o| {
-                const row = 16 * g + (o % 64) / 4;
-                const e = 4 * (o / 64) + o % 4;
-                // The naive dequantization of element e of the row's block b + 1.
-                const blk = w[row * rb + (b + 1) * ts ..];
-                const want: i8 = if (row >= n) 0 else switch (t) {
-                    .q8_0 => @bitCast(blk[2 + e]),
-                    .q4_0 => @as(i8, @intCast(if (e < 16) blk[2 + e] & 15 else blk[2 + e - 16] >> 4)) - 8,
-                    else => unreachable,
-                };
-                try testing.expectEqual(want, @as(i8, @bitCast(p.q[b][g][o])));
-                // Random bytes make some scales NaN: compare bits.
-                const d_want: f32 = if (row >= n) 0 else @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
-                try testing.expectEqual(@as(u32, @bitCast(d_want)), @as(u32, @bitCast(p.d[b][g][row % 16])));
-            };
+            var p: F.Packed = undefined;
+            // Blocks 1..nb (a chunk not starting at the row's first block).
+            packB(F, p_.w.ptr, p_.rb, n, 1, nb, &p);
+            for (0..32) |row| {
+                const g = row / 16;
+                const r = row % 16;
+                if (row < n) quant.Traits(t).dequantizeRowRef(p_.w.ptr + row * p_.rb + F.W.type_size, &want, nb * F.block_elems);
+                for (0..nb) |b| {
+                    for (0..F.block_elems) |e| {
+                        const s = e / F.sub;
+                        const o = (e % F.sub) / 4 * 64 + 4 * r + e % 4;
+                        const q: i8 = @bitCast(p.q[b * F.n_sub + s][g][o]);
+                        if (row >= n) {
+                            try testing.expectEqual(@as(i8, 0), q);
+                            continue;
+                        }
+                        // The reference dequantization from the packed quant and scales, in each
+                        // dequantizeRowRef's operations (all exact but the last).
+                        const qf: f32 = @floatFromInt(q);
+                        const d = p.d[b][g][r];
+                        const got = switch (t) {
+                            .q8_0, .q4_0, .q5_0 => qf * d,
+                            .q4_1, .q5_1 => qf * d + p.m[b][g][r],
+                            .q4_k, .q5_k => d * @as(f32, @floatFromInt(p.sc[b][g][s][r])) * qf - p.m[b][g][r] * @as(f32, @floatFromInt(p.mn[b][g][s][r])),
+                            .q6_k => d * @as(f32, @floatFromInt(p.sc[b][g][s][r])) * qf,
+                            else => unreachable,
+                        };
+                        try testing.expectEqual(want[b * F.block_elems + e], got);
+                    }
+                    if (row >= n) {
+                        try testing.expectEqual(@as(f32, 0), p.d[b][g][r]);
+                        try testing.expectEqual(@as(f32, 0), p.m[b][g][r]);
+                    }
+                }
+            }
         }
     }
 }
@@ -675,15 +884,40 @@ test "amx emulation: TDPBSSD sign-extends both operands; an unsigned-A emulation
     wrong.dpbssd(tileC(0, 0), tile_a0, tile_b0);
     wrong.store(tileC(0, 0), @ptrCast(&c), 64);
     for (c) |row| for (row) |v| try testing.expectEqual(@as(i32, 32 * 255), v);
+}
 
-    // The whole kernel on the wrong emulation: checkAgainstRef must reject it, so the reference
-    // test above really depends on the sign extension.
+test "amx wrong kernels are caught: an unsigned-A emulation and a kernel without the zero point or min, every type" {
+    // The reference test above must really depend on the sign extension and on each type's
+    // offset: checkAgainstRef rejects both wrong kernels where the exact one passes.
     var prng = std.Random.DefaultPrng.init(9);
-    const p = try Problem.init(.q8_0, prng.random(), 20, 64, 20, 0);
-    defer p.deinit();
-    try checkAgainstRef(Emu, .q8_0, p, 64, 20, 20);
-    std.debug.print("(expected: the unsigned-A emulation must mismatch the reference) ", .{});
-    try testing.expectError(error.TestExpectedEqual, checkAgainstRef(EmuWith(false), .q8_0, p, 64, 20, 20));
+    inline for (types) |t| {
+        const k = 2 * blockElems(t);
+        const p = try Problem.init(t, prng.random(), 20, k, 20, 0);
+        defer p.deinit();
+        try checkAgainstRef(Emu, t, .exact, p, k, 20, 20);
+        try testing.expectError(error.TestExpectedEqual, checkAgainstRef(EmuWith(false), t, .exact, p, k, 20, 20));
+        if (t != .q8_0) try testing.expectError(error.TestExpectedEqual, checkAgainstRef(Emu, t, .drop_offset, p, k, 20, 20));
+    }
+}
+
+test "amx emulation: Q6_K's 16-byte configuration (A 16 × 16 bytes, B 4 × 64) is a legal TDPBSSD" {
+    const cfg: TileConfig align(64) = configFor(16);
+    var a: [16 * 16]u8 = undefined;
+    var b: [4 * 64]u8 = undefined;
+    for (&a, 0..) |*v, i| v.* = @truncate(i *% 37);
+    for (&b, 0..) |*v, i| v.* = @truncate(i *% 91 +% 5);
+    var c: [16][16]i32 = undefined;
+    var e = Emu.init(&cfg);
+    e.load(tile_a0 + 1, &a, 16);
+    e.load(tile_b0 + 1, &b, 64);
+    e.zero(tileC(1, 1));
+    e.dpbssd(tileC(1, 1), tile_a0 + 1, tile_b0 + 1);
+    e.store(tileC(1, 1), @ptrCast(&c), 64);
+    for (0..16) |m| for (0..16) |n| {
+        var want: i32 = 0;
+        for (0..16) |kk| want += @as(i32, @as(i8, @bitCast(a[16 * m + kk]))) * @as(i8, @bitCast(b[(kk / 4) * 64 + 4 * n + kk % 4]));
+        try testing.expectEqual(want, c[m][n]);
+    };
 }
 
 test "amx emulation: tile loads zero what they do not fill, stores write only rows × colsb" {
@@ -718,14 +952,14 @@ test "amx hardware kernel equals the emulated one bit for bit (only where AMX is
     }
     var prng = std.Random.DefaultPrng.init(55);
     const rng = prng.random();
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0 }) |t| {
-        for ([_]usize{ 1, 3, chunk_blocks + 3 }) |nb| {
-            const k = 32 * nb;
+    inline for (types) |t| {
+        for ([_]usize{ 1, 3, chunkBlocks(t) + 3 }) |nb| {
+            const k = blockElems(t) * nb;
             for ([_]usize{ 1, 16, 17, 32 }) |n| {
                 const p = try Problem.init(t, rng, n, k, 64, 8);
                 defer p.deinit();
                 for ([_]usize{ 1, 16, 17, 33, 64 }) |m| {
-                    try checkAgainstRef(Hw, t, p, k, m, n);
+                    try checkAgainstRef(Hw, t, .exact, p, k, m, n);
                 }
             }
         }

@@ -118,8 +118,8 @@ fn matmulTiled(comptime t: GgmlType, a: Matmul) void {
 
 /// Prefill through repack.zig: tasks are (weight rows × ≤ 64 activation rows) as matmulTiled's;
 /// each whole group of 16 weight rows goes through the interleaved kernel, a last partial group
-/// through the tile kernel. Where AMX is enabled (amx.zig: Q8_0 and Q4_0 on the x86_64-v4 build,
-/// after its run-time checks) the task's rows go through the AMX kernel instead, 32 at a time.
+/// through the tile kernel. Where AMX is enabled (amx.zig: every quantized type on the x86_64-v4
+/// build, after its run-time checks) the task's rows go through the AMX kernel instead, 32 at a time.
 fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
     const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize };
@@ -737,7 +737,7 @@ test "interleaved prefill kernels (Q4_0, Q5_0, Q8_0, K-quants on 512-bit VNNI) m
     }
 }
 
-test "prefill on AMX (the hardware where enabled, else the emulated tiles): Q8_0 and Q4_0 matmul and fused FFN equal the scalar reference exactly" {
+test "prefill on AMX (the hardware where enabled, else the emulated tiles): every quantized type's matmul and fused FFN equal the scalar reference exactly" {
     if (!repack.available) return; // the prefill path (and AMX) exist only in the x86_64-v4 build
     if (!amx.enabled()) {
         std.debug.print("(AMX not usable here: {s}; the prefill wiring runs on the emulated tiles) ", .{@tagName(amx.status())});
@@ -749,9 +749,11 @@ test "prefill on AMX (the hardware where enabled, else the emulated tiles): Q8_0
     const rng = prng.random();
     for ([_]usize{ 1, 3 }) |threads| {
         _ = pool.setThreads(threads);
-        inline for (.{ GgmlType.q8_0, GgmlType.q4_0 }) |t| {
+        inline for (amx.types) |t| {
             const T = Traits(t);
-            const k = 32 * 37;
+            // Legacy: 37 blocks (a whole 32-block AMX chunk and a partial one); K-quants: 5 blocks
+            // (a whole 4-block chunk and a partial one).
+            const k: usize = if (T.block_size == 32) 32 * 37 else 256 * 5;
             const n_out = 83;
             const rb = quant.rowBytes(t, k);
             const ab = quant.actRowBytes(t, k);
