@@ -69,6 +69,10 @@ const zero_v: F32V = @splat(0);
 /// @mulAdd is a strict fused op: without hardware FMA it becomes a libm call per lane.
 const has_fma = @import("cpu.zig").has_fma;
 
+extern fn @"llvm.x86.avx512.vpdpbusd.128"(acc: @Vector(4, i32), a: @Vector(4, i32), b: @Vector(4, i32)) @Vector(4, i32);
+extern fn @"llvm.x86.avx512.vpdpbusd.256"(acc: @Vector(8, i32), a: @Vector(8, i32), b: @Vector(8, i32)) @Vector(8, i32);
+extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
+
 /// (query row, head) pairs one task carries: 16 × 512 f32 accumulators = 32 KB of stack.
 const max_rows = 16;
 /// Keys per tile: at most 64, and at most tile_floats / head_dim so a converted f16 tile
@@ -312,6 +316,31 @@ fn q8Elem(a: AttentionArgs, base: [*]const u8, p: usize, g: usize, d: usize) f32
     const blk = q8Row(a, base, p, g) + d / q8_block * q8_block_bytes;
     const scale: f32 = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
     return scale * @as(f32, @floatFromInt(@as(i8, @bitCast(blk[2 + d % q8_block]))));
+}
+
+/// Where the rows-in-lanes kernel scores a Q8_0 cache with integer dot products (vpdpbusd,
+/// 512-bit VNNI builds): the query row is quantized to Q8_0 once per task (`quantizeQueryBlock`)
+/// and each (row, key, block) score part is d_q·d_k·Σ q·k summed exactly in int32, as llama.cpp
+/// scores a quantized K. Elsewhere the tile is dequantized to f32 as for f16.
+pub const q8_int_scores = @import("cpu.zig").has_vnni512;
+
+/// Whether a call's scores come from the Q8_0 query (tests' reference must then use it too).
+pub fn quantizesQuery(a: AttentionArgs, layout: Layout) bool {
+    return q8_int_scores and a.kv_type == .q8_0 and layout == .lanes;
+}
+
+/// One 32-element block of a query row to Q8_0 (ActQ8_0's rule: d = amax/127, q = round(x/d)):
+/// returns d. The kernel and the tests' reference share it, so both see the same q.
+pub fn quantizeQueryBlock(x: *const [q8_block]f32, q: *[q8_block]i8) f32 {
+    const v: @Vector(q8_block, f32) = x.*;
+    const amax = @reduce(.Max, @abs(v));
+    const d = amax / 127.0;
+    const id: f32 = if (d != 0) 1.0 / d else 0.0;
+    const lim: @Vector(q8_block, f32) = @splat(127.0);
+    const y = @min(@max(v * @as(@Vector(q8_block, f32), @splat(id)), -lim), lim);
+    const qi: @Vector(q8_block, i8) = @intFromFloat(@round(y));
+    q.* = qi;
+    return d;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -608,8 +637,16 @@ fn Lanes(comptime W: usize) type {
         const RV = @Vector(W, f32);
         const RI = @Vector(W, i32);
 
+        const RU = @Vector(W, u32);
+        const q8_blocks_max = max_head_dim / q8_block;
+
         const LaneState = struct {
             qt: [max_head_dim]RV,
+            // Q8_0 path (quantizesQuery): 4 quant bytes of every row per vector, per block the
+            // rows' scales and 128·Σq (the bias of the unsigned key bytes, taken back out).
+            qt8: [max_head_dim / 4]RU,
+            dq: [q8_blocks_max]RV,
+            qsum128: [q8_blocks_max]RI,
             acc: [max_head_dim]RV,
             m: RV,
             l: RV,
@@ -639,15 +676,85 @@ fn Lanes(comptime W: usize) type {
             }
         }
 
-        /// One K/V tile for the task's rows: scores, online-softmax update, accumulate.
-        fn tileStep(a: AttentionArgs, st: *LaneState, g: usize, t0: usize, n: usize, buf: *[tile_floats]f32, sc: *LaneScores) void {
-            const hd = a.head_dim;
-            const kt = loadTile(a, a.k, g, t0, n, buf);
-            var j: usize = 0;
-            while (j + 8 <= n) : (j += 8) scoreKeys(8, a, st, kt, t0, j, sc);
-            switch (n - j) {
-                inline 0...7 => |r| if (r > 0) scoreKeys(r, a, st, kt, t0, j, sc),
+        /// Key rows [t0, t0+n) of a Q8_0 cache for integer scores: each key's quant bytes biased
+        /// to unsigned (q + 128, what vpdpbusd's unsigned operand needs) into kx, hd bytes per
+        /// key, and its block scales as f32 into dk.
+        fn loadTileQ8(a: AttentionArgs, g: usize, t0: usize, n: usize, kx: []u8, dk: *[max_tile * q8_blocks_max]f32) [*]const u8 {
+            const nb = a.head_dim / q8_block;
+            for (0..n) |j| {
+                prefetchRow(q8Row(a, a.k, t0 + j + n, g), nb * q8_block_bytes);
+                const row = q8Row(a, a.k, t0 + j, g);
+                for (0..nb) |b| {
+                    const blk = row + b * q8_block_bytes;
+                    dk[j * nb + b] = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
+                    const qv: @Vector(q8_block, u8) = blk[2..][0..q8_block].*;
+                    kx[j * a.head_dim + b * q8_block ..][0..q8_block].* = qv ^ @as(@Vector(q8_block, u8), @splat(0x80));
+                }
+            }
+            return kx.ptr;
+        }
+
+        fn dpbusd(acc: RI, k4: RU, q4: RU) RI {
+            const f = switch (W) {
+                4 => @"llvm.x86.avx512.vpdpbusd.128",
+                8 => @"llvm.x86.avx512.vpdpbusd.256",
+                16 => @"llvm.x86.avx512.vpdpbusd.512",
                 else => unreachable,
+            };
+            return f(acc, @bitCast(k4), @bitCast(q4));
+        }
+
+        /// scoreKeys on a Q8_0 cache: per block, Σ (k + 128)·q over 8 vpdpbusd (4 bytes of the
+        /// key broadcast to every row's lane), minus 128·Σq, exact in int32; the block's part
+        /// d_q·d_k·that is added in block order (the same for every row whatever its batch).
+        inline fn scoreKeysQ8(comptime KB: usize, a: AttentionArgs, st: *const LaneState, kx: [*]const u8, dk: *const [max_tile * q8_blocks_max]f32, t0: usize, j: usize, sc: *LaneScores) void {
+            const nb = a.head_dim / q8_block;
+            var acc: [KB]RV = @splat(@splat(0));
+            for (0..nb) |b| {
+                var isum: [KB]RI = @splat(@splat(0));
+                inline for (0..q8_block / 4) |w| {
+                    const q4 = st.qt8[b * (q8_block / 4) + w];
+                    inline for (0..KB) |k| {
+                        const k4: RU = @splat(std.mem.readInt(u32, kx[(j + k) * a.head_dim + b * q8_block + 4 * w ..][0..4], .little));
+                        isum[k] = dpbusd(isum[k], k4, q4);
+                    }
+                }
+                inline for (0..KB) |k| {
+                    const part: RV = @floatFromInt(isum[k] - st.qsum128[b]);
+                    acc[k] = fmaN(W, part, st.dq[b] * @as(RV, @splat(dk[(j + k) * nb + b])), acc[k]);
+                }
+            }
+            inline for (0..KB) |k| {
+                var s = acc[k] * @as(RV, @splat(a.scale));
+                if (a.softcap != 0) {
+                    const c = a.softcap;
+                    for (0..W) |r| s[r] = c * std.math.tanh(s[r] / c);
+                }
+                const pos: RI = @splat(@intCast(t0 + j + k));
+                const ok = (pos >= st.lo) & (pos < st.end);
+                sc[j + k] = @select(f32, ok, s, @as(RV, @splat(-inf)));
+            }
+        }
+
+        /// One K/V tile for the task's rows: scores, online-softmax update, accumulate.
+        fn tileStep(comptime int_scores: bool, a: AttentionArgs, st: *LaneState, g: usize, t0: usize, n: usize, buf: *[tile_floats]f32, sc: *LaneScores) void {
+            const hd = a.head_dim;
+            var j: usize = 0;
+            if (int_scores) {
+                var dk: [max_tile * q8_blocks_max]f32 = undefined;
+                const kx = loadTileQ8(a, g, t0, n, std.mem.sliceAsBytes(buf), &dk);
+                while (j + 8 <= n) : (j += 8) scoreKeysQ8(8, a, st, kx, &dk, t0, j, sc);
+                switch (n - j) {
+                    inline 0...7 => |r| if (r > 0) scoreKeysQ8(r, a, st, kx, &dk, t0, j, sc),
+                    else => unreachable,
+                }
+            } else {
+                const kt = loadTile(a, a.k, g, t0, n, buf);
+                while (j + 8 <= n) : (j += 8) scoreKeys(8, a, st, kt, t0, j, sc);
+                switch (n - j) {
+                    inline 0...7 => |r| if (r > 0) scoreKeys(r, a, st, kt, t0, j, sc),
+                    else => unreachable,
+                }
             }
 
             var mt: RV = @splat(-inf);
@@ -702,6 +809,25 @@ fn Lanes(comptime W: usize) type {
                 st.lo[r] = @intCast(rows.lo[r]);
                 st.end[r] = @intCast(rows.end[r]);
             }
+            const int_scores = comptime q8_int_scores and (W == 4 or W == 8 or W == 16);
+            if (int_scores and a.kv_type == .q8_0) {
+                for (0..hd / q8_block) |b| {
+                    st.dq[b] = @splat(0);
+                    st.qsum128[b] = @splat(0);
+                }
+                for (0..hd / 4) |w| st.qt8[w] = @splat(0);
+                for (0..rows.n) |r| {
+                    for (0..hd / q8_block) |b| {
+                        var qb: [q8_block]i8 = undefined;
+                        st.dq[b][r] = quantizeQueryBlock(rows.q[r][b * q8_block ..][0..q8_block], &qb);
+                        var sum: i32 = 0;
+                        for (qb) |x| sum += x;
+                        st.qsum128[b][r] = 128 * sum;
+                        const words: [q8_block / 4]u32 = @bitCast(qb);
+                        for (0..q8_block / 4) |w| st.qt8[b * (q8_block / 4) + w][r] = words[w];
+                    }
+                }
+            }
             var buf: [tile_floats]f32 = undefined;
             var sc: LaneScores = undefined;
             // Tiles cover only the union of allowed keys (fully masked tiles are never touched)
@@ -709,7 +835,11 @@ fn Lanes(comptime W: usize) type {
             // boundaries whatever batch it is in.
             var t0 = span.lo - span.lo % plan.tile;
             const t_end = span.end;
-            while (t0 < t_end) : (t0 += plan.tile) tileStep(a, &st, rows.g, t0, @min(plan.tile, t_end - t0), &buf, &sc);
+            if (int_scores and a.kv_type == .q8_0) {
+                while (t0 < t_end) : (t0 += plan.tile) tileStep(true, a, &st, rows.g, t0, @min(plan.tile, t_end - t0), &buf, &sc);
+            } else {
+                while (t0 < t_end) : (t0 += plan.tile) tileStep(false, a, &st, rows.g, t0, @min(plan.tile, t_end - t0), &buf, &sc);
+            }
             for (0..rows.n) |r| {
                 for (0..hd) |d| rows.out[r][d] = st.acc[d][r];
                 normalizeRow(rows.out[r], st.l[r], hd);
@@ -827,6 +957,11 @@ pub fn attentionNaive(args: AttentionArgs, scores: [*]f32) void {
 
 /// Scalar f64 reference. out64 is compact [n_q][n_head][head_dim].
 fn attentionRef(a: AttentionArgs, out64: []f64, scores: []f64) void {
+    attentionRefQ(a, out64, scores, false);
+}
+
+/// The reference; quantized_q: scores from the query's Q8_0 values (quantizesQuery's kernels).
+fn attentionRefQ(a: AttentionArgs, out64: []f64, scores: []f64, quantized_q: bool) void {
     const hd = a.head_dim;
     for (0..a.n_q) |i| {
         const kr = keyRange(a, a.q_pos0 + i);
@@ -836,10 +971,19 @@ fn attentionRef(a: AttentionArgs, out64: []f64, scores: []f64) void {
             @memset(o, 0);
             if (kr.lo == kr.end) continue;
             const q = a.q + i * a.q_row_stride + h * a.q_head_stride;
+            var qv: [max_head_dim]f64 = undefined;
+            for (0..hd) |d| qv[d] = q[d];
+            if (quantized_q) {
+                for (0..hd / q8_block) |b| {
+                    var qb: [q8_block]i8 = undefined;
+                    const dq = quantizeQueryBlock(q[b * q8_block ..][0..q8_block], &qb);
+                    for (0..q8_block) |e| qv[b * q8_block + e] = @as(f64, dq) * @as(f64, @floatFromInt(qb[e]));
+                }
+            }
             var m: f64 = -std.math.inf(f64);
             for (kr.lo..kr.end) |p| {
                 var s: f64 = 0;
-                for (0..hd) |d| s += @as(f64, q[d]) * refKv(a, a.k, p, g, d);
+                for (0..hd) |d| s += qv[d] * refKv(a, a.k, p, g, d);
                 s *= a.scale;
                 if (a.softcap != 0) s = a.softcap * std.math.tanh(s / a.softcap);
                 scores[p] = s;
@@ -994,6 +1138,12 @@ fn checkCase(c: TestCase, seed: u64) !void {
     const ref_scores = try al.alloc(f64, @max(1, c.n_kv));
     defer al.free(ref_scores);
     attentionRef(f.args, ref, ref_scores);
+    // Kernels that score a Q8_0 cache from the Q8_0 query are held to the reference on that
+    // query (the query's own rounding is the point of the path, checked end to end by the
+    // logits NMSE tests); the rest of their arithmetic to the same 1e-4.
+    const ref_qq = try al.alloc(f64, ref.len);
+    defer al.free(ref_qq);
+    attentionRefQ(f.args, ref_qq, ref_scores, true);
     const scores = try al.alloc(f32, @max(1, c.n_q * c.n_head * c.n_kv));
     defer al.free(scores);
     for ([_]usize{ 1, 2, 3 }) |threads| {
@@ -1001,7 +1151,7 @@ fn checkCase(c: TestCase, seed: u64) !void {
         for ([_]Layout{ .dots, .lanes }) |layout| {
             @memset(f.out, sentinel);
             flashAttentionLayout(f.args, layout);
-            expectMatches(&f, ref) catch |e| {
+            expectMatches(&f, if (quantizesQuery(f.args, layout)) ref_qq else ref) catch |e| {
                 std.debug.print("flash ({s}) failed: threads {d} case {any}\n", .{ @tagName(layout), threads, c });
                 return e;
             };
