@@ -69,7 +69,7 @@ export fn kiln_cpu_features() u64 {
     return kiln_baseline_cpu_features();
 }
 
-/// Whether the prefill matmuls (Q8_0, Q4_0) use Intel AMX, and if not why (amx.zig Status, names
+/// Whether the prefill matmuls (every quantized weight type) use Intel AMX, and if not why (amx.zig Status, names
 /// in src/ffi/library.ts AMX_STATUS): 0 enabled, 1 KILN_AMX=0, 2 not in this build, 3 no CPU
 /// support, 4 no OS support, 5 permission refused, 6 self-check failed. The first call decides,
 /// as the first prefill would (Linux's tile permission request, the hardware self-check).

@@ -386,14 +386,14 @@ export const AMX_STATUS = ["enabled", "disabled_by_env", "not_built", "no_cpu_su
 export type AmxStatus = (typeof AMX_STATUS)[number];
 
 /**
- * Whether the process-wide library's prefill matmuls (Q8_0, Q4_0 weights, batches above 16 rows)
+ * Whether the process-wide library's prefill matmuls (quantized weights, batches above 16 rows)
  * run on Intel AMX, and if not why: `disabled_by_env` (KILN_AMX=0), `not_built` (only the
  * x86_64-v4 Linux build has AMX), `no_cpu_support`, `no_os_support` (the OS does not enable tile
  * state), `permission_denied` (Linux's arch_prctl refused), `self_check_failed` (the hardware
  * kernel disagreed with its emulation on a fixed problem). Decided once per process.
  */
 export function amxStatus(): {
-  /** Whether batched Q8_0/Q4_0 matmuls use AMX tiles in this process. */
+  /** Whether batched matmuls of quantized weights use AMX tiles in this process. */
   enabled: boolean;
   /** "enabled", or why not. */
   reason: AmxStatus;
