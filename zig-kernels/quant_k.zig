@@ -913,6 +913,21 @@ pub fn subBlock(comptime W: type) usize {
     return if (W == Q6_K) 16 else 32;
 }
 
+/// Elements 64k..64k+63 of a K-quant row-block as unsigned quants (Q4_K 0..15, Q5_K 0..31,
+/// Q6_K 0..63 = q + 32), the same bytes unpackRowBlock writes to q[64k..].
+pub inline fn unpackQuants64(comptime W: type, wb: [*]const u8, comptime k: usize) @Vector(64, u8) {
+    return W.quants(wb, k);
+}
+
+/// Byte offsets in a row-block of the packed scales (Q4_K/Q5_K: 12 bytes of 6-bit scales and
+/// mins, Q6_K: 16 i8) and of the f16 d (Q4_K/Q5_K: dmin follows at d + 2).
+pub fn scalesOffset(comptime W: type) usize {
+    return W.off_scales;
+}
+pub fn dOffsetOf(comptime W: type) usize {
+    return if (W == Q6_K) Q6_K.off_d else 0;
+}
+
 /// One row-block of a K-quant as its 256 unsigned quants in element order and, per sub-block
 /// s, an effective scale and offset: value_e = scale[s]·q_e − offset[s] (Q4_K/Q5_K:
 /// d·sc_s and dmin·m_s; Q6_K: d·sc_s and 32·d·sc_s).

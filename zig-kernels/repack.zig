@@ -29,6 +29,7 @@ const GgmlType = quant.GgmlType;
 const ActQ8_0 = legacy.ActQ8_0;
 
 extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
+extern fn @"llvm.x86.avx512.vpdpwssd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
 
 /// Built only where 512-bit VNNI exists (the x86_64-v4 library); elsewhere `supports` is false.
 pub const available = cpu.has_vnni512;
@@ -140,84 +141,165 @@ fn Layout(comptime t: GgmlType) type {
     };
 }
 
-/// The K-quants (256-element blocks with per-sub-block scales): each row-block is unpacked to
-/// bytes while interleaving (kq.unpackRowBlock), so a sub-block of S elements is S/4 vectors of
-/// 16 rows × 4 bytes; per sub-block, 16 outputs get scale·Σq·a − offset·Σa, Σa from the
-/// activation's 16-element sums. The block total is scaled by the activation's d once.
+/// The K-quants (256-element blocks with per-sub-block scales), in integers as ggml's scalar
+/// dot: each row-block is unpacked to bytes (0..15 / 0..31 / 0..63) and interleaved by a
+/// 16 × 16-word transpose per 64 elements, so a sub-block of S elements is S/4 vectors of
+/// 16 rows × 4 bytes. Per block and activation row, 16 outputs get
+///   Q4_K/Q5_K: sumi = Σ_j sc_j·Σq·a (vpdpbusd, then vpmulld by the lane's 6-bit scale) and
+///              summ = Σ_j m_j·(bsum_2j + bsum_2j+1) (one vpdpwssd per sub-block: (m_j, m_j)
+///              per lane times the activation's bsum pair);
+///   Q6_K:      sumi = Σ_j sc_j·(Σq·a − 32·bsum_j) (the −32·sc pairs folded in by vpdpwssd),
+/// then acc += (d·d_a)·sumi − (dmin·d_a)·summ in f32, in the reference's order of operations:
+/// every output equals kq's vecDotRef bit for bit.
+///
+/// No int32 overflow (vpdpbusd and vpdpwssd wrap, so only the block totals need to fit; the
+/// activation quants are |a| ≤ 127 (Q8_K), bounded here by 128 for any byte):
+///   Q4_K: |sumi| ≤ 8 sub-blocks · 63 · (32 · 15 · 128) = 30,965,760;
+///   Q5_K: |sumi| ≤ 8 · 63 · (32 · 31 · 128) = 63,995,904;
+///   Q6_K: |sumi| ≤ 16 · 128 · (16 · 32 · 128) = 134,217,728 (q − 32 ∈ [−32, 31], |sc| ≤ 128);
+///   Q4_K/Q5_K summ: |summ| ≤ 8 · 63 · (32 · 128) = 2,064,384;
+/// all far below 2^31 = 2,147,483,648 (tested with every quant, scale and activation at max).
 fn KLayout(comptime W: type) type {
     return struct {
         const sub = kq.subBlock(W);
         const n_sub = 256 / sub;
         const groups_per_sub = sub / 4;
-        /// out = acc − off: off carries Σ_blocks d_a·Σ_sub offset·Σa.
-        const zero: f32 = 1;
+        const is_q6 = W == kq.Q6_K;
+        /// acc holds the whole result (off stays 0).
+        const zero: f32 = 0;
         const block_elems = 256;
-        const chunk_blocks = 4; // blocks per pass: 4 × (4 KB quants + 2 × n_sub × 64 B scales)
+        const chunk_blocks = 4; // blocks per pass: 4 × (4 KB quants + ~1.5 KB scales)
         const Chunk = struct {
             q: [chunk_blocks][64]@Vector(64, u8),
-            scale: [chunk_blocks][n_sub]@Vector(16, f32),
-            offset: [chunk_blocks][n_sub]@Vector(16, f32),
+            /// Per sub-block, the 16 rows' integer scales (Q4_K/Q5_K 0..63, Q6_K −128..127).
+            sc: [chunk_blocks][n_sub]@Vector(16, i32),
+            /// vpdpwssd operands, two i16 per lane: Q4_K/Q5_K (m_j, m_j) for sub-block j, Q6_K
+            /// (−32·sc_2p, −32·sc_2p+1); each times the activation's bsum pair (2p, 2p + 1).
+            mp: [chunk_blocks][8]@Vector(16, i32),
+            d: [chunk_blocks]@Vector(16, f32),
+            dmin: if (is_q6) void else [chunk_blocks]@Vector(16, f32),
         };
 
         fn fill(c: *Chunk, w: [*]const u8, row_bytes: usize, b0: usize, nb: usize) void {
+            @setEvalBranchQuota(100_000);
+            const so = kq.scalesOffset(W);
+            const do = kq.dOffsetOf(W);
             for (0..nb) |b| {
-                var words: [64][16]u32 = undefined;
-                var sc: [n_sub][16]f32 = undefined;
-                var off: [n_sub][16]f32 = undefined;
-                for (0..rows) |r| {
-                    var q: [256]u8 align(64) = undefined;
-                    var s16: [16]f32 = undefined;
-                    var o16: [16]f32 = undefined;
-                    kq.unpackRowBlock(W, w + r * row_bytes + (b0 + b) * W.type_size, &q, &s16, &o16);
-                    const qw: [64]u32 = @bitCast(q);
-                    for (0..64) |g| words[g][r] = qw[g];
-                    for (0..n_sub) |j| {
-                        sc[j][r] = s16[j];
-                        off[j][r] = o16[j];
-                    }
+                const base = w + (b0 + b) * W.type_size;
+                inline for (0..4) |k| {
+                    var v: [16]@Vector(16, u32) = undefined;
+                    inline for (0..rows) |r| v[r] = @bitCast(kq.unpackQuants64(W, base + r * row_bytes, k));
+                    transpose16(&v);
+                    inline for (0..16) |i| c.q[b][16 * k + i] = @bitCast(v[i]);
                 }
-                for (0..64) |g| c.q[b][g] = @bitCast(words[g]);
-                for (0..n_sub) |j| {
-                    c.scale[b][j] = sc[j];
-                    c.offset[b][j] = off[j];
+                // The scale words and d of the 16 rows, one lane each.
+                var sw: [if (is_q6) 4 else 3][16]u32 = undefined;
+                var dw: [16]u16 = undefined;
+                var mw: [16]u16 = undefined;
+                inline for (0..rows) |r| {
+                    const blk = base + r * row_bytes;
+                    inline for (0..sw.len) |t| sw[t][r] = std.mem.readInt(u32, blk[so + 4 * t ..][0..4], .little);
+                    // u16 reads: Q6_K's d ends its block (the last row's last block ends the mapping).
+                    dw[r] = std.mem.readInt(u16, blk[do..][0..2], .little);
+                    if (!is_q6) mw[r] = std.mem.readInt(u16, blk[2..4], .little);
+                }
+                c.d[b] = @floatCast(@as(@Vector(16, f16), @bitCast(@as(@Vector(16, u16), dw))));
+                if (is_q6) {
+                    var sc: [16]@Vector(16, i32) = undefined;
+                    inline for (0..16) |j| {
+                        const x: @Vector(16, i32) = @bitCast(@as(@Vector(16, u32), sw[j / 4]));
+                        sc[j] = (x << @splat(24 - 8 * (j % 4))) >> @splat(24);
+                        c.sc[b][j] = sc[j];
+                    }
+                    const m32: @Vector(16, i32) = @splat(-32);
+                    const lo16: @Vector(16, i32) = @splat(0xffff);
+                    inline for (0..8) |p| c.mp[b][p] = ((sc[2 * p] * m32) & lo16) | ((sc[2 * p + 1] * m32) << @splat(16));
+                } else {
+                    c.dmin[b] = @floatCast(@as(@Vector(16, f16), @bitCast(@as(@Vector(16, u16), mw))));
+                    // unpackScalesMins (get_scale_min_k4) on 16 rows at once.
+                    const w0: @Vector(16, u32) = sw[0];
+                    const w1: @Vector(16, u32) = sw[1];
+                    const w2: @Vector(16, u32) = sw[2];
+                    const k1: @Vector(16, u32) = @splat(0x3f3f3f3f);
+                    const k2: @Vector(16, u32) = @splat(0x0f0f0f0f);
+                    const k3: @Vector(16, u32) = @splat(0x03030303);
+                    const sc_lo = w0 & k1;
+                    const sc_hi = (w2 & k2) | (((w0 >> @splat(6)) & k3) << @splat(4));
+                    const m_lo = w1 & k1;
+                    const m_hi = ((w2 >> @splat(4)) & k2) | (((w1 >> @splat(6)) & k3) << @splat(4));
+                    const ff: @Vector(16, u32) = @splat(0xff);
+                    inline for (0..8) |j| {
+                        const sh: @Vector(16, u5) = @splat(8 * (j % 4));
+                        const scj = ((if (j < 4) sc_lo else sc_hi) >> sh) & ff;
+                        const mj = ((if (j < 4) m_lo else m_hi) >> sh) & ff;
+                        c.sc[b][j] = @bitCast(scj);
+                        c.mp[b][j] = @bitCast(mj | (mj << @splat(16)));
+                    }
                 }
             }
         }
 
-        /// acc[c] += Σ_blocks d_a·Σ_sub scale·Σq·a and off[c] += Σ_blocks d_a·Σ_sub offset·Σa.
+        /// acc[c] += Σ_blocks (d·d_a)·sumi − (dmin·d_a)·summ, as vecDotRef.
         inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]@Vector(16, f32), off: *[C]@Vector(16, f32)) void {
             @setEvalBranchQuota(100_000);
+            _ = off;
             const ts = kq.ActQ8_K.type_size;
             for (0..nb) |b| {
-                var t: [C]@Vector(16, f32) = @splat(@splat(0));
-                var o: [C]@Vector(16, f32) = @splat(@splat(0));
+                var isum: [C]@Vector(16, i32) = @splat(@splat(0));
+                var msum: [C]@Vector(16, i32) = @splat(@splat(0));
                 inline for (0..n_sub) |j| {
                     inline for (0..C) |ci| {
                         const ab = a + ci * act_bytes + (b0 + b) * ts;
-                        var sumi: @Vector(16, i32) = @splat(0);
+                        var s: @Vector(16, i32) = @splat(0);
                         inline for (0..groups_per_sub) |gg| {
                             const g = j * groups_per_sub + gg;
                             const x: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[kq.ActQ8_K.off_qs + 4 * g ..][0..4], .little));
-                            sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(c.q[b][g]), x);
+                            s = @"llvm.x86.avx512.vpdpbusd.512"(s, @bitCast(c.q[b][g]), x);
                         }
-                        const bs = ab + kq.ActQ8_K.off_bsums;
-                        const bsum: i32 = if (sub == 32)
-                            @as(i32, std.mem.readInt(i16, bs[4 * j ..][0..2], .little)) + std.mem.readInt(i16, bs[4 * j + 2 ..][0..2], .little)
-                        else
-                            std.mem.readInt(i16, bs[2 * j ..][0..2], .little);
-                        t[ci] = @mulAdd(@Vector(16, f32), @floatFromInt(sumi), c.scale[b][j], t[ci]);
-                        o[ci] = @mulAdd(@Vector(16, f32), c.offset[b][j], @splat(@floatFromInt(bsum)), o[ci]);
+                        isum[ci] +%= s *% c.sc[b][j];
                     }
                 }
                 inline for (0..C) |ci| {
                     const ab = a + ci * act_bytes + (b0 + b) * ts;
+                    inline for (0..8) |p| {
+                        const bs: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[kq.ActQ8_K.off_bsums + 4 * p ..][0..4], .little));
+                        if (is_q6) {
+                            isum[ci] = @"llvm.x86.avx512.vpdpwssd.512"(isum[ci], c.mp[b][p], bs);
+                        } else {
+                            msum[ci] = @"llvm.x86.avx512.vpdpwssd.512"(msum[ci], c.mp[b][p], bs);
+                        }
+                    }
                     const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[kq.ActQ8_K.off_d..][0..4], .little)));
-                    acc[ci] = @mulAdd(@Vector(16, f32), t[ci], da, acc[ci]);
-                    off[ci] = @mulAdd(@Vector(16, f32), o[ci], da, off[ci]);
+                    const t = (c.d[b] * da) * @as(@Vector(16, f32), @floatFromInt(isum[ci]));
+                    acc[ci] += if (is_q6) t else t - (c.dmin[b] * da) * @as(@Vector(16, f32), @floatFromInt(msum[ci]));
                 }
             }
         }
     };
+}
+
+/// In-register transpose of 16 × 16 u32: v[i][c] becomes v[c][i]. Stage h swaps bit h of the
+/// row index with bit h of the column index (4 stages of 8 two-source shuffles).
+inline fn transpose16(v: *[16]@Vector(16, u32)) void {
+    inline for (.{ 8, 4, 2, 1 }) |h| {
+        const masks = comptime blk: {
+            var lo: [16]i32 = undefined;
+            var hi: [16]i32 = undefined;
+            for (0..16) |col| {
+                lo[col] = if (col & h == 0) col else ~@as(i32, col - h);
+                hi[col] = if (col & h == 0) col + h else ~@as(i32, col);
+            }
+            break :blk .{ lo, hi };
+        };
+        inline for (0..16) |i| {
+            if (i & h == 0) {
+                const x = v[i];
+                const y = v[i + h];
+                v[i] = @shuffle(u32, x, y, @as(@Vector(16, i32), masks[0]));
+                v[i + h] = @shuffle(u32, x, y, @as(@Vector(16, i32), masks[1]));
+            }
+        }
+    }
 }
 
 /// y[i·y_stride + j] for the 16 weight rows at w (j = 0..15) and activation rows [0, m), m ≤ 64,
@@ -306,6 +388,13 @@ test "block16 matches its scalar reference: every type, whole and partial chunks
                 @memset(&got, 12345);
                 block16(t, w.ptr, rb, k, xq.ptr, ab, m, &got, rows);
                 block16Ref(t, w.ptr, rb, k, xq.ptr, ab, m, &want, rows);
+                // The K-quants follow vecDotRef's integer sums and float operations: bit for bit.
+                if (bs == 256) for (got[0 .. m * rows], want[0 .. m * rows], 0..) |g, v, e| {
+                    if (@as(u32, @bitCast(g)) != @as(u32, @bitCast(v))) {
+                        std.debug.print("{s} nb={d} m={d} output {d}: {e} != reference {e}\n", .{ @tagName(t), nb, m, e, g, v });
+                        return error.TestExpectedEqual;
+                    }
+                };
                 var num: f64 = 0;
                 var den: f64 = 0;
                 for (got[0 .. m * rows], want[0 .. m * rows]) |g, v| {
@@ -319,6 +408,80 @@ test "block16 matches its scalar reference: every type, whole and partial chunks
                 // Nothing written past the m rows asked for.
                 for (got[m * rows ..]) |g| try std.testing.expectEqual(@as(f32, 12345), g);
             }
+        }
+    }
+}
+
+test "block16 K-quants at the integer extremes: every quant, scale and min at max, activations ±127, no int32 overflow" {
+    if (!available) return;
+    var prng = std.Random.DefaultPrng.init(7);
+    const rng = prng.random();
+    const nb = 2;
+    const k = 256 * nb;
+    const m = 6;
+    // Activations: all +127, all −127, ±127 by 16-element group, ±127 by element, random ±127,
+    // random −127..127; d_a = 1 so every output is the exact integer total (in f32).
+    var xq: [m * nb * kq.ActQ8_K.type_size]u8 = undefined;
+    for (0..m) |i| for (0..nb) |b| {
+        const blk = xq[(i * nb + b) * kq.ActQ8_K.type_size ..];
+        std.mem.writeInt(u32, blk[kq.ActQ8_K.off_d..][0..4], @bitCast(@as(f32, 1)), .little);
+        for (0..16) |g| {
+            var s: i16 = 0;
+            for (0..16) |l| {
+                const e = 16 * g + l;
+                const v: i8 = switch (i) {
+                    0 => 127,
+                    1 => -127,
+                    2 => if (g % 2 == 0) 127 else -127,
+                    3 => if (e % 2 == 0) 127 else -127,
+                    4 => if (rng.boolean()) 127 else -127,
+                    else => rng.intRangeAtMost(i8, -127, 127),
+                };
+                blk[kq.ActQ8_K.off_qs + e] = @bitCast(v);
+                s += v;
+            }
+            std.mem.writeInt(i16, blk[kq.ActQ8_K.off_bsums + 2 * g ..][0..2], s, .little);
+        }
+    };
+    const one: u16 = @bitCast(@as(f16, 1));
+    inline for (.{ kq.Q4_K, kq.Q5_K, kq.Q6_K }) |W| {
+        const t: GgmlType = if (W == kq.Q4_K) .q4_k else if (W == kq.Q5_K) .q5_k else .q6_k;
+        const rb = nb * W.type_size;
+        var w: [rows * rb]u8 = undefined;
+        for (0..rows) |r| for (0..nb) |b| {
+            const blk = w[r * rb + b * W.type_size ..][0..W.type_size];
+            if (W == kq.Q6_K) {
+                // r % 4: q = 0 (q − 32 = −32) with sc = −128; q = 63 with −128; q = 0 with 127; random.
+                const so = kq.scalesOffset(W);
+                switch (r % 4) {
+                    0 => @memset(blk, 0x00),
+                    1 => @memset(blk, 0xFF),
+                    2 => @memset(blk, 0x00),
+                    else => rng.bytes(blk),
+                }
+                if (r % 4 < 3) @memset(blk[so..][0..16], if (r % 4 == 2) 0x7F else 0x80);
+                std.mem.writeInt(u16, blk[kq.dOffsetOf(W)..][0..2], one, .little);
+            } else {
+                // r % 4: every quant, scale and min at max (all bits set), d = dmin = 1;
+                // quants 0 (the min term alone); quants at max with dmin = 0 (sumi alone); random.
+                if (r % 4 == 3) rng.bytes(blk) else @memset(blk, 0xFF);
+                if (r % 4 == 1) @memset(blk[16..], 0); // Q5_K: qh and qs; Q4_K: qs
+                std.mem.writeInt(u16, blk[0..2], one, .little);
+                std.mem.writeInt(u16, blk[2..4], if (r % 4 == 2) 0 else one, .little);
+            }
+        };
+        var got: [m * rows]f32 = undefined;
+        var want: [m * rows]f32 = undefined;
+        block16(t, &w, rb, k, &xq, nb * kq.ActQ8_K.type_size, m, &got, rows);
+        block16Ref(t, &w, rb, k, &xq, nb * kq.ActQ8_K.type_size, m, &want, rows);
+        for (got, want) |g, v| try std.testing.expectEqual(@as(u32, @bitCast(v)), @as(u32, @bitCast(g)));
+        // The extreme totals, exact: activations all +127 (row 0) against weight rows 0..2.
+        if (W == kq.Q6_K) {
+            try std.testing.expectEqual(@as(f32, nb * 16 * 128 * (16 * 32 * 127)), got[0]); // 2^20·127 per block
+        } else {
+            const qmax: f32 = if (W == kq.Q4_K) 15 else 31;
+            try std.testing.expectEqual(-@as(f32, nb * 8 * 63 * (32 * 127)), got[1]); // −Σ m·bsum
+            try std.testing.expectEqual(nb * 8 * 63 * (32 * qmax * 127), got[2]); // Σ sc·Σ q·a
         }
     }
 }
