@@ -265,6 +265,14 @@ export function renderIndex(pages: { kind: string; md: string }[]): string {
     const start = lines.indexOf("## Summary");
     const end = lines.findIndex((l, i) => i > start && l.startsWith("## "));
     if (run) out.push(run, "");
+    // A note on the run's conditions, hand-added to a page as "- This run …" (a slow or busy host):
+    // the index keeps it beside the figures it qualifies.
+    const noteAt = lines.findIndex((l, i) => l.startsWith("- This run") && (start < 0 || i < start));
+    if (noteAt >= 0) {
+      let end2 = noteAt + 1;
+      while (end2 < lines.length && lines[end2]!.startsWith("  ")) end2++;
+      out.push(...lines.slice(noteAt, end2).map((l, i) => (i === 0 ? l.slice(2) : l.trimStart())), "");
+    }
     if (start >= 0) out.push(...lines.slice(start + 2, end < 0 ? undefined : end).filter((l, i, a) => !(l === "" && a[i - 1] === "")));
     out.push(`Full report (targets, roofline, long context, per-model tables and profiles): [performance/${kind}.md](performance/${kind}.md).`, "");
   }

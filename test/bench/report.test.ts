@@ -98,12 +98,16 @@ describe("report", () => {
     expect(index).toContain("No suite run on such a machine yet"); // intel-amx has no page yet
     expect(readFileSync(join(docs, "performance", "amd-avx512.md"), "utf8")).toContain("# Performance on AMD EPYC");
     expect(existsSync(join(docs, "performance", "amd-avx512-context.svg"))).toBe(true);
+    // A hand-added note on the run's conditions travels to the index.
+    const page = join(docs, "performance", "amd-avx512.md");
+    writeFileSync(page, readFileSync(page, "utf8").replace("\n## Summary\n", "\n- This run met a slow host: half the\n  usual bandwidth.\n\n## Summary\n"));
     run("intel-amx", 2);
     index = readFileSync(join(docs, "performance.md"), "utf8");
     expect(index).toContain("| tinyllama-q4_0.gguf | 60.0 | 50.0 | 1.20× |"); // the AMD figures stay
     expect(index).toContain("| tinyllama-q4_0.gguf | 60.0 | 50.0 | 2.40× |"); // the Intel run's
     expect(index).toContain("CPU of intel-amx");
     expect(index).not.toContain("No suite run on such a machine yet");
+    expect(index).toContain("This run met a slow host: half the\nusual bandwidth.");
     expect(index).not.toMatch(/\n{3}/);
   });
 });
