@@ -7,7 +7,8 @@
  * intel-amx, other: bench/regress.ts machineKind) with its chart <kind>-context.svg, and then
  * docs/performance.md, the index: each measured kind's summary table and a link to its page, so a
  * run on one kind of machine never overwrites another kind's figures. Otherwise the markdown
- * goes to --out or stdout and the chart to --svg (if given).
+ * goes to --out or stdout and the chart to --svg (if given). KILN_DOCS_DIR points --docs at
+ * another docs folder (the tests use it).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative, resolve } from "node:path";

@@ -657,13 +657,8 @@ fn Lanes(comptime W: usize) type {
         /// Probabilities of every row for the tile's keys (scores first), one RV per key.
         const LaneScores = [max_tile]RV;
 
-        /// Scores of keys [j, j + KB) of the tile for every row: scaled, softcapped, masked to -inf.
-        inline fn scoreKeys(comptime KB: usize, a: AttentionArgs, st: *const LaneState, kt: Tile, t0: usize, j: usize, sc: *LaneScores) void {
-            var acc: [KB]RV = @splat(@splat(0));
-            for (0..a.head_dim) |d| {
-                const q = st.qt[d];
-                inline for (0..KB) |k| acc[k] = fmaN(W, q, @splat(kt.ptr[(j + k) * kt.stride + d]), acc[k]);
-            }
+        /// Raw dot products of keys [j, j + KB) into sc[j..]: scaled, softcapped, masked to -inf.
+        inline fn finishScores(comptime KB: usize, a: AttentionArgs, st: *const LaneState, acc: *const [KB]RV, t0: usize, j: usize, sc: *LaneScores) void {
             inline for (0..KB) |k| {
                 var s = acc[k] * @as(RV, @splat(a.scale));
                 if (a.softcap != 0) {
@@ -674,6 +669,16 @@ fn Lanes(comptime W: usize) type {
                 const ok = (pos >= st.lo) & (pos < st.end);
                 sc[j + k] = @select(f32, ok, s, @as(RV, @splat(-inf)));
             }
+        }
+
+        /// Scores of keys [j, j + KB) of the tile for every row: scaled, softcapped, masked to -inf.
+        inline fn scoreKeys(comptime KB: usize, a: AttentionArgs, st: *const LaneState, kt: Tile, t0: usize, j: usize, sc: *LaneScores) void {
+            var acc: [KB]RV = @splat(@splat(0));
+            for (0..a.head_dim) |d| {
+                const q = st.qt[d];
+                inline for (0..KB) |k| acc[k] = fmaN(W, q, @splat(kt.ptr[(j + k) * kt.stride + d]), acc[k]);
+            }
+            finishScores(KB, a, st, &acc, t0, j, sc);
         }
 
         /// Key rows [t0, t0+n) of a Q8_0 cache for integer scores: each key's quant bytes biased
@@ -724,16 +729,7 @@ fn Lanes(comptime W: usize) type {
                     acc[k] = fmaN(W, part, st.dq[b] * @as(RV, @splat(dk[(j + k) * nb + b])), acc[k]);
                 }
             }
-            inline for (0..KB) |k| {
-                var s = acc[k] * @as(RV, @splat(a.scale));
-                if (a.softcap != 0) {
-                    const c = a.softcap;
-                    for (0..W) |r| s[r] = c * std.math.tanh(s[r] / c);
-                }
-                const pos: RI = @splat(@intCast(t0 + j + k));
-                const ok = (pos >= st.lo) & (pos < st.end);
-                sc[j + k] = @select(f32, ok, s, @as(RV, @splat(-inf)));
-            }
+            finishScores(KB, a, st, &acc, t0, j, sc);
         }
 
         /// One K/V tile for the task's rows: scores, online-softmax update, accumulate.
@@ -862,7 +858,8 @@ fn runTaskLanes(c: Ctx, t: usize) void {
 }
 
 /// Fused causal (optionally sliding-window, softcapped) attention over a KV cache.
-/// Extra memory: ≤ ~100 KB of stack per task, no heap allocation.
+/// Extra memory: ≤ ~120 KB of stack per task (the 16-lane state with the Q8_0 query, a tile,
+/// its scores), no heap allocation.
 ///
 /// Calls of more than max_invariant_queries query rows (prefill) take the rows-in-lanes layout,
 /// 2–3× faster there than dot products but summed in another order, as the matmuls do beyond

@@ -447,6 +447,40 @@ fn nmseBudget(t: GgmlType) f64 {
     };
 }
 
+/// A test problem: random gate and up weights (n_out rows of k) and m_max random activation
+/// rows, prepared for type t (rb, ab: weight and activation row bytes).
+const TestFfn = struct {
+    w: []u8,
+    wu: []u8,
+    xq: []u8,
+    rb: usize,
+    ab: usize,
+
+    fn init(a: std.mem.Allocator, t: GgmlType, rng: std.Random, n_out: usize, k: usize, m_max: usize) !TestFfn {
+        const rb = quant.rowBytes(t, k);
+        const ab = quant.actRowBytes(t, k);
+        const w = try a.alloc(u8, rb * n_out);
+        errdefer a.free(w);
+        const wu = try a.alloc(u8, rb * n_out);
+        errdefer a.free(wu);
+        const tmp = try a.alloc(f32, @max(k, m_max * k));
+        defer a.free(tmp);
+        randomWeights(t, rng, n_out, k, w, tmp[0..k]);
+        randomWeights(t, rng, n_out, k, wu, tmp[0..k]);
+        const x = tmp[0 .. m_max * k];
+        for (x) |*v| v.* = rng.floatNorm(f32);
+        const xq = try a.alloc(u8, ab * m_max);
+        quant.quantizeActivations(t, x.ptr, k, m_max, k, xq.ptr);
+        return .{ .w = w, .wu = wu, .xq = xq, .rb = rb, .ab = ab };
+    }
+
+    fn deinit(f: TestFfn, a: std.mem.Allocator) void {
+        a.free(f.w);
+        a.free(f.wu);
+        a.free(f.xq);
+    }
+};
+
 fn randomWeights(t: GgmlType, rng: std.Random, rows: usize, k: usize, buf: []u8, tmp: []f32) void {
     const rb = quant.rowBytes(t, k);
     for (0..rows) |r| {
@@ -650,23 +684,13 @@ test "batch invariance: every row of a batched matmul / fused FFN equals the row
             const bs = quant.blockSize(t);
             const k = if (bs == 1) 200 else bs * @max(3, 768 / bs + 1);
             for ([_]usize{ 37, 301 }) |n_out| {
-                const rb = quant.rowBytes(t, k);
-                const ab = quant.actRowBytes(t, k);
-                const wg = try a.alloc(u8, rb * n_out);
-                defer a.free(wg);
-                const wu = try a.alloc(u8, rb * n_out);
-                defer a.free(wu);
-                const tmp = try a.alloc(f32, k);
-                defer a.free(tmp);
-                randomWeights(t, rng, n_out, k, wg, tmp);
-                randomWeights(t, rng, n_out, k, wu, tmp);
                 const m_max = 70;
-                const x = try a.alloc(f32, m_max * k);
-                defer a.free(x);
-                for (x) |*v| v.* = rng.floatNorm(f32);
-                const xq = try a.alloc(u8, ab * m_max);
-                defer a.free(xq);
-                quant.quantizeActivations(t, x.ptr, k, m_max, k, xq.ptr);
+                const p = try TestFfn.init(a, t, rng, n_out, k, m_max);
+                defer p.deinit(a);
+                const ab = p.ab;
+                const wg = p.w;
+                const wu = p.wu;
+                const xq = p.xq;
                 const alone = try a.alloc(f32, m_max * n_out);
                 defer a.free(alone);
                 const alone_ffn = try a.alloc(f32, m_max * n_out);
@@ -762,23 +786,14 @@ test "prefill on AMX (the hardware where enabled, else the emulated tiles): ever
             // (a whole 4-block chunk and a partial one).
             const k: usize = if (T.block_size == 32) 32 * 37 else 256 * 5;
             const n_out = 83;
-            const rb = quant.rowBytes(t, k);
-            const ab = quant.actRowBytes(t, k);
-            const w = try a.alloc(u8, rb * n_out);
-            defer a.free(w);
-            const wu = try a.alloc(u8, rb * n_out);
-            defer a.free(wu);
-            const tmp = try a.alloc(f32, k);
-            defer a.free(tmp);
-            randomWeights(t, rng, n_out, k, w, tmp);
-            randomWeights(t, rng, n_out, k, wu, tmp);
             const m_max = 131;
-            const x = try a.alloc(f32, m_max * k);
-            defer a.free(x);
-            for (x) |*v| v.* = rng.floatNorm(f32);
-            const xq = try a.alloc(u8, ab * m_max);
-            defer a.free(xq);
-            quant.quantizeActivations(t, x.ptr, k, m_max, k, xq.ptr);
+            const p = try TestFfn.init(a, t, rng, n_out, k, m_max);
+            defer p.deinit(a);
+            const rb = p.rb;
+            const ab = p.ab;
+            const w = p.w;
+            const wu = p.wu;
+            const xq = p.xq;
             const y = try a.alloc(f32, m_max * n_out);
             defer a.free(y);
             const out = try a.alloc(f32, m_max * n_out);
