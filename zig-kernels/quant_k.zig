@@ -18,6 +18,7 @@ const std = @import("std");
 const builtin = @import("builtin");
 const cpu = @import("cpu.zig");
 const prefetchNextGroup = @import("quant_legacy.zig").prefetchNextGroup;
+const prefetchDistance = @import("quant_legacy.zig").prefetchDistance;
 
 comptime {
     // Quants, f16 scalars and bsums are read by bit-casting byte arrays.
@@ -609,7 +610,7 @@ pub const Q6_K = struct {
             const bsums = loadBsums(ab);
             var acts: [4]I8x64 = undefined;
             inline for (0..4) |k| acts[k] = loadActs64(ab, k);
-            prefetchNextGroup(w + R * row_bytes, i * type_size * R, type_size * R);
+            prefetchNextGroup(.l2, w + prefetchDistance(.l2, R * row_bytes), i * type_size * R, type_size * R);
             inline for (0..R) |r| {
                 const wb = w + r * row_bytes + i * type_size;
                 const sc: I16x16 = @as(@Vector(16, i8), @bitCast(wb[off_scales..][0..16].*));
@@ -761,7 +762,7 @@ inline fn kDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]const u8
         const bsums = loadBsums(ab);
         var acts: [4]I8x64 = undefined;
         inline for (0..4) |k| acts[k] = loadActs64(ab, k);
-        prefetchNextGroup(w + R * row_bytes, i * W.type_size * R, W.type_size * R);
+        prefetchNextGroup(.l2, w + prefetchDistance(.l2, R * row_bytes), i * W.type_size * R, W.type_size * R);
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * W.type_size;
             const sm = unpackScalesMins(wb + W.off_scales);
@@ -806,7 +807,7 @@ fn kTileDot(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w:
     var acc: [R][C]F32x8 = @splat(@splat(@splat(0)));
     var macc: [R][C]F32x8 = @splat(@splat(@splat(0)));
     for (0..n / 256) |i| {
-        prefetchNextGroup(w + R * row_bytes, i * W.type_size * R, W.type_size * R);
+        prefetchNextGroup(.l2, w + prefetchDistance(.l2, R * row_bytes), i * W.type_size * R, W.type_size * R);
         var sc: [R]I16x16 = undefined;
         var mn: [R]I16x16 = undefined;
         var d: [R]f32 = undefined;

@@ -334,13 +334,39 @@ inline fn blockDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f
 
 /// Software prefetch for the multi-row kernels. The R rows of a call sit back to back in memory
 /// and the next call takes the R rows right after them, so while this group's rows are consumed
-/// in step, the next group is prefetched at the same fraction: after `done` bytes of this group,
-/// lines [done, done + span) of the next. That is one sequential stream running a whole group
+/// in step, a later group is prefetched at the same fraction: after `done` bytes of this group,
+/// lines [done, done + span) of the group `next` points at (see prefetchDistance). That is one sequential stream running a whole group
 /// (R rows, ~9 KB for 4096-wide Q4_0) ahead, far enough to cover DRAM latency; the hardware
 /// prefetchers alone left a single thread latency-bound at less than half the read bandwidth.
 /// Prefetches past the end of the matrix are harmless (they never fault).
-pub inline fn prefetchNextGroup(next: [*]const u8, done: usize, comptime span: usize) void {
-    inline for (0..(span + 63) / 64) |l| @prefetch(next + done + 64 * l, .{});
+///
+/// `into` is the cache level the lines are fetched into. Fetching into L1 (prefetcht0) holds an
+/// L1 miss buffer per line until it arrives; kernels that read many bytes per step then run out
+/// of them and stall. Into L2 (prefetcht1), from which the demand loads hit a group later, Q6_K
+/// read 1.5× faster and Q5_K 1.4×, Q4_K 1.1–1.3×, Q8_0 1.1× (4096×4096 from DRAM, 2 threads;
+/// Q6_K 2.1× on one thread), while the VNNI kernel of the 4-/5-bit legacy types (splitTile)
+/// read up to 1.2× slower: it keeps L1 (AMD EPYC Zen 4; two builds' kernels alternated call by
+/// call in one process, bench/matmul-ab.ts).
+///
+/// Fetched into L2, the lines must arrive further ahead: one group of 2048-wide Q4_K rows
+/// (4.6 KB) was too close (1.08× slower than L1 there), two groups 1.17× faster than one; at
+/// 4096 wide (9 KB per group) two groups gained nothing. prefetchDistance gives the offset.
+pub const PrefetchInto = enum { l1, l2 };
+const l2_prefetch_min_bytes = 8 * 1024;
+/// Bytes from a group's start to the lines prefetched for it: whole groups, at least
+/// l2_prefetch_min_bytes for L2 prefetches, one group for L1 ones.
+pub inline fn prefetchDistance(comptime into: PrefetchInto, group_bytes: usize) usize {
+    return switch (into) {
+        .l1 => group_bytes,
+        .l2 => group_bytes * @max(1, (l2_prefetch_min_bytes + group_bytes - 1) / group_bytes),
+    };
+}
+pub inline fn prefetchNextGroup(comptime into: PrefetchInto, next: [*]const u8, done: usize, comptime span: usize) void {
+    const locality = switch (into) {
+        .l1 => 3,
+        .l2 => 2,
+    };
+    inline for (0..(span + 63) / 64) |l| @prefetch(next + done + 64 * l, .{ .locality = locality });
 }
 
 /// R weight rows (row_bytes apart) × C activation rows (act_bytes apart):
@@ -368,10 +394,11 @@ inline fn blockTilePaired(comptime W: type, comptime P: usize, comptime R: usize
     var acc: [R][C][G / P]@Vector(8 * P, f32) = @splat(@splat(@splat(@splat(0))));
     var off: [R][C]@Vector(G, f32) = @splat(@splat(@splat(0)));
     var i: usize = 0;
+    const ahead = w + prefetchDistance(.l2, R * row_bytes);
     while (i + G <= nb) : (i += G) {
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * W.type_size;
-            if (r == 0) prefetchNextGroup(w + R * row_bytes, i * W.type_size * R, G * W.type_size * R);
+            if (r == 0) prefetchNextGroup(.l2, ahead, i * W.type_size * R, G * W.type_size * R);
             inline for (0..C) |c| groupStep(W, G, P, wb, a + c * act_bytes + i * ActQ8_0.type_size, &acc[r][c], &off[r][c]);
         }
     }
@@ -451,7 +478,7 @@ inline fn splitTile(comptime W: type, comptime R: usize, comptime C: usize, n: u
         inline for (0..C) |c| ap[c] = actPair(W, a + c * act_bytes + i * ActQ8_0.type_size);
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * ts;
-            if (r == 0) prefetchNextGroup(w + R * row_bytes, i * ts * R, 2 * ts * R);
+            if (r == 0) prefetchNextGroup(.l1, w + R * row_bytes, i * ts * R, 2 * ts * R);
             const v = std.simd.join(@as(@Vector(16, u8), wb[qo..][0..16].*), @as(@Vector(16, u8), wb[ts + qo ..][0..16].*));
             var lo = v & mask;
             var hi = (v >> @splat(4)) & mask;
