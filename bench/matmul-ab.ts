@@ -12,14 +12,14 @@
  */
 import { dlopen, FFIType, ptr } from "bun:ffi";
 import * as cpu from "../src/backends/cpu";
-import { NativeBuffer, Tensor, type DType } from "../src/tensor";
+import { DTYPE_IDS, NativeBuffer, Tensor, type DType } from "../src/tensor";
 import { randomF32 } from "./random";
 const [libA, libB] = [process.argv[2]!, process.argv[3]!];
 const types = (process.argv[4] ?? "q4_0,q8_0,q4_k,q6_k").split(",") as DType[];
 const shape = (process.argv[5] ?? "4096x4096").split("x").map(Number); const [n, k] = [shape[0]!, shape[1]!];
 const threads = Number(process.env.T ?? 2);
 const m = Number(process.env.M ?? 1); // activation rows per call (1: decode; 2–16: verification batches)
-const ids: Record<string, number> = { f32: 0, f16: 1, q4_0: 2, q4_1: 3, q5_0: 6, q5_1: 7, q8_0: 8, q4_k: 12, q5_k: 13, q6_k: 14, bf16: 30 };
+const ids = DTYPE_IDS;
 const sym = { kiln_matmul: { args: [FFIType.u32, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 }, kiln_quantize_act: { args: [FFIType.u32, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.u64, FFIType.ptr], returns: FFIType.i32 }, kiln_set_threads: { args: [FFIType.u32], returns: FFIType.u32 } } as const;
 const libs = [dlopen(libA, sym).symbols, dlopen(libB, sym).symbols];
 for (const L of libs) L.kiln_set_threads(threads);
