@@ -133,12 +133,14 @@ inline fn fmaN(comptime N: usize, a: @Vector(N, f32), b: @Vector(N, f32), c: @Ve
 /// loaded k vector feeds R rows). Every (row, key) pair has the same arithmetic whatever R and
 /// K are (an FMA chain over whole vectors, one @reduce, then the scalar tail), so the grouping
 /// never changes a bit: decode's one-row tasks take R = 1 × K = 8 instead of padding to 4 rows.
-inline fn dotRK(comptime R: usize, comptime K: usize, q: [R][*]const f32, kp: [K][*]const f32, n: usize) [R][K]f32 {
+/// Keys are f32 (a converted tile) or f16 read from the cache and converted in registers (the
+/// conversion is exact, so the bits are the same).
+inline fn dotRK(comptime R: usize, comptime K: usize, comptime E: type, q: [R][*]const f32, kp: [K][*]const E, n: usize) [R][K]f32 {
     var acc: [R][K]F32V = @splat(@splat(zero_v));
     var d: usize = 0;
     while (d + vlen <= n) : (d += vlen) {
         var kv: [K]F32V = undefined;
-        inline for (0..K) |k| kv[k] = loadV(kp[k] + d);
+        inline for (0..K) |k| kv[k] = if (E == f32) loadV(kp[k] + d) else @floatCast(@as(F16V, kp[k][d..][0..vlen].*));
         inline for (0..R) |r| {
             const qv = loadV(q[r] + d);
             inline for (0..K) |k| acc[r][k] = fmaV(qv, kv[k], acc[r][k]);
@@ -150,7 +152,7 @@ inline fn dotRK(comptime R: usize, comptime K: usize, q: [R][*]const f32, kp: [K
     };
     while (d < n) : (d += 1) {
         inline for (0..R) |r| inline for (0..K) |k| {
-            out[r][k] += q[r][d] * kp[k][d];
+            out[r][k] += q[r][d] * @as(f32, kp[k][d]);
         };
     }
     return out;
@@ -201,6 +203,10 @@ fn scaleRow(x: [*]f32, s: f32, n: usize) void {
 /// f16 → f32 on whole vectors (one vcvtph2ps per 8 lanes with F16C, fcvtl on aarch64).
 fn convertRow(src: [*]const f16, dst: [*]f32, n: usize) void {
     var d: usize = 0;
+    while (d + 32 <= n) : (d += 32) {
+        const h: @Vector(32, f16) = src[d..][0..32].*;
+        dst[d..][0..32].* = @as(@Vector(32, f32), @floatCast(h));
+    }
     while (d + vlen <= n) : (d += vlen) {
         const h: F16V = src[d..][0..vlen].*;
         storeV(dst + d, @floatCast(h));
@@ -451,7 +457,11 @@ const State = struct {
 
 const Scores = [max_rows][max_tile]f32;
 
-const Tile = struct { ptr: [*]const f32, stride: usize };
+fn TileOf(comptime E: type) type {
+    return struct { ptr: [*]const E, stride: usize };
+}
+/// K or V rows of a tile as f32 (read in place, or converted into a task buffer).
+const Tile = TileOf(f32);
 
 /// Asks for the row one tile ahead while this tile converts: a KV head's rows are strided
 /// (n_kv_head · head_dim apart), a pattern the hardware prefetchers follow poorly, and without
@@ -460,6 +470,17 @@ const Tile = struct { ptr: [*]const f32, stride: usize };
 inline fn prefetchRow(p: [*]const u8, bytes: usize) void {
     var off: usize = 0;
     while (off < bytes) : (off += 64) @prefetch(p + off, .{});
+}
+
+/// The f16 rows [t0, t0+n) of KV head g into L2, for the paths that read the cache in place: a
+/// tile ahead, as loadTile's prefetchRow, but into L2 so the burst does not hold L1's miss
+/// buffers (see quant_legacy.zig prefetchNextGroup).
+fn prefetchTileL2(a: AttentionArgs, base: [*]const u8, g: usize, t0: usize, n: usize) void {
+    for (0..n) |j| {
+        const p: [*]const u8 = @ptrCast(kvRow(f16, a, base, t0 + j, g));
+        var off: usize = 0;
+        while (off < a.head_dim * 2) : (off += 64) @prefetch(p + off, .{ .locality = 2 });
+    }
 }
 
 /// K or V rows [t0, t0+n) of KV head g as f32: read in place for f32, converted (f16) or
@@ -486,7 +507,7 @@ fn loadTile(a: AttentionArgs, base: [*]const u8, g: usize, t0: usize, n: usize, 
 
 /// Scores of rows [r0, r0 + R) for the keys any of them may see in the tile, K keys per dot
 /// (a last partial step repeats its last key).
-inline fn groupScores(comptime R: usize, comptime K: usize, a: AttentionArgs, rows: *const Rows, kt: Tile, t0: usize, n: usize, r0: usize, sc: *Scores) void {
+inline fn groupScores(comptime R: usize, comptime K: usize, comptime E: type, a: AttentionArgs, rows: *const Rows, kt: TileOf(E), t0: usize, n: usize, r0: usize, sc: *Scores) void {
     var q: [R][*]const f32 = undefined;
     var ja: usize = n;
     var jb: usize = 0;
@@ -502,9 +523,9 @@ inline fn groupScores(comptime R: usize, comptime K: usize, a: AttentionArgs, ro
     }
     var j = ja;
     while (j < jb) : (j += K) {
-        var kp: [K][*]const f32 = undefined;
+        var kp: [K][*]const E = undefined;
         inline for (0..K) |k| kp[k] = kt.ptr + @min(j + k, jb - 1) * kt.stride;
-        const d = dotRK(R, K, q, kp, a.head_dim);
+        const d = dotRK(R, K, E, q, kp, a.head_dim);
         inline for (0..R) |r| inline for (0..K) |k| {
             sc[r0 + r][@min(j + k, jb - 1)] = d[r][k];
         };
@@ -513,11 +534,11 @@ inline fn groupScores(comptime R: usize, comptime K: usize, a: AttentionArgs, ro
 
 /// Scores of every row against keys [t0, t0+n), already scaled, softcapped and masked
 /// (-inf). Row groups of up to four skip the tile's columns none of them may see.
-fn tileScores(a: AttentionArgs, rows: *const Rows, kt: Tile, t0: usize, n: usize, sc: *Scores) void {
+fn tileScores(comptime E: type, a: AttentionArgs, rows: *const Rows, kt: TileOf(E), t0: usize, n: usize, sc: *Scores) void {
     var r0: usize = 0;
     while (r0 < rows.n) : (r0 += 4) {
         switch (@min(4, rows.n - r0)) {
-            inline 1...4 => |R| groupScores(R, if (R == 1) 8 else if (R == 2) 4 else 2, a, rows, kt, t0, n, r0, sc),
+            inline 1...4 => |R| groupScores(R, if (R == 1) 8 else if (R == 2) 4 else 2, E, a, rows, kt, t0, n, r0, sc),
             else => unreachable,
         }
     }
@@ -579,6 +600,64 @@ fn tileAccumulate(rows: *const Rows, st: *State, vt: Tile, sc: *const Scores, t0
     }
 }
 
+/// tileAccumulate for an f16 V cache when every row of the task sees the same keys of the tile
+/// (decode, and any batch away from the mask's edges): V is read from the cache and converted
+/// in registers, once for up to four rows, instead of converted into a buffer and read back
+/// once per row; each row's accumulator chunk is loaded and stored once per tile instead of once
+/// per 8 keys. Every element gets axpyK's chain (fused multiply-adds key by key on the vector
+/// part of the row, mul-then-add on the scalar tail), so the bits are tileAccumulate's.
+fn tileAccumulateF16(a: AttentionArgs, rows: *const Rows, st: *State, sc: *const Scores, t0: usize, lo: usize, hi: usize, hd: usize) void {
+    const v0 = kvRow(f16, a, a.v, lo, rows.g);
+    var r0: usize = 0;
+    while (r0 < rows.n) : (r0 += 4) {
+        switch (@min(4, rows.n - r0)) {
+            inline 1...4 => |R| {
+                var acc: [R][*]f32 = undefined;
+                var p: [R][*]const f32 = undefined;
+                inline for (0..R) |r| {
+                    acc[r] = st.acc[(r0 + r) * hd ..].ptr;
+                    p[r] = sc[r0 + r][lo - t0 ..].ptr;
+                }
+                accumulateRowsF16(R, acc, p, v0, a.kv_pos_stride, hi - lo, hd);
+            },
+            else => unreachable,
+        }
+    }
+}
+
+inline fn accumulateRowsF16(comptime R: usize, acc: [R][*]f32, p: [R][*]const f32, v: [*]const f16, stride: usize, nk: usize, hd: usize) void {
+    const vec_end = hd / vlen * vlen; // axpyK's vector part; the rest is its scalar tail
+    var d: usize = 0;
+    inline for (.{ 2 * vlen, vlen }) |W| {
+        while (d + W <= vec_end) : (d += W) {
+            var x: [R]@Vector(W, f32) = undefined;
+            inline for (0..R) |r| x[r] = acc[r][d..][0..W].*;
+            for (0..nk) |j| {
+                const h: @Vector(W, f16) = v[j * stride + d ..][0..W].*;
+                const vv: @Vector(W, f32) = @floatCast(h);
+                inline for (0..R) |r| x[r] = fmaN(W, @splat(p[r][j]), vv, x[r]);
+            }
+            inline for (0..R) |r| acc[r][d..][0..W].* = x[r];
+        }
+    }
+    while (d < hd) : (d += 1) {
+        for (0..nk) |j| {
+            const vf: f32 = v[j * stride + d];
+            inline for (0..R) |r| acc[r][d] += p[r][j] * vf;
+        }
+    }
+}
+
+/// The tile's key range [lo, hi) when every row of the task sees exactly that range, else null.
+fn uniformRange(rows: *const Rows, t0: usize, n: usize) ?KeyRange {
+    const lo = @max(rows.lo[0], t0);
+    const hi = @min(rows.end[0], t0 + n);
+    for (1..rows.n) |r| {
+        if (@max(rows.lo[r], t0) != lo or @min(rows.end[r], t0 + n) != hi) return null;
+    }
+    return if (lo < hi) .{ .lo = lo, .end = hi } else null;
+}
+
 const Ctx = struct {
     a: AttentionArgs,
     plan: Plan,
@@ -602,8 +681,23 @@ fn runTask(c: Ctx, t: usize) void {
     const t_end = span.end;
     while (t0 < t_end) : (t0 += c.plan.tile) {
         const n = @min(c.plan.tile, t_end - t0);
-        tileScores(a, &rows, loadTile(a, a.k, rows.g, t0, n, &buf), t0, n, &sc);
+        if (a.kv_type == .f16 and rows.n <= 4) {
+            // One group of ≤ 4 rows converts each K vector once either way: read the cache in
+            // place and convert in registers rather than through the buffer.
+            prefetchTileL2(a, a.k, rows.g, t0 + c.plan.tile, n);
+            const kt = TileOf(f16){ .ptr = kvRow(f16, a, a.k, t0, rows.g), .stride = a.kv_pos_stride };
+            tileScores(f16, a, &rows, kt, t0, n, &sc);
+        } else {
+            tileScores(f32, a, &rows, loadTile(a, a.k, rows.g, t0, n, &buf), t0, n, &sc);
+        }
         tileSoftmax(&rows, &st, &sc, t0, n, hd);
+        if (a.kv_type == .f16) {
+            if (uniformRange(&rows, t0, n)) |kr| {
+                prefetchTileL2(a, a.v, rows.g, t0 + c.plan.tile, n);
+                tileAccumulateF16(a, &rows, &st, &sc, t0, kr.lo, kr.end, hd);
+                continue;
+            }
+        }
         tileAccumulate(&rows, &st, loadTile(a, a.v, rows.g, t0, n, &buf), &sc, t0, n, hd);
     }
     for (0..rows.n) |r| {

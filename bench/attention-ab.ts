@@ -1,0 +1,51 @@
+/**
+ * A/B of two builds of the kernel library on decode attention (one query row), in one process:
+ *
+ *   bun bench/attention-ab.ts OLD.so NEW.so [4/1/256,32/4/64] [512,4096]   (env T=threads, KV=f16|q8_0)
+ *
+ * Shapes are n_head/n_kv_head/head_dim. Blocks of 20 calls alternate between the libraries
+ * (3 ms pauses let the idle pool sleep); prints each build's p10 and p50 µs per call, the time
+ * ratio NEW ÷ OLD, and whether both wrote the same bits (kernel changes that only move work
+ * around must not change a bit). See bench/matmul-ab.ts for why in-process interleaving.
+ */
+import { dlopen, FFIType } from "bun:ffi";
+import * as cpu from "../src/backends/cpu";
+import { DTYPE_IDS, Tensor } from "../src/tensor";
+import { randomF32 } from "./random";
+
+const [libA, libB] = [process.argv[2]!, process.argv[3]!];
+const shapes = (process.argv[4] ?? "4/1/256,32/4/64").split(",").map((s) => s.split("/").map(Number) as [number, number, number]);
+const contexts = (process.argv[5] ?? "512,4096").split(",").map(Number);
+const threads = Number(process.env.T ?? 2);
+const kvType = (process.env.KV ?? "f16") as "f16" | "q8_0";
+const u64 = FFIType.u64;
+const sym = {
+  kiln_flash_attention: { args: [FFIType.ptr, u64, u64, FFIType.ptr, FFIType.ptr, FFIType.u32, u64, u64, FFIType.ptr, u64, u64, u64, u64, u64, u64, u64, u64, u64, FFIType.f32, FFIType.f32], returns: FFIType.i32 },
+  kiln_set_threads: { args: [FFIType.u32], returns: FFIType.u32 },
+} as const;
+const libs = [dlopen(libA, sym).symbols, dlopen(libB, sym).symbols];
+for (const L of libs) L.kiln_set_threads(threads);
+const q10 = (a: number[], f: number) => [...a].sort((x, y) => x - y)[Math.floor(a.length * f)]!;
+for (const [nHead, nKvHead, hd] of shapes) {
+  for (const nKv of contexts) {
+    const q = new Float32Array(randomF32(nHead * hd, 15));
+    const k = cpu.quantize(Tensor.fromF32(randomF32(nKv * nKvHead * hd, 13), [nKv * nKvHead, hd]), kvType).bytes;
+    const v = cpu.quantize(Tensor.fromF32(randomF32(nKv * nKvHead * hd, 14), [nKv * nKvHead, hd]), kvType).bytes;
+    const posStride = nKvHead * hd; // strides count elements, for every KV type
+    const headStride = hd;
+    const outs = [new Float32Array(nHead * hd), new Float32Array(nHead * hd)];
+    const times: number[][] = [[], []];
+    for (let round = 0; round < 30; round++) for (const li of [0, 1]) {
+      Bun.sleepSync(3);
+      for (let i = 0; i < 20; i++) {
+        const t = Bun.nanoseconds();
+        const rc = libs[li]!.kiln_flash_attention(q, nHead * hd, hd, k, v, DTYPE_IDS[kvType], posStride, headStride, outs[li]!, nHead * hd, hd, 1, nHead, nKvHead, hd, nKv, nKv - 1, 0, 1 / Math.sqrt(hd), 0);
+        times[li]!.push(Bun.nanoseconds() - t);
+        if (rc !== 0) throw new Error(`kiln_flash_attention returned ${rc}`);
+      }
+    }
+    const same = outs[0]!.every((x, i) => Object.is(x, outs[1]![i]));
+    const us = (t: number) => (t / 1e3).toFixed(1);
+    console.log(`${nHead}/${nKvHead}/${hd} ${kvType} ${nKv} keys ${threads}t: A p10 ${us(q10(times[0]!, 0.1))} p50 ${us(q10(times[0]!, 0.5))} µs | B p10 ${us(q10(times[1]!, 0.1))} p50 ${us(q10(times[1]!, 0.5))} µs | B/A p10 ${(q10(times[1]!, 0.1) / q10(times[0]!, 0.1)).toFixed(3)} p50 ${(q10(times[1]!, 0.5) / q10(times[0]!, 0.5)).toFixed(3)} ${same ? "same bits" : "DIFFERENT"}`);
+  }
+}
