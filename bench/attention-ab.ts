@@ -1,7 +1,7 @@
 /**
  * A/B of two builds of the kernel library on decode attention (one query row), in one process:
  *
- *   bun bench/attention-ab.ts OLD.so NEW.so [4/1/256,32/4/64] [512,4096]   (env T=threads, KV=f16|q8_0)
+ *   bun bench/attention-ab.ts OLD.so NEW.so [4/1/256,32/4/64] [512,4096]   (env T=threads, KV=f16|q8_0, COLD=1)
  *
  * Shapes are n_head/n_kv_head/head_dim. Blocks of 20 calls alternate between the libraries
  * (3 ms pauses let the idle pool sleep); prints each build's p10 and p50 µs per call, the time
@@ -29,8 +29,14 @@ const q10 = (a: number[], f: number) => [...a].sort((x, y) => x - y)[Math.floor(
 for (const [nHead, nKvHead, hd] of shapes) {
   for (const nKv of contexts) {
     const q = new Float32Array(randomF32(nHead * hd, 15));
-    const k = cpu.quantize(Tensor.fromF32(randomF32(nKv * nKvHead * hd, 13), [nKv * nKvHead, hd]), kvType).bytes;
-    const v = cpu.quantize(Tensor.fromF32(randomF32(nKv * nKvHead * hd, 14), [nKv * nKvHead, hd]), kvType).bytes;
+    const k1 = cpu.quantize(Tensor.fromF32(randomF32(nKv * nKvHead * hd, 13), [nKv * nKvHead, hd]), kvType).bytes;
+    const v1 = cpu.quantize(Tensor.fromF32(randomF32(nKv * nKvHead * hd, 14), [nKv * nKvHead, hd]), kvType).bytes;
+    // COLD=1: each call reads its own copy of the cache (256 MB in all), from DRAM as in a model,
+    // whose weight reads evict the cache between layers; otherwise the one copy stays in L2/L3.
+    const copies = process.env.COLD === "1" ? Math.max(2, Math.ceil((256 << 20) / (2 * k1.byteLength))) : 1;
+    const ks = Array.from({ length: copies }, (_, c) => (c === 0 ? k1 : k1.slice()));
+    const vs = Array.from({ length: copies }, (_, c) => (c === 0 ? v1 : v1.slice()));
+    let call = 0;
     const posStride = nKvHead * hd; // strides count elements, for every KV type
     const headStride = hd;
     const outs = [new Float32Array(nHead * hd), new Float32Array(nHead * hd)];
@@ -38,6 +44,8 @@ for (const [nHead, nKvHead, hd] of shapes) {
     for (let round = 0; round < 30; round++) for (const li of [0, 1]) {
       Bun.sleepSync(3);
       for (let i = 0; i < 20; i++) {
+        const k = ks[call % copies]!;
+        const v = vs[call++ % copies]!;
         const t = Bun.nanoseconds();
         const rc = libs[li]!.kiln_flash_attention(q, nHead * hd, hd, k, v, DTYPE_IDS[kvType], posStride, headStride, outs[li]!, nHead * hd, hd, 1, nHead, nKvHead, hd, nKv, nKv - 1, 0, 1 / Math.sqrt(hd), 0);
         times[li]!.push(Bun.nanoseconds() - t);
@@ -46,6 +54,6 @@ for (const [nHead, nKvHead, hd] of shapes) {
     }
     const same = outs[0]!.every((x, i) => Object.is(x, outs[1]![i]));
     const us = (t: number) => (t / 1e3).toFixed(1);
-    console.log(`${nHead}/${nKvHead}/${hd} ${kvType} ${nKv} keys ${threads}t: A p10 ${us(q10(times[0]!, 0.1))} p50 ${us(q10(times[0]!, 0.5))} µs | B p10 ${us(q10(times[1]!, 0.1))} p50 ${us(q10(times[1]!, 0.5))} µs | B/A p10 ${(q10(times[1]!, 0.1) / q10(times[0]!, 0.1)).toFixed(3)} p50 ${(q10(times[1]!, 0.5) / q10(times[0]!, 0.5)).toFixed(3)} ${same ? "same bits" : "DIFFERENT"}`);
+    console.log(`${nHead}/${nKvHead}/${hd} ${kvType} ${nKv} keys ${threads}t${copies > 1 ? " cold" : ""}: A p10 ${us(q10(times[0]!, 0.1))} p50 ${us(q10(times[0]!, 0.5))} µs | B p10 ${us(q10(times[1]!, 0.1))} p50 ${us(q10(times[1]!, 0.5))} µs | B/A p10 ${(q10(times[1]!, 0.1) / q10(times[0]!, 0.1)).toFixed(3)} p50 ${(q10(times[1]!, 0.5) / q10(times[0]!, 0.5)).toFixed(3)} ${same ? "same bits" : "DIFFERENT"}`);
   }
 }
