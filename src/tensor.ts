@@ -120,13 +120,34 @@ export function rowBytes(dtype: DType, n: number, op = "rowBytes"): number {
 }
 
 export function byteLength(dtype: DType, shape: readonly number[], op = "byteLength"): number {
-  if (shape.length === 0) throw new ShapeError(`${op}: a tensor needs at least one dimension`);
-  shape.forEach((d, i) => checkDim(op, `dim ${i}`, d));
-  const inner = shape[shape.length - 1]!;
-  const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
-  const total = rows * rowBytes(dtype, inner, op);
-  if (!Number.isSafeInteger(total)) throw new ShapeError(`${op}: shape [${shape}] of ${dtype} overflows`);
+  return checkedByteLength(dtype, shape, () => op);
+}
+
+/**
+ * byteLength with the op's name built only for an error message: tensors are made per decode step
+ * (views of the KV cache), so the success path builds no strings and allocates nothing.
+ */
+function checkedByteLength(dtype: DType, shape: readonly number[], op: () => string): number {
+  const nd = shape.length;
+  if (nd === 0) throw new ShapeError(`${op()}: a tensor needs at least one dimension`);
+  let rows = 1;
+  for (let i = 0; i < nd; i++) {
+    const d = shape[i]!;
+    if (!Number.isSafeInteger(d) || d < 0) checkDim(op(), `dim ${i}`, d);
+    if (i < nd - 1) rows *= d;
+  }
+  const inner = shape[nd - 1]!;
+  const { blockSize } = DTYPE_LAYOUT[dtype];
+  const total = rows * (inner % blockSize === 0 ? (inner / blockSize) * DTYPE_LAYOUT[dtype].typeSize : rowBytes(dtype, inner, op()));
+  if (!Number.isSafeInteger(total)) throw new ShapeError(`${op()}: shape [${shape}] of ${dtype} overflows`);
   return total;
+}
+
+/** Product of all but the last dimension. */
+function outerRows(shape: readonly number[]): number {
+  let rows = 1;
+  for (let i = 0; i < shape.length - 1; i++) rows *= shape[i]!;
+  return rows;
 }
 
 /**
@@ -149,17 +170,19 @@ export class Tensor {
   readonly #bytes: Uint8Array | null;
   readonly #storage: DeviceStorage | null;
   readonly #byteLength: number;
+  readonly #rows: number;
   #f32?: Float32Array;
 
   /** `storage`: host bytes (a Uint8Array view), or device memory (DeviceStorage). */
   constructor(dtype: DType, shape: readonly number[], storage: Uint8Array | DeviceStorage, name = "") {
-    const need = byteLength(dtype, shape, `Tensor ${name || "(unnamed)"}`);
+    const need = checkedByteLength(dtype, shape, () => `Tensor ${name || "(unnamed)"}`);
     const have = storage instanceof Uint8Array ? storage.byteLength : storage.buffer.byteLength;
     if (have !== need) {
       throw new ShapeError(`Tensor ${name || "(unnamed)"}: ${dtype} [${shape}] needs ${need} bytes, the view has ${have}`);
     }
     this.dtype = dtype;
     this.shape = Object.freeze([...shape]);
+    this.#rows = outerRows(shape);
     if (storage instanceof Uint8Array) {
       this.#bytes = storage;
       this.#storage = null;
@@ -223,7 +246,7 @@ export class Tensor {
 
   /** Product of all but the last dimension. */
   get rows(): number {
-    return this.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    return this.#rows;
   }
 
   /** Number of elements (rows × cols). */
