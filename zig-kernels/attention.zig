@@ -472,15 +472,16 @@ inline fn prefetchRow(p: [*]const u8, bytes: usize) void {
     while (off < bytes) : (off += 64) @prefetch(p + off, .{});
 }
 
-/// The f16 rows [t0, t0+n) of KV head g into L2, for the paths that read the cache in place: a
-/// tile ahead, as loadTile's prefetchRow, but into L2 so the burst does not hold L1's miss
-/// buffers (see quant_legacy.zig prefetchNextGroup).
-fn prefetchTileL2(a: AttentionArgs, base: [*]const u8, g: usize, t0: usize, n: usize) void {
-    for (0..n) |j| {
-        const p: [*]const u8 = @ptrCast(kvRow(f16, a, base, t0 + j, g));
-        var off: usize = 0;
-        while (off < a.head_dim * 2) : (off += 64) @prefetch(p + off, .{ .locality = 2 });
-    }
+/// Keys ahead that the in-place f16 paths prefetch: at least 32 KB of rows.
+inline fn kvAheadKeys(hd: usize) usize {
+    return @max(16, 32 * 1024 / (hd * 2));
+}
+
+/// One f16 cache row into L2 (into L1 the lines would hold its miss buffers; see
+/// quant_legacy.zig prefetchNextGroup). Addresses past the cache never fault.
+inline fn prefetchKvRow(p: [*]const u8, bytes: usize) void {
+    var off: usize = 0;
+    while (off < bytes) : (off += 64) @prefetch(p + off, .{ .locality = 2 });
 }
 
 /// K or V rows [t0, t0+n) of KV head g as f32: read in place for f32, converted (f16) or
@@ -525,6 +526,12 @@ inline fn groupScores(comptime R: usize, comptime K: usize, comptime E: type, a:
     while (j < jb) : (j += K) {
         var kp: [K][*]const E = undefined;
         inline for (0..K) |k| kp[k] = kt.ptr + @min(j + k, jb - 1) * kt.stride;
+        if (E == f16) {
+            // Read in place from the cache: ask for the rows kvAheadKeys later, a few lines per
+            // step rather than a burst per tile.
+            const ahead = kvAheadKeys(a.head_dim);
+            inline for (0..K) |k| prefetchKvRow(@ptrCast(kt.ptr + (j + k + ahead) * kt.stride), a.head_dim * 2);
+        }
         const d = dotRK(R, K, E, q, kp, a.head_dim);
         inline for (0..R) |r| inline for (0..K) |k| {
             sc[r0 + r][@min(j + k, jb - 1)] = d[r][k];
@@ -627,12 +634,15 @@ fn tileAccumulateF16(a: AttentionArgs, rows: *const Rows, st: *State, sc: *const
 
 inline fn accumulateRowsF16(comptime R: usize, acc: [R][*]f32, p: [R][*]const f32, v: [*]const f16, stride: usize, nk: usize, hd: usize) void {
     const vec_end = hd / vlen * vlen; // axpyK's vector part; the rest is its scalar tail
+    const ahead = kvAheadKeys(hd);
     var d: usize = 0;
     inline for (.{ 2 * vlen, vlen }) |W| {
         while (d + W <= vec_end) : (d += W) {
             var x: [R]@Vector(W, f32) = undefined;
             inline for (0..R) |r| x[r] = acc[r][d..][0..W].*;
             for (0..nk) |j| {
+                // The first pass over the keys asks for the rows `ahead` keys later.
+                if (d == 0) prefetchKvRow(@ptrCast(v + (j + ahead) * stride), hd * 2);
                 const h: @Vector(W, f16) = v[j * stride + d ..][0..W].*;
                 const vv: @Vector(W, f32) = @floatCast(h);
                 inline for (0..R) |r| x[r] = fmaN(W, @splat(p[r][j]), vv, x[r]);
@@ -684,7 +694,6 @@ fn runTask(c: Ctx, t: usize) void {
         if (a.kv_type == .f16 and rows.n <= 4) {
             // One group of ≤ 4 rows converts each K vector once either way: read the cache in
             // place and convert in registers rather than through the buffer.
-            prefetchTileL2(a, a.k, rows.g, t0 + c.plan.tile, n);
             const kt = TileOf(f16){ .ptr = kvRow(f16, a, a.k, t0, rows.g), .stride = a.kv_pos_stride };
             tileScores(f16, a, &rows, kt, t0, n, &sc);
         } else {
@@ -693,7 +702,6 @@ fn runTask(c: Ctx, t: usize) void {
         tileSoftmax(&rows, &st, &sc, t0, n, hd);
         if (a.kv_type == .f16) {
             if (uniformRange(&rows, t0, n)) |kr| {
-                prefetchTileL2(a, a.v, rows.g, t0 + c.plan.tile, n);
                 tileAccumulateF16(a, &rows, &st, &sc, t0, kr.lo, kr.end, hd);
                 continue;
             }
