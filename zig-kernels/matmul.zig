@@ -53,8 +53,11 @@ pub const max_invariant_rows = 16;
 fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
     if (a.m > max_invariant_rows and repack.supports(t)) return matmulInterleaved(t, a);
+    if (comptime @hasDecl(T, "prefillTile")) {
+        if (a.m > max_invariant_rows) return matmulTiled(t, .prefill, a);
+    }
     if (comptime @hasDecl(T, "vecDotTile")) {
-        if (a.m > 1) return matmulTiled(t, a);
+        if (a.m > 1) return matmulTiled(t, .invariant, a);
     }
     const Ctx = struct { a: Matmul, rows_per_task: usize };
     const run = struct {
@@ -80,12 +83,29 @@ fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
 /// L2 while the task's weight rows stream past them tile by tile.
 const act_rows_per_block = 64;
 
-/// Batched matmul through the type's R×C tile kernel (T.vecDotTile). Tasks are (weight row
-/// block × activation row block) pairs, activation-block major so the threads share one
-/// activation block at a time; inside a task, activation tiles outer (C rows, L1-resident) and
-/// weight tiles inner (R rows, from L2).
-fn matmulTiled(comptime t: GgmlType, a: Matmul) void {
-    const T = Traits(t);
+/// Which R×C tile kernel a batched call takes: the type's batch-invariant one (T.vecDotTile, the
+/// decode kernel's bits) or, for prefill batches beyond max_invariant_rows, T.prefillTile where
+/// the type has one (the float types: one accumulator per pair, other bits).
+const TileKind = enum { invariant, prefill };
+
+fn Tiles(comptime T: type, comptime kind: TileKind) type {
+    return struct {
+        pub const block_size = T.block_size;
+        pub const type_size = T.type_size;
+        pub const tile_r = if (kind == .prefill) T.prefill_tile_r else T.tile_r;
+        pub const tile_c = if (kind == .prefill) T.prefill_tile_c else T.tile_c;
+        pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, act_bytes: usize, y: [*]f32, y_stride: usize) void {
+            if (kind == .prefill) T.prefillTile(R, C, n, w, row_bytes, x, act_bytes, y, y_stride) else T.vecDotTile(R, C, n, w, row_bytes, x, act_bytes, y, y_stride);
+        }
+    };
+}
+
+/// Batched matmul through an R×C tile kernel (Tiles: T.vecDotTile, or T.prefillTile). Tasks are
+/// (weight row block × activation row block) pairs, activation-block major so the threads share
+/// one activation block at a time; inside a task, activation tiles outer (C rows, L1-resident)
+/// and weight tiles inner (R rows, from L2).
+fn matmulTiled(comptime t: GgmlType, comptime kind: TileKind, a: Matmul) void {
+    const T = Tiles(Traits(t), kind);
     const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
@@ -337,8 +357,11 @@ pub fn gatedFfnPrepared(a: GatedFfn) void {
 fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
     const T = Traits(t);
     if (a.m > max_invariant_rows and repack.supports(t)) return gatedFfnInterleaved(t, a);
+    if (comptime @hasDecl(T, "prefillTile")) {
+        if (a.m > max_invariant_rows) return gatedFfnTiled(t, .prefill, a);
+    }
     if (comptime @hasDecl(T, "vecDotTile")) {
-        if (a.m > 1) return gatedFfnTiled(t, a);
+        if (a.m > 1) return gatedFfnTiled(t, .invariant, a);
     }
     const Ctx = struct { a: GatedFfn, rows_per_task: usize };
     const run = struct {
@@ -374,8 +397,8 @@ fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
 /// gatedFfnTyped for m > 1 through the tile kernel (the same task layout as matmulTiled). Each
 /// (row, activation) pair is computed exactly as by matmulTiled, so the fused result matches
 /// the unfused composition bit for bit.
-fn gatedFfnTiled(comptime t: GgmlType, a: GatedFfn) void {
-    const T = Traits(t);
+fn gatedFfnTiled(comptime t: GgmlType, comptime kind: TileKind, a: GatedFfn) void {
+    const T = Tiles(Traits(t), kind);
     const R = T.tile_r;
     const C = T.tile_c;
     const Ctx = struct { a: GatedFfn, rows_per_task: usize, n_rb: usize };
@@ -661,6 +684,43 @@ fn checkTileKernel(comptime t: GgmlType, rng: std.Random) !void {
     }
 }
 
+test "float prefill tiles (f32, f16, bf16) match the f64 reference for every tile shape, lengths off every vector width" {
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(6);
+    const rng = prng.random();
+    inline for (.{ GgmlType.f32, GgmlType.f16, GgmlType.bf16 }) |t| {
+        const T = Traits(t);
+        for ([_]usize{ 1, 15, 16, 33, 200 }) |k| {
+            const rb = quant.rowBytes(t, k);
+            const w = try a.alloc(u8, rb * T.prefill_tile_r);
+            defer a.free(w);
+            const tmp = try a.alloc(f32, k);
+            defer a.free(tmp);
+            randomWeights(t, rng, T.prefill_tile_r, k, w, tmp);
+            const x = try a.alloc(f32, k * T.prefill_tile_c);
+            defer a.free(x);
+            for (x) |*v| v.* = rng.floatNorm(f32);
+            const xb: [*]const u8 = @ptrCast(x.ptr);
+            var out: [64]f32 = undefined;
+            inline for (1..T.prefill_tile_r + 1) |r| {
+                inline for (1..T.prefill_tile_c + 1) |c| {
+                    @memset(&out, sentinel_f32);
+                    T.prefillTile(r, c, k, w.ptr, rb, xb, k * 4, &out, T.prefill_tile_r);
+                    for (0..T.prefill_tile_c) |ci| for (0..T.prefill_tile_r) |ri| {
+                        if (ci < c and ri < r) {
+                            const want = T.vecDotRef(k, w.ptr + ri * rb, xb + ci * k * 4);
+                            try testing.expectApproxEqAbs(want, out[ci * T.prefill_tile_r + ri], 1e-5 * (1 + @abs(want)));
+                        } else {
+                            // Outside the tile nothing is written.
+                            try testing.expectEqual(sentinel_f32, out[ci * T.prefill_tile_r + ri]);
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
 test "batched tile kernels match the scalar reference and the decode kernel bit for bit, every tile shape" {
     var prng = std.Random.DefaultPrng.init(5);
     inline for (std.meta.fields(GgmlType)) |f| {
@@ -703,8 +763,8 @@ test "batch invariance: every row of a batched matmul / fused FFN equals the row
                 defer a.free(y);
                 for ([_]usize{ 2, 5, 9, 16, 17, m_max }) |m| {
                     // Bit for bit up to max_invariant_rows (and beyond for the types with no
-                    // interleaved prefill kernel); the interleaved kernels sum in another order.
-                    const exact = m <= max_invariant_rows or !repack.supports(t);
+                    // prefill kernel); the interleaved and float prefill kernels sum in another order.
+                    const exact = m <= max_invariant_rows or !(repack.supports(t) or @hasDecl(Traits(t), "prefillTile"));
                     matmulPrepared(.{ .t = t, .w = wg.ptr, .n_out = n_out, .k = k, .xq = xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
                     if (exact) try testing.expectEqualSlices(u32, @ptrCast(alone[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out])) else try expectClose(alone[0 .. m * n_out], y[0 .. m * n_out]);
                     gatedFfnPrepared(.{ .t = t, .w_gate = wg.ptr, .w_up = wu.ptr, .n_ff = n_out, .k = k, .xq = xq.ptr, .m = m, .out = y.ptr, .out_stride = n_out, .activation = .silu });
@@ -715,6 +775,8 @@ test "batch invariance: every row of a batched matmul / fused FFN equals the row
     }
     _ = pool.setThreads(2);
 }
+
+const sentinel_f32: f32 = 7777.0;
 
 /// Two computations of the same outputs in different float orders: NMSE below 1e-10.
 fn expectClose(want: []const f32, got: []const f32) !void {

@@ -1060,6 +1060,36 @@ inline fn floatDot(comptime k: FloatKind, n: usize, w: [*]const u8, a: [*]const 
     return sum;
 }
 
+/// Prefill tile for the float weight types: R weight rows × C activation rows (f32),
+/// out[c·out_stride + r] = row r · activation c, one accumulator per pair (R·C ≤ 16 vectors, so
+/// each step's R + C loads feed R·C multiply-adds; the one-row dot floatDot does one per two
+/// loads). Its summation order differs from floatDot's, so it serves batches beyond
+/// matmul.max_invariant_rows (prefill) only, where rows need not match decode's bits.
+/// Full-width vectors: 16 lanes on AVX-512 even where the compiler prefers 256-bit ones.
+const prefill_vlen: usize = if (has_avx512bw) 16 else vlen_f32;
+pub inline fn floatPrefillTile(comptime k: FloatKind, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    const V = prefill_vlen;
+    const eb = elemBytes(k);
+    var acc: [R][C]@Vector(V, f32) = @splat(@splat(@splat(0)));
+    var i: usize = 0;
+    while (i + V <= n) : (i += V) {
+        var wv: [R]@Vector(V, f32) = undefined;
+        inline for (0..R) |r| wv[r] = loadFloats(k, V, w + r * row_bytes + i * eb);
+        inline for (0..C) |c| {
+            const xv = loadFloats(.f32, V, a + c * act_bytes + i * 4);
+            inline for (0..R) |r| acc[r][c] = @mulAdd(@Vector(V, f32), wv[r], xv, acc[r][c]);
+        }
+    }
+    inline for (0..R) |r| {
+        inline for (0..C) |c| {
+            var sum = @reduce(.Add, acc[r][c]);
+            var t = i;
+            while (t < n) : (t += 1) sum += loadFloat(k, w + r * row_bytes + t * eb) * loadF32(a + c * act_bytes + t * 4);
+            out[c * out_stride + r] = sum;
+        }
+    }
+}
+
 /// Reference: sequential, accumulated in f64 so it is a good yardstick for the fast path.
 fn floatDotRef(comptime k: FloatKind, n: usize, w: [*]const u8, a: [*]const u8) f32 {
     var sum: f64 = 0;
@@ -1100,6 +1130,12 @@ fn FloatType(comptime k: FloatKind) type {
         pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
             return floatDotRef(k, n, w, a);
         }
+        /// Prefill only (see floatPrefillTile): tile shape and bits differ from vecDot's.
+        pub const prefill_tile_r = 4;
+        pub const prefill_tile_c = 4;
+        pub fn prefillTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+            floatPrefillTile(k, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+        }
     };
 }
 
@@ -1114,6 +1150,9 @@ pub const F16 = struct {
     pub const dequantizeRowRef = Base.dequantizeRowRef;
     pub const vecDot = Base.vecDot;
     pub const vecDotRef = Base.vecDotRef;
+    pub const prefill_tile_r = Base.prefill_tile_r;
+    pub const prefill_tile_c = Base.prefill_tile_c;
+    pub const prefillTile = Base.prefillTile;
 
     /// Round-to-nearest-even, as GGML_FP32_TO_FP16.
     pub fn quantizeRow(src: [*]const f32, dst: [*]u8, n: usize) void {
@@ -1130,6 +1169,9 @@ pub const BF16 = struct {
     pub const dequantizeRowRef = Base.dequantizeRowRef;
     pub const vecDot = Base.vecDot;
     pub const vecDotRef = Base.vecDotRef;
+    pub const prefill_tile_r = Base.prefill_tile_r;
+    pub const prefill_tile_c = Base.prefill_tile_c;
+    pub const prefillTile = Base.prefillTile;
 
     /// ggml_fp32_to_bf16 (round-to-nearest-even, NaN kept quiet).
     pub fn quantizeRow(src: [*]const f32, dst: [*]u8, n: usize) void {
