@@ -353,6 +353,10 @@ inline fn blockDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f
 /// 4096 wide (9 KB per group) two groups gained nothing. prefetchDistance gives the offset.
 pub const PrefetchInto = enum { l1, l2 };
 const l2_prefetch_min_bytes = 8 * 1024;
+/// The largest group the L1 kernels prefetch into L1: a 4-row group of 11008-wide Q4_0 rows
+/// (24.8 KB, Llama-2-7B's ffn_down) one group ahead of the one being read overflowed Zen 4's
+/// 32 KB L1 and read at 23 GB/s against 32 for 4096-wide rows; into L2 it reads at 32.
+pub const l1_prefetch_max_bytes = 16 * 1024;
 /// Bytes from a group's start to the lines prefetched for it: whole groups, at least
 /// l2_prefetch_min_bytes for L2 prefetches, one group for L1 ones.
 pub inline fn prefetchDistance(comptime into: PrefetchInto, group_bytes: usize) usize {
@@ -472,13 +476,17 @@ inline fn splitTile(comptime W: type, comptime R: usize, comptime C: usize, n: u
     const m_idx = [8]i32{ 1, 1, 1, 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1 };
     var acc: [R][C]@Vector(8, f32) = @splat(@splat(@splat(0)));
     var off: [R][C]@Vector(8, f32) = @splat(@splat(@splat(0)));
+    // A group one step ahead must fit in L1 beside the one being read; longer rows go to L2.
+    const l2_group = R * row_bytes > l1_prefetch_max_bytes;
     var i: usize = 0;
     while (i + 2 <= nb) : (i += 2) {
         var ap: [C]ActPair = undefined;
         inline for (0..C) |c| ap[c] = actPair(W, a + c * act_bytes + i * ActQ8_0.type_size);
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * ts;
-            if (r == 0) prefetchNextGroup(.l1, w + R * row_bytes, i * ts * R, 2 * ts * R);
+            if (r == 0) {
+                if (l2_group) prefetchNextGroup(.l2, w + R * row_bytes, i * ts * R, 2 * ts * R) else prefetchNextGroup(.l1, w + R * row_bytes, i * ts * R, 2 * ts * R);
+            }
             const v = std.simd.join(@as(@Vector(16, u8), wb[qo..][0..16].*), @as(@Vector(16, u8), wb[ts + qo ..][0..16].*));
             var lo = v & mask;
             var hi = (v >> @splat(4)) & mask;
