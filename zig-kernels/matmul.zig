@@ -470,16 +470,17 @@ fn nmseBudget(t: GgmlType) f64 {
     };
 }
 
-/// A test problem: random gate and up weights (n_out rows of k) and m_max random activation
-/// rows, prepared for type t (rb, ab: weight and activation row bytes).
-const TestFfn = struct {
+/// A test problem: random gate and up weights (n_out rows of k; the matmul and tile tests use
+/// the gate) and m_max random activation rows, prepared for type t (rb, ab: weight and
+/// activation row bytes).
+const TestProblem = struct {
     w: []u8,
     wu: []u8,
     xq: []u8,
     rb: usize,
     ab: usize,
 
-    fn init(a: std.mem.Allocator, t: GgmlType, rng: std.Random, n_out: usize, k: usize, m_max: usize) !TestFfn {
+    fn init(a: std.mem.Allocator, t: GgmlType, rng: std.Random, n_out: usize, k: usize, m_max: usize) !TestProblem {
         const rb = quant.rowBytes(t, k);
         const ab = quant.actRowBytes(t, k);
         const w = try a.alloc(u8, rb * n_out);
@@ -497,7 +498,7 @@ const TestFfn = struct {
         return .{ .w = w, .wu = wu, .xq = xq, .rb = rb, .ab = ab };
     }
 
-    fn deinit(f: TestFfn, a: std.mem.Allocator) void {
+    fn deinit(f: TestProblem, a: std.mem.Allocator) void {
         a.free(f.w);
         a.free(f.wu);
         a.free(f.xq);
@@ -652,19 +653,12 @@ fn checkTileKernel(comptime t: GgmlType, rng: std.Random) !void {
     const a = testing.allocator;
     for ([_]usize{ 1, 2, 5, 7 }) |blocks| {
         const k = T.block_size * blocks;
-        const rb = quant.rowBytes(t, k);
-        const ab = quant.actRowBytes(t, k);
-        const w = try a.alloc(u8, rb * T.tile_r);
-        defer a.free(w);
-        const tmp = try a.alloc(f32, k);
-        defer a.free(tmp);
-        randomWeights(t, rng, T.tile_r, k, w, tmp);
-        const x = try a.alloc(f32, k * T.tile_c);
-        defer a.free(x);
-        for (x) |*v| v.* = rng.floatNorm(f32);
-        const xq = try a.alloc(u8, ab * T.tile_c);
-        defer a.free(xq);
-        quant.quantizeActivations(t, x.ptr, k, T.tile_c, k, xq.ptr);
+        const p = try TestProblem.init(a, t, rng, T.tile_r, k, T.tile_c);
+        defer p.deinit(a);
+        const rb = p.rb;
+        const ab = p.ab;
+        const w = p.w;
+        const xq = p.xq;
         var out: [64]f32 = undefined;
         inline for (1..T.tile_r + 1) |r| {
             inline for (1..T.tile_c + 1) |c| {
@@ -691,24 +685,20 @@ test "float prefill tiles (f32, f16, bf16) match the f64 reference for every til
     inline for (.{ GgmlType.f32, GgmlType.f16, GgmlType.bf16 }) |t| {
         const T = Traits(t);
         for ([_]usize{ 1, 15, 16, 33, 200 }) |k| {
-            const rb = quant.rowBytes(t, k);
-            const w = try a.alloc(u8, rb * T.prefill_tile_r);
-            defer a.free(w);
-            const tmp = try a.alloc(f32, k);
-            defer a.free(tmp);
-            randomWeights(t, rng, T.prefill_tile_r, k, w, tmp);
-            const x = try a.alloc(f32, k * T.prefill_tile_c);
-            defer a.free(x);
-            for (x) |*v| v.* = rng.floatNorm(f32);
-            const xb: [*]const u8 = @ptrCast(x.ptr);
+            // Float weights' prepared activations are the f32 rows themselves (k·4 bytes each).
+            const p = try TestProblem.init(a, t, rng, T.prefill_tile_r, k, T.prefill_tile_c);
+            defer p.deinit(a);
+            const rb = p.rb;
+            const w = p.w;
+            const xb = p.xq.ptr;
             var out: [64]f32 = undefined;
             inline for (1..T.prefill_tile_r + 1) |r| {
                 inline for (1..T.prefill_tile_c + 1) |c| {
                     @memset(&out, sentinel_f32);
-                    T.prefillTile(r, c, k, w.ptr, rb, xb, k * 4, &out, T.prefill_tile_r);
+                    T.prefillTile(r, c, k, w.ptr, rb, xb, p.ab, &out, T.prefill_tile_r);
                     for (0..T.prefill_tile_c) |ci| for (0..T.prefill_tile_r) |ri| {
                         if (ci < c and ri < r) {
-                            const want = T.vecDotRef(k, w.ptr + ri * rb, xb + ci * k * 4);
+                            const want = T.vecDotRef(k, w.ptr + ri * rb, xb + ci * p.ab);
                             try testing.expectApproxEqAbs(want, out[ci * T.prefill_tile_r + ri], 1e-5 * (1 + @abs(want)));
                         } else {
                             // Outside the tile nothing is written.
@@ -745,7 +735,7 @@ test "batch invariance: every row of a batched matmul / fused FFN equals the row
             const k = if (bs == 1) 200 else bs * @max(3, 768 / bs + 1);
             for ([_]usize{ 37, 301 }) |n_out| {
                 const m_max = 70;
-                const p = try TestFfn.init(a, t, rng, n_out, k, m_max);
+                const p = try TestProblem.init(a, t, rng, n_out, k, m_max);
                 defer p.deinit(a);
                 const ab = p.ab;
                 const wg = p.w;
@@ -849,7 +839,7 @@ test "prefill on AMX (the hardware where enabled, else the emulated tiles): ever
             const k: usize = if (T.block_size == 32) 32 * 37 else 256 * 5;
             const n_out = 83;
             const m_max = 131;
-            const p = try TestFfn.init(a, t, rng, n_out, k, m_max);
+            const p = try TestProblem.init(a, t, rng, n_out, k, m_max);
             defer p.deinit(a);
             const rb = p.rb;
             const ab = p.ab;
