@@ -35,6 +35,20 @@ pub const KvType = enum(u32) { f32 = 0, f16 = 1, q8_0 = 8 };
 pub const q8_block = 32;
 const q8_block_bytes = 34;
 
+/// One Q8_0 block as it lies in the cache (byte-aligned, 34 bytes), so an in-place row of a
+/// Q8_0 cache is a `[*]const Q8Block` indexed by element / q8_block, as f16 rows are by element.
+const Q8Block = extern struct {
+    d: [2]u8, // f16 scale, little-endian
+    q: [q8_block]i8,
+
+    inline fn scale(b: *const Q8Block) f32 {
+        return @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, &b.d, .little))));
+    }
+};
+comptime {
+    assert(@sizeOf(Q8Block) == q8_block_bytes and @alignOf(Q8Block) == 1);
+}
+
 pub const AttentionArgs = struct {
     q: [*]const f32,
     q_row_stride: usize,
@@ -129,30 +143,87 @@ inline fn fmaN(comptime N: usize, a: @Vector(N, f32), b: @Vector(N, f32), c: @Ve
     return if (has_fma) @mulAdd(@Vector(N, f32), a, b, c) else a * b + c;
 }
 
+/// W elements of a K/V row from element d, as f32: f32 read as is, f16 converted (exact), Q8_0
+/// dequantized as d · q (dequantQ8Row's one rounding), so a row read in place gives the same
+/// values as the tile buffers loadTile fills. For Q8_0, [d, d + W) lies in one block
+/// (W divides the block; rows are whole blocks).
+inline fn rowVec(comptime W: usize, comptime E: type, row: [*]const E, d: usize) @Vector(W, f32) {
+    switch (E) {
+        f32 => return row[d..][0..W].*,
+        f16 => return @floatCast(@as(@Vector(W, f16), row[d..][0..W].*)),
+        Q8Block => {
+            comptime assert(q8_block % W == 0);
+            const blk = &row[d / q8_block];
+            const q: @Vector(W, i8) = blk.q[d % q8_block ..][0..W].*;
+            const x: @Vector(W, f32) = @floatFromInt(q);
+            return x * @as(@Vector(W, f32), @splat(blk.scale()));
+        },
+        else => @compileError("K/V rows are f32, f16 or Q8_0"),
+    }
+}
+
+/// N consecutive vectors of a row from element d (rowVec's values; for Q8_0 each block's scale
+/// read once). For Q8_0, d is a multiple of the block when the vectors span a block or more,
+/// else [d, d + N·vlen) lies in one block.
+inline fn rowVecs(comptime N: usize, comptime E: type, row: [*]const E, d: usize) [N]F32V {
+    var out: [N]F32V = undefined;
+    if (E == Q8Block) {
+        const per_block = q8_block / vlen;
+        if (N >= per_block) assert(d % q8_block == 0);
+        inline for (0..(N + per_block - 1) / per_block) |b| {
+            const blk = &row[d / q8_block + b];
+            const sv: F32V = @splat(blk.scale());
+            inline for (b * per_block..@min(N, (b + 1) * per_block)) |i| {
+                const q: @Vector(vlen, i8) = blk.q[(d + i * vlen) % q8_block ..][0..vlen].*;
+                out[i] = @as(F32V, @floatFromInt(q)) * sv;
+            }
+        }
+    } else {
+        inline for (0..N) |i| out[i] = rowVec(vlen, E, row, d + i * vlen);
+    }
+    return out;
+}
+
+inline fn rowElem(comptime E: type, row: [*]const E, d: usize) f32 {
+    return switch (E) {
+        Q8Block => row[d / q8_block].scale() * @as(f32, @floatFromInt(row[d / q8_block].q[d % q8_block])),
+        else => row[d],
+    };
+}
+
+/// Bytes of one K/V row of head_dim elements read in place.
+inline fn rowBytes(comptime E: type, hd: usize) usize {
+    return if (E == Q8Block) hd / q8_block * q8_block_bytes else hd * @sizeOf(E);
+}
+
 /// R query rows against K keys (R·K ≤ 8 independent accumulators hide FMA latency; each
 /// loaded k vector feeds R rows). Every (row, key) pair has the same arithmetic whatever R and
 /// K are (an FMA chain over whole vectors, one @reduce, then the scalar tail), so the grouping
 /// never changes a bit: decode's one-row tasks take R = 1 × K = 8 instead of padding to 4 rows.
-/// Keys are f32 (a converted tile) or f16 read from the cache and converted in registers (the
-/// conversion is exact, so the bits are the same).
+/// Keys are f32 (a converted tile), or f16 / Q8_0 read from the cache and converted in
+/// registers (`rowVec`: the same values the tile conversion makes, so the bits are the same).
 inline fn dotRK(comptime R: usize, comptime K: usize, comptime E: type, q: [R][*]const f32, kp: [K][*]const E, n: usize) [R][K]f32 {
+    @setEvalBranchQuota(10_000);
     var acc: [R][K]F32V = @splat(@splat(zero_v));
+    // A step is one vector, or for Q8_0 one block (its scale converted once); each (row, key)
+    // chain still takes the vectors in order.
+    const step = if (E == Q8Block) q8_block else vlen;
     var d: usize = 0;
-    while (d + vlen <= n) : (d += vlen) {
-        var kv: [K]F32V = undefined;
-        inline for (0..K) |k| kv[k] = if (E == f32) loadV(kp[k] + d) else @floatCast(@as(F16V, kp[k][d..][0..vlen].*));
-        inline for (0..R) |r| {
-            const qv = loadV(q[r] + d);
-            inline for (0..K) |k| acc[r][k] = fmaV(qv, kv[k], acc[r][k]);
-        }
+    while (d + step <= n) : (d += step) {
+        var kv: [K][step / vlen]F32V = undefined;
+        inline for (0..K) |k| kv[k] = rowVecs(step / vlen, E, kp[k], d);
+        inline for (0..step / vlen) |s| inline for (0..R) |r| {
+            const qv = loadV(q[r] + d + s * vlen);
+            inline for (0..K) |k| acc[r][k] = fmaV(qv, kv[k][s], acc[r][k]);
+        };
     }
     var out: [R][K]f32 = undefined;
     inline for (0..R) |r| inline for (0..K) |k| {
-        out[r][k] = @reduce(.Add, acc[r][k]);
+        out[r][k] = sumLanes(vlen, acc[r][k]);
     };
     while (d < n) : (d += 1) {
         inline for (0..R) |r| inline for (0..K) |k| {
-            out[r][k] += q[r][d] * @as(f32, kp[k][d]);
+            out[r][k] += q[r][d] * rowElem(E, kp[k], d);
         };
     }
     return out;
@@ -332,7 +403,8 @@ pub const q8_int_scores = @import("cpu.zig").has_vnni512;
 
 /// Whether a call's scores come from the Q8_0 query (tests' reference must then use it too).
 pub fn quantizesQuery(a: AttentionArgs, layout: Layout) bool {
-    return q8_int_scores and a.kv_type == .q8_0 and layout == .lanes;
+    _ = layout; // both layouts
+    return q8_int_scores and a.kv_type == .q8_0;
 }
 
 /// One 32-element block of a query row to Q8_0 (ActQ8_0's rule: d = amax/127, q = round(x/d)):
@@ -347,6 +419,79 @@ pub fn quantizeQueryBlock(x: *const [q8_block]f32, q: *[q8_block]i8) f32 {
     const qi: @Vector(q8_block, i8) = @intFromFloat(@round(y));
     q.* = qi;
     return d;
+}
+
+/// The query rows of a dot-product task quantized for integer scores of a Q8_0 cache
+/// (quantizesQuery): per row and block, the 32 quant bytes, the scale, and the vpdpbusd
+/// accumulator's start, -128·Σq in lane 0 (the key bytes are biased to unsigned), so the 8 lanes
+/// sum to Σ q·k exactly.
+const QueryQ8 = struct {
+    const blocks = max_head_dim / q8_block;
+    const I32x8 = @Vector(8, i32);
+    q: [max_rows][blocks]I32x8, // 32 bytes as 8 words
+    d: [max_rows][blocks]f32,
+    start: [max_rows][blocks]I32x8,
+
+    fn init(qs: *QueryQ8, rows: *const Rows, hd: usize) void {
+        for (0..rows.n) |r| for (0..hd / q8_block) |b| {
+            var qb: [q8_block]i8 = undefined;
+            qs.d[r][b] = quantizeQueryBlock(rows.q[r][b * q8_block ..][0..q8_block], &qb);
+            var sum: i32 = 0;
+            for (qb) |x| sum += x;
+            qs.q[r][b] = @bitCast(qb);
+            qs.start[r][b] = .{ -128 * sum, 0, 0, 0, 0, 0, 0, 0 };
+        };
+    }
+};
+
+/// dotRK's integer twin for a Q8_0 cache (quantizesQuery): per (row, key, block), Σ q·k exact
+/// in the 8 int32 lanes of one vpdpbusd, converted and scaled by d_q·d_k into 8 f32 lanes, summed
+/// over blocks in order and reduced at the end. Each (row, key) pair has the same arithmetic
+/// whatever R and K are.
+inline fn dotRKQ8(comptime R: usize, comptime K: usize, qs: *const QueryQ8, r0: usize, kp: [K][*]const Q8Block, n: usize) [R][K]f32 {
+    const F8 = @Vector(8, f32);
+    var acc: [R][K]F8 = @splat(@splat(@splat(0)));
+    for (0..n / q8_block) |b| {
+        var kx: [K]QueryQ8.I32x8 = undefined;
+        var dk: [K]f32 = undefined;
+        inline for (0..K) |k| {
+            const u: @Vector(q8_block, u8) = @bitCast(kp[k][b].q);
+            kx[k] = @bitCast(u ^ @as(@Vector(q8_block, u8), @splat(0x80)));
+            dk[k] = kp[k][b].scale();
+        }
+        inline for (0..R) |r| {
+            const qv = qs.q[r0 + r][b];
+            const st = qs.start[r0 + r][b];
+            const dq = qs.d[r0 + r][b];
+            inline for (0..K) |k| {
+                const isum = @"llvm.x86.avx512.vpdpbusd.256"(st, kx[k], qv);
+                acc[r][k] = fmaN(8, @floatFromInt(isum), @splat(dq * dk[k]), acc[r][k]);
+            }
+        }
+    }
+    var out: [R][K]f32 = undefined;
+    inline for (0..R) |r| inline for (0..K) |k| {
+        out[r][k] = sumLanes(8, acc[r][k]);
+    };
+    return out;
+}
+
+/// Sum of N lanes as a pairwise tree, low half + high half down to one lane (log2 N dependent
+/// adds; @reduce(.Add) on floats is the ordered sum, N - 1 of them). A fixed order, so the
+/// same vector always gives the same bits.
+inline fn sumLanes(comptime N: usize, v: @Vector(N, f32)) f32 {
+    if (N == 1) return v[0];
+    const H = N / 2;
+    comptime assert(H * 2 == N);
+    const masks = comptime blk: {
+        var m: [2][H]i32 = undefined;
+        for (0..H) |i| {
+            m[0][i] = i;
+            m[1][i] = H + i;
+        }
+        break :blk m;
+    };
+    return sumLanes(H, @shuffle(f32, v, undefined, masks[0]) + @shuffle(f32, v, undefined, masks[1]));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -472,16 +617,23 @@ inline fn prefetchRow(p: [*]const u8, bytes: usize) void {
     while (off < bytes) : (off += 64) @prefetch(p + off, .{});
 }
 
-/// Keys ahead that the in-place f16 paths prefetch: at least 32 KB of rows.
+/// Keys ahead that the in-place paths prefetch: at least 32 KB of f16 rows (16 KB of Q8_0).
 inline fn kvAheadKeys(hd: usize) usize {
     return @max(16, 32 * 1024 / (hd * 2));
 }
 
-/// One f16 cache row into L2 (into L1 the lines would hold its miss buffers; see
+/// One cache row into L2 (into L1 the lines would hold its miss buffers; see
 /// quant_legacy.zig prefetchNextGroup). Addresses past the cache never fault.
 inline fn prefetchKvRow(p: [*]const u8, bytes: usize) void {
     var off: usize = 0;
     while (off < bytes) : (off += 64) @prefetch(p + off, .{ .locality = 2 });
+}
+
+/// K or V rows from position t0 of KV head g read in place from the cache, as E (f16, or Q8_0
+/// blocks: the stride then counts blocks).
+fn inPlaceRows(comptime E: type, a: AttentionArgs, base: [*]const u8, t0: usize, g: usize) TileOf(E) {
+    if (E == Q8Block) return .{ .ptr = @ptrCast(q8Row(a, base, t0, g)), .stride = a.kv_pos_stride / q8_block };
+    return .{ .ptr = kvRow(E, a, base, t0, g), .stride = a.kv_pos_stride };
 }
 
 /// K or V rows [t0, t0+n) of KV head g as f32: read in place for f32, converted (f16) or
@@ -508,7 +660,7 @@ fn loadTile(a: AttentionArgs, base: [*]const u8, g: usize, t0: usize, n: usize, 
 
 /// Scores of rows [r0, r0 + R) for the keys any of them may see in the tile, K keys per dot
 /// (a last partial step repeats its last key).
-inline fn groupScores(comptime R: usize, comptime K: usize, comptime E: type, a: AttentionArgs, rows: *const Rows, kt: TileOf(E), t0: usize, n: usize, r0: usize, sc: *Scores) void {
+inline fn groupScores(comptime R: usize, comptime K: usize, comptime E: type, a: AttentionArgs, rows: *const Rows, qs: ?*const QueryQ8, kt: TileOf(E), t0: usize, n: usize, r0: usize, sc: *Scores) void {
     var q: [R][*]const f32 = undefined;
     var ja: usize = n;
     var jb: usize = 0;
@@ -526,13 +678,13 @@ inline fn groupScores(comptime R: usize, comptime K: usize, comptime E: type, a:
     while (j < jb) : (j += K) {
         var kp: [K][*]const E = undefined;
         inline for (0..K) |k| kp[k] = kt.ptr + @min(j + k, jb - 1) * kt.stride;
-        if (E == f16) {
+        if (E != f32) {
             // Read in place from the cache: ask for the rows kvAheadKeys later, a few lines per
             // step rather than a burst per tile.
             const ahead = kvAheadKeys(a.head_dim);
-            inline for (0..K) |k| prefetchKvRow(@ptrCast(kt.ptr + (j + k + ahead) * kt.stride), a.head_dim * 2);
+            inline for (0..K) |k| prefetchKvRow(@ptrCast(kt.ptr + (j + k + ahead) * kt.stride), rowBytes(E, a.head_dim));
         }
-        const d = dotRK(R, K, E, q, kp, a.head_dim);
+        const d = if (E == Q8Block and q8_int_scores) dotRKQ8(R, K, qs.?, r0, kp, a.head_dim) else dotRK(R, K, E, q, kp, a.head_dim);
         inline for (0..R) |r| inline for (0..K) |k| {
             sc[r0 + r][@min(j + k, jb - 1)] = d[r][k];
         };
@@ -541,11 +693,11 @@ inline fn groupScores(comptime R: usize, comptime K: usize, comptime E: type, a:
 
 /// Scores of every row against keys [t0, t0+n), already scaled, softcapped and masked
 /// (-inf). Row groups of up to four skip the tile's columns none of them may see.
-fn tileScores(comptime E: type, a: AttentionArgs, rows: *const Rows, kt: TileOf(E), t0: usize, n: usize, sc: *Scores) void {
+fn tileScores(comptime E: type, a: AttentionArgs, rows: *const Rows, qs: ?*const QueryQ8, kt: TileOf(E), t0: usize, n: usize, sc: *Scores) void {
     var r0: usize = 0;
     while (r0 < rows.n) : (r0 += 4) {
         switch (@min(4, rows.n - r0)) {
-            inline 1...4 => |R| groupScores(R, if (R == 1) 8 else if (R == 2) 4 else 2, E, a, rows, kt, t0, n, r0, sc),
+            inline 1...4 => |R| groupScores(R, if (R == 1) 8 else if (R == 2) 4 else 2, E, a, rows, qs, kt, t0, n, r0, sc),
             else => unreachable,
         }
     }
@@ -607,14 +759,17 @@ fn tileAccumulate(rows: *const Rows, st: *State, vt: Tile, sc: *const Scores, t0
     }
 }
 
-/// tileAccumulate for an f16 V cache when every row of the task sees the same keys of the tile
-/// (decode, and any batch away from the mask's edges): V is read from the cache and converted
-/// in registers, once for up to four rows, instead of converted into a buffer and read back
-/// once per row; each row's accumulator chunk is loaded and stored once per tile instead of once
-/// per 8 keys. Every element gets axpyK's chain (fused multiply-adds key by key on the vector
-/// part of the row, mul-then-add on the scalar tail), so the bits are tileAccumulate's.
-fn tileAccumulateF16(a: AttentionArgs, rows: *const Rows, st: *State, sc: *const Scores, t0: usize, lo: usize, hi: usize, hd: usize) void {
-    const v0 = kvRow(f16, a, a.v, lo, rows.g);
+/// tileAccumulate for an f16 or Q8_0 V cache when every row of the task sees the same keys of
+/// the tile (decode, and any batch away from the mask's edges): V is read from the cache and
+/// converted in registers, once for up to four rows, instead of converted into a buffer and read
+/// back once per row; each row's accumulator chunk is loaded and stored once per tile instead of
+/// once per 8 keys. For f16 every element gets axpyK's chain (fused multiply-adds key by key on
+/// the vector part of the row, mul-then-add on the scalar tail) of the same V values, so the
+/// bits are tileAccumulate's. A Q8_0 cache is always accumulated here (`tileAccumulateQ8`), as
+/// fma(p·d, q, acc) key by key: the block scale multiplies the probability once instead of
+/// every element.
+fn tileAccumulateInPlace(comptime E: type, a: AttentionArgs, rows: *const Rows, st: *State, sc: *const Scores, t0: usize, lo: usize, hi: usize, hd: usize) void {
+    const v0 = inPlaceRows(E, a, a.v, lo, rows.g);
     var r0: usize = 0;
     while (r0 < rows.n) : (r0 += 4) {
         switch (@min(4, rows.n - r0)) {
@@ -625,34 +780,85 @@ fn tileAccumulateF16(a: AttentionArgs, rows: *const Rows, st: *State, sc: *const
                     acc[r] = st.acc[(r0 + r) * hd ..].ptr;
                     p[r] = sc[r0 + r][lo - t0 ..].ptr;
                 }
-                accumulateRowsF16(R, acc, p, v0, a.kv_pos_stride, hi - lo, hd);
+                accumulateRows(R, E, acc, p, v0.ptr, v0.stride, hi - lo, hd);
             },
             else => unreachable,
         }
     }
 }
 
-inline fn accumulateRowsF16(comptime R: usize, acc: [R][*]f32, p: [R][*]const f32, v: [*]const f16, stride: usize, nk: usize, hd: usize) void {
+/// Vectors per pass of accumulateRows at R rows: R·N accumulators plus N values within the
+/// vector registers (32 with AVX-512 or on aarch64, 16 with AVX2 or SSE).
+fn chunkVectors(comptime R: usize) usize {
+    const regs = if (@import("cpu.zig").has_avx512bw or @import("builtin").cpu.arch == .aarch64) 32 else 16;
+    var n: usize = 8;
+    while (n > 2 and (R + 1) * n > regs - 4) n /= 2;
+    return n;
+}
+
+/// The V accumulation of a Q8_0 cache in the dot-product layout: rows seeing the same keys of
+/// the tile in groups of up to four, else each row over its own keys, with the same chain per
+/// element either way (a row's bits never depend on its batch).
+fn tileAccumulateQ8(a: AttentionArgs, rows: *const Rows, st: *State, sc: *const Scores, t0: usize, n: usize, hd: usize) void {
+    if (uniformRange(rows, t0, n)) |kr| return tileAccumulateInPlace(Q8Block, a, rows, st, sc, t0, kr.lo, kr.end, hd);
+    for (0..rows.n) |r| {
+        const lo = @max(rows.lo[r], t0);
+        const hi = @min(rows.end[r], t0 + n);
+        if (lo >= hi) continue;
+        const v0 = inPlaceRows(Q8Block, a, a.v, lo, rows.g);
+        accumulateRows(1, Q8Block, .{st.acc[r * hd ..].ptr}, .{sc[r][lo - t0 ..].ptr}, v0.ptr, v0.stride, hi - lo, hd);
+    }
+}
+
+inline fn accumulateRows(comptime R: usize, comptime E: type, acc: [R][*]f32, p: [R][*]const f32, v: [*]const E, stride: usize, nk: usize, hd: usize) void {
     const vec_end = hd / vlen * vlen; // axpyK's vector part; the rest is its scalar tail
     const ahead = kvAheadKeys(hd);
     var d: usize = 0;
-    inline for (.{ 2 * vlen, vlen }) |W| {
-        while (d + W <= vec_end) : (d += W) {
-            var x: [R]@Vector(W, f32) = undefined;
-            inline for (0..R) |r| x[r] = acc[r][d..][0..W].*;
+    // Chunks of N vectors: each (row, vector) is a chain of FMAs, key after key, so a pass over
+    // the keys has R·N independent chains to cover the FMA latency: 2 vectors per pass left
+    // 1-3 rows latency-bound (hd = 64 took four passes of 6 chains at 3 rows).
+    inline for (.{ comptime chunkVectors(R), 2, 1 }) |N| {
+        while (d + N * vlen <= vec_end) : (d += N * vlen) {
+            var x: [R][N]F32V = undefined;
+            inline for (0..R) |r| inline for (0..N) |i| {
+                x[r][i] = loadV(acc[r] + d + i * vlen);
+            };
             for (0..nk) |j| {
                 // The first pass over the keys asks for the rows `ahead` keys later.
-                if (d == 0) prefetchKvRow(@ptrCast(v + (j + ahead) * stride), hd * 2);
-                const h: @Vector(W, f16) = v[j * stride + d ..][0..W].*;
-                const vv: @Vector(W, f32) = @floatCast(h);
-                inline for (0..R) |r| x[r] = fmaN(W, @splat(p[r][j]), vv, x[r]);
+                if (d == 0) prefetchKvRow(@ptrCast(v + (j + ahead) * stride), rowBytes(E, hd));
+                if (E == Q8Block) {
+                    // fma(p·d_v, q, acc), block by block (a chunk holds whole blocks, or lies in one).
+                    const per_block = @min(N, q8_block / vlen);
+                    inline for (0..N / per_block) |bi| {
+                        const e0 = d + bi * per_block * vlen;
+                        const blk = &v[j * stride + e0 / q8_block];
+                        const scale = blk.scale();
+                        var qf: [per_block]F32V = undefined;
+                        inline for (0..per_block) |i| {
+                            const q: @Vector(vlen, i8) = blk.q[e0 % q8_block + i * vlen ..][0..vlen].*;
+                            qf[i] = @floatFromInt(q);
+                        }
+                        inline for (0..R) |r| {
+                            const pr: F32V = @splat(p[r][j] * scale);
+                            inline for (0..per_block) |i| x[r][bi * per_block + i] = fmaV(pr, qf[i], x[r][bi * per_block + i]);
+                        }
+                    }
+                } else {
+                    const vv = rowVecs(N, E, v + j * stride, d);
+                    inline for (0..R) |r| {
+                        const pr: F32V = @splat(p[r][j]);
+                        inline for (0..N) |i| x[r][i] = fmaV(pr, vv[i], x[r][i]);
+                    }
+                }
             }
-            inline for (0..R) |r| acc[r][d..][0..W].* = x[r];
+            inline for (0..R) |r| inline for (0..N) |i| {
+                storeV(acc[r] + d + i * vlen, x[r][i]);
+            };
         }
     }
     while (d < hd) : (d += 1) {
         for (0..nk) |j| {
-            const vf: f32 = v[j * stride + d];
+            const vf = rowElem(E, v + j * stride, d);
             inline for (0..R) |r| acc[r][d] += p[r][j] * vf;
         }
     }
@@ -684,6 +890,9 @@ fn runTask(c: Ctx, t: usize) void {
     @memset(st.acc[0 .. rows.n * hd], 0);
     var buf: [tile_floats]f32 = undefined;
     var sc: Scores = undefined;
+    var qs: QueryQ8 = undefined;
+    const int_scores = quantizesQuery(a, .dots);
+    if (int_scores) qs.init(&rows, hd);
     // Tiles cover only the union of allowed keys (fully masked tiles are never touched) and
     // start at absolute multiples of the tile size, so every row sees the same tile boundaries
     // whatever batch it is in.
@@ -691,20 +900,29 @@ fn runTask(c: Ctx, t: usize) void {
     const t_end = span.end;
     while (t0 < t_end) : (t0 += c.plan.tile) {
         const n = @min(c.plan.tile, t_end - t0);
-        if (a.kv_type == .f16 and rows.n <= 4) {
-            // One group of ≤ 4 rows converts each K vector once either way: read the cache in
-            // place and convert in registers rather than through the buffer.
-            const kt = TileOf(f16){ .ptr = kvRow(f16, a, a.k, t0, rows.g), .stride = a.kv_pos_stride };
-            tileScores(f16, a, &rows, kt, t0, n, &sc);
-        } else {
-            tileScores(f32, a, &rows, loadTile(a, a.k, rows.g, t0, n, &buf), t0, n, &sc);
+        // One group of ≤ 4 rows converts each K vector once either way: read an f16 or Q8_0
+        // cache in place and convert in registers rather than through the buffer. Integer
+        // scores of a Q8_0 cache always read it in place (every task, the same arithmetic).
+        switch (a.kv_type) {
+            inline .f16, .q8_0 => |kt| if (rows.n <= 4 or int_scores) {
+                const E = if (kt == .f16) f16 else Q8Block;
+                tileScores(E, a, &rows, &qs, inPlaceRows(E, a, a.k, t0, rows.g), t0, n, &sc);
+            } else {
+                tileScores(f32, a, &rows, null, loadTile(a, a.k, rows.g, t0, n, &buf), t0, n, &sc);
+            },
+            .f32 => tileScores(f32, a, &rows, null, loadTile(a, a.k, rows.g, t0, n, &buf), t0, n, &sc),
         }
         tileSoftmax(&rows, &st, &sc, t0, n, hd);
-        if (a.kv_type == .f16) {
-            if (uniformRange(&rows, t0, n)) |kr| {
-                tileAccumulateF16(a, &rows, &st, &sc, t0, kr.lo, kr.end, hd);
+        switch (a.kv_type) {
+            .f16 => if (uniformRange(&rows, t0, n)) |kr| {
+                tileAccumulateInPlace(f16, a, &rows, &st, &sc, t0, kr.lo, kr.end, hd);
                 continue;
-            }
+            },
+            .q8_0 => {
+                tileAccumulateQ8(a, &rows, &st, &sc, t0, n, hd);
+                continue;
+            },
+            .f32 => {},
         }
         tileAccumulate(&rows, &st, loadTile(a, a.v, rows.g, t0, n, &buf), &sc, t0, n, hd);
     }
@@ -1421,9 +1639,24 @@ test "batch invariance: a row alone and the same row in a batch give identical b
     const hd = 64;
     const n_kv = 300;
     const max_head = 8;
+    // The cache in each K/V type: f32 read in place; f16 and Q8_0 read in place by a task of ≤ 4
+    // rows (a row alone) and converted into the tile buffer by a task of 16 (the batch).
     const kv = try alloc.alloc(f32, n_kv * hd);
     defer alloc.free(kv);
     for (kv) |*x| x.* = rng.floatNorm(f32);
+    const kv16 = try alloc.alloc(f16, n_kv * hd);
+    defer alloc.free(kv16);
+    for (kv16, kv) |*h, x| h.* = @floatCast(x);
+    const kv8 = try alloc.alloc(u8, n_kv * hd / q8_block * q8_block_bytes);
+    defer alloc.free(kv8);
+    for (0..n_kv * hd / q8_block) |b| {
+        const blk = kv8[b * q8_block_bytes ..];
+        var qb: [q8_block]i8 = undefined;
+        const d = quantizeQueryBlock(kv[b * q8_block ..][0..q8_block], &qb);
+        std.mem.writeInt(u16, blk[0..2], @bitCast(@as(f16, @floatCast(d))), .little);
+        @memcpy(blk[2..][0..q8_block], std.mem.sliceAsBytes(&qb));
+    }
+    const caches = [_]struct { KvType, [*]const u8 }{ .{ .f32, std.mem.sliceAsBytes(kv).ptr }, .{ .f16, std.mem.sliceAsBytes(kv16).ptr }, .{ .q8_0, kv8.ptr } };
     const q = try alloc.alloc(f32, n_q * max_head * hd);
     defer alloc.free(q);
     for (q) |*x| x.* = rng.floatNorm(f32);
@@ -1431,13 +1664,13 @@ test "batch invariance: a row alone and the same row in a batch give identical b
     defer alloc.free(batch_out);
     const one_out = try alloc.alloc(f32, max_head * hd);
     defer alloc.free(one_out);
-    for ([_]usize{ 4, max_head }, [_]Layout{ .dots, .lanes }) |n_head, layout| {
+    for ([_]usize{ 4, max_head }, [_]Layout{ .dots, .lanes }) |n_head, layout| for (caches) |cache| {
         for ([_]usize{ 0, 50 }) |window| {
             for ([_]usize{ 1, 2, 3 }) |threads| {
                 _ = pool.setThreads(threads);
                 const base = AttentionArgs{
                     .q = q.ptr, .q_row_stride = n_head * hd, .q_head_stride = hd,
-                    .k = std.mem.sliceAsBytes(kv).ptr, .v = std.mem.sliceAsBytes(kv).ptr, .kv_type = .f32,
+                    .k = cache[1], .v = cache[1], .kv_type = cache[0],
                     .kv_pos_stride = hd, .kv_head_stride = hd, .out = batch_out.ptr,
                     .out_row_stride = n_head * hd, .out_head_stride = hd, .n_q = n_q, .n_head = n_head,
                     .n_kv_head = 1, .head_dim = hd, .n_kv = n_kv, .q_pos0 = n_kv - n_q, .window = window,
@@ -1457,7 +1690,7 @@ test "batch invariance: a row alone and the same row in a batch give identical b
                 }
             }
         }
-    }
+    };
     _ = pool.setThreads(2);
 }
 

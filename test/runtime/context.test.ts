@@ -289,16 +289,19 @@ describe("never blocks the event loop for longer than one forward call", () => {
       const ac = new AbortController();
       let abortedAt = 0;
       let steps = 0;
-      setTimeout(() => {
-        abortedAt = steps;
-        ac.abort();
-      }, 30);
       const it = ctx.generate(Array.from({ length: 40 }, (_, i) => 1 + i), { maxTokens: 200, temperature: 0.8, seed: 1, signal: ac.signal });
       let r;
       for (;;) {
         r = await it.next();
         if (r.done) break;
-        steps++;
+        // A timer armed at step 5 (not at a fixed time: a fast machine decodes 200 tokens in
+        // under 30 ms) fires only if generate returns to the event loop between steps.
+        if (++steps === 5) {
+          setTimeout(() => {
+            abortedAt = steps;
+            ac.abort();
+          }, 0);
+        }
       }
       clearInterval(timer);
       expect(ticks).toBeGreaterThan(0);
