@@ -219,7 +219,7 @@ inline fn dotRK(comptime R: usize, comptime K: usize, comptime E: type, q: [R][*
     }
     var out: [R][K]f32 = undefined;
     inline for (0..R) |r| inline for (0..K) |k| {
-        out[r][k] = sumLanes(vlen, acc[r][k]);
+        out[r][k] = @reduce(.Add, acc[r][k]);
     };
     while (d < n) : (d += 1) {
         inline for (0..R) |r| inline for (0..K) |k| {
