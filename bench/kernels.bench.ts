@@ -19,7 +19,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as cpu from "../src/backends/cpu";
 import { cpus } from "node:os";
-import { amxStatus, kiln, loadedLevel } from "../src/ffi/library";
+import { amxStatus, bf16Status, kiln, loadedLevel } from "../src/ffi/library";
 import { NativeBuffer, Tensor, type DType } from "../src/tensor";
 import { randomF32 } from "./random";
 
@@ -34,7 +34,7 @@ async function seconds(fn: () => void, minSamples = 12): Promise<number> {
   return stats.p50 / 1e9;
 }
 
-const results: Record<string, unknown> = { date: new Date().toISOString(), cpu: cpus()[0]?.model ?? "unknown", cpuLevel: loadedLevel(), amx: amxStatus().reason, threads };
+const results: Record<string, unknown> = { date: new Date().toISOString(), cpu: cpus()[0]?.model ?? "unknown", cpuLevel: loadedLevel(), amx: amxStatus().reason, bf16: bf16Status().reason, threads };
 const line = (...cols: (string | number)[]) => console.log(cols.map((c) => String(c).padEnd(14)).join(""));
 
 // ---- 1. bandwidth ---------------------------------------------------------------------------
@@ -48,7 +48,7 @@ for (const t of [1, threads]) {
 cpu.setThreads(threads);
 probe.free();
 const bw = bandwidth[threads]!;
-console.log(`${results.cpu}, CPU level ${loadedLevel()} (AMX: ${amxStatus().reason}), ${threads} threads`);
+console.log(`${results.cpu}, CPU level ${loadedLevel()} (AMX: ${amxStatus().reason}, AVX512-BF16: ${bf16Status().reason}), ${threads} threads`);
 console.log(`read bandwidth: ${(bandwidth[1]! / 1e9).toFixed(1)} GB/s (1 thread), ${(bw / 1e9).toFixed(1)} GB/s (${threads} threads)\n`);
 results.bandwidthGBs = Object.fromEntries(Object.entries(bandwidth).map(([t, b]) => [t, b / 1e9]));
 

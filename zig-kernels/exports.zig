@@ -14,6 +14,7 @@ const attention = @import("attention.zig");
 const bandwidth = @import("bandwidth.zig");
 const memory = @import("memory.zig");
 const amx = @import("amx.zig");
+const bf16_dot = @import("bf16.zig");
 const cuda = @import("cuda_loader.zig");
 
 /// Status codes (mirrored in src/ffi/library.ts).
@@ -24,7 +25,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 6;
+    return 7;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -75,6 +76,14 @@ export fn kiln_cpu_features() u64 {
 /// as the first prefill would (Linux's tile permission request, the hardware self-check).
 export fn kiln_amx_status() i32 {
     return @intFromEnum(amx.status());
+}
+
+/// Whether prefill matmuls of BF16 weights use AVX512-BF16 (vdpbf16ps, activations rounded to
+/// bf16), and if not why (bf16.zig Status, names in src/ffi/library.ts BF16_STATUS): 0 enabled,
+/// 1 KILN_BF16=0, 2 not in this build, 3 no CPU support, 4 self-check failed. The first call
+/// decides, as the first BF16 prefill would.
+export fn kiln_bf16_status() i32 {
+    return @intFromEnum(bf16_dot.status());
 }
 
 export fn kiln_set_threads(n: u32) u32 {

@@ -11,6 +11,7 @@ const quant = @import("quant.zig");
 const norm = @import("norm.zig");
 const repack = @import("repack.zig");
 const amx = @import("amx.zig");
+const bf16_dot = @import("bf16.zig");
 
 const GgmlType = quant.GgmlType;
 const Traits = quant.Traits;
@@ -53,6 +54,9 @@ pub const max_invariant_rows = 16;
 fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
     if (a.m > max_invariant_rows and repack.supports(t)) return matmulInterleaved(t, a);
+    if (comptime t == .bf16 and bf16_dot.wired) {
+        if (a.m > max_invariant_rows and bf16_dot.enabled()) return matmulTiled(t, .prefill_bf16_dot, a);
+    }
     if (comptime @hasDecl(T, "prefillTile")) {
         if (a.m > max_invariant_rows) return matmulTiled(t, .prefill, a);
     }
@@ -85,17 +89,30 @@ const act_rows_per_block = 64;
 
 /// Which R×C tile kernel a batched call takes: the type's batch-invariant one (T.vecDotTile, the
 /// decode kernel's bits) or, for prefill batches beyond max_invariant_rows, T.prefillTile where
-/// the type has one (the float types: one accumulator per pair, other bits).
-const TileKind = enum { invariant, prefill };
+/// the type has one (the float types: one accumulator per pair, other bits), or for BF16 weights
+/// where the CPU has AVX512-BF16, bf16.zig's vdpbf16ps tile (activations rounded to bf16).
+const TileKind = enum { invariant, prefill, prefill_bf16_dot };
 
 fn Tiles(comptime T: type, comptime kind: TileKind) type {
     return struct {
         pub const block_size = T.block_size;
         pub const type_size = T.type_size;
-        pub const tile_r = if (kind == .prefill) T.prefill_tile_r else T.tile_r;
-        pub const tile_c = if (kind == .prefill) T.prefill_tile_c else T.tile_c;
+        pub const tile_r = switch (kind) {
+            .invariant => T.tile_r,
+            .prefill => T.prefill_tile_r,
+            .prefill_bf16_dot => bf16_dot.tile_r,
+        };
+        pub const tile_c = switch (kind) {
+            .invariant => T.tile_c,
+            .prefill => T.prefill_tile_c,
+            .prefill_bf16_dot => bf16_dot.tile_c,
+        };
         pub fn vecDotTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, act_bytes: usize, y: [*]f32, y_stride: usize) void {
-            if (kind == .prefill) T.prefillTile(R, C, n, w, row_bytes, x, act_bytes, y, y_stride) else T.vecDotTile(R, C, n, w, row_bytes, x, act_bytes, y, y_stride);
+            switch (kind) {
+                .invariant => T.vecDotTile(R, C, n, w, row_bytes, x, act_bytes, y, y_stride),
+                .prefill => T.prefillTile(R, C, n, w, row_bytes, x, act_bytes, y, y_stride),
+                .prefill_bf16_dot => bf16_dot.tile(R, C, n, w, row_bytes, x, act_bytes, y, y_stride),
+            }
         }
     };
 }
@@ -357,6 +374,9 @@ pub fn gatedFfnPrepared(a: GatedFfn) void {
 fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
     const T = Traits(t);
     if (a.m > max_invariant_rows and repack.supports(t)) return gatedFfnInterleaved(t, a);
+    if (comptime t == .bf16 and bf16_dot.wired) {
+        if (a.m > max_invariant_rows and bf16_dot.enabled()) return gatedFfnTiled(t, .prefill_bf16_dot, a);
+    }
     if (comptime @hasDecl(T, "prefillTile")) {
         if (a.m > max_invariant_rows) return gatedFfnTiled(t, .prefill, a);
     }
@@ -465,7 +485,9 @@ const testing = std.testing;
 fn nmseBudget(t: GgmlType) f64 {
     return switch (t) {
         .f32 => 1e-10,
-        .f16, .bf16 => 1e-8,
+        .f16 => 1e-8,
+        // Prefill batches round the activations to bf16 where vdpbf16ps is in use (bf16.zig).
+        .bf16 => if (bf16_dot.enabled()) bf16_dot.activation_rounding_nmse else 1e-8,
         else => 2e-4,
     };
 }
@@ -756,9 +778,11 @@ test "batch invariance: every row of a batched matmul / fused FFN equals the row
                     // prefill kernel); the interleaved and float prefill kernels sum in another order.
                     const exact = m <= max_invariant_rows or !(repack.supports(t) or @hasDecl(Traits(t), "prefillTile"));
                     matmulPrepared(.{ .t = t, .w = wg.ptr, .n_out = n_out, .k = k, .xq = xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
-                    if (exact) try testing.expectEqualSlices(u32, @ptrCast(alone[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out])) else try expectClose(alone[0 .. m * n_out], y[0 .. m * n_out]);
+                    // BF16 prefill on vdpbf16ps rounds the activations (bf16.zig): close, not summation-order close.
+                    const budget: f64 = if (t == .bf16 and bf16_dot.enabled()) bf16_dot.activation_rounding_nmse else 1e-10;
+                    if (exact) try testing.expectEqualSlices(u32, @ptrCast(alone[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out])) else try expectClose(alone[0 .. m * n_out], y[0 .. m * n_out], budget);
                     gatedFfnPrepared(.{ .t = t, .w_gate = wg.ptr, .w_up = wu.ptr, .n_ff = n_out, .k = k, .xq = xq.ptr, .m = m, .out = y.ptr, .out_stride = n_out, .activation = .silu });
-                    if (exact) try testing.expectEqualSlices(u32, @ptrCast(alone_ffn[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out])) else try expectClose(alone_ffn[0 .. m * n_out], y[0 .. m * n_out]);
+                    if (exact) try testing.expectEqualSlices(u32, @ptrCast(alone_ffn[0 .. m * n_out]), @ptrCast(y[0 .. m * n_out])) else try expectClose(alone_ffn[0 .. m * n_out], y[0 .. m * n_out], budget);
                 }
             }
         }
@@ -768,11 +792,11 @@ test "batch invariance: every row of a batched matmul / fused FFN equals the row
 
 const sentinel_f32: f32 = 7777.0;
 
-/// Two computations of the same outputs in different float orders: NMSE below 1e-10.
-fn expectClose(want: []const f32, got: []const f32) !void {
+/// Two computations of the same outputs (in different float orders: budget 1e-10).
+fn expectClose(want: []const f32, got: []const f32, budget: f64) !void {
     var e: ErrorSums = .{};
     e.add(got, want);
-    if (e.nmse() > 1e-10) {
+    if (e.nmse() > budget) {
         std.debug.print("nmse {e}\n", .{e.nmse()});
         return error.TestExpectedApproxEq;
     }
@@ -818,6 +842,45 @@ test "interleaved prefill kernels (Q4_0, Q5_0, Q8_0, K-quants on 512-bit VNNI) m
             }
         }
     }
+}
+
+test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emulation): matmul and fused FFN equal the one-pair tile bit for bit" {
+    if (!bf16_dot.enabled()) {
+        std.debug.print("(AVX512-BF16 not usable here: {s}; the BF16 prefill wiring runs on the emulation) ", .{@tagName(bf16_dot.status())});
+        bf16_dot.test_emulate = true;
+    }
+    defer bf16_dot.test_emulate = false;
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(1402);
+    const rng = prng.random();
+    // 37 rows (tiles of 8 and the 8-row halves of the FFN's sub-blocks, a partial last one), 131
+    // activation rows (two whole blocks of 64, a partial tile of 3), 200 elements (a partial step).
+    const k = 200;
+    const n_out = 37;
+    const m_max = 131;
+    const p = try TestProblem.init(a, .bf16, rng, n_out, k, m_max);
+    defer p.deinit(a);
+    const y = try a.alloc(f32, m_max * n_out);
+    defer a.free(y);
+    const out = try a.alloc(f32, m_max * n_out);
+    defer a.free(out);
+    for ([_]usize{ 1, 3 }) |threads| {
+        _ = pool.setThreads(threads);
+        for ([_]usize{ 17, 64, 67, m_max }) |m| {
+            matmulPrepared(.{ .t = .bf16, .w = p.w.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
+            gatedFfnPrepared(.{ .t = .bf16, .w_gate = p.w.ptr, .w_up = p.wu.ptr, .n_ff = n_out, .k = k, .xq = p.xq.ptr, .m = m, .out = out.ptr, .out_stride = n_out, .activation = .silu });
+            for (0..m) |i| for (0..n_out) |j| {
+                // Each (row, activation) pair's arithmetic is the same in any tile shape.
+                var g: f32 = undefined;
+                var u: f32 = undefined;
+                bf16_dot.prefillTile(bf16_dot.Emu, 1, 1, k, p.w.ptr + j * p.rb, p.rb, p.xq.ptr + i * p.ab, p.ab, @ptrCast(&g), 1);
+                bf16_dot.prefillTile(bf16_dot.Emu, 1, 1, k, p.wu.ptr + j * p.rb, p.rb, p.xq.ptr + i * p.ab, p.ab, @ptrCast(&u), 1);
+                try testing.expectEqual(g, y[i * n_out + j]);
+                try testing.expectEqual(norm.silu(g) * u, out[i * n_out + j]);
+            };
+        }
+    }
+    _ = pool.setThreads(2);
 }
 
 test "prefill on AMX (the hardware where enabled, else the emulated tiles): every quantized type's matmul and fused FFN equal the scalar reference exactly" {

@@ -29,7 +29,7 @@ const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -37,6 +37,7 @@ export const symbols = {
   kiln_cpu_best_level: { args: [], returns: u32 },
   kiln_cpu_features: { args: [], returns: u64 },
   kiln_amx_status: { args: [], returns: i32 },
+  kiln_bf16_status: { args: [], returns: i32 },
   kiln_limit: { args: [u32], returns: i64_fast },
   kiln_set_threads: { args: [u32], returns: u32 },
   kiln_get_threads: { args: [], returns: u32 },
@@ -401,6 +402,30 @@ export function amxStatus(): {
   const code = kiln().kiln_amx_status() as number;
   const reason = AMX_STATUS[code];
   if (reason === undefined) throw new KilnError("LIBRARY", `kiln: kiln_amx_status() = ${code}, not a known status`);
+  return { enabled: reason === "enabled", reason };
+}
+
+/** Every answer bf16Status() can give, in the order of kiln_bf16_status()'s codes (zig-kernels/bf16.zig Status). */
+export const BF16_STATUS = ["enabled", "disabled_by_env", "not_built", "no_cpu_support", "self_check_failed"] as const;
+/** Why the AVX512-BF16 prefill kernel for BF16 weights is or is not in use (docs/tuning.md). */
+export type Bf16Status = (typeof BF16_STATUS)[number];
+
+/**
+ * Whether the process-wide library's prefill matmuls of BF16 weights (batches above 16 rows)
+ * run on AVX512-BF16 (`vdpbf16ps`, the activations rounded to bf16 as llama.cpp does for BF16
+ * weights; about twice the f32 rate), and if not why: `disabled_by_env` (KILN_BF16=0),
+ * `not_built` (only the x86_64-v4 build has it), `no_cpu_support`, `self_check_failed` (the
+ * instructions disagreed with their emulation on a fixed problem). Decided once per process.
+ */
+export function bf16Status(): {
+  /** Whether BF16 prefill uses vdpbf16ps in this process. */
+  enabled: boolean;
+  /** "enabled", or why not. */
+  reason: Bf16Status;
+} {
+  const code = kiln().kiln_bf16_status() as number;
+  const reason = BF16_STATUS[code];
+  if (reason === undefined) throw new KilnError("LIBRARY", `kiln: kiln_bf16_status() = ${code}, not a known status`);
   return { enabled: reason === "enabled", reason };
 }
 

@@ -1,0 +1,99 @@
+/**
+ * The prefill paths a CPU feature turns on at run time: Intel AMX for quantized weights
+ * (zig-kernels/amx.zig) and AVX512-BF16 for BF16 weights (zig-kernels/bf16.zig). The library
+ * says whether each is in use and, if not, why; the reason matches the build and the CPU, and
+ * KILN_AMX=0 / KILN_BF16=0 turn them off. (The kernels themselves are tested in Zig, on their
+ * emulations at every level and on the hardware where the CPU has it.)
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { AMX_STATUS, amxStatus, BF16_STATUS, bf16Status, cpuInfo, loadedLevel } from "../src/ffi/library";
+
+const libraryModule = join(import.meta.dir, "..", "src", "ffi", "library.ts");
+
+/** amxStatus() or bf16Status() in a fresh process (each is decided once per process) with `env` added. */
+function statusInFreshProcess(fn: "amxStatus" | "bf16Status", env: Record<string, string>): { enabled: boolean; reason: string } {
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "KILN_AMX" && k !== "KILN_BF16"));
+  const code = `import { ${fn} } from ${JSON.stringify(libraryModule)}; console.log(JSON.stringify(${fn}()));`;
+  const r = Bun.spawnSync([process.execPath, "-e", code], { env: { ...base, ...env } as Record<string, string> });
+  if (r.exitCode !== 0) throw new Error(`${fn}() in a fresh process failed: ${r.stderr.toString()}`);
+  return JSON.parse(r.stdout.toString().trim());
+}
+
+/** The CPU's flags as Linux lists them, or null off Linux. */
+function procCpuFlags(): Set<string> | null {
+  if (process.platform !== "linux" || !existsSync("/proc/cpuinfo")) return null;
+  const line = readFileSync("/proc/cpuinfo", "utf8").split("\n").find((l) => /^flags\s*:/.test(l));
+  return line ? new Set(line.split(":")[1]!.trim().split(/\s+/)) : null;
+}
+
+describe("AMX status", () => {
+  test("the reason is one the binding knows, and agrees with the build and the CPU", () => {
+    const s = amxStatus();
+    expect(AMX_STATUS).toContain(s.reason);
+    expect(s.enabled).toBe(s.reason === "enabled");
+    expect(amxStatus()).toEqual(s); // decided once
+    if (process.env.KILN_AMX === "0") {
+      expect(s.reason).toBe("disabled_by_env");
+      return;
+    }
+    if (loadedLevel() !== "x86_64-v4" || process.platform !== "linux") {
+      expect(s.reason).toBe("not_built");
+      return;
+    }
+    const features = cpuInfo().features;
+    const flags = procCpuFlags();
+    if (flags && !flags.has("amx_int8")) {
+      // This machine (e.g. AMD Zen 4, or Intel before Sapphire Rapids): no AMX-INT8.
+      expect(s.reason).toBe("no_cpu_support");
+      console.log(`AMX not available on this CPU: amxStatus() = ${JSON.stringify(s)}`);
+    } else if (!features.includes("amx_tile") || !features.includes("amx_int8")) {
+      expect(["no_cpu_support", "no_os_support"]).toContain(s.reason);
+    } else {
+      // AMX present: enabled unless Linux refused the tile permission or the self-check failed.
+      expect(["enabled", "permission_denied", "self_check_failed"]).toContain(s.reason);
+      if (!s.enabled) console.log(`AMX present but not used: ${s.reason}`);
+    }
+  });
+
+  test("KILN_AMX=0 turns AMX off whatever the machine; other values leave the decision to the checks", () => {
+    expect(statusInFreshProcess("amxStatus", { KILN_AMX: "0" })).toEqual({ enabled: false, reason: "disabled_by_env" });
+    const on = statusInFreshProcess("amxStatus", { KILN_AMX: "1" });
+    expect(on.reason).not.toBe("disabled_by_env");
+    expect(statusInFreshProcess("amxStatus", {})).toEqual(on);
+  });
+});
+
+describe("AVX512-BF16 status (BF16 weights' prefill)", () => {
+  test("the reason is one the binding knows, and agrees with the build and the CPU", () => {
+    const s = bf16Status();
+    expect(BF16_STATUS).toContain(s.reason);
+    expect(s.enabled).toBe(s.reason === "enabled");
+    expect(bf16Status()).toEqual(s); // decided once
+    if (process.env.KILN_BF16 === "0") {
+      expect(s.reason).toBe("disabled_by_env");
+      return;
+    }
+    if (loadedLevel() !== "x86_64-v4") {
+      expect(s.reason).toBe("not_built");
+      return;
+    }
+    const flags = procCpuFlags();
+    if (!cpuInfo().features.includes("avx512_bf16") || (flags && !flags.has("avx512_bf16"))) {
+      expect(s.reason).toBe("no_cpu_support");
+      console.log(`AVX512-BF16 not available on this CPU: bf16Status() = ${JSON.stringify(s)}`);
+    } else {
+      // The CPU has it (AMD Zen 4 and later, Intel Cooper Lake / Sapphire Rapids and later): only
+      // a failed self-check leaves it off, and that is a finding worth a failing test.
+      expect(s.reason).toBe("enabled");
+    }
+  });
+
+  test("KILN_BF16=0 turns it off whatever the machine; other values leave the decision to the checks", () => {
+    expect(statusInFreshProcess("bf16Status", { KILN_BF16: "0" })).toEqual({ enabled: false, reason: "disabled_by_env" });
+    const on = statusInFreshProcess("bf16Status", { KILN_BF16: "1" });
+    expect(on.reason).not.toBe("disabled_by_env");
+    expect(statusInFreshProcess("bf16Status", {})).toEqual(on);
+  });
+});
