@@ -609,10 +609,6 @@ pub const Status = enum(i32) {
     self_check_failed = 6,
 };
 
-const unknown: i32 = -1;
-var state = std.atomic.Value(i32).init(unknown);
-var state_lock: std.Thread.Mutex = .{};
-
 /// Test builds only: matmul.zig's prefill takes the AMX kernel on the emulated tiles, so its
 /// wiring (task ranges, pointers, strides) is tested on machines without AMX.
 pub var test_emulate: bool = false;
@@ -632,16 +628,9 @@ pub inline fn enabled() bool {
 
 /// Decides once per process (environment, CPU, OS, permission, self-check) and remembers.
 pub fn status() Status {
-    const s = state.load(.acquire);
-    if (s != unknown) return @enumFromInt(s);
-    state_lock.lock();
-    defer state_lock.unlock();
-    const again = state.load(.acquire);
-    if (again != unknown) return @enumFromInt(again);
-    const decided = decide();
-    state.store(@intFromEnum(decided), .release);
-    return decided;
+    return decision.get();
 }
+const decision = cpu.Decision(Status, decide);
 
 fn decide() Status {
     if (comptime builtin.os.tag == .linux) {

@@ -184,10 +184,6 @@ pub const Status = enum(i32) {
     self_check_failed = 4,
 };
 
-const unknown: i32 = -1;
-var state = std.atomic.Value(i32).init(unknown);
-var state_lock: std.Thread.Mutex = .{};
-
 /// Whether BF16 prefill tiles take the vdpbf16ps kernel (comptime false outside the v4 build).
 pub inline fn enabled() bool {
     if (builtin.is_test and test_emulate) return true;
@@ -197,16 +193,9 @@ pub inline fn enabled() bool {
 
 /// Decides once per process (environment, CPU, self-check) and remembers.
 pub fn status() Status {
-    const s = state.load(.acquire);
-    if (s != unknown) return @enumFromInt(s);
-    state_lock.lock();
-    defer state_lock.unlock();
-    const again = state.load(.acquire);
-    if (again != unknown) return @enumFromInt(again);
-    const decided = decide();
-    state.store(@intFromEnum(decided), .release);
-    return decided;
+    return decision.get();
 }
+const decision = cpu.Decision(Status, decide);
 
 fn decide() Status {
     if (comptime builtin.os.tag == .linux) {

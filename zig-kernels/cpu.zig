@@ -284,6 +284,28 @@ fn auxval(t: usize) usize {
     return std.os.linux.getauxval(t);
 }
 
+/// A run-time decision made once per process and remembered (amx.zig's and bf16.zig's status):
+/// the first caller runs `decide` under a lock, later callers read the answer with one atomic load.
+pub fn Decision(comptime Status: type, comptime decide: fn () Status) type {
+    return struct {
+        const unknown: i32 = -1;
+        var state = std.atomic.Value(i32).init(unknown);
+        var lock: std.Thread.Mutex = .{};
+
+        pub fn get() Status {
+            const s = state.load(.acquire);
+            if (s != unknown) return @enumFromInt(s);
+            lock.lock();
+            defer lock.unlock();
+            const again = state.load(.acquire);
+            if (again != unknown) return @enumFromInt(again);
+            const decided = decide();
+            state.store(@intFromEnum(decided), .release);
+            return decided;
+        }
+    };
+}
+
 test "levelFor: each level needs every one of its features" {
     const x86 = std.Target.Cpu.Arch.x86_64;
     var v3: FeatureSet = 0;
@@ -308,4 +330,26 @@ test "detect: the CPU running this test binary runs the level it was built for" 
     if (has_avx2) try std.testing.expect(set & bit(.avx2) != 0);
     if (has_vnni512) try std.testing.expect(set & bit(.avx512_vnni) != 0 and set & bit(.avx512bw) != 0);
     if (has_dotprod) try std.testing.expect(set & bit(.asimddp) != 0);
+}
+
+test "Decision: decided once, by the first caller, whatever the threads racing for it" {
+    const Answer = enum(i32) { yes = 0, no = 1 };
+    const D = struct {
+        var calls = std.atomic.Value(u32).init(0);
+        fn decide() Answer {
+            _ = calls.fetchAdd(1, .monotonic);
+            std.Thread.sleep(2 * std.time.ns_per_ms); // the others arrive while it decides
+            return .no;
+        }
+    };
+    const Once = Decision(Answer, D.decide);
+    var threads: [4]std.Thread = undefined;
+    for (&threads) |*t| t.* = try std.Thread.spawn(.{}, struct {
+        fn f() void {
+            std.debug.assert(Once.get() == .no);
+        }
+    }.f, .{});
+    for (threads) |t| t.join();
+    try std.testing.expectEqual(Answer.no, Once.get());
+    try std.testing.expectEqual(@as(u32, 1), D.calls.load(.monotonic));
 }
