@@ -39,10 +39,12 @@ export const GEMMA = join(MODELS_DIR, "gemma-3-270m-Q4_K_M.gguf");
 export const SMOLLM2 = join(MODELS_DIR, "SmolLM2-135M-Instruct.Q4_1.gguf");
 
 /** Synthetic models the default suite uses, and how to make each (scripts/make-synthetic.ts options). */
-export const SYNTHETIC: Record<string, { shape: "tinyllama" | "llama2-7b"; type: "q4_0" | "q4_k" | "q8_0"; ctx?: number }> = {
+export const SYNTHETIC: Record<string, { shape: "tinyllama" | "llama2-7b"; type: "q4_0" | "q4_k" | "q8_0" | "bf16"; ctx?: number }> = {
   "tinyllama-q4_0.gguf": { shape: "tinyllama", type: "q4_0" },
   "tinyllama-q4_k.gguf": { shape: "tinyllama", type: "q4_k" },
   "tinyllama-q8_0.gguf": { shape: "tinyllama", type: "q8_0" },
+  // Float weights (the AVX512-BF16 prefill, the grouped float decode); 2.1 GiB.
+  "tinyllama-bf16.gguf": { shape: "tinyllama", type: "bf16" },
   "llama2-7b-q4_0.gguf": { shape: "llama2-7b", type: "q4_0" },
   "tinyllama-q4_0-ctx32k.gguf": { shape: "tinyllama", type: "q4_0", ctx: 32768 },
 };
@@ -717,7 +719,7 @@ export async function parseBenchArgs(argv: string[], log: (s: string) => void): 
   if (explicit) paths = v.model!.map((p) => resolve(p));
   else {
     if (!existsSync(GEMMA)) throw new BenchError(`${GEMMA} is missing; run \`bash scripts/setup.sh\` (it fetches the default model) or pass --model PATH`);
-    const names = quick ? ["tinyllama-q4_0.gguf"] : ["tinyllama-q4_0.gguf", "tinyllama-q4_k.gguf", "tinyllama-q8_0.gguf", "llama2-7b-q4_0.gguf"];
+    const names = quick ? ["tinyllama-q4_0.gguf"] : ["tinyllama-q4_0.gguf", "tinyllama-q4_k.gguf", "tinyllama-q8_0.gguf", "tinyllama-bf16.gguf", "llama2-7b-q4_0.gguf"];
     paths = [GEMMA];
     if (!quick) {
       if (existsSync(SMOLLM2)) paths.push(SMOLLM2);
