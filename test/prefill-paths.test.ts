@@ -56,13 +56,6 @@ describe("AMX status", () => {
       if (!s.enabled) console.log(`AMX present but not used: ${s.reason}`);
     }
   });
-
-  test("KILN_AMX=0 turns AMX off whatever the machine; other values leave the decision to the checks", () => {
-    expect(statusInFreshProcess("amxStatus", { KILN_AMX: "0" })).toEqual({ enabled: false, reason: "disabled_by_env" });
-    const on = statusInFreshProcess("amxStatus", { KILN_AMX: "1" });
-    expect(on.reason).not.toBe("disabled_by_env");
-    expect(statusInFreshProcess("amxStatus", {})).toEqual(on);
-  });
 });
 
 describe("AVX512-BF16 status (BF16 weights' prefill)", () => {
@@ -89,11 +82,15 @@ describe("AVX512-BF16 status (BF16 weights' prefill)", () => {
       expect(s.reason).toBe("enabled");
     }
   });
+});
 
-  test("KILN_BF16=0 turns it off whatever the machine; other values leave the decision to the checks", () => {
-    expect(statusInFreshProcess("bf16Status", { KILN_BF16: "0" })).toEqual({ enabled: false, reason: "disabled_by_env" });
-    const on = statusInFreshProcess("bf16Status", { KILN_BF16: "1" });
-    expect(on.reason).not.toBe("disabled_by_env");
-    expect(statusInFreshProcess("bf16Status", {})).toEqual(on);
-  });
+describe("environment switches", () => {
+  for (const [fn, name] of [["amxStatus", "KILN_AMX"], ["bf16Status", "KILN_BF16"]] as const) {
+    test(`${name}=0 turns ${fn}'s path off whatever the machine; other values leave the decision to the checks`, () => {
+      expect(statusInFreshProcess(fn, { [name]: "0" })).toEqual({ enabled: false, reason: "disabled_by_env" });
+      const on = statusInFreshProcess(fn, { [name]: "1" });
+      expect(on.reason).not.toBe("disabled_by_env");
+      expect(statusInFreshProcess(fn, {})).toEqual(on);
+    });
+  }
 });

@@ -633,9 +633,7 @@ pub fn status() Status {
 const decision = cpu.Decision(Status, decide);
 
 fn decide() Status {
-    if (comptime builtin.os.tag == .linux) {
-        if (std.posix.getenv("KILN_AMX")) |v| if (std.mem.eql(u8, v, "0")) return .disabled_by_env;
-    }
+    if (cpu.disabledByEnv("KILN_AMX")) return .disabled_by_env;
     if (comptime !hw_built) return .not_built;
     const sup = cpu.amxSupport();
     if (!sup.tile or !sup.int8) return .no_cpu_support;

@@ -198,9 +198,7 @@ pub fn status() Status {
 const decision = cpu.Decision(Status, decide);
 
 fn decide() Status {
-    if (comptime builtin.os.tag == .linux) {
-        if (std.posix.getenv("KILN_BF16")) |v| if (std.mem.eql(u8, v, "0")) return .disabled_by_env;
-    }
+    if (cpu.disabledByEnv("KILN_BF16")) return .disabled_by_env;
     if (comptime !hw_built) return .not_built;
     if (!cpuHasBf16()) return .no_cpu_support;
     if (!selfCheck()) return .self_check_failed;

@@ -284,6 +284,14 @@ fn auxval(t: usize) usize {
     return std.os.linux.getauxval(t);
 }
 
+/// Whether the environment variable `name` is "0" (KILN_AMX=0, KILN_BF16=0: a run-time path
+/// turned off). Read on Linux only, the one OS whose environment std.posix reads here.
+pub fn disabledByEnv(comptime name: []const u8) bool {
+    if (comptime builtin.os.tag != .linux) return false;
+    const v = std.posix.getenv(name) orelse return false;
+    return std.mem.eql(u8, v, "0");
+}
+
 /// A run-time decision made once per process and remembered (amx.zig's and bf16.zig's status):
 /// the first caller runs `decide` under a lock, later callers read the answer with one atomic load.
 pub fn Decision(comptime Status: type, comptime decide: fn () Status) type {

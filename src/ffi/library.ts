@@ -381,6 +381,14 @@ export function loadedLevel(): CpuLevel {
   return sharedLibrary().level;
 }
 
+/** A run-time path's status code (kiln_amx_status, kiln_bf16_status) as its name in `names`. */
+function namedStatus<N extends string>(fn: "kiln_amx_status" | "kiln_bf16_status", names: readonly N[]): { enabled: boolean; reason: N } {
+  const code = kiln()[fn]() as number;
+  const reason = names[code];
+  if (reason === undefined) throw new KilnError("LIBRARY", `kiln: ${fn}() = ${code}, not a known status`);
+  return { enabled: reason === "enabled", reason };
+}
+
 /** Every answer amxStatus() can give, in the order of kiln_amx_status()'s codes (zig-kernels/amx.zig Status). */
 export const AMX_STATUS = ["enabled", "disabled_by_env", "not_built", "no_cpu_support", "no_os_support", "permission_denied", "self_check_failed"] as const;
 /** Why the AMX prefill kernel is or is not in use ("enabled", "no_cpu_support", …; docs/tuning.md). */
@@ -399,10 +407,7 @@ export function amxStatus(): {
   /** "enabled", or why not. */
   reason: AmxStatus;
 } {
-  const code = kiln().kiln_amx_status() as number;
-  const reason = AMX_STATUS[code];
-  if (reason === undefined) throw new KilnError("LIBRARY", `kiln: kiln_amx_status() = ${code}, not a known status`);
-  return { enabled: reason === "enabled", reason };
+  return namedStatus("kiln_amx_status", AMX_STATUS);
 }
 
 /** Every answer bf16Status() can give, in the order of kiln_bf16_status()'s codes (zig-kernels/bf16.zig Status). */
@@ -423,10 +428,7 @@ export function bf16Status(): {
   /** "enabled", or why not. */
   reason: Bf16Status;
 } {
-  const code = kiln().kiln_bf16_status() as number;
-  const reason = BF16_STATUS[code];
-  if (reason === undefined) throw new KilnError("LIBRARY", `kiln: kiln_bf16_status() = ${code}, not a known status`);
-  return { enabled: reason === "enabled", reason };
+  return namedStatus("kiln_bf16_status", BF16_STATUS);
 }
 
 /** Which file the process-wide library is, its level, and where it was found. */
