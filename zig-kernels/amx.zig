@@ -26,8 +26,15 @@
 //! type's block unpacks into B tiles and scales). Only the x86_64-v4 Linux library compiles `Hw`;
 //! every level's tests run the kernel on `Emu` against the scalar references. On first use the
 //! `Hw` kernel must equal the `Emu` kernel bit for bit on a fixed problem of every type
-//! (`status`), else AMX stays off for the process. The `Hw` path has never run on AMX hardware
-//! (written against the emulation on an AMD EPYC); its speed is unmeasured.
+//! (`status`), else AMX stays off for the process. Written against the emulation on an AMD EPYC;
+//! on an Intel Xeon (family 6 model 207, Emerald Rapids, a 16-vCPU VM) the `Hw` kernel passed the
+//! self-check and every test here, bit for bit, and ran at 80–90 MAC/ns per thread for the
+//! legacy types, 69–74 for Q4_K/Q5_K, 58–64 for Q6_K (n = 32, k = 2048, m = 64; 1 thread), a
+//! fraction of the tile unit's own 511 MAC/ns (TDPBSSD alone at K = 32 there): a 2048² matmul of
+//! 128 rows at 2 threads was only as fast as the AVX-512 VNNI path (docs/performance.md). A call's
+//! fixed cost is large — ~22 µs for 32 rows × 2048 at m = 1, ~50 µs at m = 64 — and packing the B
+//! tiles is a small part of it (2.8 µs on the AMD EPYC, 1.4 µs since vnniTile); where the rest
+//! goes is not known yet (no profiler ran on that machine).
 //!
 //! Tile registers (palette 1; K = the type's sub-block):
 //!   tmm0, tmm1  B: weight rows [0, 16) and [16, 32)       K/4 rows × 64 bytes
@@ -383,7 +390,9 @@ fn Format(comptime t: GgmlType, comptime variant: Variant) type {
 }
 
 /// Packs weight rows [0, n) (n ≤ 32; rows n..31 become zero quants with scales 0) of blocks
-/// [b0, b0 + nb) into p.
+/// [b0, b0 + nb) into p: per block and group of 16 rows, each row unpacked into a row-major
+/// staging tile per sub-block, then each staged tile turned into the VNNI layout in registers
+/// (vnniTile) instead of 4-byte stores scattered one row at a time.
 fn packB(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0: usize, nb: usize, p: *F.Packed) void {
     for (0..nb) |b| {
         for (0..2) |g| {
@@ -391,10 +400,12 @@ fn packB(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0: usize
             var mv: [16]f32 = @splat(0);
             var sc: [F.n_sub][16]i32 = @splat(@splat(0));
             var mn: [F.n_sub][16]i32 = @splat(@splat(0));
+            // rows[s]: the 16 rows' quants of sub-block s, row-major (16 × sub bytes).
+            var rows: [F.n_sub][16 * F.sub]u8 align(64) = undefined;
             for (0..16) |r| {
                 const j = 16 * g + r;
                 if (j >= n) {
-                    for (0..F.n_sub) |s| for (0..F.sub / 4) |k4| @memset(p.q[b * F.n_sub + s][g][k4 * 64 + 4 * r ..][0..4], 0);
+                    for (0..F.n_sub) |s| @memset(rows[s][r * F.sub ..][0..F.sub], 0);
                     continue;
                 }
                 const u = F.unpack(w + j * row_bytes + (b0 + b) * F.W.type_size);
@@ -404,10 +415,10 @@ fn packB(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0: usize
                 for (0..F.n_sub) |s| {
                     sc[s][r] = u.sc[s];
                     mn[s][r] = u.mn[s];
-                    const tile = &p.q[b * F.n_sub + s][g];
-                    inline for (0..F.sub / 4) |k4| tile[k4 * 64 + 4 * r ..][0..4].* = bytes[s * F.sub + 4 * k4 ..][0..4].*;
+                    rows[s][r * F.sub ..][0..F.sub].* = bytes[s * F.sub ..][0..F.sub].*;
                 }
             }
+            for (0..F.n_sub) |s| p.q[b * F.n_sub + s][g] = vnniTile(F.sub, &rows[s]);
             p.d[b][g] = d;
             p.m[b][g] = mv;
             if (F.kquant) {
@@ -418,6 +429,21 @@ fn packB(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0: usize
             }
         }
     }
+}
+
+/// 16 rows × sub bytes, row-major → the B tile TDPBSSD multiplies: sub/4 rows of 64 bytes,
+/// B[k4][4n + i] = rows[n][4·k4 + i] (a transpose of 4-byte groups, one shuffle of the whole tile).
+inline fn vnniTile(comptime sub: usize, rows: *const [16 * sub]u8) [16 * sub]u8 {
+    const k4s = sub / 4;
+    const src: @Vector(16 * k4s, u32) = @bitCast(rows.*);
+    const mask = comptime blk: {
+        var m: [16 * k4s]i32 = undefined;
+        for (0..k4s) |k4| {
+            for (0..16) |nn| m[k4 * 16 + nn] = @intCast(nn * k4s + k4);
+        }
+        break :blk m;
+    };
+    return @bitCast(@shuffle(u32, src, undefined, mask));
 }
 
 /// y[i·y_stride + j] = the type's vecDotRef of weight row j < n ≤ 32 and activation row
@@ -492,78 +518,88 @@ fn StepCtx(comptime F: type) type {
 }
 
 /// PA activation groups × PB weight tiles over the chunk's blocks: per sub-block, load the tiles,
-/// TDPBSSD into zeroed C tiles, store them, then finish in the reference's order (legacy: the f32
-/// scale-accumulate per block; K-quants: the integer scale sums per sub-block, the f32 work once
-/// per block).
+/// TDPBSSD into zeroed C tiles, store them, then finish the sub-block in the reference's order
+/// (legacy: the f32 scale-accumulate per block; K-quants: the integer scale sums per sub-block,
+/// the f32 work once per block, after its last sub-block).
 inline fn step(comptime Tiles: type, comptime F: type, comptime PA: usize, comptime PB: usize, tiles: *Tiles, c: StepCtx(F), acc: *[max_acts][2]V16f) void {
     var cbuf: [PA * PB][16][16]i32 align(64) = undefined;
     // K-quants: Σ_sub sc·sumi of the current block per activation row and weight tile.
     var isum: [PA * 16][PB]V16i = undefined;
-    for (0..c.nb) |b| {
-        for (0..F.n_sub) |s| {
-            const si = b * F.n_sub + s;
-            inline for (0..PA) |ga| {
-                const g = c.ga + ga;
-                if (g == c.n_ga - 1 and c.last_rows < 16) {
-                    tiles.load(tile_a0 + ga, &c.stage[si], F.sub);
+    for (0..c.nb * F.n_sub) |si| {
+        const b = si / F.n_sub;
+        const s = si % F.n_sub;
+        inline for (0..PA) |ga| {
+            const g = c.ga + ga;
+            if (g == c.n_ga - 1 and c.last_rows < 16) {
+                tiles.load(tile_a0 + ga, &c.stage[si], F.sub);
+            } else {
+                tiles.load(tile_a0 + ga, F.actQuants(c.a + 16 * g * c.act_bytes, c.b0 + b, s), c.act_bytes);
+            }
+        }
+        inline for (0..PB) |gb| tiles.load(tile_b0 + gb, &c.p.q[si][gb], 64);
+        inline for (0..PA) |ga| {
+            inline for (0..PB) |gb| {
+                tiles.zero(tileC(ga, gb));
+                tiles.dpbssd(tileC(ga, gb), tile_a0 + ga, tile_b0 + gb);
+                tiles.store(tileC(ga, gb), @ptrCast(&cbuf[ga * PB + gb]), 64);
+            }
+        }
+        finishSub(F, PA, PB, c, &cbuf, si, &isum, acc);
+    }
+}
+
+/// Sub-block fi of the chunk (its C tiles in cbuf) into the accumulators, in the reference's order.
+/// cbuf is read through a pointer: indexing the stored tiles as a local array value
+/// (`cbuf[t][r]` on the array itself, after the asm's memory clobbers) made LLVM copy the whole
+/// 2 KB array for every row read — two memcpy calls per row, which held the kernel to 9 MAC/ns
+/// on an Emerald Rapids Xeon; read in place it ran at 80–90 (scripts/gpu-check.sh's AMX probe).
+inline fn finishSub(comptime F: type, comptime PA: usize, comptime PB: usize, c: StepCtx(F), cbuf: *const [PA * PB][16][16]i32, fi: usize, isum: *[PA * 16][PB]V16i, acc: *[max_acts][2]V16f) void {
+    const b = fi / F.n_sub;
+    const s = fi % F.n_sub;
+    inline for (0..PA) |ga| {
+        const g = c.ga + ga;
+        const rows = if (g == c.n_ga - 1) c.last_rows else 16;
+        for (0..rows) |r| {
+            inline for (0..PB) |gb| {
+                const sumi: V16i = cbuf[ga * PB + gb][r];
+                if (F.kquant) {
+                    // sumi += sc·s: exact (the reference's i32 sums never overflow).
+                    const v = c.p.sc[b][gb][s] *% sumi;
+                    isum[16 * ga + r][gb] = if (s == 0) v else isum[16 * ga + r][gb] +% v;
                 } else {
-                    tiles.load(tile_a0 + ga, F.actQuants(c.a + 16 * g * c.act_bytes, c.b0 + b, s), c.act_bytes);
-                }
-            }
-            inline for (0..PB) |gb| tiles.load(tile_b0 + gb, &c.p.q[si][gb], 64);
-            inline for (0..PA) |ga| {
-                inline for (0..PB) |gb| {
-                    tiles.zero(tileC(ga, gb));
-                    tiles.dpbssd(tileC(ga, gb), tile_a0 + ga, tile_b0 + gb);
-                    tiles.store(tileC(ga, gb), @ptrCast(&cbuf[ga * PB + gb]), 64);
-                }
-            }
-            inline for (0..PA) |ga| {
-                const g = c.ga + ga;
-                const rows = if (g == c.n_ga - 1) c.last_rows else 16;
-                for (0..rows) |r| {
-                    inline for (0..PB) |gb| {
-                        const sumi: V16i = cbuf[ga * PB + gb][r];
-                        if (F.kquant) {
-                            // sumi += sc·s: exact (the reference's i32 sums never overflow).
-                            const v = c.p.sc[b][gb][s] *% sumi;
-                            isum[16 * ga + r][gb] = if (s == 0) v else isum[16 * ga + r][gb] +% v;
-                        } else {
-                            const i = 16 * g + r;
-                            const ab = c.a + i * c.act_bytes + (c.b0 + b) * ActQ8_0.type_size;
-                            // blockDotRef: sum += (d_w·d_a)·sumi + m_w·s_a, unfused. Without a min
-                            // its m is 0 and the + 0·s_a never changes a finite sum, so it is left out.
-                            const dd = c.p.d[b][gb] * @as(V16f, @splat(f32At(ab)));
-                            const prod = dd * @as(V16f, @floatFromInt(sumi));
-                            const term = if (F.has_min) prod + c.p.m[b][gb] * @as(V16f, @splat(f32At(ab + 4))) else prod;
-                            acc[i][gb] = acc[i][gb] + term;
-                        }
-                    }
+                    const i = 16 * g + r;
+                    const ab = c.a + i * c.act_bytes + (c.b0 + b) * ActQ8_0.type_size;
+                    // blockDotRef: sum += (d_w·d_a)·sumi + m_w·s_a, unfused. Without a min
+                    // its m is 0 and the + 0·s_a never changes a finite sum, so it is left out.
+                    const dd = c.p.d[b][gb] * @as(V16f, @splat(f32At(ab)));
+                    const prod = dd * @as(V16f, @floatFromInt(sumi));
+                    const term = if (F.has_min) prod + c.p.m[b][gb] * @as(V16f, @splat(f32At(ab + 4))) else prod;
+                    acc[i][gb] = acc[i][gb] + term;
                 }
             }
         }
-        if (F.kquant) {
-            inline for (0..PA) |ga| {
-                const g = c.ga + ga;
-                const rows = if (g == c.n_ga - 1) c.last_rows else 16;
-                for (0..rows) |r| {
-                    const i = 16 * g + r;
-                    const ab = c.a + i * c.act_bytes + (c.b0 + b) * ActQ8_K.type_size;
-                    const da: V16f = @splat(f32At(ab + ActQ8_K.off_d));
-                    inline for (0..PB) |gb| {
-                        // kDotRefMin: sum += (d·d_a)·sumi − (dmin·d_a)·summ; Q6_K: sum += (d·d_a)·sumi.
-                        var term = (c.p.d[b][gb] * da) * @as(V16f, @floatFromInt(isum[16 * ga + r][gb]));
-                        if (F.has_min) {
-                            var summ: V16i = @splat(0);
-                            for (0..F.n_sub) |j| {
-                                const bs = ab + ActQ8_K.off_bsums + 4 * j;
-                                const bsum = @as(i32, std.mem.readInt(i16, bs[0..2], .little)) + std.mem.readInt(i16, bs[2..4], .little);
-                                summ +%= c.p.mn[b][gb][j] *% @as(V16i, @splat(bsum));
-                            }
-                            term = term - (c.p.m[b][gb] * da) * @as(V16f, @floatFromInt(summ));
+    }
+    if (F.kquant and s == F.n_sub - 1) {
+        inline for (0..PA) |ga| {
+            const g = c.ga + ga;
+            const rows = if (g == c.n_ga - 1) c.last_rows else 16;
+            for (0..rows) |r| {
+                const i = 16 * g + r;
+                const ab = c.a + i * c.act_bytes + (c.b0 + b) * ActQ8_K.type_size;
+                const da: V16f = @splat(f32At(ab + ActQ8_K.off_d));
+                inline for (0..PB) |gb| {
+                    // kDotRefMin: sum += (d·d_a)·sumi − (dmin·d_a)·summ; Q6_K: sum += (d·d_a)·sumi.
+                    var term = (c.p.d[b][gb] * da) * @as(V16f, @floatFromInt(isum[16 * ga + r][gb]));
+                    if (F.has_min) {
+                        var summ: V16i = @splat(0);
+                        for (0..F.n_sub) |j| {
+                            const bs = ab + ActQ8_K.off_bsums + 4 * j;
+                            const bsum = @as(i32, std.mem.readInt(i16, bs[0..2], .little)) + std.mem.readInt(i16, bs[2..4], .little);
+                            summ +%= c.p.mn[b][gb][j] *% @as(V16i, @splat(bsum));
                         }
-                        acc[i][gb] = acc[i][gb] + term;
+                        term = term - (c.p.m[b][gb] * da) * @as(V16f, @floatFromInt(summ));
                     }
+                    acc[i][gb] = acc[i][gb] + term;
                 }
             }
         }
