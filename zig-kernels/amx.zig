@@ -649,10 +649,23 @@ pub const Status = enum(i32) {
 /// wiring (task ranges, pointers, strides) is tested on machines without AMX.
 pub var test_emulate: bool = false;
 
+/// The types whose prefill matmul.zig routes here: those the kernel ran at least as fast as the
+/// AVX-512 VNNI path on the one AMX machine measured (Emerald Rapids, a 2048² matmul of 128 rows
+/// at 2 threads, docs/performance.md): the legacy types (Q4_0 +10–20%, Q4_1 and Q8_0 level). The
+/// K-quants ran slower on AMX there (Q4_K −15%, Q6_K −20%: a 16-element Q6_K sub-block halves each
+/// TDPBSSD, and the per-sub-block scale sums cost more than the VNNI kernels' per-block ones), so
+/// they stay on VNNI; the kernel still takes and is tested on every type of `types`.
+pub fn routed(t: GgmlType) bool {
+    return switch (t) {
+        .q8_0, .q4_0, .q4_1, .q5_0, .q5_1 => true,
+        else => false,
+    };
+}
+
 /// Whether matmul.zig's prefill may route type t here in this build: the x86_64-v4 Linux library
-/// (and, for test_emulate, test builds).
+/// (and, for test_emulate, test builds), for the routed types.
 pub fn wired(comptime t: GgmlType) bool {
-    return (hw_built or builtin.is_test) and supports(t);
+    return (hw_built or builtin.is_test) and supports(t) and routed(t);
 }
 
 /// Whether the prefill matmuls take the AMX kernel (comptime false outside the v4 Linux build).
