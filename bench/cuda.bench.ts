@@ -83,6 +83,17 @@ const host = arch.loadWeights(file, mf.bytes, hp);
 const tensors = arch.tensors(host);
 const weightBytes = tensors.reduce((a, t) => a + t.byteLength, 0);
 const backend = new CudaBackend(rt);
+type StepMs = { record: number; launch: number; wait: number };
+type Profile = { byKernel: Map<string, number>; graphMs: number } | null;
+let graphStats: { lastStepMs: StepMs } | undefined;
+let profileStep: ((reps?: number) => Profile) | undefined;
+const createOps = backend.createOps.bind(backend);
+backend.createOps = (s) => {
+  const ops = createOps(s) as unknown as { graphStats: { lastStepMs: StepMs }; profileGraphStep: (reps?: number) => Profile };
+  graphStats = ops.graphStats;
+  profileStep = ops.profileGraphStep.bind(ops);
+  return ops as unknown as ReturnType<typeof createOps>;
+};
 const t0 = performance.now();
 const w = backend.placeWeights(host);
 rt.synchronize();
@@ -102,16 +113,29 @@ const p0 = performance.now();
 arch.forward(hp, w, state, prompt, 1);
 const prefillMs = performance.now() - p0;
 const stepMs: number[] = [];
+const parts: StepMs[] = [];
 for (let i = 0; i < steps; i++) {
   const s0 = performance.now();
   arch.forward(hp, w, state, Int32Array.of(2 + i), 1);
   stepMs.push(performance.now() - s0);
+  if (graphStats && backend.graphs) parts.push({ ...graphStats.lastStepMs });
 }
-const decodeMs = stepMs.sort((a, b) => a - b)[stepMs.length >> 1]!;
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1]!;
+const decodeMs = median(stepMs);
 console.log(`${path.split("/").pop()} on ${backend.description}`);
 console.log(`weights ${(weightBytes / 2 ** 20).toFixed(0)} MiB uploaded in ${uploadMs.toFixed(0)} ms; device copy bandwidth ${(bw / 1e9).toFixed(0)} GB/s`);
 console.log(`prefill ${nPrompt} tokens: ${prefillMs.toFixed(1)} ms (${((nPrompt / prefillMs) * 1e3).toFixed(0)} tok/s)`);
 console.log(`decode: ${decodeMs.toFixed(3)} ms/token median of ${steps} (${(1e3 / decodeMs).toFixed(0)} tok/s); weight bytes per step / time = ${(weightBytes / (decodeMs / 1e3) / 1e9).toFixed(0)} GB/s = ${((weightBytes / (decodeMs / 1e3) / bw) * 100).toFixed(0)}% of the measured copy bandwidth`);
+if (parts.length > 0) {
+  const [rec, lau, wai] = (["record", "launch", "wait"] as const).map((k) => median(parts.map((p) => p[k])));
+  console.log(`decode step parts (medians): host records the launches ${rec!.toFixed(3)} ms, graph launch ${lau!.toFixed(3)} ms, wait for the logits ${wai!.toFixed(3)} ms; the rest (forward's host work outside the backend) ${(decodeMs - rec! - lau! - wai!).toFixed(3)} ms`);
+  const prof = profileStep?.(5);
+  if (prof) {
+    const total = [...prof.byKernel.values()].reduce((a, b) => a + b, 0);
+    console.log(`graph replay alone ${prof.graphMs.toFixed(3)} ms; kernels one at a time with a synchronize each ${total.toFixed(3)} ms:`);
+    for (const [k, v] of [...prof.byKernel].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${k.padEnd(40)} ${v.toFixed(3)} ms`);
+  }
+} else console.log("decode steps launched kernel by kernel (KILN_CUDA_GRAPHS=0)");
 state.dispose();
 backend.dispose();
 rt.dispose();

@@ -1,31 +1,44 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 13, for a GPU machine with no network and no Bun (docs/gpu.md).
+# The checks for a device machine (a GPU, no network, no Bun): the CUDA backend's GPU half and
+# its benchmark, plus the host CPU's own paths (AMX / AVX512-BF16 when its CPU has them), which
+# a 2-core CI machine may never meet. docs/gpu.md.
 #
-#   bash scripts/gpu-check.sh pack   (here, after scripts/setup.sh and a build) → .gpu-carry/: Bun
-#                                     and NVRTC, each xz -9 (38 + 17 MB), the stripped kernel
-#                                     libraries (3 MB) and the stripped emulator builds (5 MB):
-#                                     carry ".gpu-carry" alone (about 61 MB of the 64 MiB limit)
-#   bash scripts/gpu-check.sh run    (on the GPU machine) → unpacks them, prints the driver,
-#                                     runs the CUDA tests and bench/cuda.bench.ts; logs to $OUT
-#                                     (or .gpu-carry/out) as well as stdout
+#   bash scripts/gpu-check.sh pack   (here, after scripts/setup.sh) → .gpu-carry/: Bun and NVRTC
+#                                     (xz -9: 38 + 17 MB), the stripped x86-64 kernel libraries,
+#                                     the CUBINs precompiled for sm_90 (a cache the device reuses
+#                                     when its driver reports CUDA_DRIVER, default 13000, else it
+#                                     compiles them itself), the AMX kernel's Zig test binary and
+#                                     the one runtime dependency; carry ".gpu-carry" alone
+#   bash scripts/gpu-check.sh run    (on the device machine) → unpacks them; prints the CPU and
+#                                     the driver; runs the GPU half of test/cuda and
+#                                     test/backends (KILN_CUDA_TESTS=gpu: CI runs the emulator
+#                                     half), bench/cuda.bench.ts, and the CPU checks; every step
+#                                     under its own timeout; logs to $OUT (or .gpu-carry/out)
+#   bash scripts/gpu-check.sh pack-cpu / run-cpu   the same for the host CPU alone, against
+#                                     llama.cpp's CPU build: AMX tests, AMX vs VNNI matmul, and
+#                                     bench/e2e.bench.ts (KILN_DEVICE=cpu) on synthetic models
 set -euo pipefail
 cd "$(dirname "$0")/.."
 carry=.gpu-carry
 case "${1:-}" in
 pack)
-  mkdir -p "$carry"
+  rm -rf "$carry" && mkdir -p "$carry/lib"
   bun_bin=node_modules/bun/bin/bun.exe
   [ -f "$bun_bin" ] || bun_bin=$(readlink -f node_modules/.bin/bun)
   xz -9 -T2 -c "$bun_bin" > "$carry/bun.xz"
-  if [ -f .tools/nvrtc/nvidia/cuda_nvrtc/lib/libnvrtc.so.12 ]; then
-    tar -C .tools/nvrtc -cf - nvidia/cuda_nvrtc/lib | xz -9 -T2 > "$carry/nvrtc.tar.xz"
-  fi
+  tar -C .tools/nvrtc -cf - nvidia/cuda_nvrtc/lib | xz -9 -T2 > "$carry/nvrtc.tar.xz"
   # kiln's one runtime dependency (chat templates), which src/index.ts imports.
   tar -cf - node_modules/@huggingface/jinja | xz -9 > "$carry/jinja.tar.xz"
-  bash scripts/build-cuda-emu.sh
-  rm -rf "$carry/lib" && mkdir -p "$carry/lib"
-  cp zig-out/prebuilt/linux-x64/libkiln-x86_64-*.so "$carry/lib/"
-  for f in zig-out/lib/libkiln-cuda-emu-*.so; do strip -o "$carry/lib/$(basename "$f")" "$f"; done
+  for f in zig-out/lib/libkiln-x86_64-*.so; do strip -o "$carry/lib/$(basename "$f")" "$f"; done
+  KILN_CACHE_DIR="$carry/cubin" node_modules/.bin/bun -e '
+    import { compileKernelFile, CUDA_DIR } from "./src/backends/cuda/compile";
+    import { readdirSync } from "node:fs";
+    const driverVersion = Number(process.env.CUDA_DRIVER ?? 13000);
+    for (const f of readdirSync(CUDA_DIR).filter((f) => f.endsWith(".cu"))) compileKernelFile(f, 90, { driverVersion });'
+  bash scripts/zig.sh test zig-kernels/amx.zig -O ReleaseSafe -mcpu=x86_64_v4+avx512vnni --test-no-exec -femit-bin="$carry/amx-test"
+  bash scripts/zig.sh test zig-kernels/bf16.zig -O ReleaseSafe -mcpu=x86_64_v4+avx512vnni --test-no-exec -femit-bin="$carry/bf16-test"
+  strip "$carry/amx-test" "$carry/bf16-test"
+  xz -9 "$carry/amx-test" "$carry/bf16-test"
   du -ch "$carry"/* | tail -1
   echo "carry: $carry (run: bash scripts/gpu-check.sh run)"
   ;;
@@ -33,30 +46,88 @@ run)
   out=${OUT:-$carry/out}
   mkdir -p "$out" .tools/bin
   exec > >(tee "$out/gpu-check.log") 2>&1
+  set +e
   xz -dc "$carry/bun.xz" > .tools/bin/bun && chmod +x .tools/bin/bun
   mkdir -p zig-out/lib && cp "$carry"/lib/*.so zig-out/lib/
   xz -dc "$carry/jinja.tar.xz" | tar -xf -
-  export PATH="$PWD/.tools/bin:$PATH"
-  if [ -f "$carry/nvrtc.tar.xz" ]; then
-    mkdir -p .tools/nvrtc && xz -dc "$carry/nvrtc.tar.xz" | tar -C .tools/nvrtc -xf -
-  fi
-  echo "== $(date -u +%FT%TZ) $(hostname)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv || echo "nvidia-smi failed"
-  nvidia-smi | grep -m1 "CUDA Version" || true
-  echo "== probe"
-  bun -e 'import("./src/backends/cuda/driver").then(m => console.log(JSON.stringify(m.probeCuda())))'
-  echo "== CUDA tests (emulator and GPU)"
-  # The real-model test needs models/*.gguf, which do not fit in the carry (98 + 253 MB): it runs
-  # where they are present and says it is skipped otherwise.
-  KILN_CUDA_EMU_NO_BUILD=1 bun test --timeout 600000 test/cuda test/backends 2>&1 | grep -v "^(pass)" | tail -80 || true
-  echo "== bench: TinyLlama shape Q4_0, Q4_K_M"
-  bun bench/cuda.bench.ts --shape tinyllama --type q4_0 || true
-  bun bench/cuda.bench.ts --shape tinyllama --type q4_k_m || true
-  echo "== bench: Llama-2-7B shape Q4_0"
-  bun bench/cuda.bench.ts --shape llama2-7b --type q4_0 --prompt 4096 || true
+  mkdir -p .tools/nvrtc && xz -dc "$carry/nvrtc.tar.xz" | tar -C .tools/nvrtc -xf -
+  export PATH="$PWD/.tools/bin:$PATH" KILN_CACHE_DIR="$PWD/$carry/cubin"
+  step() { local t=$1; shift; echo; echo "== $(date -u +%T) $* (timeout ${t}s)"; timeout "$t" "$@"; echo "-- exit $?"; }
+  echo "== $(date -u +%FT%TZ) $(hostname); $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+  grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(amx|avx512_bf16|avx512_vnni|avx512_fp16|avx512f$)' | tr '\n' ' '; echo
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  nvidia-smi | grep -m1 "CUDA Version"
+  step 30 bun -e 'import("./src/backends/cuda/driver").then(m => console.log(JSON.stringify(m.probeCuda())))'
+  step 30 bun -e 'import("./src/ffi/library").then(m => console.log(JSON.stringify({ level: m.loadedLevel?.(), cpu: m.cpuInfo(), amx: m.amxStatus(), bf16: m.bf16Status() })))'
+  ls "$carry/cubin" | head -3
+  # The GPU half of every CUDA test file (the emulator half runs in CI).
+  # (emulator.test.ts tests the emulator alone, fake-driver.test.ts a fake libcuda: CI runs both.)
+  KILN_CUDA_TESTS=gpu step ${GPU_TEST_S:-240} bun test --timeout 120000 test/cuda/compile.test.ts test/cuda/elementwise.test.ts test/cuda/copy-kv.test.ts test/cuda/matmul.test.ts test/cuda/attention.test.ts test/cuda/model.test.ts test/cuda/real-models.test.ts test/backends test/cuda/device-option.test.ts 2>&1 | grep -v "^(pass)" | tail -150
+  ls "$carry/cubin" | wc -l
+  bench() { step 90 bun bench/cuda.bench.ts --shape "$1" --type "$2" --prompt "$3"; }
+  bench tinyllama q4_0 512
+  # The host CPU's own paths: the AMX and BF16 kernels against their emulation and references.
+  for t in amx bf16; do xz -dc "$carry/$t-test.xz" > "/tmp/$t-test" && chmod +x "/tmp/$t-test" && step 120 "/tmp/$t-test"; done 2>&1 | grep -v "\.\.\.OK$"
+  step 60 bun test test/prefill-paths.test.ts
+  cp zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so
+  for amx in 0 1; do KILN_AMX=$amx M=128 T=2 step 120 bun bench/matmul-ab.ts zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so q4_0,q4_1,q4_k,q6_k,q8_0 2048x2048; done
+  bench tinyllama q4_k_m 512
+  bench llama2-7b q4_0 512
+  bench llama2-7b q4_0 4096
+  echo "== $(date -u +%T) done"
+  ;;
+pack-cpu)
+  # The device machine's host CPU against llama.cpp (no GPU work): Bun, the kernel libraries, the
+  # AMX test binary and node-llama-cpp's CPU build with its dependencies (xz -9: ~6 MB; the CUDA
+  # build and NVRTC stay behind, they would not fit beside it).
+  rm -rf "$carry" && mkdir -p "$carry/lib"
+  bun_bin=node_modules/bun/bin/bun.exe
+  [ -f "$bun_bin" ] || bun_bin=$(readlink -f node_modules/.bin/bun)
+  xz -9 -T2 -c "$bun_bin" > "$carry/bun.xz"
+  tar -cf - node_modules/@huggingface/jinja | xz -9 > "$carry/jinja.tar.xz"
+  for f in zig-out/lib/libkiln-x86_64-*.so; do strip -o "$carry/lib/$(basename "$f")" "$f"; done
+  bash scripts/zig.sh test zig-kernels/amx.zig -O ReleaseSafe -mcpu=x86_64_v4+avx512vnni --test-no-exec -femit-bin="$carry/amx-test"
+  strip "$carry/amx-test" && xz -9 "$carry/amx-test"
+  deps=$(node_modules/.bin/bun -e '
+    const lock = (await Bun.file("package-lock.json").json()).packages;
+    const seen = new Set();
+    const walk = (n) => { const p = lock["node_modules/" + n]; if (!p || seen.has(n)) return; seen.add(n); for (const d of Object.keys(p.dependencies ?? {})) walk(d); };
+    walk("node-llama-cpp"); seen.delete("node-llama-cpp");
+    console.log([...seen].map((n) => "node_modules/" + n).join("\n"));')
+  { echo "$deps"; ls -d node_modules/node-llama-cpp/* node_modules/node-llama-cpp/llama/* | grep -v -e '/llama$' -e gitRelease.bundle; echo node_modules/@node-llama-cpp/linux-x64; } \
+    | tar -cf - -T - | xz -9 -T2 > "$carry/llama.tar.xz"
+  du -ch "$carry"/* | tail -1
+  echo "carry: $carry (run: bash scripts/gpu-check.sh run-cpu)"
+  ;;
+run-cpu)
+  out=${OUT:-$carry/out}
+  mkdir -p "$out" .tools/bin models/synthetic
+  exec > >(tee "$out/cpu-check.log") 2>&1
+  set +e
+  xz -dc "$carry/bun.xz" > .tools/bin/bun && chmod +x .tools/bin/bun
+  mkdir -p zig-out/lib && cp "$carry"/lib/*.so zig-out/lib/
+  xz -dc "$carry/jinja.tar.xz" | tar -xf -
+  xz -dc "$carry/llama.tar.xz" | tar -xf -
+  # KILN_DEVICE=cpu: loadModel's "auto" would take the GPU on a GPU machine.
+  export PATH="$PWD/.tools/bin:$PATH" KILN_DEVICE=cpu
+  step() { local t=$1; shift; echo; echo "== $(date -u +%T) $* (timeout ${t}s)"; timeout "$t" "$@"; echo "-- exit $?"; }
+  echo "== $(date -u +%FT%TZ) $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); family/model $(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2)/$(grep -m1 '^model\s' /proc/cpuinfo | cut -d: -f2)"
+  xz -dc "$carry/amx-test.xz" > /tmp/amx-test && chmod +x /tmp/amx-test
+  step 60 /tmp/amx-test 2>&1 | grep -v '\.\.\.OK$'
+  cp zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so
+  for amx in 0 1; do KILN_AMX=$amx M=128 T=2 step 90 bun bench/matmul-ab.ts zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so q4_0,q4_1,q4_k,q6_k,q8_0 2048x2048; done
+  step 90 bun -e '
+    import { writeSyntheticModel } from "./src/tools/synthetic-model";
+    writeSyntheticModel("models/synthetic/smollm2-shape-q4_1.gguf", { arch: "llama", type: "q4_1", shape: { nEmbd: 576, nLayer: 30, nHead: 9, nHeadKv: 3, nFf: 1536, nVocab: 49152 }, seed: 2 });
+    writeSyntheticModel("models/synthetic/tinyllama-q4_0.gguf", { arch: "llama", type: "q4_0", shape: "tinyllama", seed: 1 });
+    writeSyntheticModel("models/synthetic/tinyllama-q8_0.gguf", { arch: "llama", type: "q8_0", shape: "tinyllama", seed: 3 });'
+  models="--model models/synthetic/smollm2-shape-q4_1.gguf --model models/synthetic/tinyllama-q4_0.gguf --model models/synthetic/tinyllama-q8_0.gguf"
+  for amx in 1 0; do KILN_AMX=$amx step 300 bun bench/e2e.bench.ts --threads 2 --prompt-tokens 512 --decode-tokens 32 --reps 3 $models; done
+  cp bench/results/e2e-*.json "$out/" 2>/dev/null
+  echo "== $(date -u +%T) done"
   ;;
 *)
-  echo "usage: bash scripts/gpu-check.sh pack|run" >&2
+  echo "usage: bash scripts/gpu-check.sh pack|run|pack-cpu|run-cpu" >&2
   exit 2
   ;;
 esac

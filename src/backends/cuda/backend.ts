@@ -205,8 +205,14 @@ class CudaOps implements BackendOps {
   #graph: { graph: DeviceGraph; launches: Launch[] } | null = null;
   /** Whether the current forward call is a graph step (one token of one sequence). */
   #graphStep = false;
-  /** Graph steps replayed / captured (tests read them). */
-  readonly graphStats = { replays: 0, captures: 0 };
+  /**
+   * Graph steps replayed / captured (tests read them), and the last graph step's wall times:
+   * recording its launches on the host, capturing or launching the graph, and waiting for the
+   * logits (the device's share; bench/cuda.bench.ts reports them).
+   */
+  readonly graphStats = { replays: 0, captures: 0, lastStepMs: { record: 0, launch: 0, wait: 0 } };
+  #stepStart = 0;
+  #launched = 0;
   readonly #device: Device;
   readonly #state: RunState;
   readonly #graphs: boolean;
@@ -249,12 +255,15 @@ class CudaOps implements BackendOps {
     this.#direct.upload(this.#posBuf, new Uint8Array(p.buffer, p.byteOffset, p.byteLength));
     this.#positions = p;
     this.#graphStep = this.#graphs && b.n === 1 && b.spans.length === 1;
+    this.#stepStart = performance.now();
     this.#recorder.launches = [];
     this.#rt = this.#graphStep ? this.#recorder : this.#direct;
   }
 
   /** Ends a graph step: replays the graph when the step's launches are the captured ones, else captures them. */
   #runGraphStep(): void {
+    const recorded = performance.now();
+    this.graphStats.lastStepMs.record = recorded - this.#stepStart;
     const launches = this.#recorder.launches;
     this.#recorder.launches = [];
     this.#rt = this.#direct;
@@ -272,6 +281,36 @@ class CudaOps implements BackendOps {
       this.graphStats.captures++;
     } else this.graphStats.replays++;
     this.#graph.graph.launch();
+    this.#launched = performance.now();
+    this.graphStats.lastStepMs.launch = this.#launched - recorded;
+  }
+
+  /**
+   * Benchmarks only: the captured decode step's kernels launched one at a time, each followed by
+   * a synchronize, `reps` times; the median wall time per kernel name (ms per step, summed over
+   * that kernel's launches) and the graph replayed whole. Null before a graph step was captured.
+   */
+  profileGraphStep(reps = 5): { byKernel: Map<string, number>; graphMs: number } | null {
+    if (!this.#graph) return null;
+    const rt = this.#direct;
+    const per = new Map<string, number[]>();
+    const graphTimes: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      const sums = new Map<string, number>();
+      for (const l of this.#graph.launches) {
+        const t0 = performance.now();
+        rt.launch(l.kernel, l.grid, l.block, l.sharedBytes, l.args);
+        rt.synchronize();
+        sums.set(l.kernel, (sums.get(l.kernel) ?? 0) + performance.now() - t0);
+      }
+      for (const [k, v] of sums) per.set(k, [...(per.get(k) ?? []), v]);
+      const t0 = performance.now();
+      this.#graph.graph.launch();
+      rt.synchronize();
+      graphTimes.push(performance.now() - t0);
+    }
+    const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1]!;
+    return { byKernel: new Map([...per].map(([k, v]) => [k, median(v)])), graphMs: median(graphTimes) };
   }
 
   getRows(table: Tensor, ids: Int32Array, out: Tensor): void {
@@ -417,9 +456,11 @@ class CudaOps implements BackendOps {
   readLogits(logits: Tensor): Tensor {
     const op = "readLogits";
     expectF32(op, logits);
-    if (this.#graphStep) this.#runGraphStep();
+    const graphStep = this.#graphStep;
+    if (graphStep) this.#runGraphStep();
     const bytes = this.#hostLogits.bytes.subarray(0, logits.byteLength);
     this.#direct.download(dev(op, logits, this.#device), bytes);
+    if (graphStep) this.graphStats.lastStepMs.wait = performance.now() - this.#launched;
     return new Tensor("f32", logits.shape, bytes, "logits");
   }
 
