@@ -218,21 +218,28 @@ fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
             const r = tiledTaskRange(task, c.n_rb, c.rows_per_task, c.a.n_ff, c.a.m);
             const mm = r.i_1 - r.i_0;
             const x = c.a.xq + r.i_0 * act_bytes;
+            var j = r.j0;
+            if (comptime useAmx(t)) {
+                if (amx.enabled()) {
+                    // 32 rows per call, both B tiles (the shape the kernel was measured at; 16
+                    // rows would leave half of each sub-block's TDPBSSDs out for the same loads).
+                    var g: [act_rows_per_block * amx.max_rows]f32 = undefined;
+                    var u: [act_rows_per_block * amx.max_rows]f32 = undefined;
+                    while (j < r.j1) : (j += amx.max_rows) {
+                        const rr = @min(amx.max_rows, r.j1 - j);
+                        amx.matmulRows(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &g, amx.max_rows);
+                        amx.matmulRows(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &u, amx.max_rows);
+                        for (0..mm) |i| {
+                            gatedProduct(c.a.activation, g[i * amx.max_rows ..].ptr, u[i * amx.max_rows ..].ptr, c.a.out + (r.i_0 + i) * c.a.out_stride + j, rr);
+                        }
+                    }
+                    return;
+                }
+            }
             var g: [act_rows_per_block * repack.rows]f32 = undefined;
             var u: [act_rows_per_block * repack.rows]f32 = undefined;
-            var j = r.j0;
             while (j < r.j1) : (j += repack.rows) {
                 const rr = @min(repack.rows, r.j1 - j);
-                if (comptime useAmx(t)) {
-                    if (amx.enabled()) {
-                        amx.matmulRows(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &g, repack.rows);
-                        amx.matmulRows(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &u, repack.rows);
-                        for (0..mm) |i| {
-                            gatedProduct(c.a.activation, g[i * repack.rows ..].ptr, u[i * repack.rows ..].ptr, c.a.out + (r.i_0 + i) * c.a.out_stride + j, rr);
-                        }
-                        continue;
-                    }
-                }
                 if (rr == repack.rows) {
                     repack.block16(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &g, repack.rows);
                     repack.block16(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &u, repack.rows);
