@@ -149,6 +149,18 @@ pub fn build(b: *std.Build) void {
         test_step.dependOn(&run.step);
     }
 
+    // The AMX probe (zig-kernels/amx_probe.zig: the AMX kernel's speed, for machines with AMX)
+    // is compiled with the tests so it never rots; scripts/gpu-check.sh runs it where AMX is.
+    const probe = b.addExecutable(.{
+        .name = "amx-probe",
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("zig-kernels/amx_probe.zig"),
+            .target = b.resolveTargetQuery(platformQuery(findLevel("x86_64-v4"), .linux, .musl)),
+            .optimize = .ReleaseFast,
+        }),
+    });
+    test_step.dependOn(&probe.step);
+
     for (prebuilt_platforms) |platform| {
         for (platform.levels) |level_name| {
             const query = platformQuery(findLevel(level_name), platform.os_tag, platform.abi);

@@ -8,6 +8,7 @@
 #                                     the CUBINs precompiled for sm_90 (a cache the device reuses
 #                                     when its driver reports CUDA_DRIVER, default 13000, else it
 #                                     compiles them itself), the AMX kernel's Zig test binary and
+#                                     probe (zig-kernels/amx_probe.zig),
 #                                     the one runtime dependency; carry ".gpu-carry" alone
 #   bash scripts/gpu-check.sh run    (on the device machine) → unpacks them; prints the CPU and
 #                                     the driver; runs the GPU half of test/cuda and
@@ -37,8 +38,10 @@ pack)
     for (const f of readdirSync(CUDA_DIR).filter((f) => f.endsWith(".cu"))) compileKernelFile(f, 90, { driverVersion });'
   bash scripts/zig.sh test zig-kernels/amx.zig -O ReleaseSafe -mcpu=x86_64_v4+avx512vnni --test-no-exec -femit-bin="$carry/amx-test"
   bash scripts/zig.sh test zig-kernels/bf16.zig -O ReleaseSafe -mcpu=x86_64_v4+avx512vnni --test-no-exec -femit-bin="$carry/bf16-test"
-  strip "$carry/amx-test" "$carry/bf16-test"
-  xz -9 "$carry/amx-test" "$carry/bf16-test"
+  bash scripts/zig.sh build-exe zig-kernels/amx_probe.zig -O ReleaseFast -mcpu=x86_64_v4+avx512vnni -femit-bin="$carry/amx-probe"
+  rm -f "$carry"/*.o
+  strip "$carry/amx-test" "$carry/bf16-test" "$carry/amx-probe"
+  xz -9 "$carry/amx-test" "$carry/bf16-test" "$carry/amx-probe"
   du -ch "$carry"/* | tail -1
   echo "carry: $carry (run: bash scripts/gpu-check.sh run)"
   ;;
@@ -68,6 +71,7 @@ run)
   bench tinyllama q4_0 512
   # The host CPU's own paths: the AMX and BF16 kernels against their emulation and references.
   for t in amx bf16; do xz -dc "$carry/$t-test.xz" > "/tmp/$t-test" && chmod +x "/tmp/$t-test" && step 120 "/tmp/$t-test"; done 2>&1 | grep -v "\.\.\.OK$"
+  xz -dc "$carry/amx-probe.xz" > /tmp/amx-probe && chmod +x /tmp/amx-probe && step 90 /tmp/amx-probe
   step 60 bun test test/prefill-paths.test.ts
   cp zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so
   for amx in 0 1; do KILN_AMX=$amx M=128 T=2 step 120 bun bench/matmul-ab.ts zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so q4_0,q4_1,q4_k,q6_k,q8_0 2048x2048; done
@@ -87,7 +91,9 @@ pack-cpu)
   tar -cf - node_modules/@huggingface/jinja | xz -9 > "$carry/jinja.tar.xz"
   for f in zig-out/lib/libkiln-x86_64-*.so; do strip -o "$carry/lib/$(basename "$f")" "$f"; done
   bash scripts/zig.sh test zig-kernels/amx.zig -O ReleaseSafe -mcpu=x86_64_v4+avx512vnni --test-no-exec -femit-bin="$carry/amx-test"
-  strip "$carry/amx-test" && xz -9 "$carry/amx-test"
+  bash scripts/zig.sh build-exe zig-kernels/amx_probe.zig -O ReleaseFast -mcpu=x86_64_v4+avx512vnni -femit-bin="$carry/amx-probe"
+  rm -f "$carry"/*.o
+  strip "$carry/amx-test" "$carry/amx-probe" && xz -9 "$carry/amx-test" "$carry/amx-probe"
   deps=$(node_modules/.bin/bun -e '
     const lock = (await Bun.file("package-lock.json").json()).packages;
     const seen = new Set();
@@ -114,6 +120,7 @@ run-cpu)
   echo "== $(date -u +%FT%TZ) $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); family/model $(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2)/$(grep -m1 '^model\s' /proc/cpuinfo | cut -d: -f2)"
   xz -dc "$carry/amx-test.xz" > /tmp/amx-test && chmod +x /tmp/amx-test
   step 60 /tmp/amx-test 2>&1 | grep -v '\.\.\.OK$'
+  xz -dc "$carry/amx-probe.xz" > /tmp/amx-probe && chmod +x /tmp/amx-probe && step 90 /tmp/amx-probe
   cp zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so
   for amx in 0 1; do KILN_AMX=$amx M=128 T=2 step 90 bun bench/matmul-ab.ts zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so q4_0,q4_1,q4_k,q6_k,q8_0 2048x2048; done
   step 90 bun -e '

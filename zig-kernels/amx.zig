@@ -552,7 +552,7 @@ inline fn step(comptime Tiles: type, comptime F: type, comptime PA: usize, compt
 /// cbuf is read through a pointer: indexing the stored tiles as a local array value
 /// (`cbuf[t][r]` on the array itself, after the asm's memory clobbers) made LLVM copy the whole
 /// 2 KB array for every row read — two memcpy calls per row, which held the kernel to 9 MAC/ns
-/// on an Emerald Rapids Xeon; read in place it ran at 80–90 (scripts/gpu-check.sh's AMX probe).
+/// on an Emerald Rapids Xeon; read in place it ran at 80–90 (zig-kernels/amx_probe.zig).
 inline fn finishSub(comptime F: type, comptime PA: usize, comptime PB: usize, c: StepCtx(F), cbuf: *const [PA * PB][16][16]i32, fi: usize, isum: *[PA * 16][PB]V16i, acc: *[max_acts][2]V16f) void {
     const b = fi / F.n_sub;
     const s = fi % F.n_sub;

@@ -1,0 +1,141 @@
+//! The AMX kernel's speed on the machine it runs on, in int8 multiply-adds per ns (MAC/ns), next
+//! to what the tile unit and AVX-512 VNNI do alone. Not part of the library: a measurement tool
+//! for machines with AMX (the 2-core CI machine has none), built and run by scripts/gpu-check.sh
+//! (a GPU machine's host is often an AMX Xeon):
+//!
+//!   bash scripts/zig.sh build-exe zig-kernels/amx_probe.zig -O ReleaseFast \
+//!     -mcpu=x86_64_v4+avx512vnni -femit-bin=amx-probe && ./amx-probe
+//!
+//! Every kernel it times is first compared with the emulated kernel, bit for bit ("MISMATCH"
+//! otherwise). Where AMX is not usable it says why and stops.
+const std = @import("std");
+const amx = @import("amx.zig");
+const quant = @import("quant.zig");
+const Hw = amx.Hw;
+
+/// Palette 1 with K bytes per A row: B tiles K/4 rows × 64 bytes, A and C tiles 16 × K / 16 × 64.
+fn configK(comptime kb: usize) amx.TileConfig {
+    var c: amx.TileConfig = .{ .palette = 1 };
+    for (0..2) |g| {
+        c.rows[g] = kb / 4;
+        c.colsb[g] = 64;
+        c.rows[2 + g] = 16;
+        c.colsb[2 + g] = kb;
+    }
+    for (4..8) |g| {
+        c.rows[g] = 16;
+        c.colsb[g] = 64;
+    }
+    return c;
+}
+
+var tile_src: [16 * 64]u8 align(64) = undefined;
+var tile_dst: [16][16]i32 align(64) = undefined;
+
+/// Four independent TDPBSSDs per iteration on resident tiles: the tile unit's own rate.
+fn tileUnitRate(comptime kb: usize, iters: usize) f64 {
+    const cfg: amx.TileConfig align(64) = configK(kb);
+    var t = Hw.init(&cfg);
+    defer t.release();
+    inline for (0..4) |i| t.load(i, &tile_src, 64);
+    var timer = std.time.Timer.start() catch unreachable;
+    for (0..iters) |_| {
+        t.dpbssd(4, 2, 0);
+        t.dpbssd(5, 2, 1);
+        t.dpbssd(6, 3, 0);
+        t.dpbssd(7, 3, 1);
+    }
+    t.store(4, @ptrCast(&tile_dst), 64);
+    const ns: f64 = @floatFromInt(timer.read());
+    return @as(f64, @floatFromInt(iters * 4 * 16 * 16 * kb)) / ns;
+}
+
+/// Eight independent 512-bit VPDPBUSDs per iteration: AVX-512 VNNI's own rate.
+fn vnniRate(iters: usize) f64 {
+    var timer = std.time.Timer.start() catch unreachable;
+    for (0..iters) |_| {
+        asm volatile (
+            \\vpdpbusd %%zmm1, %%zmm2, %%zmm8
+            \\vpdpbusd %%zmm1, %%zmm2, %%zmm9
+            \\vpdpbusd %%zmm1, %%zmm2, %%zmm10
+            \\vpdpbusd %%zmm1, %%zmm2, %%zmm11
+            \\vpdpbusd %%zmm1, %%zmm2, %%zmm12
+            \\vpdpbusd %%zmm1, %%zmm2, %%zmm13
+            \\vpdpbusd %%zmm1, %%zmm2, %%zmm14
+            \\vpdpbusd %%zmm1, %%zmm2, %%zmm15
+            ::: .{ .zmm8 = true, .zmm9 = true, .zmm10 = true, .zmm11 = true, .zmm12 = true, .zmm13 = true, .zmm14 = true, .zmm15 = true });
+    }
+    const ns: f64 = @floatFromInt(timer.read());
+    return @as(f64, @floatFromInt(iters * 8 * 64)) / ns;
+}
+
+const k = 2048;
+const n = 32;
+
+/// One kernel problem: 32 weight rows × k of type t and 64 activation rows, seeded.
+fn Problem(comptime t: quant.GgmlType) type {
+    return struct {
+        const rb = quant.rowBytes(t, k);
+        const ab = quant.actRowBytes(t, k);
+        w: [n * rb]u8 = undefined,
+        xq: [64 * ab + 64]u8 = undefined,
+
+        fn init(p: *@This()) void {
+            var prng = std.Random.DefaultPrng.init(@intFromEnum(t) + 1);
+            const rng = prng.random();
+            var x: [k]f32 = undefined;
+            for (0..n) |j| {
+                for (&x) |*v| v.* = rng.floatNorm(f32);
+                _ = quant.quantizeRow(t, &x, p.w[j * rb ..].ptr, k);
+            }
+            for (0..64) |i| {
+                for (&x) |*v| v.* = rng.floatNorm(f32);
+                quant.quantizeActivations(t, &x, k, 1, k, p.xq[i * ab ..].ptr);
+            }
+        }
+
+        /// MAC/ns of `reps` kernel calls on m activation rows, after checking Hw against Emu.
+        fn rate(p: *const @This(), m: usize, reps: usize) f64 {
+            var y: [64 * n]f32 = undefined;
+            var want: [64 * n]f32 = undefined;
+            amx.kernel(amx.Hw, t, &p.w, rb, k, &p.xq, ab, m, n, &y, n);
+            amx.kernel(amx.Emu, t, &p.w, rb, k, &p.xq, ab, m, n, &want, n);
+            if (!std.mem.eql(u8, std.mem.sliceAsBytes(y[0 .. m * n]), std.mem.sliceAsBytes(want[0 .. m * n])))
+                std.debug.print("MISMATCH: {s} m={d}, the hardware kernel differs from the emulated one\n", .{ @tagName(t), m });
+            var timer = std.time.Timer.start() catch unreachable;
+            for (0..reps) |_| amx.kernel(amx.Hw, t, &p.w, rb, k, &p.xq, ab, m, n, &y, n);
+            const ns: f64 = @floatFromInt(timer.read());
+            return @as(f64, @floatFromInt(reps * m * n * k)) / ns;
+        }
+    };
+}
+
+fn kernelRates(comptime t: quant.GgmlType) !void {
+    const P = Problem(t);
+    const p = try std.heap.page_allocator.create(P);
+    defer std.heap.page_allocator.destroy(p);
+    p.* = .{};
+    p.init();
+    var two: [2]f64 = undefined;
+    const run = struct {
+        fn f(q: *const P, r: *f64) void {
+            r.* = q.rate(64, 2000);
+        }
+    }.f;
+    const th = try std.Thread.spawn(.{}, run, .{ p, &two[0] });
+    run(p, &two[1]);
+    th.join();
+    std.debug.print("kernel {s}, {d} rows × {d}: 1 thread m=1 {d:.2}, m=16 {d:.1}, m=32 {d:.1}, m=64 {d:.1}; 2 threads m=64 {d:.1} MAC/ns\n", .{
+        @tagName(t), n, k, p.rate(1, 2000), p.rate(16, 2000), p.rate(32, 2000), p.rate(64, 2000), two[0] + two[1],
+    });
+}
+
+pub fn main() !void {
+    const status = amx.status();
+    std.debug.print("amx status: {s}\n", .{@tagName(status)});
+    if (status != .enabled) return;
+    for (&tile_src, 0..) |*v, i| v.* = @truncate(i *% 7);
+    std.debug.print("vpdpbusd zmm alone: {d:.1} MAC/ns\n", .{vnniRate(2_000_000)});
+    std.debug.print("tdpbssd alone, K = 64 bytes: {d:.1}, K = 32: {d:.1} MAC/ns\n", .{ tileUnitRate(64, 1_000_000), tileUnitRate(32, 1_000_000) });
+    inline for (amx.types) |t| try kernelRates(t);
+}
