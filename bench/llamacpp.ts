@@ -25,6 +25,33 @@ import {
   type LlamaModel,
   type Token,
 } from "node-llama-cpp";
+import { parseGGUF } from "../src/gguf";
+import { MappedFile } from "../src/runtime/mapped-file";
+
+/**
+ * The weight types llama.cpp's AMX kernels compute (ggml-cpu's `qtype_has_amx_kernels`). On an
+ * Intel Xeon with AMX the prebuilt node-llama-cpp (3.22.1, its sapphirerapids variant) computed
+ * batched Q4_1 prefill wrongly (SmolLM2: "L'Étoile, la Marseillaise," where batch 1 says "The
+ * capital of France is Paris."), so its batched path is not a reference there for these types.
+ */
+export const LLAMACPP_AMX_TYPES: ReadonlySet<string> = new Set(["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"]);
+
+/**
+ * The batch size a parity test should give the reference for a model file: 1 where the host CPU
+ * has AMX-INT8 and the file has a matrix of a type llama.cpp's AMX path computes (its batch-1
+ * path is trustworthy everywhere), else undefined (the whole prompt in one batch). `features`:
+ * the host's, as kiln's cpuInfo() reports them.
+ */
+export function referenceBatchSize(modelPath: string, features: readonly string[]): number | undefined {
+  if (!features.includes("amx_int8")) return undefined;
+  const mf = new MappedFile(modelPath);
+  try {
+    const file = parseGGUF(mf.bytes, { fileName: modelPath, allowUnsupportedTypes: true });
+    return file.tensors.some((t) => t.dims.length >= 2 && LLAMACPP_AMX_TYPES.has(t.typeName)) ? 1 : undefined;
+  } finally {
+    mf.close();
+  }
+}
 
 export interface ReferenceOptions {
   /** Threads for evaluation (exact: the Llama instance is created with no thread cap). Default: 2. */

@@ -14,7 +14,8 @@ import { RunState } from "../../src/models/state";
 import { MappedFile } from "../../src/runtime/mapped-file";
 import { writeSyntheticModel } from "../../src/tools/synthetic-model";
 import type { DType } from "../../src/tensor";
-import { openReference } from "../../bench/llamacpp";
+import { openReference, referenceBatchSize } from "../../bench/llamacpp";
+import { cpuInfo } from "../../src/ffi/library";
 import { nmse, rng } from "../helpers";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-parity-"));
@@ -67,7 +68,10 @@ describe("logits parity with llama.cpp on synthetic models", () => {
       const path = join(dir, `${arch}-${type}.gguf`);
       writeSyntheticModel(path, { arch, type, shape: "tiny", seed: 7 });
       const r = rng(arch.length * 31 + type.length);
-      const ref = await openReference(path, { threads: 2, contextSize: 128 });
+      // On an AMX host, llama.cpp's batched path is not a reference for its AMX types: batch 1 there.
+      const batchSize = referenceBatchSize(path, cpuInfo().features);
+      if (batchSize) process.stderr.write(`[parity] ${arch} ${type}: AMX host, llama.cpp evaluated at batch size 1\n`);
+      const ref = await openReference(path, { threads: 2, contextSize: 128, batchSize });
       try {
         const ids = [ref.bos ?? 1, ...Array.from({ length: 63 }, () => 3 + Math.floor(r() * 500))];
         const want = await ref.logits(ids);

@@ -3,9 +3,12 @@
  * deterministically. Skipped when the model file is absent: run `bash scripts/fetch-model.sh`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { openReference, type LlamaReference } from "../../bench/llamacpp";
+import { tmpdir } from "node:os";
+import { openReference, referenceBatchSize, type LlamaReference } from "../../bench/llamacpp";
+import { writeSyntheticModel } from "../../src/tools/synthetic-model";
+import { nmse } from "../helpers";
 
 const GEMMA_PATH = join(import.meta.dir, "../../models/gemma-3-270m-Q4_K_M.gguf");
 const haveModel = existsSync(GEMMA_PATH);
@@ -71,5 +74,39 @@ describe.skipIf(!haveModel)("llama.cpp reference on Gemma 3 270M Q4_K_M (needs m
     let same = last.length === full.length;
     for (let i = 0; same && i < last.length; i++) same = Object.is(last[i], full[i]);
     expect(same).toBe(true);
+  }, 60_000);
+});
+
+describe("the reference at batch size 1 (what parity tests use for llama.cpp's AMX types on AMX hosts)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "kiln-refbatch-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("referenceBatchSize: 1 only on an AMX host for a file with a matrix of an AMX type", () => {
+    const q41 = join(dir, "llama-q4_1.gguf");
+    const f16 = join(dir, "llama-f16.gguf");
+    writeSyntheticModel(q41, { arch: "llama", type: "q4_1", shape: "tiny", seed: 3 });
+    writeSyntheticModel(f16, { arch: "llama", type: "f16", shape: "tiny", seed: 3 });
+    expect(referenceBatchSize(q41, ["avx512f", "avx512_vnni"])).toBeUndefined();
+    expect(referenceBatchSize(q41, ["avx512f", "amx_tile", "amx_int8"])).toBe(1);
+    expect(referenceBatchSize(f16, ["avx512f", "amx_tile", "amx_int8"])).toBeUndefined();
+  });
+
+  test("batch size 1 gives the batched path's logits, every position (so it can stand in for it)", async () => {
+    // F16 weights: no AMX type, so the batched path is a trustworthy comparison on every host.
+    const path = join(dir, "llama-f16-b.gguf");
+    writeSyntheticModel(path, { arch: "llama", type: "f16", shape: "tiny", seed: 4 });
+    const ids = [1, ...Array.from({ length: 23 }, (_, i) => 3 + ((i * 37) % 400))];
+    const batched = await openReference(path, { threads: 2, contextSize: 64 });
+    const single = await openReference(path, { threads: 2, contextSize: 64, batchSize: 1 });
+    try {
+      const a = await batched.logits(ids);
+      const b = await single.logits(ids);
+      expect(b).toHaveLength(ids.length);
+      // The same weights in other summation orders: close, not equal.
+      expect(nmse(b.flatMap((x) => Array.from(x)), a.flatMap((x) => Array.from(x)))).toBeLessThan(1e-3);
+    } finally {
+      await batched.close();
+      await single.close();
+    }
   }, 60_000);
 });
