@@ -107,7 +107,7 @@ API CUresult cuFuncSetAttribute(void* fn, int attr, int value) {
 
 // ---- streams and graphs
 struct Launch { struct Function* f; unsigned grid[3], block[3]; unsigned char args[256]; };
-struct Graph { int n; struct Launch l[64]; };
+struct Graph { int n; struct Launch l[2048]; }; // a decode step of a 1.1B model is ~300 launches
 struct Stream { int magic; struct Graph* capture; };
 
 static void run(const struct Launch* l) {
@@ -129,7 +129,7 @@ API CUresult cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, uns
   memcpy(l.args, params[0], sizeof l.args); // the one struct parameter; the driver copies it now
   struct Stream* s = stream;
   if (s && s->capture) {
-    if (s->capture->n == 64) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (s->capture->n == 2048) return CUDA_ERROR_OUT_OF_MEMORY;
     s->capture->l[s->capture->n++] = l;
     return 0;
   }

@@ -83,7 +83,8 @@ class RecordingRuntime implements DeviceRuntime {
     this.inner.download(src, dst, srcOffset);
   }
   launch(kernel: string, grid: Dim3, block: Dim3, sharedBytes: number, args: Uint8Array): void {
-    this.launches.push({ kernel, grid: [grid[0], grid[1], grid[2]], block: [block[0], block[1], block[2]], sharedBytes, args: args.slice() });
+    // args is the caller's to give away (DeviceRuntime.launch): kept as is, not copied.
+    this.launches.push({ kernel, grid: [grid[0], grid[1], grid[2]], block: [block[0], block[1], block[2]], sharedBytes, args });
   }
   synchronize(): void {
     this.inner.synchronize();

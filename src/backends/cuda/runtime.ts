@@ -40,7 +40,11 @@ export interface DeviceRuntime {
   upload(dst: DeviceBuffer, src: Uint8Array, dstOffset?: number): void;
   /** Copies dst.byteLength bytes of src from srcOffset into dst. */
   download(src: DeviceBuffer, dst: Uint8Array, srcOffset?: number): void;
-  /** Runs `kernel` (a KILN_KERNEL name in cuda/*.cu) with one packed argument struct. */
+  /**
+   * Runs `kernel` (a KILN_KERNEL name in cuda/*.cu) with one packed argument struct (a fresh
+   * KernelArgs.bytes()). A runtime may keep `args` (a recording one does), so the caller must not
+   * change it afterwards.
+   */
   launch(kernel: string, grid: Dim3, block: Dim3, sharedBytes: number, args: Uint8Array): void;
   /** Waits for every launched kernel and copy. */
   synchronize(): void;
@@ -74,46 +78,68 @@ export function expectInt(op: string, what: string, n: number, min = 0): void {
   if (!Number.isSafeInteger(n) || n < min || n >= 2 ** 31) throw new KilnError("SHAPE", `${op}: ${what} must be an integer in [${min}, 2^31), got ${n}`);
 }
 
+/** The most bytes of arguments a kernel takes (the drivers' own limit is 4 KiB; kiln's use < 128). */
+export const KERNEL_ARGS_MAX_BYTES = 256;
+
+// One scratch buffer every KernelArgs packs into: a decode step packs ~300 argument structs,
+// and a fresh ArrayBuffer + DataView each cost more than the rest of a launch's host work
+// (measured against the fake driver: bench/cuda.bench.ts with KILN_LIBCUDA, docs/gpu.md).
+const scratch = new ArrayBuffer(KERNEL_ARGS_MAX_BYTES);
+const scratchView = new DataView(scratch);
+const scratchBytes = new Uint8Array(scratch);
+/** Bumped by every new KernelArgs: an older one still packing is an error, not a silent mix. */
+let generation = 0;
+
 /**
- * Packs a kernel's argument struct with C's layout: each field at its natural alignment, the
- * whole padded to 8 bytes. Field order must be the struct's.
+ * Packs a kernel's argument struct with C's layout: each field at its natural alignment (the gaps
+ * zeroed), the whole padded to 8 bytes. Field order must be the struct's. One is packed at a
+ * time: starting another before `bytes()` makes the first throw.
  */
 export class KernelArgs {
-  readonly #buf = new ArrayBuffer(256);
-  readonly #view = new DataView(this.#buf);
   #at = 0;
+  readonly #generation = ++generation;
 
   #align(n: number): number {
-    this.#at = (this.#at + n - 1) & ~(n - 1);
-    if (this.#at + n > this.#buf.byteLength) throw new KilnError("BAD_OPTION", "KernelArgs: more than 256 bytes of arguments");
-    const at = this.#at;
-    this.#at += n;
+    if (this.#generation !== generation) throw new KilnError("BAD_OPTION", "KernelArgs: another KernelArgs was started before this one's bytes() (pack one struct at a time)");
+    const at = (this.#at + n - 1) & ~(n - 1);
+    if (at + n > KERNEL_ARGS_MAX_BYTES) throw new KilnError("BAD_OPTION", `KernelArgs: more than ${KERNEL_ARGS_MAX_BYTES} bytes of arguments`);
+    scratchBytes.fill(0, this.#at, at);
+    this.#at = at + n;
     return at;
+  }
+  #u64(v: number): this {
+    if (!Number.isSafeInteger(v) || v < 0) throw new KilnError("BAD_OPTION", `KernelArgs: ${v} is not a non-negative safe integer`);
+    const at = this.#align(8);
+    scratchView.setUint32(at, v % 0x1_0000_0000, true);
+    scratchView.setUint32(at + 4, Math.floor(v / 0x1_0000_0000), true);
+    return this;
   }
   /** A device pointer (null: 0). */
   ptr(b: DeviceBuffer | null): this {
-    this.#view.setBigUint64(this.#align(8), BigInt(b ? b.ptr : 0), true);
-    return this;
+    return this.#u64(b ? b.ptr : 0);
   }
   u64(v: number): this {
-    this.#view.setBigUint64(this.#align(8), BigInt(v), true);
-    return this;
+    return this.#u64(v);
   }
   i32(v: number): this {
-    this.#view.setInt32(this.#align(4), v, true);
+    scratchView.setInt32(this.#align(4), v, true);
     return this;
   }
   u32(v: number): this {
-    this.#view.setUint32(this.#align(4), v >>> 0, true);
+    scratchView.setUint32(this.#align(4), v >>> 0, true);
     return this;
   }
   f32(v: number): this {
-    this.#view.setFloat32(this.#align(4), v, true);
+    scratchView.setFloat32(this.#align(4), v, true);
     return this;
   }
-  /** The packed struct (its size padded to 8). */
+  /** A copy of the packed struct (its size padded to 8 with zeros). */
   bytes(): Uint8Array {
-    const n = (this.#at + 7) & ~7;
-    return new Uint8Array(this.#buf, 0, Math.max(n, 8));
+    if (this.#generation !== generation) throw new KilnError("BAD_OPTION", "KernelArgs: another KernelArgs was started before this one's bytes() (pack one struct at a time)");
+    const n = Math.max((this.#at + 7) & ~7, 8);
+    scratchBytes.fill(0, this.#at, n);
+    const out = new Uint8Array(n); // a loop copies these few bytes faster than slice() here
+    for (let i = 0; i < n; i++) out[i] = scratchBytes[i]!;
+    return out;
   }
 }
