@@ -31,7 +31,7 @@ const models = [
 ];
 console.log(`chat second turn: ${cpus()[0]?.model ?? "unknown CPU"}, ${threads} threads, ~${target}-token history, ${reps} reps (medians)`);
 for (const m of models) {
-  const model = await loadModel(join(import.meta.dir, "..", "models", m.file), { threads, contextLength: 2048 });
+  const model = await loadModel(join(import.meta.dir, "..", "models", m.file), { threads, contextLength: 2048, device: "cpu" });
   // Grow the history until it renders to ~target tokens.
   const history: ChatMessage[] = [];
   for (let i = 0; model.tokenize(model.applyChatTemplate(history.length ? history : [{ role: "user", content: "" }], { chatTemplate: m.chatTemplate })).length < target; i++) {

@@ -81,7 +81,7 @@ const RUNS = [
 ];
 
 for (const run of RUNS) {
-  const model = await loadModel(join(models, run.file), { threads, contextLength: 512 });
+  const model = await loadModel(join(models, run.file), { threads, contextLength: 512, device: "cpu" });
   const tok = model.tokenizer;
   let t0 = performance.now();
   tokenTrie(tok);

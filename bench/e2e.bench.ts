@@ -5,7 +5,9 @@
  *   bun bench/e2e.bench.ts [--model PATH]... [--threads N] [--prompt-tokens N] [--decode-tokens N] [--reps N]
  *
  * Default models: the real Gemma 3 270M Q4_K_M and any synthetic models in models/synthetic/.
- * Prefill = one forward over an N-token prompt; decode = greedy one-token steps after it.
+ * Prefill = one forward over an N-token prompt; decode = greedy one-token steps after it. kiln
+ * runs on the CPU (device "cpu"), as the reference does: on a GPU machine "auto" would take the
+ * GPU and compare it with llama.cpp's CPU build (as this bench once did on an H200's host).
  * Writes bench/results/e2e-<date>.json.
  */
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
@@ -44,7 +46,7 @@ function promptIds(tokenize: (s: string) => number[], bos: number | null, n: num
 
 const results: Record<string, unknown>[] = [];
 for (const path of models) {
-  const kiln = await loadModel(path, { threads, contextLength: promptTokens + decodeTokens + 8 });
+  const kiln = await loadModel(path, { threads, contextLength: promptTokens + decodeTokens + 8, device: "cpu" });
   const ref = await openReference(path, { threads, contextSize: promptTokens + decodeTokens + 8, flashAttention: o["flash-attention"] ?? true });
   const ids = promptIds((s) => ref.tokenize(s), ref.bos, promptTokens);
   const k = { prefill: [] as number[], decode: [] as number[] };

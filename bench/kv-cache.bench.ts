@@ -21,7 +21,7 @@ const { values } = parseArgs({ options: { model: { type: "string" }, contexts: {
 const path = values.model ?? (await ensureSynthetic("tinyllama-q4_0-ctx32k.gguf", (s) => console.error(s)));
 const contexts = values.contexts!.split(",").map(Number);
 const steps = Number(values.steps);
-const model = await loadModel(path, { threads: Number(values.threads) });
+const model = await loadModel(path, { threads: Number(values.threads), device: "cpu" });
 /** Rows [0, n) of every layer's cache: a quantized block of random rows, repeated. */
 function fillCache(caches: readonly Tensor[], dtype: "f16" | "q8_0", n: number, seed: number) {
   for (const [layer, c] of caches.entries()) {

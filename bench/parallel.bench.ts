@@ -47,7 +47,7 @@ function prompts(n: number, len: number, bos: number | null, vocab: number): num
 
 async function runKiln(spec: ChildSpec): Promise<ChildResult> {
   const { loadModel } = await import("../src/runtime/model");
-  const model = await loadModel(spec.model, { threads: spec.threads, contextLength: spec.ctx });
+  const model = await loadModel(spec.model, { threads: spec.threads, contextLength: spec.ctx, device: "cpu" });
   const tk = model.tokenizer;
   const ps = prompts(spec.sequences, spec.prompt, tk.vocab.bos ?? null, model.hp.nVocab);
   const logitBias: Record<number, number> = {};

@@ -60,7 +60,7 @@ async function withTicker<T>(fn: () => Promise<T>): Promise<{ value: T; gaps: nu
   }
 }
 
-const model = await loadModel(path, { threads, contextLength: Math.max(1024, promptLen + decode + 16), maxLogitRows: 1 });
+const model = await loadModel(path, { threads, contextLength: Math.max(1024, promptLen + decode + 16), maxLogitRows: 1, device: "cpu" });
 const text = "The river rises in the mountains and flows north through forests, towns and wide farmland before it reaches the sea. ";
 let ids = model.tokenize(text.repeat(Math.ceil((promptLen * 6) / text.length)), { addSpecial: false });
 ids = [...model.tokenize("", { addSpecial: true }), ...ids].slice(0, promptLen);

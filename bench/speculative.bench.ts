@@ -18,7 +18,7 @@ const { values: o } = parseArgs({ options: { model: { type: "string" }, threads:
 const path = o.model ?? join(import.meta.dir, "..", "models", "gemma-3-270m-Q4_K_M.gguf");
 const maxTokens = Number(o.tokens ?? 96);
 const reps = Number(o.reps ?? 3);
-const model = await loadModel(path, { threads: Number(o.threads ?? 2), contextLength: 1024 });
+const model = await loadModel(path, { threads: Number(o.threads ?? 2), contextLength: 1024, device: "cpu" });
 
 const passage = "The Rhine rises in the Swiss Alps and flows north through Lake Constance, then west along the German-Swiss border to Basel, where it turns north again. It forms part of the border between France and Germany before passing through the Rhine Gorge, famous for its castles and vineyards, and finally reaches the North Sea in the Netherlands.";
 const chat = (msg: string) => `<start_of_turn>user\n${msg}<end_of_turn>\n<start_of_turn>model\n`;

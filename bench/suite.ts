@@ -251,7 +251,7 @@ export interface ModelFacts {
 
 export async function modelFacts(path: string): Promise<ModelFacts> {
   const { loadModel } = await import("../src/runtime/model");
-  const m = await loadModel(path, { contextLength: 16, batchSize: 1, maxLogitRows: 1 });
+  const m = await loadModel(path, { contextLength: 16, batchSize: 1, maxLogitRows: 1, device: "cpu" });
   try {
     const hp = m.hp;
     const byName = new Map(m.file.tensors.map((t) => [t.name, t]));

@@ -100,7 +100,7 @@ async function main(): Promise<void> {
   if (spec.engine === "kiln") {
     const { loadModel } = await import("../src/runtime/model");
     const t0 = performance.now();
-    const model = await loadModel(spec.model, { threads: spec.threads, contextLength: spec.ctx, batchSize: spec.batch, prefillChunk: spec.batch, maxLogitRows: 1, attention: spec.flash ? "flash" : "naive" });
+    const model = await loadModel(spec.model, { threads: spec.threads, contextLength: spec.ctx, batchSize: spec.batch, prefillChunk: spec.batch, maxLogitRows: 1, attention: spec.flash ? "flash" : "naive", device: "cpu" });
     model.eval([ids[0]!]);
     model.reset();
     loadMs = performance.now() - t0;
