@@ -561,7 +561,7 @@ inline fn finishSub(comptime F: type, comptime PA: usize, comptime PB: usize, c:
         const rows = if (g == c.n_ga - 1) c.last_rows else 16;
         for (0..rows) |r| {
             inline for (0..PB) |gb| {
-                const sumi: V16i = cbuf[ga * PB + gb][r];
+                const sumi: V16i = (&cbuf[ga * PB + gb][r]).*; // through a pointer: no copy of cbuf
                 if (F.kquant) {
                     // sumi += sc·s: exact (the reference's i32 sums never overflow).
                     const v = c.p.sc[b][gb][s] *% sumi;

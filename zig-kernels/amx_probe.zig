@@ -110,6 +110,62 @@ fn Problem(comptime t: quant.GgmlType) type {
     };
 }
 
+/// The parts of the kernel's per-sub-block work at m = 16 (one A tile, both B tiles, K = 32),
+/// each cumulative on the one before, in ns per sub-block over 64 sub-blocks (k = 2048): where
+/// the ~400 ns a sub-block cost on Emerald Rapids go. A rows come from Q8_0 activation rows
+/// (their real stride), B tiles from a 32 KB packed chunk, C tiles are read back in place.
+fn subBlockParts() !void {
+    const P = Problem(.q8_0);
+    const p = try std.heap.page_allocator.create(P);
+    defer std.heap.page_allocator.destroy(p);
+    p.* = .{};
+    p.init();
+    var packed_b: [32][2][512]u8 align(64) = undefined;
+    for (&packed_b, 0..) |*s, i| for (s, 0..) |*g, j| for (g, 0..) |*v, o| {
+        v.* = @truncate(i *% 31 +% j *% 7 +% o);
+    };
+    var cbuf: [2][16][16]i32 align(64) = undefined;
+    const names = [_][]const u8{ "tile loads (A 16 × 32 B at the activation stride, 2 B)", "+ tilezero and 2 tdpbssd", "+ 2 tilestored", "+ the 32 stored rows read back (cvt, add)" };
+    const blocks = k / 32;
+    const reps = 2000;
+    inline for (0..4) |part| {
+        const cfg: amx.TileConfig align(64) = amx.config;
+        var t = Hw.init(&cfg);
+        var acc: [16][2]@Vector(16, f32) = @splat(.{ @splat(0), @splat(0) });
+        var timer = try std.time.Timer.start();
+        for (0..reps) |_| {
+            for (0..blocks) |b| {
+                t.load(2, p.xq[b * (P.ab / blocks) + 8 ..].ptr, P.ab);
+                t.load(0, &packed_b[b % 32][0], 64);
+                t.load(1, &packed_b[b % 32][1], 64);
+                if (part >= 1) {
+                    t.zero(4);
+                    t.dpbssd(4, 2, 0);
+                    t.zero(5);
+                    t.dpbssd(5, 2, 1);
+                }
+                if (part >= 2) {
+                    t.store(4, @ptrCast(&cbuf[0]), 64);
+                    t.store(5, @ptrCast(&cbuf[1]), 64);
+                }
+                if (part >= 3) {
+                    // Each row through a pointer: indexing the array value made LLVM copy it whole.
+                    for (0..16) |r| inline for (0..2) |g| {
+                        const row: *const [16]i32 = &cbuf[g][r];
+                        acc[r][g] += @as(@Vector(16, f32), @floatFromInt(@as(@Vector(16, i32), row.*)));
+                    };
+                }
+            }
+        }
+        const ns: f64 = @floatFromInt(timer.read());
+        t.release();
+        var sum: f32 = 0;
+        for (acc) |a| sum += @reduce(.Add, a[0]) + @reduce(.Add, a[1]);
+        std.mem.doNotOptimizeAway(sum);
+        std.debug.print("sub-block parts, m = 16: {s}: {d:.0} ns per sub-block\n", .{ names[part], ns / @as(f64, @floatFromInt(reps * blocks)) });
+    }
+}
+
 fn kernelRates(comptime t: quant.GgmlType) !void {
     const P = Problem(t);
     const p = try std.heap.page_allocator.create(P);
@@ -138,4 +194,5 @@ pub fn main() !void {
     std.debug.print("vpdpbusd zmm alone: {d:.1} MAC/ns\n", .{vnniRate(2_000_000)});
     std.debug.print("tdpbssd alone, K = 64 bytes: {d:.1}, K = 32: {d:.1} MAC/ns\n", .{ tileUnitRate(64, 1_000_000), tileUnitRate(32, 1_000_000) });
     inline for (amx.types) |t| try kernelRates(t);
+    try subBlockParts();
 }
