@@ -21,71 +21,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 carry=.gpu-carry
-case "${1:-}" in
-pack)
+
+# ---- here: what both carries hold -------------------------------------------------------------
+# Bun, kiln's one runtime dependency (chat templates, imported by src/index.ts), the stripped
+# x86-64 kernel libraries, and the AMX kernel's Zig tests and probe for the host CPU.
+pack_common() {
   rm -rf "$carry" && mkdir -p "$carry/lib"
-  bun_bin=node_modules/bun/bin/bun.exe
-  [ -f "$bun_bin" ] || bun_bin=$(readlink -f node_modules/.bin/bun)
-  xz -9 -T2 -c "$bun_bin" > "$carry/bun.xz"
-  tar -C .tools/nvrtc -cf - nvidia/cuda_nvrtc/lib | xz -9 -T2 > "$carry/nvrtc.tar.xz"
-  # kiln's one runtime dependency (chat templates), which src/index.ts imports.
-  tar -cf - node_modules/@huggingface/jinja | xz -9 > "$carry/jinja.tar.xz"
-  for f in zig-out/lib/libkiln-x86_64-*.so; do strip -o "$carry/lib/$(basename "$f")" "$f"; done
-  KILN_CACHE_DIR="$carry/cubin" node_modules/.bin/bun -e '
-    import { compileKernelFile, CUDA_DIR } from "./src/backends/cuda/compile";
-    import { readdirSync } from "node:fs";
-    const driverVersion = Number(process.env.CUDA_DRIVER ?? 13000);
-    for (const f of readdirSync(CUDA_DIR).filter((f) => f.endsWith(".cu"))) compileKernelFile(f, 90, { driverVersion });'
-  bash scripts/zig.sh test zig-kernels/amx.zig -O ReleaseSafe -mcpu=x86_64_v4+avx512vnni --test-no-exec -femit-bin="$carry/amx-test"
-  bash scripts/zig.sh test zig-kernels/bf16.zig -O ReleaseSafe -mcpu=x86_64_v4+avx512vnni --test-no-exec -femit-bin="$carry/bf16-test"
-  bash scripts/zig.sh build-exe zig-kernels/amx_probe.zig -O ReleaseFast -mcpu=x86_64_v4+avx512vnni -femit-bin="$carry/amx-probe"
-  rm -f "$carry"/*.o
-  strip "$carry/amx-test" "$carry/bf16-test" "$carry/amx-probe"
-  xz -9 "$carry/amx-test" "$carry/bf16-test" "$carry/amx-probe"
-  du -ch "$carry"/* | tail -1
-  echo "carry: $carry (run: bash scripts/gpu-check.sh run)"
-  ;;
-run)
-  out=${OUT:-$carry/out}
-  mkdir -p "$out" .tools/bin
-  exec > >(tee "$out/gpu-check.log") 2>&1
-  set +e
-  xz -dc "$carry/bun.xz" > .tools/bin/bun && chmod +x .tools/bin/bun
-  mkdir -p zig-out/lib && cp "$carry"/lib/*.so zig-out/lib/
-  xz -dc "$carry/jinja.tar.xz" | tar -xf -
-  mkdir -p .tools/nvrtc && xz -dc "$carry/nvrtc.tar.xz" | tar -C .tools/nvrtc -xf -
-  export PATH="$PWD/.tools/bin:$PATH" KILN_CACHE_DIR="$PWD/$carry/cubin"
-  step() { local t=$1; shift; echo; echo "== $(date -u +%T) $* (timeout ${t}s)"; timeout "$t" "$@"; echo "-- exit $?"; }
-  echo "== $(date -u +%FT%TZ) $(hostname); $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-  grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(amx|avx512_bf16|avx512_vnni|avx512_fp16|avx512f$)' | tr '\n' ' '; echo
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
-  nvidia-smi | grep -m1 "CUDA Version"
-  step 30 bun -e 'import("./src/backends/cuda/driver").then(m => console.log(JSON.stringify(m.probeCuda())))'
-  step 30 bun -e 'import("./src/ffi/library").then(m => console.log(JSON.stringify({ level: m.loadedLevel?.(), cpu: m.cpuInfo(), amx: m.amxStatus(), bf16: m.bf16Status() })))'
-  ls "$carry/cubin" | head -3
-  # The GPU half of every CUDA test file (the emulator half runs in CI).
-  # (emulator.test.ts tests the emulator alone, fake-driver.test.ts a fake libcuda: CI runs both.)
-  KILN_CUDA_TESTS=gpu step ${GPU_TEST_S:-240} bun test --timeout 120000 test/cuda/compile.test.ts test/cuda/elementwise.test.ts test/cuda/copy-kv.test.ts test/cuda/matmul.test.ts test/cuda/attention.test.ts test/cuda/model.test.ts test/cuda/real-models.test.ts test/backends test/cuda/device-option.test.ts 2>&1 | grep -v "^(pass)" | tail -150
-  ls "$carry/cubin" | wc -l
-  bench() { step 90 bun bench/cuda.bench.ts --shape "$1" --type "$2" --prompt "$3"; }
-  bench tinyllama q4_0 512
-  # The host CPU's own paths: the AMX and BF16 kernels against their emulation and references.
-  for t in amx bf16; do xz -dc "$carry/$t-test.xz" > "/tmp/$t-test" && chmod +x "/tmp/$t-test" && step 120 "/tmp/$t-test"; done 2>&1 | grep -v "\.\.\.OK$"
-  xz -dc "$carry/amx-probe.xz" > /tmp/amx-probe && chmod +x /tmp/amx-probe && step 90 /tmp/amx-probe
-  step 60 bun test test/prefill-paths.test.ts
-  cp zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so
-  for amx in 0 1; do KILN_AMX=$amx M=128 T=2 step 120 bun bench/matmul-ab.ts zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so q4_0,q4_1,q4_k,q6_k,q8_0 2048x2048; done
-  bench tinyllama q4_k_m 512
-  bench llama2-7b q4_0 512
-  bench llama2-7b q4_0 4096
-  echo "== $(date -u +%T) done"
-  ;;
-pack-cpu)
-  # The device machine's host CPU against llama.cpp (no GPU work): Bun, the kernel libraries, the
-  # AMX test binary and node-llama-cpp's CPU build with its dependencies (xz -9: ~6 MB; the CUDA
-  # build and NVRTC stay behind, they would not fit beside it).
-  rm -rf "$carry" && mkdir -p "$carry/lib"
-  bun_bin=node_modules/bun/bin/bun.exe
+  local bun_bin=node_modules/bun/bin/bun.exe
   [ -f "$bun_bin" ] || bun_bin=$(readlink -f node_modules/.bin/bun)
   xz -9 -T2 -c "$bun_bin" > "$carry/bun.xz"
   tar -cf - node_modules/@huggingface/jinja | xz -9 > "$carry/jinja.tar.xz"
@@ -94,6 +36,73 @@ pack-cpu)
   bash scripts/zig.sh build-exe zig-kernels/amx_probe.zig -O ReleaseFast -mcpu=x86_64_v4+avx512vnni -femit-bin="$carry/amx-probe"
   rm -f "$carry"/*.o
   strip "$carry/amx-test" "$carry/amx-probe" && xz -9 "$carry/amx-test" "$carry/amx-probe"
+}
+
+# ---- there: unpacking, timed steps, the host CPU's checks --------------------------------------
+unpack_common() { # $1: the log's name
+  out=${OUT:-$carry/out}
+  mkdir -p "$out" .tools/bin models/synthetic
+  exec > >(tee "$out/$1") 2>&1
+  set +e
+  xz -dc "$carry/bun.xz" > .tools/bin/bun && chmod +x .tools/bin/bun
+  mkdir -p zig-out/lib && cp "$carry"/lib/*.so zig-out/lib/
+  xz -dc "$carry/jinja.tar.xz" | tar -xf -
+  export PATH="$PWD/.tools/bin:$PATH"
+  echo "== $(date -u +%FT%TZ) $(hostname); $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); family/model $(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2)/$(grep -m1 '^model\s' /proc/cpuinfo | cut -d: -f2)"
+  grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(amx|avx512_bf16|avx512_vnni|avx512_fp16|avx512f$)' | tr '\n' ' '; echo
+}
+step() { local t=$1; shift; echo; echo "== $(date -u +%T) $* (timeout ${t}s)"; timeout "$t" "$@"; echo "-- exit $?"; }
+# The AMX kernel against its emulation (Zig tests), its speed (probe), AMX vs VNNI on a matmul.
+cpu_checks() {
+  for t in amx-test amx-probe; do xz -dc "$carry/$t.xz" > "/tmp/$t" && chmod +x "/tmp/$t"; done
+  step 60 /tmp/amx-test 2>&1 | grep -v '\.\.\.OK$'
+  step 90 /tmp/amx-probe
+  cp zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so
+  for amx in 0 1; do KILN_AMX=$amx M=128 T=2 step 90 bun bench/matmul-ab.ts zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so q4_0,q4_1,q4_k,q6_k,q8_0 2048x2048; done
+}
+
+case "${1:-}" in
+pack)
+  pack_common
+  tar -C .tools/nvrtc -cf - nvidia/cuda_nvrtc/lib | xz -9 -T2 > "$carry/nvrtc.tar.xz"
+  KILN_CACHE_DIR="$carry/cubin" node_modules/.bin/bun -e '
+    import { compileKernelFile, CUDA_DIR } from "./src/backends/cuda/compile";
+    import { readdirSync } from "node:fs";
+    const driverVersion = Number(process.env.CUDA_DRIVER ?? 13000);
+    for (const f of readdirSync(CUDA_DIR).filter((f) => f.endsWith(".cu"))) compileKernelFile(f, 90, { driverVersion });'
+  bash scripts/zig.sh test zig-kernels/bf16.zig -O ReleaseSafe -mcpu=x86_64_v4+avx512vnni --test-no-exec -femit-bin="$carry/bf16-test"
+  rm -f "$carry"/*.o
+  strip "$carry/bf16-test" && xz -9 "$carry/bf16-test"
+  du -ch "$carry"/* | tail -1
+  echo "carry: $carry (run: bash scripts/gpu-check.sh run)"
+  ;;
+run)
+  unpack_common gpu-check.log
+  mkdir -p .tools/nvrtc && xz -dc "$carry/nvrtc.tar.xz" | tar -C .tools/nvrtc -xf -
+  export KILN_CACHE_DIR="$PWD/$carry/cubin"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  nvidia-smi | grep -m1 "CUDA Version"
+  step 30 bun -e 'import("./src/backends/cuda/driver").then(m => console.log(JSON.stringify(m.probeCuda())))'
+  step 30 bun -e 'import("./src/ffi/library").then(m => console.log(JSON.stringify({ level: m.loadedLevel?.(), cpu: m.cpuInfo(), amx: m.amxStatus(), bf16: m.bf16Status() })))'
+  # The GPU half of every CUDA test file (the emulator half runs in CI).
+  # (emulator.test.ts tests the emulator alone, fake-driver.test.ts a fake libcuda: CI runs both.)
+  KILN_CUDA_TESTS=gpu step ${GPU_TEST_S:-240} bun test --timeout 120000 test/cuda/compile.test.ts test/cuda/elementwise.test.ts test/cuda/copy-kv.test.ts test/cuda/matmul.test.ts test/cuda/attention.test.ts test/cuda/model.test.ts test/cuda/real-models.test.ts test/backends test/cuda/device-option.test.ts 2>&1 | grep -v "^(pass)" | tail -150
+  bench() { step 90 bun bench/cuda.bench.ts --shape "$1" --type "$2" --prompt "$3"; }
+  bench tinyllama q4_0 512
+  # The host CPU's own paths (a GPU machine's host is often an AMX Xeon).
+  cpu_checks
+  xz -dc "$carry/bf16-test.xz" > /tmp/bf16-test && chmod +x /tmp/bf16-test && step 60 /tmp/bf16-test 2>&1 | grep -v '\.\.\.OK$'
+  step 60 bun test test/prefill-paths.test.ts
+  bench tinyllama q4_k_m 512
+  bench llama2-7b q4_0 512
+  bench llama2-7b q4_0 4096
+  echo "== $(date -u +%T) done"
+  ;;
+pack-cpu)
+  # The device machine's host CPU against llama.cpp (no GPU work): node-llama-cpp's CPU build and
+  # its dependencies beside the common carry (xz -9: ~6 MB; the CUDA build and NVRTC stay behind,
+  # they would not fit beside it).
+  pack_common
   deps=$(node_modules/.bin/bun -e '
     const lock = (await Bun.file("package-lock.json").json()).packages;
     const seen = new Set();
@@ -106,23 +115,11 @@ pack-cpu)
   echo "carry: $carry (run: bash scripts/gpu-check.sh run-cpu)"
   ;;
 run-cpu)
-  out=${OUT:-$carry/out}
-  mkdir -p "$out" .tools/bin models/synthetic
-  exec > >(tee "$out/cpu-check.log") 2>&1
-  set +e
-  xz -dc "$carry/bun.xz" > .tools/bin/bun && chmod +x .tools/bin/bun
-  mkdir -p zig-out/lib && cp "$carry"/lib/*.so zig-out/lib/
-  xz -dc "$carry/jinja.tar.xz" | tar -xf -
+  unpack_common cpu-check.log
   xz -dc "$carry/llama.tar.xz" | tar -xf -
-  # KILN_DEVICE=cpu: loadModel's "auto" would take the GPU on a GPU machine.
-  export PATH="$PWD/.tools/bin:$PATH" KILN_DEVICE=cpu
-  step() { local t=$1; shift; echo; echo "== $(date -u +%T) $* (timeout ${t}s)"; timeout "$t" "$@"; echo "-- exit $?"; }
-  echo "== $(date -u +%FT%TZ) $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); family/model $(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2)/$(grep -m1 '^model\s' /proc/cpuinfo | cut -d: -f2)"
-  xz -dc "$carry/amx-test.xz" > /tmp/amx-test && chmod +x /tmp/amx-test
-  step 60 /tmp/amx-test 2>&1 | grep -v '\.\.\.OK$'
-  xz -dc "$carry/amx-probe.xz" > /tmp/amx-probe && chmod +x /tmp/amx-probe && step 90 /tmp/amx-probe
-  cp zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so
-  for amx in 0 1; do KILN_AMX=$amx M=128 T=2 step 90 bun bench/matmul-ab.ts zig-out/lib/libkiln-x86_64-v4.so /tmp/libkiln-b.so q4_0,q4_1,q4_k,q6_k,q8_0 2048x2048; done
+  # The CPU benchmarks load kiln with device "cpu" themselves; this keeps anything else off the GPU.
+  export KILN_DEVICE=cpu
+  cpu_checks
   step 90 bun -e '
     import { writeSyntheticModel } from "./src/tools/synthetic-model";
     writeSyntheticModel("models/synthetic/smollm2-shape-q4_1.gguf", { arch: "llama", type: "q4_1", shape: { nEmbd: 576, nLayer: 30, nHead: 9, nHeadKv: 3, nFf: 1536, nVocab: 49152 }, seed: 2 });

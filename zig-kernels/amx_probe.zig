@@ -32,19 +32,26 @@ fn configK(comptime kb: usize) amx.TileConfig {
 var tile_src: [16 * 64]u8 align(64) = undefined;
 var tile_dst: [16][16]i32 align(64) = undefined;
 
+/// The tile unit's timed work: four independent TDPBSSDs on resident tiles (A tmm2, tmm3 ×
+/// B tmm0, tmm1 → C tmm4..tmm7), after loading the operands from tile_src (64 bytes apart).
+fn loadOperands(comptime Tiles: type, t: *Tiles) void {
+    inline for (0..4) |i| t.load(i, &tile_src, 64);
+}
+fn fourProducts(comptime Tiles: type, t: *Tiles) void {
+    t.dpbssd(4, 2, 0);
+    t.dpbssd(5, 2, 1);
+    t.dpbssd(6, 3, 0);
+    t.dpbssd(7, 3, 1);
+}
+
 /// Four independent TDPBSSDs per iteration on resident tiles: the tile unit's own rate.
 fn tileUnitRate(comptime kb: usize, iters: usize) f64 {
     const cfg: amx.TileConfig align(64) = configK(kb);
     var t = Hw.init(&cfg);
     defer t.release();
-    inline for (0..4) |i| t.load(i, &tile_src, 64);
+    loadOperands(Hw, &t);
     var timer = std.time.Timer.start() catch unreachable;
-    for (0..iters) |_| {
-        t.dpbssd(4, 2, 0);
-        t.dpbssd(5, 2, 1);
-        t.dpbssd(6, 3, 0);
-        t.dpbssd(7, 3, 1);
-    }
+    for (0..iters) |_| fourProducts(Hw, &t);
     t.store(4, @ptrCast(&tile_dst), 64);
     const ns: f64 = @floatFromInt(timer.read());
     return @as(f64, @floatFromInt(iters * 4 * 16 * 16 * kb)) / ns;
@@ -195,4 +202,35 @@ pub fn main() !void {
     std.debug.print("tdpbssd alone, K = 64 bytes: {d:.1}, K = 32: {d:.1} MAC/ns\n", .{ tileUnitRate(64, 1_000_000), tileUnitRate(32, 1_000_000) });
     inline for (amx.types) |t| try kernelRates(t);
     try subBlockParts();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests (every level: the probe's tile work on the emulated tiles against a scalar product)
+// ---------------------------------------------------------------------------------------------
+
+test "amx probe: its 32-byte configuration is the kernel's" {
+    try std.testing.expectEqual(amx.config, configK(32));
+}
+
+test "amx probe: the timed tile work is a legal TDPBSSD sequence and computes C = A·B (int8, scalar reference), K = 64 and 32" {
+    for (&tile_src, 0..) |*v, i| v.* = @truncate(i *% 7 +% 3);
+    inline for (.{ 64, 32 }) |kb| {
+        const cfg: amx.TileConfig align(64) = configK(kb);
+        var t = amx.Emu.init(&cfg);
+        defer t.release();
+        loadOperands(amx.Emu, &t);
+        fourProducts(amx.Emu, &t);
+        fourProducts(amx.Emu, &t); // C accumulates: twice the product
+        t.store(4, @ptrCast(&tile_dst), 64);
+        // tmm4 = A (tmm2: rows m of tile_src, kb bytes) × B (tmm0: kb/4 rows of 64 bytes).
+        for (0..16) |m| for (0..16) |col| {
+            var want: i32 = 0;
+            for (0..kb / 4) |k4| for (0..4) |i| {
+                const a: i8 = @bitCast(tile_src[m * 64 + 4 * k4 + i]);
+                const b: i8 = @bitCast(tile_src[k4 * 64 + 4 * col + i]);
+                want += @as(i32, a) * b;
+            };
+            try std.testing.expectEqual(2 * want, tile_dst[m][col]);
+        };
+    }
 }

@@ -155,8 +155,9 @@ fn matmulTiled(comptime t: GgmlType, comptime kind: TileKind, a: Matmul) void {
 
 /// Prefill through repack.zig: tasks are (weight rows × ≤ 64 activation rows) as matmulTiled's;
 /// each whole group of 16 weight rows goes through the interleaved kernel, a last partial group
-/// through the tile kernel. Where AMX is enabled (amx.zig: every quantized type on the x86_64-v4
-/// build, after its run-time checks) the task's rows go through the AMX kernel instead, 32 at a time.
+/// through the tile kernel. Where AMX is enabled (amx.zig: the types amx.routed() names, on the
+/// x86_64-v4 build, after its run-time checks) the task's rows go through the AMX kernel instead,
+/// 32 at a time.
 fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
     const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize };
@@ -904,8 +905,8 @@ test "prefill on AMX (the hardware where enabled, else the emulated tiles): ever
         _ = pool.setThreads(threads);
         inline for (amx.types) |t| if (comptime amx.routed(t)) {
             const T = Traits(t);
-            // Legacy: 37 blocks (a whole 32-block AMX chunk and a partial one); K-quants: 5 blocks
-            // (a whole 4-block chunk and a partial one).
+            // Legacy: 37 blocks (a whole 32-block AMX chunk and a partial one); K-quants, should
+            // amx.routed() take them again: 5 blocks (a whole 4-block chunk and a partial one).
             const k: usize = if (T.block_size == 32) 32 * 37 else 256 * 5;
             const n_out = 83;
             const m_max = 131;

@@ -9,6 +9,7 @@ test {
     _ = @import("matmul.zig");
     _ = @import("repack.zig");
     _ = @import("amx.zig");
+    _ = @import("amx_probe.zig");
     _ = @import("bf16.zig");
     _ = @import("packed.zig");
     _ = @import("norm.zig");
