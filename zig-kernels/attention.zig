@@ -810,56 +810,73 @@ fn tileAccumulateQ8(a: AttentionArgs, rows: *const Rows, st: *State, sc: *const 
     }
 }
 
+/// Lanes of accumulateRows' first pass: 16 on AVX-512 builds, else vlen. A 64-wide head of
+/// three rows took 12 ymm FMAs, 4 sign extensions and 4 conversions per key and Q8_0 block; zmm
+/// halves the instructions (Zen 5 and Intel's cores run 512-bit FMAs at full width; Zen 4 splits
+/// them in two, no slower than two ymm). Each element's chain (one FMA per key, keys in order)
+/// is the same at any width, so the bits are the vlen pass's.
+const acc_lanes = if (@import("cpu.zig").has_avx512bw) 16 else vlen;
+
 inline fn accumulateRows(comptime R: usize, comptime E: type, acc: [R][*]f32, p: [R][*]const f32, v: [*]const E, stride: usize, nk: usize, hd: usize) void {
-    const vec_end = hd / vlen * vlen; // axpyK's vector part; the rest is its scalar tail
-    const ahead = kvAheadKeys(hd);
+    // axpyK's vector part [0, hd/vlen·vlen) gets FMAs, the rest its scalar tail's mul-then-add.
     var d: usize = 0;
-    // Chunks of N vectors: each (row, vector) is a chain of FMAs, key after key, so a pass over
-    // the keys has R·N independent chains to cover the FMA latency: 2 vectors per pass left
-    // 1-3 rows latency-bound (hd = 64 took four passes of 6 chains at 3 rows).
-    inline for (.{ comptime chunkVectors(R), 2, 1 }) |N| {
-        while (d + N * vlen <= vec_end) : (d += N * vlen) {
-            var x: [R][N]F32V = undefined;
-            inline for (0..R) |r| inline for (0..N) |i| {
-                x[r][i] = loadV(acc[r] + d + i * vlen);
-            };
-            for (0..nk) |j| {
-                // The first pass over the keys asks for the rows `ahead` keys later.
-                if (d == 0) prefetchKvRow(@ptrCast(v + (j + ahead) * stride), rowBytes(E, hd));
-                if (E == Q8Block) {
-                    // fma(p·d_v, q, acc), block by block (a chunk holds whole blocks, or lies in one).
-                    const per_block = @min(N, q8_block / vlen);
-                    inline for (0..N / per_block) |bi| {
-                        const e0 = d + bi * per_block * vlen;
-                        const blk = &v[j * stride + e0 / q8_block];
-                        const scale = blk.scale();
-                        var qf: [per_block]F32V = undefined;
-                        inline for (0..per_block) |i| {
-                            const q: @Vector(vlen, i8) = blk.q[e0 % q8_block + i * vlen ..][0..vlen].*;
-                            qf[i] = @floatFromInt(q);
-                        }
-                        inline for (0..R) |r| {
-                            const pr: F32V = @splat(p[r][j] * scale);
-                            inline for (0..per_block) |i| x[r][bi * per_block + i] = fmaV(pr, qf[i], x[r][bi * per_block + i]);
-                        }
-                    }
-                } else {
-                    const vv = rowVecs(N, E, v + j * stride, d);
-                    inline for (0..R) |r| {
-                        const pr: F32V = @splat(p[r][j]);
-                        inline for (0..N) |i| x[r][i] = fmaV(pr, vv[i], x[r][i]);
-                    }
-                }
-            }
-            inline for (0..R) |r| inline for (0..N) |i| {
-                storeV(acc[r] + d + i * vlen, x[r][i]);
-            };
-        }
-    }
+    if (acc_lanes != vlen) accumulatePass(acc_lanes, R, E, acc, p, v, stride, nk, hd, hd / acc_lanes * acc_lanes, &d);
+    accumulatePass(vlen, R, E, acc, p, v, stride, nk, hd, hd / vlen * vlen, &d);
     while (d < hd) : (d += 1) {
         for (0..nk) |j| {
             const vf = rowElem(E, v + j * stride, d);
             inline for (0..R) |r| acc[r][d] += p[r][j] * vf;
+        }
+    }
+}
+
+/// accumulateRows over elements [d, end) in W-lane vectors; advances d.
+inline fn accumulatePass(comptime W: usize, comptime R: usize, comptime E: type, acc: [R][*]f32, p: [R][*]const f32, v: [*]const E, stride: usize, nk: usize, hd: usize, end: usize, d: *usize) void {
+    @setEvalBranchQuota(10_000);
+    const V = @Vector(W, f32);
+    const ahead = kvAheadKeys(hd);
+    // Chunks of N vectors: each (row, vector) is a chain of FMAs, key after key, so a pass over
+    // the keys has R·N independent chains to cover the FMA latency: 2 vectors per pass left
+    // 1-3 rows latency-bound (hd = 64 took four passes of 6 chains at 3 rows).
+    inline for (.{ comptime chunkVectors(R), 2, 1 }) |N| {
+        while (d.* + N * W <= end) : (d.* += N * W) {
+            const d0 = d.*;
+            var x: [R][N]V = undefined;
+            inline for (0..R) |r| inline for (0..N) |i| {
+                x[r][i] = acc[r][d0 + i * W ..][0..W].*;
+            };
+            for (0..nk) |j| {
+                // The first pass over the keys asks for the rows `ahead` keys later.
+                if (d0 == 0) prefetchKvRow(@ptrCast(v + (j + ahead) * stride), rowBytes(E, hd));
+                if (E == Q8Block) {
+                    // fma(p·d_v, q, acc), block by block (a chunk holds whole blocks, or lies in one).
+                    const per_block = @min(N, q8_block / W);
+                    inline for (0..N / per_block) |bi| {
+                        const e0 = d0 + bi * per_block * W;
+                        const blk = &v[j * stride + e0 / q8_block];
+                        const scale = blk.scale();
+                        var qf: [per_block]V = undefined;
+                        inline for (0..per_block) |i| {
+                            const q: @Vector(W, i8) = blk.q[e0 % q8_block + i * W ..][0..W].*;
+                            qf[i] = @floatFromInt(q);
+                        }
+                        inline for (0..R) |r| {
+                            const pr: V = @splat(p[r][j] * scale);
+                            inline for (0..per_block) |i| x[r][bi * per_block + i] = fmaN(W, pr, qf[i], x[r][bi * per_block + i]);
+                        }
+                    }
+                } else {
+                    var vv: [N]V = undefined;
+                    inline for (0..N) |i| vv[i] = rowVec(W, E, v + j * stride, d0 + i * W);
+                    inline for (0..R) |r| {
+                        const pr: V = @splat(p[r][j]);
+                        inline for (0..N) |i| x[r][i] = fmaN(W, pr, vv[i], x[r][i]);
+                    }
+                }
+            }
+            inline for (0..R) |r| inline for (0..N) |i| {
+                acc[r][d0 + i * W ..][0..W].* = x[r][i];
+            };
         }
     }
 }
