@@ -445,35 +445,57 @@ const QueryQ8 = struct {
 };
 
 /// dotRK's integer twin for a Q8_0 cache (quantizesQuery): per (row, key, block), Σ q·k exact
-/// in the 8 int32 lanes of one vpdpbusd, converted and scaled by d_q·d_k into 8 f32 lanes, summed
-/// over blocks in order and reduced at the end. Each (row, key) pair has the same arithmetic
-/// whatever R and K are.
+/// in 8 int32 lanes of a vpdpbusd, converted and scaled by d_q·d_k into 8 f32 lanes, summed over
+/// blocks in order and reduced at the end (sumLanes' tree). Keys go in pairs, one per 256-bit
+/// half of a 512-bit vpdpbusd, conversion and FMA, reduced together (sumHalves): every lane
+/// sees the arithmetic it would alone, so each (row, key) pair has the same bits whatever R and
+/// K are. Two keys a vector took 9/3/64 decode scores from 12 instructions per (row, key) pair
+/// and block plus a 6-instruction reduction each to about half that.
 inline fn dotRKQ8(comptime R: usize, comptime K: usize, qs: *const QueryQ8, r0: usize, kp: [K][*]const Q8Block, n: usize) [R][K]f32 {
-    const F8 = @Vector(8, f32);
-    var acc: [R][K]F8 = @splat(@splat(@splat(0)));
+    comptime assert(K % 2 == 0);
+    const KP = K / 2;
+    const F16x = @Vector(16, f32);
+    const I16x = @Vector(16, i32);
+    const spread = comptime blk: {
+        var m: [16]i32 = undefined;
+        for (0..16) |l| m[l] = @intCast(l / 8);
+        break :blk m;
+    };
+    var acc: [R][KP]F16x = @splat(@splat(@splat(0)));
     for (0..n / q8_block) |b| {
-        var kx: [K]QueryQ8.I32x8 = undefined;
-        var dk: [K]f32 = undefined;
-        inline for (0..K) |k| {
-            const u: @Vector(q8_block, u8) = @bitCast(kp[k][b].q);
-            kx[k] = @bitCast(u ^ @as(@Vector(q8_block, u8), @splat(0x80)));
-            dk[k] = kp[k][b].scale();
+        var kx: [KP]I16x = undefined;
+        var dk: [KP]@Vector(2, f32) = undefined;
+        inline for (0..KP) |k| {
+            const u = std.simd.join(@as(@Vector(q8_block, u8), @bitCast(kp[2 * k][b].q)), @as(@Vector(q8_block, u8), @bitCast(kp[2 * k + 1][b].q)));
+            kx[k] = @bitCast(u ^ @as(@Vector(2 * q8_block, u8), @splat(0x80)));
+            dk[k] = .{ kp[2 * k][b].scale(), kp[2 * k + 1][b].scale() };
         }
         inline for (0..R) |r| {
             const qv = qs.q[r0 + r][b];
             const st = qs.start[r0 + r][b];
-            const dq = qs.d[r0 + r][b];
-            inline for (0..K) |k| {
-                const isum = @"llvm.x86.avx512.vpdpbusd.256"(st, kx[k], qv);
-                acc[r][k] = fmaN(8, @floatFromInt(isum), @splat(dq * dk[k]), acc[r][k]);
+            const dq: @Vector(2, f32) = @splat(qs.d[r0 + r][b]);
+            inline for (0..KP) |k| {
+                const isum = @"llvm.x86.avx512.vpdpbusd.512"(std.simd.join(st, st), kx[k], std.simd.join(qv, qv));
+                const scale: F16x = @shuffle(f32, dq * dk[k], undefined, spread);
+                acc[r][k] = fmaN(16, @floatFromInt(isum), scale, acc[r][k]);
             }
         }
     }
     var out: [R][K]f32 = undefined;
-    inline for (0..R) |r| inline for (0..K) |k| {
-        out[r][k] = sumLanes(8, acc[r][k]);
+    inline for (0..R) |r| inline for (0..KP) |k| {
+        const s2 = sumHalves(acc[r][k]);
+        out[r][2 * k] = s2[0];
+        out[r][2 * k + 1] = s2[1];
     };
     return out;
+}
+
+/// sumLanes(8, ·) of both 8-lane halves of v at once: the same additions, in the same order.
+inline fn sumHalves(v: @Vector(16, f32)) [2]f32 {
+    const a = v + @shuffle(f32, v, undefined, [16]i32{ 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11 });
+    const b = a + @shuffle(f32, a, undefined, [16]i32{ 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13 });
+    const c = b + @shuffle(f32, b, undefined, [16]i32{ 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14 });
+    return .{ c[0], c[8] };
 }
 
 /// Sum of N lanes as a pairwise tree, low half + high half down to one lane (log2 N dependent
@@ -1642,6 +1664,66 @@ test "plan: decode spreads query heads over tasks instead of splitting keys" {
     var prefill = a;
     prefill.n_q = 512;
     try std.testing.expectEqual(@as(usize, 8), makePlan(prefill, 16).heads_per_task);
+}
+
+test "sumHalves: each half summed as sumLanes(8) sums it, bit for bit" {
+    var prng = std.Random.DefaultPrng.init(3);
+    const rng = prng.random();
+    for (0..1000) |_| {
+        var v: @Vector(16, f32) = undefined;
+        // Magnitudes 2^-20..2^20, so another order of the same additions would round differently.
+        for (0..16) |l| v[l] = rng.floatNorm(f32) * std.math.pow(f32, 2, @floatFromInt(rng.intRangeAtMost(i32, -20, 20)));
+        const got = sumHalves(v);
+        try std.testing.expectEqual(sumLanes(8, std.simd.extract(v, 0, 8)), got[0]);
+        try std.testing.expectEqual(sumLanes(8, std.simd.extract(v, 8, 8)), got[1]);
+    }
+}
+
+test "dotRKQ8: keys in pairs give every (row, key) the bits of the one-key arithmetic" {
+    if (!q8_int_scores) return error.SkipZigTest;
+    var prng = std.Random.DefaultPrng.init(11);
+    const rng = prng.random();
+    const hd = 128;
+    const nb = hd / q8_block;
+    var keys: [8][nb]Q8Block = undefined;
+    for (&keys) |*row| for (row) |*blk| {
+        const d: f16 = @floatCast(rng.float(f32) * std.math.pow(f32, 2, @floatFromInt(rng.intRangeAtMost(i32, -12, 4))));
+        std.mem.writeInt(u16, &blk.d, @bitCast(d), .little);
+        for (&blk.q) |*x| x.* = rng.int(i8);
+    };
+    var qrows: [4][hd]f32 = undefined;
+    for (&qrows) |*row| for (row) |*x| {
+        x.* = rng.floatNorm(f32);
+    };
+    var rows: Rows = undefined;
+    rows.n = 4;
+    for (0..4) |r| rows.q[r] = &qrows[r];
+    var qs: QueryQ8 = undefined;
+    qs.init(&rows, hd);
+    // The one-key arithmetic: a 256-bit vpdpbusd per (row, key, block), FMA into 8 lanes, sumLanes.
+    var want: [4][8]f32 = undefined;
+    for (0..4) |r| for (0..8) |k| {
+        var acc: @Vector(8, f32) = @splat(0);
+        for (0..nb) |b| {
+            const u: @Vector(q8_block, u8) = @bitCast(keys[k][b].q);
+            const kx: QueryQ8.I32x8 = @bitCast(u ^ @as(@Vector(q8_block, u8), @splat(0x80)));
+            const isum = @"llvm.x86.avx512.vpdpbusd.256"(qs.start[r][b], kx, qs.q[r][b]);
+            acc = fmaN(8, @floatFromInt(isum), @splat(qs.d[r][b] * keys[k][b].scale()), acc);
+        }
+        want[r][k] = sumLanes(8, acc);
+    };
+    inline for (.{ .{ 1, 8 }, .{ 2, 4 }, .{ 3, 2 }, .{ 4, 2 } }) |rk| {
+        const R = rk[0];
+        const K = rk[1];
+        for (0..4 - R + 1) |r0| for (0..8 / K) |k0| {
+            var kp: [K][*]const Q8Block = undefined;
+            inline for (0..K) |k| kp[k] = &keys[k0 * K + k];
+            const got = dotRKQ8(R, K, &qs, r0, kp, hd);
+            inline for (0..R) |r| inline for (0..K) |k| {
+                try std.testing.expectEqual(want[r0 + r][k0 * K + k], got[r][k]);
+            };
+        };
+    }
 }
 
 test "batch invariance: a row alone and the same row in a batch give identical bits" {
