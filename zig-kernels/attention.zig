@@ -7,7 +7,9 @@
 //!
 //! Two layouts of a task's rows: dot products (a row's scores are R-row × K-key dot products,
 //! each finished by a horizontal sum), and rows in the lanes of 4-, 8- or 16-wide vectors (Q and
-//! the accumulator transposed, no horizontal sums, the softmax elementwise across rows).
+//! the scores transposed, no horizontal sums, the softmax elementwise across rows). Both
+//! accumulate V the same way (`accumulateRows`: dims in vectors, 512-bit on AVX-512 builds, each
+//! row's probability broadcast).
 //! Prefill (more than 16 query rows) always takes the lanes, where a task has 16 rows to fill
 //! them; decode and speculative verification take the lanes where a KV head has enough query
 //! heads to fill 8 lanes (`lanes_min_group`), else the dot products (`layoutFor`).
@@ -802,7 +804,7 @@ fn tileAccumulateInPlace(comptime E: type, a: AttentionArgs, rows: *const Rows, 
                     acc[r] = st.acc[(r0 + r) * hd ..].ptr;
                     p[r] = sc[r0 + r][lo - t0 ..].ptr;
                 }
-                accumulateRows(R, E, acc, p, v0.ptr, v0.stride, hi - lo, hd);
+                accumulateRows(R, E, 1, acc, p, v0.ptr, v0.stride, hi - lo, hd);
             },
             else => unreachable,
         }
@@ -814,7 +816,7 @@ fn tileAccumulateInPlace(comptime E: type, a: AttentionArgs, rows: *const Rows, 
 fn chunkVectors(comptime R: usize) usize {
     const regs = if (@import("cpu.zig").has_avx512bw or @import("builtin").cpu.arch == .aarch64) 32 else 16;
     var n: usize = 8;
-    while (n > 2 and (R + 1) * n > regs - 4) n /= 2;
+    while (n > 1 and (R + 1) * n > regs - 4) n /= 2;
     return n;
 }
 
@@ -828,7 +830,7 @@ fn tileAccumulateQ8(a: AttentionArgs, rows: *const Rows, st: *State, sc: *const 
         const hi = @min(rows.end[r], t0 + n);
         if (lo >= hi) continue;
         const v0 = inPlaceRows(Q8Block, a, a.v, lo, rows.g);
-        accumulateRows(1, Q8Block, .{st.acc[r * hd ..].ptr}, .{sc[r][lo - t0 ..].ptr}, v0.ptr, v0.stride, hi - lo, hd);
+        accumulateRows(1, Q8Block, 1, .{st.acc[r * hd ..].ptr}, .{sc[r][lo - t0 ..].ptr}, v0.ptr, v0.stride, hi - lo, hd);
     }
 }
 
@@ -839,21 +841,27 @@ fn tileAccumulateQ8(a: AttentionArgs, rows: *const Rows, st: *State, sc: *const 
 /// is the same at any width, so the bits are the vlen pass's.
 const acc_lanes = if (@import("cpu.zig").has_avx512bw) 16 else vlen;
 
-inline fn accumulateRows(comptime R: usize, comptime E: type, acc: [R][*]f32, p: [R][*]const f32, v: [*]const E, stride: usize, nk: usize, hd: usize) void {
+/// acc[r][d] += Σ_j p[r][j·PS] · v[j][d] for R rows, keys in order, V read in place (f32, f16,
+/// or Q8_0 blocks). PS = 1: each row's probabilities are contiguous (the dot-product layout's
+/// scores); PS = W: the lanes layout's, key-major with one lane per row. A Q8_0 V is taken as
+/// fma(p·d, q, acc) in the dot-product layout (the scale multiplies each row's probability once)
+/// and as fma(p, d·q, acc) in the lanes layout (dequantized once for all its rows, the values
+/// its tile buffer held before): each layout keeps its own bits.
+inline fn accumulateRows(comptime R: usize, comptime E: type, comptime PS: usize, acc: [R][*]f32, p: [R][*]const f32, v: [*]const E, stride: usize, nk: usize, hd: usize) void {
     // axpyK's vector part [0, hd/vlen·vlen) gets FMAs, the rest its scalar tail's mul-then-add.
     var d: usize = 0;
-    if (acc_lanes != vlen) accumulatePass(acc_lanes, R, E, acc, p, v, stride, nk, hd, hd / acc_lanes * acc_lanes, &d);
-    accumulatePass(vlen, R, E, acc, p, v, stride, nk, hd, hd / vlen * vlen, &d);
+    if (acc_lanes != vlen) accumulatePass(acc_lanes, R, E, PS, acc, p, v, stride, nk, hd, hd / acc_lanes * acc_lanes, &d);
+    accumulatePass(vlen, R, E, PS, acc, p, v, stride, nk, hd, hd / vlen * vlen, &d);
     while (d < hd) : (d += 1) {
         for (0..nk) |j| {
             const vf = rowElem(E, v + j * stride, d);
-            inline for (0..R) |r| acc[r][d] += p[r][j] * vf;
+            inline for (0..R) |r| acc[r][d] += p[r][j * PS] * vf;
         }
     }
 }
 
 /// accumulateRows over elements [d, end) in W-lane vectors; advances d.
-inline fn accumulatePass(comptime W: usize, comptime R: usize, comptime E: type, acc: [R][*]f32, p: [R][*]const f32, v: [*]const E, stride: usize, nk: usize, hd: usize, end: usize, d: *usize) void {
+inline fn accumulatePass(comptime W: usize, comptime R: usize, comptime E: type, comptime PS: usize, acc: [R][*]f32, p: [R][*]const f32, v: [*]const E, stride: usize, nk: usize, hd: usize, end: usize, d: *usize) void {
     @setEvalBranchQuota(10_000);
     const V = @Vector(W, f32);
     const ahead = kvAheadKeys(hd);
@@ -870,7 +878,7 @@ inline fn accumulatePass(comptime W: usize, comptime R: usize, comptime E: type,
             for (0..nk) |j| {
                 // The first pass over the keys asks for the rows `ahead` keys later.
                 if (d0 == 0) prefetchKvRow(@ptrCast(v + (j + ahead) * stride), rowBytes(E, hd));
-                if (E == Q8Block) {
+                if (E == Q8Block and PS == 1) {
                     // fma(p·d_v, q, acc), block by block (a chunk holds whole blocks, or lies in one).
                     const per_block = @min(N, q8_block / W);
                     inline for (0..N / per_block) |bi| {
@@ -883,7 +891,7 @@ inline fn accumulatePass(comptime W: usize, comptime R: usize, comptime E: type,
                             qf[i] = @floatFromInt(q);
                         }
                         inline for (0..R) |r| {
-                            const pr: V = @splat(p[r][j] * scale);
+                            const pr: V = @splat(p[r][j * PS] * scale);
                             inline for (0..per_block) |i| x[r][bi * per_block + i] = fmaN(W, pr, qf[i], x[r][bi * per_block + i]);
                         }
                     }
@@ -891,7 +899,7 @@ inline fn accumulatePass(comptime W: usize, comptime R: usize, comptime E: type,
                     var vv: [N]V = undefined;
                     inline for (0..N) |i| vv[i] = rowVec(W, E, v + j * stride, d0 + i * W);
                     inline for (0..R) |r| {
-                        const pr: V = @splat(p[r][j]);
+                        const pr: V = @splat(p[r][j * PS]);
                         inline for (0..N) |i| x[r][i] = fmaN(W, pr, vv[i], x[r][i]);
                     }
                 }
@@ -1006,7 +1014,7 @@ fn Lanes(comptime W: usize) type {
             qt8: [max_head_dim / 4]RU,
             dq: [q8_blocks_max]RV,
             qsum128: [q8_blocks_max]RI,
-            acc: [max_head_dim]RV,
+            acc: [W * max_head_dim]f32, // row r's accumulator at [r·head_dim, (r + 1)·head_dim)
             m: RV,
             l: RV,
             lo: RI, // allowed keys of each row: [lo, end); empty (0, 0) in unused lanes
@@ -1125,25 +1133,40 @@ fn Lanes(comptime W: usize) type {
             }
             st.l = st.l * alpha + sum;
             st.m = m_new;
-            for (st.acc[0..hd]) |*x| x.* *= alpha;
+            inline for (0..W) |r| scaleRow(st.acc[r * hd ..].ptr, alpha[r], hd);
 
-            const vt = loadTile(a, a.v, g, t0, n, buf);
-            var d: usize = 0;
-            while (d + 8 <= hd) : (d += 8) accumulateDims(8, st, vt, n, d, sc);
-            while (d < hd) : (d += 1) accumulateDims(1, st, vt, n, d, sc);
-        }
-
-        /// acc[d .. d + DB] += Σ_j p[j] · v[j][d ..], keys in order.
-        inline fn accumulateDims(comptime DB: usize, st: *LaneState, vt: Tile, n: usize, d: usize, sc: *const LaneScores) void {
-            var acc: [DB]RV = undefined;
-            inline for (0..DB) |i| acc[i] = st.acc[d + i];
-            for (0..n) |j| {
-                const p = sc[j];
-                const v = vt.ptr + j * vt.stride + d;
-                inline for (0..DB) |i| acc[i] = fmaN(W, p, @splat(v[i]), acc[i]);
+            // V read in place, dims in vectors and each row's probability broadcast from its
+            // lane (accumulateRows, as the dot-product layout accumulates): a key's V row is
+            // loaded once per group of rows, where the rows-in-lanes order broadcast every
+            // element and ran one 8-lane FMA per (key, dim), from a tile converted first.
+            const p0: [*]const f32 = @ptrCast(sc);
+            switch (a.kv_type) {
+                inline else => |kt| {
+                    // Q8_0 without 512-bit vectors: dequantized into the tile buffer first (the
+                    // same values; dequantizing per vector in place ran 1.5x slower on AVX2).
+                    const buffered = kt == .q8_0 and acc_lanes == vlen;
+                    const E = switch (kt) {
+                        .f32 => f32,
+                        .f16 => f16,
+                        .q8_0 => if (buffered) f32 else Q8Block,
+                    };
+                    const vt = if (buffered) loadTile(a, a.v, g, t0, n, buf) else inPlaceRows(E, a, a.v, t0, g);
+                    inline for (0..W / rows_per_pass) |grp| {
+                        var acc: [rows_per_pass][*]f32 = undefined;
+                        var p: [rows_per_pass][*]const f32 = undefined;
+                        inline for (0..rows_per_pass) |i| {
+                            acc[i] = st.acc[(grp * rows_per_pass + i) * hd ..].ptr;
+                            p[i] = p0 + grp * rows_per_pass + i;
+                        }
+                        accumulateRows(rows_per_pass, E, W, acc, p, vt.ptr, vt.stride, n, hd);
+                    }
+                },
             }
-            inline for (0..DB) |i| st.acc[d + i] = acc[i];
         }
+
+        /// Rows accumulateRows takes at once: their accumulators stay in registers (32 vector
+        /// registers with AVX-512 or on aarch64, 16 otherwise).
+        const rows_per_pass = @min(W, if (@import("cpu.zig").has_avx512bw or @import("builtin").cpu.arch == .aarch64) 16 else 8);
 
         fn run(a: AttentionArgs, plan: Plan, rows: *const Rows) void {
             const hd = a.head_dim;
@@ -1158,8 +1181,8 @@ fn Lanes(comptime W: usize) type {
                 var q: RV = @splat(0);
                 for (0..rows.n) |r| q[r] = rows.q[r][d];
                 st.qt[d] = q;
-                st.acc[d] = @splat(0);
             }
+            @memset(st.acc[0 .. W * hd], 0);
             for (0..rows.n) |r| {
                 st.lo[r] = @intCast(rows.lo[r]);
                 st.end[r] = @intCast(rows.end[r]);
@@ -1196,7 +1219,7 @@ fn Lanes(comptime W: usize) type {
                 while (t0 < t_end) : (t0 += plan.tile) tileStep(false, a, &st, rows.g, t0, @min(plan.tile, t_end - t0), &buf, &sc);
             }
             for (0..rows.n) |r| {
-                for (0..hd) |d| rows.out[r][d] = st.acc[d][r];
+                @memcpy(rows.out[r][0..hd], st.acc[r * hd ..][0..hd]);
                 normalizeRow(rows.out[r], st.l[r], hd);
             }
         }
