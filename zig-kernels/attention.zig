@@ -759,6 +759,16 @@ fn tileSoftmax(rows: *const Rows, st: *State, sc: *Scores, t0: usize, n: usize, 
         const alpha = @exp(st.m[r] - m_new); // 0 on the first tile (m = -inf)
         var sum = zero_v;
         j = 0;
+        if (acc_lanes > vlen) {
+            // exp on acc_lanes-wide vectors (lane by lane: the same bits), summed vlen lanes at
+            // a time in order, as below.
+            const XV = @Vector(acc_lanes, f32);
+            while (j + acc_lanes <= nv) : (j += acc_lanes) {
+                const e = expN(acc_lanes, @as(XV, row[j..][0..acc_lanes].*) - @as(XV, @splat(m_new)));
+                row[j..][0..acc_lanes].* = e;
+                inline for (0..acc_lanes / vlen) |k| sum += std.simd.extract(e, k * vlen, vlen);
+            }
+        }
         while (j < nv) : (j += vlen) {
             const e = expV(loadV(row + j) - @as(F32V, @splat(m_new)));
             storeV(row + j, e);
@@ -1126,7 +1136,21 @@ fn Lanes(comptime W: usize) type {
             const none = m_new == @as(RV, @splat(-inf)); // rows with no key yet: nothing to rescale
             const alpha = @select(f32, none, @as(RV, @splat(1)), expN(W, st.m - m_new)); // 0 on a row's first keys
             var sum: RV = @splat(0);
-            for (sc[0..n]) |*x| {
+            var j2: usize = 0;
+            if (keys_per_exp > 1) {
+                // Several keys' score vectors per exp (lane by lane: the same bits), summed key
+                // by key as below.
+                const XV = @Vector(keys_per_exp * W, f32);
+                const m_rep = std.simd.repeat(keys_per_exp * W, m_new);
+                const none_rep = m_rep == @as(XV, @splat(-inf));
+                while (j2 + keys_per_exp <= n) : (j2 += keys_per_exp) {
+                    const xp: *[keys_per_exp * W]f32 = @ptrCast(&sc[j2]);
+                    const e = @select(f32, none_rep, @as(XV, @splat(0)), expN(keys_per_exp * W, @as(XV, xp.*) - m_rep));
+                    xp.* = e;
+                    inline for (0..keys_per_exp) |k| sum += std.simd.extract(e, k * W, W);
+                }
+            }
+            for (sc[j2..n]) |*x| {
                 const e = @select(f32, none, @as(RV, @splat(0)), expN(W, x.* - m_new));
                 x.* = e;
                 sum += e;
@@ -1166,6 +1190,9 @@ fn Lanes(comptime W: usize) type {
                 },
             }
         }
+
+        /// Keys whose score vectors one exp takes: a 512-bit vector's worth on AVX-512 builds.
+        const keys_per_exp = @max(1, acc_lanes / W);
 
         /// Rows accumulateRows takes at once: their accumulators stay in registers (32 vector
         /// registers with AVX-512 or on aarch64, 16 otherwise).
