@@ -1162,7 +1162,9 @@ fn Lanes(comptime W: usize) type {
             // V read in place, dims in vectors and each row's probability broadcast from its
             // lane (accumulateRows, as the dot-product layout accumulates): a key's V row is
             // loaded once per group of rows, where the rows-in-lanes order broadcast every
-            // element and ran one 8-lane FMA per (key, dim), from a tile converted first.
+            // element and ran one 8-lane FMA per (key, dim), from a tile converted first. The
+            // bits are those of that order (one FMA per key, in order) except in a head dim's
+            // last hd % vlen elements, which now take accumulateRows' mul-then-add tail.
             const p0: [*]const f32 = @ptrCast(sc);
             switch (a.kv_type) {
                 inline else => |kt| {
