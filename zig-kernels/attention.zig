@@ -847,7 +847,7 @@ fn tileAccumulateQ8(a: AttentionArgs, rows: *const Rows, st: *State, sc: *const 
 /// Lanes of accumulateRows' first pass: 16 on AVX-512 builds, else vlen. A 64-wide head of
 /// three rows took 12 ymm FMAs, 4 sign extensions and 4 conversions per key and Q8_0 block; zmm
 /// halves the instructions (Zen 5 and Intel's cores run 512-bit FMAs at full width; Zen 4 splits
-/// them in two, no slower than two ymm). Each element's chain (one FMA per key, keys in order)
+/// them in two: measured on Zen 5 only). Each element's chain (one FMA per key, keys in order)
 /// is the same at any width, so the bits are the vlen pass's.
 const acc_lanes = if (@import("cpu.zig").has_avx512bw) 16 else vlen;
 
