@@ -383,6 +383,7 @@ pub inline fn prefetchNextGroup(comptime into: PrefetchInto, next: [*]const u8, 
 /// blockDot's, so results are bit-identical to vecDot. The next R rows are prefetched
 /// (prefetchNextGroup).
 inline fn blockTile(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    if (comptime pair_dots and !W.signed and C == 1 and R % 2 == 0) return splitRowPairs(W, R, n, w, row_bytes, a, out);
     if (comptime has_vnni and !W.signed) return splitTile(W, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     blockTilePaired(W, if (pair_dots) 2 else 1, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
 }
@@ -520,6 +521,81 @@ inline fn splitTile(comptime W: type, comptime R: usize, comptime C: usize, n: u
             out[c * out_stride + r] = @reduce(.Add, acc[r][c] + off[r][c]) + @reduce(.Add, acc1[r][c][0]) + W.off_scale * off1[r][c][0];
         }
     }
+}
+
+/// splitTile for one activation row (decode), two weight rows per 512-bit vector: row 2k's pair
+/// of blocks in the low 256 bits, row 2k+1's in the high, so one mask, shift, vpdpbusd,
+/// conversion and FMA serve both. Every lane does what splitTile's does (the activation pair
+/// repeated in both halves), and each half is reduced as splitTile reduces its row: the same
+/// bits (tested), in about two thirds of the instructions.
+inline fn splitRowPairs(comptime W: type, comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: [*]f32) void {
+    @setEvalBranchQuota(400_000);
+    comptime std.debug.assert(R % 2 == 0);
+    std.debug.assert(n % 32 == 0);
+    const RP = R / 2;
+    const F = @Vector(16, f32);
+    const nb = n / 32;
+    const ts = W.type_size;
+    const qo = qsOffset(W);
+    const mask: @Vector(64, u8) = @splat(0x0f);
+    // Header words of both rows' pairs (as f16): splitTile's d_idx for the first row's 16 words,
+    // then for the second row's (16 words later).
+    const h = ts / 2;
+    const d_idx = [16]i32{ 0, 0, 0, 0, h, h, h, h, 16, 16, 16, 16, 16 + h, 16 + h, 16 + h, 16 + h };
+    const m_idx = [16]i32{ 1, 1, 1, 1, h + 1, h + 1, h + 1, h + 1, 17, 17, 17, 17, 17 + h, 17 + h, 17 + h, 17 + h };
+    var acc: [RP]F = @splat(@splat(0));
+    var off: [RP]F = @splat(@splat(0));
+    const l2_group = R * row_bytes > l1_prefetch_max_bytes;
+    var i: usize = 0;
+    while (i + 2 <= nb) : (i += 2) {
+        const ap = actPair(W, a + i * ActQ8_0.type_size);
+        const a_lo = std.simd.join(ap.lo, ap.lo);
+        const a_hi = std.simd.join(ap.hi, ap.hi);
+        const bias = std.simd.join(ap.bias, ap.bias);
+        const da = std.simd.join(ap.da, ap.da);
+        const sa = std.simd.join(ap.sa, ap.sa);
+        inline for (0..RP) |rp| {
+            const wb0 = w + 2 * rp * row_bytes + i * ts;
+            const wb1 = wb0 + row_bytes;
+            if (rp == 0) {
+                if (l2_group) prefetchNextGroup(.l2, w + R * row_bytes, i * ts * R, 2 * ts * R) else prefetchNextGroup(.l1, w + R * row_bytes, i * ts * R, 2 * ts * R);
+            }
+            const v0 = std.simd.join(@as(@Vector(16, u8), wb0[qo..][0..16].*), @as(@Vector(16, u8), wb0[ts + qo ..][0..16].*));
+            const v1 = std.simd.join(@as(@Vector(16, u8), wb1[qo..][0..16].*), @as(@Vector(16, u8), wb1[ts + qo ..][0..16].*));
+            const v = std.simd.join(v0, v1);
+            var lo = v & mask;
+            var hi = (v >> @splat(4)) & mask;
+            if (W.type_size >= 22) { // Q5: fifth bits from each block's qh
+                const qh = if (W.has_min) 4 else 2;
+                const a0 = loadU32(wb0 + qh);
+                const b0 = loadU32(wb0 + ts + qh);
+                const a1 = loadU32(wb1 + qh);
+                const b1 = loadU32(wb1 + ts + qh);
+                lo |= std.simd.join(highBits((a0 & 0xffff) | (b0 << 16)), highBits((a1 & 0xffff) | (b1 << 16)));
+                hi |= std.simd.join(highBits((a0 >> 16) | (b0 & 0xffff_0000)), highBits((a1 >> 16) | (b1 & 0xffff_0000)));
+            }
+            const hdr: @Vector(32, u16) = std.simd.join(@as(@Vector(16, u16), @bitCast(wb0[0..32].*)), @as(@Vector(16, u16), @bitCast(wb1[0..32].*)));
+            const dw: F = @floatCast(@as(@Vector(16, f16), @bitCast(@shuffle(u16, hdr, undefined, d_idx))));
+            var sumi = @"llvm.x86.avx512.vpdpbusd.512"(bias, @bitCast(lo), @bitCast(a_lo));
+            sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(hi), @bitCast(a_hi));
+            acc[rp] = @mulAdd(F, @floatFromInt(sumi), dw * da, acc[rp]);
+            if (W.has_min) {
+                const mw: F = @floatCast(@as(@Vector(16, f16), @bitCast(@shuffle(u16, hdr, undefined, m_idx))));
+                off[rp] = @mulAdd(F, mw, sa, off[rp]);
+            }
+        }
+    }
+    var acc1: [R][1]@Vector(8, f32) = @splat(.{@splat(0)});
+    var off1: [R]@Vector(1, f32) = @splat(@splat(0));
+    if (i < nb) {
+        inline for (0..R) |r| groupStep(W, 1, 1, w + r * row_bytes + i * ts, a + i * ActQ8_0.type_size, &acc1[r], &off1[r]);
+    }
+    inline for (0..RP) |rp| inline for (0..2) |k| {
+        const r = 2 * rp + k;
+        const acc8: @Vector(8, f32) = std.simd.extract(acc[rp], 8 * k, 8);
+        const off8: @Vector(8, f32) = std.simd.extract(off[rp], 8 * k, 8);
+        out[r] = @reduce(.Add, acc8 + off8) + @reduce(.Add, acc1[r][0]) + W.off_scale * off1[r][0];
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1757,5 +1833,31 @@ test "Q8_0 on 512-bit VNNI: two blocks per vpdpbusd gives exactly the one-block 
         blockTilePaired(Q8_0, 1, 2, 3, n, &w, nb * Q8_0.type_size, &a, nb * ActQ8_0.type_size, &one, 2);
         blockTilePaired(Q8_0, 2, 2, 3, n, &w, nb * Q8_0.type_size, &a, nb * ActQ8_0.type_size, &two, 2);
         try std.testing.expectEqualSlices(u32, @ptrCast(&one), @ptrCast(&two));
+    }
+}
+
+test "4/5-bit types on 512-bit VNNI: two weight rows per vector give exactly splitTile's bits" {
+    if (!pair_dots) return; // only 512-bit VNNI builds pair rows
+    @setEvalBranchQuota(100_000);
+    var prng = std.Random.DefaultPrng.init(12);
+    const rng = prng.random();
+    inline for (.{ Q4_0, Q4_1, Q5_0, Q5_1 }) |T| {
+        for ([_]usize{ 1, 2, 3, 5, 8, 9, 64 }) |nb| {
+            const n = 32 * nb;
+            const rb = nb * T.type_size;
+            var w: [4 * 64 * Q5_1.type_size]u8 = undefined;
+            fillBlocks(T, rng, w[0 .. 4 * rb]);
+            var x: [64 * 32]f32 = undefined;
+            for (x[0..n]) |*v| v.* = rng.floatNorm(f32);
+            var a: [64 * ActQ8_0.type_size]u8 = undefined;
+            ActQ8_0.quantizeRow(&x, &a, n);
+            inline for (.{ 2, 4 }) |R| {
+                var pairs: [R]f32 = undefined;
+                var tile: [R]f32 = undefined;
+                splitRowPairs(T, R, n, &w, rb, &a, &pairs);
+                splitTile(T, R, 1, n, &w, rb, &a, 0, &tile, 1);
+                try std.testing.expectEqualSlices(u32, @ptrCast(&tile), @ptrCast(&pairs));
+            }
+        }
     }
 }
