@@ -461,6 +461,28 @@ fn qsOffset(comptime W: type) usize {
     return W.type_size - 16;
 }
 
+/// A pair of blocks' packed nibbles (16 bytes of each block), for one mask and one shift.
+inline fn pairNibbles(comptime W: type, wb: [*]const u8) @Vector(32, u8) {
+    const qo = qsOffset(W);
+    return std.simd.join(@as(@Vector(16, u8), wb[qo..][0..16].*), @as(@Vector(16, u8), wb[W.type_size + qo ..][0..16].*));
+}
+
+/// Q5 types: the fifth bits of a pair of blocks, as 16 in the bytes of the low nibbles (`lo`,
+/// elements 0..15 of each block) and of the high ones (`hi`, elements 16..31).
+inline fn pairHighBits(comptime W: type, wb: [*]const u8) struct { lo: @Vector(32, u8), hi: @Vector(32, u8) } {
+    const qh = if (W.has_min) 4 else 2;
+    const h0 = loadU32(wb + qh);
+    const h1 = loadU32(wb + W.type_size + qh);
+    return .{ .lo = highBits((h0 & 0xffff) | (h1 << 16)), .hi = highBits((h0 >> 16) | (h1 & 0xffff_0000)) };
+}
+
+/// The split kernels' prefetch at step i (a pair of blocks) of an R-row group: the same
+/// fraction of the next group, into L1 unless a group overflows it.
+inline fn prefetchPairStep(comptime W: type, comptime R: usize, w: [*]const u8, row_bytes: usize, i: usize) void {
+    const ts = W.type_size;
+    if (R * row_bytes > l1_prefetch_max_bytes) prefetchNextGroup(.l2, w + R * row_bytes, i * ts * R, 2 * ts * R) else prefetchNextGroup(.l1, w + R * row_bytes, i * ts * R, 2 * ts * R);
+}
+
 /// AVX-512 VNNI kernel for the unsigned legacy types (Q4_0, Q4_1, Q5_0, Q5_1), R weight rows ×
 /// C activation rows (see blockTile): two blocks per step, split lo/hi as ActPair, per-pair
 /// scales from one 32-byte load of the pair's header words. Integer sums are exact; only the
@@ -470,33 +492,26 @@ inline fn splitTile(comptime W: type, comptime R: usize, comptime C: usize, n: u
     std.debug.assert(n % 32 == 0);
     const nb = n / 32;
     const ts = W.type_size;
-    const qo = qsOffset(W);
     const mask: @Vector(32, u8) = @splat(0x0f);
     // Header words of a pair (as f16): d of block 0 ×4 then d of block 1 ×4 (and m likewise).
     const d_idx = [8]i32{ 0, 0, 0, 0, ts / 2, ts / 2, ts / 2, ts / 2 };
     const m_idx = [8]i32{ 1, 1, 1, 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1 };
     var acc: [R][C]@Vector(8, f32) = @splat(@splat(@splat(0)));
     var off: [R][C]@Vector(8, f32) = @splat(@splat(@splat(0)));
-    // A group one step ahead must fit in L1 beside the one being read; longer rows go to L2.
-    const l2_group = R * row_bytes > l1_prefetch_max_bytes;
     var i: usize = 0;
     while (i + 2 <= nb) : (i += 2) {
         var ap: [C]ActPair = undefined;
         inline for (0..C) |c| ap[c] = actPair(W, a + c * act_bytes + i * ActQ8_0.type_size);
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * ts;
-            if (r == 0) {
-                if (l2_group) prefetchNextGroup(.l2, w + R * row_bytes, i * ts * R, 2 * ts * R) else prefetchNextGroup(.l1, w + R * row_bytes, i * ts * R, 2 * ts * R);
-            }
-            const v = std.simd.join(@as(@Vector(16, u8), wb[qo..][0..16].*), @as(@Vector(16, u8), wb[ts + qo ..][0..16].*));
+            if (r == 0) prefetchPairStep(W, R, w, row_bytes, i);
+            const v = pairNibbles(W, wb);
             var lo = v & mask;
             var hi = (v >> @splat(4)) & mask;
             if (W.type_size >= 22) { // Q5: fifth bits from each block's qh
-                const qh = if (W.has_min) 4 else 2;
-                const h0 = loadU32(wb + qh);
-                const h1 = loadU32(wb + ts + qh);
-                lo |= highBits((h0 & 0xffff) | (h1 << 16));
-                hi |= highBits((h0 >> 16) | (h1 & 0xffff_0000));
+                const hb = pairHighBits(W, wb);
+                lo |= hb.lo;
+                hi |= hb.hi;
             }
             const hdr: @Vector(16, u16) = @bitCast(wb[0..32].*);
             const dw: @Vector(8, f32) = @floatCast(@as(@Vector(8, f16), @bitCast(@shuffle(u16, hdr, undefined, d_idx))));
@@ -536,7 +551,6 @@ inline fn splitRowPairs(comptime W: type, comptime R: usize, n: usize, w: [*]con
     const F = @Vector(16, f32);
     const nb = n / 32;
     const ts = W.type_size;
-    const qo = qsOffset(W);
     const mask: @Vector(64, u8) = @splat(0x0f);
     // Header words of both rows' pairs (as f16): splitTile's d_idx for the first row's 16 words,
     // then for the second row's (16 words later).
@@ -545,7 +559,6 @@ inline fn splitRowPairs(comptime W: type, comptime R: usize, n: usize, w: [*]con
     const m_idx = [16]i32{ 1, 1, 1, 1, h + 1, h + 1, h + 1, h + 1, 17, 17, 17, 17, 17 + h, 17 + h, 17 + h, 17 + h };
     var acc: [RP]F = @splat(@splat(0));
     var off: [RP]F = @splat(@splat(0));
-    const l2_group = R * row_bytes > l1_prefetch_max_bytes;
     var i: usize = 0;
     while (i + 2 <= nb) : (i += 2) {
         const ap = actPair(W, a + i * ActQ8_0.type_size);
@@ -557,22 +570,16 @@ inline fn splitRowPairs(comptime W: type, comptime R: usize, n: usize, w: [*]con
         inline for (0..RP) |rp| {
             const wb0 = w + 2 * rp * row_bytes + i * ts;
             const wb1 = wb0 + row_bytes;
-            if (rp == 0) {
-                if (l2_group) prefetchNextGroup(.l2, w + R * row_bytes, i * ts * R, 2 * ts * R) else prefetchNextGroup(.l1, w + R * row_bytes, i * ts * R, 2 * ts * R);
-            }
-            const v0 = std.simd.join(@as(@Vector(16, u8), wb0[qo..][0..16].*), @as(@Vector(16, u8), wb0[ts + qo ..][0..16].*));
-            const v1 = std.simd.join(@as(@Vector(16, u8), wb1[qo..][0..16].*), @as(@Vector(16, u8), wb1[ts + qo ..][0..16].*));
-            const v = std.simd.join(v0, v1);
+            if (rp == 0) prefetchPairStep(W, R, w, row_bytes, i);
+            // Both rows' nibbles in one vector: one mask and one shift for the two.
+            const v = std.simd.join(pairNibbles(W, wb0), pairNibbles(W, wb1));
             var lo = v & mask;
             var hi = (v >> @splat(4)) & mask;
             if (W.type_size >= 22) { // Q5: fifth bits from each block's qh
-                const qh = if (W.has_min) 4 else 2;
-                const a0 = loadU32(wb0 + qh);
-                const b0 = loadU32(wb0 + ts + qh);
-                const a1 = loadU32(wb1 + qh);
-                const b1 = loadU32(wb1 + ts + qh);
-                lo |= std.simd.join(highBits((a0 & 0xffff) | (b0 << 16)), highBits((a1 & 0xffff) | (b1 << 16)));
-                hi |= std.simd.join(highBits((a0 >> 16) | (b0 & 0xffff_0000)), highBits((a1 >> 16) | (b1 & 0xffff_0000)));
+                const hb0 = pairHighBits(W, wb0);
+                const hb1 = pairHighBits(W, wb1);
+                lo |= std.simd.join(hb0.lo, hb1.lo);
+                hi |= std.simd.join(hb0.hi, hb1.hi);
             }
             const hdr: @Vector(32, u16) = std.simd.join(@as(@Vector(16, u16), @bitCast(wb0[0..32].*)), @as(@Vector(16, u16), @bitCast(wb1[0..32].*)));
             const dw: F = @floatCast(@as(@Vector(16, f16), @bitCast(@shuffle(u16, hdr, undefined, d_idx))));
