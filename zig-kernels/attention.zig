@@ -25,6 +25,7 @@
 //! reference and as the baseline benchmarks compare against.
 const std = @import("std");
 const pool = @import("pool.zig");
+const cpu = @import("cpu.zig");
 
 const assert = std.debug.assert;
 const inf = std.math.inf(f32);
@@ -44,7 +45,7 @@ const Q8Block = extern struct {
     q: [q8_block]i8,
 
     inline fn scale(b: *const Q8Block) f32 {
-        return @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, &b.d, .little))));
+        return cpu.f16BitsToF32(std.mem.readInt(u16, &b.d, .little));
     }
 };
 comptime {
@@ -383,7 +384,7 @@ fn dequantQ8Row(src: [*]const u8, dst: [*]f32, n: usize) void {
     var b: usize = 0;
     while (b < n / q8_block) : (b += 1) {
         const blk = src + b * q8_block_bytes;
-        const d: f32 = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
+        const d: f32 = cpu.f16BitsToF32(std.mem.readInt(u16, blk[0..2], .little));
         const q: @Vector(q8_block, i8) = @bitCast(blk[2..][0..q8_block].*);
         const x: @Vector(q8_block, f32) = @floatFromInt(q);
         dst[b * q8_block ..][0..q8_block].* = x * @as(@Vector(q8_block, f32), @splat(d));
@@ -393,7 +394,7 @@ fn dequantQ8Row(src: [*]const u8, dst: [*]f32, n: usize) void {
 /// One K/V element (tests' reference).
 fn q8Elem(a: AttentionArgs, base: [*]const u8, p: usize, g: usize, d: usize) f32 {
     const blk = q8Row(a, base, p, g) + d / q8_block * q8_block_bytes;
-    const scale: f32 = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
+    const scale: f32 = cpu.f16BitsToF32(std.mem.readInt(u16, blk[0..2], .little));
     return scale * @as(f32, @floatFromInt(@as(i8, @bitCast(blk[2 + d % q8_block]))));
 }
 
@@ -1068,7 +1069,7 @@ fn Lanes(comptime W: usize) type {
                 const row = q8Row(a, a.k, t0 + j, g);
                 for (0..nb) |b| {
                     const blk = row + b * q8_block_bytes;
-                    dk[j * nb + b] = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
+                    dk[j * nb + b] = cpu.f16BitsToF32(std.mem.readInt(u16, blk[0..2], .little));
                     const qv: @Vector(q8_block, u8) = blk[2..][0..q8_block].*;
                     kx[j * a.head_dim + b * q8_block ..][0..q8_block].* = qv ^ @as(@Vector(q8_block, u8), @splat(0x80));
                 }
