@@ -123,7 +123,7 @@ fn expN(comptime N: usize, x: @Vector(N, f32)) @Vector(N, f32) {
     const V = @Vector(N, f32);
     const I = @Vector(N, i32);
     const lo: V = @splat(-87.3);
-    const xc = @min(@max(x, lo), @as(V, @splat(88.3)));
+    const xc = minN(N, @splat(88.3), maxN(N, lo, x)); // NaN → lo; put back below
     // Round-to-nearest via the 1.5·2^23 trick: @round would be a libcall per lane on SSE2.
     const magic: V = @splat(12582912.0);
     const n = (xc * @as(V, @splat(1.44269504088896341)) + magic) - magic;
@@ -140,6 +140,19 @@ fn expN(comptime N: usize, x: @Vector(N, f32)) @Vector(N, f32) {
     const pow2: V = @bitCast((ni + @as(I, @splat(127))) << @splat(23));
     const y = @select(f32, x < lo, @as(V, @splat(0)), e * pow2);
     return @select(f32, x != x, x, y);
+}
+
+/// The larger of a and b (the smaller, for minN) as one vmaxps (vminps): a unless b compares
+/// greater. @max lowers to maxnum, whose NaN rule costs a compare and a blend per vector on x86
+/// (a third of a decode's max-over-scores loop). They differ only where a is NaN, which no
+/// caller passes (running maxima start at -inf and only take values that compared greater;
+/// expN's clamps put the constant first), and on +0 vs -0, which give the same exp.
+inline fn maxN(comptime N: usize, a: @Vector(N, f32), b: @Vector(N, f32)) @Vector(N, f32) {
+    return @select(f32, b > a, b, a);
+}
+
+inline fn minN(comptime N: usize, a: @Vector(N, f32), b: @Vector(N, f32)) @Vector(N, f32) {
+    return @select(f32, b < a, b, a);
 }
 
 inline fn fmaN(comptime N: usize, a: @Vector(N, f32), b: @Vector(N, f32), c: @Vector(N, f32)) @Vector(N, f32) {
@@ -297,7 +310,7 @@ pub fn softmaxRow(x: [*]f32, n: usize) void {
     if (n == 0) return;
     var mv: F32V = @splat(-inf);
     var i: usize = 0;
-    while (i + vlen <= n) : (i += vlen) mv = @max(mv, loadV(x + i));
+    while (i + vlen <= n) : (i += vlen) mv = maxN(vlen, mv, loadV(x + i));
     var m = @reduce(.Max, mv);
     while (i < n) : (i += 1) m = @max(m, x[i]);
     if (m == -inf) return @memset(x[0..n], 0);
@@ -755,7 +768,7 @@ fn tileSoftmax(rows: *const Rows, st: *State, sc: *Scores, t0: usize, n: usize, 
         const row: [*]f32 = &sc[r];
         var mv: F32V = @splat(-inf);
         var j: usize = 0;
-        while (j < nv) : (j += vlen) mv = @max(mv, loadV(row + j));
+        while (j < nv) : (j += vlen) mv = maxN(vlen, mv, loadV(row + j));
         const m_new = @max(st.m[r], @reduce(.Max, mv));
         const alpha = @exp(st.m[r] - m_new); // 0 on the first tile (m = -inf)
         var sum = zero_v;
@@ -1132,7 +1145,18 @@ fn Lanes(comptime W: usize) type {
             }
 
             var mt: RV = @splat(-inf);
-            for (sc[0..n]) |x| mt = @max(mt, x);
+            var jm: usize = 0;
+            if (keys_per_exp > 1) {
+                // Several keys' score vectors per max, halves folded after (max is exact).
+                const XV = @Vector(keys_per_exp * W, f32);
+                var mx: XV = @splat(-inf);
+                while (jm + keys_per_exp <= n) : (jm += keys_per_exp) {
+                    const xp: *const [keys_per_exp * W]f32 = @ptrCast(&sc[jm]);
+                    mx = maxN(keys_per_exp * W, mx, xp.*);
+                }
+                inline for (0..keys_per_exp) |k| mt = maxN(W, mt, std.simd.extract(mx, k * W, W));
+            }
+            for (sc[jm..n]) |x| mt = maxN(W, mt, x);
             const m_new = @max(st.m, mt);
             const none = m_new == @as(RV, @splat(-inf)); // rows with no key yet: nothing to rescale
             const alpha = @select(f32, none, @as(RV, @splat(1)), expN(W, st.m - m_new)); // 0 on a row's first keys
@@ -1609,6 +1633,32 @@ test "expV is accurate across the softmax input range" {
         const tol = if (x < -87.3) 2e-38 else want * 3e-7;
         try std.testing.expect(@abs(got[0] - want) <= tol);
     }
+}
+
+test "expV: -inf gives 0, NaN stays NaN, inputs past the clamps stay finite" {
+    const x: @Vector(8, f32) = .{ -inf, std.math.nan(f32), inf, -1000, 1000, 0, -0.0, 1 };
+    const e: [8]f32 = expN(8, x);
+    try std.testing.expectEqual(@as(f32, 0), e[0]);
+    try std.testing.expect(std.math.isNan(e[1]));
+    try std.testing.expect(std.math.isFinite(e[2]) and e[2] > 1e38);
+    try std.testing.expectEqual(@as(f32, 0), e[3]);
+    try std.testing.expect(std.math.isFinite(e[4]) and e[4] > 1e38);
+    try std.testing.expectEqual(@as(f32, 1), e[5]);
+    try std.testing.expectEqual(@as(f32, 1), e[6]);
+}
+
+test "maxN and minN: maxnum's results wherever the first operand is not NaN" {
+    const vals = [_]f32{ -inf, -87.3, -1, -0.0, 0, 0.5, 88.3, inf, std.math.nan(f32) };
+    for (vals[0 .. vals.len - 1]) |a| for (vals) |b| {
+        const mx = maxN(1, @splat(a), @splat(b))[0];
+        const mn = minN(1, @splat(a), @splat(b))[0];
+        const want_max = @max(a, b);
+        const want_min = @min(a, b);
+        // +0 and -0 compare equal: either is maxnum's answer.
+        if (a == 0 and b == 0) continue;
+        try std.testing.expectEqual(want_max, mx);
+        try std.testing.expectEqual(want_min, mn);
+    };
 }
 
 test "flash attention and naive: Q8_0 K/V against the f64 reference over the dequantized values" {
