@@ -1074,18 +1074,35 @@ fn Lanes(comptime W: usize) type {
 
         /// Key rows [t0, t0+n) of a Q8_0 cache for integer scores: each key's quant bytes biased
         /// to unsigned (q + 128, what vpdpbusd's unsigned operand needs) into kx, hd bytes per
-        /// key, and its block scales as f32 into dk.
+        /// key, and its block scales as f32 into dk. The scales are gathered as f16 bits and
+        /// converted 16 at a time after the rows (a scalar conversion per block cost as much as
+        /// the copy); rows are walked by pointer, a tile ahead prefetched.
         fn loadTileQ8(a: AttentionArgs, g: usize, t0: usize, n: usize, kx: []u8, dk: *[max_tile * q8_blocks_max]f32) [*]const u8 {
             const nb = a.head_dim / q8_block;
-            for (0..n) |j| {
-                prefetchRow(q8Row(a, a.k, t0 + j + n, g), nb * q8_block_bytes);
-                const row = q8Row(a, a.k, t0 + j, g);
+            const row_bytes = nb * q8_block_bytes;
+            const pos_bytes = a.kv_pos_stride / q8_block * q8_block_bytes;
+            var dh: [max_tile * q8_blocks_max]u16 align(64) = undefined;
+            var row = q8Row(a, a.k, t0, g);
+            var out = kx.ptr;
+            var h: usize = 0;
+            for (0..n) |_| {
+                prefetchRow(row + n * pos_bytes, row_bytes);
                 for (0..nb) |b| {
                     const blk = row + b * q8_block_bytes;
-                    dk[j * nb + b] = cpu.f16BitsToF32(std.mem.readInt(u16, blk[0..2], .little));
+                    dh[h] = std.mem.readInt(u16, blk[0..2], .little);
+                    h += 1;
                     const qv: @Vector(q8_block, u8) = blk[2..][0..q8_block].*;
-                    kx[j * a.head_dim + b * q8_block ..][0..q8_block].* = qv ^ @as(@Vector(q8_block, u8), @splat(0x80));
+                    out[b * q8_block ..][0..q8_block].* = qv ^ @as(@Vector(q8_block, u8), @splat(0x80));
                 }
+                row += pos_bytes;
+                out += a.head_dim;
+            }
+            const H = 16;
+            @memset(dh[h..std.mem.alignForward(usize, h, H)], 0);
+            var i: usize = 0;
+            while (i < h) : (i += H) {
+                const hv: @Vector(H, f16) = @bitCast(@as(@Vector(H, u16), dh[i..][0..H].*));
+                dk[i..][0..H].* = @as(@Vector(H, f32), @floatCast(hv));
             }
             return kx.ptr;
         }
