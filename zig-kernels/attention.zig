@@ -1038,6 +1038,10 @@ fn Lanes(comptime W: usize) type {
             qt8: [max_head_dim / 4]RU,
             dq: [q8_blocks_max]RV,
             qsum128: [q8_blocks_max]RI,
+            // The same, each row in two adjacent lanes of a 16-lane vector (pairScoresQ8).
+            qt8x: [if (pair_scores) max_head_dim / 4 else 0]@Vector(16, u32),
+            dqx: [if (pair_scores) q8_blocks_max else 0]@Vector(16, f32),
+            qsumx: [if (pair_scores) q8_blocks_max else 0]@Vector(16, i32),
             acc: [W * max_head_dim]f32, // row r's accumulator at [r·head_dim, (r + 1)·head_dim)
             m: RV,
             l: RV,
@@ -1073,38 +1077,69 @@ fn Lanes(comptime W: usize) type {
         }
 
         /// Key rows [t0, t0+n) of a Q8_0 cache for integer scores: each key's quant bytes biased
-        /// to unsigned (q + 128, what vpdpbusd's unsigned operand needs) into kx, hd bytes per
-        /// key, and its block scales as f32 into dk. The scales are gathered as f16 bits and
-        /// converted 16 at a time after the rows (a scalar conversion per block cost as much as
+        /// to unsigned (q + 128, what vpdpbusd's unsigned operand needs) into kx, keys in pairs
+        /// with their 4-byte words interleaved (kxWord: one 8-byte load broadcasts a word of
+        /// both keys, pairScoresQ8), and the block scales as f32 into dk, block-major (dk[b·max_tile
+        /// + j]: the two keys' scales of a block are adjacent too). The scales are gathered as
+        /// f16 bits and converted 16 at a time (a scalar conversion per block cost as much as
         /// the copy); rows are walked by pointer, a tile ahead prefetched.
         fn loadTileQ8(a: AttentionArgs, g: usize, t0: usize, n: usize, kx: []u8, dk: *[max_tile * q8_blocks_max]f32) [*]const u8 {
             const nb = a.head_dim / q8_block;
             const row_bytes = nb * q8_block_bytes;
             const pos_bytes = a.kv_pos_stride / q8_block * q8_block_bytes;
+            const B = @Vector(q8_block, u8);
+            const bias: B = @splat(0x80);
+            // Word i of the pair's block: key 0's word i/2 in even slots, key 1's in odd ones.
+            const interleave = comptime blk: {
+                var m: [2 * q8_block / 4]i32 = undefined;
+                for (0..q8_block / 4) |i| {
+                    m[2 * i] = @intCast(i);
+                    m[2 * i + 1] = ~@as(i32, @intCast(i));
+                }
+                break :blk m;
+            };
             var dh: [max_tile * q8_blocks_max]u16 align(64) = undefined;
             var row = q8Row(a, a.k, t0, g);
             var out = kx.ptr;
-            var h: usize = 0;
-            for (0..n) |_| {
+            var j: usize = 0;
+            while (j < n) : (j += 2) {
+                const has_second = j + 1 < n;
                 prefetchRow(row + n * pos_bytes, row_bytes);
+                if (has_second) prefetchRow(row + (n + 1) * pos_bytes, row_bytes);
                 for (0..nb) |b| {
-                    const blk = row + b * q8_block_bytes;
-                    dh[h] = std.mem.readInt(u16, blk[0..2], .little);
-                    h += 1;
-                    const qv: @Vector(q8_block, u8) = blk[2..][0..q8_block].*;
-                    out[b * q8_block ..][0..q8_block].* = qv ^ @as(@Vector(q8_block, u8), @splat(0x80));
+                    const b0 = row + b * q8_block_bytes;
+                    const b1 = b0 + pos_bytes;
+                    dh[b * max_tile + j] = std.mem.readInt(u16, b0[0..2], .little);
+                    const q0: B = b0[2..][0..q8_block].*;
+                    var q1: B = bias; // a missing second key: zeros once biased (never read)
+                    if (has_second) {
+                        dh[b * max_tile + j + 1] = std.mem.readInt(u16, b1[0..2], .little);
+                        q1 = b1[2..][0..q8_block].*;
+                    }
+                    const w0: @Vector(q8_block / 4, u32) = @bitCast(q0 ^ bias);
+                    const w1: @Vector(q8_block / 4, u32) = @bitCast(q1 ^ bias);
+                    const pair: [2 * q8_block]u8 = @bitCast(@shuffle(u32, w0, w1, interleave));
+                    out[2 * b * q8_block ..][0 .. 2 * q8_block].* = pair;
                 }
-                row += pos_bytes;
-                out += a.head_dim;
+                row += 2 * pos_bytes;
+                out += 2 * a.head_dim;
             }
             const H = 16;
-            @memset(dh[h..std.mem.alignForward(usize, h, H)], 0);
-            var i: usize = 0;
-            while (i < h) : (i += H) {
-                const hv: @Vector(H, f16) = @bitCast(@as(@Vector(H, u16), dh[i..][0..H].*));
-                dk[i..][0..H].* = @as(@Vector(H, f32), @floatCast(hv));
+            for (0..nb) |b| {
+                const d = dh[b * max_tile ..];
+                @memset(d[n..std.mem.alignForward(usize, n, H)], 0);
+                var i: usize = 0;
+                while (i < n) : (i += H) {
+                    const hv: @Vector(H, f16) = @bitCast(@as(@Vector(H, u16), d[i..][0..H].*));
+                    dk[b * max_tile + i ..][0..H].* = @as(@Vector(H, f32), @floatCast(hv));
+                }
             }
             return kx.ptr;
+        }
+
+        /// Word w (bytes 4w..4w+3 of the row) of key j in loadTileQ8's pair layout.
+        inline fn kxWord(kx: [*]const u8, hd: usize, j: usize, w: usize) u32 {
+            return std.mem.readInt(u32, kx[(j & ~@as(usize, 1)) * hd + 8 * w + 4 * (j & 1) ..][0..4], .little);
         }
 
         fn dpbusd(acc: RI, k4: RU, q4: RU) RI {
@@ -1121,6 +1156,7 @@ fn Lanes(comptime W: usize) type {
         /// key broadcast to every row's lane), minus 128·Σq, exact in int32; the block's part
         /// d_q·d_k·that is added in block order (the same for every row whatever its batch).
         inline fn scoreKeysQ8(comptime KB: usize, a: AttentionArgs, st: *const LaneState, kx: [*]const u8, dk: *const [max_tile * q8_blocks_max]f32, t0: usize, j: usize, sc: *LaneScores) void {
+            @setEvalBranchQuota(10_000);
             const nb = a.head_dim / q8_block;
             var acc: [KB]RV = @splat(@splat(0));
             for (0..nb) |b| {
@@ -1128,17 +1164,59 @@ fn Lanes(comptime W: usize) type {
                 inline for (0..q8_block / 4) |w| {
                     const q4 = st.qt8[b * (q8_block / 4) + w];
                     inline for (0..KB) |k| {
-                        const k4: RU = @splat(std.mem.readInt(u32, kx[(j + k) * a.head_dim + b * q8_block + 4 * w ..][0..4], .little));
+                        const k4: RU = @splat(kxWord(kx, a.head_dim, j + k, b * (q8_block / 4) + w));
                         isum[k] = dpbusd(isum[k], k4, q4);
                     }
                 }
                 inline for (0..KB) |k| {
                     const part: RV = @floatFromInt(isum[k] - st.qsum128[b]);
-                    acc[k] = fmaN(W, part, st.dq[b] * @as(RV, @splat(dk[(j + k) * nb + b])), acc[k]);
+                    acc[k] = fmaN(W, part, st.dq[b] * @as(RV, @splat(dk[b * max_tile + j + k])), acc[k]);
                 }
             }
             finishScores(KB, a, st, &acc, t0, j, sc);
         }
+
+        /// Decode's 8 rows on AVX-512 VNNI: scoreKeysQ8 for keys [j, j + 8), two keys per 512-bit
+        /// vpdpbusd (row r of key j + 2p in lane 2r, of key j + 2p + 1 in lane 2r + 1: one 8-byte
+        /// broadcast of the pair's word against every row's query word, twice over), half the
+        /// instructions and broadcasts of one key per 256-bit vector. Per lane it is the same
+        /// integer sum and the same float operations as scoreKeysQ8: the same bits.
+        inline fn pairScoresQ8(a: AttentionArgs, st: *const LaneState, kx: [*]const u8, dk: *const [max_tile * q8_blocks_max]f32, t0: usize, j: usize, sc: *LaneScores) void {
+            const P = 4;
+            const V = @Vector(16, f32);
+            const VI = @Vector(16, i32);
+            const nb = a.head_dim / q8_block;
+            var acc: [P]V = @splat(@splat(0));
+            for (0..nb) |b| {
+                var isum: [P]VI = @splat(@splat(0));
+                inline for (0..q8_block / 4) |w| {
+                    const word = b * (q8_block / 4) + w;
+                    const q4 = st.qt8x[word];
+                    inline for (0..P) |p| {
+                        const k8 = std.mem.readInt(u64, kx[(j + 2 * p) * a.head_dim + 8 * word ..][0..8], .little);
+                        const k2: @Vector(16, u32) = @bitCast(@as(@Vector(8, u64), @splat(k8)));
+                        isum[p] = @"llvm.x86.avx512.vpdpbusd.512"(isum[p], @bitCast(k2), @bitCast(q4));
+                    }
+                }
+                inline for (0..P) |p| {
+                    const part: V = @floatFromInt(isum[p] - st.qsumx[b]);
+                    const d2: u64 = @bitCast(dk[b * max_tile + j + 2 * p ..][0..2].*);
+                    const dkp: V = @bitCast(@as(@Vector(8, u64), @splat(d2)));
+                    acc[p] = fmaN(16, part, st.dqx[b] * dkp, acc[p]);
+                }
+            }
+            const even = comptime std.simd.iota(i32, 8) * @as(@Vector(8, i32), @splat(2));
+            const odd = comptime even + @as(@Vector(8, i32), @splat(1));
+            var out: [8]RV = undefined;
+            inline for (0..P) |p| {
+                out[2 * p] = @shuffle(f32, acc[p], undefined, even);
+                out[2 * p + 1] = @shuffle(f32, acc[p], undefined, odd);
+            }
+            finishScores(8, a, st, &out, t0, j, sc);
+        }
+
+        /// Whether pairScoresQ8 scores this lane width's keys.
+        const pair_scores = W == 8 and q8_int_scores;
 
         /// One K/V tile for the task's rows: scores, online-softmax update, accumulate.
         fn tileStep(comptime int_scores: bool, a: AttentionArgs, st: *LaneState, g: usize, t0: usize, n: usize, buf: *[tile_floats]f32, sc: *LaneScores) void {
@@ -1147,7 +1225,11 @@ fn Lanes(comptime W: usize) type {
             if (int_scores) {
                 var dk: [max_tile * q8_blocks_max]f32 = undefined;
                 const kx = loadTileQ8(a, g, t0, n, std.mem.sliceAsBytes(buf), &dk);
-                while (j + 8 <= n) : (j += 8) scoreKeysQ8(8, a, st, kx, &dk, t0, j, sc);
+                if (pair_scores) {
+                    while (j + 8 <= n) : (j += 8) pairScoresQ8(a, st, kx, &dk, t0, j, sc);
+                } else {
+                    while (j + 8 <= n) : (j += 8) scoreKeysQ8(8, a, st, kx, &dk, t0, j, sc);
+                }
                 switch (n - j) {
                     inline 0...7 => |r| if (r > 0) scoreKeysQ8(r, a, st, kx, &dk, t0, j, sc),
                     else => unreachable,
@@ -1277,6 +1359,15 @@ fn Lanes(comptime W: usize) type {
                         st.qsum128[b][r] = 128 * sum;
                         const words: [q8_block / 4]u32 = @bitCast(qb);
                         for (0..q8_block / 4) |w| st.qt8[b * (q8_block / 4) + w][r] = words[w];
+                    }
+                }
+                if (pair_scores) {
+                    // Every lane r of the 8-lane state into lanes 2r and 2r + 1.
+                    const twice = comptime std.simd.iota(i32, 16) >> @splat(1);
+                    for (0..hd / 4) |w| st.qt8x[w] = @shuffle(u32, st.qt8[w], undefined, twice);
+                    for (0..hd / q8_block) |b| {
+                        st.dqx[b] = @shuffle(f32, st.dq[b], undefined, twice);
+                        st.qsumx[b] = @shuffle(i32, st.qsum128[b], undefined, twice);
                     }
                 }
             }
@@ -1685,6 +1776,11 @@ test "flash attention and naive: Q8_0 K/V against the f64 reference over the deq
     try checkCase(.{ .n_q = 40, .n_kv = 40, .q_pos0 = 0, .n_head = 6, .n_kv_head = 3, .head_dim = 128, .kv_type = .q8_0 }, 92);
     try checkCase(.{ .n_q = 1, .n_kv = 1000, .q_pos0 = 999, .n_head = 4, .n_kv_head = 1, .head_dim = 96, .window = 300, .kv_type = .q8_0 }, 93);
     try checkCase(.{ .n_q = 17, .n_kv = 50, .q_pos0 = 33, .n_head = 2, .n_kv_head = 2, .head_dim = 32, .head_major = true, .kv_type = .q8_0 }, 94);
+    // Decode in the lanes layout (group 8 and 7: 8 lanes, keys scored in pairs on AVX-512),
+    // odd key counts and a tile's last keys fewer than 8.
+    try checkCase(.{ .n_q = 1, .n_kv = 301, .q_pos0 = 300, .n_head = 32, .n_kv_head = 4, .head_dim = 64, .kv_type = .q8_0 }, 95);
+    try checkCase(.{ .n_q = 1, .n_kv = 77, .q_pos0 = 76, .n_head = 14, .n_kv_head = 2, .head_dim = 128, .softcap = 30, .window = 50, .kv_type = .q8_0 }, 96);
+    try checkCase(.{ .n_q = 3, .n_kv = 203, .q_pos0 = 200, .n_head = 16, .n_kv_head = 2, .head_dim = 32, .kv_type = .q8_0 }, 97);
 }
 
 test "Q8_0 rows dequantize as d · q" {
@@ -1917,37 +2013,51 @@ test "batch invariance: a row alone and the same row in a batch give identical b
 }
 
 test "lane width: the same rows in 4, 8 and 16 lanes give identical bits" {
-    // The lanes kernel at each width over one task's 4 rows (a softcap and a window so every
-    // per-lane branch runs); a width-dependent operation would show here.
+    // The lanes kernel at each width over one task's rows (a softcap and a window so every
+    // per-lane branch runs), f16 and Q8_0 (whose 8-lane width scores keys in pairs, 4 and 16
+    // lanes one key at a time); a width-dependent operation would show here. 7 rows fill all
+    // but one lane of 8; 151 keys leave an odd key in the last tile.
     const alloc = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(7);
     const rng = prng.random();
     const hd = 96;
-    const n_kv = 150;
-    const n_head = 4;
-    const kv = try alloc.alloc(f16, n_kv * hd);
-    defer alloc.free(kv);
-    for (kv) |*x| x.* = @floatCast(rng.floatNorm(f32));
-    const q = try alloc.alloc(f32, n_head * hd);
-    defer alloc.free(q);
-    for (q) |*x| x.* = rng.floatNorm(f32);
-    var outs: [3][n_head * hd]f32 = undefined;
-    const a = AttentionArgs{
-        .q = q.ptr, .q_row_stride = n_head * hd, .q_head_stride = hd,
-        .k = std.mem.sliceAsBytes(kv).ptr, .v = std.mem.sliceAsBytes(kv).ptr, .kv_type = .f16,
-        .kv_pos_stride = hd, .kv_head_stride = hd, .out = undefined,
-        .out_row_stride = n_head * hd, .out_head_stride = hd, .n_q = 1, .n_head = n_head,
-        .n_kv_head = 1, .head_dim = hd, .n_kv = n_kv, .q_pos0 = n_kv - 1, .window = 100,
-        .scale = 0.1, .softcap = 20,
+    const n_kv = 151;
+    inline for (.{ KvType.f16, KvType.q8_0 }) |kv_type| inline for (.{ 4, 7 }) |n_head| {
+        const row_bytes = if (kv_type == .f16) 2 * hd else hd / q8_block * q8_block_bytes;
+        const kv = try alloc.alloc(u8, n_kv * row_bytes);
+        defer alloc.free(kv);
+        for (0..n_kv) |p| {
+            const row = kv[p * row_bytes ..][0..row_bytes];
+            if (kv_type == .f16) {
+                for (0..hd) |d| std.mem.writeInt(u16, row[2 * d ..][0..2], @bitCast(@as(f16, @floatCast(rng.floatNorm(f32)))), .little);
+            } else for (0..hd / q8_block) |blk| {
+                const b = row[blk * q8_block_bytes ..];
+                std.mem.writeInt(u16, b[0..2], @bitCast(@as(f16, @floatCast(rng.float(f32) / 64 + 1.0 / 256.0))), .little);
+                for (b[2..q8_block_bytes]) |*x| x.* = @bitCast(rng.intRangeAtMost(i8, -127, 127));
+            }
+        }
+        const q = try alloc.alloc(f32, n_head * hd);
+        defer alloc.free(q);
+        for (q) |*x| x.* = rng.floatNorm(f32);
+        var outs: [3][n_head * hd]f32 = undefined;
+        const a = AttentionArgs{
+            .q = q.ptr, .q_row_stride = n_head * hd, .q_head_stride = hd,
+            .k = kv.ptr, .v = kv.ptr, .kv_type = kv_type,
+            .kv_pos_stride = hd, .kv_head_stride = hd, .out = undefined,
+            .out_row_stride = n_head * hd, .out_head_stride = hd, .n_q = 1, .n_head = n_head,
+            .n_kv_head = 1, .head_dim = hd, .n_kv = n_kv, .q_pos0 = n_kv - 1, .window = 100,
+            .scale = 0.1, .softcap = 20,
+        };
+        const plan = makePlan(a, 1);
+        inline for (.{ 4, 8, max_rows }, 0..) |w, i| {
+            var b = a;
+            b.out = &outs[i];
+            const rows = taskRows(b, plan, 0);
+            try std.testing.expectEqual(@as(usize, n_head), rows.n);
+            if (n_head <= w) Lanes(w).run(b, plan, &rows) else outs[i] = outs[2 - i];
+        }
+        // 7 rows do not fit 4 lanes: 8 and 16 are compared.
+        if (n_head <= 4) try std.testing.expectEqualSlices(f32, &outs[0], &outs[1]);
+        try std.testing.expectEqualSlices(f32, &outs[1], &outs[2]);
     };
-    const plan = makePlan(a, 1);
-    inline for (.{ 4, 8, max_rows }, 0..) |w, i| {
-        var b = a;
-        b.out = &outs[i];
-        const rows = taskRows(b, plan, 0);
-        try std.testing.expectEqual(@as(usize, n_head), rows.n);
-        Lanes(w).run(b, plan, &rows);
-    }
-    try std.testing.expectEqualSlices(f32, &outs[0], &outs[1]);
-    try std.testing.expectEqualSlices(f32, &outs[0], &outs[2]);
 }
