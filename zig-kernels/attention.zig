@@ -1042,6 +1042,8 @@ fn Lanes(comptime W: usize) type {
             qt8x: [if (pair_scores) max_head_dim / 4 else 0]@Vector(16, u32),
             dqx: [if (pair_scores) q8_blocks_max else 0]@Vector(16, f32),
             qsumx: [if (pair_scores) q8_blocks_max else 0]@Vector(16, i32),
+            // qt with each row in two adjacent lanes (pairScoresF16).
+            qtx: [if (pair_f16_scores) max_head_dim else 0]@Vector(16, f32),
             acc: [W * max_head_dim]f32, // row r's accumulator at [r·head_dim, (r + 1)·head_dim)
             m: RV,
             l: RV,
@@ -1067,14 +1069,102 @@ fn Lanes(comptime W: usize) type {
         }
 
         /// Scores of keys [j, j + KB) of the tile for every row: scaled, softcapped, masked to -inf.
-        inline fn scoreKeys(comptime KB: usize, a: AttentionArgs, st: *const LaneState, kt: Tile, t0: usize, j: usize, sc: *LaneScores) void {
+        /// kt is a tile of rows (stride apart), or with `paired` loadTilePairsF16's layout.
+        inline fn scoreKeys(comptime KB: usize, comptime paired: bool, a: AttentionArgs, st: *const LaneState, kt: Tile, t0: usize, j: usize, sc: *LaneScores) void {
             var acc: [KB]RV = @splat(@splat(0));
             for (0..a.head_dim) |d| {
                 const q = st.qt[d];
-                inline for (0..KB) |k| acc[k] = fmaN(W, q, @splat(kt.ptr[(j + k) * kt.stride + d]), acc[k]);
+                inline for (0..KB) |k| {
+                    const i = if (paired) pairIndex(a.head_dim, j + k, d) else (j + k) * kt.stride + d;
+                    acc[k] = fmaN(W, q, @splat(kt.ptr[i]), acc[k]);
+                }
             }
             finishScores(KB, a, st, &acc, t0, j, sc);
         }
+
+        /// Element d of key j in loadTilePairsF16's layout: keys in pairs, the pair's elements
+        /// interleaved (k_j[d], k_j+1[d]), so one 8-byte broadcast gives both keys' element d.
+        inline fn pairIndex(hd: usize, j: usize, d: usize) usize {
+            return (j & ~@as(usize, 1)) * hd + 2 * d + (j & 1);
+        }
+
+        /// Key rows [t0, t0+n) of an f16 cache as f32 in pairIndex's layout (a lone last key's
+        /// partner is zeros: its pair reaches hd floats past n·hd, what TileBuf adds).
+        fn loadTilePairsF16(a: AttentionArgs, g: usize, t0: usize, n: usize, buf: *TileBuf) Tile {
+            const hd = a.head_dim;
+            const V16 = @Vector(16, f32);
+            const lo_idx = comptime blk: {
+                var m: [16]i32 = undefined;
+                for (0..8) |i| {
+                    m[2 * i] = @intCast(i);
+                    m[2 * i + 1] = ~@as(i32, @intCast(i));
+                }
+                break :blk m;
+            };
+            const hi_idx = comptime blk: {
+                var m: [16]i32 = undefined;
+                for (0..8) |i| {
+                    m[2 * i] = @intCast(8 + i);
+                    m[2 * i + 1] = ~@as(i32, @intCast(8 + i));
+                }
+                break :blk m;
+            };
+            var j: usize = 0;
+            while (j < n) : (j += 2) {
+                const has_second = j + 1 < n;
+                const r0 = kvRow(f16, a, a.k, t0 + j, g);
+                const r1 = kvRow(f16, a, a.k, t0 + j + @intFromBool(has_second), g);
+                prefetchRow(@ptrCast(kvRow(f16, a, a.k, t0 + j + n, g)), hd * 2);
+                prefetchRow(@ptrCast(kvRow(f16, a, a.k, t0 + j + 1 + n, g)), hd * 2);
+                const out = buf[j * hd ..];
+                var d: usize = 0;
+                while (d + 16 <= hd) : (d += 16) {
+                    const f0: V16 = @floatCast(@as(@Vector(16, f16), r0[d..][0..16].*));
+                    const f1: V16 = if (has_second) @floatCast(@as(@Vector(16, f16), r1[d..][0..16].*)) else @splat(0);
+                    out[2 * d ..][0..16].* = @shuffle(f32, f0, f1, lo_idx);
+                    out[2 * d + 16 ..][0..16].* = @shuffle(f32, f0, f1, hi_idx);
+                }
+                while (d < hd) : (d += 1) {
+                    out[2 * d] = r0[d];
+                    out[2 * d + 1] = if (has_second) r1[d] else 0;
+                }
+            }
+            return .{ .ptr = buf, .stride = 0 };
+        }
+
+        /// Decode's 8 rows on AVX-512 with an f16 cache: scoreKeys for keys [j, j + 2P), two keys
+        /// per 512-bit FMA (row r of key j + 2p in lane 2r, of key j + 2p + 1 in lane 2r + 1),
+        /// half the FMAs and broadcasts of one key per 256-bit vector; P = 8 gives 8 independent
+        /// chains, enough to cover the FMA latency. Per lane the same chain of FMAs over d in
+        /// order as scoreKeys: the same bits.
+        inline fn pairScoresF16(comptime P: usize, a: AttentionArgs, st: *const LaneState, kp: [*]const f32, t0: usize, j: usize, sc: *LaneScores) void {
+            const V = @Vector(16, f32);
+            const hd = a.head_dim;
+            var acc: [P]V = @splat(@splat(0));
+            for (0..hd) |d| {
+                const q = st.qtx[d];
+                inline for (0..P) |p| {
+                    const k2: u64 = @bitCast(kp[pairIndex(hd, j + 2 * p, d)..][0..2].*);
+                    acc[p] = fmaN(16, q, @bitCast(@as(@Vector(8, u64), @splat(k2))), acc[p]);
+                }
+            }
+            var out: [2 * P]RV = undefined;
+            inline for (0..P) |p| {
+                out[2 * p] = @shuffle(f32, acc[p], undefined, pair_even);
+                out[2 * p + 1] = @shuffle(f32, acc[p], undefined, pair_odd);
+            }
+            finishScores(2 * P, a, st, &out, t0, j, sc);
+        }
+
+        /// Lanes 0, 2, …, 14 (the first key of each pair) and 1, 3, …, 15 (the second).
+        const pair_even = std.simd.iota(i32, 8) * @as(@Vector(8, i32), @splat(2));
+        const pair_odd = pair_even + @as(@Vector(8, i32), @splat(1));
+
+        /// Whether pairScoresF16 scores an f16 cache at this lane width.
+        const pair_f16_scores = W == 8 and acc_lanes == 16;
+
+        /// The task's tile buffer: a tile of f32 rows, and room for loadTilePairsF16's last pair.
+        const TileBuf = [tile_floats + max_head_dim]f32;
 
         /// Key rows [t0, t0+n) of a Q8_0 cache for integer scores: each key's quant bytes biased
         /// to unsigned (q + 128, what vpdpbusd's unsigned operand needs) into kx, keys in pairs
@@ -1176,13 +1266,12 @@ fn Lanes(comptime W: usize) type {
             finishScores(KB, a, st, &acc, t0, j, sc);
         }
 
-        /// Decode's 8 rows on AVX-512 VNNI: scoreKeysQ8 for keys [j, j + 8), two keys per 512-bit
+        /// Decode's 8 rows on AVX-512 VNNI: scoreKeysQ8 for keys [j, j + 2P), two keys per 512-bit
         /// vpdpbusd (row r of key j + 2p in lane 2r, of key j + 2p + 1 in lane 2r + 1: one 8-byte
         /// broadcast of the pair's word against every row's query word, twice over), half the
         /// instructions and broadcasts of one key per 256-bit vector. Per lane it is the same
         /// integer sum and the same float operations as scoreKeysQ8: the same bits.
-        inline fn pairScoresQ8(a: AttentionArgs, st: *const LaneState, kx: [*]const u8, dk: *const [max_tile * q8_blocks_max]f32, t0: usize, j: usize, sc: *LaneScores) void {
-            const P = 4;
+        inline fn pairScoresQ8(comptime P: usize, a: AttentionArgs, st: *const LaneState, kx: [*]const u8, dk: *const [max_tile * q8_blocks_max]f32, t0: usize, j: usize, sc: *LaneScores) void {
             const V = @Vector(16, f32);
             const VI = @Vector(16, i32);
             const nb = a.head_dim / q8_block;
@@ -1205,28 +1294,32 @@ fn Lanes(comptime W: usize) type {
                     acc[p] = fmaN(16, part, st.dqx[b] * dkp, acc[p]);
                 }
             }
-            const even = comptime std.simd.iota(i32, 8) * @as(@Vector(8, i32), @splat(2));
-            const odd = comptime even + @as(@Vector(8, i32), @splat(1));
-            var out: [8]RV = undefined;
+            var out: [2 * P]RV = undefined;
             inline for (0..P) |p| {
-                out[2 * p] = @shuffle(f32, acc[p], undefined, even);
-                out[2 * p + 1] = @shuffle(f32, acc[p], undefined, odd);
+                out[2 * p] = @shuffle(f32, acc[p], undefined, pair_even);
+                out[2 * p + 1] = @shuffle(f32, acc[p], undefined, pair_odd);
             }
-            finishScores(8, a, st, &out, t0, j, sc);
+            finishScores(2 * P, a, st, &out, t0, j, sc);
         }
 
         /// Whether pairScoresQ8 scores this lane width's keys.
         const pair_scores = W == 8 and q8_int_scores;
 
         /// One K/V tile for the task's rows: scores, online-softmax update, accumulate.
-        fn tileStep(comptime int_scores: bool, a: AttentionArgs, st: *LaneState, g: usize, t0: usize, n: usize, buf: *[tile_floats]f32, sc: *LaneScores) void {
+        fn tileStep(comptime int_scores: bool, a: AttentionArgs, st: *LaneState, g: usize, t0: usize, n: usize, tbuf: *TileBuf, sc: *LaneScores) void {
+            const buf = tbuf[0..tile_floats];
             const hd = a.head_dim;
             var j: usize = 0;
             if (int_scores) {
                 var dk: [max_tile * q8_blocks_max]f32 = undefined;
                 const kx = loadTileQ8(a, g, t0, n, std.mem.sliceAsBytes(buf), &dk);
                 if (pair_scores) {
-                    while (j + 8 <= n) : (j += 8) pairScoresQ8(a, st, kx, &dk, t0, j, sc);
+                    // 8 pairs: 8 independent vpdpbusd chains (4 left them latency-bound).
+                    while (j + 16 <= n) : (j += 16) pairScoresQ8(8, a, st, kx, &dk, t0, j, sc);
+                    if (j + 8 <= n) {
+                        pairScoresQ8(4, a, st, kx, &dk, t0, j, sc);
+                        j += 8;
+                    }
                 } else {
                     while (j + 8 <= n) : (j += 8) scoreKeysQ8(8, a, st, kx, &dk, t0, j, sc);
                 }
@@ -1234,11 +1327,23 @@ fn Lanes(comptime W: usize) type {
                     inline 0...7 => |r| if (r > 0) scoreKeysQ8(r, a, st, kx, &dk, t0, j, sc),
                     else => unreachable,
                 }
+            } else if (pair_f16_scores and a.kv_type == .f16) {
+                const kt = loadTilePairsF16(a, g, t0, n, tbuf);
+                // 8 pairs: 8 independent FMA chains (4 left them latency-bound).
+                while (j + 16 <= n) : (j += 16) pairScoresF16(8, a, st, kt.ptr, t0, j, sc);
+                if (j + 8 <= n) {
+                    pairScoresF16(4, a, st, kt.ptr, t0, j, sc);
+                    j += 8;
+                }
+                switch (n - j) {
+                    inline 0...7 => |r| if (r > 0) scoreKeys(r, true, a, st, kt, t0, j, sc),
+                    else => unreachable,
+                }
             } else {
                 const kt = loadTile(a, a.k, g, t0, n, buf);
-                while (j + 8 <= n) : (j += 8) scoreKeys(8, a, st, kt, t0, j, sc);
+                while (j + 8 <= n) : (j += 8) scoreKeys(8, false, a, st, kt, t0, j, sc);
                 switch (n - j) {
-                    inline 0...7 => |r| if (r > 0) scoreKeys(r, a, st, kt, t0, j, sc),
+                    inline 0...7 => |r| if (r > 0) scoreKeys(r, false, a, st, kt, t0, j, sc),
                     else => unreachable,
                 }
             }
@@ -1371,7 +1476,11 @@ fn Lanes(comptime W: usize) type {
                     }
                 }
             }
-            var buf: [tile_floats]f32 = undefined;
+            if (pair_f16_scores and a.kv_type == .f16) {
+                const twice = comptime std.simd.iota(i32, 16) >> @splat(1);
+                for (0..hd) |d| st.qtx[d] = @shuffle(f32, st.qt[d], undefined, twice);
+            }
+            var buf: TileBuf = undefined;
             var sc: LaneScores = undefined;
             // Tiles cover only the union of allowed keys (fully masked tiles are never touched)
             // and start at absolute multiples of the tile size, so every row sees the same tile
@@ -1822,6 +1931,9 @@ test "flash attention: head dims, softcap, f16" {
         for ([_]f32{ 0, 20 }) |cap| for ([_]KvType{ .f32, .f16 }) |kt| {
             try checkCase(.{ .n_q = 5, .n_kv = 300, .q_pos0 = 295, .n_head = 4, .n_kv_head = 2, .head_dim = hd, .softcap = cap, .kv_type = kt, .scale_mul = 3, .pad = 1 }, 60 + s);
             try checkCase(.{ .n_q = 1, .n_kv = 300, .q_pos0 = 299, .n_head = 2, .n_kv_head = 1, .head_dim = hd, .softcap = cap, .kv_type = kt, .scale_mul = 3 }, 70 + s);
+            // 8 query heads per KV head: decode's 8-lane layout (paired f16 scores on AVX-512,
+            // head dims off the 16-element step), an odd key count.
+            try checkCase(.{ .n_q = 1, .n_kv = 301, .q_pos0 = 300, .n_head = 8, .n_kv_head = 1, .head_dim = hd, .softcap = cap, .kv_type = kt }, 80 + s);
         };
     }
 }
