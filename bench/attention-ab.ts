@@ -1,12 +1,14 @@
 /**
  * A/B of two builds of the kernel library on decode attention (one query row), in one process:
  *
- *   bun bench/attention-ab.ts OLD.so NEW.so [4/1/256,32/4/64] [512,4096]   (env T=threads, KV=f16|q8_0, COLD=1)
+ *   bun bench/attention-ab.ts OLD.so NEW.so [4/1/256,32/4/64] [512,4096]   (env T=threads, KV=f16|q8_0, COLD=1, HM=1)
  *
  * Shapes are n_head/n_kv_head/head_dim. Blocks of 20 calls alternate between the libraries
  * (3 ms pauses let the idle pool sleep); prints each build's p10 and p50 µs per call, the time
  * ratio NEW ÷ OLD, and whether both wrote the same bits (kernel changes that only move work
  * around must not change a bit). See bench/matmul-ab.ts for why in-process interleaving.
+ * HM=1 lays the cache out head-major (each KV head's rows contiguous) instead of kiln's
+ * position-major [position][KV head][dim], to measure what that layout would change.
  */
 import { dlopen, FFIType } from "bun:ffi";
 import * as cpu from "../src/backends/cpu";
@@ -37,8 +39,10 @@ for (const [nHead, nKvHead, hd] of shapes) {
     const ks = Array.from({ length: copies }, (_, c) => (c === 0 ? k1 : k1.slice()));
     const vs = Array.from({ length: copies }, (_, c) => (c === 0 ? v1 : v1.slice()));
     let call = 0;
-    const posStride = nKvHead * hd; // strides count elements, for every KV type
-    const headStride = hd;
+    // Strides count elements, for every KV type.
+    const headMajor = process.env.HM === "1";
+    const posStride = headMajor ? hd : nKvHead * hd;
+    const headStride = headMajor ? nKv * hd : hd;
     const outs = [new Float32Array(nHead * hd), new Float32Array(nHead * hd)];
     const times: number[][] = [[], []];
     for (let round = 0; round < 30; round++) for (const li of [0, 1]) {
@@ -54,6 +58,6 @@ for (const [nHead, nKvHead, hd] of shapes) {
     }
     const same = outs[0]!.every((x, i) => Object.is(x, outs[1]![i]));
     const us = (t: number) => (t / 1e3).toFixed(1);
-    console.log(`${nHead}/${nKvHead}/${hd} ${kvType} ${nKv} keys ${threads}t${copies > 1 ? " cold" : ""}: A p10 ${us(q10(times[0]!, 0.1))} p50 ${us(q10(times[0]!, 0.5))} µs | B p10 ${us(q10(times[1]!, 0.1))} p50 ${us(q10(times[1]!, 0.5))} µs | B/A p10 ${(q10(times[1]!, 0.1) / q10(times[0]!, 0.1)).toFixed(3)} p50 ${(q10(times[1]!, 0.5) / q10(times[0]!, 0.5)).toFixed(3)} ${same ? "same bits" : "DIFFERENT"}`);
+    console.log(`${nHead}/${nKvHead}/${hd} ${kvType} ${nKv} keys ${threads}t${copies > 1 ? " cold" : ""}${headMajor ? " head-major" : ""}: A p10 ${us(q10(times[0]!, 0.1))} p50 ${us(q10(times[0]!, 0.5))} µs | B p10 ${us(q10(times[1]!, 0.1))} p50 ${us(q10(times[1]!, 0.5))} µs | B/A p10 ${(q10(times[1]!, 0.1) / q10(times[0]!, 0.1)).toFixed(3)} p50 ${(q10(times[1]!, 0.5) / q10(times[0]!, 0.5)).toFixed(3)} ${same ? "same bits" : "DIFFERENT"}`);
   }
 }
