@@ -22,13 +22,17 @@ const path = values.model ?? (await ensureSynthetic("tinyllama-q4_0-ctx32k.gguf"
 const contexts = values.contexts!.split(",").map(Number);
 const steps = Number(values.steps);
 const model = await loadModel(path, { threads: Number(values.threads), device: "cpu" });
-/** Rows [0, n) of every layer's cache: a quantized block of random rows, repeated. */
+/**
+ * Every position of every layer's cache (the context holds n + a few, so about the n read):
+ * a quantized block of random rows, repeated. The whole buffer, whatever the backend's
+ * kvLayout puts where.
+ */
 function fillCache(caches: readonly Tensor[], dtype: "f16" | "q8_0", n: number, seed: number) {
   for (const [layer, c] of caches.entries()) {
     const rows = Math.min(1024, n);
     const block = cpu.quantize(Tensor.fromF32(randomF32(rows * c.cols, seed + layer), [rows, c.cols]), dtype).bytes;
     const dst = c.bytes;
-    for (let off = 0; off < Math.min(dst.byteLength, (block.byteLength / rows) * n); off += block.byteLength) {
+    for (let off = 0; off < dst.byteLength; off += block.byteLength) {
       dst.set(block.subarray(0, Math.min(block.byteLength, dst.byteLength - off)), off);
     }
   }

@@ -7,3 +7,4 @@
  */
 export * from "./backends/cpu";
 export { Tensor, NativeBuffer, ShapeError, type DType } from "./tensor";
+export type { KvLayout } from "./backends/backend";

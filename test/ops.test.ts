@@ -349,6 +349,65 @@ describe("attention", () => {
   });
 });
 
+describe("storeKV and the cache layouts", () => {
+  const [nCtx, nKvHead, hd] = [7, 3, 64];
+  for (const dtype of ["f32", "f16", "q8_0"] as const) {
+    for (const layout of ["position-major", "head-major"] as const) {
+      test(`${dtype} ${layout}: each (position, head) row as quantizeInto writes it, nothing else touched`, () => {
+        const rowB = (hd / DTYPE_LAYOUT[dtype].blockSize) * DTYPE_LAYOUT[dtype].typeSize;
+        const bytes = nCtx * nKvHead * rowB;
+        const buf = new Uint8Array(bytes + 128).fill(GUARD);
+        const shape = layout === "head-major" ? [nKvHead, nCtx, hd] : [nCtx, nKvHead, hd];
+        const cache = new Tensor(dtype, shape, buf.subarray(64, 64 + bytes), "cache");
+        const [pos0, n] = [2, 3];
+        const src = randn(n * nKvHead * hd, 301);
+        cpu.storeKV(f32(src, [n, nKvHead * hd], "k"), cache, pos0, layout);
+        const written = new Set<number>();
+        for (let i = 0; i < n; i++) {
+          for (let h = 0; h < nKvHead; h++) {
+            const row = layout === "head-major" ? h * nCtx + pos0 + i : (pos0 + i) * nKvHead + h;
+            written.add(row);
+            const want = new Uint8Array(rowB);
+            cpu.quantizeInto(f32(src.subarray((i * nKvHead + h) * hd, (i * nKvHead + h + 1) * hd), [1, hd]), new Tensor(dtype, [1, hd], want));
+            expect(buf.subarray(64 + row * rowB, 64 + (row + 1) * rowB)).toEqual(want);
+          }
+        }
+        for (let row = 0; row < nCtx * nKvHead; row++) {
+          if (!written.has(row)) expect(buf.subarray(64 + row * rowB, 64 + (row + 1) * rowB).every((b) => b === GUARD)).toBe(true);
+        }
+        for (let i = 0; i < 64; i++) expect(buf[i]).toBe(GUARD);
+        for (let i = 64 + bytes; i < buf.length; i++) expect(buf[i]).toBe(GUARD);
+      });
+    }
+  }
+
+  test("flash attention reads a head-major cache as the same positions position-major (same bits)", () => {
+    const [nHead, nKv] = [6, nCtx];
+    const q = f32(randn(2 * nHead * hd, 302), [2, nHead, hd], "q");
+    const rows = randn(nKv * nKvHead * hd, 303);
+    const vrows = randn(nKv * nKvHead * hd, 304);
+    const outs: Float32Array[] = [];
+    for (const layout of ["position-major", "head-major"] as const) {
+      const shape = layout === "head-major" ? [nKvHead, nCtx, hd] : [nCtx, nKvHead, hd];
+      const k = Tensor.zeros("f16", shape);
+      const v = Tensor.zeros("f16", shape);
+      cpu.storeKV(f32(rows, [nKv, nKvHead * hd]), k, 0, layout);
+      cpu.storeKV(f32(vrows, [nKv, nKvHead * hd]), v, 0, layout);
+      const out = Tensor.zeros("f32", [2, nHead, hd]);
+      cpu.flashAttention(q, k, v, nKv, out, nHead, { qPos0: nKv - 2, scale: 0.125 }, layout);
+      outs.push(out.f32.slice());
+    }
+    expect(outs[1]).toEqual(outs[0]!);
+  });
+
+  test("rejects positions outside the cache and rows of the wrong width before any pointer crosses", () => {
+    const cache = Tensor.zeros("f16", [nKvHead, nCtx, hd]);
+    expect(() => cpu.storeKV(Tensor.zeros("f32", [2, nKvHead * hd]), cache, 6, "head-major")).toThrow(/positions \[6, 8\) outside the cache of 7 positions/);
+    expect(() => cpu.storeKV(Tensor.zeros("f32", [1, hd]), cache, 0, "head-major")).toThrow(/n_kv_head · head_dim = 192/);
+    expect(() => cpu.storeKV(Tensor.zeros("f32", [1, nKvHead * hd]), Tensor.zeros("bf16", [nKvHead, nCtx, hd]), 0, "head-major")).toThrow(/storeKV/);
+  });
+});
+
 describe("elementwise, softmax, embedding lookup", () => {
   test("softmax rows sum to one and match f64", () => {
     const x = randn(3 * 1001, 5, 4);

@@ -25,7 +25,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 7;
+    return 8;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -129,6 +129,23 @@ export fn kiln_quantize_row(t: u32, src: [*]const f32, dst: [*]u8, n: u64) i32 {
     const ty = typeOf(t) orelse return err_bad_type;
     if (n % quant.blockSize(ty) != 0) return err_bad_shape;
     return if (quant.quantizeRow(ty, src, dst, n)) ok else err_bad_type;
+}
+
+/// Stores n positions of K or V rows into a KV cache: src holds n rows of n_kv_head·head_dim
+/// f32 (position-major, as a projection writes them), and the row of (position i, head h) goes
+/// to element i·dst_pos_stride + h·dst_head_stride of dst (strides in elements, as
+/// kiln_flash_attention reads them), quantized to t (f32, f16 or q8_0). One call stores a
+/// batch into a head-major cache, whose heads' rows are not adjacent.
+export fn kiln_store_kv(t: u32, src: [*]const f32, n: u64, n_kv_head: u64, head_dim: u64, dst: [*]u8, dst_pos_stride: u64, dst_head_stride: u64) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (ty != .f32 and ty != .f16 and ty != .q8_0) return err_bad_type;
+    const bs = quant.blockSize(ty);
+    if (head_dim == 0 or head_dim % bs != 0 or dst_pos_stride % bs != 0 or dst_head_stride % bs != 0) return err_bad_shape;
+    for (0..n) |i| for (0..n_kv_head) |h| {
+        const at = quant.rowBytes(ty, i * dst_pos_stride + h * dst_head_stride);
+        if (!quant.quantizeRow(ty, src + (i * n_kv_head + h) * head_dim, dst + at, head_dim)) return err_bad_type;
+    };
+    return ok;
 }
 
 export fn kiln_get_rows(t: u32, table: [*]const u8, n_cols: u64, ids: [*]const i32, n_ids: u64, out: [*]f32) i32 {

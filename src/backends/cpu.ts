@@ -6,7 +6,7 @@
 import { KilnError } from "../errors";
 import { kiln, limits, Status } from "../ffi/library";
 import { DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
-import type { AttentionOptions, GatedActivation, RopeMode, RopeOptions } from "./backend";
+import type { AttentionOptions, GatedActivation, KvLayout, RopeMode, RopeOptions } from "./backend";
 
 export type { AttentionOptions, GatedActivation, RopeMode, RopeOptions };
 
@@ -379,19 +379,20 @@ export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOpt
 }
 
 /**
- * Attention of q [n_q, n_head, head_dim] over the first `nKv` positions of caches
- * k/v [n_ctx, n_kv_head, head_dim] (f32 or f16) into out [n_q, n_head, head_dim].
+ * Attention of q [n_q, n_head, head_dim] over the first `nKv` positions of caches k/v (f32, f16
+ * or q8_0) into out [n_q, n_head, head_dim]; the caches are [n_ctx, n_kv_head, head_dim]
+ * ("position-major") or [n_kv_head, n_ctx, head_dim] ("head-major").
  */
-export function flashAttention(q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions): void {
-  attentionCall("flashAttention", q, k, v, nKv, out, nHead, o, null);
+export function flashAttention(q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions, layout: KvLayout = "position-major"): void {
+  attentionCall("flashAttention", q, k, v, nKv, out, nHead, o, null, layout);
 }
 
 /** The unfused path: scores [n_q, n_head, n_kv] materialized in `scores`. */
-export function attentionNaive(q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions, scores: Float32Array): void {
-  attentionCall("attentionNaive", q, k, v, nKv, out, nHead, o, scores);
+export function attentionNaive(q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions, scores: Float32Array, layout: KvLayout = "position-major"): void {
+  attentionCall("attentionNaive", q, k, v, nKv, out, nHead, o, scores, layout);
 }
 
-function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions, scores: Float32Array | null): void {
+function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions, scores: Float32Array | null, layout: KvLayout): void {
   expectDType(op, q, "f32");
   expectDType(op, out, "f32");
   expectShape(op, out, q.shape);
@@ -400,7 +401,8 @@ function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number,
   expectShape(op, v, k.shape);
   if (q.rank !== 3 || k.rank !== 3) fail(op, `q ${q} and k ${k} must be [rows, heads, head_dim]`);
   const [nQ, qHeads, headDim] = q.shape as [number, number, number];
-  const [nCtx, nKvHead, kDim] = k.shape as [number, number, number];
+  const headMajor = layout === "head-major";
+  const [nCtx, nKvHead, kDim] = (headMajor ? [k.shape[1], k.shape[0], k.shape[2]] : k.shape) as [number, number, number];
   if (qHeads !== nHead) fail(op, `q ${q} has ${qHeads} heads, expected ${nHead}`);
   if (kDim !== headDim) fail(op, `head_dim of q ${q} ≠ k ${k}`);
   if (nKvHead === 0 || nHead % nKvHead !== 0) fail(op, `n_head ${nHead} is not a multiple of n_kv_head ${nKvHead}`);
@@ -411,7 +413,8 @@ function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number,
   if (!Number.isFinite(o.scale)) fail(op, `scale must be finite`);
   const args = [
     q.bytes, nHead * headDim, headDim,
-    k.bytes, v.bytes, DTYPE_IDS[k.dtype], nKvHead * headDim, headDim,
+    // Strides in elements: position, then KV head.
+    k.bytes, v.bytes, DTYPE_IDS[k.dtype], headMajor ? headDim : nKvHead * headDim, headMajor ? nCtx * headDim : headDim,
     out.bytes, nHead * headDim, headDim,
     nQ, nHead, nKvHead, headDim, nKv, o.qPos0, window, o.scale, o.softcap ?? 0,
   ] as const;
@@ -426,6 +429,29 @@ function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number,
     check(op, kiln().kiln_attention_naive(...args, scores));
     if (profiler) profiler.record("attention", t0);
   }
+}
+
+/**
+ * Writes src [n, n_kv_head · head_dim] (f32, one row per position) into a KV cache at positions
+ * pos0..pos0+n-1 (converted to its dtype): cache [n_ctx, n_kv_head, head_dim] ("position-major")
+ * or [n_kv_head, n_ctx, head_dim] ("head-major").
+ */
+export function storeKV(src: Tensor, cache: Tensor, pos0: number, layout: KvLayout): void {
+  const op = "storeKV";
+  expectDType(op, src, "f32");
+  expectDType(op, cache, "f32", "f16", "q8_0");
+  if (src.rank !== 2 || cache.rank !== 3) fail(op, `src ${src} must be [n, n_kv_head · head_dim] and cache ${cache} 3-D`);
+  const headMajor = layout === "head-major";
+  const [nCtx, nKvHead, headDim] = (headMajor ? [cache.shape[1], cache.shape[0], cache.shape[2]] : cache.shape) as [number, number, number];
+  const n = src.rows;
+  if (src.cols !== nKvHead * headDim) fail(op, `src ${src} rows must hold n_kv_head · head_dim = ${nKvHead * headDim} values for cache ${cache}`);
+  if (!Number.isSafeInteger(pos0) || pos0 < 0 || pos0 + n > nCtx) fail(op, `positions [${pos0}, ${pos0 + n}) outside the cache of ${nCtx} positions`);
+  if (headDim % DTYPE_LAYOUT[cache.dtype].blockSize !== 0) fail(op, `head_dim ${headDim} is not a multiple of ${cache.dtype}'s block`);
+  const posStride = headMajor ? headDim : nKvHead * headDim;
+  const headStride = headMajor ? nCtx * headDim : headDim;
+  const t0 = profiler ? performance.now() : 0;
+  check(op, kiln().kiln_store_kv(DTYPE_IDS[cache.dtype], src.bytes, n, nKvHead, headDim, cache.bytes.subarray(rowBytes(cache.dtype, pos0 * posStride)), posStride, headStride));
+  if (profiler) profiler.record("kv store", t0);
 }
 
 /** Dequantizes every row of t into out (f32, same shape). */

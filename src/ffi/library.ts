@@ -29,7 +29,7 @@ const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 8;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -47,6 +47,7 @@ export const symbols = {
   kiln_act_row_bytes: { args: [u32, u64], returns: i64_fast },
   kiln_dequantize_row: { args: [u32, ptr, ptr, u64], returns: i32 },
   kiln_quantize_row: { args: [u32, ptr, ptr, u64], returns: i32 },
+  kiln_store_kv: { args: [u32, ptr, u64, u64, u64, ptr, u64, u64], returns: i32 },
   kiln_get_rows: { args: [u32, ptr, u64, ptr, u64, ptr], returns: i32 },
   kiln_quantize_act: { args: [u32, ptr, u64, u64, u64, ptr], returns: i32 },
 

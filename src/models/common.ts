@@ -35,13 +35,12 @@ export const F32_ONLY: readonly DType[] = ["f32"];
 
 /** Writes this batch's K and V rows into layer l's cache, each span into its sequence's region (f32 → cache dtype). */
 export function storeKV(s: RunState, l: number, b: BatchViews): void {
-  const kvRow = b.k.cols;
   for (const p of b.spans) {
     const seq = s.seqs[p.seq]!;
     const k = p.n === b.n ? b.k : b.k.sliceRows(p.start, p.n);
     const v = p.n === b.n ? b.v : b.v.sliceRows(p.start, p.n);
-    s.ops.storeKV(k, seq.kCache[l]!.sliceRows(p.pos0, p.n).reshape([p.n, kvRow]));
-    s.ops.storeKV(v, seq.vCache[l]!.sliceRows(p.pos0, p.n).reshape([p.n, kvRow]));
+    s.ops.storeKV(k, seq.kCache[l]!, p.pos0);
+    s.ops.storeKV(v, seq.vCache[l]!, p.pos0);
   }
 }
 

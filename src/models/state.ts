@@ -152,7 +152,7 @@ export interface SeqSpan {
   pos0: number;
 }
 
-/** One sequence's region of the KV cache: per layer (n_ctx, n_kv_head, head_dim), and how much of it is filled. */
+/** One sequence's region of the KV cache: per layer in the backend's kvLayout ((n_ctx, n_kv_head, head_dim) or (n_kv_head, n_ctx, head_dim)), and how much of it is filled. */
 export interface SeqKV {
   kCache: Tensor[];
   vCache: Tensor[];
@@ -167,7 +167,7 @@ export class RunState {
   readonly maxBatch: number;
   readonly maxLogitRows: number;
   readonly hp: HParams;
-  /** Sequence 0's KV cache, per layer (n_ctx, n_kv_head, head_dim). */
+  /** Sequence 0's KV cache, per layer, in the backend's kvLayout. */
   readonly kCache: Tensor[];
   readonly vCache: Tensor[];
   /** Every sequence's region of the KV cache (one unless StateOptions.nSeq). */
@@ -209,8 +209,12 @@ export class RunState {
         for (const kind of ["k", "v"] as const) {
           const buf = backend.allocate(kvLayerBytes, `cache_${kind}_l${l}`);
           this.#buffers.push(buf);
-          const all = buf.tensor(o.kvType, [plan.nSeq * o.nCtx, hp.nKvHead, hp.headDim], 0, `cache_${kind}_l${l}`);
-          for (const [i, seq] of this.seqs.entries()) (kind === "k" ? seq.kCache : seq.vCache).push(plan.nSeq === 1 ? all : all.sliceRows(i * o.nCtx, o.nCtx));
+          // Each sequence's region is one block of the backend's kvLayout.
+          const headMajor = backend.kvLayout === "head-major";
+          const outer = headMajor ? hp.nKvHead : o.nCtx;
+          const shape = headMajor ? [plan.nSeq * hp.nKvHead, o.nCtx, hp.headDim] : [plan.nSeq * o.nCtx, hp.nKvHead, hp.headDim];
+          const all = buf.tensor(o.kvType, shape, 0, `cache_${kind}_l${l}`);
+          for (const [i, seq] of this.seqs.entries()) (kind === "k" ? seq.kCache : seq.vCache).push(plan.nSeq === 1 ? all : all.sliceRows(i * outer, outer));
         }
       }
       const offset = plan.activationBytes;

@@ -122,6 +122,16 @@ describe("greedy speculative decoding equals plain greedy decoding", () => {
   });
 });
 
+/** The f16 K cache's first n positions of every layer (each KV head's, in a head-major cache). */
+function filledKeys(n: number): Uint8Array[][] {
+  const state = target.defaultContext.state;
+  return state.kCache.map((k) => {
+    if (state.backend.kvLayout === "position-major") return [k.bytes.slice(0, n * k.cols * k.shape[1]! * 2)];
+    const [nKvHead, nCtx, hd] = k.shape as [number, number, number];
+    return Array.from({ length: nKvHead }, (_, h) => k.bytes.slice(h * nCtx * hd * 2, (h * nCtx + n) * hd * 2));
+  });
+}
+
 describe("KV rollback", () => {
   test("evaluating drafts then truncating leaves cache and logits as if they were never seen", () => {
     const prompt = [1, 5, 6, 7, 8];
@@ -130,12 +140,12 @@ describe("KV rollback", () => {
     target.eval([20, 21, 22, 23]); // drafts
     target.defaultContext.truncate(prompt.length + 1); // keep only the first
     const after = target.eval([30]).f32.slice();
-    const kvA = target.defaultContext.state.kCache.map((k) => k.bytes.slice(0, (prompt.length + 2) * k.cols * k.shape[1]! * 2));
+    const kvA = filledKeys(prompt.length + 2);
     target.reset();
     target.eval(prompt);
     target.eval([20]);
     const clean = target.eval([30]).f32.slice();
-    const kvB = target.defaultContext.state.kCache.map((k) => k.bytes.slice(0, (prompt.length + 2) * k.cols * k.shape[1]! * 2));
+    const kvB = filledKeys(prompt.length + 2);
     expect(after).toEqual(clean);
     expect(kvA).toEqual(kvB);
   });

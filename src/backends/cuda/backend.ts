@@ -17,7 +17,7 @@
  */
 import { KilnError } from "../../errors";
 import { NativeBuffer, ShapeError, Tensor, byteLength, deviceName, type Device, type DType } from "../../tensor";
-import { mapTensors, type AttentionOptions, type Backend, type BackendMemory, type BackendOp, type BackendOps, type GatedActivation, type NormOptions, type RopeOptions } from "../backend";
+import { mapTensors, type AttentionOptions, type Backend, type BackendMemory, type BackendOp, type BackendOps, type GatedActivation, type KvLayout, type NormOptions, type RopeOptions } from "../backend";
 import type { BatchViews, RunState } from "../../models/state";
 import { subBuffer, type DeviceBuffer, type DeviceGraph, type DeviceRuntime, type Dim3 } from "./runtime";
 import { storeKvF16At } from "./kernels/kv";
@@ -135,6 +135,7 @@ class DeviceMemory implements BackendMemory {
 
 export class CudaBackend implements Backend {
   readonly kind = "cuda" as const;
+  readonly kvLayout: KvLayout = "position-major";
   readonly device: Device;
   readonly #uploads: DeviceMemory[] = [];
   /** Host weight → its device copy (a tensor shared by two fields is uploaded once). */
@@ -406,9 +407,10 @@ class CudaOps implements BackendOps {
     act.scale(this.#rt, dev(op, x, this.#device), x.numel, s);
   }
 
-  storeKV(src: Tensor, cacheRows: Tensor): void {
+  storeKV(src: Tensor, cache: Tensor, pos0: number): void {
     const op = "storeKV";
     expectF32(op, src);
+    const cacheRows = cache.sliceRows(pos0, src.rows).reshape([src.rows, src.cols]);
     if (cacheRows.dtype !== "f16") fail(op, `the CUDA KV cache is f16, not ${cacheRows.dtype}`);
     if (cacheRows.numel !== src.numel) fail(op, `${src} does not fit ${cacheRows}`);
     if (this.#graphStep) {
