@@ -1093,22 +1093,8 @@ fn Lanes(comptime W: usize) type {
         fn loadTilePairsF16(a: AttentionArgs, g: usize, t0: usize, n: usize, buf: *TileBuf) Tile {
             const hd = a.head_dim;
             const V16 = @Vector(16, f32);
-            const lo_idx = comptime blk: {
-                var m: [16]i32 = undefined;
-                for (0..8) |i| {
-                    m[2 * i] = @intCast(i);
-                    m[2 * i + 1] = ~@as(i32, @intCast(i));
-                }
-                break :blk m;
-            };
-            const hi_idx = comptime blk: {
-                var m: [16]i32 = undefined;
-                for (0..8) |i| {
-                    m[2 * i] = @intCast(8 + i);
-                    m[2 * i + 1] = ~@as(i32, @intCast(8 + i));
-                }
-                break :blk m;
-            };
+            const lo_idx = comptime interleaveMask(8, 0);
+            const hi_idx = comptime interleaveMask(8, 8);
             var j: usize = 0;
             while (j < n) : (j += 2) {
                 const has_second = j + 1 < n;
@@ -1130,6 +1116,17 @@ fn Lanes(comptime W: usize) type {
                 }
             }
             return .{ .ptr = buf, .stride = 0 };
+        }
+
+        /// @shuffle mask taking elements first.. of two vectors alternately: a[first], b[first],
+        /// a[first + 1], b[first + 1], … (n of each): the pair layouts of both key tiles.
+        fn interleaveMask(comptime n: usize, comptime first: usize) [2 * n]i32 {
+            var m: [2 * n]i32 = undefined;
+            for (0..n) |i| {
+                m[2 * i] = @intCast(first + i);
+                m[2 * i + 1] = ~@as(i32, @intCast(first + i));
+            }
+            return m;
         }
 
         /// Decode's 8 rows on AVX-512 with an f16 cache: scoreKeys for keys [j, j + 2P), two keys
@@ -1180,14 +1177,7 @@ fn Lanes(comptime W: usize) type {
             const B = @Vector(q8_block, u8);
             const bias: B = @splat(0x80);
             // Word i of the pair's block: key 0's word i/2 in even slots, key 1's in odd ones.
-            const interleave = comptime blk: {
-                var m: [2 * q8_block / 4]i32 = undefined;
-                for (0..q8_block / 4) |i| {
-                    m[2 * i] = @intCast(i);
-                    m[2 * i + 1] = ~@as(i32, @intCast(i));
-                }
-                break :blk m;
-            };
+            const interleave = comptime interleaveMask(q8_block / 4, 0);
             var dh: [max_tile * q8_blocks_max]u16 align(64) = undefined;
             var row = q8Row(a, a.k, t0, g);
             var out = kx.ptr;
@@ -1227,9 +1217,14 @@ fn Lanes(comptime W: usize) type {
             return kx.ptr;
         }
 
-        /// Word w (bytes 4w..4w+3 of the row) of key j in loadTileQ8's pair layout.
+        /// Byte offset of word w (bytes 4w..4w+3 of the row) of key j in loadTileQ8's pair layout;
+        /// for an even j the 8 bytes there are word w of keys j and j + 1.
+        inline fn kxOffset(hd: usize, j: usize, w: usize) usize {
+            return (j & ~@as(usize, 1)) * hd + 8 * w + 4 * (j & 1);
+        }
+
         inline fn kxWord(kx: [*]const u8, hd: usize, j: usize, w: usize) u32 {
-            return std.mem.readInt(u32, kx[(j & ~@as(usize, 1)) * hd + 8 * w + 4 * (j & 1) ..][0..4], .little);
+            return std.mem.readInt(u32, kx[kxOffset(hd, j, w)..][0..4], .little);
         }
 
         fn dpbusd(acc: RI, k4: RU, q4: RU) RI {
@@ -1282,7 +1277,7 @@ fn Lanes(comptime W: usize) type {
                     const word = b * (q8_block / 4) + w;
                     const q4 = st.qt8x[word];
                     inline for (0..P) |p| {
-                        const k8 = std.mem.readInt(u64, kx[(j + 2 * p) * a.head_dim + 8 * word ..][0..8], .little);
+                        const k8 = std.mem.readInt(u64, kx[kxOffset(a.head_dim, j + 2 * p, word)..][0..8], .little);
                         const k2: @Vector(16, u32) = @bitCast(@as(@Vector(8, u64), @splat(k8)));
                         isum[p] = @"llvm.x86.avx512.vpdpbusd.512"(isum[p], @bitCast(k2), @bitCast(q4));
                     }
