@@ -1136,18 +1136,16 @@ inline fn floatDot(comptime k: FloatKind, n: usize, w: [*]const u8, a: [*]const 
     return out[0];
 }
 
-/// Rows at least this long are read in groups with software prefetch (floatDotRows); shorter
-/// ones one at a time, where the hardware prefetchers keep up. Measured with bench/matmul-ab.ts
-/// (one row, weights from DRAM, 2 threads, AMD EPYC Zen 4): F16/BF16 rows of 8 KB and 11 KB read
-/// 1.4–1.7× faster in prefetched groups of 4 (21–23 → 31–35 GB/s), rows of 1.2–4 KB 5–30% slower.
-const float_group_min_row_bytes = 8 * 1024;
-
-/// R rows (row_bytes apart) against one activation row, each row with floatDot's bits: long rows
-/// in groups sharing each activation load, the next group prefetched into L2 as one is read
-/// (prefetchNextGroup); short rows one at a time.
+/// R rows (row_bytes apart) against one activation row, each row with floatDot's bits, read as a
+/// group sharing each activation load, the next group prefetched into L2 as one is read
+/// (prefetchNextGroup). Once only rows of 8 KB and up took the groups: on a Zen 4 host, rows of
+/// 1.2–4 KB read 5–30% slower in them. On the Zen 5 host of 2026-12-05 (AMD EPYC family 26
+/// model 2, 50 GB/s probe at 2 threads) one row at a time left 4 KB BF16 rows at 41 GB/s and F16
+/// at 26 against 64–65 in groups (5632×2048 from DRAM, 2 threads, bench/matmul-ab.ts), TinyLlama
+/// BF16 decode at 0.65× llama.cpp's; rows of 0.5–2 KB read 1.1–2.2× faster in groups, 1 thread
+/// 1.5–2.6×. Every float row now takes them.
 inline fn floatDotRows(comptime k: FloatKind, comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
-    if (row_bytes >= float_group_min_row_bytes) return floatDotGroup(k, R, true, n, w, row_bytes, a, out);
-    inline for (0..R) |r| out[r] = floatDot(k, n, w + r * row_bytes, a);
+    floatDotGroup(k, R, true, n, w, row_bytes, a, out);
 }
 
 /// R rows against one activation row, four accumulators per row summed in one fixed order (so
