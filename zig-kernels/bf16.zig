@@ -100,36 +100,132 @@ inline fn loadF32s(p: [*]const u8) V16f {
 /// instruction's order, then @reduce. The activation rows are rounded once per step and shared
 /// by the R weight rows; a last partial step is zero-padded (zero products leave the sums alone).
 pub inline fn prefillTile(comptime Ops: type, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    var acc: [C][R]V16f = @splat(@splat(@splat(0)));
+    accumulate(Ops, R, C, .f32, n, w, row_bytes, 64, a, act_bytes, &acc);
+    inline for (0..R) |r| {
+        inline for (0..C) |c| out[c * out_stride + r] = @reduce(.Add, acc[c][r]);
+    }
+}
+
+/// How accumulate reads activations: f32 rounded as they are loaded (prefillTile), or the bf16
+/// half of a prepared row (prepareRow: the same roundings, made once per call).
+const ActForm = enum { f32, bf16 };
+
+/// prefillTile's steps over `len` elements into acc[c][r]: step s of weight row r at
+/// w + r·row_bytes + s·step_bytes (64 for plain rows), of activation row c at a + c·act_bytes +
+/// s·step·(4 or 2 bytes); a len that is not a multiple of step ends with the zero-padded
+/// partial step.
+inline fn accumulate(comptime Ops: type, comptime R: usize, comptime C: usize, comptime form: ActForm, len: usize, w: [*]const u8, row_bytes: usize, step_bytes: usize, a: [*]const u8, act_bytes: usize, acc_out: *[C][R]V16f) void {
     @setEvalBranchQuota(100_000);
-    var acc: [R][C]V16f = @splat(@splat(@splat(0)));
+    var acc = acc_out.*;
     var i: usize = 0;
-    while (i + step <= n) : (i += step) {
+    var wp = w;
+    while (i + step <= len) : (i += step) {
         var x: [C]V32h = undefined;
         inline for (0..C) |c| {
-            const p = a + c * act_bytes + i * 4;
-            x[c] = Ops.cvt2(loadF32s(p), loadF32s(p + 64));
+            x[c] = switch (form) {
+                .f32 => Ops.cvt2(loadF32s(a + c * act_bytes + i * 4), loadF32s(a + c * act_bytes + i * 4 + 64)),
+                .bf16 => @bitCast((a + c * act_bytes + i * 2)[0..64].*),
+            };
         }
         inline for (0..R) |r| {
-            const wv: V32h = @bitCast((w + r * row_bytes + i * 2)[0..64].*);
-            inline for (0..C) |c| acc[r][c] = Ops.dot(acc[r][c], wv, x[c]);
+            const wv: V32h = @bitCast((wp + r * row_bytes)[0..64].*);
+            inline for (0..C) |c| acc[c][r] = Ops.dot(acc[c][r], wv, x[c]);
         }
+        wp += step_bytes;
     }
-    if (i < n) {
-        const left = n - i;
+    if (i < len) {
+        const left = len - i;
         var x: [C]V32h = undefined;
         inline for (0..C) |c| {
-            var buf: [step]f32 = @splat(0);
-            @memcpy(std.mem.sliceAsBytes(buf[0..left]), (a + c * act_bytes + i * 4)[0 .. left * 4]);
-            x[c] = Ops.cvt2(buf[0..16].*, buf[16..32].*);
+            switch (form) {
+                .f32 => {
+                    var buf: [step]f32 = @splat(0);
+                    @memcpy(std.mem.sliceAsBytes(buf[0..left]), (a + c * act_bytes + i * 4)[0 .. left * 4]);
+                    x[c] = Ops.cvt2(buf[0..16].*, buf[16..32].*);
+                },
+                .bf16 => {
+                    var buf: [step]u16 = @splat(0);
+                    @memcpy(std.mem.sliceAsBytes(buf[0..left]), (a + c * act_bytes + i * 2)[0 .. left * 2]);
+                    x[c] = buf;
+                },
+            }
         }
         inline for (0..R) |r| {
             var buf: [step]u16 = @splat(0);
-            @memcpy(std.mem.sliceAsBytes(buf[0..left]), (w + r * row_bytes + i * 2)[0 .. left * 2]);
-            inline for (0..C) |c| acc[r][c] = Ops.dot(acc[r][c], buf, x[c]);
+            @memcpy(std.mem.sliceAsBytes(buf[0..left]), (wp + r * row_bytes)[0 .. left * 2]);
+            inline for (0..C) |c| acc[c][r] = Ops.dot(acc[c][r], buf, x[c]);
         }
     }
-    inline for (0..R) |r| {
-        inline for (0..C) |c| out[c * out_stride + r] = @reduce(.Add, acc[r][c]);
+    acc_out.* = acc;
+}
+
+/// The activation row BF16 weights consume (quant.zig's .f32_bf16 kind, prepare_row_bytes per
+/// element): the n f32 values, which decode and the batch-invariant tiles read, then their bf16
+/// roundings by vcvtne2ps2bf16's rule (Emu.cvt2, which the instruction equals bit for bit),
+/// which weightTile reads: rounded once per call instead of once per weight tile, and half the
+/// bytes to stream.
+pub const prepare_row_bytes = 6;
+pub fn prepareRow(src: [*]const f32, dst: [*]u8, n: usize) void {
+    @memcpy(dst[0 .. n * 4], std.mem.sliceAsBytes(src[0..n]));
+    const h = dst + 4 * n;
+    var i: usize = 0;
+    while (i + step <= n) : (i += step) {
+        h[2 * i ..][0..64].* = @bitCast(Emu.cvt2(src[i..][0..16].*, src[i + 16 ..][0..16].*));
+    }
+    if (i < n) {
+        var buf: [step]f32 = @splat(0);
+        @memcpy(buf[0 .. n - i], src[i..n]);
+        const v: [64]u8 = @bitCast(Emu.cvt2(buf[0..16].*, buf[16..32].*));
+        @memcpy(h[2 * i ..][0 .. 2 * (n - i)], v[0 .. 2 * (n - i)]);
+    }
+}
+
+/// Activation rows one weightTile call takes at most (matmul.zig's activation block).
+pub const max_act_rows = 64;
+/// Elements per chunk in weightTile: an 8-row weight tile's chunk is 16 KB, in L1 while the
+/// activation tiles pass it.
+pub const chunk_k = 1024;
+
+/// R weight rows against m ≤ max_act_rows prepared activation rows (prepareRow, act_bytes
+/// apart), out[c·out_stride + r], in chunks of
+/// chunk_k elements: each chunk of the R rows is read from L2 once and used by every activation
+/// tile (tile_c rows) of the m, the tiles' accumulators parked between chunks. Each pair's lanes
+/// run through the same steps in the same order as in prefillTile (a chunk only pauses them), so
+/// every output has prefillTile's bits. Why: prefillTile over whole rows, activation tiles outer,
+/// read each weight byte from L2 once per tile_c activation rows, and that, not the
+/// vdpbf16ps issue rate, held BF16 prefill to ~240 GFLOP/s per core on AMD Zen 5.
+pub fn weightTile(comptime Ops: type, comptime R: usize, m: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    const C = tile_c;
+    std.debug.assert(m >= 1 and m <= max_act_rows);
+    var accs: [(max_act_rows + C - 1) / C][C][R]V16f = undefined;
+    const tiles = (m + C - 1) / C;
+    for (accs[0..tiles]) |*t| t.* = @splat(@splat(@splat(0)));
+    // The chunk's R rows, step-interleaved: step s of row r at (s·R + r)·64 bytes, one sequential
+    // run (R rows at a power-of-two stride would share L1 sets with each other and the activations).
+    var wbuf: [chunk_k / step * R][64]u8 align(64) = undefined;
+    const wb: [*]const u8 = @ptrCast(&wbuf);
+    var k0: usize = 0;
+    while (k0 < n) : (k0 += chunk_k) {
+        const k1 = @min(n, k0 + chunk_k);
+        const full = (k1 - k0) / step;
+        for (0..full) |st| {
+            inline for (0..R) |r| wbuf[st * R + r] = (w + r * row_bytes + (k0 + st * step) * 2)[0..64].*;
+        }
+        const left = k1 - k0 - full * step;
+        for (0..tiles) |t| {
+            const x = a + 4 * n + t * C * act_bytes; // the rows' bf16 halves
+            switch (@min(C, m - t * C)) {
+                inline 1...C => |cc| {
+                    accumulate(Ops, R, cc, .bf16, full * step, wb, 64, 64 * R, x + k0 * 2, act_bytes, @ptrCast(&accs[t]));
+                    if (left > 0) accumulate(Ops, R, cc, .bf16, left, w + (k0 + full * step) * 2, row_bytes, 64, x + (k0 + full * step) * 2, act_bytes, @ptrCast(&accs[t]));
+                },
+                else => unreachable,
+            }
+        }
+    }
+    for (0..m) |i| {
+        inline for (0..R) |r| out[i * out_stride + r] = @reduce(.Add, accs[i / C][i % C][r]);
     }
 }
 
@@ -160,6 +256,14 @@ pub const tile_c = 3;
 pub fn tile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
     if (builtin.is_test and test_emulate) return prefillTile(Emu, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
     if (comptime hw_built) return prefillTile(Hw, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
+    unreachable; // enabled() is false outside the v4 build
+}
+
+/// matmul.zig's weight tiles (weightTile): the instructions where enabled, the emulation under
+/// test_emulate.
+pub fn rows(comptime R: usize, m: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
+    if (builtin.is_test and test_emulate) return weightTile(Emu, R, m, n, w, row_bytes, a, act_bytes, out, out_stride);
+    if (comptime hw_built) return weightTile(Hw, R, m, n, w, row_bytes, a, act_bytes, out, out_stride);
     unreachable; // enabled() is false outside the v4 build
 }
 
@@ -409,4 +513,67 @@ test "a wrong rounding rule fails the tile check (truncating the activations ins
     };
     var prng = std.Random.DefaultPrng.init(5);
     try testing.expect(try tileMisses(Truncating, tile_r, tile_c, 130, prng.random()) > 0);
+}
+
+test "prepareRow: the f32 values, then each one's bf16 rounding (vcvtne2ps2bf16's rule), nothing past the row" {
+    var prng = std.Random.DefaultPrng.init(6);
+    const rng = prng.random();
+    for ([_]usize{ 1, 15, 31, 32, 33, 64, 100 }) |n| {
+        var src: [100]f32 = undefined;
+        for (src[0..n]) |*v| v.* = awkwardF32(rng);
+        var dst: [100 * prepare_row_bytes + 16]u8 = @splat(0xA5);
+        prepareRow(&src, &dst, n);
+        try testing.expectEqualSlices(u8, std.mem.sliceAsBytes(src[0..n]), dst[0 .. 4 * n]);
+        for (0..n) |i| try testing.expectEqual(roundRef(src[i]), std.mem.readInt(u16, dst[4 * n + 2 * i ..][0..2], .little));
+        for (dst[n * prepare_row_bytes ..]) |b| try testing.expectEqual(@as(u8, 0xA5), b);
+    }
+}
+
+/// weightTile against prefillTile: the same bits for every output, guard values around them.
+fn weightTileMatches(comptime Ops: type, comptime R: usize, m: usize, n: usize, rng: std.Random) !void {
+    const a = testing.allocator;
+    const row_bytes = n * 2 + 6; // weight rows off any alignment
+    const act_bytes = n * prepare_row_bytes + 12;
+    const w = try a.alloc(u8, R * row_bytes + 64);
+    defer a.free(w);
+    const x = try a.alloc(u8, m * act_bytes + 64);
+    defer a.free(x);
+    @memset(w, 0xA5);
+    @memset(x, 0xA5);
+    const src = try a.alloc(f32, n);
+    defer a.free(src);
+    for (0..R) |r| for (0..n) |k| std.mem.writeInt(u16, w[r * row_bytes + 2 * k ..][0..2], roundRef(rng.floatNorm(f32)), .little);
+    for (0..m) |i| {
+        for (src) |*v| v.* = rng.floatNorm(f32) * 3;
+        prepareRow(src.ptr, x.ptr + i * act_bytes, n);
+    }
+    const stride = R + 1;
+    const out = try a.alloc(f32, (m + 1) * stride);
+    defer a.free(out);
+    @memset(out, @bitCast(@as(u32, 0xDEADBEEF)));
+    weightTile(Ops, R, m, n, w.ptr, row_bytes, x.ptr, act_bytes, out.ptr, stride);
+    for (0..m + 1) |i| for (0..stride) |r| {
+        const got: u32 = @bitCast(out[i * stride + r]);
+        if (i < m and r < R) {
+            var want: f32 = undefined;
+            prefillTile(Ops, 1, 1, n, w.ptr + r * row_bytes, row_bytes, x.ptr + i * act_bytes, act_bytes, @ptrCast(&want), 1);
+            try testing.expectEqual(@as(u32, @bitCast(want)), got);
+        } else try testing.expectEqual(@as(u32, 0xDEADBEEF), got);
+    };
+}
+
+test "weightTile (K in chunks, prepared bf16 activations) equals prefillTile bit for bit: every row count, activation counts off the tile, lengths across chunks and off every step" {
+    var prng = std.Random.DefaultPrng.init(7);
+    const rng = prng.random();
+    const hw = hw_built and cpuHasBf16();
+    for ([_]usize{ 1, 33, chunk_k, chunk_k + 31, 2 * chunk_k + 77 }) |n| {
+        for ([_]usize{ 1, 2, 4, 22, max_act_rows }) |m| {
+            inline for (.{ 1, 3, tile_r }) |R| {
+                try weightTileMatches(Emu, R, m, n, rng);
+                if (comptime hw_built) {
+                    if (hw) try weightTileMatches(Hw, R, m, n, rng);
+                }
+            }
+        }
+    }
 }

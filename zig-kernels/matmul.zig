@@ -133,6 +133,13 @@ fn matmulTiled(comptime t: GgmlType, comptime kind: TileKind, a: Matmul) void {
             const j1 = r.j1;
             const i_0 = r.i_0;
             const i_1 = r.i_1;
+            if (kind == .prefill_bf16_dot) {
+                var j = j0;
+                while (j < j1) : (j += T.tile_r) {
+                    bf16Rows(@min(T.tile_r, j1 - j), i_1 - i_0, c.a.k, c.a.w + j * row_bytes, row_bytes, c.a.xq + i_0 * act_bytes, act_bytes, c.a.y + i_0 * c.a.y_stride + j, c.a.y_stride);
+                }
+                return;
+            }
             // Sub-blocks of min_rows_batched rows stay in L1 while the activation tiles pass.
             var jb = j0;
             while (jb < j1) : (jb += min_rows_batched) {
@@ -151,6 +158,16 @@ fn matmulTiled(comptime t: GgmlType, comptime kind: TileKind, a: Matmul) void {
     }.f;
     const rows_per_task = rowsPerTask(t, a.n_out, a.k, a.m);
     launchTiled(Ctx, a, a.n_out, rows_per_task, run);
+}
+
+/// BF16 prefill on vdpbf16ps: rr ≤ tile_r weight rows against the task's m ≤ 64 activation rows
+/// (bf16.weightTile: K in chunks, each chunk of the rows read once for all m).
+inline fn bf16Rows(rr: usize, m: usize, k: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, act_bytes: usize, y: [*]f32, y_stride: usize) void {
+    comptime std.debug.assert(act_rows_per_block == bf16_dot.max_act_rows);
+    switch (rr) {
+        inline 1...bf16_dot.tile_r => |r| bf16_dot.rows(r, m, k, w, row_bytes, x, act_bytes, y, y_stride),
+        else => unreachable,
+    }
 }
 
 /// Prefill through repack.zig: tasks are (weight rows × ≤ 64 activation rows) as matmulTiled's;
@@ -439,6 +456,21 @@ fn gatedFfnTiled(comptime t: GgmlType, comptime kind: TileKind, a: GatedFfn) voi
             const j1 = r.j1;
             const i_0 = r.i_0;
             const i_1 = r.i_1;
+            if (kind == .prefill_bf16_dot) {
+                var g: [act_rows_per_block * R]f32 = undefined;
+                var u: [act_rows_per_block * R]f32 = undefined;
+                const x = c.a.xq + i_0 * act_bytes;
+                var j = j0;
+                while (j < j1) : (j += R) {
+                    const rr = @min(R, j1 - j);
+                    bf16Rows(rr, i_1 - i_0, c.a.k, c.a.w_gate + j * row_bytes, row_bytes, x, act_bytes, &g, R);
+                    bf16Rows(rr, i_1 - i_0, c.a.k, c.a.w_up + j * row_bytes, row_bytes, x, act_bytes, &u, R);
+                    for (0..i_1 - i_0) |i| {
+                        gatedProduct(c.a.activation, g[i * R ..].ptr, u[i * R ..].ptr, c.a.out + (i_0 + i) * c.a.out_stride + j, rr);
+                    }
+                }
+                return;
+            }
             // Sub-blocks of both matrices' rows stay in L1 while the activation tiles pass.
             var jb = j0;
             while (jb < j1) : (jb += min_rows_batched / 2) {
@@ -862,10 +894,15 @@ test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emu
     var prng = std.Random.DefaultPrng.init(1402);
     const rng = prng.random();
     // 37 rows (tiles of 8 and the 8-row halves of the FFN's sub-blocks, a partial last one), 131
-    // activation rows (two whole blocks of 64, a partial tile of 3), 200 elements (a partial step).
-    const k = 200;
+    // activation rows (two whole blocks of 64, a partial tile of 3), 200 elements (a partial step)
+    // and 2·chunk_k + 77 (K in three chunks, the last one ending in a partial step).
     const n_out = 37;
     const m_max = 131;
+    for ([_]usize{ 200, 2 * bf16_dot.chunk_k + 77 }) |k| try bf16PrefillMatches(a, rng, n_out, k, m_max);
+    _ = pool.setThreads(2);
+}
+
+fn bf16PrefillMatches(a: std.mem.Allocator, rng: std.Random, n_out: usize, k: usize, m_max: usize) !void {
     const p = try TestProblem.init(a, .bf16, rng, n_out, k, m_max);
     defer p.deinit(a);
     const y = try a.alloc(f32, m_max * n_out);
@@ -888,7 +925,6 @@ test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emu
             };
         }
     }
-    _ = pool.setThreads(2);
 }
 
 test "prefill on AMX (the hardware where enabled, else the emulated tiles): every type routed to AMX, matmul and fused FFN equal the scalar reference exactly" {

@@ -6,6 +6,7 @@ const std = @import("std");
 const legacy = @import("quant_legacy.zig");
 const kquant = @import("quant_k.zig");
 const pool = @import("pool.zig");
+const bf16 = @import("bf16.zig");
 
 pub const ActKind = legacy.ActKind;
 
@@ -48,6 +49,7 @@ pub fn Traits(comptime t: GgmlType) type {
 pub fn ActTraits(comptime kind: ActKind) type {
     return switch (kind) {
         .f32 => F32Act,
+        .f32_bf16 => F32Bf16Act,
         .q8_0 => legacy.ActQ8_0,
         .q8_k => kquant.ActQ8_K,
     };
@@ -61,6 +63,13 @@ const F32Act = struct {
     pub fn quantizeRow(src: [*]const f32, dst: [*]u8, n: usize) void {
         @memcpy(dst[0 .. n * 4], std.mem.sliceAsBytes(src[0..n]));
     }
+};
+
+/// BF16 weights' rows: the f32 values, then their bf16 roundings (bf16.prepareRow).
+const F32Bf16Act = struct {
+    pub const block_size: usize = 1;
+    pub const type_size: usize = bf16.prepare_row_bytes;
+    pub const quantizeRow = bf16.prepareRow;
 };
 
 pub fn blockSize(t: GgmlType) usize {

@@ -12,7 +12,9 @@
 const std = @import("std");
 const cpu = @import("cpu.zig");
 
-pub const ActKind = enum { f32, q8_0, q8_k };
+/// The activation formats weight types consume (quant.ActTraits): f32 rows as they are; f32 rows
+/// followed by their bf16 roundings (BF16 weights: bf16.prepareRow); Q8_0 blocks; Q8_K blocks.
+pub const ActKind = enum { f32, f32_bf16, q8_0, q8_k };
 
 // ---------------------------------------------------------------------------------------------
 // CPU features
@@ -1285,7 +1287,8 @@ pub const BF16 = struct {
     const Base = FloatType(.bf16);
     pub const block_size = Base.block_size;
     pub const type_size = Base.type_size;
-    pub const act = Base.act;
+    /// The f32 rows Base reads, their bf16 roundings after them for bf16.weightTile's prefill.
+    pub const act: ActKind = .f32_bf16;
     pub const dequantizeRow = Base.dequantizeRow;
     pub const dequantizeRowRef = Base.dequantizeRowRef;
     pub const vecDot = Base.vecDot;
@@ -1597,7 +1600,7 @@ test "ActQ8_0 quantizeRow equals quantizeRowRef" {
 /// Q5_0 2.0e-5, Q5_1 2.2e-5. The float types are exact up to f32 summation: measured
 /// F32 6e-14, F16 1.2e-13, BF16 1.6e-13.
 fn dotBudget(comptime T: type) f64 {
-    return if (T.act == .f32) 1e-12 else 1e-4;
+    return if (T.act == .f32 or T.act == .f32_bf16) 1e-12 else 1e-4;
 }
 
 test "vecDot vs vecDotRef and vs f64 dot of dequantized weights" {
