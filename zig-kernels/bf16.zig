@@ -186,11 +186,14 @@ pub const max_act_rows = 64;
 /// Elements per chunk in weightTile: an 8-row weight tile's chunk is 16 KB, in L1 while the
 /// activation tiles pass it.
 pub const chunk_k = 1024;
+comptime {
+    std.debug.assert(chunk_k % step == 0); // a partial step only at a row's end
+}
 
 /// R weight rows against m ≤ max_act_rows prepared activation rows (prepareRow, act_bytes
-/// apart), out[c·out_stride + r], in chunks of
-/// chunk_k elements: each chunk of the R rows is read from L2 once and used by every activation
-/// tile (tile_c rows) of the m, the tiles' accumulators parked between chunks. Each pair's lanes
+/// apart), out[c·out_stride + r], in chunks of chunk_k elements: each chunk of the R rows is read
+/// from L2 once and used by every activation tile (tile_c rows) of the m, the tiles'
+/// accumulators parked between chunks. Each pair's lanes
 /// run through the same steps in the same order as in prefillTile (a chunk only pauses them), so
 /// every output has prefillTile's bits. Why: prefillTile over whole rows, activation tiles outer,
 /// read each weight byte from L2 once per tile_c activation rows, and that, not the
