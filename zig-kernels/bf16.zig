@@ -168,6 +168,8 @@ inline fn accumulate(comptime Ops: type, comptime R: usize, comptime C: usize, c
 pub const prepare_row_bytes = 6;
 pub fn prepareRow(src: [*]const f32, dst: [*]u8, n: usize) void {
     @memcpy(dst[0 .. n * 4], std.mem.sliceAsBytes(src[0..n]));
+    // Only builds that can take weightTile read the bf16 half; the others leave it unwritten.
+    if (comptime !wired) return;
     const h = dst + 4 * n;
     var i: usize = 0;
     while (i + step <= n) : (i += step) {
@@ -193,11 +195,12 @@ comptime {
 /// R weight rows against m ≤ max_act_rows prepared activation rows (prepareRow, act_bytes
 /// apart), out[c·out_stride + r], in chunks of chunk_k elements: each chunk of the R rows is read
 /// from L2 once and used by every activation tile (tile_c rows) of the m, the tiles'
-/// accumulators parked between chunks. Each pair's lanes
-/// run through the same steps in the same order as in prefillTile (a chunk only pauses them), so
-/// every output has prefillTile's bits. Why: prefillTile over whole rows, activation tiles outer,
-/// read each weight byte from L2 once per tile_c activation rows, and that, not the
-/// vdpbf16ps issue rate, held BF16 prefill to ~240 GFLOP/s per core on AMD Zen 5.
+/// accumulators parked between chunks. Each pair's lanes run through the same steps in the same
+/// order as in prefillTile (a chunk only pauses them), so every output has prefillTile's bits.
+/// Why: prefillTile over whole rows, activation tiles outer, read each weight byte from L2 once
+/// per tile_c activation rows, and that, not the vdpbf16ps issue rate, held BF16 prefill to
+/// ~240 GFLOP/s per core on AMD Zen 5. Stack: ~50 KB at R = 8 (parked accumulators 34 KB, the
+/// chunk 16 KB), well inside the pool's 1 MiB worker stacks.
 pub fn weightTile(comptime Ops: type, comptime R: usize, m: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
     const C = tile_c;
     std.debug.assert(m >= 1 and m <= max_act_rows);
