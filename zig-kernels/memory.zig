@@ -12,6 +12,10 @@ const page = std.heap.page_size_min;
 const is_windows = builtin.os.tag == .windows;
 /// Buffers from this size up get MADV_HUGEPAGE (Linux only).
 const huge_page_min = 4 << 20;
+/// A PMD-sized (huge) page on x86-64 and arm64 with 4 KiB base pages. File mappings of at least
+/// this many bytes start on a multiple of it, so the page cache's 2 MiB folios can be mapped
+/// whole (one TLB entry instead of 512).
+pub const huge_page_bytes = 2 << 20;
 
 const win32 = struct {
     const FILE_MAP_READ: windows.DWORD = 0x0004; // SECTION_MAP_READ
@@ -32,9 +36,44 @@ pub fn mapReadOnly(path: [*:0]const u8, out_len: *u64) ?[*]const u8 {
     const st = posix.fstat(fd) catch return null;
     if (st.size <= 0) return null;
     const len: usize = @intCast(st.size);
-    const mapped = posix.mmap(null, len, posix.PROT.READ, .{ .TYPE = .PRIVATE }, fd, 0) catch return null;
+    const mapped = mapFileAligned(fd, len) orelse return null;
+    // Weights are streamed end to end every token. Read through 4 KiB page-table entries they
+    // cost TLB misses: a 5632×2048 Q4_0 gate+up streamed at 39 GB/s from a mapping of a file
+    // cached in small folios and 45 GB/s from one cached in 2 MiB folios (AMD EPYC Zen 5, 2
+    // threads). MADV_HUGEPAGE makes the kernel read not-yet-cached parts of the file in 2 MiB
+    // folios and map them whole (Linux ≥ 6.x page cache with large folios); parts already
+    // cached keep their folios. Advice only: refused (THP off, old kernel), nothing changes.
+    if (comptime builtin.os.tag == .linux) {
+        if (len >= huge_page_bytes) posix.madvise(mapped, len, posix.MADV.HUGEPAGE) catch {};
+    }
     out_len.* = len;
-    return mapped.ptr;
+    return mapped;
+}
+
+/// mmap of the whole file, read-only and private, at an address that is a multiple of
+/// huge_page_bytes when the file is at least that long: a range of len + huge_page_bytes is
+/// reserved (PROT_NONE), the file is mapped over its first aligned address (MAP_FIXED inside
+/// our own reservation), and the unused head and tail of the reservation are given back, so
+/// unmap(addr, len) later releases everything. Short files map wherever the kernel puts them.
+fn mapFileAligned(fd: posix.fd_t, len: usize) ?[*]align(page) u8 {
+    if (len < huge_page_bytes) {
+        const m = posix.mmap(null, len, posix.PROT.READ, .{ .TYPE = .PRIVATE }, fd, 0) catch return null;
+        return m.ptr;
+    }
+    const span = std.math.add(usize, len, huge_page_bytes) catch return null;
+    const reserved = posix.mmap(null, span, posix.PROT.NONE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0) catch return null;
+    const base = @intFromPtr(reserved.ptr);
+    const aligned = std.mem.alignForward(usize, base, huge_page_bytes);
+    const hint: [*]align(page) u8 = @ptrFromInt(aligned);
+    const m = posix.mmap(hint, len, posix.PROT.READ, .{ .TYPE = .PRIVATE, .FIXED = true }, fd, 0) catch {
+        posix.munmap(reserved);
+        return null;
+    };
+    const page_size = std.heap.pageSize();
+    const end = std.mem.alignForward(usize, aligned + len, page_size);
+    if (aligned > base) posix.munmap(@as([*]align(page) u8, @ptrFromInt(base))[0 .. aligned - base]);
+    if (base + span > end) posix.munmap(@as([*]align(page) u8, @ptrFromInt(end))[0 .. base + span - end]);
+    return m.ptr;
 }
 
 /// The whole file as one read-only view. The mapping object's handle is closed at once: the
@@ -133,6 +172,95 @@ test "mapReadOnly sees the file's bytes" {
     defer unmap(p, len);
     try std.testing.expect(len > 4);
     try std.testing.expectEqualSlices(u8, "\x7fELF", p[0..4]);
+}
+
+/// Bytes of address space this process has mapped (/proc/self/maps, Linux).
+fn mappedBytes(buf: []u8) !usize {
+    const text = try std.fs.cwd().readFile("/proc/self/maps", buf);
+    var total: usize = 0;
+    var lines = std.mem.splitScalar(u8, text, '\n');
+    while (lines.next()) |line| {
+        const space = std.mem.indexOfScalar(u8, line, ' ') orelse continue;
+        const dash = std.mem.indexOfScalar(u8, line[0..space], '-') orelse continue;
+        total += (try std.fmt.parseInt(usize, line[dash + 1 .. space], 16)) - (try std.fmt.parseInt(usize, line[0..dash], 16));
+    }
+    return total;
+}
+
+/// The VmFlags line of the /proc/self/smaps entry that contains addr (Linux).
+fn smapsVmFlags(addr: usize, buf: []u8) ![]const u8 {
+    const text = try std.fs.cwd().readFile("/proc/self/smaps", buf);
+    var in_range = false;
+    var lines = std.mem.splitScalar(u8, text, '\n');
+    while (lines.next()) |line| {
+        if (std.mem.startsWith(u8, line, "VmFlags:")) {
+            if (in_range) return line;
+            continue;
+        }
+        // A mapping's header line: "lo-hi perms offset dev inode path".
+        const space = std.mem.indexOfScalar(u8, line, ' ') orelse continue;
+        const dash = std.mem.indexOfScalar(u8, line[0..space], '-') orelse continue;
+        const lo = std.fmt.parseInt(usize, line[0..dash], 16) catch continue;
+        const hi = std.fmt.parseInt(usize, line[dash + 1 .. space], 16) catch continue;
+        in_range = lo <= addr and addr < hi;
+    }
+    return error.NotFound;
+}
+
+test "mapReadOnly: a file of 2 MiB or more maps at a 2 MiB boundary, whole, advised for huge pages" {
+    if (comptime builtin.os.tag != .linux) return error.SkipZigTest;
+    const al = std.testing.allocator;
+    var tmp = std.testing.tmpDir(.{});
+    defer tmp.cleanup();
+    // 3 MiB + 4097: not a whole number of pages, so the tail of the reservation is uneven.
+    const n = 3 * (1 << 20) + 4097;
+    const data = try al.alloc(u8, n);
+    defer al.free(data);
+    for (data, 0..) |*b, i| b.* = @truncate(i *% 2654435761 >> 13);
+    try tmp.dir.writeFile(.{ .sub_path = "weights.bin", .data = data });
+    var path_buf: [std.fs.max_path_bytes]u8 = undefined;
+    const dir_path = try tmp.dir.realpath(".", &path_buf);
+    const path = try std.fmt.allocPrintSentinel(al, "{s}/weights.bin", .{dir_path}, 0);
+    defer al.free(path);
+
+    var maps_buf: [1 << 20]u8 = undefined;
+    const mapped_before = try mappedBytes(&maps_buf);
+    var said = false;
+    for (0..8) |_| {
+        var len: u64 = 0;
+        const p = mapReadOnly(path, &len) orelse return error.TestUnexpectedResult;
+        defer unmap(p, len);
+        try std.testing.expectEqual(@as(u64, n), len);
+        try std.testing.expectEqual(@as(usize, 0), @intFromPtr(p) % huge_page_bytes);
+        try std.testing.expectEqualSlices(u8, data, p[0..n]);
+        var flags_buf: [1 << 20]u8 = undefined;
+        // MADV_HUGEPAGE shows as "hg" in the mapping's VmFlags where the advice reaches the
+        // kernel: the control is alloc's buffer, advised the same way. Under qemu-user (how
+        // the aarch64 tests run here) or with THP off, neither shows it.
+        const line = try smapsVmFlags(@intFromPtr(p), &flags_buf);
+        const advised = std.mem.indexOf(u8, line, " hg") != null;
+        const control = alloc(huge_page_min) orelse return error.TestUnexpectedResult;
+        defer free(control, huge_page_min);
+        const control_advised = std.mem.indexOf(u8, try smapsVmFlags(@intFromPtr(control), &flags_buf), " hg") != null;
+        if (control_advised) {
+            try std.testing.expect(advised);
+        } else if (!advised and !said) {
+            said = true;
+            std.debug.print("(MADV_HUGEPAGE does not reach this kernel: the file mapping's advice is not checked) ", .{});
+        }
+    }
+
+    // Nothing of the reservations' unused head and tail is left behind.
+    try std.testing.expectEqual(mapped_before, try mappedBytes(&maps_buf));
+
+    // A short file still maps (no alignment asked), with its bytes.
+    try tmp.dir.writeFile(.{ .sub_path = "short.bin", .data = data[0..5000] });
+    const short = try std.fmt.allocPrintSentinel(al, "{s}/short.bin", .{dir_path}, 0);
+    defer al.free(short);
+    var len: u64 = 0;
+    const p = mapReadOnly(short, &len) orelse return error.TestUnexpectedResult;
+    defer unmap(p, len);
+    try std.testing.expectEqualSlices(u8, data[0..5000], p[0..5000]);
 }
 
 test "releaseFilePages: released pages of a file mapping read back the same bytes; a huge buffer stays zeroed" {
