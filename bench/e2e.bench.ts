@@ -3,12 +3,14 @@
  * file, same thread count, same process, interleaved runs, medians:
  *
  *   bun bench/e2e.bench.ts [--model PATH]... [--threads N] [--prompt-tokens N] [--decode-tokens N] [--reps N]
+ *                          [--keep-page-cache]
  *
  * Default models: the real Gemma 3 270M Q4_K_M and any synthetic models in models/synthetic/.
  * Prefill = one forward over an N-token prompt; decode = greedy one-token steps after it. kiln
  * runs on the CPU (device "cpu"), as the reference does: on a GPU machine "auto" would take the
  * GPU and compare it with llama.cpp's CPU build (as this bench once did on an H200's host).
- * Writes bench/results/e2e-<date>.json.
+ * Each model file is first re-read into the page cache in 2 MiB pages (bench/page-cache.ts; both
+ * engines map that page cache) unless --keep-page-cache. Writes bench/results/e2e-<date>.json.
  */
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -16,11 +18,12 @@ import { parseArgs } from "node:util";
 import { loadModel } from "../src/runtime/model";
 import { argmax } from "../src/runtime/sampling";
 import { openReference } from "./llamacpp";
+import { describeReread, rereadInHugePages } from "./page-cache";
 
 const { values: o } = parseArgs({
   options: {
     model: { type: "string", multiple: true }, threads: { type: "string" }, "prompt-tokens": { type: "string" },
-    "decode-tokens": { type: "string" }, reps: { type: "string" }, "flash-attention": { type: "boolean" },
+    "decode-tokens": { type: "string" }, reps: { type: "string" }, "flash-attention": { type: "boolean" }, "keep-page-cache": { type: "boolean" },
   },
 });
 const threads = Number(o.threads ?? 2);
@@ -46,6 +49,7 @@ function promptIds(tokenize: (s: string) => number[], bos: number | null, n: num
 
 const results: Record<string, unknown>[] = [];
 for (const path of models) {
+  if (!o["keep-page-cache"]) console.log(`${path.split("/").at(-1)}: ${describeReread(rereadInHugePages(path))}`);
   const kiln = await loadModel(path, { threads, contextLength: promptTokens + decodeTokens + 8, device: "cpu" });
   const ref = await openReference(path, { threads, contextSize: promptTokens + decodeTokens + 8, flashAttention: o["flash-attention"] ?? true });
   const ids = promptIds((s) => ref.tokenize(s), ref.bos, promptTokens);

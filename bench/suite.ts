@@ -26,6 +26,7 @@ import { parseArgs } from "node:util";
 import { amxStatus, bf16Status, cpuInfo, kiln, loadedLevel } from "../src/ffi/library";
 import { machineKind } from "./regress";
 import { isLocalLayer } from "../src/models/gemma3";
+import { describeReread, rereadInHugePages } from "./page-cache";
 import type { DecodeProfile } from "../src/runtime/profile";
 import { setThreads } from "../src/backends/cpu";
 import { NativeBuffer } from "../src/tensor";
@@ -452,6 +453,8 @@ export interface SuiteOptions {
   resume?: SuiteResult;
   /** Skip the per-model figures (long context only). */
   longOnly?: boolean;
+  /** Leave each model file's page cache as it is (default: re-read it in 2 MiB pages, see bench/page-cache.ts). */
+  keepPageCache?: boolean;
 }
 
 const fmt = (x: number | null | undefined, d = 1) => (typeof x === "number" ? x.toFixed(d) : "—");
@@ -463,6 +466,7 @@ export async function runModel(plan: ModelPlan, o: SuiteOptions, bandwidthGBs: n
   const idsFile = join(dir, `${basename(plan.path)}.ids.json`);
   writeFileSync(idsFile, JSON.stringify(facts.promptIds(Math.max(...plan.prompts, 32))));
   const notes = [...plan.notes];
+  if (!o.keepPageCache) notes.push(describeReread(rereadInHugePages(plan.path)));
   if (ctx > facts.nCtxTrain) notes.push(`context ${ctx} exceeds the model's training context ${facts.nCtxTrain}`);
   const base = { model: plan.path, threads: o.threads, ctx, batch: o.batch, flash: true, idsFile, runs };
   const res = { kiln: [] as WorkerResult[], llamacpp: [] as WorkerResult[] };
@@ -519,6 +523,7 @@ export async function runLong(plan: LongPlan, o: SuiteOptions, dir: string, onCo
   const idsFile = join(dir, `${basename(plan.path)}.long-ids.json`);
   writeFileSync(idsFile, JSON.stringify(facts.promptIds(Math.max(...plan.contexts))));
   const notes: string[] = [];
+  if (!o.keepPageCache) notes.push(describeReread(rereadInHugePages(plan.path)));
   const rows: LongRow[] = [];
   const configs = [
     { engine: "kiln", flash: true },
@@ -675,7 +680,7 @@ function assemble(o: SuiteOptions, models: ModelEntry[], long: LongContextResult
 export const BENCH_USAGE = `usage: kiln bench [--model PATH]... [--json] [--quick] [--threads N] [--reps N] [--prompts 128,512,2048]
                   [--decode N] [--batch N] [--long | --no-long] [--long-contexts 512,2048,8192,16384]
                   [--long-model PATH] [--naive-max-context N] [--long-only] [--resume PARTIAL.json]
-                  [--profile] [--out DIR | --no-write]
+                  [--profile] [--out DIR | --no-write] [--keep-page-cache]
   default models: ${basename(GEMMA)} and synthetic ${Object.keys(SYNTHETIC).filter((f) => !f.includes("ctx")).join(", ")}
   (--quick: ${basename(GEMMA)} + tinyllama-q4_0.gguf, prompts 128/512, 16 decode tokens, 3 reps, no long context)`;
 
@@ -696,7 +701,7 @@ export async function parseBenchArgs(argv: string[], log: (s: string) => void): 
         reps: { type: "string" }, prompts: { type: "string" }, decode: { type: "string" }, batch: { type: "string" },
         long: { type: "boolean" }, "no-long": { type: "boolean" }, "long-contexts": { type: "string" }, "long-model": { type: "string" },
         profile: { type: "boolean" }, out: { type: "string" }, "no-write": { type: "boolean" },
-        "naive-max-context": { type: "string" }, resume: { type: "string" }, "long-only": { type: "boolean" },
+        "naive-max-context": { type: "string" }, resume: { type: "string" }, "long-only": { type: "boolean" }, "keep-page-cache": { type: "boolean" },
       },
     }));
   } catch (e) {
@@ -761,7 +766,7 @@ export async function parseBenchArgs(argv: string[], log: (s: string) => void): 
   }
   const outDir = v["no-write"] ? null : resolve(v.out ?? join(ROOT, "bench", "results"));
   return {
-    opts: { models, threads, batch, quick, profile: v.profile ?? (process.env.KILN_PROFILE === "1" || !quick), long, bandwidthBytes: quick ? 256 * 2 ** 20 : 2 ** 30, log, resume, longOnly: v["long-only"] ?? false },
+    opts: { models, threads, batch, quick, profile: v.profile ?? (process.env.KILN_PROFILE === "1" || !quick), long, bandwidthBytes: quick ? 256 * 2 ** 20 : 2 ** 30, log, resume, longOnly: v["long-only"] ?? false, keepPageCache: v["keep-page-cache"] ?? false },
     json: v.json ?? false,
     outDir,
   };
