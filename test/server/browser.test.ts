@@ -61,7 +61,9 @@ describe("chat page in headless Chromium", () => {
         if (n > 0) w.lengths.add(n);
       }).observe(document.getElementById("log")!, { subtree: true, childList: true, characterData: true });
     });
-    await page.fill("#input", "Name the capital of France.");
+    // A question whose greedy answer runs to the 40-token cap: a one-line answer ("The capital
+    // of France is Paris.") could arrive in one network read on a fast machine and render once.
+    await page.fill("#input", "Name the capital of France, then describe the city in three sentences.");
     await page.click("#send");
     const reply = page.locator(".msg.assistant").last();
     await page.waitForSelector('.msg.assistant[data-done="true"]', { timeout: 60_000 });
