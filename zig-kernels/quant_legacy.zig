@@ -353,19 +353,31 @@ inline fn blockDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f
 /// Fetched into L2, the lines must arrive further ahead: one group of 2048-wide Q4_K rows
 /// (4.6 KB) was too close (1.08× slower than L1 there), two groups 1.17× faster than one; at
 /// 4096 wide (9 KB per group) two groups gained nothing. prefetchDistance gives the offset.
+///
+/// The L1 prefetches need the same minimum: 2048-wide Q4_0 rows (4.6 KB per 4-row group)
+/// prefetched one group ahead read 1.05–1.2× slower (fused gate+up 5632×2048) and 1.1–1.2×
+/// slower (2048×2048) than two groups ahead, over all 22 layers of a TinyLlama-shape file,
+/// back to back as in a forward pass (AMD EPYC Zen 5, 2 threads, builds alternated in one
+/// process); 5632-wide rows (12.7 KB groups) were unchanged. Four groups ahead (18 KB) gained
+/// nothing more and would crowd a 32 KB L1. Whole decode steps (`kiln generate --profile`,
+/// libraries alternated run by run): TinyLlama-shape Q4_0 12.2–13.3 → 10.6–11.5 ms/token;
+/// Gemma 3 270M (640-wide Q5_0 rows, 5 groups ahead) and SmolLM2 Q4_1 (576 wide) within their
+/// run-to-run noise (5.5–5.9 → 5.3–5.6, 3.7–5.1 → 3.4–5.0).
 pub const PrefetchInto = enum { l1, l2 };
 const l2_prefetch_min_bytes = 8 * 1024;
+const l1_prefetch_min_bytes = 8 * 1024;
 /// The largest group the L1 kernels prefetch into L1: a 4-row group of 11008-wide Q4_0 rows
 /// (24.8 KB, Llama-2-7B's ffn_down) one group ahead of the one being read overflowed Zen 4's
 /// 32 KB L1 and read at 23 GB/s against 32 for 4096-wide rows; into L2 it reads at 32.
 pub const l1_prefetch_max_bytes = 16 * 1024;
 /// Bytes from a group's start to the lines prefetched for it: whole groups, at least
-/// l2_prefetch_min_bytes for L2 prefetches, one group for L1 ones.
+/// l2_prefetch_min_bytes (L2) or l1_prefetch_min_bytes (L1) ahead.
 pub inline fn prefetchDistance(comptime into: PrefetchInto, group_bytes: usize) usize {
-    return switch (into) {
-        .l1 => group_bytes,
-        .l2 => group_bytes * @max(1, (l2_prefetch_min_bytes + group_bytes - 1) / group_bytes),
+    const min_bytes = switch (into) {
+        .l1 => l1_prefetch_min_bytes,
+        .l2 => l2_prefetch_min_bytes,
     };
+    return group_bytes * @max(1, (min_bytes + group_bytes - 1) / group_bytes);
 }
 pub inline fn prefetchNextGroup(comptime into: PrefetchInto, next: [*]const u8, done: usize, comptime span: usize) void {
     const locality = switch (into) {
@@ -479,10 +491,11 @@ inline fn pairHighBits(comptime W: type, wb: [*]const u8) struct { lo: @Vector(3
 }
 
 /// The split kernels' prefetch at step i (a pair of blocks) of an R-row group: the same
-/// fraction of the next group, into L1 unless a group overflows it.
+/// fraction of a later group (prefetchDistance), into L1 unless a group overflows it.
 inline fn prefetchPairStep(comptime W: type, comptime R: usize, w: [*]const u8, row_bytes: usize, i: usize) void {
     const ts = W.type_size;
-    if (R * row_bytes > l1_prefetch_max_bytes) prefetchNextGroup(.l2, w + R * row_bytes, i * ts * R, 2 * ts * R) else prefetchNextGroup(.l1, w + R * row_bytes, i * ts * R, 2 * ts * R);
+    const g = R * row_bytes;
+    if (g > l1_prefetch_max_bytes) prefetchNextGroup(.l2, w + prefetchDistance(.l2, g), i * ts * R, 2 * ts * R) else prefetchNextGroup(.l1, w + prefetchDistance(.l1, g), i * ts * R, 2 * ts * R);
 }
 
 /// AVX-512 VNNI kernel for the unsigned legacy types (Q4_0, Q4_1, Q5_0, Q5_1), R weight rows ×
