@@ -1,0 +1,73 @@
+/**
+ * A/B of kernel-library builds (or of model files) on one op over every layer of a real GGUF file,
+ * read through the file's mapping, layer after layer, as a forward pass reads it:
+ *
+ *   bun bench/model-matmul-ab.ts LIB.so:MODEL.gguf LIB2.so:MODEL2.gguf ...   (env OP, T, ROUNDS)
+ *
+ * OP: gated (ffn_gate + ffn_up, fused, SiLU; the default), ffn_down, attn_output, attn_q, attn_k,
+ * attn_v. One decode row (m = 1). Rounds alternate between the configurations; prints p10 and p50
+ * GB/s of weight bytes for each. Unlike bench/matmul-ab.ts (copies of random weights in huge-page
+ * memory, a pause between blocks), this sees what a forward pass sees: the file's page cache (see
+ * bench/page-cache.ts) and calls back to back. It found the legacy types' short prefetch distance
+ * (zig-kernels/quant_legacy.zig, prefetchDistance).
+ */
+import { dlopen, FFIType } from "bun:ffi";
+import * as cpu from "../src/backends/cpu";
+import { parseGGUF, tensorData } from "../src/gguf/reader";
+import { MappedFile } from "../src/runtime/mapped-file";
+import { DTYPE_IDS, type DType } from "../src/tensor";
+import { randomF32 } from "./random";
+
+const op = process.env.OP ?? "gated";
+const names = op === "gated" ? ["ffn_gate", "ffn_up"] : [op];
+const sym = {
+  kiln_quantize_act: { args: [FFIType.u32, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+  kiln_set_threads: { args: [FFIType.u32], returns: FFIType.u32 },
+  kiln_matmul: { args: [FFIType.u32, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  kiln_ffn_gated: { args: [FFIType.u32, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.u32], returns: FFIType.i32 },
+} as const;
+if (process.argv.length < 3) throw new Error("usage: bun bench/model-matmul-ab.ts LIB.so:MODEL.gguf [LIB2.so:MODEL2.gguf ...]");
+const configs = process.argv.slice(2).map((arg) => {
+  const at = arg.lastIndexOf(".so:");
+  if (at < 0) throw new Error(`${arg}: expected LIB.so:MODEL.gguf`);
+  const [lib, file] = [arg.slice(0, at + 3), arg.slice(at + 4)];
+  const L = dlopen(lib, sym).symbols;
+  L.kiln_set_threads(Number(process.env.T ?? 2));
+  const mf = new MappedFile(file);
+  const g = parseGGUF(mf.bytes);
+  const find = (n: string) => g.tensors.find((t) => t.name === n);
+  const info = find(`blk.0.${names[0]}.weight`);
+  if (!info) throw new Error(`${file}: no tensor blk.0.${names[0]}.weight`);
+  // Layers whose tensors have layer 0's type and shape (Q4_K_M files mix types between layers).
+  const layers: Uint8Array[][] = [];
+  let skipped = 0;
+  for (let l = 0; find(`blk.${l}.${names[0]}.weight`); l++) {
+    const ts = names.map((n) => find(`blk.${l}.${n}.weight`)!);
+    if (ts.every((t) => t.type === info.type && t.dims.join() === info.dims.join())) layers.push(ts.map((t) => tensorData(mf.bytes, t)));
+    else skipped++;
+  }
+  const [k, n] = info.dims.map(Number) as [number, number];
+  const dtype = Object.entries(DTYPE_IDS).find(([, v]) => v === info.type)?.[0] as DType | undefined;
+  if (!dtype) throw new Error(`${file}: ${info.name} has a type kiln does not read`);
+  const x = new Float32Array(randomF32(k, 3));
+  const xq = new Uint8Array(cpu.matmulScratchBytes(dtype, 1, k) + 64);
+  L.kiln_quantize_act(info.type, x, k, 1, k, xq);
+  const out = new Float32Array(n);
+  const bytes = layers.reduce((s, ws) => s + ws.reduce((a, w) => a + w.byteLength, 0), 0);
+  const run = () => {
+    for (const ws of layers) {
+      if (op === "gated") L.kiln_ffn_gated(info.type, ws[0]!, ws[1]!, n, k, xq, 1, out, n, 0);
+      else L.kiln_matmul(info.type, ws[0]!, n, k, xq, 1, out, n);
+    }
+  };
+  return { name: `${lib} on ${file.split("/").at(-1)} (${dtype} ${n}×${k}, ${layers.length} layers${skipped ? `, ${skipped} of another type skipped` : ""})`, run, bytes, times: [] as number[] };
+});
+for (let r = 0; r < Number(process.env.ROUNDS ?? 40); r++) {
+  for (const c of configs) {
+    const t = Bun.nanoseconds();
+    c.run();
+    c.times.push(Bun.nanoseconds() - t);
+  }
+}
+const q = (a: number[], f: number) => [...a].sort((x, y) => x - y)[Math.floor(a.length * f)]!;
+for (const c of configs) console.log(`${op} ${c.name}: p10 ${(c.bytes / q(c.times, 0.1)).toFixed(1)} p50 ${(c.bytes / q(c.times, 0.5)).toFixed(1)} GB/s`);
