@@ -10,8 +10,9 @@
  * HM=1 lays the cache out head-major (each KV head's rows contiguous) instead of kiln's
  * position-major [position][KV head][dim], to measure what that layout would change.
  */
-import { dlopen, FFIType } from "bun:ffi";
+import { dlopen } from "bun:ffi";
 import * as cpu from "../src/backends/cpu";
+import { symbols } from "../src/ffi/library";
 import { DTYPE_IDS, Tensor } from "../src/tensor";
 import { randomF32 } from "./random";
 
@@ -20,11 +21,8 @@ const shapes = (process.argv[4] ?? "4/1/256,32/4/64").split(",").map((s) => s.sp
 const contexts = (process.argv[5] ?? "512,4096").split(",").map(Number);
 const threads = Number(process.env.T ?? 2);
 const kvType = (process.env.KV ?? "f16") as "f16" | "q8_0";
-const u64 = FFIType.u64;
-const sym = {
-  kiln_flash_attention: { args: [FFIType.ptr, u64, u64, FFIType.ptr, FFIType.ptr, FFIType.u32, u64, u64, FFIType.ptr, u64, u64, u64, u64, u64, u64, u64, u64, u64, FFIType.f32, FFIType.f32], returns: FFIType.i32 },
-  kiln_set_threads: { args: [FFIType.u32], returns: FFIType.u32 },
-} as const;
+// The signatures of src/ffi/library.ts's one table, for two builds loaded side by side.
+const sym = { kiln_flash_attention: symbols.kiln_flash_attention, kiln_set_threads: symbols.kiln_set_threads };
 const libs = [dlopen(libA, sym).symbols, dlopen(libB, sym).symbols];
 for (const L of libs) L.kiln_set_threads(threads);
 const q10 = (a: number[], f: number) => [...a].sort((x, y) => x - y)[Math.floor(a.length * f)]!;

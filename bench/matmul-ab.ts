@@ -13,8 +13,9 @@
  * GATED=1 times the fused gate+up FFN instead (kiln_ffn_gated, SiLU): NxK is then n_ff × k, and
  * gate and up are two consecutive copies of the weights, so GB/s counts both matrices.
  */
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { dlopen, ptr } from "bun:ffi";
 import * as cpu from "../src/backends/cpu";
+import { symbols } from "../src/ffi/library";
 import { DTYPE_IDS, NativeBuffer, Tensor, type DType } from "../src/tensor";
 import { randomF32 } from "./random";
 const [libA, libB] = [process.argv[2]!, process.argv[3]!];
@@ -23,7 +24,8 @@ const shape = (process.argv[5] ?? "4096x4096").split("x").map(Number); const [n,
 const threads = Number(process.env.T ?? 2);
 const m = Number(process.env.M ?? 1); // activation rows per call (1: decode; 2–16: verification batches)
 const ids = DTYPE_IDS;
-const sym = { kiln_matmul: { args: [FFIType.u32, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 }, kiln_quantize_act: { args: [FFIType.u32, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.u64, FFIType.ptr], returns: FFIType.i32 }, kiln_set_threads: { args: [FFIType.u32], returns: FFIType.u32 }, kiln_ffn_gated: { args: [FFIType.u32, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.u32], returns: FFIType.i32 } } as const;
+// The signatures of src/ffi/library.ts's one table, for two builds loaded side by side.
+const sym = { kiln_matmul: symbols.kiln_matmul, kiln_quantize_act: symbols.kiln_quantize_act, kiln_set_threads: symbols.kiln_set_threads, kiln_ffn_gated: symbols.kiln_ffn_gated };
 const gated = process.env.GATED === "1";
 const libs = [dlopen(libA, sym).symbols, dlopen(libB, sym).symbols];
 for (const L of libs) L.kiln_set_threads(threads);

@@ -11,8 +11,9 @@
  * bench/page-cache.ts) and calls back to back. It found the legacy types' short prefetch distance
  * (zig-kernels/quant_legacy.zig, prefetchDistance).
  */
-import { dlopen, FFIType } from "bun:ffi";
+import { dlopen } from "bun:ffi";
 import * as cpu from "../src/backends/cpu";
+import { symbols } from "../src/ffi/library";
 import { parseGGUF, tensorData } from "../src/gguf/reader";
 import { MappedFile } from "../src/runtime/mapped-file";
 import { DTYPE_IDS, type DType } from "../src/tensor";
@@ -20,12 +21,8 @@ import { randomF32 } from "./random";
 
 const op = process.env.OP ?? "gated";
 const names = op === "gated" ? ["ffn_gate", "ffn_up"] : [op];
-const sym = {
-  kiln_quantize_act: { args: [FFIType.u32, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
-  kiln_set_threads: { args: [FFIType.u32], returns: FFIType.u32 },
-  kiln_matmul: { args: [FFIType.u32, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
-  kiln_ffn_gated: { args: [FFIType.u32, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64, FFIType.u32], returns: FFIType.i32 },
-} as const;
+// The signatures of src/ffi/library.ts's one table, for several builds loaded side by side.
+const sym = { kiln_quantize_act: symbols.kiln_quantize_act, kiln_set_threads: symbols.kiln_set_threads, kiln_matmul: symbols.kiln_matmul, kiln_ffn_gated: symbols.kiln_ffn_gated };
 if (process.argv.length < 3) throw new Error("usage: bun bench/model-matmul-ab.ts LIB.so:MODEL.gguf [LIB2.so:MODEL2.gguf ...]");
 const configs = process.argv.slice(2).map((arg) => {
   const at = arg.lastIndexOf(".so:");

@@ -464,19 +464,30 @@ test "vdpbf16ps and vcvtne2ps2bf16 on this CPU equal their emulation bit for bit
     try testing.expectEqual(Status.enabled, status());
 }
 
+/// len bytes and 64 past them, all 0xA5 (guard bytes), from the testing allocator.
+fn guarded(len: usize) ![]u8 {
+    const b = try testing.allocator.alloc(u8, len + 64);
+    @memset(b, 0xA5);
+    return b;
+}
+
+/// n_rows weight rows of n random bf16 values, row_bytes apart, in a guarded buffer.
+fn randomWeightRows(n_rows: usize, n: usize, row_bytes: usize, rng: std.Random) ![]u8 {
+    const w = try guarded(n_rows * row_bytes);
+    for (0..n_rows) |r| for (0..n) |k| std.mem.writeInt(u16, w[r * row_bytes + 2 * k ..][0..2], roundRef(rng.floatNorm(f32)), .little);
+    return w;
+}
+
 /// How many of an R × C tile's outputs miss Σ w·bf16(x) (f64) by more than f32 summation can,
 /// with guard values around the tile checked too.
 fn tileMisses(comptime Ops: type, comptime R: usize, comptime C: usize, n: usize, rng: std.Random) !usize {
     const row_bytes = n * 2 + 6; // rows and activations off any alignment
     const act_bytes = n * 4 + 12;
     const a = testing.allocator;
-    const w = try a.alloc(u8, R * row_bytes + 64);
+    const w = try randomWeightRows(R, n, row_bytes, rng);
     defer a.free(w);
-    const x = try a.alloc(u8, C * act_bytes + 64);
+    const x = try guarded(C * act_bytes);
     defer a.free(x);
-    @memset(w, 0xA5);
-    @memset(x, 0xA5);
-    for (0..R) |r| for (0..n) |k| std.mem.writeInt(u16, w[r * row_bytes + 2 * k ..][0..2], roundRef(rng.floatNorm(f32)), .little);
     for (0..C) |c| for (0..n) |k| std.mem.writeInt(u32, x[c * act_bytes + 4 * k ..][0..4], @bitCast(rng.floatNorm(f32) * 3), .little);
     const stride = tile_r + 1;
     var out: [(tile_c + 1) * stride]f32 = @splat(@bitCast(@as(u32, 0xDEADBEEF)));
@@ -540,15 +551,12 @@ fn weightTileMatches(comptime Ops: type, comptime R: usize, m: usize, n: usize, 
     const a = testing.allocator;
     const row_bytes = n * 2 + 6; // weight rows off any alignment
     const act_bytes = n * prepare_row_bytes + 12;
-    const w = try a.alloc(u8, R * row_bytes + 64);
+    const w = try randomWeightRows(R, n, row_bytes, rng);
     defer a.free(w);
-    const x = try a.alloc(u8, m * act_bytes + 64);
+    const x = try guarded(m * act_bytes);
     defer a.free(x);
-    @memset(w, 0xA5);
-    @memset(x, 0xA5);
     const src = try a.alloc(f32, n);
     defer a.free(src);
-    for (0..R) |r| for (0..n) |k| std.mem.writeInt(u16, w[r * row_bytes + 2 * k ..][0..2], roundRef(rng.floatNorm(f32)), .little);
     for (0..m) |i| {
         for (src) |*v| v.* = rng.floatNorm(f32) * 3;
         prepareRow(src.ptr, x.ptr + i * act_bytes, n);

@@ -174,15 +174,23 @@ test "mapReadOnly sees the file's bytes" {
     try std.testing.expectEqualSlices(u8, "\x7fELF", p[0..4]);
 }
 
+/// The address range of a /proc/self/maps or smaps header line ("lo-hi perms offset dev inode
+/// path"); null for any other line.
+fn mapsRange(line: []const u8) ?struct { lo: usize, hi: usize } {
+    const space = std.mem.indexOfScalar(u8, line, ' ') orelse return null;
+    const dash = std.mem.indexOfScalar(u8, line[0..space], '-') orelse return null;
+    const lo = std.fmt.parseInt(usize, line[0..dash], 16) catch return null;
+    const hi = std.fmt.parseInt(usize, line[dash + 1 .. space], 16) catch return null;
+    return .{ .lo = lo, .hi = hi };
+}
+
 /// Bytes of address space this process has mapped (/proc/self/maps, Linux).
 fn mappedBytes(buf: []u8) !usize {
     const text = try std.fs.cwd().readFile("/proc/self/maps", buf);
     var total: usize = 0;
     var lines = std.mem.splitScalar(u8, text, '\n');
     while (lines.next()) |line| {
-        const space = std.mem.indexOfScalar(u8, line, ' ') orelse continue;
-        const dash = std.mem.indexOfScalar(u8, line[0..space], '-') orelse continue;
-        total += (try std.fmt.parseInt(usize, line[dash + 1 .. space], 16)) - (try std.fmt.parseInt(usize, line[0..dash], 16));
+        if (mapsRange(line)) |r| total += r.hi - r.lo;
     }
     return total;
 }
@@ -195,14 +203,7 @@ fn smapsVmFlags(addr: usize, buf: []u8) ![]const u8 {
     while (lines.next()) |line| {
         if (std.mem.startsWith(u8, line, "VmFlags:")) {
             if (in_range) return line;
-            continue;
-        }
-        // A mapping's header line: "lo-hi perms offset dev inode path".
-        const space = std.mem.indexOfScalar(u8, line, ' ') orelse continue;
-        const dash = std.mem.indexOfScalar(u8, line[0..space], '-') orelse continue;
-        const lo = std.fmt.parseInt(usize, line[0..dash], 16) catch continue;
-        const hi = std.fmt.parseInt(usize, line[dash + 1 .. space], 16) catch continue;
-        in_range = lo <= addr and addr < hi;
+        } else if (mapsRange(line)) |r| in_range = r.lo <= addr and addr < r.hi;
     }
     return error.NotFound;
 }
