@@ -3,22 +3,39 @@
  * (zig-kernels/amx.zig) and AVX512-BF16 for BF16 weights (zig-kernels/bf16.zig). The library
  * says whether each is in use and, if not, why; the reason matches the build and the CPU, and
  * KILN_AMX=0 / KILN_BF16=0 turn them off. (The kernels themselves are tested in Zig, on their
- * emulations at every level and on the hardware where the CPU has it.)
+ * emulations at every level and on the hardware where the CPU has it.) Likewise the decode
+ * kernels' prefetch hint (zig-kernels/cpu.zig PrefetchPolicy): the CPU's choice, or
+ * KILN_PREFETCH's; the Zig tests check that both give the same bits.
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { AMX_STATUS, amxStatus, BF16_STATUS, bf16Status, cpuInfo, loadedLevel } from "../src/ffi/library";
+import { AMX_STATUS, amxStatus, BF16_STATUS, bf16Status, cpuInfo, loadedLevel, PREFETCH_POLICIES, prefetchPolicy } from "../src/ffi/library";
 
 const libraryModule = join(import.meta.dir, "..", "src", "ffi", "library.ts");
 
-/** amxStatus() or bf16Status() in a fresh process (each is decided once per process) with `env` added. */
-function statusInFreshProcess(fn: "amxStatus" | "bf16Status", env: Record<string, string>): { enabled: boolean; reason: string } {
-  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "KILN_AMX" && k !== "KILN_BF16"));
+/** The answer of amxStatus(), bf16Status() or prefetchPolicy() in a fresh process (each is decided once per process) with `env` added, or its error. */
+function inFreshProcess(fn: "amxStatus" | "bf16Status" | "prefetchPolicy", env: Record<string, string>): { ok: true; value: Record<string, unknown> } | { ok: false; stderr: string } {
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "KILN_AMX" && k !== "KILN_BF16" && k !== "KILN_PREFETCH"));
   const code = `import { ${fn} } from ${JSON.stringify(libraryModule)}; console.log(JSON.stringify(${fn}()));`;
   const r = Bun.spawnSync([process.execPath, "-e", code], { env: { ...base, ...env } as Record<string, string> });
-  if (r.exitCode !== 0) throw new Error(`${fn}() in a fresh process failed: ${r.stderr.toString()}`);
-  return JSON.parse(r.stdout.toString().trim());
+  if (r.exitCode !== 0) return { ok: false, stderr: r.stderr.toString() };
+  return { ok: true, value: JSON.parse(r.stdout.toString().trim()) };
+}
+
+function statusInFreshProcess(fn: "amxStatus" | "bf16Status" | "prefetchPolicy", env: Record<string, string>): Record<string, unknown> {
+  const r = inFreshProcess(fn, env);
+  if (!r.ok) throw new Error(`${fn}() in a fresh process failed: ${r.stderr}`);
+  return r.value;
+}
+
+/** The CPU's vendor string and family as Linux lists them, or null off Linux. */
+function procCpuIdentity(): { vendor: string; family: number } | null {
+  if (process.platform !== "linux" || !existsSync("/proc/cpuinfo")) return null;
+  const text = readFileSync("/proc/cpuinfo", "utf8");
+  const vendor = /^vendor_id\s*:\s*(\S+)/m.exec(text)?.[1];
+  const family = /^cpu family\s*:\s*(\d+)/m.exec(text)?.[1];
+  return vendor && family ? { vendor, family: Number(family) } : null;
 }
 
 /** The CPU's flags as Linux lists them, or null off Linux. */
@@ -94,3 +111,24 @@ describe("environment switches", () => {
     });
   }
 });
+
+describe("decode prefetch policy", () => {
+  test("the CPU's choice: prefetchnta on AMD Zen 5 (family 26) and later, the per-level hints elsewhere", () => {
+    if (process.env.KILN_PREFETCH) return; // the environment chose; the next test covers that
+    const p = prefetchPolicy();
+    expect(PREFETCH_POLICIES).toContain(p.policy);
+    expect(p.source).toBe("cpu");
+    expect(prefetchPolicy()).toEqual(p); // decided once
+    const id = process.arch === "x64" ? procCpuIdentity() : null;
+    if (id) expect(p.policy).toBe(id.vendor === "AuthenticAMD" && id.family >= 26 ? "non_temporal" : "by_level");
+    else if (process.arch !== "x64") expect(p.policy).toBe("by_level");
+  });
+
+  test("KILN_PREFETCH picks either policy on any machine; a value that names none is refused at load, naming it", () => {
+    for (const policy of PREFETCH_POLICIES) expect(statusInFreshProcess("prefetchPolicy", { KILN_PREFETCH: policy })).toEqual({ policy, source: "env" });
+    const bad = inFreshProcess("prefetchPolicy", { KILN_PREFETCH: "nta" });
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) expect(bad.stderr).toContain("KILN_PREFETCH=nta is not a prefetch policy; use one of by_level, non_temporal");
+  });
+});
+

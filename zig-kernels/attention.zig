@@ -661,7 +661,7 @@ inline fn kvAheadKeys(hd: usize) usize {
 }
 
 /// One cache row into L2 (into L1 the lines would hold its miss buffers; see
-/// quant_legacy.zig prefetchNextGroup). Addresses past the cache never fault.
+/// quant_legacy.zig Prefetch). Addresses past the cache never fault.
 inline fn prefetchKvRow(p: [*]const u8, bytes: usize) void {
     var off: usize = 0;
     while (off < bytes) : (off += 64) @prefetch(p + off, .{ .locality = 2 });

@@ -302,6 +302,75 @@ fn auxval(t: usize) usize {
     return std.os.linux.getauxval(t);
 }
 
+/// Which x86 CPU this is, from CPUID: the vendor and the display family (base family, plus the
+/// extended family where the base is 0xF: AMD Zen 4 is 0x19, Zen 5 0x1A; Intel cores are 6).
+pub const X86Identity = struct {
+    vendor: enum { amd, intel, other } = .other,
+    family: u32 = 0,
+};
+
+pub fn x86Identity() X86Identity {
+    if (comptime !is_x86) return .{};
+    const l0 = cpuid(0, 0);
+    const vendor: @TypeOf(@as(X86Identity, .{}).vendor) = if (l0.ebx == 0x68747541 and l0.edx == 0x69746e65 and l0.ecx == 0x444d4163)
+        .amd // "Auth" "enti" "cAMD"
+    else if (l0.ebx == 0x756e6547 and l0.edx == 0x49656e69 and l0.ecx == 0x6c65746e)
+        .intel // "Genu" "ineI" "ntel"
+    else
+        .other;
+    const eax = cpuid(1, 0).eax;
+    const base = (eax >> 8) & 0xf;
+    return .{ .vendor = vendor, .family = if (base == 0xf) base + ((eax >> 20) & 0xff) else base };
+}
+
+/// Which cache-control hint the multi-row decode kernels' software prefetches use
+/// (quant_legacy.zig Prefetch; kiln_prefetch_policy, names mirrored in src/ffi/library.ts).
+pub const PrefetchPolicy = enum(i32) {
+    /// prefetcht0 (into L1) for the legacy types' VNNI kernels while a row group fits L1,
+    /// prefetcht1 (into L2) for every other kernel: measured best on AMD Zen 4, where L1
+    /// prefetches of the K-quants' many bytes per step ran out of miss buffers.
+    by_level = 0,
+    /// prefetchnta for every kernel: on AMD Zen 5 (EPYC family 26 model 2) it read 1.04–1.15×
+    /// faster than by_level (quant_legacy.zig Prefetch has the figures).
+    non_temporal = 1,
+};
+
+/// The policy measured for a CPU: non_temporal on AMD family 0x1A (Zen 5) and later, by_level
+/// elsewhere (Zen 4, Intel and aarch64 were measured with it, or not at all).
+pub fn prefetchPolicyFor(id: X86Identity) PrefetchPolicy {
+    return if (id.vendor == .amd and id.family >= 0x1a) .non_temporal else .by_level;
+}
+
+/// The process's prefetch policy and where it came from: KILN_PREFETCH=by_level|non_temporal
+/// (Linux; another value is ignored here and refused by src/ffi/library.ts), else this CPU's
+/// (prefetchPolicyFor). kiln_prefetch_policy's code: the policy, plus 2 when the environment chose.
+pub const PrefetchChoice = enum(i32) {
+    by_level = 0,
+    non_temporal = 1,
+    by_level_from_env = 2,
+    non_temporal_from_env = 3,
+
+    pub fn policy(c: PrefetchChoice) PrefetchPolicy {
+        return @enumFromInt(@intFromEnum(c) & 1);
+    }
+};
+
+pub fn prefetchChoice() PrefetchChoice {
+    return prefetch_decision.get();
+}
+const prefetch_decision = Decision(PrefetchChoice, decidePrefetch);
+
+fn decidePrefetch() PrefetchChoice {
+    if (comptime builtin.os.tag == .linux) {
+        if (std.posix.getenv("KILN_PREFETCH")) |v| {
+            inline for (@typeInfo(PrefetchPolicy).@"enum".fields) |f| {
+                if (std.mem.eql(u8, v, f.name)) return @enumFromInt(f.value + 2);
+            }
+        }
+    }
+    return @enumFromInt(@intFromEnum(if (is_x86) prefetchPolicyFor(x86Identity()) else PrefetchPolicy.by_level));
+}
+
 /// Whether the environment variable `name` is "0" (KILN_AMX=0, KILN_BF16=0: a run-time path
 /// turned off). Read on Linux only, the one OS whose environment std.posix reads here.
 pub fn disabledByEnv(comptime name: []const u8) bool {
@@ -330,6 +399,32 @@ pub fn Decision(comptime Status: type, comptime decide: fn () Status) type {
             return decided;
         }
     };
+}
+
+test "prefetchPolicyFor: prefetchnta on AMD Zen 5 and later only" {
+    try std.testing.expectEqual(PrefetchPolicy.non_temporal, prefetchPolicyFor(.{ .vendor = .amd, .family = 0x1a }));
+    try std.testing.expectEqual(PrefetchPolicy.non_temporal, prefetchPolicyFor(.{ .vendor = .amd, .family = 0x1b }));
+    try std.testing.expectEqual(PrefetchPolicy.by_level, prefetchPolicyFor(.{ .vendor = .amd, .family = 0x19 }));
+    try std.testing.expectEqual(PrefetchPolicy.by_level, prefetchPolicyFor(.{ .vendor = .intel, .family = 6 }));
+    try std.testing.expectEqual(PrefetchPolicy.by_level, prefetchPolicyFor(.{}));
+    try std.testing.expectEqual(PrefetchPolicy.non_temporal, PrefetchChoice.non_temporal_from_env.policy());
+    try std.testing.expectEqual(PrefetchPolicy.by_level, PrefetchChoice.by_level_from_env.policy());
+}
+
+test "x86Identity: this CPU's vendor string and family agree with /proc/cpuinfo" {
+    if (comptime !is_x86 or builtin.os.tag != .linux) return error.SkipZigTest;
+    const id = x86Identity();
+    var buf: [1 << 16]u8 = undefined;
+    const f = std.fs.openFileAbsolute("/proc/cpuinfo", .{}) catch return error.SkipZigTest;
+    defer f.close();
+    const text = buf[0..try f.readAll(&buf)];
+    const want_vendor: @TypeOf(id.vendor) = if (std.mem.indexOf(u8, text, "AuthenticAMD") != null) .amd else if (std.mem.indexOf(u8, text, "GenuineIntel") != null) .intel else .other;
+    try std.testing.expectEqual(want_vendor, id.vendor);
+    const at = std.mem.indexOf(u8, text, "cpu family") orelse return error.SkipZigTest;
+    const colon = std.mem.indexOfScalarPos(u8, text, at, ':').?;
+    const eol = std.mem.indexOfScalarPos(u8, text, colon, '\n').?;
+    const family = try std.fmt.parseInt(u32, std.mem.trim(u8, text[colon + 1 .. eol], " \t"), 10);
+    try std.testing.expectEqual(family, id.family);
 }
 
 test "levelFor: each level needs every one of its features" {

@@ -781,6 +781,43 @@ test "batched tile kernels match the scalar reference and the decode kernel bit 
     }
 }
 
+// The prefetch policy (cpu.PrefetchPolicy) picks cache hints only: every kernel that prefetches
+// (decode rows, the invariant tiles, the fused FFN) gives the same bits under both, including
+// groups past l1_prefetch_max_bytes (the L1 kernels' switch to L2) and rows of 8 KB and more.
+test "prefetch policies: decode and invariant batches give the same bits under by_level and non_temporal" {
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(91);
+    const rng = prng.random();
+    const legacy = @import("quant_legacy.zig");
+    defer legacy.test_prefetch_policy = null;
+    inline for (std.meta.fields(GgmlType)) |f| {
+        const t: GgmlType = @enumFromInt(f.value);
+        const bs = quant.blockSize(t);
+        // 4-row groups under 8 KB, between 8 and 16 KB, and over l1_prefetch_max_bytes.
+        for ([_]usize{ 1024, 4096, 8192 }) |k0| {
+            const k = bs * @max(1, k0 / bs);
+            const n_out = 37;
+            const m_max = 3;
+            const p = try TestProblem.init(a, t, rng, n_out, k, m_max);
+            defer p.deinit(a);
+            var got: [2][2][m_max * n_out]f32 = undefined;
+            for ([_]@import("cpu.zig").PrefetchPolicy{ .by_level, .non_temporal }, 0..) |policy, pi| {
+                legacy.test_prefetch_policy = policy;
+                matmulPrepared(.{ .t = t, .w = p.w.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = 1, .y = &got[pi][0], .y_stride = n_out });
+                matmulPrepared(.{ .t = t, .w = p.w.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m_max, .y = &got[pi][0], .y_stride = n_out });
+                gatedFfnPrepared(.{ .t = t, .w_gate = p.w.ptr, .w_up = p.wu.ptr, .n_ff = n_out, .k = k, .xq = p.xq.ptr, .m = 1, .out = &got[pi][1], .out_stride = n_out, .activation = .silu });
+            }
+            try testing.expectEqualSlices(u32, @ptrCast(&got[0]), @ptrCast(&got[1]));
+            // And the rows are right, not merely equal: the first against the scalar reference.
+            const T = Traits(t);
+            for (0..n_out) |j| {
+                const want = T.vecDotRef(k, p.w.ptr + j * p.rb, p.xq.ptr);
+                try testing.expectApproxEqAbs(want, got[0][0][j], 1e-4 * (1 + @abs(want)) * @sqrt(@as(f32, @floatFromInt(k))));
+            }
+        }
+    }
+}
+
 // Batch invariance (what speculative decoding relies on): each row of a batched matmul or fused
 // FFN has exactly the bits of that row computed alone (m = 1), for every type, batch sizes
 // below and above the tile and block sizes, row counts that are not multiples of anything,

@@ -17,8 +17,7 @@
 const std = @import("std");
 const builtin = @import("builtin");
 const cpu = @import("cpu.zig");
-const prefetchNextGroup = @import("quant_legacy.zig").prefetchNextGroup;
-const prefetchDistance = @import("quant_legacy.zig").prefetchDistance;
+const Prefetch = @import("quant_legacy.zig").Prefetch;
 
 comptime {
     // Quants, f16 scalars and bsums are read by bit-casting byte arrays.
@@ -604,14 +603,14 @@ pub const Q6_K = struct {
         std.debug.assert(n % block_size == 0);
         @setEvalBranchQuota(100_000);
         var acc: [R]F32x8 = @splat(@splat(0));
-        const ahead = w + prefetchDistance(.l2, R * row_bytes);
+        const pf = Prefetch.init(.l2, w, R * row_bytes);
         for (0..n / block_size) |i| {
             const ab = a + i * ActQ8_K.type_size;
             const da = loadF32(ab + ActQ8_K.off_d);
             const bsums = loadBsums(ab);
             var acts: [4]I8x64 = undefined;
             inline for (0..4) |k| acts[k] = loadActs64(ab, k);
-            prefetchNextGroup(.l2, ahead, i * type_size * R, type_size * R);
+            pf.lines(i * type_size * R, type_size * R);
             inline for (0..R) |r| {
                 const wb = w + r * row_bytes + i * type_size;
                 const sc: I16x16 = @as(@Vector(16, i8), @bitCast(wb[off_scales..][0..16].*));
@@ -757,14 +756,14 @@ inline fn kDotRows(comptime W: type, comptime R: usize, n: usize, w: [*]const u8
     std.debug.assert(n % 256 == 0);
     var acc: [R]F32x8 = @splat(@splat(0));
     var macc: [R]F32x8 = @splat(@splat(0));
-    const ahead = w + prefetchDistance(.l2, R * row_bytes);
+    const pf = Prefetch.init(.l2, w, R * row_bytes);
     for (0..n / 256) |i| {
         const ab = a + i * ActQ8_K.type_size;
         const da = loadF32(ab + ActQ8_K.off_d);
         const bsums = loadBsums(ab);
         var acts: [4]I8x64 = undefined;
         inline for (0..4) |k| acts[k] = loadActs64(ab, k);
-        prefetchNextGroup(.l2, ahead, i * W.type_size * R, W.type_size * R);
+        pf.lines(i * W.type_size * R, W.type_size * R);
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * W.type_size;
             const sm = unpackScalesMins(wb + W.off_scales);
@@ -808,9 +807,9 @@ fn kTileDot(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w:
     const is_q6 = W == Q6_K;
     var acc: [R][C]F32x8 = @splat(@splat(@splat(0)));
     var macc: [R][C]F32x8 = @splat(@splat(@splat(0)));
-    const ahead = w + prefetchDistance(.l2, R * row_bytes);
+    const pf = Prefetch.init(.l2, w, R * row_bytes);
     for (0..n / 256) |i| {
-        prefetchNextGroup(.l2, ahead, i * W.type_size * R, W.type_size * R);
+        pf.lines(i * W.type_size * R, W.type_size * R);
         var sc: [R]I16x16 = undefined;
         var mn: [R]I16x16 = undefined;
         var d: [R]f32 = undefined;

@@ -10,6 +10,7 @@
 //! vpdpbusd, aarch64+dotprod uses sdot. Weight rows are byte streams with no alignment (an
 //! 18-byte Q4_0 block lands anywhere), so all loads go through byte arrays.
 const std = @import("std");
+const builtin = @import("builtin");
 const cpu = @import("cpu.zig");
 
 /// The activation formats weight types consume (quant.ActTraits): f32 rows as they are; f32 rows
@@ -337,12 +338,12 @@ inline fn blockDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f
 /// Software prefetch for the multi-row kernels. The R rows of a call sit back to back in memory
 /// and the next call takes the R rows right after them, so while this group's rows are consumed
 /// in step, a later group is prefetched at the same fraction: after `done` bytes of this group,
-/// lines [done, done + span) of the group `next` points at (see prefetchDistance). That is one sequential stream running a whole group
-/// (R rows, ~9 KB for 4096-wide Q4_0) ahead, far enough to cover DRAM latency; the hardware
+/// lines [done, done + span) of a later group (Prefetch.lines). That is one sequential stream
+/// running a whole group (R rows, ~9 KB for 4096-wide Q4_0) ahead, far enough to cover DRAM latency; the hardware
 /// prefetchers alone left a single thread latency-bound at less than half the read bandwidth.
 /// Prefetches past the end of the matrix are harmless (they never fault).
 ///
-/// `into` is the cache level the lines are fetched into. Fetching into L1 (prefetcht0) holds an
+/// `into` is the cache level the lines are fetched into under the by_level policy. Fetching into L1 (prefetcht0) holds an
 /// L1 miss buffer per line until it arrives; kernels that read many bytes per step then run out
 /// of them and stall. Into L2 (prefetcht1), from which the demand loads hit a group later, Q6_K
 /// read 1.5× faster and Q5_K 1.4×, Q4_K 1.1–1.3×, Q8_0 1.1× (4096×4096 from DRAM, 2 threads;
@@ -352,7 +353,7 @@ inline fn blockDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f
 ///
 /// Fetched into L2, the lines must arrive further ahead: one group of 2048-wide Q4_K rows
 /// (4.6 KB) was too close (1.08× slower than L1 there), two groups 1.17× faster than one; at
-/// 4096 wide (9 KB per group) two groups gained nothing. prefetchDistance gives the offset.
+/// 4096 wide (9 KB per group) two groups gained nothing. Prefetch.init gives the offset.
 ///
 /// The L1 prefetches need the same minimum: 2048-wide Q4_0 rows (4.6 KB per 4-row group)
 /// prefetched one group ahead read 1.05–1.2× slower (fused gate+up 5632×2048) and 1.1–1.2×
@@ -363,6 +364,18 @@ inline fn blockDot(comptime W: type, n: usize, w: [*]const u8, a: [*]const u8) f
 /// libraries alternated run by run): TinyLlama-shape Q4_0 12.2–13.3 → 10.6–11.5 ms/token;
 /// Gemma 3 270M (640-wide Q5_0 rows, 5 groups ahead) and SmolLM2 Q4_1 (576 wide) within their
 /// run-to-run noise (5.5–5.9 → 5.3–5.6, 3.7–5.1 → 3.4–5.0).
+///
+/// Which hint fetches the lines is the CPU's (cpu.PrefetchPolicy, chosen at run time): on the
+/// Zen 5 host of 2026-12-05 (AMD EPYC family 26 model 2, 2 threads) prefetchnta for every kernel
+/// read faster than the levels above, one op over every layer of a real file through its mapping
+/// (bench/model-matmul-ab.ts, builds alternated round by round, p50 GB/s, 60 rounds):
+/// TinyLlama-shape BF16 ffn_down 41.5 → 46.2, attn_q 44.3 → 48.7, gate+up 46.7 → 47.7; Q8_0
+/// ffn_down 44.9 → 47.4, attn_q 45.3 → 50.9; Q4_K gate+up 41.4 → 45.3, ffn_down 43.3 → 47.6;
+/// Q4_0 gate+up 41.9 → 45.5, ffn_down 42.9 → 48.2; Llama-2-7B-shape Q4_0 ffn_down 47.4 → 49.2,
+/// attn_q 43.7 → 46.6; 2048×2048 Q4_0/Q4_K and the 576–640-wide rows of Gemma 3 270M and
+/// SmolLM2 within noise. prefetcht0 for the float rows did about as well as nta (ffn_down 46.0),
+/// so on Zen 5 L1 is the place for all of them; Zen 4's L1 was not (above). Other CPUs keep the
+/// levels they were measured with.
 pub const PrefetchInto = enum { l1, l2 };
 const l2_prefetch_min_bytes = 8 * 1024;
 const l1_prefetch_min_bytes = 8 * 1024;
@@ -370,22 +383,51 @@ const l1_prefetch_min_bytes = 8 * 1024;
 /// (24.8 KB, Llama-2-7B's ffn_down) one group ahead of the one being read overflowed Zen 4's
 /// 32 KB L1 and read at 23 GB/s against 32 for 4096-wide rows; into L2 it reads at 32.
 pub const l1_prefetch_max_bytes = 16 * 1024;
-/// Bytes from a group's start to the lines prefetched for it: whole groups, at least
-/// l2_prefetch_min_bytes (L2) or l1_prefetch_min_bytes (L1) ahead.
-pub inline fn prefetchDistance(comptime into: PrefetchInto, group_bytes: usize) usize {
-    const min_bytes = switch (into) {
-        .l1 => l1_prefetch_min_bytes,
-        .l2 => l2_prefetch_min_bytes,
-    };
-    return group_bytes * @max(1, (min_bytes + group_bytes - 1) / group_bytes);
-}
-pub inline fn prefetchNextGroup(comptime into: PrefetchInto, next: [*]const u8, done: usize, comptime span: usize) void {
-    const locality = switch (into) {
-        .l1 => 3,
-        .l2 => 2,
-    };
-    inline for (0..(span + 63) / 64) |l| @prefetch(next + done + 64 * l, .{ .locality = locality });
-}
+
+/// Under test, a policy that overrides the CPU's (to run both on one machine).
+pub var test_prefetch_policy: ?cpu.PrefetchPolicy = null;
+
+/// One kernel call's prefetch stream: where the group being prefetched starts (whole groups, at
+/// least l2_prefetch_min_bytes or l1_prefetch_min_bytes ahead of the group being read) and the
+/// hint, both decided once per call.
+pub const Prefetch = struct {
+    ahead: [*]const u8,
+    hint: Hint,
+
+    const Hint = enum { t0, t1, nta };
+
+    /// For a kernel reading R-row groups of `group_bytes` from `w`, whose lines belong in `into`
+    /// (an L1 kernel's groups over l1_prefetch_max_bytes go to L2).
+    pub inline fn init(comptime into: PrefetchInto, w: [*]const u8, group_bytes: usize) Prefetch {
+        const level: PrefetchInto = if (into == .l1 and group_bytes > l1_prefetch_max_bytes) .l2 else into;
+        const min_bytes: usize = switch (level) {
+            .l1 => l1_prefetch_min_bytes,
+            .l2 => l2_prefetch_min_bytes,
+        };
+        const policy = if (builtin.is_test and test_prefetch_policy != null) test_prefetch_policy.? else cpu.prefetchChoice().policy();
+        return .{
+            .ahead = w + group_bytes * @max(1, (min_bytes + group_bytes - 1) / group_bytes),
+            .hint = switch (policy) {
+                .non_temporal => .nta,
+                .by_level => if (level == .l1) .t0 else .t1,
+            },
+        };
+    }
+
+    /// Lines [done, done + span) of the group being prefetched.
+    pub inline fn lines(p: Prefetch, done: usize, comptime span: usize) void {
+        switch (p.hint) {
+            inline else => |h| {
+                const locality = switch (h) {
+                    .t0 => 3,
+                    .t1 => 2,
+                    .nta => 0,
+                };
+                inline for (0..(span + 63) / 64) |l| @prefetch(p.ahead + done + 64 * l, .{ .locality = locality });
+            },
+        }
+    }
+};
 
 /// R weight rows (row_bytes apart) × C activation rows (act_bytes apart):
 /// out[c·out_stride + r] = (row r) · (activation c). Decode calls it with C = 1 (vecDotRows),
@@ -395,7 +437,7 @@ pub inline fn prefetchNextGroup(comptime into: PrefetchInto, next: [*]const u8, 
 /// load across R rows. On AVX-512 VNNI the unsigned types take splitTile (same integer sums,
 /// different float summation order than vecDot); elsewhere the per-pair arithmetic is exactly
 /// blockDot's, so results are bit-identical to vecDot. The next R rows are prefetched
-/// (prefetchNextGroup).
+/// (Prefetch).
 inline fn blockTile(comptime W: type, comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
     if (comptime pair_dots and !W.signed and C == 1 and R % 2 == 0) return splitRowPairs(W, R, n, w, row_bytes, a, out);
     if (comptime has_vnni and !W.signed) return splitTile(W, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
@@ -413,11 +455,11 @@ inline fn blockTilePaired(comptime W: type, comptime P: usize, comptime R: usize
     var acc: [R][C][G / P]@Vector(8 * P, f32) = @splat(@splat(@splat(@splat(0))));
     var off: [R][C]@Vector(G, f32) = @splat(@splat(@splat(0)));
     var i: usize = 0;
-    const ahead = w + prefetchDistance(.l2, R * row_bytes);
+    const pf = Prefetch.init(.l2, w, R * row_bytes);
     while (i + G <= nb) : (i += G) {
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * W.type_size;
-            if (r == 0) prefetchNextGroup(.l2, ahead, i * W.type_size * R, G * W.type_size * R);
+            if (r == 0) pf.lines(i * W.type_size * R, G * W.type_size * R);
             inline for (0..C) |c| groupStep(W, G, P, wb, a + c * act_bytes + i * ActQ8_0.type_size, &acc[r][c], &off[r][c]);
         }
     }
@@ -490,14 +532,6 @@ inline fn pairHighBits(comptime W: type, wb: [*]const u8) struct { lo: @Vector(3
     return .{ .lo = highBits((h0 & 0xffff) | (h1 << 16)), .hi = highBits((h0 >> 16) | (h1 & 0xffff_0000)) };
 }
 
-/// The split kernels' prefetch at step i (a pair of blocks) of an R-row group: the same
-/// fraction of a later group (prefetchDistance), into L1 unless a group overflows it.
-inline fn prefetchPairStep(comptime W: type, comptime R: usize, w: [*]const u8, row_bytes: usize, i: usize) void {
-    const ts = W.type_size;
-    const g = R * row_bytes;
-    if (g > l1_prefetch_max_bytes) prefetchNextGroup(.l2, w + prefetchDistance(.l2, g), i * ts * R, 2 * ts * R) else prefetchNextGroup(.l1, w + prefetchDistance(.l1, g), i * ts * R, 2 * ts * R);
-}
-
 /// AVX-512 VNNI kernel for the unsigned legacy types (Q4_0, Q4_1, Q5_0, Q5_1), R weight rows ×
 /// C activation rows (see blockTile): two blocks per step, split lo/hi as ActPair, per-pair
 /// scales from one 32-byte load of the pair's header words. Integer sums are exact; only the
@@ -513,13 +547,14 @@ inline fn splitTile(comptime W: type, comptime R: usize, comptime C: usize, n: u
     const m_idx = [8]i32{ 1, 1, 1, 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1, ts / 2 + 1 };
     var acc: [R][C]@Vector(8, f32) = @splat(@splat(@splat(0)));
     var off: [R][C]@Vector(8, f32) = @splat(@splat(@splat(0)));
+    const pf = Prefetch.init(.l1, w, R * row_bytes);
     var i: usize = 0;
     while (i + 2 <= nb) : (i += 2) {
         var ap: [C]ActPair = undefined;
         inline for (0..C) |c| ap[c] = actPair(W, a + c * act_bytes + i * ActQ8_0.type_size);
         inline for (0..R) |r| {
             const wb = w + r * row_bytes + i * ts;
-            if (r == 0) prefetchPairStep(W, R, w, row_bytes, i);
+            if (r == 0) pf.lines(i * ts * R, 2 * ts * R);
             const v = pairNibbles(W, wb);
             var lo = v & mask;
             var hi = (v >> @splat(4)) & mask;
@@ -574,6 +609,7 @@ inline fn splitRowPairs(comptime W: type, comptime R: usize, n: usize, w: [*]con
     const m_idx = [16]i32{ 1, 1, 1, 1, h + 1, h + 1, h + 1, h + 1, 17, 17, 17, 17, 17 + h, 17 + h, 17 + h, 17 + h };
     var acc: [RP]F = @splat(@splat(0));
     var off: [RP]F = @splat(@splat(0));
+    const pf = Prefetch.init(.l1, w, R * row_bytes);
     var i: usize = 0;
     while (i + 2 <= nb) : (i += 2) {
         const ap = actPair(W, a + i * ActQ8_0.type_size);
@@ -585,7 +621,7 @@ inline fn splitRowPairs(comptime W: type, comptime R: usize, n: usize, w: [*]con
         inline for (0..RP) |rp| {
             const wb0 = w + 2 * rp * row_bytes + i * ts;
             const wb1 = wb0 + row_bytes;
-            if (rp == 0) prefetchPairStep(W, R, w, row_bytes, i);
+            if (rp == 0) pf.lines(i * ts * R, 2 * ts * R);
             // Both rows' nibbles in one vector: one mask and one shift for the two.
             const v = std.simd.join(pairNibbles(W, wb0), pairNibbles(W, wb1));
             var lo = v & mask;
@@ -1153,7 +1189,7 @@ inline fn floatDot(comptime k: FloatKind, n: usize, w: [*]const u8, a: [*]const 
 
 /// R rows (row_bytes apart) against one activation row, each row with floatDot's bits, read as a
 /// group sharing each activation load, the next group prefetched into L2 as one is read
-/// (prefetchNextGroup). Once only rows of 8 KB and up took the groups: on a Zen 4 host, rows of
+/// (Prefetch). Once only rows of 8 KB and up took the groups: on a Zen 4 host, rows of
 /// 1.2–4 KB read 5–30% slower in them. On the Zen 5 host of 2026-12-05 (AMD EPYC family 26
 /// model 2, 50 GB/s probe at 2 threads) one row at a time left 4 KB BF16 rows at 41 GB/s and F16
 /// at 26 against 64–65 in groups (5632×2048 from DRAM, 2 threads, bench/matmul-ab.ts), TinyLlama
@@ -1169,10 +1205,10 @@ inline fn floatDotGroup(comptime k: FloatKind, comptime R: usize, comptime prefe
     const V = vlen_f32;
     const eb = comptime elemBytes(k);
     var acc: [R][4]@Vector(V, f32) = @splat(@splat(@splat(0)));
-    const ahead = if (prefetch) w + prefetchDistance(.l2, R * row_bytes) else undefined;
+    const pf = if (prefetch) Prefetch.init(.l2, w, R * row_bytes) else undefined;
     var i: usize = 0;
     while (i + 4 * V <= n) : (i += 4 * V) {
-        if (prefetch) prefetchNextGroup(.l2, ahead, i * eb * R, 4 * V * eb * R);
+        if (prefetch) pf.lines(i * eb * R, 4 * V * eb * R);
         inline for (0..4) |u| {
             const j = i + u * V;
             const y = loadFloats(.f32, V, a + j * 4);
@@ -1666,6 +1702,23 @@ test "vecDot vs vecDotRef and vs f64 dot of dequantized weights" {
             return e;
         };
     }
+}
+
+test "Prefetch.init: whole groups at least 8 KB ahead; the hint by policy, L1 kernels' big groups to L2" {
+    defer test_prefetch_policy = null;
+    const w: [*]const u8 = @ptrFromInt(0x10000);
+    test_prefetch_policy = .by_level;
+    const small = Prefetch.init(.l1, w, 4608); // 4-row group of 2048-wide Q4_0: two groups ahead
+    try testing.expectEqual(@as(usize, 2 * 4608), @intFromPtr(small.ahead) - 0x10000);
+    try testing.expectEqual(Prefetch.Hint.t0, small.hint);
+    const big = Prefetch.init(.l1, w, l1_prefetch_max_bytes + 64);
+    try testing.expectEqual(Prefetch.Hint.t1, big.hint);
+    try testing.expectEqual(@as(usize, l1_prefetch_max_bytes + 64), @intFromPtr(big.ahead) - 0x10000);
+    try testing.expectEqual(Prefetch.Hint.t1, Prefetch.init(.l2, w, 4608).hint);
+    test_prefetch_policy = .non_temporal;
+    try testing.expectEqual(Prefetch.Hint.nta, Prefetch.init(.l1, w, 4608).hint);
+    try testing.expectEqual(Prefetch.Hint.nta, Prefetch.init(.l2, w, 40000).hint);
+    try testing.expectEqual(@as(usize, 2 * 4608), @intFromPtr(Prefetch.init(.l2, w, 4608).ahead) - 0x10000);
 }
 
 test "vecDotRows vs vecDotRef and vecDot (1 to 5 rows per call, odd block counts and tails)" {

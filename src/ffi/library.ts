@@ -26,10 +26,10 @@ import { fileURLToPath } from "node:url";
 const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 
 /** The environment, read once: KILN_CPU forces a CPU level, KILN_LIBRARY says where the library is. */
-const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined });
+const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined, prefetch: process.env.KILN_PREFETCH || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 8;
+export const ABI_VERSION = 9;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -38,6 +38,7 @@ export const symbols = {
   kiln_cpu_features: { args: [], returns: u64 },
   kiln_amx_status: { args: [], returns: i32 },
   kiln_bf16_status: { args: [], returns: i32 },
+  kiln_prefetch_policy: { args: [], returns: i32 },
   kiln_limit: { args: [u32], returns: i64_fast },
   kiln_set_threads: { args: [u32], returns: u32 },
   kiln_get_threads: { args: [], returns: u32 },
@@ -340,6 +341,7 @@ export function loadLibrary(level: CpuLevel = defaultLevel()): LoadedLibrary {
   if (!CPU_LEVELS.includes(level)) {
     throw new KilnError("LIBRARY", `kiln: KILN_CPU=${level} is not a CPU level; use one of ${CPU_LEVELS.join(", ")}`);
   }
+  checkPrefetchEnv();
   const best = detectCpuLevel();
   if (!canRun(level, best)) {
     const forced = env.cpu === level ? ` (forced by KILN_CPU=${level}; unset it or pick a level this CPU runs)` : "";
@@ -430,6 +432,37 @@ export function bf16Status(): {
   reason: Bf16Status;
 } {
   return namedStatus("kiln_bf16_status", BF16_STATUS);
+}
+
+/** Every prefetch policy, in the order of kiln_prefetch_policy()'s codes (zig-kernels/cpu.zig PrefetchPolicy). */
+export const PREFETCH_POLICIES = ["by_level", "non_temporal"] as const;
+/** The cache hint of the decode kernels' software prefetches (docs/tuning.md). */
+export type PrefetchPolicy = (typeof PREFETCH_POLICIES)[number];
+
+/**
+ * Which cache hint the process-wide library's decode kernels prefetch the next rows with, and
+ * who chose it: `non_temporal` (prefetchnta into L1 for every kernel; the CPU's choice on AMD
+ * Zen 5 and later) or `by_level` (prefetcht0 / prefetcht1 by kernel; every other CPU), from
+ * `cpu` or from KILN_PREFETCH=by_level|non_temporal (`env`). Results are the same bits either
+ * way; only the speed differs. Decided once per process.
+ */
+export function prefetchPolicy(): {
+  /** The hint in use. */
+  policy: PrefetchPolicy;
+  /** "cpu": measured best for this CPU; "env": KILN_PREFETCH. */
+  source: "cpu" | "env";
+} {
+  const code = kiln().kiln_prefetch_policy() as number;
+  const policy = PREFETCH_POLICIES[code & 1];
+  if (policy === undefined || code < 0 || code > 3) throw new KilnError("LIBRARY", `kiln: kiln_prefetch_policy() = ${code}, not a known policy`);
+  return { policy, source: code >= 2 ? "env" : "cpu" };
+}
+
+/** KILN_PREFETCH, when set, names a policy (the library ignores another value; the binding refuses it at load). */
+function checkPrefetchEnv(): void {
+  if (env.prefetch !== undefined && !(PREFETCH_POLICIES as readonly string[]).includes(env.prefetch)) {
+    throw new KilnError("LIBRARY", `kiln: KILN_PREFETCH=${env.prefetch} is not a prefetch policy; use one of ${PREFETCH_POLICIES.join(", ")}, or unset it`);
+  }
 }
 
 /** Which file the process-wide library is, its level, and where it was found. */
