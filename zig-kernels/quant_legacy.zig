@@ -387,14 +387,39 @@ pub const l1_prefetch_max_bytes = 16 * 1024;
 /// Under test, a policy that overrides the CPU's (to run both on one machine).
 pub var test_prefetch_policy: ?cpu.PrefetchPolicy = null;
 
+/// The instruction a prefetch uses: prefetcht0, prefetcht1 or prefetchnta.
+pub const PrefetchHint = enum { t0, t1, nta };
+
+/// The hint for lines that belong in `level` (cpu.PrefetchPolicy: by_level keeps the level,
+/// non_temporal takes nta for every level). Reads the process's decision: once per kernel call.
+pub inline fn prefetchHint(level: PrefetchInto) PrefetchHint {
+    const policy = if (builtin.is_test and test_prefetch_policy != null) test_prefetch_policy.? else cpu.prefetchChoice().policy();
+    return switch (policy) {
+        .non_temporal => .nta,
+        .by_level => if (level == .l1) .t0 else .t1,
+    };
+}
+
+/// Prefetches the lines of [p, p + span) with `hint` (never faults, whatever the address).
+pub inline fn prefetchLines(hint: PrefetchHint, p: [*]const u8, comptime span: usize) void {
+    switch (hint) {
+        inline else => |h| {
+            const locality = switch (h) {
+                .t0 => 3,
+                .t1 => 2,
+                .nta => 0,
+            };
+            inline for (0..(span + 63) / 64) |l| @prefetch(p + 64 * l, .{ .locality = locality });
+        },
+    }
+}
+
 /// One kernel call's prefetch stream: where the group being prefetched starts (whole groups, at
 /// least l2_prefetch_min_bytes or l1_prefetch_min_bytes ahead of the group being read) and the
 /// hint, both decided once per call.
 pub const Prefetch = struct {
     ahead: [*]const u8,
-    hint: Hint,
-
-    const Hint = enum { t0, t1, nta };
+    hint: PrefetchHint,
 
     /// For a kernel reading R-row groups of `group_bytes` from `w`, whose lines belong in `into`
     /// (an L1 kernel's groups over l1_prefetch_max_bytes go to L2).
@@ -404,28 +429,12 @@ pub const Prefetch = struct {
             .l1 => l1_prefetch_min_bytes,
             .l2 => l2_prefetch_min_bytes,
         };
-        const policy = if (builtin.is_test and test_prefetch_policy != null) test_prefetch_policy.? else cpu.prefetchChoice().policy();
-        return .{
-            .ahead = w + group_bytes * @max(1, (min_bytes + group_bytes - 1) / group_bytes),
-            .hint = switch (policy) {
-                .non_temporal => .nta,
-                .by_level => if (level == .l1) .t0 else .t1,
-            },
-        };
+        return .{ .ahead = w + group_bytes * @max(1, (min_bytes + group_bytes - 1) / group_bytes), .hint = prefetchHint(level) };
     }
 
     /// Lines [done, done + span) of the group being prefetched.
     pub inline fn lines(p: Prefetch, done: usize, comptime span: usize) void {
-        switch (p.hint) {
-            inline else => |h| {
-                const locality = switch (h) {
-                    .t0 => 3,
-                    .t1 => 2,
-                    .nta => 0,
-                };
-                inline for (0..(span + 63) / 64) |l| @prefetch(p.ahead + done + 64 * l, .{ .locality = locality });
-            },
-        }
+        prefetchLines(p.hint, p.ahead + done, span);
     }
 };
 
@@ -1710,14 +1719,14 @@ test "Prefetch.init: whole groups at least 8 KB ahead; the hint by policy, L1 ke
     test_prefetch_policy = .by_level;
     const small = Prefetch.init(.l1, w, 4608); // 4-row group of 2048-wide Q4_0: two groups ahead
     try testing.expectEqual(@as(usize, 2 * 4608), @intFromPtr(small.ahead) - 0x10000);
-    try testing.expectEqual(Prefetch.Hint.t0, small.hint);
+    try testing.expectEqual(PrefetchHint.t0, small.hint);
     const big = Prefetch.init(.l1, w, l1_prefetch_max_bytes + 64);
-    try testing.expectEqual(Prefetch.Hint.t1, big.hint);
+    try testing.expectEqual(PrefetchHint.t1, big.hint);
     try testing.expectEqual(@as(usize, l1_prefetch_max_bytes + 64), @intFromPtr(big.ahead) - 0x10000);
-    try testing.expectEqual(Prefetch.Hint.t1, Prefetch.init(.l2, w, 4608).hint);
+    try testing.expectEqual(PrefetchHint.t1, Prefetch.init(.l2, w, 4608).hint);
     test_prefetch_policy = .non_temporal;
-    try testing.expectEqual(Prefetch.Hint.nta, Prefetch.init(.l1, w, 4608).hint);
-    try testing.expectEqual(Prefetch.Hint.nta, Prefetch.init(.l2, w, 40000).hint);
+    try testing.expectEqual(PrefetchHint.nta, Prefetch.init(.l1, w, 4608).hint);
+    try testing.expectEqual(PrefetchHint.nta, Prefetch.init(.l2, w, 40000).hint);
     try testing.expectEqual(@as(usize, 2 * 4608), @intFromPtr(Prefetch.init(.l2, w, 4608).ahead) - 0x10000);
 }
 
