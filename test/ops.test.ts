@@ -77,6 +77,30 @@ describe("matmul", () => {
   });
 });
 
+describe("matmul3 (three projections of one decode row, one kernel call)", () => {
+  test("each output equals matmul's bit for bit; shapes, dtypes and widths are checked before any pointer crosses", () => {
+    const k = 128;
+    const ns = [40, 8, 12];
+    const ws = ns.map((n, i) => cpu.quantize(f32(randn(n * k, 70 + i), [n, k], `blk.0.attn_${"qkv"[i]}.weight`), "q4_1")) as [Tensor, Tensor, Tensor];
+    const x = f32(randn(k, 80), [1, k], "x");
+    const xq = new Uint8Array(cpu.matmulScratchBytes("q4_1", 1, k));
+    cpu.prepareActivations("q4_1", x, xq);
+    const outs = ns.map((n) => Tensor.zeros("f32", [1, n])) as [Tensor, Tensor, Tensor];
+    cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, outs[0], outs[1], outs[2]);
+    for (let i = 0; i < 3; i++) {
+      const one = Tensor.zeros("f32", [1, ns[i]!]);
+      cpu.matmul(ws[i]!, x, one);
+      expect(new Uint32Array(outs[i]!.f32.buffer, outs[i]!.f32.byteOffset, ns[i]!)).toEqual(new Uint32Array(one.f32.buffer, one.f32.byteOffset, ns[i]!));
+    }
+    const other = cpu.quantize(f32(randn(8 * k, 90), [8, k], "blk.0.attn_k.weight"), "q8_0");
+    expect(() => cpu.matmul3Prepared(ws[0], other, ws[2], xq, outs[0], Tensor.zeros("f32", [1, 8]), outs[2])).toThrow(/must share a dtype/);
+    const narrow = cpu.quantize(f32(randn(8 * 64, 91), [8, 64], "blk.0.attn_k.weight"), "q4_1");
+    expect(() => cpu.matmul3Prepared(ws[0], narrow, ws[2], xq, outs[0], Tensor.zeros("f32", [1, 8]), outs[2])).toThrow(/must share a width \(128 ≠ 64\)/);
+    expect(() => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, outs[0], Tensor.zeros("f32", [1, 9]), outs[2])).toThrow(ShapeError);
+    expect(() => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq.subarray(0, 10), outs[0], outs[1], outs[2])).toThrow(/prepared activations have 10 bytes/);
+  });
+});
+
 describe("packed rows (the output head's load-time layout)", () => {
   // zig-kernels/packed.zig: Q8_0 and Q4_0 on the AVX-512 VNNI build; elsewhere packRows declines.
   const supported = (dtype: DType) => cpu.packUnsupportedReason(Tensor.zeros(dtype, [16, 32])) === null;

@@ -178,6 +178,16 @@ export fn kiln_matmul(t: u32, w: [*]const u8, n_out: u64, k: u64, xq: [*]const u
     return ok;
 }
 
+/// Three matrices of type t and width k (n0, n1, n2 rows) against one prepared activation row
+/// xq, in one thread-pool dispatch (matmul.matmul3Prepared): y_i = w_i · x. Each output has the
+/// bits kiln_matmul gives it with m = 1.
+export fn kiln_matmul3(t: u32, k: u64, xq: [*]const u8, w0: [*]const u8, n0: u64, y0: [*]f32, w1: [*]const u8, n1: u64, y1: [*]f32, w2: [*]const u8, n2: u64, y2: [*]f32) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (k == 0 or k % quant.blockSize(ty) != 0) return err_bad_shape;
+    matmul.matmul3Prepared(ty, k, xq, .{ .{ .w = w0, .n_out = n0, .y = y0 }, .{ .w = w1, .n_out = n1, .y = y1 }, .{ .w = w2, .n_out = n2, .y = y2 } });
+    return ok;
+}
+
 export fn kiln_ffn_gated(t: u32, w_gate: [*]const u8, w_up: [*]const u8, n_ff: u64, k: u64, xq: [*]const u8, m: u64, out: [*]f32, out_stride: u64, activation: u32) i32 {
     const ty = typeOf(t) orelse return err_bad_type;
     if (k % quant.blockSize(ty) != 0 or out_stride < n_ff) return err_bad_shape;

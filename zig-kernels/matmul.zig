@@ -83,6 +83,47 @@ fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
 }
 
+/// One weight matrix of a matmul3 call: n_out rows, outputs y[0..n_out].
+pub const Part = struct { w: [*]const u8, n_out: usize, y: [*]f32 };
+
+/// Three weight matrices of one type and width (attention's Q, K and V) against one prepared
+/// activation row, in one dispatch of the thread pool: their rows are split into tasks as if
+/// they were one matrix of n₀ + n₁ + n₂ rows. Small models' projections are too small to
+/// share out well one by one (SmolLM2's 576 × 576 Q4_1 attn_q, 187 KB, runs single-threaded
+/// below min_parallel_bytes, and its 192-row K and V likewise). Each output row has exactly the
+/// bits matmulPrepared gives it (dotRows' per-row arithmetic does not depend on which rows share
+/// a task or group: tested).
+pub fn matmul3Prepared(t: GgmlType, k: usize, xq: [*]const u8, parts: [3]Part) void {
+    switch (t) {
+        inline else => |ct| matmul3Typed(ct, k, xq, parts),
+    }
+}
+
+fn matmul3Typed(comptime t: GgmlType, k: usize, xq: [*]const u8, parts: [3]Part) void {
+    const T = Traits(t);
+    const total = parts[0].n_out + parts[1].n_out + parts[2].n_out;
+    const Ctx = struct { parts: [3]Part, k: usize, xq: [*]const u8, total: usize, rows_per_task: usize };
+    const run = struct {
+        fn f(c: Ctx, task: usize) void {
+            const row_bytes = c.k / T.block_size * T.type_size;
+            const j0 = task * c.rows_per_task;
+            const j1 = @min(c.total, j0 + c.rows_per_task);
+            var base: usize = 0;
+            for (c.parts) |p| {
+                const lo = @max(j0, base);
+                const hi = @min(j1, base + p.n_out);
+                if (lo < hi) dotRows(T, c.k, p.w, row_bytes, c.xq, p.y, lo - base, hi - base);
+                base += p.n_out;
+            }
+        }
+    }.f;
+    if (total == 0) return;
+    const rows_per_task = rowsPerTask(t, total, k, 1);
+    const ctx = Ctx{ .parts = parts, .k = k, .xq = xq, .total = total, .rows_per_task = rows_per_task };
+    const n_tasks = std.math.divCeil(usize, total, rows_per_task) catch unreachable;
+    if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
 /// Activation rows per batched task: 64 prepared 4096-wide Q8_0 rows are ~280 KB, which stay in
 /// L2 while the task's weight rows stream past them tile by tile.
 const act_rows_per_block = 64;
@@ -778,6 +819,52 @@ test "batched tile kernels match the scalar reference and the decode kernel bit 
     inline for (std.meta.fields(GgmlType)) |f| {
         const t: GgmlType = @enumFromInt(f.value);
         if (comptime @hasDecl(Traits(t), "vecDotTile")) try checkTileKernel(t, prng.random());
+    }
+}
+
+test "matmul3: three matrices in one dispatch give each row matmulPrepared's bits, every type, 1-3 threads" {
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(92);
+    const rng = prng.random();
+    defer _ = pool.setThreads(2);
+    inline for (std.meta.fields(GgmlType)) |f| {
+        const t: GgmlType = @enumFromInt(f.value);
+        const bs = quant.blockSize(t);
+        // Widths below and above min_parallel_bytes; row counts that split parts mid-group.
+        for ([_][4]usize{ .{ 576, 576, 192, 192 }, .{ 2048, 2048, 256, 256 }, .{ 100, 37, 5, 1 }, .{ 256, 3, 130, 64 } }) |shape| {
+            const k = bs * @max(1, shape[0] / bs);
+            const ns = [3]usize{ shape[1], shape[2], shape[3] };
+            const p = try TestProblem.init(a, t, rng, ns[0] + ns[1] + ns[2], k, 1);
+            defer p.deinit(a);
+            const want = try a.alloc(f32, ns[0] + ns[1] + ns[2]);
+            defer a.free(want);
+            const got = try a.alloc(f32, ns[0] + ns[1] + ns[2] + 3);
+            defer a.free(got);
+            for ([_]usize{ 1, 2, 3 }) |threads| {
+                _ = pool.setThreads(threads);
+                // The three matrices are consecutive row ranges of p.w, each with its own output
+                // range (a guard float after each).
+                var parts: [3]Part = undefined;
+                var row: usize = 0;
+                var out: usize = 0;
+                for (0..3) |i| {
+                    matmulPrepared(.{ .t = t, .w = p.w.ptr + row * p.rb, .n_out = ns[i], .k = k, .xq = p.xq.ptr, .m = 1, .y = want.ptr + row, .y_stride = ns[i] });
+                    parts[i] = .{ .w = p.w.ptr + row * p.rb, .n_out = ns[i], .y = got.ptr + out };
+                    got[out + ns[i]] = sentinel_f32;
+                    row += ns[i];
+                    out += ns[i] + 1;
+                }
+                matmul3Prepared(t, k, p.xq.ptr, parts);
+                row = 0;
+                out = 0;
+                for (0..3) |i| {
+                    try testing.expectEqualSlices(u32, @ptrCast(want[row..][0..ns[i]]), @ptrCast(got[out..][0..ns[i]]));
+                    try testing.expectEqual(sentinel_f32, got[out + ns[i]]);
+                    row += ns[i];
+                    out += ns[i] + 1;
+                }
+            }
+        }
     }
 }
 

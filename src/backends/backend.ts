@@ -69,6 +69,11 @@ export interface BackendOps {
   rmsNormHeads(x: Tensor, nHead: number, weight: Tensor, eps: number): void;
   /** out [m, n] = x [m, k] · wᵀ, w [n, k] in any weight dtype. */
   linear(w: Tensor, x: Tensor, out: Tensor): void;
+  /**
+   * out0 = x · w0ᵀ, out1 = x · w1ᵀ, out2 = x · w2ᵀ: three projections of one input (attention's
+   * Q, K and V), each exactly what `linear` gives; a backend may run them as one call.
+   */
+  linear3(w0: Tensor, w1: Tensor, w2: Tensor, x: Tensor, out0: Tensor, out1: Tensor, out2: Tensor): void;
   /** out = act(x · gateᵀ) ⊙ (x · upᵀ); `tmp` ([m, n_ff] f32) for backends that need it. */
   gatedFfn(gate: Tensor, up: Tensor, x: Tensor, out: Tensor, activation: GatedActivation, tmp: Tensor): void;
   /** Rotates x [rows, nHead · head_dim] in place; row r at position positions[r]. */

@@ -53,6 +53,7 @@ export const symbols = {
   kiln_quantize_act: { args: [u32, ptr, u64, u64, u64, ptr], returns: i32 },
 
   kiln_matmul: { args: [u32, ptr, u64, u64, ptr, u64, ptr, u64], returns: i32 },
+  kiln_matmul3: { args: [u32, u64, ptr, ptr, u64, ptr, ptr, u64, ptr, ptr, u64, ptr], returns: i32 },
   kiln_ffn_gated: { args: [u32, ptr, ptr, u64, u64, ptr, u64, ptr, u64, u32], returns: i32 },
   kiln_packed_supported: { args: [u32], returns: u32 },
   kiln_pack_rows: { args: [u32, ptr, u64, u64, ptr, u64, u32], returns: i32 },

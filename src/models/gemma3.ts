@@ -91,9 +91,7 @@ export function forward(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int3
 
     // attention
     be.rmsNorm(b.x, L.attn_norm, b.h, eps, { feeds: L.attn_q });
-    be.linear(L.attn_q, b.h, b.q);
-    be.linear(L.attn_k, b.h, b.k);
-    be.linear(L.attn_v, b.h, b.v);
+    be.linear3(L.attn_q, L.attn_k, L.attn_v, b.h, b.q, b.k, b.v);
     be.rmsNormHeads(b.q, hp.nHead, L.attn_q_norm, eps);
     be.rmsNormHeads(b.k, hp.nKvHead, L.attn_k_norm, eps);
     const rope = { nRot: hp.nRot, mode: "neox" as const, freqBase: local ? hp.ropeBaseLocal : hp.ropeBase, freqScale: local ? 1 : hp.ropeScale };

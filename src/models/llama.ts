@@ -107,9 +107,7 @@ export function forward(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32
 
     // attention (x += the previous block's FFN output, fused into this norm)
     be.rmsNorm(b.x, L.attn_norm, b.h, eps, { residual: il > 0 ? b.o : undefined, feeds: L.attn_q });
-    be.linear(L.attn_q, b.h, b.q);
-    be.linear(L.attn_k, b.h, b.k);
-    be.linear(L.attn_v, b.h, b.v);
+    be.linear3(L.attn_q, L.attn_k, L.attn_v, b.h, b.q, b.k, b.v);
     if (L.attn_q_bias) be.addBias(b.q, L.attn_q_bias);
     if (L.attn_k_bias) be.addBias(b.k, L.attn_k_bias);
     if (L.attn_v_bias) be.addBias(b.v, L.attn_v_bias);

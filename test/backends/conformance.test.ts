@@ -112,6 +112,23 @@ for (const [name, make] of backends) {
       });
     }
 
+    for (const dtypes of [["q4_1", "q4_1", "q4_1"], ["q5_0", "q5_0", "q8_0"], ["bf16", "bf16", "bf16"]] as DType[][]) {
+      test(`linear3 ${dtypes.join("/")}: each output is linear's, bit for bit (m = 1 and 3)`, () => {
+        const B = bench();
+        const k = 256;
+        const ns = [64, 24, 24];
+        const ws = dtypes.map((d, i) => B.put(weights(d, ns[i]!, k, 50 + i).w)) as [Tensor, Tensor, Tensor];
+        for (const m of [1, 3]) {
+          const x = B.f32(randn(m * k, 60 + m), [m, k]);
+          const one = ns.map((n) => B.f32(new Float32Array(m * n), [m, n], "one"));
+          const three = ns.map((n) => B.f32(new Float32Array(m * n).fill(7), [m, n], "three")) as [Tensor, Tensor, Tensor];
+          for (let i = 0; i < 3; i++) B.ops.linear(ws[i]!, x, one[i]!);
+          B.ops.linear3(ws[0], ws[1], ws[2], x, three[0], three[1], three[2]);
+          for (let i = 0; i < 3; i++) expect(new Uint32Array(B.read(three[i]!).buffer)).toEqual(new Uint32Array(B.read(one[i]!).buffer));
+        }
+      });
+    }
+
     for (const act of ["silu", "gelu_tanh"] as const) {
       test(`gatedFfn ${act} q4_k: m = 2 and 9 vs f64`, () => {
         const B = bench();

@@ -355,6 +355,12 @@ class CudaOps implements BackendOps {
     mm.linear(this.#rt, w.dtype, dev(op, w, d), dev(op, x, d), dev(op, out, d), n, k, x.rows);
   }
 
+  linear3(w0: Tensor, w1: Tensor, w2: Tensor, x: Tensor, out0: Tensor, out1: Tensor, out2: Tensor): void {
+    this.linear(w0, x, out0);
+    this.linear(w1, x, out1);
+    this.linear(w2, x, out2);
+  }
+
   gatedFfn(gate: Tensor, up: Tensor, x: Tensor, out: Tensor, activation: GatedActivation, tmp: Tensor): void {
     const op = "gatedFfn";
     const [n, k] = gate.shape as [number, number];
