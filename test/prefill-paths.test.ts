@@ -1,6 +1,6 @@
 /**
  * The prefill paths a CPU feature turns on at run time: Intel AMX for quantized weights
- * (zig-kernels/amx.zig) and AVX512-BF16 for BF16 weights (zig-kernels/bf16.zig). The library
+ * (zig-kernels/amx.zig), AMX-BF16 tiles and AVX512-BF16 for BF16 weights (amx.zig, bf16.zig). The library
  * says whether each is in use and, if not, why; the reason matches the build and the CPU, and
  * KILN_AMX=0 / KILN_BF16=0 turn them off. (The kernels themselves are tested in Zig, on their
  * emulations at every level and on the hardware where the CPU has it.) Likewise the decode
@@ -10,12 +10,12 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { AMX_STATUS, amxStatus, BF16_STATUS, bf16Status, cpuInfo, loadedLevel, PREFETCH_POLICIES, prefetchPolicy } from "../src/ffi/library";
+import { AMX_STATUS, amxBf16Status, amxStatus, BF16_STATUS, bf16Status, cpuInfo, loadedLevel, PREFETCH_POLICIES, prefetchPolicy } from "../src/ffi/library";
 
 const libraryModule = join(import.meta.dir, "..", "src", "ffi", "library.ts");
 
 /** The answer of amxStatus(), bf16Status() or prefetchPolicy() in a fresh process (each is decided once per process) with `env` added, or its error. */
-function inFreshProcess(fn: "amxStatus" | "bf16Status" | "prefetchPolicy", env: Record<string, string>): { ok: true; value: Record<string, unknown> } | { ok: false; stderr: string } {
+function inFreshProcess(fn: "amxStatus" | "amxBf16Status" | "bf16Status" | "prefetchPolicy", env: Record<string, string>): { ok: true; value: Record<string, unknown> } | { ok: false; stderr: string } {
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "KILN_AMX" && k !== "KILN_BF16" && k !== "KILN_PREFETCH"));
   const code = `import { ${fn} } from ${JSON.stringify(libraryModule)}; console.log(JSON.stringify(${fn}()));`;
   const r = Bun.spawnSync([process.execPath, "-e", code], { env: { ...base, ...env } as Record<string, string> });
@@ -23,7 +23,7 @@ function inFreshProcess(fn: "amxStatus" | "bf16Status" | "prefetchPolicy", env: 
   return { ok: true, value: JSON.parse(r.stdout.toString().trim()) };
 }
 
-function statusInFreshProcess(fn: "amxStatus" | "bf16Status" | "prefetchPolicy", env: Record<string, string>): Record<string, unknown> {
+function statusInFreshProcess(fn: "amxStatus" | "amxBf16Status" | "bf16Status" | "prefetchPolicy", env: Record<string, string>): Record<string, unknown> {
   const r = inFreshProcess(fn, env);
   if (!r.ok) throw new Error(`${fn}() in a fresh process failed: ${r.stderr}`);
   return r.value;
@@ -72,6 +72,32 @@ describe("AMX status", () => {
       expect(["enabled", "permission_denied", "self_check_failed"]).toContain(s.reason);
       if (!s.enabled) console.log(`AMX present but not used: ${s.reason}`);
     }
+  });
+});
+
+describe("AMX-BF16 status (BF16 weights' prefill on tiles)", () => {
+  test("follows the AMX decision, then the CPU's AMX-BF16 flag; where both are there, the hardware passes its self-check", () => {
+    const s = amxBf16Status();
+    expect(AMX_STATUS).toContain(s.reason);
+    expect(s.enabled).toBe(s.reason === "enabled");
+    expect(amxBf16Status()).toEqual(s); // decided once
+    const amx = amxStatus();
+    if (!amx.enabled) {
+      expect(s.reason).toBe(amx.reason); // KILN_AMX=0, not built, no AMX: the same answer
+      return;
+    }
+    const flags = procCpuFlags();
+    if (flags && !flags.has("amx_bf16")) {
+      expect(s.reason).toBe("no_cpu_support");
+    } else {
+      // AMX-BF16 present (Sapphire Rapids and later): its results must stay inside the f32
+      // summation bound, so a failed self-check is a finding worth a failing test.
+      expect(s.reason).toBe("enabled");
+    }
+  });
+
+  test("KILN_AMX=0 turns it off with the int8 kernel", () => {
+    expect(statusInFreshProcess("amxBf16Status", { KILN_AMX: "0" })).toEqual({ enabled: false, reason: "disabled_by_env" });
   });
 });
 

@@ -223,9 +223,9 @@ fn detectX86() FeatureSet {
 }
 
 /// AMX as the CPU and OS report it, each part separately (amx.zig says which one is missing):
-/// CPUID leaf 7 subleaf 0 EDX bit 24 (AMX-TILE) and 25 (AMX-INT8), and XCR0 bits 17 (XTILECFG)
+/// CPUID leaf 7 subleaf 0 EDX bit 24 (AMX-TILE), 25 (AMX-INT8) and 22 (AMX-BF16), and XCR0 bits 17 (XTILECFG)
 /// and 18 (XTILEDATA), the tile state the OS saves.
-pub const AmxSupport = struct { tile: bool = false, int8: bool = false, os_state: bool = false };
+pub const AmxSupport = struct { tile: bool = false, int8: bool = false, bf16: bool = false, os_state: bool = false };
 
 pub fn amxSupport() AmxSupport {
     if (comptime !is_x86) return .{};
@@ -236,6 +236,7 @@ pub fn amxSupport() AmxSupport {
     return .{
         .tile = (l7.edx >> 24) & 1 != 0,
         .int8 = (l7.edx >> 25) & 1 != 0,
+        .bf16 = (l7.edx >> 22) & 1 != 0,
         .os_state = xcr0 & (0b11 << 17) == (0b11 << 17),
     };
 }

@@ -25,7 +25,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 9;
+    return 10;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -76,6 +76,14 @@ export fn kiln_cpu_features() u64 {
 /// as the first prefill would (Linux's tile permission request, the hardware self-check).
 export fn kiln_amx_status() i32 {
     return @intFromEnum(amx.status());
+}
+
+/// Whether prefill matmuls of BF16 weights use Intel AMX-BF16 tiles (TDPBF16PS, ahead of the
+/// AVX512-BF16 path below, which must be enabled too), and if not why: amx.zig Status codes as
+/// kiln_amx_status's (3 also when the CPU has AMX-INT8 but not AMX-BF16; 6 when the hardware
+/// kernel left the f32 summation bound on its fixed problem). The first call decides.
+export fn kiln_amx_bf16_status() i32 {
+    return @intFromEnum(amx.bf16Status());
 }
 
 /// Whether prefill matmuls of BF16 weights use AVX512-BF16 (vdpbf16ps, activations rounded to

@@ -55,7 +55,10 @@ fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
     if (a.m > max_invariant_rows and repack.supports(t)) return matmulInterleaved(t, a);
     if (comptime t == .bf16 and bf16_dot.wired) {
-        if (a.m > max_invariant_rows and bf16_dot.enabled()) return matmulTiled(t, .prefill_bf16_dot, a);
+        if (a.m > max_invariant_rows and bf16_dot.enabled()) {
+            _ = amx.bf16Enabled(); // decided (a self-check on first use) on the calling thread
+            return matmulTiled(t, .prefill_bf16_dot, a);
+        }
     }
     if (comptime @hasDecl(T, "prefillTile")) {
         if (a.m > max_invariant_rows) return matmulTiled(t, .prefill, a);
@@ -176,6 +179,12 @@ fn matmulTiled(comptime t: GgmlType, comptime kind: TileKind, a: Matmul) void {
             const i_1 = r.i_1;
             if (kind == .prefill_bf16_dot) {
                 var j = j0;
+                if (amx.bf16Enabled()) {
+                    while (j < j1) : (j += amx.max_rows) {
+                        amx.bf16Rows(c.a.w + j * row_bytes, row_bytes, c.a.k, c.a.xq + i_0 * act_bytes, act_bytes, i_1 - i_0, @min(amx.max_rows, j1 - j), c.a.y + i_0 * c.a.y_stride + j, c.a.y_stride);
+                    }
+                    return;
+                }
                 while (j < j1) : (j += T.tile_r) {
                     bf16Rows(@min(T.tile_r, j1 - j), i_1 - i_0, c.a.k, c.a.w + j * row_bytes, row_bytes, c.a.xq + i_0 * act_bytes, act_bytes, c.a.y + i_0 * c.a.y_stride + j, c.a.y_stride);
                 }
@@ -441,7 +450,10 @@ fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
     const T = Traits(t);
     if (a.m > max_invariant_rows and repack.supports(t)) return gatedFfnInterleaved(t, a);
     if (comptime t == .bf16 and bf16_dot.wired) {
-        if (a.m > max_invariant_rows and bf16_dot.enabled()) return gatedFfnTiled(t, .prefill_bf16_dot, a);
+        if (a.m > max_invariant_rows and bf16_dot.enabled()) {
+            _ = amx.bf16Enabled();
+            return gatedFfnTiled(t, .prefill_bf16_dot, a);
+        }
     }
     if (comptime @hasDecl(T, "prefillTile")) {
         if (a.m > max_invariant_rows) return gatedFfnTiled(t, .prefill, a);
@@ -498,10 +510,23 @@ fn gatedFfnTiled(comptime t: GgmlType, comptime kind: TileKind, a: GatedFfn) voi
             const i_0 = r.i_0;
             const i_1 = r.i_1;
             if (kind == .prefill_bf16_dot) {
-                var g: [act_rows_per_block * R]f32 = undefined;
-                var u: [act_rows_per_block * R]f32 = undefined;
                 const x = c.a.xq + i_0 * act_bytes;
                 var j = j0;
+                if (amx.bf16Enabled()) {
+                    var g: [act_rows_per_block * amx.max_rows]f32 = undefined;
+                    var u: [act_rows_per_block * amx.max_rows]f32 = undefined;
+                    while (j < j1) : (j += amx.max_rows) {
+                        const rr = @min(amx.max_rows, j1 - j);
+                        amx.bf16Rows(c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, i_1 - i_0, rr, &g, amx.max_rows);
+                        amx.bf16Rows(c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, i_1 - i_0, rr, &u, amx.max_rows);
+                        for (0..i_1 - i_0) |i| {
+                            gatedProduct(c.a.activation, g[i * amx.max_rows ..].ptr, u[i * amx.max_rows ..].ptr, c.a.out + (i_0 + i) * c.a.out_stride + j, rr);
+                        }
+                    }
+                    return;
+                }
+                var g: [act_rows_per_block * R]f32 = undefined;
+                var u: [act_rows_per_block * R]f32 = undefined;
                 while (j < j1) : (j += R) {
                     const rr = @min(R, j1 - j);
                     bf16Rows(rr, i_1 - i_0, c.a.k, c.a.w_gate + j * row_bytes, row_bytes, x, act_bytes, &g, R);
@@ -1014,6 +1039,8 @@ test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emu
         bf16_dot.test_emulate = true;
     }
     defer bf16_dot.test_emulate = false;
+    amx.test_bf16_off = true; // the AMX-BF16 tiles come first where enabled; the next test has them
+    defer amx.test_bf16_off = false;
     const a = testing.allocator;
     var prng = std.Random.DefaultPrng.init(1402);
     const rng = prng.random();
@@ -1049,6 +1076,53 @@ fn bf16PrefillMatches(a: std.mem.Allocator, rng: std.Random, n_out: usize, k: us
             };
         }
     }
+}
+
+test "BF16 prefill on AMX-BF16 tiles (the hardware where enabled, else the emulated tiles): emulated sums equal bf16DotRef bit for bit, hardware ones stay in the f32 bound; the fused FFN is silu(gate)·up of the same sums" {
+    if (!repack.available) return; // AMX exists only in the x86_64-v4 build
+    const hw = amx.bf16Enabled() and bf16_dot.enabled();
+    if (!hw) {
+        std.debug.print("(AMX-BF16 not usable here: {s}; the BF16 prefill wiring runs on the emulated tiles) ", .{@tagName(amx.bf16Status())});
+        amx.test_emulate = true;
+        bf16_dot.test_emulate = true;
+    }
+    defer amx.test_emulate = false;
+    defer bf16_dot.test_emulate = false;
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(1403);
+    const rng = prng.random();
+    const n_out = 37;
+    const m_max = 131;
+    for ([_]usize{ 200, 1100 }) |k| {
+        const p = try TestProblem.init(a, .bf16, rng, n_out, k, m_max);
+        defer p.deinit(a);
+        const y = try a.alloc(f32, m_max * n_out);
+        defer a.free(y);
+        const yu = try a.alloc(f32, m_max * n_out);
+        defer a.free(yu);
+        const out = try a.alloc(f32, m_max * n_out);
+        defer a.free(out);
+        for ([_]usize{ 1, 3 }) |threads| {
+            _ = pool.setThreads(threads);
+            for ([_]usize{ 17, 64, 67, m_max }) |m| {
+                matmulPrepared(.{ .t = .bf16, .w = p.w.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
+                matmulPrepared(.{ .t = .bf16, .w = p.wu.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m, .y = yu.ptr, .y_stride = n_out });
+                gatedFfnPrepared(.{ .t = .bf16, .w_gate = p.w.ptr, .w_up = p.wu.ptr, .n_ff = n_out, .k = k, .xq = p.xq.ptr, .m = m, .out = out.ptr, .out_stride = n_out, .activation = .silu });
+                for (0..m) |i| for (0..n_out) |j| {
+                    const w_row = p.w.ptr + j * p.rb;
+                    const x_row = p.xq.ptr + i * p.ab + 4 * k; // the prepared row's bf16 half
+                    const got = y[i * n_out + j];
+                    if (hw) {
+                        try testing.expect(amx.bf16WithinBound(got, k, w_row, x_row));
+                    } else {
+                        try testing.expectEqual(amx.bf16DotRef(k, w_row, x_row), got);
+                    }
+                    try testing.expectEqual(norm.silu(got) * yu[i * n_out + j], out[i * n_out + j]);
+                };
+            }
+        }
+    }
+    _ = pool.setThreads(2);
 }
 
 test "prefill on AMX (the hardware where enabled, else the emulated tiles): every type routed to AMX, matmul and fused FFN equal the scalar reference exactly" {

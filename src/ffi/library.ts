@@ -29,7 +29,7 @@ const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined, prefetch: process.env.KILN_PREFETCH || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 9;
+export const ABI_VERSION = 10;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -37,6 +37,7 @@ export const symbols = {
   kiln_cpu_best_level: { args: [], returns: u32 },
   kiln_cpu_features: { args: [], returns: u64 },
   kiln_amx_status: { args: [], returns: i32 },
+  kiln_amx_bf16_status: { args: [], returns: i32 },
   kiln_bf16_status: { args: [], returns: i32 },
   kiln_prefetch_policy: { args: [], returns: i32 },
   kiln_limit: { args: [u32], returns: i64_fast },
@@ -385,8 +386,8 @@ export function loadedLevel(): CpuLevel {
   return sharedLibrary().level;
 }
 
-/** A run-time path's status code (kiln_amx_status, kiln_bf16_status) as its name in `names`. */
-function namedStatus<N extends string>(fn: "kiln_amx_status" | "kiln_bf16_status", names: readonly N[]): { enabled: boolean; reason: N } {
+/** A run-time path's status code (kiln_amx_status, kiln_amx_bf16_status, kiln_bf16_status) as its name in `names`. */
+function namedStatus<N extends string>(fn: "kiln_amx_status" | "kiln_amx_bf16_status" | "kiln_bf16_status", names: readonly N[]): { enabled: boolean; reason: N } {
   const code = kiln()[fn]() as number;
   const reason = names[code];
   if (reason === undefined) throw new KilnError("LIBRARY", `kiln: ${fn}() = ${code}, not a known status`);
@@ -412,6 +413,23 @@ export function amxStatus(): {
   reason: AmxStatus;
 } {
   return namedStatus("kiln_amx_status", AMX_STATUS);
+}
+
+/**
+ * Whether the process-wide library's prefill matmuls of BF16 weights (batches above 16 rows) run
+ * on Intel AMX-BF16 tiles (`tdpbf16ps`, ahead of the AVX512-BF16 path of bf16Status(), which
+ * must be enabled too), and if not why: amxStatus()'s reasons, then `no_cpu_support` where the
+ * CPU lacks AMX-BF16 and `self_check_failed` where the hardware left the f32 summation error
+ * bound on a fixed problem (its order of additions is its own; docs/tuning.md). KILN_AMX=0 turns
+ * it off with the int8 kernel. Decided once per process.
+ */
+export function amxBf16Status(): {
+  /** Whether BF16 prefill uses AMX tiles in this process. */
+  enabled: boolean;
+  /** "enabled", or why not. */
+  reason: AmxStatus;
+} {
+  return namedStatus("kiln_amx_bf16_status", AMX_STATUS);
 }
 
 /** Every answer bf16Status() can give, in the order of kiln_bf16_status()'s codes (zig-kernels/bf16.zig Status). */
