@@ -34,7 +34,12 @@
 //! 128 rows at 2 threads was only as fast as the AVX-512 VNNI path (docs/performance.md). A call's
 //! fixed cost is large — ~22 µs for 32 rows × 2048 at m = 1, ~50 µs at m = 64 — and packing the B
 //! tiles is a small part of it (2.8 µs on the AMD EPYC, 1.4 µs since vnniTile); where the rest
-//! goes is not known yet (no profiler ran on that machine).
+//! goes was measured on the 2-core Emerald Rapids machine of 2026-12-05 with perf (m = 64): the B
+//! packing ~10–12 µs of fixed cost per call (m = 1 costs that alone), the activation tile loads
+//! from L2 ~25% of samples, the per-block f32 epilogue ~30%. Since then matmul.zig hands the kernel
+//! blocks of max_acts = 256 activation rows instead of 64, so each packing serves 4× the rows:
+//! there, 2 threads, m = 512 (bench/matmul-hot.ts), Q4_0 11008×4096 328 → 546 GFLOP/s, Q8_0
+//! 2048² 401 → 498.
 //!
 //! BF16 weights take a second kernel on the same interface (bf16Kernel, AMX-BF16): TDPBF16PS
 //! multiplies 16 activation rows × 32 bf16 (the bf16 halves of bf16.prepareRow's rows, loaded in
@@ -79,9 +84,12 @@ const ActQ8_K = kq.ActQ8_K;
 /// (the only OS whose tile-state permission request kiln implements).
 pub const hw_built = cpu.is_x86 and cpu.has_vnni512 and builtin.os.tag == .linux;
 
-/// Weight rows per kernel call (two B tiles) and activation rows (matmul.zig's act_rows_per_block).
+/// Weight rows per kernel call (two B tiles).
 pub const max_rows = 32;
-pub const max_acts = 64;
+/// Activation rows a call takes at most: matmul.zig gives the AMX kernel blocks of this many, so
+/// each chunk's B tiles, packed once, serve 256 rows (4× the 64 of the other prefill kernels;
+/// the accumulators are 32 KB of stack).
+pub const max_acts = 256;
 /// Elements per weight row packed per pass (32 legacy blocks, 4 K-quant blocks): 32 rows × 1024
 /// bytes = 32 KB of B tiles on the stack.
 const chunk_elems = 1024;
@@ -689,6 +697,9 @@ pub fn matmulRowsEmu(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a:
 
 /// BF16 elements per TDPBF16PS (K): 32 pairs of an A row's 64 bytes.
 pub const bf16_step = 32;
+/// Activation rows a BF16 call takes at most: four groups, one C tile each (matmul.zig's
+/// activation block of 64).
+pub const bf16_max_acts = 64;
 /// Elements of a weight group's rows packed per pass: 16 rows × 512 × 2 bytes = 16 KB of B tiles.
 const bf16_chunk = 512;
 const bf16_chunk_steps = bf16_chunk / bf16_step;
@@ -712,7 +723,7 @@ pub const bf16_config: TileConfig = blk: {
 };
 
 /// y[i·y_stride + j] = Σ_e w[j][e]·x[i][e] for weight rows j < n ≤ 32 (bf16, row_bytes apart) and
-/// activation rows i < m ≤ 64, x[i] the bf16 half of prepared row i (bf16.prepareRow: at
+/// activation rows i < m ≤ bf16_max_acts, x[i] the bf16 half of prepared row i (bf16.prepareRow: at
 /// a + i·act_bytes + 4k), each sum in TDPBF16PS's order: element by element from the first,
 /// every accumulation rounded (bf16DotRef), k padded with zeros to a multiple of 32. Per weight
 /// group of 16 rows the four C tiles (one per activation group) stay in the tile registers over
@@ -720,7 +731,7 @@ pub const bf16_config: TileConfig = blk: {
 /// bf16 pairs are the 4-byte groups of the int8 kernel's layout). Activation tiles load straight
 /// from the prepared rows, except a last partial group or step, staged zero-padded.
 pub fn bf16Kernel(comptime Tiles: type, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
-    std.debug.assert(k >= 1 and m >= 1 and m <= max_acts and n >= 1 and n <= max_rows);
+    std.debug.assert(k >= 1 and m >= 1 and m <= bf16_max_acts and n >= 1 and n <= max_rows);
     const cfg_aligned: TileConfig align(64) = bf16_config;
     var tiles = Tiles.init(&cfg_aligned);
     defer tiles.release();

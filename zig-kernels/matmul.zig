@@ -180,6 +180,7 @@ fn matmulTiled(comptime t: GgmlType, comptime kind: TileKind, a: Matmul) void {
             if (kind == .prefill_bf16_dot) {
                 var j = j0;
                 if (amx.bf16Enabled()) {
+                    comptime std.debug.assert(act_rows_per_block <= amx.bf16_max_acts);
                     while (j < j1) : (j += amx.max_rows) {
                         amx.bf16Rows(c.a.w + j * row_bytes, row_bytes, c.a.k, c.a.xq + i_0 * act_bytes, act_bytes, i_1 - i_0, @min(amx.max_rows, j1 - j), c.a.y + i_0 * c.a.y_stride + j, c.a.y_stride);
                     }
@@ -227,12 +228,12 @@ inline fn bf16Rows(rr: usize, m: usize, k: usize, w: [*]const u8, row_bytes: usi
 /// 32 at a time.
 fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
     const T = Traits(t);
-    const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize };
+    const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize, act_block: usize = act_rows_per_block };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
             const row_bytes = c.a.k / T.block_size * T.type_size;
             const act_bytes = quant.actRowBytes(t, c.a.k);
-            const r = tiledTaskRange(task, c.n_rb, c.rows_per_task, c.a.n_out, c.a.m);
+            const r = tiledTaskRangeIn(task, c.n_rb, c.rows_per_task, c.a.n_out, c.a.m, c.act_block);
             var j = r.j0;
             if (comptime useAmx(t)) {
                 if (amx.enabled()) {
@@ -259,9 +260,9 @@ fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
         }
     }.f;
     // Decides AMX (a self-check on first use) on the calling thread, before the tasks ask.
-    if (comptime useAmx(t)) _ = amx.enabled();
+    const on_amx = useAmx(t) and amx.enabled();
     const rows_per_task = roundUp16(rowsPerTask(t, a.n_out, a.k, a.m));
-    launchTiled(Ctx, a, a.n_out, rows_per_task, run);
+    launchTiledIn(Ctx, a, a.n_out, rows_per_task, if (on_amx) amx.max_acts else act_rows_per_block, run);
 }
 
 /// Whether type t's prefill may take the AMX kernel in this build (the run-time check is
@@ -278,12 +279,12 @@ fn roundUp16(rows: usize) usize {
 /// rows into stack buffers, then the gated product (a partial last group through the tiles).
 fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
     const T = Traits(t);
-    const Ctx = struct { a: GatedFfn, rows_per_task: usize, n_rb: usize };
+    const Ctx = struct { a: GatedFfn, rows_per_task: usize, n_rb: usize, act_block: usize = act_rows_per_block };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
             const row_bytes = c.a.k / T.block_size * T.type_size;
             const act_bytes = quant.actRowBytes(t, c.a.k);
-            const r = tiledTaskRange(task, c.n_rb, c.rows_per_task, c.a.n_ff, c.a.m);
+            const r = tiledTaskRangeIn(task, c.n_rb, c.rows_per_task, c.a.n_ff, c.a.m, c.act_block);
             const mm = r.i_1 - r.i_0;
             const x = c.a.xq + r.i_0 * act_bytes;
             var j = r.j0;
@@ -291,8 +292,8 @@ fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
                 if (amx.enabled()) {
                     // 32 rows per call, both B tiles (the shape the kernel was measured at; 16
                     // rows would leave half of each sub-block's TDPBSSDs out for the same loads).
-                    var g: [act_rows_per_block * amx.max_rows]f32 = undefined;
-                    var u: [act_rows_per_block * amx.max_rows]f32 = undefined;
+                    var g: [amx.max_acts * amx.max_rows]f32 = undefined;
+                    var u: [amx.max_acts * amx.max_rows]f32 = undefined;
                     while (j < r.j1) : (j += amx.max_rows) {
                         const rr = @min(amx.max_rows, r.j1 - j);
                         amx.matmulRows(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &g, amx.max_rows);
@@ -329,17 +330,26 @@ fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
             }
         }
     }.f;
-    if (comptime useAmx(t)) _ = amx.enabled(); // decided on the calling thread
+    const on_amx = useAmx(t) and amx.enabled(); // decided on the calling thread
     const rows_per_task = roundUp16(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
-    launchTiled(Ctx, a, a.n_ff, rows_per_task, run);
+    launchTiledIn(Ctx, a, a.n_ff, rows_per_task, if (on_amx) amx.max_acts else act_rows_per_block, run);
 }
 
 /// Runs `run` over the (weight row block × activation row block) tasks of a batched call,
 /// activation-block major (see tiledTaskRange).
 fn launchTiled(comptime Ctx: type, a: anytype, n_rows: usize, rows_per_task: usize, comptime run: fn (Ctx, usize) void) void {
+    launchTiledIn(Ctx, a, n_rows, rows_per_task, act_rows_per_block, run);
+}
+
+/// launchTiled with activation blocks of `act_block` rows (a Ctx with an act_block field gets it;
+/// the AMX kernel takes amx.max_acts rows a call, so each packing of its B tiles serves more rows).
+fn launchTiledIn(comptime Ctx: type, a: anytype, n_rows: usize, rows_per_task: usize, act_block: usize, comptime run: fn (Ctx, usize) void) void {
     const n_rb = std.math.divCeil(usize, n_rows, rows_per_task) catch unreachable;
-    const n_ib = std.math.divCeil(usize, a.m, act_rows_per_block) catch unreachable;
-    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
+    const n_ib = std.math.divCeil(usize, a.m, act_block) catch unreachable;
+    var ctx = Ctx{ .a = a, .rows_per_task = rows_per_task, .n_rb = n_rb };
+    if (comptime @hasField(Ctx, "act_block")) {
+        ctx.act_block = act_block;
+    } else std.debug.assert(act_block == act_rows_per_block);
     const n_tasks = n_rb * n_ib;
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
 }
@@ -356,10 +366,16 @@ inline fn gatedProduct(act: Activation, g: [*]const f32, u: [*]const f32, out: [
 
 /// The weight rows [j0, j1) and activation rows [i_0, i_1) of one tiled task: tasks run
 /// activation-block major, so the threads work on one activation block at a time.
-fn tiledTaskRange(task: usize, n_rb: usize, rows_per_task: usize, n_out: usize, m: usize) struct { j0: usize, j1: usize, i_0: usize, i_1: usize } {
+fn tiledTaskRange(task: usize, n_rb: usize, rows_per_task: usize, n_out: usize, m: usize) TaskRange {
+    return tiledTaskRangeIn(task, n_rb, rows_per_task, n_out, m, act_rows_per_block);
+}
+const TaskRange = struct { j0: usize, j1: usize, i_0: usize, i_1: usize };
+
+/// tiledTaskRange with activation blocks of `act_block` rows.
+fn tiledTaskRangeIn(task: usize, n_rb: usize, rows_per_task: usize, n_out: usize, m: usize, act_block: usize) TaskRange {
     const j0 = (task % n_rb) * rows_per_task;
-    const i_0 = (task / n_rb) * act_rows_per_block;
-    return .{ .j0 = j0, .j1 = @min(n_out, j0 + rows_per_task), .i_0 = i_0, .i_1 = @min(m, i_0 + act_rows_per_block) };
+    const i_0 = (task / n_rb) * act_block;
+    return .{ .j0 = j0, .j1 = @min(n_out, j0 + rows_per_task), .i_0 = i_0, .i_1 = @min(m, i_0 + act_block) };
 }
 
 /// T.vecDotTile with the tile shape (rr ≤ tile_r, cc ≤ tile_c) made comptime.
