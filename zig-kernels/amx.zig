@@ -1259,15 +1259,7 @@ test "amx emulation: tile loads zero what they do not fill, stores write only ro
 }
 
 test "amx hardware kernel equals the emulated one bit for bit (only where AMX is usable)" {
-    if (comptime !hw_built) {
-        std.debug.print("SKIP amx hardware test: this build has no AMX path (x86_64-v4 Linux only)\n", .{});
-        return;
-    }
-    const s = status();
-    if (s != .enabled) {
-        std.debug.print("SKIP amx hardware test: AMX not usable here ({s})\n", .{@tagName(s)});
-        return;
-    }
+    if (!hardwareUsable("amx", status())) return;
     var prng = std.Random.DefaultPrng.init(55);
     const rng = prng.random();
     inline for (types) |t| {
@@ -1321,9 +1313,12 @@ const Bf16Problem = struct {
     }
 };
 
-/// bf16Kernel on `Tiles` against `ref` for every output, bit for bit, and guards around the
-/// outputs it must not write.
-fn checkBf16(comptime Tiles: type, p: Bf16Problem, k: usize, m: usize, n: usize, comptime ref: fn (usize, [*]const u8, [*]const u8) f32) !void {
+/// How a BF16 test judges one output: equal bits to a reference sum, or inside bf16WithinBound.
+const Bf16Check = union(enum) { bits: *const fn (usize, [*]const u8, [*]const u8) f32, bound };
+
+/// bf16Kernel on `Tiles`: every output judged by `check`, and guards around the outputs it must
+/// not write.
+fn checkBf16(comptime Tiles: type, p: Bf16Problem, k: usize, m: usize, n: usize, check: Bf16Check) !void {
     const al = testing.allocator;
     const stride = n + 3;
     const y = try al.alloc(f32, m * stride);
@@ -1337,10 +1332,28 @@ fn checkBf16(comptime Tiles: type, p: Bf16Problem, k: usize, m: usize, n: usize,
                 try testing.expectEqual(@as(f32, 12345), got);
                 continue;
             }
-            const want = ref(k, p.w.ptr + j * p.rb, p.a.ptr + i * p.ab + 4 * k);
-            if (@as(u32, @bitCast(want)) != @as(u32, @bitCast(got))) return error.TestExpectedEqual;
+            const w = p.w.ptr + j * p.rb;
+            const x = p.a.ptr + i * p.ab + 4 * k;
+            const ok = switch (check) {
+                .bits => |ref| @as(u32, @bitCast(ref(k, w, x))) == @as(u32, @bitCast(got)),
+                .bound => bf16WithinBound(got, k, w, x),
+            };
+            if (!ok) return error.TestExpectedEqual;
         }
     }
+}
+
+/// Whether a hardware test can run here; prints why not (the build, or `s`) when it cannot.
+fn hardwareUsable(comptime what: []const u8, s: Status) bool {
+    if (comptime !hw_built) {
+        std.debug.print("SKIP " ++ what ++ " hardware test: this build has no AMX path (x86_64-v4 Linux only)\n", .{});
+        return false;
+    }
+    if (s != .enabled) {
+        std.debug.print("SKIP " ++ what ++ " hardware test: not usable here ({s})\n", .{@tagName(s)});
+        return false;
+    }
+    return true;
 }
 
 test "amx bf16 kernel on emulated tiles equals bf16DotRef bit for bit: m 1..64, n 1..32, k whole, partial and multi-chunk" {
@@ -1350,7 +1363,7 @@ test "amx bf16 kernel on emulated tiles equals bf16DotRef bit for bit: m 1..64, 
         for ([_]usize{ 1, 15, 16, 17, 32 }) |n| {
             const p = try Bf16Problem.init(rng, n, k, 64);
             defer p.deinit();
-            for ([_]usize{ 1, 16, 17, 33, 48, 64 }) |m| try checkBf16(Emu, p, k, m, n, bf16DotRef);
+            for ([_]usize{ 1, 16, 17, 33, 48, 64 }) |m| try checkBf16(Emu, p, k, m, n, .{ .bits = bf16DotRef });
         }
     }
 }
@@ -1376,8 +1389,8 @@ test "amx bf16: a reference adding each pair's odd product first is told apart (
     const rng = prng.random();
     const p = try Bf16Problem.init(rng, 32, 77, 33);
     defer p.deinit();
-    try checkBf16(Emu, p, 77, 33, 32, bf16DotRef);
-    try testing.expectError(error.TestExpectedEqual, checkBf16(Emu, p, 77, 33, 32, bf16DotOddFirst));
+    try checkBf16(Emu, p, 77, 33, 32, .{ .bits = bf16DotRef });
+    try testing.expectError(error.TestExpectedEqual, checkBf16(Emu, p, 77, 33, 32, .{ .bits = bf16DotOddFirst }));
 }
 
 test "amx emulated TDPBF16PS: rounds each accumulation, flushes denormal inputs and results" {
@@ -1390,42 +1403,14 @@ test "amx emulated TDPBF16PS: rounds each accumulation, flushes denormal inputs 
 }
 
 test "amx bf16 hardware kernel within the f32 summation bound of the exact sums (only where AMX-BF16 is usable)" {
-    if (comptime !hw_built) {
-        std.debug.print("SKIP amx bf16 hardware test: this build has no AMX path (x86_64-v4 Linux only)\n", .{});
-        return;
-    }
-    const s = bf16Status();
-    if (s != .enabled) {
-        std.debug.print("SKIP amx bf16 hardware test: AMX-BF16 not usable here ({s})\n", .{@tagName(s)});
-        return;
-    }
+    if (!hardwareUsable("amx bf16", bf16Status())) return;
     var prng = std.Random.DefaultPrng.init(79);
     const rng = prng.random();
     for ([_]usize{ 32, 77, bf16_chunk + 45 }) |k| {
         for ([_]usize{ 1, 17, 32 }) |n| {
             const p = try Bf16Problem.init(rng, n, k, 64);
             defer p.deinit();
-            for ([_]usize{ 1, 17, 64 }) |m| try checkBf16Bound(Hw, p, k, m, n);
-        }
-    }
-}
-
-/// bf16Kernel on `Tiles`: every output within bf16WithinBound, guards untouched.
-fn checkBf16Bound(comptime Tiles: type, p: Bf16Problem, k: usize, m: usize, n: usize) !void {
-    const al = testing.allocator;
-    const stride = n + 3;
-    const y = try al.alloc(f32, m * stride);
-    defer al.free(y);
-    @memset(y, 12345);
-    bf16Kernel(Tiles, p.w.ptr, p.rb, k, p.a.ptr, p.ab, m, n, y.ptr, stride);
-    for (0..m) |i| {
-        for (0..stride) |j| {
-            const got = y[i * stride + j];
-            if (j >= n) {
-                try testing.expectEqual(@as(f32, 12345), got);
-            } else if (!bf16WithinBound(got, k, p.w.ptr + j * p.rb, p.a.ptr + i * p.ab + 4 * k)) {
-                return error.TestExpectedEqual;
-            }
+            for ([_]usize{ 1, 17, 64 }) |m| try checkBf16(Hw, p, k, m, n, .bound);
         }
     }
 }
@@ -1436,7 +1421,7 @@ test "amx bf16 error bound: the emulated kernel is inside it; a sum missing one 
     const k = 77;
     const p = try Bf16Problem.init(rng, 17, k, 33);
     defer p.deinit();
-    try checkBf16Bound(Emu, p, k, 33, 17);
+    try checkBf16(Emu, p, k, 33, 17, .bound);
     const w = p.w.ptr;
     const x = p.a.ptr + 4 * k;
     const exact = bf16DotRef(k, w, x);
