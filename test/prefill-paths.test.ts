@@ -139,22 +139,22 @@ describe("environment switches", () => {
 });
 
 describe("decode prefetch policy", () => {
-  test("the CPU's choice: prefetchnta on AMD Zen 5 (family 26) and later, the per-level hints elsewhere", () => {
+  test("the CPU's choice: prefetchnta on AMD Zen 5 (family 26) and later, prefetcht1 on Intel, the per-level hints elsewhere", () => {
     if (process.env.KILN_PREFETCH) return; // the environment chose; the next test covers that
     const p = prefetchPolicy();
     expect(PREFETCH_POLICIES).toContain(p.policy);
     expect(p.source).toBe("cpu");
     expect(prefetchPolicy()).toEqual(p); // decided once
     const id = process.arch === "x64" ? procCpuIdentity() : null;
-    if (id) expect(p.policy).toBe(id.vendor === "AuthenticAMD" && id.family >= 26 ? "non_temporal" : "by_level");
+    if (id) expect(p.policy).toBe(id.vendor === "AuthenticAMD" && id.family >= 26 ? "non_temporal" : id.vendor === "GenuineIntel" ? "l2" : "by_level");
     else if (process.arch !== "x64") expect(p.policy).toBe("by_level");
   });
 
-  test("KILN_PREFETCH picks either policy on any machine; a value that names none is refused at load, naming it", () => {
+  test("KILN_PREFETCH picks any policy on any machine; a value that names none is refused at load, naming it", () => {
     for (const policy of PREFETCH_POLICIES) expect(statusInFreshProcess("prefetchPolicy", { KILN_PREFETCH: policy })).toEqual({ policy, source: "env" });
     const bad = inFreshProcess("prefetchPolicy", { KILN_PREFETCH: "nta" });
     expect(bad.ok).toBe(false);
-    if (!bad.ok) expect(bad.stderr).toContain("KILN_PREFETCH=nta is not a prefetch policy; use one of by_level, non_temporal");
+    if (!bad.ok) expect(bad.stderr).toContain("KILN_PREFETCH=nta is not a prefetch policy; use one of by_level, non_temporal, l2");
   });
 });
 

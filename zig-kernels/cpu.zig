@@ -334,25 +334,35 @@ pub const PrefetchPolicy = enum(i32) {
     /// prefetchnta for every kernel: on AMD Zen 5 (EPYC family 26 model 2) it read 1.04–1.15×
     /// faster than by_level (quant_legacy.zig Prefetch has the figures).
     non_temporal = 1,
+    /// prefetcht1 (into L2) for every kernel: on Intel Emerald Rapids (family 6 model 207) whole
+    /// decode steps ran 1.01–1.09× faster than by_level (quant_legacy.zig Prefetch).
+    l2 = 2,
 };
 
-/// The policy measured for a CPU: non_temporal on AMD family 0x1A (Zen 5) and later, by_level
-/// elsewhere (Zen 4, Intel and aarch64 were measured with it, or not at all).
+/// The policy measured for a CPU: non_temporal on AMD family 0x1A (Zen 5) and later, l2 on
+/// Intel (measured on Emerald Rapids), by_level elsewhere (Zen 4 was measured with it; aarch64
+/// and other x86 not at all).
 pub fn prefetchPolicyFor(id: X86Identity) PrefetchPolicy {
-    return if (id.vendor == .amd and id.family >= 0x1a) .non_temporal else .by_level;
+    if (id.vendor == .amd and id.family >= 0x1a) return .non_temporal;
+    if (id.vendor == .intel) return .l2;
+    return .by_level;
 }
 
-/// The process's prefetch policy and where it came from: KILN_PREFETCH=by_level|non_temporal
+/// The process's prefetch policy and where it came from: KILN_PREFETCH=by_level|non_temporal|l2
 /// (Linux; another value is ignored here and refused by src/ffi/library.ts), else this CPU's
-/// (prefetchPolicyFor). kiln_prefetch_policy's code: the policy, plus 2 when the environment chose.
+/// (prefetchPolicyFor). kiln_prefetch_policy's code: the policy, plus prefetch_from_env when the
+/// environment chose.
+pub const prefetch_from_env: i32 = 0x100;
 pub const PrefetchChoice = enum(i32) {
     by_level = 0,
     non_temporal = 1,
-    by_level_from_env = 2,
-    non_temporal_from_env = 3,
+    l2 = 2,
+    by_level_from_env = prefetch_from_env + 0,
+    non_temporal_from_env = prefetch_from_env + 1,
+    l2_from_env = prefetch_from_env + 2,
 
     pub fn policy(c: PrefetchChoice) PrefetchPolicy {
-        return @enumFromInt(@intFromEnum(c) & 1);
+        return @enumFromInt(@intFromEnum(c) & (prefetch_from_env - 1));
     }
 };
 
@@ -365,7 +375,7 @@ fn decidePrefetch() PrefetchChoice {
     if (comptime builtin.os.tag == .linux) {
         if (std.posix.getenv("KILN_PREFETCH")) |v| {
             inline for (@typeInfo(PrefetchPolicy).@"enum".fields) |f| {
-                if (std.mem.eql(u8, v, f.name)) return @enumFromInt(f.value + 2);
+                if (std.mem.eql(u8, v, f.name)) return @enumFromInt(f.value + prefetch_from_env);
             }
         }
     }
@@ -406,10 +416,17 @@ test "prefetchPolicyFor: prefetchnta on AMD Zen 5 and later only" {
     try std.testing.expectEqual(PrefetchPolicy.non_temporal, prefetchPolicyFor(.{ .vendor = .amd, .family = 0x1a }));
     try std.testing.expectEqual(PrefetchPolicy.non_temporal, prefetchPolicyFor(.{ .vendor = .amd, .family = 0x1b }));
     try std.testing.expectEqual(PrefetchPolicy.by_level, prefetchPolicyFor(.{ .vendor = .amd, .family = 0x19 }));
-    try std.testing.expectEqual(PrefetchPolicy.by_level, prefetchPolicyFor(.{ .vendor = .intel, .family = 6 }));
+    try std.testing.expectEqual(PrefetchPolicy.l2, prefetchPolicyFor(.{ .vendor = .intel, .family = 6 }));
     try std.testing.expectEqual(PrefetchPolicy.by_level, prefetchPolicyFor(.{}));
     try std.testing.expectEqual(PrefetchPolicy.non_temporal, PrefetchChoice.non_temporal_from_env.policy());
     try std.testing.expectEqual(PrefetchPolicy.by_level, PrefetchChoice.by_level_from_env.policy());
+    try std.testing.expectEqual(PrefetchPolicy.l2, PrefetchChoice.l2_from_env.policy());
+    try std.testing.expectEqual(PrefetchPolicy.l2, PrefetchChoice.l2.policy());
+    // Every policy has its two choices (the CPU's and the environment's).
+    inline for (@typeInfo(PrefetchPolicy).@"enum".fields) |f| {
+        try std.testing.expectEqual(@as(PrefetchPolicy, @enumFromInt(f.value)), @as(PrefetchChoice, @enumFromInt(f.value + prefetch_from_env)).policy());
+        try std.testing.expect(f.value < prefetch_from_env);
+    }
 }
 
 test "x86Identity: this CPU's vendor string and family agree with /proc/cpuinfo" {

@@ -25,7 +25,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 10;
+    return 11;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -95,8 +95,9 @@ export fn kiln_bf16_status() i32 {
 }
 
 /// Which cache hint the decode kernels' software prefetches use (cpu.zig PrefetchChoice, names in
-/// src/ffi/library.ts PREFETCH_POLICIES): 0 by_level, 1 non_temporal (this CPU's choice), 2 and
-/// 3 the same chosen by KILN_PREFETCH. The first call decides, as the first decode would.
+/// src/ffi/library.ts PREFETCH_POLICIES): 0 by_level, 1 non_temporal, 2 l2 (this CPU's choice),
+/// 0x100 plus the policy when KILN_PREFETCH chose it. The first call decides, as the first
+/// decode would.
 export fn kiln_prefetch_policy() i32 {
     return @intFromEnum(cpu.prefetchChoice());
 }

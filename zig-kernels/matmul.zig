@@ -910,9 +910,9 @@ test "matmul3: three matrices in one dispatch give each row matmulPrepared's bit
 }
 
 // The prefetch policy (cpu.PrefetchPolicy) picks cache hints only: every kernel that prefetches
-// (decode rows, the invariant tiles, the fused FFN) gives the same bits under both, including
+// (decode rows, the invariant tiles, the fused FFN) gives the same bits under each, including
 // groups past l1_prefetch_max_bytes (the L1 kernels' switch to L2) and rows of 8 KB and more.
-test "prefetch policies: decode and invariant batches give the same bits under by_level and non_temporal" {
+test "prefetch policies: decode and invariant batches give the same bits under by_level, non_temporal and l2" {
     const a = testing.allocator;
     var prng = std.Random.DefaultPrng.init(91);
     const rng = prng.random();
@@ -928,14 +928,15 @@ test "prefetch policies: decode and invariant batches give the same bits under b
             const m_max = 3;
             const p = try TestProblem.init(a, t, rng, n_out, k, m_max);
             defer p.deinit(a);
-            var got: [2][2][m_max * n_out]f32 = undefined;
-            for ([_]@import("cpu.zig").PrefetchPolicy{ .by_level, .non_temporal }, 0..) |policy, pi| {
+            var got: [3][2][m_max * n_out]f32 = undefined;
+            for ([_]@import("cpu.zig").PrefetchPolicy{ .by_level, .non_temporal, .l2 }, 0..) |policy, pi| {
                 legacy.test_prefetch_policy = policy;
                 matmulPrepared(.{ .t = t, .w = p.w.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = 1, .y = &got[pi][0], .y_stride = n_out });
                 matmulPrepared(.{ .t = t, .w = p.w.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m_max, .y = &got[pi][0], .y_stride = n_out });
                 gatedFfnPrepared(.{ .t = t, .w_gate = p.w.ptr, .w_up = p.wu.ptr, .n_ff = n_out, .k = k, .xq = p.xq.ptr, .m = 1, .out = &got[pi][1], .out_stride = n_out, .activation = .silu });
             }
             try testing.expectEqualSlices(u32, @ptrCast(&got[0]), @ptrCast(&got[1]));
+            try testing.expectEqualSlices(u32, @ptrCast(&got[0]), @ptrCast(&got[2]));
             // And the rows are right, not merely equal: the first against the scalar reference.
             const T = Traits(t);
             for (0..n_out) |j| {

@@ -285,7 +285,7 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
             }
             // Both prefetch policies (the stream's cache hint only): the same bits.
             defer legacy.test_prefetch_policy = null;
-            for ([_]@import("cpu.zig").PrefetchPolicy{ .by_level, .non_temporal }) |policy| {
+            for ([_]@import("cpu.zig").PrefetchPolicy{ .by_level, .non_temporal, .l2 }) |policy| {
                 legacy.test_prefetch_policy = policy;
                 matmul(t, p.ptr, n, k, xq.ptr, 3, got.ptr, stride);
                 for (0..3) |i| try std.testing.expectEqualSlices(f32, alone[i * n ..][0..n], got[i * stride ..][0..n]);

@@ -29,7 +29,7 @@ const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined, prefetch: process.env.KILN_PREFETCH || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 10;
+export const ABI_VERSION = 11;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -454,15 +454,18 @@ export function bf16Status(): {
 }
 
 /** Every prefetch policy, in the order of kiln_prefetch_policy()'s codes (zig-kernels/cpu.zig PrefetchPolicy). */
-export const PREFETCH_POLICIES = ["by_level", "non_temporal"] as const;
+export const PREFETCH_POLICIES = ["by_level", "non_temporal", "l2"] as const;
+/** Added to kiln_prefetch_policy()'s code when KILN_PREFETCH chose the policy (zig-kernels/cpu.zig prefetch_from_env). */
+const PREFETCH_FROM_ENV = 0x100;
 /** The cache hint of the decode kernels' software prefetches (docs/tuning.md). */
 export type PrefetchPolicy = (typeof PREFETCH_POLICIES)[number];
 
 /**
  * Which cache hint the process-wide library's decode kernels prefetch the next rows with, and
  * who chose it: `non_temporal` (prefetchnta into L1 for every kernel; the CPU's choice on AMD
- * Zen 5 and later) or `by_level` (prefetcht0 / prefetcht1 by kernel; every other CPU), from
- * `cpu` or from KILN_PREFETCH=by_level|non_temporal (`env`). Results are the same bits either
+ * Zen 5 and later), `l2` (prefetcht1 into L2 for every kernel; Intel) or `by_level` (prefetcht0
+ * / prefetcht1 by kernel; every other CPU), from `cpu` or from
+ * KILN_PREFETCH=by_level|non_temporal|l2 (`env`). Results are the same bits either
  * way; only the speed differs. Decided once per process.
  */
 export function prefetchPolicy(): {
@@ -472,9 +475,10 @@ export function prefetchPolicy(): {
   source: "cpu" | "env";
 } {
   const code = kiln().kiln_prefetch_policy() as number;
-  const policy = PREFETCH_POLICIES[code & 1];
-  if (policy === undefined || code < 0 || code > 3) throw new KilnError("LIBRARY", `kiln: kiln_prefetch_policy() = ${code}, not a known policy`);
-  return { policy, source: code >= 2 ? "env" : "cpu" };
+  const fromEnv = code >= PREFETCH_FROM_ENV;
+  const policy = PREFETCH_POLICIES[fromEnv ? code - PREFETCH_FROM_ENV : code];
+  if (policy === undefined || code < 0) throw new KilnError("LIBRARY", `kiln: kiln_prefetch_policy() = ${code}, not a known policy`);
+  return { policy, source: fromEnv ? "env" : "cpu" };
 }
 
 /** KILN_PREFETCH, when set, names a policy (the library ignores another value; the binding refuses it at load). */
