@@ -1066,31 +1066,40 @@ test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emu
     // and 2·chunk_k + 77 (K in three chunks, the last one ending in a partial step).
     const n_out = 37;
     const m_max = 131;
-    for ([_]usize{ 200, 2 * bf16_dot.chunk_k + 77 }) |k| try bf16PrefillMatches(a, rng, n_out, k, m_max);
+    for ([_]usize{ 200, 2 * bf16_dot.chunk_k + 77 }) |k| try bf16PrefillEach(a, rng, n_out, k, m_max, struct {
+        fn check(p: *const TestProblem, k_: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) !void {
+            // Each (row, activation) pair's arithmetic is the same in any tile shape.
+            var g: f32 = undefined;
+            var u: f32 = undefined;
+            bf16_dot.prefillTile(bf16_dot.Emu, 1, 1, k_, p.w.ptr + j * p.rb, p.rb, p.xq.ptr + i * p.ab, p.ab, @ptrCast(&g), 1);
+            bf16_dot.prefillTile(bf16_dot.Emu, 1, 1, k_, p.wu.ptr + j * p.rb, p.rb, p.xq.ptr + i * p.ab, p.ab, @ptrCast(&u), 1);
+            try testing.expectEqual(g, gate);
+            try testing.expectEqual(u, up);
+            try testing.expectEqual(norm.silu(g) * u, fused);
+        }
+    }.check);
     _ = pool.setThreads(2);
 }
 
-fn bf16PrefillMatches(a: std.mem.Allocator, rng: std.Random, n_out: usize, k: usize, m_max: usize) !void {
+/// BF16 prefill of a random problem as the wiring tests run it: at 1 and 3 threads, batches of
+/// 17, 64, 67 and m_max rows, the gate and up matrices each through matmulPrepared and both
+/// through the fused FFN; `check` gets every (activation i, row j) pair's three outputs.
+fn bf16PrefillEach(a: std.mem.Allocator, rng: std.Random, n_out: usize, k: usize, m_max: usize, comptime check: fn (p: *const TestProblem, k: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) anyerror!void) !void {
     const p = try TestProblem.init(a, .bf16, rng, n_out, k, m_max);
     defer p.deinit(a);
     const y = try a.alloc(f32, m_max * n_out);
     defer a.free(y);
+    const yu = try a.alloc(f32, m_max * n_out);
+    defer a.free(yu);
     const out = try a.alloc(f32, m_max * n_out);
     defer a.free(out);
     for ([_]usize{ 1, 3 }) |threads| {
         _ = pool.setThreads(threads);
         for ([_]usize{ 17, 64, 67, m_max }) |m| {
             matmulPrepared(.{ .t = .bf16, .w = p.w.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
+            matmulPrepared(.{ .t = .bf16, .w = p.wu.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m, .y = yu.ptr, .y_stride = n_out });
             gatedFfnPrepared(.{ .t = .bf16, .w_gate = p.w.ptr, .w_up = p.wu.ptr, .n_ff = n_out, .k = k, .xq = p.xq.ptr, .m = m, .out = out.ptr, .out_stride = n_out, .activation = .silu });
-            for (0..m) |i| for (0..n_out) |j| {
-                // Each (row, activation) pair's arithmetic is the same in any tile shape.
-                var g: f32 = undefined;
-                var u: f32 = undefined;
-                bf16_dot.prefillTile(bf16_dot.Emu, 1, 1, k, p.w.ptr + j * p.rb, p.rb, p.xq.ptr + i * p.ab, p.ab, @ptrCast(&g), 1);
-                bf16_dot.prefillTile(bf16_dot.Emu, 1, 1, k, p.wu.ptr + j * p.rb, p.rb, p.xq.ptr + i * p.ab, p.ab, @ptrCast(&u), 1);
-                try testing.expectEqual(g, y[i * n_out + j]);
-                try testing.expectEqual(norm.silu(g) * u, out[i * n_out + j]);
-            };
+            for (0..m) |i| for (0..n_out) |j| try check(&p, k, i, j, y[i * n_out + j], yu[i * n_out + j], out[i * n_out + j]);
         }
     }
 }
@@ -1111,35 +1120,26 @@ test "BF16 prefill on AMX-BF16 tiles (the hardware where enabled, else the emula
     const n_out = 37;
     const m_max = 131;
     for ([_]usize{ 200, 1100 }) |k| {
-        const p = try TestProblem.init(a, .bf16, rng, n_out, k, m_max);
-        defer p.deinit(a);
-        const y = try a.alloc(f32, m_max * n_out);
-        defer a.free(y);
-        const yu = try a.alloc(f32, m_max * n_out);
-        defer a.free(yu);
-        const out = try a.alloc(f32, m_max * n_out);
-        defer a.free(out);
-        for ([_]usize{ 1, 3 }) |threads| {
-            _ = pool.setThreads(threads);
-            for ([_]usize{ 17, 64, 67, m_max }) |m| {
-                matmulPrepared(.{ .t = .bf16, .w = p.w.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
-                matmulPrepared(.{ .t = .bf16, .w = p.wu.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m, .y = yu.ptr, .y_stride = n_out });
-                gatedFfnPrepared(.{ .t = .bf16, .w_gate = p.w.ptr, .w_up = p.wu.ptr, .n_ff = n_out, .k = k, .xq = p.xq.ptr, .m = m, .out = out.ptr, .out_stride = n_out, .activation = .silu });
-                for (0..m) |i| for (0..n_out) |j| {
-                    const w_row = p.w.ptr + j * p.rb;
-                    const x_row = p.xq.ptr + i * p.ab + 4 * k; // the prepared row's bf16 half
-                    const got = y[i * n_out + j];
-                    if (hw) {
-                        try testing.expect(amx.bf16WithinBound(got, k, w_row, x_row));
-                    } else {
-                        try testing.expectEqual(amx.bf16DotRef(k, w_row, x_row), got);
-                    }
-                    try testing.expectEqual(norm.silu(got) * yu[i * n_out + j], out[i * n_out + j]);
-                };
-            }
-        }
+        if (hw) try bf16PrefillEach(a, rng, n_out, k, m_max, Bf16AmxCheck(true).check) else try bf16PrefillEach(a, rng, n_out, k, m_max, Bf16AmxCheck(false).check);
     }
     _ = pool.setThreads(2);
+}
+
+/// The AMX-BF16 wiring test's check: on the hardware, each sum within the f32 bound of the exact
+/// one; on the emulated tiles, bf16DotRef's bits. Either way the fused FFN is silu(gate)·up.
+fn Bf16AmxCheck(comptime hw: bool) type {
+    return struct {
+        fn check(p: *const TestProblem, k: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) !void {
+            const w_row = p.w.ptr + j * p.rb;
+            const x_row = p.xq.ptr + i * p.ab + 4 * k; // the prepared row's bf16 half
+            if (hw) {
+                try testing.expect(amx.bf16WithinBound(gate, k, w_row, x_row));
+            } else {
+                try testing.expectEqual(amx.bf16DotRef(k, w_row, x_row), gate);
+            }
+            try testing.expectEqual(norm.silu(gate) * up, fused);
+        }
+    };
 }
 
 test "prefill on AMX (the hardware where enabled, else the emulated tiles): every type routed to AMX, matmul and fused FFN equal the scalar reference exactly" {
