@@ -1101,19 +1101,20 @@ test "amx emulated kernel equals the scalar reference bit for bit: every type, a
     }
 }
 
-test "amx emulated kernel: every m from 17 to 70 through matmul-sized calls, every type" {
-    // matmul.zig hands the kernel ≤ 64 activation rows per call; m = 17..70 splits into calls of
-    // 64 + the rest exactly as the tasks do.
+test "amx emulated kernel: m from 17 past max_acts through matmul-sized calls, every type" {
+    // matmul.zig hands the kernel ≤ max_acts activation rows per call; m past it splits into calls
+    // of max_acts + the rest exactly as the tasks do.
     var prng = std.Random.DefaultPrng.init(77);
     const rng = prng.random();
     const n = 37;
     inline for (types) |t| {
         const k: usize = if (blockElems(t) == 32) 32 * 5 else 256 * 2;
-        const p = try Problem.init(t, rng, n, k, 70, 0);
+        const m_max = max_acts + 44;
+        const p = try Problem.init(t, rng, n, k, m_max, 0);
         defer p.deinit();
-        const y = try testing.allocator.alloc(f32, 70 * n);
+        const y = try testing.allocator.alloc(f32, m_max * n);
         defer testing.allocator.free(y);
-        for (17..71) |m| {
+        for ([_]usize{ 17, 33, 64, 70, 129, max_acts - 1, max_acts, max_acts + 1, m_max }) |m| {
             var ib: usize = 0;
             while (ib < m) : (ib += max_acts) {
                 const mm = @min(max_acts, m - ib);

@@ -1125,17 +1125,20 @@ test "BF16 prefill on AMX-BF16 tiles (the hardware where enabled, else the emula
     _ = pool.setThreads(2);
 }
 
-/// The AMX-BF16 wiring test's check: on the hardware, each sum within the f32 bound of the exact
-/// one; on the emulated tiles, bf16DotRef's bits. Either way the fused FFN is silu(gate)·up.
+/// The AMX-BF16 wiring test's check: on the hardware, each gate and up sum within the f32 bound of
+/// the exact one; on the emulated tiles, bf16DotRef's bits. Either way the fused FFN is silu(gate)·up.
 fn Bf16AmxCheck(comptime hw: bool) type {
     return struct {
         fn check(p: *const TestProblem, k: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) !void {
             const w_row = p.w.ptr + j * p.rb;
             const x_row = p.xq.ptr + i * p.ab + 4 * k; // the prepared row's bf16 half
+            const wu_row = p.wu.ptr + j * p.rb;
             if (hw) {
                 try testing.expect(amx.bf16WithinBound(gate, k, w_row, x_row));
+                try testing.expect(amx.bf16WithinBound(up, k, wu_row, x_row));
             } else {
                 try testing.expectEqual(amx.bf16DotRef(k, w_row, x_row), gate);
+                try testing.expectEqual(amx.bf16DotRef(k, wu_row, x_row), up);
             }
             try testing.expectEqual(norm.silu(gate) * up, fused);
         }
@@ -1160,7 +1163,8 @@ test "prefill on AMX (the hardware where enabled, else the emulated tiles): ever
             // amx.routed() take them again: 5 blocks (a whole 4-block chunk and a partial one).
             const k: usize = if (T.block_size == 32) 32 * 37 else 256 * 5;
             const n_out = 83;
-            const m_max = 131;
+            // Past amx.max_acts: a whole 256-row activation block and a partial one.
+            const m_max = amx.max_acts + 44;
             const p = try TestProblem.init(a, t, rng, n_out, k, m_max);
             defer p.deinit(a);
             const rb = p.rb;
@@ -1172,7 +1176,7 @@ test "prefill on AMX (the hardware where enabled, else the emulated tiles): ever
             defer a.free(y);
             const out = try a.alloc(f32, m_max * n_out);
             defer a.free(out);
-            for ([_]usize{ 17, 64, 65, m_max }) |m| {
+            for ([_]usize{ 17, 64, 65, 131, m_max }) |m| {
                 matmulPrepared(.{ .t = t, .w = w.ptr, .n_out = n_out, .k = k, .xq = xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
                 gatedFfnPrepared(.{ .t = t, .w_gate = w.ptr, .w_up = wu.ptr, .n_ff = n_out, .k = k, .xq = xq.ptr, .m = m, .out = out.ptr, .out_stride = n_out, .activation = .silu });
                 for (0..m) |i| for (0..n_out) |j| {

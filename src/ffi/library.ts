@@ -465,8 +465,8 @@ export type PrefetchPolicy = (typeof PREFETCH_POLICIES)[number];
  * who chose it: `non_temporal` (prefetchnta into L1 for every kernel; the CPU's choice on AMD
  * Zen 5 and later), `l2` (prefetcht1 into L2 for every kernel; Intel) or `by_level` (prefetcht0
  * / prefetcht1 by kernel; every other CPU), from `cpu` or from
- * KILN_PREFETCH=by_level|non_temporal|l2 (`env`). Results are the same bits either
- * way; only the speed differs. Decided once per process.
+ * KILN_PREFETCH=by_level|non_temporal|l2 (`env`). Results are the same bits under each
+ * policy; only the speed differs. Decided once per process.
  */
 export function prefetchPolicy(): {
   /** The hint in use. */
