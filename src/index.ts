@@ -41,4 +41,4 @@ export type { DeviceBuffer } from "./backends/cuda/runtime";
 export type { Tensor } from "./tensor";
 export type { Tokenizer, EncodeOptions, DecodeOptions, StreamDecoder } from "./tokenizer";
 export { parseGGUF, GGUFWriter, type GGUFFile } from "./gguf";
-export { AMX_STATUS, amxBf16Status, amxStatus, BF16_STATUS, bf16Status, cpuInfo, detectCpuLevel, loadedLibrary, PREFETCH_POLICIES, prefetchPolicy, type AmxStatus, type Bf16Status, type CpuInfo, type CpuLevel, type PrefetchPolicy } from "./ffi/library";
+export { AMX_STATUS, amxBf16Status, amxStatus, BF16_STATUS, bf16Status, cpuInfo, detectCpuLevel, loadedLibrary, packLayersDefault, PREFETCH_POLICIES, prefetchPolicy, type AmxStatus, type Bf16Status, type CpuInfo, type CpuLevel, type PrefetchPolicy } from "./ffi/library";

@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import * as cpu from "../src/backends/cpu";
 import { DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, type DType } from "../src/tensor";
 import { SUPPORTED_GGML_TYPES } from "../src/gguf/types";
-import { loadedLevel } from "../src/ffi/library";
+import { amxStatus, loadedLevel } from "../src/ffi/library";
 import { matmulRef, maxAbsDiff, nmse, randn } from "./helpers";
 
 const GUARD = 0xa5;
@@ -101,7 +101,7 @@ describe("matmul3 (three projections of one decode row, one kernel call)", () =>
   });
 });
 
-describe("packed rows (the output head's load-time layout)", () => {
+describe("packed rows (the load-time layout of the output head and, LoadOptions.packLayers, the layers)", () => {
   // zig-kernels/packed.zig: Q8_0 and Q4_0 on the AVX-512 VNNI build; elsewhere packRows declines.
   const supported = (dtype: DType) => cpu.packUnsupportedReason(Tensor.zeros(dtype, [16, 32])) === null;
 
@@ -130,11 +130,16 @@ describe("packed rows (the output head's load-time layout)", () => {
         alone.push(y.f32.slice());
       }
       expect(nmse(alone.flatMap((r) => [...r]), [...inPlace.f32])).toBeLessThan(1e-10);
+      // Beyond 16 rows (prefill) where AMX is enabled, the AMX kernel takes its tiles from the
+      // copy: bitwise the in-place AMX prefill of the same rows instead of the rows alone.
+      const amx = amxStatus().enabled;
       for (const m of [2, 3, 4, 5, 11, 16, 17, mMax]) {
         const out = guarded([m, n]);
         cpu.matmul(w, x.sliceRows(0, m), out.t);
         out.checkGuards();
-        for (let i = 0; i < m; i++) expect(out.t.f32.subarray(i * n, (i + 1) * n)).toEqual(alone[i]!);
+        for (let i = 0; i < m; i++) {
+          expect(out.t.f32.subarray(i * n, (i + 1) * n)).toEqual(m > 16 && amx ? inPlace.f32.subarray(i * n, (i + 1) * n) : alone[i]!);
+        }
       }
       cpu.unpackRows(w);
       expect(cpu.packedCopy(w)).toBeNull();
@@ -154,6 +159,24 @@ describe("packed rows (the output head's load-time layout)", () => {
     const w = Tensor.zeros("q6_k", [16, 256]);
     expect(cpu.packRows(w)).toBe(false);
     expect(cpu.packedCopy(w)).toBeNull();
+  });
+
+  test("the fused in-place kernels refuse a weight with a packed copy (they would read the file's bytes)", () => {
+    if (!supported("q8_0")) return;
+    const k = 64;
+    const ws = [0, 1, 2].map((s) => cpu.quantize(f32(randn(16 * k, 30 + s), [16, k], `blk.0.w${s}`), "q8_0"));
+    const xq = new Uint8Array(cpu.actRowBytes("q8_0", k));
+    cpu.prepareActivations("q8_0", f32(randn(k, 33), [1, k], "x"), xq);
+    const outs = [0, 1, 2].map(() => Tensor.zeros("f32", [1, 16]));
+    cpu.matmul3Prepared(ws[0]!, ws[1]!, ws[2]!, xq, outs[0]!, outs[1]!, outs[2]!); // in place: fine
+    cpu.ffnGatedPrepared(ws[0]!, ws[1]!, xq, 1, outs[0]!, "silu");
+    expect(cpu.packRows(ws[1]!)).toBe(true);
+    try {
+      expect(() => cpu.matmul3Prepared(ws[0]!, ws[1]!, ws[2]!, xq, outs[0]!, outs[1]!, outs[2]!)).toThrow(/packed copy; use matmulPrepared/);
+      expect(() => cpu.ffnGatedPrepared(ws[0]!, ws[1]!, xq, 1, outs[0]!, "silu")).toThrow(/packed copy; use matmulPrepared/);
+    } finally {
+      cpu.unpackRows(ws[1]!);
+    }
   });
 });
 

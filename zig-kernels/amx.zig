@@ -354,6 +354,7 @@ const Variant = enum { exact, drop_offset };
 fn Format(comptime t: GgmlType, comptime variant: Variant) type {
     return struct {
         const W = quant.Traits(t);
+        const ty = t;
         const kquant = W.block_size == 256;
         const Act = if (kquant) ActQ8_K else ActQ8_0;
         /// Where an activation block's quants start.
@@ -516,10 +517,57 @@ inline fn vnniTile(comptime sub: usize, rows: *const [16 * sub]u8) [16 * sub]u8 
 /// y[i·y_stride + j] = the type's vecDotRef of weight row j < n ≤ 32 and activation row
 /// i < m ≤ 64, the tiles through `Tiles`.
 pub fn kernel(comptime Tiles: type, comptime t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
-    kernelFor(Tiles, Format(t, .exact), w, row_bytes, k, a, act_bytes, m, n, y, y_stride);
+    kernelFor(Tiles, Format(t, .exact), .rows, w, row_bytes, k, a, act_bytes, m, n, y, y_stride);
 }
 
-fn kernelFor(comptime Tiles: type, comptime F: type, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
+/// Where the kernel reads weight rows: in place (rows of the file's blocks, `row_bytes` apart), or
+/// from a copy in packed.zig's 16-row layout (`w` the first 16-row group, the next group
+/// `row_bytes` further: the group stride), whose blocks are the B tiles already (packBPacked).
+pub const Source = enum { rows, packed16 };
+
+/// Types the kernel reads from packed.zig's layout.
+pub fn supportsPacked(t: GgmlType) bool {
+    return t == .q8_0 or t == .q4_0;
+}
+
+/// Fills p from packed.zig's layout (n ≤ 32 a multiple of 16; `group_stride` bytes between the
+/// two 16-row groups): per block and group, the 16 rows × 4-byte words of the copy are the B
+/// tile's rows already (row g of the tile = the copy's vector g), so a tile is 8 vector copies
+/// that undo the copy's storage: Q8_0 back from +128-biased to signed, Q4_0's nibbles split
+/// (low ones: elements 0..15 = tile rows 0..3, high ones: 16..31 = rows 4..7) less the zero
+/// point 8, exactly Format.unpack's quants. The 16 f16 scales follow the quants.
+fn packBPacked(comptime F: type, w: [*]const u8, group_stride: usize, n: usize, b0: usize, nb: usize, p: *F.Packed) void {
+    comptime std.debug.assert(F.n_sub == 1 and F.tile_bytes == 512 and !F.has_min);
+    const V = @Vector(64, u8);
+    const block_bytes = 16 * F.W.type_size;
+    const q_vectors = if (F.ty == .q8_0) 8 else 4;
+    std.debug.assert(n % 16 == 0);
+    for (0..nb) |b| {
+        for (0..n / 16) |g| {
+            const src = w + g * group_stride + (b0 + b) * block_bytes;
+            const q = &p.q[b][g];
+            if (F.ty == .q8_0) {
+                inline for (0..8) |r| q[r * 64 ..][0..64].* = @as(V, src[r * 64 ..][0..64].*) ^ @as(V, @splat(0x80));
+            } else {
+                inline for (0..4) |r| {
+                    const v: V = src[r * 64 ..][0..64].*;
+                    q[r * 64 ..][0..64].* = (v & @as(V, @splat(0x0f))) -% @as(V, @splat(8));
+                    q[(r + 4) * 64 ..][0..64].* = (v >> @splat(4)) -% @as(V, @splat(8));
+                }
+            }
+            const dh: @Vector(16, f16) = @bitCast(src[q_vectors * 64 ..][0..32].*);
+            p.d[b][g] = @floatCast(dh);
+        }
+    }
+}
+
+/// kernel() over weights in packed.zig's layout (Source.packed16): the same tiles and the same
+/// per-block epilogue, so the same bits as the kernel on the rows the copy was packed from.
+pub fn kernelPacked(comptime Tiles: type, comptime t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
+    kernelFor(Tiles, Format(t, .exact), .packed16, groups, group_stride, k, a, act_bytes, m, n, y, y_stride);
+}
+
+fn kernelFor(comptime Tiles: type, comptime F: type, comptime src: Source, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
     std.debug.assert(k % F.block_elems == 0 and m >= 1 and m <= max_acts and n >= 1 and n <= max_rows);
     const cfg_aligned: TileConfig align(64) = F.config;
     var tiles = Tiles.init(&cfg_aligned);
@@ -539,7 +587,10 @@ fn kernelFor(comptime Tiles: type, comptime F: type, w: [*]const u8, row_bytes: 
     var b0: usize = 0;
     while (b0 < nb_total) : (b0 += F.chunk_blocks) {
         const nb = @min(F.chunk_blocks, nb_total - b0);
-        packB(F, w, row_bytes, n, b0, nb, &p);
+        switch (src) {
+            .rows => packB(F, w, row_bytes, n, b0, nb, &p),
+            .packed16 => packBPacked(F, w, row_bytes, n, b0, nb, &p),
+        }
         if (last_rows < 16) {
             const g = n_ga - 1;
             for (0..nb * F.n_sub) |si| {
@@ -679,6 +730,25 @@ pub fn matmulRows(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*
     if (comptime !hw_built) unreachable;
     switch (t) {
         inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k => |ct| kernel(Hw, ct, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
+        else => unreachable,
+    }
+}
+
+/// kernelPacked on the hardware tiles (emulated under test_emulate): n ≤ 32 rows, a multiple of
+/// 16, of a packed.zig copy of a supportsPacked type, from the group at `groups`.
+pub fn matmulPackedRows(t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
+    if (builtin.is_test and test_emulate) return matmulPackedRowsEmu(t, groups, group_stride, k, a, act_bytes, m, n, y, y_stride);
+    if (comptime !hw_built) unreachable;
+    switch (t) {
+        inline .q8_0, .q4_0 => |ct| kernelPacked(Hw, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride),
+        else => unreachable,
+    }
+}
+
+/// matmulPackedRows on the emulated tiles.
+pub fn matmulPackedRowsEmu(t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
+    switch (t) {
+        inline .q8_0, .q4_0 => |ct| kernelPacked(Emu, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride),
         else => unreachable,
     }
 }
@@ -1069,7 +1139,7 @@ fn checkAgainstRef(comptime Tiles: type, comptime t: GgmlType, comptime variant:
     const y = try al.alloc(f32, m * stride);
     defer al.free(y);
     @memset(y, 12345);
-    kernelFor(Tiles, Format(t, variant), p.w.ptr, p.rb, k, p.xq.ptr, p.ab, m, n, y.ptr, stride);
+    kernelFor(Tiles, Format(t, variant), .rows, p.w.ptr, p.rb, k, p.xq.ptr, p.ab, m, n, y.ptr, stride);
     for (0..m) |i| {
         for (0..n) |j| {
             const want = quant.Traits(t).vecDotRef(k, p.w.ptr + j * p.rb, p.xq.ptr + i * p.ab);

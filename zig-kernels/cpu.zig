@@ -348,6 +348,22 @@ pub fn prefetchPolicyFor(id: X86Identity) PrefetchPolicy {
     return .by_level;
 }
 
+/// Whether loading copies the layers' matmul weights into packed.zig's 16-row layout by default
+/// (src/runtime/model.ts LoadOptions.packLayers; only types and shapes the build packs). Intel:
+/// on Emerald Rapids (family 6 model 207, 2 threads) decode from the copy ran TinyLlama-shape
+/// Q8_0 1.13× and Q4_0 1.26× llama.cpp's speed where it reads in place 0.79× and 0.96×, and
+/// prefill from it on AMX is 1.03–1.07× the in-place AMX kernel's (docs/performance/intel-amx.md).
+/// AMD and every other CPU keep the weights in the file: not measured there.
+pub fn packLayersFor(id: X86Identity) bool {
+    return id.vendor == .intel;
+}
+
+/// packLayersFor this CPU (false off x86).
+pub fn packLayersDefault() bool {
+    if (comptime !is_x86) return false;
+    return packLayersFor(x86Identity());
+}
+
 /// The process's prefetch policy and where it came from: KILN_PREFETCH=by_level|non_temporal|l2
 /// (Linux; another value is ignored here and refused by src/ffi/library.ts), else this CPU's
 /// (prefetchPolicyFor). kiln_prefetch_policy's code: the policy, plus prefetch_from_env when the
@@ -410,6 +426,13 @@ pub fn Decision(comptime Status: type, comptime decide: fn () Status) type {
             return decided;
         }
     };
+}
+
+test "packLayersFor: Intel only" {
+    try std.testing.expect(packLayersFor(.{ .vendor = .intel, .family = 6 }));
+    try std.testing.expect(!packLayersFor(.{ .vendor = .amd, .family = 0x1a }));
+    try std.testing.expect(!packLayersFor(.{ .vendor = .amd, .family = 0x19 }));
+    try std.testing.expect(!packLayersFor(.{}));
 }
 
 test "prefetchPolicyFor: prefetchnta on AMD Zen 5 and later only" {

@@ -25,7 +25,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 11;
+    return 12;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -92,6 +92,11 @@ export fn kiln_amx_bf16_status() i32 {
 /// decides, as the first BF16 prefill would.
 export fn kiln_bf16_status() i32 {
     return @intFromEnum(bf16_dot.status());
+}
+
+/// 1 when loading packs the layers' matmul weights by default on this CPU (cpu.zig packLayersFor).
+export fn kiln_pack_layers_default() u32 {
+    return @intFromBool(cpu.packLayersDefault());
 }
 
 /// Which cache hint the decode kernels' software prefetches use (cpu.zig PrefetchChoice, names in

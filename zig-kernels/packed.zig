@@ -10,7 +10,10 @@
 //! float work (convert, scale, FMA) is shared by 16 outputs. Read from a packed copy, decode
 //! streams it as fast as the file (the copy has the file's exact size); the file's pages of the
 //! tensor are then only touched by embedding lookups (a tied head), so resident memory grows by
-//! little. Prefill keeps the in-place interleaving of repack.zig for the layer weights.
+//! little. On Intel the layers' weights are packed too (src/runtime/model.ts LoadOptions.packLayers,
+//! cpu.zig packLayersFor): decode reads them as one stream with ~4–6 vector µops per 128
+//! multiply-adds against ~20 in place, and prefill on AMX takes its B tiles from the copy
+//! (amx.zig packBPacked). Elsewhere prefill keeps the in-place interleaving of repack.zig.
 //!
 //! Layout, per group of 16 rows (n_out % 16 == 0), per block of 32 columns: `groups` vectors of
 //! 16 rows × 4 quant bytes (row r's bytes 4g..4g+3 in lane r of vector g; Q8_0 biased by +128 to
@@ -27,6 +30,8 @@ const quant = @import("quant.zig");
 const legacy = @import("quant_legacy.zig");
 const repack = @import("repack.zig");
 const memory = @import("memory.zig");
+const amx = @import("amx.zig");
+const max_invariant_rows = @import("matmul.zig").max_invariant_rows;
 
 const GgmlType = quant.GgmlType;
 const ActQ8_0 = legacy.ActQ8_0;
@@ -173,14 +178,62 @@ pub fn pack(t: GgmlType, w: [*]const u8, n_out: usize, k: usize, dst: [*]u8, rel
 
 /// y[i·y_stride + j] = Σ_k W[j][k]·x[i][k] for packed weights p (pack's output) and m prepared
 /// activation rows xq (ActQ8_0). k ≤ max_k.
+///
+/// Batches of more than max_invariant_rows (prefill only, as in matmul.zig) take the AMX kernel
+/// where it is enabled, its B tiles read straight from the copy (amx.kernelPacked): the bits of
+/// the AMX prefill on the unpacked rows. Up to max_invariant_rows, and without AMX, every row has
+/// the bits of decoding it alone.
 pub fn matmul(t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
     if (comptime !repack.available) unreachable;
     std.debug.assert(supports(t) and n_out % rows == 0 and k % 32 == 0 and k <= max_k);
     switch (t) {
-        inline .q8_0, .q4_0 => |ct| matmulTyped(ct, p, n_out, k, xq, m, y, y_stride),
+        inline .q8_0, .q4_0 => |ct| {
+            if (comptime amx.wired(ct) and amx.supportsPacked(ct)) {
+                // amx.enabled() decides (a self-check on first use) on the calling thread.
+                if (m > max_invariant_rows and amx.enabled()) return matmulAmx(ct, p, n_out, k, xq, m, y, y_stride);
+            }
+            matmulTyped(ct, p, n_out, k, xq, m, y, y_stride);
+        },
         else => unreachable,
     }
 }
+
+/// The AMX prefill over the copy: tasks of amx.max_rows weight rows (two 16-row groups) ×
+/// amx.max_acts activation rows, weight-row major within an activation block (as matmul.zig's
+/// tiled tasks), so the threads share one block of activations at a time.
+fn matmulAmx(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
+    const L = Layout(t);
+    const Ctx = struct { p: [*]const u8, group_stride: usize, k: usize, xq: [*]const u8, act_bytes: usize, m: usize, n_out: usize, n_pieces: usize, y: [*]f32, y_stride: usize };
+    const run = struct {
+        fn f(c: Ctx, task: usize) void {
+            const j = (task % c.n_pieces) * amx.max_rows;
+            const i_0 = (task / c.n_pieces) * amx.max_acts;
+            const i_1 = @min(c.m, i_0 + amx.max_acts);
+            const n = @min(amx.max_rows, c.n_out - j);
+            amx.matmulPackedRows(t, c.p + (j / rows) * c.group_stride, c.group_stride, c.k, c.xq + i_0 * c.act_bytes, c.act_bytes, i_1 - i_0, n, c.y + i_0 * c.y_stride + j, c.y_stride);
+        }
+    }.f;
+    const n_pieces = std.math.divCeil(usize, n_out, amx.max_rows) catch unreachable;
+    const n_blocks = std.math.divCeil(usize, m, amx.max_acts) catch unreachable;
+    const ctx = Ctx{ .p = p, .group_stride = k / 32 * L.block_bytes, .k = k, .xq = xq, .act_bytes = quant.actRowBytes(t, k), .m = m, .n_out = n_out, .n_pieces = n_pieces, .y = y, .y_stride = y_stride };
+    if (n_pieces * n_blocks == 1) run(ctx, 0) else pool.parallelFor(n_pieces * n_blocks, ctx, run);
+}
+
+/// 16-row groups per task of the decode-shaped matmul: at most task_bytes of the copy, and at
+/// least tasks_per_thread tasks per thread where the matrix has that many groups, so a layer's
+/// matrix (TinyLlama's 2048 × 2048 Q8_0: 4.5 MB, 4.3 tasks of 1 MB) is shared out evenly and its
+/// small ones (its 256 × 2048 K and V: 0.5 MB) still run on every thread; a matrix under
+/// min_parallel_bytes runs on the calling thread. Against 1 MB tasks only, on the Xeon EMR
+/// (2026-12-06, `kiln generate` 64 tokens, 2 threads, alternated, 6 runs each): TinyLlama-shape
+/// Q4_0 decode 37.1 → 39.0 tok/s (medians), Q8_0 the same within the host's noise (1, 2 or 4 per
+/// thread: 21.7–22.1). The output heads keep their 1 MB tasks (they have thousands of groups).
+const tasks_per_thread = 2;
+fn groupsPerTask(n_groups: usize, group_bytes: usize) usize {
+    if (n_groups * group_bytes < min_parallel_bytes) return n_groups;
+    const by_threads = std.math.divCeil(usize, n_groups, pool.threadCount() * tasks_per_thread) catch unreachable;
+    return @max(1, @min(task_bytes / group_bytes, by_threads));
+}
+const min_parallel_bytes = 64 * 1024;
 
 fn matmulTyped(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
     const L = Layout(t);
@@ -210,8 +263,8 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq:
             }
         }
     }.f;
-    const gpt = @max(1, task_bytes / (nb * L.block_bytes));
     const n_groups = n_out / rows;
+    const gpt = groupsPerTask(n_groups, nb * L.block_bytes);
     const n_tasks = std.math.divCeil(usize, n_groups, gpt) catch unreachable;
     // Σa per (activation row, block), for the integer zero-point correction.
     var sums: [max_sum_entries]i32 = undefined;
@@ -226,7 +279,7 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq:
             }
         }
         const ctx = Ctx{ .p = p, .nb = nb, .a = xq + first * act_bytes, .act_bytes = act_bytes, .m = mm, .sums = &sums, .y = y + first * y_stride, .y_stride = y_stride, .groups_per_task = gpt, .n_groups = n_groups };
-        if (n_groups * nb * L.block_bytes < task_bytes) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+        if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
     }
 }
 
@@ -277,11 +330,27 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
             const stride = n + 5;
             const got = try al.alloc(f32, stride * (m_max + 1));
             defer al.free(got);
+            // Beyond max_invariant_rows where AMX is enabled: bitwise the AMX prefill of the rows
+            // the copy was packed from (matmul.zig's path for them), B tiles from the copy.
+            const in_place = try al.alloc(f32, stride * m_max);
+            defer al.free(in_place);
             for ([_]usize{ 2, 3, 4, 5, 11, 16, 17, m_max }) |m| {
                 @memset(got, 12345);
                 matmul(t, p.ptr, n, k, xq.ptr, m, got.ptr, stride);
-                for (0..m) |i| try std.testing.expectEqualSlices(f32, alone[i * n ..][0..n], got[i * stride ..][0..n]);
+                if (m <= max_invariant_rows or !amx.enabled()) {
+                    for (0..m) |i| try std.testing.expectEqualSlices(f32, alone[i * n ..][0..n], got[i * stride ..][0..n]);
+                } else try expectInPlaceBits(t, w.ptr, n, k, xq.ptr, m, got, in_place, stride);
                 for (got[m * stride ..]) |g| try std.testing.expectEqual(@as(f32, 12345), g);
+            }
+            // The AMX path on the emulated tiles, on every machine (its wiring: groups, strides,
+            // a partial last activation group of the 19 rows, two tasks of 32 rows at n = 80).
+            if (comptime amx.wired(t)) {
+                amx.test_emulate = true;
+                defer amx.test_emulate = false;
+                @memset(got, 12345);
+                matmul(t, p.ptr, n, k, xq.ptr, m_max, got.ptr, stride);
+                try expectInPlaceBits(t, w.ptr, n, k, xq.ptr, m_max, got, in_place, stride);
+                for (got[m_max * stride ..]) |g| try std.testing.expectEqual(@as(f32, 12345), g);
             }
             // Both prefetch policies (the stream's cache hint only): the same bits.
             defer legacy.test_prefetch_policy = null;
@@ -292,4 +361,10 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
             }
         }
     }
+}
+
+/// got's m rows (stride apart) are bitwise matmul.zig's result on the unpacked rows w.
+fn expectInPlaceBits(t: GgmlType, w: [*]const u8, n: usize, k: usize, xq: [*]const u8, m: usize, got: []const f32, want: []f32, stride: usize) !void {
+    @import("matmul.zig").matmulPrepared(.{ .t = t, .w = w, .n_out = n, .k = k, .xq = xq, .m = m, .y = want.ptr, .y_stride = stride });
+    for (0..m) |i| try std.testing.expectEqualSlices(f32, want[i * stride ..][0..n], got[i * stride ..][0..n]);
 }

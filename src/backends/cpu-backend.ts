@@ -145,7 +145,8 @@ class CpuOps implements BackendOps {
 
   gatedFfn(gate: Tensor, up: Tensor, x: Tensor, out: Tensor, activation: GatedActivation, tmp: Tensor): void {
     this.#wrote(out);
-    if (gate.dtype === up.dtype) {
+    // Weights with packed copies (LoadOptions.packLayers) take two matmuls and the product.
+    if (gate.dtype === up.dtype && !cpu.packedCopy(gate) && !cpu.packedCopy(up)) {
       this.#prepare(x, gate.dtype);
       cpu.ffnGatedPrepared(gate, up, this.#act, x.rows, out, activation);
       return;

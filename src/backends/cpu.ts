@@ -262,6 +262,7 @@ export function ffnGatedPrepared(wGate: Tensor, wUp: Tensor, xq: Uint8Array, m: 
   if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows need ${need}`);
   expectDType(op, out, "f32");
   expectShape(op, out, [m, nFf]);
+  for (const w of [wGate, wUp]) if (packedCopies.has(w)) fail(op, `${w} is read from a packed copy; use matmulPrepared for gate and up`);
   const id = ACTIVATION_IDS[activation];
   if (id === undefined) fail(op, `unknown activation ${activation}`);
   const t0 = profiler ? performance.now() : 0;

@@ -26,10 +26,10 @@ import { fileURLToPath } from "node:url";
 const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 
 /** The environment, read once: KILN_CPU forces a CPU level, KILN_LIBRARY says where the library is. */
-const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined, prefetch: process.env.KILN_PREFETCH || undefined });
+const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined, prefetch: process.env.KILN_PREFETCH || undefined, packLayers: process.env.KILN_PACK_LAYERS || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 11;
+export const ABI_VERSION = 12;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -40,6 +40,7 @@ export const symbols = {
   kiln_amx_bf16_status: { args: [], returns: i32 },
   kiln_bf16_status: { args: [], returns: i32 },
   kiln_prefetch_policy: { args: [], returns: i32 },
+  kiln_pack_layers_default: { args: [], returns: u32 },
   kiln_limit: { args: [u32], returns: i64_fast },
   kiln_set_threads: { args: [u32], returns: u32 },
   kiln_get_threads: { args: [], returns: u32 },
@@ -344,6 +345,7 @@ export function loadLibrary(level: CpuLevel = defaultLevel()): LoadedLibrary {
     throw new KilnError("LIBRARY", `kiln: KILN_CPU=${level} is not a CPU level; use one of ${CPU_LEVELS.join(", ")}`);
   }
   checkPrefetchEnv();
+  checkPackLayersEnv();
   const best = detectCpuLevel();
   if (!canRun(level, best)) {
     const forced = env.cpu === level ? ` (forced by KILN_CPU=${level}; unset it or pick a level this CPU runs)` : "";
@@ -479,6 +481,28 @@ export function prefetchPolicy(): {
   const policy = PREFETCH_POLICIES[fromEnv ? code - PREFETCH_FROM_ENV : code];
   if (policy === undefined || code < 0) throw new KilnError("LIBRARY", `kiln: kiln_prefetch_policy() = ${code}, not a known policy`);
   return { policy, source: fromEnv ? "env" : "cpu" };
+}
+
+/**
+ * Whether loading copies the layers' Q8_0/Q4_0 matmul weights into the packed 16-row layout
+ * when LoadOptions.packLayers is not given, and who chose: KILN_PACK_LAYERS=0|1 (`env`), else
+ * the CPU's measured choice (`cpu`: Intel yes, others no; zig-kernels/cpu.zig packLayersFor).
+ */
+export function packLayersDefault(): {
+  /** Whether loading packs the layers' weights when LoadOptions.packLayers is not given. */
+  pack: boolean;
+  /** "cpu": measured best for this CPU; "env": KILN_PACK_LAYERS. */
+  source: "cpu" | "env";
+} {
+  if (env.packLayers !== undefined) return { pack: env.packLayers === "1", source: "env" };
+  return { pack: kiln().kiln_pack_layers_default() === 1, source: "cpu" };
+}
+
+/** KILN_PACK_LAYERS, when set, is 0 or 1. */
+function checkPackLayersEnv(): void {
+  if (env.packLayers !== undefined && env.packLayers !== "0" && env.packLayers !== "1") {
+    throw new KilnError("LIBRARY", `kiln: KILN_PACK_LAYERS=${env.packLayers} must be 0 or 1, or unset`);
+  }
 }
 
 /** KILN_PREFETCH, when set, names a policy (the library ignores another value; the binding refuses it at load). */

@@ -28,6 +28,7 @@ import { Batch, type BatchOptions } from "./batch";
 import { Context, memoryOf, resolveContextOptions, type ContextMemory, type ContextOptions, type GenerateOptions, type GeneratedPiece, type GenerateResult, type Timings } from "./context";
 import { MappedFile } from "./mapped-file";
 import { checkThreads } from "./threads";
+import { packLayersDefault } from "../ffi/library";
 
 export interface LoadOptions extends ContextOptions {
   /**
@@ -43,6 +44,16 @@ export interface LoadOptions extends ContextOptions {
    * embedding lookups. false keeps every weight in the mapped file.
    */
   packOutputHead?: boolean;
+  /**
+   * Copy the layers' matmul weights into the same packed layout at load, where the CPU build has
+   * one for their type and shape (Q8_0/Q4_0 on AVX-512 VNNI, rows a multiple of 16): decode then
+   * reads each weight as one sequential stream with a quarter of the instructions per multiply-add,
+   * and prefill on AMX takes its tiles from the copy unconverted. Default: where measured faster
+   * (Intel; `packLayersDefault()`, KILN_PACK_LAYERS=0|1 overrides it). The copies replace the
+   * file's pages in memory (those are dropped from the resident set as each tensor is packed), so
+   * resident memory stays about the model's size; loading takes one pass over the weights.
+   */
+  packLayers?: boolean;
   /**
    * Where the model runs: "auto" (default: the first NVIDIA GPU when a driver is found, else the
    * CPU), "cpu", "cuda" or "cuda:<ordinal>" (docs/gpu.md). On a GPU the weights are uploaded
@@ -69,6 +80,8 @@ export interface ModelCore {
   readonly flopsPerToken: number;
   readonly loadMs: number;
   readonly released: boolean;
+  /** Layer weights read from packed copies (LoadOptions.packLayers). */
+  readonly packedLayerWeights: number;
   retain(owner: object): void;
   release(owner: object): void;
 }
@@ -86,6 +99,8 @@ class SharedWeights implements ModelCore {
   loadMs = 0;
   readonly #mapped: MappedFile;
   #head: Tensor | undefined;
+  /** Layer weights read from packed copies (LoadOptions.packLayers), freed with the model. */
+  readonly #packedLayers: Tensor[] = [];
   readonly #owners = new Set<object>();
   #released = false;
 
@@ -155,6 +170,14 @@ class SharedWeights implements ModelCore {
       yield;
       cpu.packRows(this.#head, { fileMapping: this.#mapped.bytes });
     }
+    if (this.backend === CPU_BACKEND && (opts.packLayers ?? packLayersDefault().pack)) {
+      for (const t of tensors) {
+        if (!t.name.startsWith("blk.") || cpu.packUnsupportedReason(t) !== null) continue;
+        yield; // one tensor per turn of the event loop (TinyLlama's largest: ~10 ms)
+        cpu.packRows(t, { fileMapping: this.#mapped.bytes });
+        this.#packedLayers.push(t);
+      }
+    }
   }
 
   get released(): boolean {
@@ -163,6 +186,10 @@ class SharedWeights implements ModelCore {
 
   get headPacked(): boolean {
     return this.#head !== undefined && cpu.packedCopy(this.#head) !== null;
+  }
+
+  get packedLayerWeights(): number {
+    return this.#packedLayers.length;
   }
 
   retain(owner: object): void {
@@ -179,6 +206,7 @@ class SharedWeights implements ModelCore {
     if (this.#released) return;
     this.#released = true;
     if (this.#head) cpu.unpackRows(this.#head);
+    for (const t of this.#packedLayers.splice(0)) cpu.unpackRows(t);
     this.backend.dispose();
     this.#mapped.close();
   }
@@ -281,6 +309,11 @@ export class Model {
   /** Transformer blocks. */
   get nLayer(): number {
     return this.hp.nLayer;
+  }
+
+  /** How many layer weights are read from packed copies (LoadOptions.packLayers); 0 when none. */
+  get packedLayerWeights(): number {
+    return this.#core.packedLayerWeights;
   }
 
   /** Whether the output head is read from a packed copy (LoadOptions.packOutputHead). */
