@@ -352,8 +352,8 @@ pub fn prefetchPolicyFor(id: X86Identity) PrefetchPolicy {
 /// (src/runtime/model.ts LoadOptions.packLayers; only types and shapes the build packs). Intel:
 /// on Emerald Rapids (family 6 model 207, 2 threads) decode from the copy ran TinyLlama-shape
 /// Q8_0 1.09–1.13× and Q4_0 1.09–1.26× llama.cpp's speed (two runs) where in place it ran 0.79×
-/// and 0.96×, and
-/// prefill from it on AMX is 1.03–1.07× the in-place AMX kernel's (docs/performance/intel-amx.md).
+/// and 0.96×, and prefill from it on AMX is 1.03–1.07× the in-place AMX kernel's
+/// (docs/performance/intel-amx.md).
 /// AMD and every other CPU keep the weights in the file: not measured there.
 pub fn packLayersFor(id: X86Identity) bool {
     return id.vendor == .intel;
