@@ -311,7 +311,7 @@ pub fn softmaxRow(x: [*]f32, n: usize) void {
     var mv: F32V = @splat(-inf);
     var i: usize = 0;
     while (i + vlen <= n) : (i += vlen) mv = maxN(vlen, mv, loadV(x + i));
-    var m = @reduce(.Max, mv);
+    var m = cpu.maxLanes(vlen, mv);
     while (i < n) : (i += 1) m = @max(m, x[i]);
     if (m == -inf) return @memset(x[0..n], 0);
     const mvec: F32V = @splat(m);
@@ -427,7 +427,7 @@ pub fn quantizesQuery(a: AttentionArgs, layout: Layout) bool {
 /// returns d. The kernel and the tests' reference share it, so both see the same q.
 pub fn quantizeQueryBlock(x: *const [q8_block]f32, q: *[q8_block]i8) f32 {
     const v: @Vector(q8_block, f32) = x.*;
-    const amax = @reduce(.Max, @abs(v));
+    const amax = cpu.maxLanes(q8_block, @abs(v));
     const d = amax / 127.0;
     const id: f32 = if (d != 0) 1.0 / d else 0.0;
     const lim: @Vector(q8_block, f32) = @splat(127.0);
@@ -769,7 +769,7 @@ fn tileSoftmax(rows: *const Rows, st: *State, sc: *Scores, t0: usize, n: usize, 
         var mv: F32V = @splat(-inf);
         var j: usize = 0;
         while (j < nv) : (j += vlen) mv = maxN(vlen, mv, loadV(row + j));
-        const m_new = @max(st.m[r], @reduce(.Max, mv));
+        const m_new = @max(st.m[r], cpu.maxLanes(vlen, mv));
         const alpha = @exp(st.m[r] - m_new); // 0 on the first tile (m = -inf)
         var sum = zero_v;
         j = 0;

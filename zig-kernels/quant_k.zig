@@ -248,7 +248,7 @@ pub const ActQ8_K = struct {
     fn quantizeBlock(x: [*]const f32, b: [*]u8) void {
         var vmax: F32x16 = @splat(0);
         inline for (0..16) |c| vmax = @max(vmax, @abs(@as(F32x16, x[16 * c ..][0..16].*)));
-        const amax = @reduce(.Max, vmax);
+        const amax = cpu.maxLanes(16, vmax);
         if (!(amax > 0)) return zeroBlock(b);
         const iscale = -127.0 / firstWithAbs(x, amax);
         inline for (0..16) |c| {

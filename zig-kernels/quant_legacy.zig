@@ -186,7 +186,7 @@ pub const ActQ8_0 = struct {
         std.debug.assert(n % block_size == 0);
         for (0..n / block_size) |i| {
             const x: @Vector(32, f32) = src[i * 32 ..][0..32].*;
-            const amax = @reduce(.Max, @abs(x));
+            const amax = cpu.maxLanes(32, @abs(x));
             const d = amax / 127.0;
             const id: f32 = if (d != 0) 1.0 / d else 0.0;
             // Clamping also turns NaN into a finite value, so the int conversion is defined.
