@@ -25,7 +25,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 12;
+    return 13;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -43,6 +43,8 @@ const Limit = enum(u32) {
     packed_max_k = 1,
     /// Largest head_dim the attention kernels take.
     max_head_dim = 2,
+    /// Largest n_rot the rope kernels take.
+    rope_max_rot = 3,
 };
 
 /// The value of one of the kernels' limits, or err_bad_arg for an unknown id.
@@ -52,6 +54,7 @@ export fn kiln_limit(id: u32) i64 {
         .max_invariant_rows => @min(matmul.max_invariant_rows, attention.max_invariant_queries),
         .packed_max_k => packed_rows.max_k,
         .max_head_dim => attention.max_head_dim,
+        .rope_max_rot => rope.max_rot,
     };
 }
 
@@ -294,6 +297,25 @@ export fn kiln_rope(x: [*]f32, n_rows: u64, n_head: u64, head_dim: u64, row_stri
     const m = std.meta.intToEnum(rope.RopeMode, mode) catch return err_bad_arg;
     if (n_rot > head_dim or n_rot % 2 != 0) return err_bad_shape;
     rope.rope(x, n_rows, n_head, head_dim, row_stride, head_stride, positions, n_rot, m, freq_base, freq_scale, freq_factors);
+    return ok;
+}
+
+/// cos/sin of kiln_rope at `positions` into table (n_rows rows of 2·n_rot floats) for kiln_rope_apply.
+export fn kiln_rope_table(positions: [*]const i32, n_rows: u64, n_rot: u64, mode: u32, freq_base: f32, freq_scale: f32, freq_factors: ?[*]const f32, table: [*]f32, table_len: u64) i32 {
+    const m = std.meta.intToEnum(rope.RopeMode, mode) catch return err_bad_arg;
+    if (n_rot % 2 != 0 or n_rot > rope.max_rot) return err_bad_shape;
+    if (!(freq_base > 0)) return err_bad_arg;
+    if (table_len < n_rows * rope.tableRowFloats(n_rot)) return err_bad_shape;
+    rope.ropeTable(positions, n_rows, n_rot, m, freq_base, freq_scale, freq_factors, table);
+    return ok;
+}
+
+/// kiln_rope with the cos/sin of kiln_rope_table (the same n_rot and mode, one table row per row of x).
+export fn kiln_rope_apply(x: [*]f32, n_rows: u64, n_head: u64, head_dim: u64, row_stride: u64, head_stride: u64, n_rot: u64, mode: u32, table: [*]const f32, table_len: u64) i32 {
+    const m = std.meta.intToEnum(rope.RopeMode, mode) catch return err_bad_arg;
+    if (n_rot > head_dim or n_rot % 2 != 0 or n_rot > rope.max_rot) return err_bad_shape;
+    if (table_len < n_rows * rope.tableRowFloats(n_rot)) return err_bad_shape;
+    rope.ropeApply(x, n_rows, n_head, head_dim, row_stride, head_stride, n_rot, m, table);
     return ok;
 }
 

@@ -91,16 +91,23 @@ inline fn cosSin(angle: f32) [2]f32 {
 }
 
 fn ropeRow(a: Args, r: usize) void {
-    // normal: cos/sin expanded to one entry per element, with the sign of sin folded in, so a
-    // pair rotates as x·c + swap(x)·s. neox: one entry per pair.
-    var cos_buf: [max_rot]f32 = undefined;
-    var sin_buf: [max_rot]f32 = undefined;
-    const half = a.n_rot / 2;
-    var theta: f32 = @floatFromInt(a.positions[r]);
+    var cs: [2 * max_rot]f32 = undefined;
+    tableRow(a.positions[r], a.n_rot, a.mode, a.theta_scale, a.freq_scale, a.freq_factors, &cs);
+    applyRow(a.x + r * a.row_stride, a.n_head, a.head_stride, a.n_rot, a.mode, &cs);
+}
+
+/// One row's cos/sin table (2·n_rot floats: cos entries, then sin entries). normal: cos/sin
+/// expanded to one entry per element, with the sign of sin folded in, so a pair rotates as
+/// x·c + swap(x)·s. neox: one entry per pair (the first n_rot/2 of each half).
+fn tableRow(pos: i32, n_rot: usize, mode: RopeMode, theta_scale: f32, freq_scale: f32, freq_factors: ?[*]const f32, out: [*]f32) void {
+    const cos_buf = out;
+    const sin_buf = out + n_rot;
+    const half = n_rot / 2;
+    var theta: f32 = @floatFromInt(pos);
     for (0..half) |k| {
-        const ff: f32 = if (a.freq_factors) |f| f[k] else 1.0;
-        const cs = cosSin(a.freq_scale * (theta / ff));
-        switch (a.mode) {
+        const ff: f32 = if (freq_factors) |f| f[k] else 1.0;
+        const cs = cosSin(freq_scale * (theta / ff));
+        switch (mode) {
             .normal => {
                 cos_buf[2 * k] = cs[0];
                 cos_buf[2 * k + 1] = cs[0];
@@ -112,16 +119,64 @@ fn ropeRow(a: Args, r: usize) void {
                 sin_buf[k] = cs[1];
             },
         }
-        theta *= a.theta_scale;
+        theta *= theta_scale;
     }
-    const row = a.x + r * a.row_stride;
-    for (0..a.n_head) |h| {
-        const p = row + h * a.head_stride;
-        switch (a.mode) {
-            .normal => rotateNormal(p, &cos_buf, &sin_buf, a.n_rot),
-            .neox => rotateNeox(p, &cos_buf, &sin_buf, half),
+}
+
+/// Rotates every head of one row with its table row (tableRow's layout).
+fn applyRow(row: [*]f32, n_head: usize, head_stride: usize, n_rot: usize, mode: RopeMode, cs: [*]const f32) void {
+    for (0..n_head) |h| {
+        const p = row + h * head_stride;
+        switch (mode) {
+            .normal => rotateNormal(p, cs, cs + n_rot, n_rot),
+            .neox => rotateNeox(p, cs, cs + n_rot, n_rot / 2),
         }
     }
+}
+
+/// Floats of one row of a rope table (ropeTable): the cos entries, then the sin entries.
+pub fn tableRowFloats(n_rot: usize) usize {
+    return 2 * n_rot;
+}
+
+/// The cos/sin of every (row, pair) of `rope` at these positions into `table` (n_rows rows of
+/// tableRowFloats(n_rot)): a forward pass rotates Q and K of every layer at the same positions,
+/// so it computes them once (the same values rope computes per call) and applies them with
+/// ropeApply, bit for bit what rope gives.
+pub fn ropeTable(positions: [*]const i32, n_rows: usize, n_rot: usize, mode: RopeMode, freq_base: f32, freq_scale: f32, freq_factors: ?[*]const f32, table: [*]f32) void {
+    assert(n_rot % 2 == 0 and n_rot <= max_rot and freq_base > 0);
+    if (n_rot == 0 or n_rows == 0) return;
+    const T = struct { positions: [*]const i32, n_rows: usize, n_tasks: usize, n_rot: usize, mode: RopeMode, theta_scale: f32, freq_scale: f32, ff: ?[*]const f32, table: [*]f32 };
+    const run = struct {
+        fn f(t: T, i: usize) void {
+            const r = pool.splitRange(t.n_rows, t.n_tasks, i);
+            for (r.start..r.end) |row| tableRow(t.positions[row], t.n_rot, t.mode, t.theta_scale, t.freq_scale, t.ff, t.table + row * tableRowFloats(t.n_rot));
+        }
+    }.f;
+    // A (row, pair) costs a sin and a cos in f64: about as much as rotating 64 elements.
+    const n_tasks = pool.taskCount(n_rows, @max(1, min_task_elems / (32 * n_rot)));
+    const t = T{ .positions = positions, .n_rows = n_rows, .n_tasks = n_tasks, .n_rot = n_rot, .mode = mode, .theta_scale = thetaScale(freq_base, n_rot), .freq_scale = freq_scale, .ff = freq_factors, .table = table };
+    if (n_tasks <= 1) return run(t, 0);
+    pool.parallelFor(n_tasks, t, run);
+}
+
+/// rope with the cos/sin of ropeTable (built for these rows' positions, n_rot and mode).
+pub fn ropeApply(x: [*]f32, n_rows: usize, n_head: usize, head_dim: usize, row_stride: usize, head_stride: usize, n_rot: usize, mode: RopeMode, table: [*]const f32) void {
+    assert(n_rot % 2 == 0 and n_rot <= head_dim and n_rot <= max_rot);
+    assert(n_head <= 1 or head_stride >= head_dim);
+    assert(n_rows <= 1 or n_head == 0 or row_stride >= (n_head - 1) * head_stride + head_dim);
+    if (n_rot == 0 or n_head == 0 or n_rows == 0) return;
+    const T = struct { x: [*]f32, n_rows: usize, n_tasks: usize, n_head: usize, row_stride: usize, head_stride: usize, n_rot: usize, mode: RopeMode, table: [*]const f32 };
+    const run = struct {
+        fn f(t: T, i: usize) void {
+            const r = pool.splitRange(t.n_rows, t.n_tasks, i);
+            for (r.start..r.end) |row| applyRow(t.x + row * t.row_stride, t.n_head, t.head_stride, t.n_rot, t.mode, t.table + row * tableRowFloats(t.n_rot));
+        }
+    }.f;
+    const n_tasks = pool.taskCount(n_rows, @max(1, min_task_elems / (n_head * n_rot)));
+    const t = T{ .x = x, .n_rows = n_rows, .n_tasks = n_tasks, .n_head = n_head, .row_stride = row_stride, .head_stride = head_stride, .n_rot = n_rot, .mode = mode, .table = table };
+    if (n_tasks <= 1) return run(t, 0);
+    pool.parallelFor(n_tasks, t, run);
 }
 
 /// out[2k] = x0·c − x1·s, out[2k+1] = x0·s + x1·c, with sin_e[2k] = −s (negation is exact, so
@@ -245,6 +300,18 @@ fn checkShape(rng: std.Random, s: Shape, mode: RopeMode, base: f32, scale: f32, 
     ropeRef(ref.ptr, s.n_rows, s.n_head, s.head_dim, l.row_stride, l.head_stride, pos.ptr, s.n_rot, mode, base, scale, ffp);
     try testing.expectEqualSlices(f32, ggml, got);
     try checkAgainstRef(s, l.row_stride, l.head_stride, x0, got, ref, pos, mode, base, scale, ffp);
+
+    // The table once, then applied: rope's bits, and nothing written past the table's rows.
+    const guard = 16;
+    const table = try a.alloc(f32, s.n_rows * tableRowFloats(s.n_rot) + guard);
+    defer a.free(table);
+    @memset(table, -7777.25);
+    ropeTable(pos.ptr, s.n_rows, s.n_rot, mode, base, scale, ffp, table.ptr);
+    for (table[s.n_rows * tableRowFloats(s.n_rot) ..]) |g| try testing.expectEqual(@as(f32, -7777.25), g);
+    const applied = try a.dupe(f32, x0);
+    defer a.free(applied);
+    ropeApply(applied.ptr, s.n_rows, s.n_head, s.head_dim, l.row_stride, l.head_stride, s.n_rot, mode, table.ptr);
+    try testing.expectEqualSlices(f32, got, applied);
 }
 
 fn checkAgainstRef(s: Shape, row_stride: usize, head_stride: usize, x0: []const f32, got: []const f32, ref: []const f32, pos: []const i32, mode: RopeMode, base: f32, scale: f32, ffp: ?[*]const f32) !void {

@@ -54,6 +54,28 @@ function overlaps(a: Tensor, b: Tensor): boolean {
   return x.buffer === y.buffer && x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
 }
 
+interface RopeTable {
+  positions: Int32Array;
+  /** Rows the table holds (-1: none valid). */
+  n: number;
+  table: Float32Array;
+}
+
+function samePositions(t: RopeTable, positions: Int32Array): boolean {
+  if (t.n !== positions.length) return false;
+  for (let i = 0; i < positions.length; i++) if (t.positions[i] !== positions[i]) return false;
+  return true;
+}
+
+/** A number per tensor object (rope tables are keyed by their freq_factors tensor). */
+const tensorIds = new WeakMap<Tensor, number>();
+let nextTensorId = 1;
+function tensorId(t: Tensor): number {
+  let id = tensorIds.get(t);
+  if (id === undefined) tensorIds.set(t, (id = nextTensorId++));
+  return id;
+}
+
 class CpuOps implements BackendOps {
   readonly #state: RunState;
   readonly #scratch: NativeBuffer | null;
@@ -63,6 +85,8 @@ class CpuOps implements BackendOps {
   /** What #act holds: the rows of #src prepared in #format (null: nothing valid). */
   #src: Tensor | null = null;
   #format: string | null = null;
+  /** rope's cos/sin tables, by configuration, with the positions each was made for. */
+  readonly #ropeTables = new Map<string, RopeTable>();
 
   constructor(state: RunState) {
     this.#state = state;
@@ -156,9 +180,33 @@ class CpuOps implements BackendOps {
     (activation === "silu" ? cpu.siluMul : cpu.geluTanhMul)(out, tmp, out);
   }
 
+  /**
+   * RoPE through a cos/sin table per configuration (cpu.ropeTable), remade only when the
+   * positions change: a forward pass rotates Q and K of every layer at the same positions, and
+   * the sin/cos were most of rope's time (SmolLM2 prefill: 60 calls per chunk). rope's bits.
+   */
   rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOptions): void {
     this.#wrote(x);
-    cpu.rope(x, nHead, positions, o);
+    const nRot = o.nRot ?? x.cols / nHead;
+    if (positions.length !== x.rows || !Number.isInteger(nRot) || positions.length > this.#state.plan.maxBatch) {
+      cpu.rope(x, nHead, positions, o); // its checks name the problem
+      return;
+    }
+    const key = `${nRot}|${o.mode}|${o.freqBase}|${o.freqScale ?? 1}|${o.freqFactors ? tensorId(o.freqFactors) : 0}`;
+    let t = this.#ropeTables.get(key);
+    if (!t) {
+      // Once per configuration (Gemma 3 has two): room for the largest batch.
+      const maxBatch = this.#state.plan.maxBatch;
+      t = { positions: new Int32Array(maxBatch), n: -1, table: new Float32Array(maxBatch * cpu.ropeTableRowFloats(nRot)) };
+      this.#ropeTables.set(key, t);
+    }
+    if (!samePositions(t, positions)) {
+      t.n = -1; // stale until the table is made
+      cpu.ropeTable(positions, { ...o, nRot }, t.table);
+      t.positions.set(positions);
+      t.n = positions.length;
+    }
+    cpu.ropeApply(x, nHead, t.table, { nRot, mode: o.mode });
   }
 
   addBias(x: Tensor, bias: Tensor): void {

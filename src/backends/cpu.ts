@@ -385,23 +385,66 @@ export function softmax(x: Tensor): void {
   if (profiler) profiler.record("softmax", t0);
 }
 
-/** RoPE in place on x [rows, n_head, head_dim] at the given positions (one per row). */
-export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOptions): void {
-  const op = "rope";
+/** n_rot and the kernel's mode id of a rope call on x, checked (the rules of every rope op). */
+function ropeShape(op: string, x: Tensor, nHead: number, rows: number, o: RopeOptions): { headDim: number; nRot: number; mode: number } {
   expectDType(op, x, "f32");
   if (x.cols % nHead !== 0) fail(op, `${x} row length is not a multiple of n_head ${nHead}`);
   const headDim = x.cols / nHead;
   const nRot = o.nRot ?? headDim;
   if (nRot > headDim || nRot % 2 !== 0 || nRot <= 0) fail(op, `n_rot ${nRot} must be even and ≤ head_dim ${headDim}`);
-  if (positions.length !== x.rows) fail(op, `${positions.length} positions for ${x.rows} rows`);
+  if (rows !== x.rows) fail(op, `${rows} positions for ${x.rows} rows`);
+  return { headDim, nRot, mode: o.mode === "neox" ? 2 : 0 };
+}
+
+function checkRopeFrequencies(op: string, nRot: number, o: RopeOptions): void {
+  const max = limits().ropeMaxRot;
+  if (nRot <= 0 || nRot % 2 !== 0 || nRot > max) fail(op, `n_rot ${nRot} must be even, in [2, ${max}]`);
   if (o.freqFactors) {
     expectDType(op, o.freqFactors, "f32");
     if (o.freqFactors.numel !== nRot / 2) fail(op, `freq_factors ${o.freqFactors} must have n_rot/2 = ${nRot / 2} elements`);
   }
   if (!(o.freqBase > 0)) fail(op, `freq_base must be > 0, got ${o.freqBase}`);
-  const mode = o.mode === "neox" ? 2 : 0;
+}
+
+/** RoPE in place on x [rows, n_head, head_dim] at the given positions (one per row). */
+export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOptions): void {
+  const op = "rope";
+  const { headDim, nRot, mode } = ropeShape(op, x, nHead, positions.length, o);
+  checkRopeFrequencies(op, nRot, o);
   const t0 = profiler ? performance.now() : 0;
   check(op, kiln().kiln_rope(x.bytes, x.rows, nHead, headDim, x.cols, headDim, positions, nRot, mode, o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null));
+  if (profiler) profiler.record("rope", t0);
+}
+
+/** Floats of one row of a rope table (ropeTable): n_rot cos entries, then n_rot sin entries. */
+export function ropeTableRowFloats(nRot: number): number {
+  return 2 * nRot;
+}
+
+/**
+ * The cos/sin that rope computes for these positions into `table` (positions.length rows of
+ * ropeTableRowFloats(nRot)), for ropeApply: a forward pass rotates Q and K of every layer at the
+ * same positions, and a table made once gives every call rope's bits without its sin/cos.
+ */
+export function ropeTable(positions: Int32Array, o: RopeOptions & { nRot: number }, table: Float32Array): void {
+  const op = "ropeTable";
+  checkRopeFrequencies(op, o.nRot, o);
+  const need = positions.length * ropeTableRowFloats(o.nRot);
+  if (table.length < need) fail(op, `table has ${table.length} floats, ${positions.length} positions need ${need}`);
+  if (positions.length === 0) return;
+  const t0 = profiler ? performance.now() : 0;
+  check(op, kiln().kiln_rope_table(positions, positions.length, o.nRot, o.mode === "neox" ? 2 : 0, o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null, table, table.length));
+  if (profiler) profiler.record("rope", t0);
+}
+
+/** rope with a table from ropeTable (made for x's rows' positions with the same nRot and mode). */
+export function ropeApply(x: Tensor, nHead: number, table: Float32Array, o: Pick<RopeOptions, "nRot" | "mode">): void {
+  const op = "ropeApply";
+  const { headDim, nRot, mode } = ropeShape(op, x, nHead, x.rows, { ...o, freqBase: 1 });
+  const need = x.rows * ropeTableRowFloats(nRot);
+  if (table.length < need) fail(op, `table has ${table.length} floats, ${x.rows} rows of n_rot ${nRot} need ${need}`);
+  const t0 = profiler ? performance.now() : 0;
+  check(op, kiln().kiln_rope_apply(x.bytes, x.rows, nHead, headDim, x.cols, headDim, nRot, mode, table, table.length));
   if (profiler) profiler.record("rope", t0);
 }
 

@@ -29,7 +29,7 @@ const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined, prefetch: process.env.KILN_PREFETCH || undefined, packLayers: process.env.KILN_PACK_LAYERS || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 12;
+export const ABI_VERSION = 13;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -70,6 +70,8 @@ export const symbols = {
   kiln_scale: { args: [ptr, u64, f32], returns: none },
   kiln_softmax: { args: [ptr, u64, u64, u64], returns: i32 },
   kiln_rope: { args: [ptr, u64, u64, u64, u64, u64, ptr, u64, u32, f32, f32, ptr], returns: i32 },
+  kiln_rope_table: { args: [ptr, u64, u64, u32, f32, f32, ptr, ptr, u64], returns: i32 },
+  kiln_rope_apply: { args: [ptr, u64, u64, u64, u64, u64, u64, u32, ptr, u64], returns: i32 },
 
   kiln_flash_attention: {
     args: [ptr, u64, u64, ptr, ptr, u32, u64, u64, ptr, u64, u64, u64, u64, u64, u64, u64, u64, u64, f32, f32],
@@ -146,9 +148,11 @@ export interface KernelLimits {
   packedMaxK: number;
   /** Largest head_dim the attention kernels take. */
   maxHeadDim: number;
+  /** Largest n_rot the rope kernels take. */
+  ropeMaxRot: number;
 }
 /** kiln_limit() ids (zig-kernels/exports.zig Limit). */
-export const LIMIT_IDS: Record<keyof KernelLimits, number> = { maxInvariantRows: 0, packedMaxK: 1, maxHeadDim: 2 };
+export const LIMIT_IDS: Record<keyof KernelLimits, number> = { maxInvariantRows: 0, packedMaxK: 1, maxHeadDim: 2, ropeMaxRot: 3 };
 
 function readLimits(s: KilnSymbols, path: string): Readonly<KernelLimits> {
   const out = {} as KernelLimits;

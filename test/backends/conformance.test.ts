@@ -76,10 +76,10 @@ function weights(dtype: DType, n: number, k: number, seed: number): { w: Tensor;
 const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 const silu = (x: number) => x / (1 + Math.exp(-x));
 
-function ropeRef(x: Float32Array, rows: number, nHead: number, hd: number, pos: number[], neox: boolean, ff: Float32Array | null): Float64Array {
+function ropeRef(x: Float32Array, rows: number, nHead: number, hd: number, pos: number[], neox: boolean, ff: Float32Array | null, freqBase = HP.ropeBase): Float64Array {
   const y = Float64Array.from(x);
   for (let r = 0; r < rows; r++) for (let h = 0; h < nHead; h++) for (let i = 0; i < hd / 2; i++) {
-    const th = (pos[r]! * HP.ropeBase ** (-2 * i / hd)) / (ff ? ff[i]! : 1);
+    const th = (pos[r]! * freqBase ** (-2 * i / hd)) / (ff ? ff[i]! : 1);
     const base = r * nHead * hd + h * hd;
     const [a, b] = neox ? [base + i, base + i + hd / 2] : [base + 2 * i, base + 2 * i + 1];
     const x0 = x[a]!, x1 = x[b]!;
@@ -193,6 +193,22 @@ for (const [name, make] of backends) {
         expect(nmse(B.read(xd), ropeRef(x, rows, nHead, hd, [7, 8, 9, 10], mode === "neox", ff))).toBeLessThan(1e-11);
       });
     }
+
+    test("rope again after the positions move (same row count), and in a second configuration: each call at its own positions", () => {
+      // The CPU backend reuses one cos/sin table per configuration while the positions stay the
+      // same; a table kept past a change of positions would rotate these rows as the old ones.
+      const B = bench();
+      const [rows, nHead, hd] = [3, 2, 64];
+      for (const [pos0, mode, base] of [[7, "neox", HP.ropeBase], [7, "neox", HP.ropeBase], [40, "neox", HP.ropeBase], [40, "normal", HP.ropeBase], [40, "neox", 1e6]] as const) {
+        const x = randn(rows * nHead * hd, 70 + pos0);
+        const b = B.begin(rows, pos0);
+        const xd = B.f32(x, [rows, nHead * hd]);
+        B.ops.rope(xd, nHead, b.positions, { mode, freqBase: base });
+        const pos = Array.from({ length: rows }, (_, i) => pos0 + i);
+        const want = ropeRef(x, rows, nHead, hd, pos, mode === "neox", null, base);
+        expect(nmse(B.read(xd), want)).toBeLessThan(1e-11);
+      }
+    });
 
     test("storeKV rounds to f16 (nearest even) into the cache rows; attention over them vs f64 (GQA, causal, window)", () => {
       const B = bench();
