@@ -77,8 +77,29 @@ describe("matmul", () => {
   });
 });
 
-describe("matmul3 (three projections of one decode row, one kernel call)", () => {
-  test("each output equals matmul's bit for bit; shapes, dtypes and widths are checked before any pointer crosses", () => {
+describe("matmul3 (three projections of the same rows, one kernel call)", () => {
+  // m = 1: decode's one dispatch; 5: the batch-invariant tiles, three calls; 40 and 300: one
+  // dispatch over the interleaved (or, on AMX machines, the AMX) prefill kernels.
+  for (const dtype of ["q4_1", "q8_0", "q4_k", "bf16"] as DType[]) {
+    test(`${dtype}: each output equals matmul's bit for bit at m = 1, 5, 40, 300`, () => {
+      const k = 256;
+      const ns = [96, 32, 48];
+      const ws = ns.map((n, i) => cpu.quantize(f32(randn(n * k, 70 + i), [n, k], `blk.0.attn_${"qkv"[i]}.weight`), dtype)) as [Tensor, Tensor, Tensor];
+      for (const m of [1, 5, 40, 300]) {
+        const x = f32(randn(m * k, 80 + m), [m, k], "x");
+        const xq = new Uint8Array(cpu.matmulScratchBytes(dtype, m, k));
+        cpu.prepareActivations(dtype, x, xq);
+        const outs = ns.map((n) => f32(new Float32Array(m * n).fill(7), [m, n])) as [Tensor, Tensor, Tensor];
+        cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, m, outs[0], outs[1], outs[2]);
+        for (let i = 0; i < 3; i++) {
+          const one = Tensor.zeros("f32", [m, ns[i]!]);
+          cpu.matmul(ws[i]!, x, one);
+          expect(new Uint32Array(outs[i]!.f32.buffer, outs[i]!.f32.byteOffset, m * ns[i]!)).toEqual(new Uint32Array(one.f32.buffer, one.f32.byteOffset, m * ns[i]!));
+        }
+      }
+    });
+  }
+  test("shapes, dtypes, widths and row counts are checked before any pointer crosses", () => {
     const k = 128;
     const ns = [40, 8, 12];
     const ws = ns.map((n, i) => cpu.quantize(f32(randn(n * k, 70 + i), [n, k], `blk.0.attn_${"qkv"[i]}.weight`), "q4_1")) as [Tensor, Tensor, Tensor];
@@ -86,18 +107,14 @@ describe("matmul3 (three projections of one decode row, one kernel call)", () =>
     const xq = new Uint8Array(cpu.matmulScratchBytes("q4_1", 1, k));
     cpu.prepareActivations("q4_1", x, xq);
     const outs = ns.map((n) => Tensor.zeros("f32", [1, n])) as [Tensor, Tensor, Tensor];
-    cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, outs[0], outs[1], outs[2]);
-    for (let i = 0; i < 3; i++) {
-      const one = Tensor.zeros("f32", [1, ns[i]!]);
-      cpu.matmul(ws[i]!, x, one);
-      expect(new Uint32Array(outs[i]!.f32.buffer, outs[i]!.f32.byteOffset, ns[i]!)).toEqual(new Uint32Array(one.f32.buffer, one.f32.byteOffset, ns[i]!));
-    }
     const other = cpu.quantize(f32(randn(8 * k, 90), [8, k], "blk.0.attn_k.weight"), "q8_0");
-    expect(() => cpu.matmul3Prepared(ws[0], other, ws[2], xq, outs[0], Tensor.zeros("f32", [1, 8]), outs[2])).toThrow(/must share a dtype/);
+    expect(() => cpu.matmul3Prepared(ws[0], other, ws[2], xq, 1, outs[0], Tensor.zeros("f32", [1, 8]), outs[2])).toThrow(/must share a dtype/);
     const narrow = cpu.quantize(f32(randn(8 * 64, 91), [8, 64], "blk.0.attn_k.weight"), "q4_1");
-    expect(() => cpu.matmul3Prepared(ws[0], narrow, ws[2], xq, outs[0], Tensor.zeros("f32", [1, 8]), outs[2])).toThrow(/must share a width \(128 ≠ 64\)/);
-    expect(() => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, outs[0], Tensor.zeros("f32", [1, 9]), outs[2])).toThrow(ShapeError);
-    expect(() => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq.subarray(0, 10), outs[0], outs[1], outs[2])).toThrow(/prepared activations have 10 bytes/);
+    expect(() => cpu.matmul3Prepared(ws[0], narrow, ws[2], xq, 1, outs[0], Tensor.zeros("f32", [1, 8]), outs[2])).toThrow(/must share a width \(128 ≠ 64\)/);
+    expect(() => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, 1, outs[0], Tensor.zeros("f32", [1, 9]), outs[2])).toThrow(ShapeError);
+    expect(() => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq.subarray(0, 10), 1, outs[0], outs[1], outs[2])).toThrow(/prepared activations have 10 bytes/);
+    expect(() => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, 2, outs[0], outs[1], outs[2])).toThrow(/must have shape \[2, 40\]/);
+    expect(() => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, 0, outs[0], outs[1], outs[2])).toThrow(/m must be a positive integer, got 0/);
   });
 });
 
@@ -168,11 +185,11 @@ describe("packed rows (the load-time layout of the output head and, LoadOptions.
     const xq = new Uint8Array(cpu.actRowBytes("q8_0", k));
     cpu.prepareActivations("q8_0", f32(randn(k, 33), [1, k], "x"), xq);
     const outs = [0, 1, 2].map(() => Tensor.zeros("f32", [1, 16]));
-    cpu.matmul3Prepared(ws[0]!, ws[1]!, ws[2]!, xq, outs[0]!, outs[1]!, outs[2]!); // in place: fine
+    cpu.matmul3Prepared(ws[0]!, ws[1]!, ws[2]!, xq, 1, outs[0]!, outs[1]!, outs[2]!); // in place: fine
     cpu.ffnGatedPrepared(ws[0]!, ws[1]!, xq, 1, outs[0]!, "silu");
     expect(cpu.packRows(ws[1]!)).toBe(true);
     try {
-      expect(() => cpu.matmul3Prepared(ws[0]!, ws[1]!, ws[2]!, xq, outs[0]!, outs[1]!, outs[2]!)).toThrow(/packed copy; use matmulPrepared/);
+      expect(() => cpu.matmul3Prepared(ws[0]!, ws[1]!, ws[2]!, xq, 1, outs[0]!, outs[1]!, outs[2]!)).toThrow(/packed copy; use matmulPrepared/);
       expect(() => cpu.ffnGatedPrepared(ws[0]!, ws[1]!, xq, 1, outs[0]!, "silu")).toThrow(/packed copy; use matmulPrepared/);
     } finally {
       cpu.unpackRows(ws[1]!);

@@ -25,7 +25,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 13;
+    return 14;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -195,13 +195,18 @@ export fn kiln_matmul(t: u32, w: [*]const u8, n_out: u64, k: u64, xq: [*]const u
     return ok;
 }
 
-/// Three matrices of type t and width k (n0, n1, n2 rows) against one prepared activation row
-/// xq, in one thread-pool dispatch (matmul.matmul3Prepared): y_i = w_i · x. Each output has the
-/// bits kiln_matmul gives it with m = 1.
-export fn kiln_matmul3(t: u32, k: u64, xq: [*]const u8, w0: [*]const u8, n0: u64, y0: [*]f32, w1: [*]const u8, n1: u64, y1: [*]f32, w2: [*]const u8, n2: u64, y2: [*]f32) i32 {
+/// Three matrices of type t and width k (n0, n1, n2 rows) against the same m prepared activation
+/// rows xq, in one thread-pool dispatch (matmul.matmul3Batched): y_i [m, n_i] = x · w_iᵀ, rows
+/// n_i apart. Each output has the bits kiln_matmul gives it.
+export fn kiln_matmul3(t: u32, k: u64, xq: [*]const u8, m: u64, w0: [*]const u8, n0: u64, y0: [*]f32, w1: [*]const u8, n1: u64, y1: [*]f32, w2: [*]const u8, n2: u64, y2: [*]f32) i32 {
     const ty = typeOf(t) orelse return err_bad_type;
-    if (k == 0 or k % quant.blockSize(ty) != 0) return err_bad_shape;
-    matmul.matmul3Prepared(ty, k, xq, .{ .{ .w = w0, .n_out = n0, .y = y0 }, .{ .w = w1, .n_out = n1, .y = y1 }, .{ .w = w2, .n_out = n2, .y = y2 } });
+    if (k == 0 or k % quant.blockSize(ty) != 0 or m == 0) return err_bad_shape;
+    const part = struct {
+        fn f(tt: quant.GgmlType, kk: u64, x: [*]const u8, mm: u64, w: [*]const u8, n: u64, y: [*]f32) matmul.Matmul {
+            return .{ .t = tt, .w = w, .n_out = n, .k = kk, .xq = x, .m = mm, .y = y, .y_stride = n };
+        }
+    }.f;
+    matmul.matmul3Batched(.{ part(ty, k, xq, m, w0, n0, y0), part(ty, k, xq, m, w1, n1, y1), part(ty, k, xq, m, w2, n2, y2) });
     return ok;
 }
 

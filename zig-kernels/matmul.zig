@@ -227,42 +227,98 @@ inline fn bf16Rows(rr: usize, m: usize, k: usize, w: [*]const u8, row_bytes: usi
 /// x86_64-v4 build, after its run-time checks) the task's rows go through the AMX kernel instead,
 /// 32 at a time.
 fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
-    const T = Traits(t);
     const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize, act_block: usize = act_rows_per_block };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
-            const row_bytes = c.a.k / T.block_size * T.type_size;
-            const act_bytes = quant.actRowBytes(t, c.a.k);
-            const r = tiledTaskRangeIn(task, c.n_rb, c.rows_per_task, c.a.n_out, c.a.m, c.act_block);
-            var j = r.j0;
-            if (comptime useAmx(t)) {
-                if (amx.enabled()) {
-                    while (j < r.j1) : (j += amx.max_rows) {
-                        amx.matmulRows(t, c.a.w + j * row_bytes, row_bytes, c.a.k, c.a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, @min(amx.max_rows, r.j1 - j), c.a.y + r.i_0 * c.a.y_stride + j, c.a.y_stride);
-                    }
-                    return;
-                }
-            }
-            while (j + repack.rows <= r.j1) : (j += repack.rows) {
-                repack.block16(t, c.a.w + j * row_bytes, row_bytes, c.a.k, c.a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, c.a.y + r.i_0 * c.a.y_stride + j, c.a.y_stride);
-            }
-            if (comptime @hasDecl(T, "vecDotTile")) {
-                var i = r.i_0;
-                while (i < r.i_1) : (i += T.tile_c) {
-                    const cc = @min(T.tile_c, r.i_1 - i);
-                    var jt = j;
-                    while (jt < r.j1) : (jt += T.tile_r) {
-                        const rr = @min(T.tile_r, r.j1 - jt);
-                        tileCall(T, rr, cc, c.a.k, c.a.w + jt * row_bytes, row_bytes, c.a.xq + i * act_bytes, act_bytes, c.a.y + i * c.a.y_stride + jt, c.a.y_stride);
-                    }
-                }
-            } else unreachable;
+            interleavedTask(t, c.a, tiledTaskRangeIn(task, c.n_rb, c.rows_per_task, c.a.n_out, c.a.m, c.act_block));
         }
     }.f;
     // Decides AMX (a self-check on first use) on the calling thread, before the tasks ask.
     const on_amx = useAmx(t) and amx.enabled();
-    const rows_per_task = roundUp16(rowsPerTask(t, a.n_out, a.k, a.m));
+    const rows_per_task = interleavedTaskRows(on_amx, rowsPerTask(t, a.n_out, a.k, a.m));
     launchTiledIn(Ctx, a, a.n_out, rows_per_task, if (on_amx) amx.max_acts else act_rows_per_block, run);
+}
+
+/// One task of matmulInterleaved: weight rows [j0, j1) × activation rows [i_0, i_1).
+inline fn interleavedTask(comptime t: GgmlType, a: Matmul, r: TaskRange) void {
+    const T = Traits(t);
+    const row_bytes = a.k / T.block_size * T.type_size;
+    const act_bytes = quant.actRowBytes(t, a.k);
+    var j = r.j0;
+    if (comptime useAmx(t)) {
+        if (amx.enabled()) {
+            while (j < r.j1) : (j += amx.max_rows) {
+                amx.matmulRows(t, a.w + j * row_bytes, row_bytes, a.k, a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, @min(amx.max_rows, r.j1 - j), a.y + r.i_0 * a.y_stride + j, a.y_stride);
+            }
+            return;
+        }
+    }
+    while (j + repack.rows <= r.j1) : (j += repack.rows) {
+        repack.block16(t, a.w + j * row_bytes, row_bytes, a.k, a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, a.y + r.i_0 * a.y_stride + j, a.y_stride);
+    }
+    if (comptime @hasDecl(T, "vecDotTile")) {
+        var i = r.i_0;
+        while (i < r.i_1) : (i += T.tile_c) {
+            const cc = @min(T.tile_c, r.i_1 - i);
+            var jt = j;
+            while (jt < r.j1) : (jt += T.tile_r) {
+                const rr = @min(T.tile_r, r.j1 - jt);
+                tileCall(T, rr, cc, a.k, a.w + jt * row_bytes, row_bytes, a.xq + i * act_bytes, act_bytes, a.y + i * a.y_stride + jt, a.y_stride);
+            }
+        }
+    } else unreachable;
+}
+
+/// Three batched matmuls of one type over the same prepared activations (prefill's Q, K and V)
+/// in one dispatch: each keeps the tasks matmulInterleaved gives it alone (so its bits), and the
+/// threads share out all of them at once instead of meeting at a barrier after each (SmolLM2's
+/// 192-row K and V made 6 tasks each, a thread idle at the end of each).
+fn matmul3Interleaved(comptime t: GgmlType, parts: [3]Matmul) void {
+    const Plan = struct { rows_per_task: usize, n_rb: usize, n_tasks: usize };
+    const Ctx = struct { parts: [3]Matmul, plans: [3]Plan, act_block: usize };
+    const run = struct {
+        fn f(c: Ctx, task: usize) void {
+            var local = task;
+            for (c.parts, c.plans) |p, pl| {
+                if (local < pl.n_tasks) return interleavedTask(t, p, tiledTaskRangeIn(local, pl.n_rb, pl.rows_per_task, p.n_out, p.m, c.act_block));
+                local -= pl.n_tasks;
+            }
+            unreachable;
+        }
+    }.f;
+    const on_amx = useAmx(t) and amx.enabled();
+    var ctx = Ctx{ .parts = parts, .plans = undefined, .act_block = if (on_amx) amx.max_acts else act_rows_per_block };
+    var total: usize = 0;
+    for (parts, &ctx.plans) |p, *pl| {
+        const rows_per_task = interleavedTaskRows(on_amx, rowsPerTask(t, p.n_out, p.k, p.m));
+        const n_rb = std.math.divCeil(usize, p.n_out, rows_per_task) catch unreachable;
+        const n_ib = std.math.divCeil(usize, p.m, ctx.act_block) catch unreachable;
+        pl.* = .{ .rows_per_task = rows_per_task, .n_rb = n_rb, .n_tasks = if (p.n_out == 0 or p.m == 0) 0 else n_rb * n_ib };
+        total += pl.n_tasks;
+    }
+    if (total == 1) run(ctx, 0) else if (total > 1) pool.parallelFor(total, ctx, run);
+}
+
+/// matmulPrepared of three weights of type t and width k over the same m prepared activation
+/// rows (kiln_matmul3): one dispatch (matmul3Prepared for one row, matmul3Interleaved for
+/// prefill batches where the type has the interleaved kernels), else three matmuls. Every
+/// output has matmulPrepared's bits.
+pub fn matmul3Batched(parts: [3]Matmul) void {
+    switch (parts[0].t) {
+        inline else => |ct| {
+            for (parts[1..]) |p| std.debug.assert(p.t == ct and p.k == parts[0].k and p.m == parts[0].m and p.xq == parts[0].xq);
+            const m = parts[0].m;
+            if (m == 1) {
+                var ps: [3]Part = undefined;
+                for (parts, &ps) |p, *q| q.* = .{ .w = p.w, .n_out = p.n_out, .y = p.y };
+                return matmul3Typed(ct, parts[0].k, parts[0].xq, ps);
+            }
+            if (comptime repack.supports(ct)) {
+                if (m > max_invariant_rows) return matmul3Interleaved(ct, parts);
+            }
+            for (parts) |p| matmulTyped(ct, p);
+        },
+    }
 }
 
 /// Whether type t's prefill may take the AMX kernel in this build (the run-time check is
@@ -271,9 +327,14 @@ fn useAmx(comptime t: GgmlType) bool {
     return amx.wired(t);
 }
 
-fn roundUp16(rows: usize) usize {
-    return (std.math.divCeil(usize, rows, 16) catch unreachable) * 16;
+/// Weight rows per interleaved task: whole 16-row groups, or on AMX whole 32-row calls (a task of
+/// 80 rows made calls of 32, 32 and 16, the last one paying a whole call's activation tile loads
+/// for half the work).
+fn interleavedTaskRows(on_amx: bool, rows: usize) usize {
+    const unit: usize = if (on_amx) amx.max_rows else 16;
+    return (std.math.divCeil(usize, rows, unit) catch unreachable) * unit;
 }
+
 
 /// The fused gated FFN's prefill through repack.zig: gate and up of 16 rows × ≤ 64 activation
 /// rows into stack buffers, then the gated product (a partial last group through the tiles).
@@ -331,7 +392,7 @@ fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
         }
     }.f;
     const on_amx = useAmx(t) and amx.enabled(); // decided on the calling thread
-    const rows_per_task = roundUp16(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
+    const rows_per_task = interleavedTaskRows(on_amx, @max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
     launchTiledIn(Ctx, a, a.n_ff, rows_per_task, if (on_amx) amx.max_acts else act_rows_per_block, run);
 }
 

@@ -148,13 +148,14 @@ class CpuOps implements BackendOps {
   }
 
   /**
-   * One decode row through weights of one dtype: one kernel call (cpu.matmul3Prepared), the
-   * projections of small models being too small to share out between threads one by one
-   * (SmolLM2's Q/K/V: 0.58 → 0.38 ms per token on 2 threads, docs/optimization.md). Otherwise,
-   * and for weights with a packed copy, three linear calls. The same bits either way.
+   * Weights of one dtype read in place: one kernel call (cpu.matmul3Prepared), the projections
+   * of small models being too small to share out between threads one by one (SmolLM2's Q/K/V
+   * decode row: 0.58 → 0.38 ms per token on 2 threads, docs/optimization.md; its prefill's
+   * 192-row K and V left a thread idle at the end of each). Otherwise, and for weights with a
+   * packed copy, three linear calls. The same bits either way.
    */
   linear3(w0: Tensor, w1: Tensor, w2: Tensor, x: Tensor, out0: Tensor, out1: Tensor, out2: Tensor): void {
-    if (x.rows !== 1 || w1.dtype !== w0.dtype || w2.dtype !== w0.dtype || cpu.packedCopy(w0) || cpu.packedCopy(w1) || cpu.packedCopy(w2)) {
+    if (w1.dtype !== w0.dtype || w2.dtype !== w0.dtype || cpu.packedCopy(w0) || cpu.packedCopy(w1) || cpu.packedCopy(w2)) {
       this.linear(w0, x, out0);
       this.linear(w1, x, out1);
       this.linear(w2, x, out2);
@@ -164,7 +165,7 @@ class CpuOps implements BackendOps {
     this.#wrote(out1);
     this.#wrote(out2);
     this.#prepare(x, w0.dtype);
-    cpu.matmul3Prepared(w0, w1, w2, this.#act, out0, out1, out2);
+    cpu.matmul3Prepared(w0, w1, w2, this.#act, x.rows, out0, out1, out2);
   }
 
   gatedFfn(gate: Tensor, up: Tensor, x: Tensor, out: Tensor, activation: GatedActivation, tmp: Tensor): void {

@@ -148,15 +148,16 @@ export function matmulPrepared(w: Tensor, xq: Uint8Array, m: number, out: Tensor
 }
 
 /**
- * out_i [1, n_i] = x · w_iᵀ for three weights of one dtype and width (attention's Q, K and V)
- * from one prepared activation row, in one kernel call (one thread-pool dispatch instead of
- * three); each output has the bits matmulPrepared gives it.
+ * out_i [m, n_i] = x · w_iᵀ for three weights of one dtype and width (attention's Q, K and V)
+ * from the same m prepared activation rows, in one kernel call (one thread-pool dispatch instead
+ * of three); each output has the bits matmulPrepared gives it.
  */
-export function matmul3Prepared(w0: Tensor, w1: Tensor, w2: Tensor, xq: Uint8Array, out0: Tensor, out1: Tensor, out2: Tensor): void {
+export function matmul3Prepared(w0: Tensor, w1: Tensor, w2: Tensor, xq: Uint8Array, m: number, out0: Tensor, out1: Tensor, out2: Tensor): void {
   const op = "matmul3Prepared";
   const ws = [w0, w1, w2] as const;
   const outs = [out0, out1, out2] as const;
   const k = w0.shape[1]!;
+  if (!Number.isSafeInteger(m) || m < 1) fail(op, `m must be a positive integer, got ${m}`);
   for (let i = 0; i < 3; i++) {
     const w = ws[i]!;
     if (w.rank !== 2) fail(op, `weight ${w} must be 2-D`);
@@ -164,12 +165,12 @@ export function matmul3Prepared(w0: Tensor, w1: Tensor, w2: Tensor, xq: Uint8Arr
     if (w.shape[1] !== k) fail(op, `${w0} and ${w} must share a width (${k} ≠ ${w.shape[1]})`);
     if (packedCopies.has(w)) fail(op, `${w} is read from a packed copy; use matmulPrepared`);
     expectDType(op, outs[i]!, "f32");
-    expectShape(op, outs[i]!, [1, w.shape[0]!]);
+    expectShape(op, outs[i]!, [m, w.shape[0]!]);
   }
-  const need = actRowBytes(w0.dtype, k);
-  if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, one row for ${w0} needs ${need}`);
+  const need = actRowBytes(w0.dtype, k) * m;
+  if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows for ${w0} need ${need}`);
   const t0 = profiler ? performance.now() : 0;
-  check(op, kiln().kiln_matmul3(DTYPE_IDS[w0.dtype], k, xq, w0.bytes, w0.shape[0]!, out0.bytes, w1.bytes, w1.shape[0]!, out1.bytes, w2.bytes, w2.shape[0]!, out2.bytes));
+  check(op, kiln().kiln_matmul3(DTYPE_IDS[w0.dtype], k, xq, m, w0.bytes, w0.shape[0]!, out0.bytes, w1.bytes, w1.shape[0]!, out1.bytes, w2.bytes, w2.shape[0]!, out2.bytes));
   if (profiler) profiler.record(matmulOp(w0), t0);
 }
 

@@ -29,7 +29,7 @@ const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined, prefetch: process.env.KILN_PREFETCH || undefined, packLayers: process.env.KILN_PACK_LAYERS || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 13;
+export const ABI_VERSION = 14;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -55,7 +55,7 @@ export const symbols = {
   kiln_quantize_act: { args: [u32, ptr, u64, u64, u64, ptr], returns: i32 },
 
   kiln_matmul: { args: [u32, ptr, u64, u64, ptr, u64, ptr, u64], returns: i32 },
-  kiln_matmul3: { args: [u32, u64, ptr, ptr, u64, ptr, ptr, u64, ptr, ptr, u64, ptr], returns: i32 },
+  kiln_matmul3: { args: [u32, u64, ptr, u64, ptr, u64, ptr, ptr, u64, ptr, ptr, u64, ptr], returns: i32 },
   kiln_ffn_gated: { args: [u32, ptr, ptr, u64, u64, ptr, u64, ptr, u64, u32], returns: i32 },
   kiln_packed_supported: { args: [u32], returns: u32 },
   kiln_pack_rows: { args: [u32, ptr, u64, u64, ptr, u64, u32], returns: i32 },
