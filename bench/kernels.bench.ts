@@ -180,6 +180,29 @@ for (const m of [1, 64]) { // gate and up projections + SiLU·up
     () => cpu.ffnGated(wg, wu, x, out, "silu", scratch),
     () => { cpu.matmul(wg, x, g, scratch); cpu.matmul(wu, x, u, scratch); cpu.siluMul(g, u, out); });
 }
+{ // RoPE of a forward pass's Q and K at 128 positions: one cos/sin table applied twice vs rope twice
+  const [rows, nHead, nKvHead, hd] = [128, 32, 4, 64];
+  const q = Tensor.fromF32(randomF32(rows * nHead * hd, 16), [rows, nHead * hd]);
+  const kk = Tensor.fromF32(randomF32(rows * nKvHead * hd, 17), [rows, nKvHead * hd]);
+  const pos = Int32Array.from({ length: rows }, (_, i) => 1000 + i);
+  const o = { nRot: hd, mode: "normal" as const, freqBase: 10000 };
+  const table = new Float32Array(rows * cpu.ropeTableRowFloats(hd));
+  await compare("rope table (Q+K)", `${rows} rows`,
+    () => { cpu.ropeTable(pos, o, table); cpu.ropeApply(q, nHead, table, o); cpu.ropeApply(kk, nKvHead, table, o); },
+    () => { cpu.rope(q, nHead, pos, o); cpu.rope(kk, nKvHead, pos, o); });
+}
+for (const m of [1, 128]) { // SmolLM2's Q, K and V (576 → 576 + 2 × 192, Q4_1) in one call vs three
+  const k = 576;
+  const ns = [576, 192, 192];
+  const ws = ns.map((n, i) => cpu.quantize(Tensor.fromF32(randomF32(n * k, 18 + i, 0.05), [n, k]), "q4_1")) as [Tensor, Tensor, Tensor];
+  const x = Tensor.fromF32(randomF32(m * k, 21), [m, k]);
+  const xq = new Uint8Array(cpu.matmulScratchBytes("q4_1", m, k));
+  cpu.prepareActivations("q4_1", x, xq);
+  const outs = ns.map((n) => Tensor.zeros("f32", [m, n])) as [Tensor, Tensor, Tensor];
+  await compare("q/k/v matmul3", `q4_1 ${m}×${k}`,
+    () => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, m, outs[0], outs[1], outs[2]),
+    () => { for (let i = 0; i < 3; i++) cpu.matmulPrepared(ws[i]!, xq, m, outs[i]!); });
+}
 results.fusions = fusionRows;
 
 // ---- 4. flash vs naive attention ----------------------------------------------------------
