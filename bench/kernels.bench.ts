@@ -186,9 +186,9 @@ for (const m of [1, 64]) { // gate and up projections + SiLU·up
   const kk = Tensor.fromF32(randomF32(rows * nKvHead * hd, 17), [rows, nKvHead * hd]);
   const pos = Int32Array.from({ length: rows }, (_, i) => 1000 + i);
   const o = { nRot: hd, mode: "normal" as const, freqBase: 10000 };
-  const table = new Float32Array(rows * cpu.ropeTableRowFloats(hd));
+  const table = new Float32Array(cpu.ropeTableFloats(rows, hd));
   await compare("rope table (Q+K)", `${rows} rows`,
-    () => { cpu.ropeTable(pos, o, table); cpu.ropeApply(q, nHead, table, o); cpu.ropeApply(kk, nKvHead, table, o); },
+    () => { cpu.ropeTable(pos, o, table); cpu.ropeApply(q, nHead, table, hd, o.mode); cpu.ropeApply(kk, nKvHead, table, hd, o.mode); },
     () => { cpu.rope(q, nHead, pos, o); cpu.rope(kk, nKvHead, pos, o); });
 }
 for (const m of [1, 128]) { // SmolLM2's Q, K and V (576 → 576 + 2 × 192, Q4_1) in one call vs three

@@ -314,23 +314,23 @@ describe("rope", () => {
       const o = { nRot, mode: neox ? ("neox" as const) : ("normal" as const), freqBase: 500000, freqScale: 0.25, freqFactors: f32(Float32Array.from({ length: nRot / 2 }, (_, i) => 1 + (i % 3)), [nRot / 2]) };
       const want = f32(x.slice(), [rows, nHead * hd]);
       cpu.rope(want, nHead, pos, o);
-      const table = new Float32Array(rows * cpu.ropeTableRowFloats(nRot) + 4).fill(-7);
+      const table = new Float32Array(cpu.ropeTableFloats(rows, nRot) + 4).fill(-7);
       cpu.ropeTable(pos, o, table);
-      expect(Array.from(table.subarray(rows * cpu.ropeTableRowFloats(nRot)))).toEqual([-7, -7, -7, -7]);
+      expect(Array.from(table.subarray(cpu.ropeTableFloats(rows, nRot)))).toEqual([-7, -7, -7, -7]);
       const got = f32(x.slice(), [rows, nHead * hd]);
-      cpu.ropeApply(got, nHead, table, o);
+      cpu.ropeApply(got, nHead, table, nRot, o.mode);
       expect(new Uint32Array(got.f32.buffer)).toEqual(new Uint32Array(want.f32.buffer));
       // Teeth: a table made for other positions does not.
       cpu.ropeTable(pos.map((p) => p + 1), o, table);
       const off = f32(x.slice(), [rows, nHead * hd]);
-      cpu.ropeApply(off, nHead, table, o);
+      cpu.ropeApply(off, nHead, table, nRot, o.mode);
       expect(nmse(off.f32, want.f32)).toBeGreaterThan(1e-6);
     });
   }
   test("ropeTable and ropeApply refuse a table too short, and n_rot past the kernels' limit", () => {
     const o = { nRot: 64, mode: "neox" as const, freqBase: 1e4 };
     expect(() => cpu.ropeTable(new Int32Array(3), o, new Float32Array(3 * 128 - 1))).toThrow(/table has 383 floats, 3 positions need 384/);
-    expect(() => cpu.ropeApply(Tensor.zeros("f32", [3, 64]), 1, new Float32Array(383), o)).toThrow(/table has 383 floats, 3 rows of n_rot 64 need 384/);
+    expect(() => cpu.ropeApply(Tensor.zeros("f32", [3, 64]), 1, new Float32Array(383), 64, "neox")).toThrow(/table has 383 floats, 3 rows of n_rot 64 need 384/);
     expect(() => cpu.ropeTable(new Int32Array(1), { ...o, nRot: 2048 }, new Float32Array(4096))).toThrow(/n_rot 2048 must be even, in \[2, 1024\]/);
   });
 });

@@ -45,6 +45,8 @@ const Limit = enum(u32) {
     max_head_dim = 2,
     /// Largest n_rot the rope kernels take.
     rope_max_rot = 3,
+    /// Floats per rotated dimension in a row of kiln_rope_table's table.
+    rope_table_floats_per_rot = 4,
 };
 
 /// The value of one of the kernels' limits, or err_bad_arg for an unknown id.
@@ -55,6 +57,7 @@ export fn kiln_limit(id: u32) i64 {
         .packed_max_k => packed_rows.max_k,
         .max_head_dim => attention.max_head_dim,
         .rope_max_rot => rope.max_rot,
+        .rope_table_floats_per_rot => rope.table_floats_per_rot,
     };
 }
 
@@ -305,7 +308,8 @@ export fn kiln_rope(x: [*]f32, n_rows: u64, n_head: u64, head_dim: u64, row_stri
     return ok;
 }
 
-/// cos/sin of kiln_rope at `positions` into table (n_rows rows of 2·n_rot floats) for kiln_rope_apply.
+/// cos/sin of kiln_rope at `positions` into table (n_rows rows of rope_table_floats_per_rot·n_rot
+/// floats) for kiln_rope_apply.
 export fn kiln_rope_table(positions: [*]const i32, n_rows: u64, n_rot: u64, mode: u32, freq_base: f32, freq_scale: f32, freq_factors: ?[*]const f32, table: [*]f32, table_len: u64) i32 {
     const m = std.meta.intToEnum(rope.RopeMode, mode) catch return err_bad_arg;
     if (n_rot % 2 != 0 or n_rot > rope.max_rot) return err_bad_shape;

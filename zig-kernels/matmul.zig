@@ -271,8 +271,8 @@ inline fn interleavedTask(comptime t: GgmlType, a: Matmul, r: TaskRange) void {
 
 /// Three batched matmuls of one type over the same prepared activations (prefill's Q, K and V)
 /// in one dispatch: each keeps the tasks matmulInterleaved gives it alone (so its bits), and the
-/// threads share out all of them at once instead of meeting at a barrier after each (SmolLM2's
-/// 192-row K and V made 6 tasks each, a thread idle at the end of each).
+/// threads share out all of them at once instead of meeting after each. Measured within noise of
+/// three calls (SmolLM2's Q/K/V at 128 and 512 rows, Emerald Rapids: docs/optimization.md).
 fn matmul3Interleaved(comptime t: GgmlType, parts: [3]Matmul) void {
     const Plan = struct { rows_per_task: usize, n_rb: usize, n_tasks: usize };
     const Ctx = struct { parts: [3]Matmul, plans: [3]Plan, act_block: usize };

@@ -91,7 +91,7 @@ inline fn cosSin(angle: f32) [2]f32 {
 }
 
 fn ropeRow(a: Args, r: usize) void {
-    var cs: [2 * max_rot]f32 = undefined;
+    var cs: [table_floats_per_rot * max_rot]f32 = undefined;
     tableRow(a.positions[r], a.n_rot, a.mode, a.theta_scale, a.freq_scale, a.freq_factors, &cs);
     applyRow(a.x + r * a.row_stride, a.n_head, a.head_stride, a.n_rot, a.mode, &cs);
 }
@@ -134,9 +134,13 @@ fn applyRow(row: [*]f32, n_head: usize, head_stride: usize, n_rot: usize, mode: 
     }
 }
 
-/// Floats of one row of a rope table (ropeTable): the cos entries, then the sin entries.
+/// Floats of a rope table row per rotated dimension: its cos entries, then its sin entries
+/// (exported as a kernel limit: the binding sizes and checks tables with it).
+pub const table_floats_per_rot = 2;
+
+/// Floats of one row of a rope table (ropeTable).
 pub fn tableRowFloats(n_rot: usize) usize {
-    return 2 * n_rot;
+    return table_floats_per_rot * n_rot;
 }
 
 /// The cos/sin of every (row, pair) of `rope` at these positions into `table` (n_rows rows of

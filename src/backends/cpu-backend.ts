@@ -54,7 +54,10 @@ function overlaps(a: Tensor, b: Tensor): boolean {
   return x.buffer === y.buffer && x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
 }
 
+/** One rope configuration's cos/sin table (cpu.ropeTable) and the positions it was made for. */
 interface RopeTable {
+  /** The configuration, compared field by field (no key string built per call). */
+  opts: RopeOptions & { nRot: number; freqScale: number };
   positions: Int32Array;
   /** Rows the table holds (-1: none valid). */
   n: number;
@@ -67,15 +70,6 @@ function samePositions(t: RopeTable, positions: Int32Array): boolean {
   return true;
 }
 
-/** A number per tensor object (rope tables are keyed by their freq_factors tensor). */
-const tensorIds = new WeakMap<Tensor, number>();
-let nextTensorId = 1;
-function tensorId(t: Tensor): number {
-  let id = tensorIds.get(t);
-  if (id === undefined) tensorIds.set(t, (id = nextTensorId++));
-  return id;
-}
-
 class CpuOps implements BackendOps {
   readonly #state: RunState;
   readonly #scratch: NativeBuffer | null;
@@ -85,8 +79,8 @@ class CpuOps implements BackendOps {
   /** What #act holds: the rows of #src prepared in #format (null: nothing valid). */
   #src: Tensor | null = null;
   #format: string | null = null;
-  /** rope's cos/sin tables, by configuration, with the positions each was made for. */
-  readonly #ropeTables = new Map<string, RopeTable>();
+  /** rope's cos/sin tables, one per configuration seen (at most two per model). */
+  readonly #ropeTables: RopeTable[] = [];
 
   constructor(state: RunState) {
     this.#state = state;
@@ -150,8 +144,8 @@ class CpuOps implements BackendOps {
   /**
    * Weights of one dtype read in place: one kernel call (cpu.matmul3Prepared), the projections
    * of small models being too small to share out between threads one by one (SmolLM2's Q/K/V
-   * decode row: 0.58 → 0.38 ms per token on 2 threads, docs/optimization.md; its prefill's
-   * 192-row K and V left a thread idle at the end of each). Otherwise, and for weights with a
+   * decode row: 0.58 → 0.38 ms per token on 2 threads, docs/optimization.md; for prefill
+   * batches the one call measured within noise of three). Otherwise, and for weights with a
    * packed copy, three linear calls. The same bits either way.
    */
   linear3(w0: Tensor, w1: Tensor, w2: Tensor, x: Tensor, out0: Tensor, out1: Tensor, out2: Tensor): void {
@@ -185,29 +179,35 @@ class CpuOps implements BackendOps {
    * RoPE through a cos/sin table per configuration (cpu.ropeTable), remade only when the
    * positions change: a forward pass rotates Q and K of every layer at the same positions, and
    * the sin/cos were most of rope's time (SmolLM2 prefill: 60 calls per chunk). rope's bits.
+   * Nothing is allocated per call once a configuration has its table.
    */
   rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOptions): void {
     this.#wrote(x);
     const nRot = o.nRot ?? x.cols / nHead;
-    if (positions.length !== x.rows || !Number.isInteger(nRot) || positions.length > this.#state.plan.maxBatch) {
+    const maxBatch = this.#state.plan.maxBatch;
+    if (positions.length !== x.rows || !Number.isInteger(nRot) || positions.length > maxBatch) {
       cpu.rope(x, nHead, positions, o); // its checks name the problem
       return;
     }
-    const key = `${nRot}|${o.mode}|${o.freqBase}|${o.freqScale ?? 1}|${o.freqFactors ? tensorId(o.freqFactors) : 0}`;
-    let t = this.#ropeTables.get(key);
+    const freqScale = o.freqScale ?? 1;
+    let t: RopeTable | undefined;
+    for (let i = 0; i < this.#ropeTables.length && !t; i++) {
+      const p = this.#ropeTables[i]!.opts;
+      if (p.nRot === nRot && p.mode === o.mode && p.freqBase === o.freqBase && p.freqScale === freqScale && p.freqFactors === o.freqFactors) t = this.#ropeTables[i];
+    }
     if (!t) {
       // Once per configuration (Gemma 3 has two): room for the largest batch.
-      const maxBatch = this.#state.plan.maxBatch;
-      t = { positions: new Int32Array(maxBatch), n: -1, table: new Float32Array(maxBatch * cpu.ropeTableRowFloats(nRot)) };
-      this.#ropeTables.set(key, t);
+      const opts = { nRot, mode: o.mode, freqBase: o.freqBase, freqScale, freqFactors: o.freqFactors };
+      t = { opts, positions: new Int32Array(maxBatch), n: -1, table: new Float32Array(cpu.ropeTableFloats(maxBatch, nRot)) };
+      this.#ropeTables.push(t);
     }
     if (!samePositions(t, positions)) {
       t.n = -1; // stale until the table is made
-      cpu.ropeTable(positions, { ...o, nRot }, t.table);
+      cpu.ropeTable(positions, t.opts, t.table);
       t.positions.set(positions);
       t.n = positions.length;
     }
-    cpu.ropeApply(x, nHead, t.table, { nRot, mode: o.mode });
+    cpu.ropeApply(x, nHead, t.table, nRot, o.mode);
   }
 
   addBias(x: Tensor, bias: Tensor): void {

@@ -386,15 +386,13 @@ export function softmax(x: Tensor): void {
   if (profiler) profiler.record("softmax", t0);
 }
 
-/** n_rot and the kernel's mode id of a rope call on x, checked (the rules of every rope op). */
-function ropeShape(op: string, x: Tensor, nHead: number, rows: number, o: RopeOptions): { headDim: number; nRot: number; mode: number } {
+/** Checks a rope call's shape on x (the rules of every rope op). */
+function checkRopeShape(op: string, x: Tensor, nHead: number, rows: number, nRot: number): void {
   expectDType(op, x, "f32");
   if (x.cols % nHead !== 0) fail(op, `${x} row length is not a multiple of n_head ${nHead}`);
   const headDim = x.cols / nHead;
-  const nRot = o.nRot ?? headDim;
   if (nRot > headDim || nRot % 2 !== 0 || nRot <= 0) fail(op, `n_rot ${nRot} must be even and ≤ head_dim ${headDim}`);
   if (rows !== x.rows) fail(op, `${rows} positions for ${x.rows} rows`);
-  return { headDim, nRot, mode: o.mode === "neox" ? 2 : 0 };
 }
 
 function checkRopeFrequencies(op: string, nRot: number, o: RopeOptions): void {
@@ -407,45 +405,50 @@ function checkRopeFrequencies(op: string, nRot: number, o: RopeOptions): void {
   if (!(o.freqBase > 0)) fail(op, `freq_base must be > 0, got ${o.freqBase}`);
 }
 
+const ropeModeId = (mode: RopeMode): number => (mode === "neox" ? 2 : 0);
+
 /** RoPE in place on x [rows, n_head, head_dim] at the given positions (one per row). */
 export function rope(x: Tensor, nHead: number, positions: Int32Array, o: RopeOptions): void {
   const op = "rope";
-  const { headDim, nRot, mode } = ropeShape(op, x, nHead, positions.length, o);
+  const nRot = o.nRot ?? x.cols / nHead;
+  checkRopeShape(op, x, nHead, positions.length, nRot);
   checkRopeFrequencies(op, nRot, o);
+  const headDim = x.cols / nHead;
   const t0 = profiler ? performance.now() : 0;
-  check(op, kiln().kiln_rope(x.bytes, x.rows, nHead, headDim, x.cols, headDim, positions, nRot, mode, o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null));
+  check(op, kiln().kiln_rope(x.bytes, x.rows, nHead, headDim, x.cols, headDim, positions, nRot, ropeModeId(o.mode), o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null));
   if (profiler) profiler.record("rope", t0);
 }
 
-/** Floats of one row of a rope table (ropeTable): n_rot cos entries, then n_rot sin entries. */
-export function ropeTableRowFloats(nRot: number): number {
-  return 2 * nRot;
+/** Floats of a rope table for `rows` positions (ropeTable), from the kernels' own layout. */
+export function ropeTableFloats(rows: number, nRot: number): number {
+  return rows * nRot * limits().ropeTableFloatsPerRot;
 }
 
 /**
- * The cos/sin that rope computes for these positions into `table` (positions.length rows of
- * ropeTableRowFloats(nRot)), for ropeApply: a forward pass rotates Q and K of every layer at the
- * same positions, and a table made once gives every call rope's bits without its sin/cos.
+ * The cos/sin that rope computes for these positions into `table` (ropeTableFloats of them),
+ * for ropeApply: a forward pass rotates Q and K of every layer at the same positions, and a
+ * table made once gives every call rope's bits without its sin/cos.
  */
 export function ropeTable(positions: Int32Array, o: RopeOptions & { nRot: number }, table: Float32Array): void {
   const op = "ropeTable";
   checkRopeFrequencies(op, o.nRot, o);
-  const need = positions.length * ropeTableRowFloats(o.nRot);
+  const need = ropeTableFloats(positions.length, o.nRot);
   if (table.length < need) fail(op, `table has ${table.length} floats, ${positions.length} positions need ${need}`);
   if (positions.length === 0) return;
   const t0 = profiler ? performance.now() : 0;
-  check(op, kiln().kiln_rope_table(positions, positions.length, o.nRot, o.mode === "neox" ? 2 : 0, o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null, table, table.length));
+  check(op, kiln().kiln_rope_table(positions, positions.length, o.nRot, ropeModeId(o.mode), o.freqBase, o.freqScale ?? 1, o.freqFactors?.bytes ?? null, table, table.length));
   if (profiler) profiler.record("rope", t0);
 }
 
 /** rope with a table from ropeTable (made for x's rows' positions with the same nRot and mode). */
-export function ropeApply(x: Tensor, nHead: number, table: Float32Array, o: Pick<RopeOptions, "nRot" | "mode">): void {
+export function ropeApply(x: Tensor, nHead: number, table: Float32Array, nRot: number, mode: RopeMode): void {
   const op = "ropeApply";
-  const { headDim, nRot, mode } = ropeShape(op, x, nHead, x.rows, { ...o, freqBase: 1 });
-  const need = x.rows * ropeTableRowFloats(nRot);
+  checkRopeShape(op, x, nHead, x.rows, nRot);
+  const need = ropeTableFloats(x.rows, nRot);
   if (table.length < need) fail(op, `table has ${table.length} floats, ${x.rows} rows of n_rot ${nRot} need ${need}`);
+  const headDim = x.cols / nHead;
   const t0 = profiler ? performance.now() : 0;
-  check(op, kiln().kiln_rope_apply(x.bytes, x.rows, nHead, headDim, x.cols, headDim, nRot, mode, table, table.length));
+  check(op, kiln().kiln_rope_apply(x.bytes, x.rows, nHead, headDim, x.cols, headDim, nRot, ropeModeId(mode), table, table.length));
   if (profiler) profiler.record("rope", t0);
 }
 

@@ -150,9 +150,11 @@ export interface KernelLimits {
   maxHeadDim: number;
   /** Largest n_rot the rope kernels take. */
   ropeMaxRot: number;
+  /** Floats per rotated dimension in a row of a rope table (kiln_rope_table). */
+  ropeTableFloatsPerRot: number;
 }
 /** kiln_limit() ids (zig-kernels/exports.zig Limit). */
-export const LIMIT_IDS: Record<keyof KernelLimits, number> = { maxInvariantRows: 0, packedMaxK: 1, maxHeadDim: 2, ropeMaxRot: 3 };
+export const LIMIT_IDS: Record<keyof KernelLimits, number> = { maxInvariantRows: 0, packedMaxK: 1, maxHeadDim: 2, ropeMaxRot: 3, ropeTableFloatsPerRot: 4 };
 
 function readLimits(s: KilnSymbols, path: string): Readonly<KernelLimits> {
   const out = {} as KernelLimits;
