@@ -5,7 +5,7 @@
  *   bun bench/model-matmul-ab.ts LIB.so:MODEL.gguf LIB2.so:MODEL2.gguf ...   (env OP, T, ROUNDS)
  *
  * OP: gated (ffn_gate + ffn_up, fused, SiLU; the default), ffn_down, attn_output, attn_q, attn_k,
- * attn_v. One decode row (m = 1). Rounds alternate between the configurations; prints p10 and p50
+ * attn_v. One decode row (m = 1), or M=rows of a prefill batch (then GFLOP/s too). Rounds alternate between the configurations; prints p10 and p50
  * GB/s of weight bytes for each. Unlike bench/matmul-ab.ts (copies of random weights in huge-page
  * memory, a pause between blocks), this sees what a forward pass sees: the file's page cache (see
  * bench/page-cache.ts) and calls back to back. It found the legacy types' short prefetch distance
@@ -20,6 +20,7 @@ import { DTYPE_IDS, type DType } from "../src/tensor";
 import { randomF32 } from "./random";
 
 const op = process.env.OP ?? "gated";
+const m = Number(process.env.M ?? 1);
 const names = op === "gated" ? ["ffn_gate", "ffn_up"] : [op];
 // The signatures of src/ffi/library.ts's one table, for several builds loaded side by side.
 const sym = { kiln_quantize_act: symbols.kiln_quantize_act, kiln_set_threads: symbols.kiln_set_threads, kiln_matmul: symbols.kiln_matmul, kiln_ffn_gated: symbols.kiln_ffn_gated };
@@ -46,18 +47,19 @@ const configs = process.argv.slice(2).map((arg) => {
   const [k, n] = info.dims.map(Number) as [number, number];
   const dtype = Object.entries(DTYPE_IDS).find(([, v]) => v === info.type)?.[0] as DType | undefined;
   if (!dtype) throw new Error(`${file}: ${info.name} has a type kiln does not read`);
-  const x = new Float32Array(randomF32(k, 3));
-  const xq = new Uint8Array(cpu.matmulScratchBytes(dtype, 1, k) + 64);
-  L.kiln_quantize_act(info.type, x, k, 1, k, xq);
-  const out = new Float32Array(n);
+  const x = new Float32Array(randomF32(m * k, 3));
+  const xq = new Uint8Array(cpu.matmulScratchBytes(dtype, m, k) + 64);
+  L.kiln_quantize_act(info.type, x, k, m, k, xq);
+  const out = new Float32Array(n * m);
   const bytes = layers.reduce((s, ws) => s + ws.reduce((a, w) => a + w.byteLength, 0), 0);
   const run = () => {
     for (const ws of layers) {
-      if (op === "gated") L.kiln_ffn_gated(info.type, ws[0]!, ws[1]!, n, k, xq, 1, out, n, 0);
-      else L.kiln_matmul(info.type, ws[0]!, n, k, xq, 1, out, n);
+      if (op === "gated") L.kiln_ffn_gated(info.type, ws[0]!, ws[1]!, n, k, xq, m, out, n, 0);
+      else L.kiln_matmul(info.type, ws[0]!, n, k, xq, m, out, n);
     }
   };
-  return { name: `${lib} on ${file.split("/").at(-1)} (${dtype} ${n}×${k}, ${layers.length} layers${skipped ? `, ${skipped} of another type skipped` : ""})`, run, bytes, times: [] as number[] };
+  const flops = 2 * m * layers.reduce((s, ws) => s + ws.length, 0) * n * k;
+  return { flops, name: `${lib} on ${file.split("/").at(-1)} (${dtype} ${n}×${k}, ${layers.length} layers${skipped ? `, ${skipped} of another type skipped` : ""})`, run, bytes, times: [] as number[] };
 });
 for (let r = 0; r < Number(process.env.ROUNDS ?? 40); r++) {
   for (const c of configs) {
@@ -67,4 +69,4 @@ for (let r = 0; r < Number(process.env.ROUNDS ?? 40); r++) {
   }
 }
 const q = (a: number[], f: number) => [...a].sort((x, y) => x - y)[Math.floor(a.length * f)]!;
-for (const c of configs) console.log(`${op} ${c.name}: p10 ${(c.bytes / q(c.times, 0.1)).toFixed(1)} p50 ${(c.bytes / q(c.times, 0.5)).toFixed(1)} GB/s`);
+for (const c of configs) console.log(`${op} ${c.name}: p10 ${(c.bytes / q(c.times, 0.1)).toFixed(1)} p50 ${(c.bytes / q(c.times, 0.5)).toFixed(1)} GB/s${m > 1 ? `, p10 ${(c.flops / q(c.times, 0.1)).toFixed(0)} p50 ${(c.flops / q(c.times, 0.5)).toFixed(0)} GFLOP/s (m = ${m})` : ""}`);

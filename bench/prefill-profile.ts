@@ -10,7 +10,7 @@ if (!path) throw new Error("usage: bun bench/prefill-profile.ts MODEL [N] [threa
 const n = Number(nArg ?? 512);
 const threads = Number(tArg ?? 2);
 const model = await loadModel(path, { threads });
-const ctx = model.createContext({ contextLength: Math.max(1024, n + 16) });
+const ctx = model.createContext({ contextLength: Math.max(1024, n + 16), ...(process.env.CHUNK ? { prefillChunk: Number(process.env.CHUNK) } : {}) });
 const ids = Array.from({ length: n }, (_, i) => 100 + ((i * 7919) % 5000));
 ctx.eval(ids.slice(0, 64)); // warm
 const runs: number[] = [];

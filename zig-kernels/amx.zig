@@ -516,8 +516,8 @@ inline fn vnniTile(comptime sub: usize, rows: *const [16 * sub]u8) [16 * sub]u8 
 
 /// y[i·y_stride + j] = the type's vecDotRef of weight row j < n ≤ 32 and activation row
 /// i < m ≤ 64, the tiles through `Tiles`.
-pub fn kernel(comptime Tiles: type, comptime t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
-    kernelFor(Tiles, Format(t, .exact), .rows, w, row_bytes, k, a, act_bytes, m, n, y, y_stride);
+pub fn kernel(comptime Tiles: type, comptime t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize, ahead: []const u8) void {
+    kernelFor(Tiles, Format(t, .exact), .rows, w, row_bytes, k, a, act_bytes, m, n, y, y_stride, ahead);
 }
 
 /// Where the kernel reads weight rows: in place (rows of the file's blocks, `row_bytes` apart), or
@@ -563,11 +563,11 @@ fn packBPacked(comptime F: type, w: [*]const u8, group_stride: usize, n: usize, 
 
 /// kernel() over weights in packed.zig's layout (Source.packed16): the same tiles and the same
 /// per-block epilogue, so the same bits as the kernel on the rows the copy was packed from.
-pub fn kernelPacked(comptime Tiles: type, comptime t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
-    kernelFor(Tiles, Format(t, .exact), .packed16, groups, group_stride, k, a, act_bytes, m, n, y, y_stride);
+pub fn kernelPacked(comptime Tiles: type, comptime t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize, ahead: []const u8) void {
+    kernelFor(Tiles, Format(t, .exact), .packed16, groups, group_stride, k, a, act_bytes, m, n, y, y_stride, ahead);
 }
 
-fn kernelFor(comptime Tiles: type, comptime F: type, comptime src: Source, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
+fn kernelFor(comptime Tiles: type, comptime F: type, comptime src: Source, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize, ahead: []const u8) void {
     std.debug.assert(k % F.block_elems == 0 and m >= 1 and m <= max_acts and n >= 1 and n <= max_rows);
     const cfg_aligned: TileConfig align(64) = F.config;
     var tiles = Tiles.init(&cfg_aligned);
@@ -584,6 +584,7 @@ fn kernelFor(comptime Tiles: type, comptime F: type, comptime src: Source, w: [*
     // The last activation group when partial, zero-padded to 16 rows: tileloadd reads 16 rows.
     var stage: [F.chunk_subs][16 * F.sub]u8 align(64) = undefined;
 
+    var pf = Ahead.init(ahead, ((n_ga + 1) / 2) * nb_total * F.n_sub);
     var b0: usize = 0;
     while (b0 < nb_total) : (b0 += F.chunk_blocks) {
         const nb = @min(F.chunk_blocks, nb_total - b0);
@@ -603,7 +604,7 @@ fn kernelFor(comptime Tiles: type, comptime F: type, comptime src: Source, w: [*
         var ga: usize = 0;
         while (ga < n_ga) : (ga += 2) {
             const pa = @min(2, n_ga - ga);
-            const ctx: StepCtx(F) = .{ .a = a, .act_bytes = act_bytes, .ga = ga, .n_ga = n_ga, .last_rows = last_rows, .b0 = b0, .nb = nb, .stage = &stage, .p = &p };
+            const ctx: StepCtx(F) = .{ .a = a, .act_bytes = act_bytes, .ga = ga, .n_ga = n_ga, .last_rows = last_rows, .b0 = b0, .nb = nb, .stage = &stage, .p = &p, .pf = &pf };
             switch (pa) {
                 1 => if (n_gb == 1) step(Tiles, F, 1, 1, &tiles, ctx, &acc) else step(Tiles, F, 1, 2, &tiles, ctx, &acc),
                 2 => if (n_gb == 1) step(Tiles, F, 2, 1, &tiles, ctx, &acc) else step(Tiles, F, 2, 2, &tiles, ctx, &acc),
@@ -632,8 +633,36 @@ fn StepCtx(comptime F: type) type {
         nb: usize,
         stage: *const [F.chunk_subs][16 * F.sub]u8,
         p: *const F.Packed,
+        pf: *Ahead,
     };
 }
+
+/// Prefetches bytes into L2 at once (a task's first weights, which no earlier call fetched ahead).
+pub fn prefetchWeights(bytes: []const u8) void {
+    var p = bytes.ptr;
+    while (@intFromPtr(p) < @intFromPtr(bytes.ptr + bytes.len)) : (p += 64) @prefetch(p, .{ .locality = 2 });
+}
+
+/// The bytes a call prefetches into L2 while it computes (the weights the caller's next call
+/// packs), spread evenly over the call's sub-block steps.
+const Ahead = struct {
+    p: [*]const u8,
+    end: [*]const u8,
+    per_step: usize,
+
+    fn init(bytes: []const u8, steps: usize) Ahead {
+        const lines = std.math.divCeil(usize, bytes.len, 64) catch unreachable;
+        return .{ .p = bytes.ptr, .end = bytes.ptr + bytes.len, .per_step = std.math.divCeil(usize, lines, @max(1, steps)) catch unreachable };
+    }
+
+    inline fn step(self: *Ahead) void {
+        var i: usize = 0;
+        while (i < self.per_step and @intFromPtr(self.p) < @intFromPtr(self.end)) : (i += 1) {
+            @prefetch(self.p, .{ .locality = 2 });
+            self.p += 64;
+        }
+    }
+};
 
 /// PA activation groups × PB weight tiles over the chunk's blocks: per sub-block, load the tiles,
 /// TDPBSSD into zeroed C tiles, store them, then finish the sub-block in the reference's order
@@ -646,6 +675,7 @@ inline fn step(comptime Tiles: type, comptime F: type, comptime PA: usize, compt
     for (0..c.nb * F.n_sub) |si| {
         const b = si / F.n_sub;
         const s = si % F.n_sub;
+        c.pf.step();
         inline for (0..PA) |ga| {
             const g = c.ga + ga;
             if (g == c.n_ga - 1 and c.last_rows < 16) {
@@ -724,39 +754,42 @@ inline fn finishSub(comptime F: type, comptime PA: usize, comptime PB: usize, c:
     }
 }
 
-/// The kernel on the hardware tiles (only where hw_built and status() == .enabled).
-pub fn matmulRows(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
-    if (builtin.is_test and test_emulate) return matmulRowsEmu(t, w, row_bytes, k, a, act_bytes, m, n, y, y_stride);
+/// The kernel on the hardware tiles (only where hw_built and status() == .enabled). `ahead`:
+/// bytes to prefetch into L2 while it computes, spread over its steps: the weights the caller's
+/// next call packs (matmul.zig), whose cold reads otherwise stall packB (kernels reading the
+/// file's rows have no other prefetch).
+pub fn matmulRows(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize, ahead: []const u8) void {
+    if (builtin.is_test and test_emulate) return matmulRowsEmu(t, w, row_bytes, k, a, act_bytes, m, n, y, y_stride, ahead);
     if (comptime !hw_built) unreachable;
     switch (t) {
-        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k => |ct| kernel(Hw, ct, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k => |ct| kernel(Hw, ct, w, row_bytes, k, a, act_bytes, m, n, y, y_stride, ahead),
         else => unreachable,
     }
 }
 
 /// kernelPacked on the hardware tiles (emulated under test_emulate): n ≤ 32 rows, a multiple of
 /// 16, of a packed.zig copy of a supportsPacked type, from the group at `groups`.
-pub fn matmulPackedRows(t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
-    if (builtin.is_test and test_emulate) return matmulPackedRowsEmu(t, groups, group_stride, k, a, act_bytes, m, n, y, y_stride);
+pub fn matmulPackedRows(t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize, ahead: []const u8) void {
+    if (builtin.is_test and test_emulate) return matmulPackedRowsEmu(t, groups, group_stride, k, a, act_bytes, m, n, y, y_stride, ahead);
     if (comptime !hw_built) unreachable;
     switch (t) {
-        inline .q8_0, .q4_0 => |ct| kernelPacked(Hw, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride),
+        inline .q8_0, .q4_0 => |ct| kernelPacked(Hw, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride, ahead),
         else => unreachable,
     }
 }
 
 /// matmulPackedRows on the emulated tiles.
-pub fn matmulPackedRowsEmu(t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
+pub fn matmulPackedRowsEmu(t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize, ahead: []const u8) void {
     switch (t) {
-        inline .q8_0, .q4_0 => |ct| kernelPacked(Emu, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride),
+        inline .q8_0, .q4_0 => |ct| kernelPacked(Emu, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride, ahead),
         else => unreachable,
     }
 }
 
 /// The same kernel on the emulated tiles (tests, the self-check).
-pub fn matmulRowsEmu(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize) void {
+pub fn matmulRowsEmu(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize, ahead: []const u8) void {
     switch (t) {
-        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k => |ct| kernel(Emu, ct, w, row_bytes, k, a, act_bytes, m, n, y, y_stride),
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k, .q5_k, .q6_k => |ct| kernel(Emu, ct, w, row_bytes, k, a, act_bytes, m, n, y, y_stride, ahead),
         else => unreachable,
     }
 }
@@ -1077,8 +1110,8 @@ fn selfCheckType(comptime t: GgmlType, n: usize, m: usize) bool {
     var emu: [33 * 32]f32 = undefined;
     @memset(&hw, 0);
     @memset(&emu, 0);
-    matmulRows(t, &w, rb, k, &xq, ab, m, n, &hw, 32);
-    matmulRowsEmu(t, &w, rb, k, &xq, ab, m, n, &emu, 32);
+    matmulRows(t, &w, rb, k, &xq, ab, m, n, &hw, 32, &.{});
+    matmulRowsEmu(t, &w, rb, k, &xq, ab, m, n, &emu, 32, &.{});
     return std.mem.eql(u8, std.mem.sliceAsBytes(&hw), std.mem.sliceAsBytes(&emu));
 }
 
@@ -1139,7 +1172,7 @@ fn checkAgainstRef(comptime Tiles: type, comptime t: GgmlType, comptime variant:
     const y = try al.alloc(f32, m * stride);
     defer al.free(y);
     @memset(y, 12345);
-    kernelFor(Tiles, Format(t, variant), .rows, p.w.ptr, p.rb, k, p.xq.ptr, p.ab, m, n, y.ptr, stride);
+    kernelFor(Tiles, Format(t, variant), .rows, p.w.ptr, p.rb, k, p.xq.ptr, p.ab, m, n, y.ptr, stride, &.{});
     for (0..m) |i| {
         for (0..n) |j| {
             const want = quant.Traits(t).vecDotRef(k, p.w.ptr + j * p.rb, p.xq.ptr + i * p.ab);
@@ -1191,7 +1224,7 @@ test "amx emulated kernel: m from 17 past max_acts through matmul-sized calls, e
                 var j0: usize = 0;
                 while (j0 < n) : (j0 += max_rows) {
                     const nn = @min(max_rows, n - j0);
-                    kernel(Emu, t, p.w.ptr + j0 * p.rb, p.rb, k, p.xq.ptr + ib * p.ab, p.ab, mm, nn, y.ptr + ib * n + j0, n);
+                    kernel(Emu, t, p.w.ptr + j0 * p.rb, p.rb, k, p.xq.ptr + ib * p.ab, p.ab, mm, nn, y.ptr + ib * n + j0, n, &.{});
                 }
             }
             for (0..m) |i| for (0..n) |j| {

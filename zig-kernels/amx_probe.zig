@@ -105,12 +105,12 @@ fn Problem(comptime t: quant.GgmlType) type {
         fn rate(p: *const @This(), m: usize, reps: usize) f64 {
             var y: [64 * n]f32 = undefined;
             var want: [64 * n]f32 = undefined;
-            amx.kernel(amx.Hw, t, &p.w, rb, k, &p.xq, ab, m, n, &y, n);
-            amx.kernel(amx.Emu, t, &p.w, rb, k, &p.xq, ab, m, n, &want, n);
+            amx.kernel(amx.Hw, t, &p.w, rb, k, &p.xq, ab, m, n, &y, n, &.{});
+            amx.kernel(amx.Emu, t, &p.w, rb, k, &p.xq, ab, m, n, &want, n, &.{});
             if (!std.mem.eql(u8, std.mem.sliceAsBytes(y[0 .. m * n]), std.mem.sliceAsBytes(want[0 .. m * n])))
                 std.debug.print("MISMATCH: {s} m={d}, the hardware kernel differs from the emulated one\n", .{ @tagName(t), m });
             var timer = std.time.Timer.start() catch unreachable;
-            for (0..reps) |_| amx.kernel(amx.Hw, t, &p.w, rb, k, &p.xq, ab, m, n, &y, n);
+            for (0..reps) |_| amx.kernel(amx.Hw, t, &p.w, rb, k, &p.xq, ab, m, n, &y, n, &.{});
             const ns: f64 = @floatFromInt(timer.read());
             return @as(f64, @floatFromInt(reps * m * n * k)) / ns;
         }

@@ -247,8 +247,11 @@ inline fn interleavedTask(comptime t: GgmlType, a: Matmul, r: TaskRange) void {
     var j = r.j0;
     if (comptime useAmx(t)) {
         if (amx.enabled()) {
+            amx.prefetchWeights(a.w[j * row_bytes .. @min(r.j1, j + amx.max_rows) * row_bytes]);
             while (j < r.j1) : (j += amx.max_rows) {
-                amx.matmulRows(t, a.w + j * row_bytes, row_bytes, a.k, a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, @min(amx.max_rows, r.j1 - j), a.y + r.i_0 * a.y_stride + j, a.y_stride);
+                const next = @min(r.j1, j + amx.max_rows);
+                const ahead = a.w[next * row_bytes .. @min(r.j1, next + amx.max_rows) * row_bytes];
+                amx.matmulRows(t, a.w + j * row_bytes, row_bytes, a.k, a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, @min(amx.max_rows, r.j1 - j), a.y + r.i_0 * a.y_stride + j, a.y_stride, ahead);
             }
             return;
         }
@@ -355,10 +358,14 @@ fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
                     // rows would leave half of each sub-block's TDPBSSDs out for the same loads).
                     var g: [amx.max_acts * amx.max_rows]f32 = undefined;
                     var u: [amx.max_acts * amx.max_rows]f32 = undefined;
+                    amx.prefetchWeights(c.a.w_gate[j * row_bytes .. @min(r.j1, j + amx.max_rows) * row_bytes]);
                     while (j < r.j1) : (j += amx.max_rows) {
                         const rr = @min(amx.max_rows, r.j1 - j);
-                        amx.matmulRows(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &g, amx.max_rows);
-                        amx.matmulRows(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &u, amx.max_rows);
+                        // Each call prefetches the weights the next one packs: gate's the same
+                        // rows of up, up's gate's next rows.
+                        const next = @min(r.j1, j + amx.max_rows);
+                        amx.matmulRows(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &g, amx.max_rows, c.a.w_up[j * row_bytes .. (j + rr) * row_bytes]);
+                        amx.matmulRows(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, rr, &u, amx.max_rows, c.a.w_gate[next * row_bytes .. @min(r.j1, next + amx.max_rows) * row_bytes]);
                         for (0..mm) |i| {
                             gatedProduct(c.a.activation, g[i * amx.max_rows ..].ptr, u[i * amx.max_rows ..].ptr, c.a.out + (r.i_0 + i) * c.a.out_stride + j, rr);
                         }

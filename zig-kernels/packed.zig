@@ -210,7 +210,7 @@ fn matmulAmx(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [
             const i_0 = (task / c.n_pieces) * amx.max_acts;
             const i_1 = @min(c.m, i_0 + amx.max_acts);
             const n = @min(amx.max_rows, c.n_out - j);
-            amx.matmulPackedRows(t, c.p + (j / rows) * c.group_stride, c.group_stride, c.k, c.xq + i_0 * c.act_bytes, c.act_bytes, i_1 - i_0, n, c.y + i_0 * c.y_stride + j, c.y_stride);
+            amx.matmulPackedRows(t, c.p + (j / rows) * c.group_stride, c.group_stride, c.k, c.xq + i_0 * c.act_bytes, c.act_bytes, i_1 - i_0, n, c.y + i_0 * c.y_stride + j, c.y_stride, &.{});
         }
     }.f;
     const n_pieces = std.math.divCeil(usize, n_out, amx.max_rows) catch unreachable;
