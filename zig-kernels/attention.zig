@@ -24,8 +24,11 @@
 //! `attentionNaive` is the unfused path (full score rows + softmaxRow + ·V), kept as a second
 //! reference and as the baseline benchmarks compare against.
 const std = @import("std");
+const builtin = @import("builtin");
 const pool = @import("pool.zig");
 const cpu = @import("cpu.zig");
+const amx = @import("amx.zig");
+const attention_amx = @import("attention_amx.zig");
 
 const assert = std.debug.assert;
 const inf = std.math.inf(f32);
@@ -119,7 +122,7 @@ fn expV(x: F32V) F32V {
 }
 
 /// expV on a vector of any width (the flash kernel's 16 rows-in-lanes).
-fn expN(comptime N: usize, x: @Vector(N, f32)) @Vector(N, f32) {
+pub fn expN(comptime N: usize, x: @Vector(N, f32)) @Vector(N, f32) {
     const V = @Vector(N, f32);
     const I = @Vector(N, i32);
     const lo: V = @splat(-87.3);
@@ -147,7 +150,7 @@ fn expN(comptime N: usize, x: @Vector(N, f32)) @Vector(N, f32) {
 /// (a third of a decode's max-over-scores loop). They differ only where a is NaN, which no
 /// caller passes (running maxima start at -inf and only take values that compared greater;
 /// expN's clamps put the constant first), and on +0 vs -0, which give the same exp.
-inline fn maxN(comptime N: usize, a: @Vector(N, f32), b: @Vector(N, f32)) @Vector(N, f32) {
+pub inline fn maxN(comptime N: usize, a: @Vector(N, f32), b: @Vector(N, f32)) @Vector(N, f32) {
     return @select(f32, b > a, b, a);
 }
 
@@ -347,17 +350,17 @@ pub fn softmaxRowRef(x: [*]f32, n: usize) void {
 // ---------------------------------------------------------------------------------------
 // Shared mask / argument logic
 
-const KeyRange = struct { lo: usize, end: usize };
+pub const KeyRange = struct { lo: usize, end: usize };
 
 /// Keys a query at position qp may see: causal (p <= qp), inside the cache, and inside the
 /// sliding window (qp - p < window). Empty when lo == end.
-fn keyRange(a: AttentionArgs, qp: usize) KeyRange {
+pub fn keyRange(a: AttentionArgs, qp: usize) KeyRange {
     const end = @min(qp + 1, a.n_kv);
     const lo = if (a.window > 0 and qp + 1 > a.window) qp + 1 - a.window else 0;
     return .{ .lo = @min(lo, end), .end = end };
 }
 
-inline fn finishScore(a: AttentionArgs, dot: f32) f32 {
+pub inline fn finishScore(a: AttentionArgs, dot: f32) f32 {
     const s = dot * a.scale;
     return if (a.softcap == 0) s else a.softcap * std.math.tanh(s / a.softcap);
 }
@@ -382,7 +385,7 @@ fn checkArgs(a: AttentionArgs) void {
     assert(!std.math.isNan(a.scale) and a.softcap >= 0);
 }
 
-fn kvRow(comptime T: type, a: AttentionArgs, base: [*]const u8, p: usize, g: usize) [*]const T {
+pub fn kvRow(comptime T: type, a: AttentionArgs, base: [*]const u8, p: usize, g: usize) [*]const T {
     const ptr: [*]const T = @ptrCast(@alignCast(base));
     return ptr + p * a.kv_pos_stride + g * a.kv_head_stride;
 }
@@ -1005,7 +1008,7 @@ fn runTask(c: Ctx, t: usize) void {
 
 /// out = acc / l, the accumulator already copied to out. l == 0 only when the row may see no
 /// key: it gets zeros, not 0/0.
-fn normalizeRow(o: [*]f32, l: f32, hd: usize) void {
+pub fn normalizeRow(o: [*]f32, l: f32, hd: usize) void {
     if (l == 0) @memset(o[0..hd], 0) else scaleRow(o, 1.0 / l, hd);
 }
 
@@ -1539,9 +1542,39 @@ fn layoutFor(a: AttentionArgs) Layout {
 
 const Layout = enum { dots, lanes };
 
+/// Whether a lanes-layout call takes attention_amx.zig's AMX-BF16 prefill instead of the f32
+/// lanes tasks: prefill calls (beyond the batch sizes that promise invariance) over an f16 cache
+/// whose shape the tiles take, where AMX-BF16 is enabled (amx.bf16Enabled: the CPU, the OS,
+/// KILN_AMX, its self-check; decided on the calling thread).
+fn useTiles(a: AttentionArgs) bool {
+    if (!tilesApply(a)) return false;
+    if (builtin.is_test) {
+        if (test_tiles_emulate) return true;
+        if (test_tiles_off) return false;
+    }
+    return amx.bf16Enabled();
+}
+
+/// Whether a call is one the tiles take (useTiles without the machine).
+fn tilesApply(a: AttentionArgs) bool {
+    return a.kv_type == .f16 and a.n_q > max_invariant_queries and attention_amx.fits(a);
+}
+
+/// Tests: run the tiles emulated (amx.Emu) on any machine, or keep the f32 lanes kernel where
+/// the hardware would take the tiles.
+pub var test_tiles_emulate: bool = false;
+pub var test_tiles_off: bool = false;
+
 fn flashAttentionLayout(args: AttentionArgs, layout: Layout) void {
     checkArgs(args);
     if (args.n_q == 0 or args.n_head == 0) return;
+    if (layout == .lanes and useTiles(args)) {
+        if (comptime amx.hw_built) {
+            if (!(builtin.is_test and test_tiles_emulate)) return attention_amx.prefill(amx.Hw, args);
+        }
+        if (builtin.is_test) return attention_amx.prefill(amx.Emu, args);
+        unreachable;
+    }
     const plan = makePlan(args, pool.threadCount());
     const ctx = Ctx{ .a = args, .plan = plan };
     switch (layout) {
@@ -1804,6 +1837,23 @@ fn checkCase(c: TestCase, seed: u64) !void {
                 return e;
             };
         }
+        // Prefill on AMX-BF16 tiles: emulated here on every machine (the lanes run above took
+        // the hardware tiles where they are enabled), and with the tiles off the f32 lanes
+        // tasks, which the hardware run replaced.
+        if (tilesApply(f.args)) {
+            for ([_]bool{ true, false }) |emulate| {
+                test_tiles_emulate = emulate;
+                test_tiles_off = !emulate;
+                defer test_tiles_emulate = false;
+                defer test_tiles_off = false;
+                @memset(f.out, sentinel);
+                flashAttentionLayout(f.args, .lanes);
+                expectMatches(&f, ref) catch |e| {
+                    std.debug.print("flash (lanes, tiles {s}) failed: threads {d} case {any}\n", .{ if (emulate) "emulated" else "off", threads, c });
+                    return e;
+                };
+            }
+        }
         @memset(f.out, sentinel);
         attentionNaive(f.args, scores.ptr);
         expectMatches(&f, ref) catch |e| {
@@ -1939,6 +1989,41 @@ test "flash attention: sliding window" {
     try checkCase(.{ .n_q = 1, .n_kv = 1000, .q_pos0 = 999, .n_head = 8, .n_kv_head = 2, .head_dim = 64, .window = 4 }, 82);
     try checkCase(.{ .n_q = 64, .n_kv = 964, .q_pos0 = 900, .n_head = 4, .n_kv_head = 1, .head_dim = 256, .window = 512 }, 83);
     try checkCase(.{ .n_q = 600, .n_kv = 600, .q_pos0 = 0, .n_head = 2, .n_kv_head = 1, .head_dim = 64, .window = 512, .softcap = 10, .kv_type = .f16 }, 84);
+}
+
+test "flash attention: prefill on AMX-BF16 tiles (emulated everywhere, the hardware where enabled)" {
+    // SmolLM2's heads (9 / 3 / 64: 21 positions × 3 heads a task, four lane groups, the last of
+    // 15 rows), odd key counts (tiles cut short inside a 16-key block and a pair), Gemma 3's
+    // 256-wide heads with a window, MQA with 8 heads, a softcap, a head-major cache, queries past
+    // the cache whose window leaves some rows no key, a group of 80 heads split in chunks.
+    try checkCase(.{ .n_q = 40, .n_kv = 101, .q_pos0 = 61, .n_head = 9, .n_kv_head = 3, .head_dim = 64, .kv_type = .f16 }, 300);
+    try checkCase(.{ .n_q = 19, .n_kv = 19, .q_pos0 = 0, .n_head = 4, .n_kv_head = 1, .head_dim = 256, .window = 7, .kv_type = .f16, .pad = 2 }, 301);
+    try checkCase(.{ .n_q = 33, .n_kv = 95, .q_pos0 = 62, .n_head = 8, .n_kv_head = 1, .head_dim = 128, .softcap = 20, .scale_mul = 3, .kv_type = .f16, .head_major = true }, 302);
+    try checkCase(.{ .n_q = 20, .n_kv = 10, .q_pos0 = 20, .n_head = 2, .n_kv_head = 1, .head_dim = 32, .window = 15, .kv_type = .f16 }, 303);
+    try checkCase(.{ .n_q = 17, .n_kv = 200, .q_pos0 = 183, .n_head = 80, .n_kv_head = 1, .head_dim = 32, .kv_type = .f16 }, 304);
+}
+
+test "AMX-BF16 prefill tiles: without the lo halves (plain bf16 operands) they miss the reference" {
+    const c: TestCase = .{ .n_q = 40, .n_kv = 101, .q_pos0 = 61, .n_head = 9, .n_kv_head = 3, .head_dim = 64, .kv_type = .f16, .scale_mul = 3 };
+    const al = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(300);
+    var f = try makeFixture(al, c, prng.random());
+    defer f.deinit(al);
+    const ref = try al.alloc(f64, c.n_q * c.n_head * c.head_dim);
+    defer al.free(ref);
+    const ref_scores = try al.alloc(f64, c.n_kv);
+    defer al.free(ref_scores);
+    attentionRef(f.args, ref, ref_scores);
+    test_tiles_emulate = true;
+    defer test_tiles_emulate = false;
+    @memset(f.out, sentinel);
+    flashAttentionLayout(f.args, .lanes);
+    try expectMatches(&f, ref);
+    attention_amx.test_hi_only = true;
+    defer attention_amx.test_hi_only = false;
+    @memset(f.out, sentinel);
+    flashAttentionLayout(f.args, .lanes);
+    try std.testing.expectError(error.TestExpectedApproxEq, expectMatches(&f, ref));
 }
 
 test "flash attention: rows with no allowed key write zeros" {

@@ -16,5 +16,6 @@ test {
     _ = @import("activations.zig");
     _ = @import("rope.zig");
     _ = @import("attention.zig");
+    _ = @import("attention_amx.zig");
     _ = @import("bandwidth.zig");
 }
