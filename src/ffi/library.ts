@@ -426,7 +426,8 @@ export function amxStatus(): {
 /**
  * Whether the process-wide library's prefill matmuls of BF16 weights (batches above 16 rows) run
  * on Intel AMX-BF16 tiles (`tdpbf16ps`, ahead of the AVX512-BF16 path of bf16Status(), which
- * must be enabled too), and if not why: amxStatus()'s reasons, then `no_cpu_support` where the
+ * must be enabled too), as does prefill attention over an f16 KV cache
+ * (zig-kernels/attention_amx.zig), and if not why: amxStatus()'s reasons, then `no_cpu_support` where the
  * CPU lacks AMX-BF16 and `self_check_failed` where the hardware left the f32 summation error
  * bound on a fixed problem (its order of additions is its own; docs/tuning.md). KILN_AMX=0 turns
  * it off with the int8 kernel. Decided once per process.
