@@ -11,7 +11,7 @@
 //! accumulate V the same way (`accumulateRows`: dims in vectors, 512-bit on AVX-512 builds, each
 //! row's probability broadcast).
 //! Prefill (more than 16 query rows) always takes the lanes, where a task has 16 rows to fill
-//! them; decode and speculative verification take the lanes where a KV head has enough query
+//! them (or, over an f16 cache where AMX-BF16 is enabled, attention_amx.zig's tiles); decode and speculative verification take the lanes where a KV head has enough query
 //! heads to fill 8 lanes (`lanes_min_group`), else the dot products (`layoutFor`).
 //!
 //! Batch invariance: within a layout, a (query row, head) pair's result never depends on which
@@ -1517,7 +1517,8 @@ fn runTaskLanes(c: Ctx, t: usize) void {
 ///
 /// Calls of more than max_invariant_queries query rows (prefill) take the rows-in-lanes layout,
 /// 2–3× faster there than dot products but summed in another order, as the matmuls do beyond
-/// matmul.max_invariant_rows. Smaller calls (decode, speculative verification) take a layout
+/// matmul.max_invariant_rows; over an f16 cache where AMX-BF16 is enabled they take
+/// attention_amx.zig's tiles instead (useTiles). Smaller calls (decode, speculative verification) take a layout
 /// chosen by the model's shape alone, so that a row decoded alone and the same row in a
 /// verification batch always take the same one: rows in lanes where a KV head has at least
 /// `lanes_min_group` query heads (a decode task then fills a vector of 8 lanes), else dot
@@ -2001,6 +2002,10 @@ test "flash attention: prefill on AMX-BF16 tiles (emulated everywhere, the hardw
     try checkCase(.{ .n_q = 33, .n_kv = 95, .q_pos0 = 62, .n_head = 8, .n_kv_head = 1, .head_dim = 128, .softcap = 20, .scale_mul = 3, .kv_type = .f16, .head_major = true }, 302);
     try checkCase(.{ .n_q = 20, .n_kv = 10, .q_pos0 = 20, .n_head = 2, .n_kv_head = 1, .head_dim = 32, .window = 15, .kv_type = .f16 }, 303);
     try checkCase(.{ .n_q = 17, .n_kv = 200, .q_pos0 = 183, .n_head = 80, .n_kv_head = 1, .head_dim = 32, .kv_type = .f16 }, 304);
+    // Heads whose 64 keys would not fit a tile's buffers (32-key tiles) and one that does.
+    for ([_]usize{ 160, 192, 224, 96 }, 0..) |hd, s| {
+        try checkCase(.{ .n_q = 18, .n_kv = 117, .q_pos0 = 99, .n_head = 4, .n_kv_head = 2, .head_dim = hd, .kv_type = .f16 }, 310 + s);
+    }
 }
 
 test "AMX-BF16 prefill tiles: without the lo halves (plain bf16 operands) they miss the reference" {

@@ -10,8 +10,8 @@
 //! rounds the queries to f16 (2⁻¹¹). Sums and the softmax are f32.
 //!
 //! A task is up to 64 (query position, head) rows of one KV head, position-major, in four lane
-//! groups of 16; each tile of keys (attention.zig's size: ≤ 64, ≤ 8K elements) is split once
-//! into bf16 buffers and serves every group. Per group and tile:
+//! groups of 16; each tile of keys (64, or 32 for heads over 128 dims: ≤ 8K elements) is split
+//! once into bf16 buffers and serves every group. Per group and tile:
 //!   scores  Sᵀ = K·Qᵀ: A = 16 keys × 32 dims (the key rows as they are), B = the group's
 //!           queries in the pair layout (B[k][2r + i] = Q[r][2k + i], made once per task),
 //!           C = 16 keys × 16 rows: stored, key j is a vector of the 16 rows' scores.
@@ -25,8 +25,8 @@
 //! promise no batch invariance. Tests run it on the hardware where enabled and on amx.Emu
 //! everywhere against attention.zig's f64 reference, and a variant without the lo halves must
 //! miss it. Measured on an Intel Xeon (Emerald Rapids, 2 threads, 128 queries over 512 keys,
-//! f16 cache; /tmp-free: bench/kernels.bench.ts section 4): 1.4–2× the f32 lanes kernel
-//! (docs/optimization.md).
+//! f16 cache, the builds before and after alternated): 1.4–2× the f32 lanes kernel
+//! (docs/optimization.md; `NQ=128 bun bench/attention-ab.ts OLD.so NEW.so 9/3/64,4/1/256 512`).
 const std = @import("std");
 const builtin = @import("builtin");
 const amx = @import("amx.zig");
@@ -121,8 +121,14 @@ inline fn pairWords(a: V16u, b: V16u) V16u {
 /// Rows a task carries: four lane groups of 16 share each converted K/V tile.
 const max_rows = 64;
 const max_groups = max_rows / lanes;
-/// Elements of a tile's K (or V) rows: the lanes kernel's 8K (keys = min(64, 8K / head_dim)).
+/// Elements of a tile's K (or V) rows, as the lanes kernel's tiles: 8K (16 KB of each bf16 half).
 const tile_elems = 8 * 1024;
+
+/// Keys per tile: 64, or 32 where 64 keys of the head would not fit tile_elems. Whole pairs of
+/// 16-key blocks, so the buffers' rounded-up keys (K to 16, V to 32) stay within tile_elems.
+fn tileKeys(hd: usize) usize {
+    return if (max_keys * hd <= tile_elems) max_keys else 32;
+}
 
 /// Whether the tiles take a call of this shape (whole TDPBF16PS steps, heads within the buffers).
 pub fn fits(a: AttentionArgs) bool {
@@ -150,7 +156,7 @@ fn makePlan(a: AttentionArgs) Plan {
         .positions = positions,
         .n_q_blocks = n_q_blocks,
         .n_tasks = n_q_blocks * a.n_kv_head * n_head_chunks,
-        .tile = @min(max_keys, tile_elems / a.head_dim),
+        .tile = tileKeys(a.head_dim),
     };
 }
 
@@ -284,6 +290,7 @@ fn runTask(comptime Tiles: type, a: AttentionArgs, plan: Plan, t: usize) void {
 
 /// Keys/values [0, n) of the tile from f16 rows `stride` elements apart, split into the buffers.
 fn loadKv(st: *State, hd: usize, k: [*]const f16, v: [*]const f16, stride: usize, n: usize) void {
+    std.debug.assert(n >= 1 and std.mem.alignForward(usize, n, 32) * hd <= tile_elems);
     const zero: V16f = @splat(0);
     const n16 = std.mem.alignForward(usize, n, 16);
     for (0..n16) |j| {
