@@ -25,7 +25,7 @@
 //! promise no batch invariance. Tests run it on the hardware where enabled and on amx.Emu
 //! everywhere against attention.zig's f64 reference, and a variant without the lo halves must
 //! miss it. Measured on an Intel Xeon (Emerald Rapids, 2 threads, 128 queries over 512 keys,
-//! f16 cache, the builds before and after alternated): 1.4–2× the f32 lanes kernel
+//! f16 cache, the builds before and after alternated): 0.50–0.70× the f32 lanes kernel's time
 //! (docs/optimization.md; `NQ=128 bun bench/attention-ab.ts OLD.so NEW.so 9/3/64,4/1/256 512`).
 const std = @import("std");
 const builtin = @import("builtin");
