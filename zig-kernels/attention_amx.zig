@@ -44,7 +44,6 @@ inline fn withLo() bool {
 
 const V16f = @Vector(16, f32);
 const V16u = @Vector(16, u32);
-
 const V16i = @Vector(16, i32);
 const inf = std.math.inf(f32);
 
@@ -73,7 +72,8 @@ const tc0 = 4;
 
 /// x split in two bf16, as f32 bit patterns whose low 16 bits are zero: hi = x rounded to
 /// nearest even (by an add: a NaN may come out as another NaN or an infinity, poisoning the sums
-/// as the NaN would), lo = x − hi truncated: |x − hi − lo| < 2⁻⁷·|x − hi| ≤ 2⁻¹⁶·|x|.
+/// as the NaN would), lo = x − hi (exact in f32, below 2⁻⁸ of x's leading power of two)
+/// truncated to bf16, so |x − hi − lo| < 2⁻¹⁶·|x| for finite normal x.
 inline fn split(x: V16f) Bf16Pair {
     const b: V16u = @bitCast(x);
     const mask: V16u = @splat(0xffff0000);
