@@ -11,8 +11,9 @@
 //! accumulate V the same way (`accumulateRows`: dims in vectors, 512-bit on AVX-512 builds, each
 //! row's probability broadcast).
 //! Prefill (more than 16 query rows) always takes the lanes, where a task has 16 rows to fill
-//! them (or, over an f16 cache where AMX-BF16 is enabled, attention_amx.zig's tiles); decode and speculative verification take the lanes where a KV head has enough query
-//! heads to fill 8 lanes (`lanes_min_group`), else the dot products (`layoutFor`).
+//! them (or, over an f16 cache where AMX-BF16 is enabled, attention_amx.zig's tiles); decode
+//! and speculative verification take the lanes where a KV head has enough query heads to fill
+//! 8 lanes (`lanes_min_group`), else the dot products (`layoutFor`).
 //!
 //! Batch invariance: within a layout, a (query row, head) pair's result never depends on which
 //! other rows share its call. Tiles start at absolute multiples of the tile size and the key
@@ -350,7 +351,7 @@ pub fn softmaxRowRef(x: [*]f32, n: usize) void {
 // ---------------------------------------------------------------------------------------
 // Shared mask / argument logic
 
-pub const KeyRange = struct { lo: usize, end: usize };
+const KeyRange = struct { lo: usize, end: usize };
 
 /// Keys a query at position qp may see: causal (p <= qp), inside the cache, and inside the
 /// sliding window (qp - p < window). Empty when lo == end.
@@ -360,7 +361,7 @@ pub fn keyRange(a: AttentionArgs, qp: usize) KeyRange {
     return .{ .lo = @min(lo, end), .end = end };
 }
 
-pub inline fn finishScore(a: AttentionArgs, dot: f32) f32 {
+inline fn finishScore(a: AttentionArgs, dot: f32) f32 {
     const s = dot * a.scale;
     return if (a.softcap == 0) s else a.softcap * std.math.tanh(s / a.softcap);
 }
@@ -1518,9 +1519,10 @@ fn runTaskLanes(c: Ctx, t: usize) void {
 /// Calls of more than max_invariant_queries query rows (prefill) take the rows-in-lanes layout,
 /// 2–3× faster there than dot products but summed in another order, as the matmuls do beyond
 /// matmul.max_invariant_rows; over an f16 cache where AMX-BF16 is enabled they take
-/// attention_amx.zig's tiles instead (useTiles). Smaller calls (decode, speculative verification) take a layout
-/// chosen by the model's shape alone, so that a row decoded alone and the same row in a
-/// verification batch always take the same one: rows in lanes where a KV head has at least
+/// attention_amx.zig's tiles instead (useTiles). Smaller calls (decode, speculative
+/// verification) take a layout chosen by the model's shape alone, so that a row decoded alone
+/// and the same row in a verification batch always take the same one: rows in lanes where a KV
+/// head has at least
 /// `lanes_min_group` query heads (a decode task then fills a vector of 8 lanes), else dot
 /// products (few query heads per KV head leave most lanes empty).
 pub fn flashAttention(args: AttentionArgs) void {
