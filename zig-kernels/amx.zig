@@ -612,12 +612,17 @@ fn kernelFor(comptime Tiles: type, comptime F: type, comptime src: Source, w: [*
             }
         }
     }
+    // Whole tiles stored as vectors: a memcpy call per 16 outputs was ~15% of a K = 576 call.
     for (0..m) |i| {
         const row = y + i * y_stride;
         for (0..n_gb) |g| {
-            const v: [16]f32 = acc[i][g];
             const cnt = @min(16, n - 16 * g);
-            @memcpy(row[16 * g ..][0..cnt], v[0..cnt]);
+            if (cnt == 16) {
+                row[16 * g ..][0..16].* = acc[i][g];
+            } else {
+                const v: [16]f32 = acc[i][g];
+                for (0..cnt) |j| row[16 * g + j] = v[j];
+            }
         }
     }
 }
@@ -669,13 +674,18 @@ const Ahead = struct {
 /// (legacy: the f32 scale-accumulate per block; K-quants: the integer scale sums per sub-block,
 /// the f32 work once per block, after its last sub-block).
 inline fn step(comptime Tiles: type, comptime F: type, comptime PA: usize, comptime PB: usize, tiles: *Tiles, c: StepCtx(F), acc: *[max_acts][2]V16f) void {
-    var cbuf: [PA * PB][16][16]i32 align(64) = undefined;
+    // Two sets of stored C tiles: sub-block si's tiles are computed and stored while the vector
+    // units still finish si − 1 from the other set, so the tile unit and the epilogue overlap
+    // instead of the epilogue's loads waiting on the stores just issued.
+    var cbuf: [2][PA * PB][16][16]i32 align(64) = undefined;
     // K-quants: Σ_sub sc·sumi of the current block per activation row and weight tile.
     var isum: [PA * 16][PB]V16i = undefined;
-    for (0..c.nb * F.n_sub) |si| {
+    const n_si = c.nb * F.n_sub;
+    for (0..n_si) |si| {
         const b = si / F.n_sub;
         const s = si % F.n_sub;
         c.pf.step();
+        if (si + a_ahead < n_si) prefetchActs(F, PA, c, si + a_ahead);
         inline for (0..PA) |ga| {
             const g = c.ga + ga;
             if (g == c.n_ga - 1 and c.last_rows < 16) {
@@ -685,14 +695,35 @@ inline fn step(comptime Tiles: type, comptime F: type, comptime PA: usize, compt
             }
         }
         inline for (0..PB) |gb| tiles.load(tile_b0 + gb, &c.p.q[si][gb], 64);
+        // All products, then all stores: a store right after its product waits for that
+        // product's latency, and the next product queued behind it.
         inline for (0..PA) |ga| {
-            inline for (0..PB) |gb| {
-                tiles.zero(tileC(ga, gb));
-                tiles.dpbssd(tileC(ga, gb), tile_a0 + ga, tile_b0 + gb);
-                tiles.store(tileC(ga, gb), @ptrCast(&cbuf[ga * PB + gb]), 64);
-            }
+            inline for (0..PB) |gb| tiles.zero(tileC(ga, gb));
         }
-        finishSub(F, PA, PB, c, &cbuf, si, &isum, acc);
+        inline for (0..PA) |ga| {
+            inline for (0..PB) |gb| tiles.dpbssd(tileC(ga, gb), tile_a0 + ga, tile_b0 + gb);
+        }
+        inline for (0..PA) |ga| {
+            inline for (0..PB) |gb| tiles.store(tileC(ga, gb), @ptrCast(&cbuf[si & 1][ga * PB + gb]), 64);
+        }
+        if (si > 0) finishSub(F, PA, PB, c, &cbuf[(si - 1) & 1], si - 1, &isum, acc);
+    }
+    finishSub(F, PA, PB, c, &cbuf[(n_si - 1) & 1], n_si - 1, &isum, acc);
+}
+
+/// How many sub-blocks ahead step() prefetches the activation rows its A tiles load.
+const a_ahead = 2;
+
+/// Prefetches into L1 the activation quants of sub-block si of the chunk for the step's rows
+/// (the tile loads of 16 rows act_bytes apart otherwise wait on L2 one line at a time).
+inline fn prefetchActs(comptime F: type, comptime PA: usize, c: StepCtx(F), si: usize) void {
+    // The step's PA groups, less a partial last group (its tile loads from the stage).
+    const rows = 16 * PA - (if (c.ga + PA == c.n_ga and c.last_rows < 16) @as(usize, 16) else 0);
+    var p = F.actQuants(c.a + 16 * c.ga * c.act_bytes, c.b0 + si / F.n_sub, si % F.n_sub);
+    for (0..rows) |_| {
+        @prefetch(p, .{ .locality = 3 });
+        @prefetch(p + F.sub - 1, .{ .locality = 3 });
+        p += c.act_bytes;
     }
 }
 
