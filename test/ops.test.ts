@@ -119,10 +119,10 @@ describe("matmul3 (three projections of the same rows, one kernel call)", () => 
 });
 
 describe("packed rows (the load-time layout of the output head and, LoadOptions.packLayers, the layers)", () => {
-  // zig-kernels/packed.zig: Q8_0 and Q4_0 on the AVX-512 VNNI build; elsewhere packRows declines.
+  // zig-kernels/packed.zig: Q8_0, Q4_0 and Q4_1 on the AVX-512 VNNI build; elsewhere packRows declines.
   const supported = (dtype: DType) => cpu.packUnsupportedReason(Tensor.zeros(dtype, [16, 32])) === null;
 
-  for (const dtype of ["q8_0", "q4_0"] as const) {
+  for (const dtype of ["q8_0", "q4_0", "q4_1"] as const) {
     test(`${dtype}: within rounding of the in-place matmul, and every batched row bitwise the row alone`, () => {
       if (!supported(dtype)) {
         // Not this build: packRows must decline and leave the weight read in place.
@@ -178,6 +178,34 @@ describe("packed rows (the load-time layout of the output head and, LoadOptions.
     expect(cpu.packedCopy(w)).toBeNull();
   });
 
+  test("gated FFN over packed gate and up: bitwise the two packed matmuls and the gated product", () => {
+    for (const dtype of ["q8_0", "q4_0", "q4_1"] as const) {
+      if (!supported(dtype)) continue;
+      const [nFf, k] = [80, 96];
+      const [gate, up] = [0, 1].map((s) => cpu.quantize(f32(randn(nFf * k, 40 + s), [nFf, k], `blk.0.ffn_${s ? "up" : "gate"}`), dtype)) as [Tensor, Tensor];
+      for (const w of [gate, up]) expect(cpu.packRows(w)).toBe(true);
+      try {
+        for (const m of [1, 5, 17, 40]) {
+          const x = f32(randn(m * k, 50 + m), [m, k], "x");
+          const xq = new Uint8Array(cpu.actRowBytes(dtype, k) * m);
+          cpu.prepareActivations(dtype, x, xq);
+          const [g, u, want] = [0, 1, 2].map(() => Tensor.zeros("f32", [m, nFf])) as [Tensor, Tensor, Tensor];
+          cpu.matmulPrepared(gate, xq, m, g);
+          cpu.matmulPrepared(up, xq, m, u);
+          for (const act of ["silu", "gelu_tanh"] as const) {
+            (act === "silu" ? cpu.siluMul : cpu.geluTanhMul)(g, u, want);
+            const out = guarded([m, nFf]);
+            cpu.ffnGatedPrepared(gate, up, xq, m, out.t, act);
+            out.checkGuards();
+            expect(out.t.f32).toEqual(want.f32);
+          }
+        }
+      } finally {
+        for (const w of [gate, up]) cpu.unpackRows(w);
+      }
+    }
+  });
+
   test("the fused in-place kernels refuse a weight with a packed copy (they would read the file's bytes)", () => {
     if (!supported("q8_0")) return;
     const k = 64;
@@ -190,7 +218,7 @@ describe("packed rows (the load-time layout of the output head and, LoadOptions.
     expect(cpu.packRows(ws[1]!)).toBe(true);
     try {
       expect(() => cpu.matmul3Prepared(ws[0]!, ws[1]!, ws[2]!, xq, 1, outs[0]!, outs[1]!, outs[2]!)).toThrow(/packed copy; use matmulPrepared/);
-      expect(() => cpu.ffnGatedPrepared(ws[0]!, ws[1]!, xq, 1, outs[0]!, "silu")).toThrow(/packed copy; use matmulPrepared/);
+      expect(() => cpu.ffnGatedPrepared(ws[0]!, ws[1]!, xq, 1, outs[0]!, "silu")).toThrow(/w1.* is read from a packed copy and .*w0.* is not; use matmulPrepared/);
     } finally {
       cpu.unpackRows(ws[1]!);
     }

@@ -527,20 +527,21 @@ pub const Source = enum { rows, packed16 };
 
 /// Types the kernel reads from packed.zig's layout.
 pub fn supportsPacked(t: GgmlType) bool {
-    return t == .q8_0 or t == .q4_0;
+    return t == .q8_0 or t == .q4_0 or t == .q4_1;
 }
 
 /// Fills p from packed.zig's layout (n ≤ 32 a multiple of 16; `group_stride` bytes between the
 /// two 16-row groups): per block and group, the 16 rows × 4-byte words of the copy are the B
 /// tile's rows already (row g of the tile = the copy's vector g), so a tile is 8 vector copies
-/// that undo the copy's storage: Q8_0 back from +128-biased to signed, Q4_0's nibbles split
-/// (low ones: elements 0..15 = tile rows 0..3, high ones: 16..31 = rows 4..7) less the zero
-/// point 8, exactly Format.unpack's quants. The 16 f16 scales follow the quants.
+/// that undo the copy's storage: Q8_0 back from +128-biased to signed, Q4_0/Q4_1's nibbles split
+/// (low ones: elements 0..15 = tile rows 0..3, high ones: 16..31 = rows 4..7), Q4_0's less its
+/// zero point 8, exactly Format.unpack's quants. The 16 f16 scales (and Q4_1's 16 mins) follow.
 fn packBPacked(comptime F: type, w: [*]const u8, group_stride: usize, n: usize, b0: usize, nb: usize, p: *F.Packed) void {
-    comptime std.debug.assert(F.n_sub == 1 and F.tile_bytes == 512 and !F.has_min);
+    comptime std.debug.assert(F.n_sub == 1 and F.tile_bytes == 512);
     const V = @Vector(64, u8);
     const block_bytes = 16 * F.W.type_size;
     const q_vectors = if (F.ty == .q8_0) 8 else 4;
+    const zero: V = @splat(@as(u8, @bitCast(F.zero)));
     std.debug.assert(n % 16 == 0);
     for (0..nb) |b| {
         for (0..n / 16) |g| {
@@ -551,12 +552,16 @@ fn packBPacked(comptime F: type, w: [*]const u8, group_stride: usize, n: usize, 
             } else {
                 inline for (0..4) |r| {
                     const v: V = src[r * 64 ..][0..64].*;
-                    q[r * 64 ..][0..64].* = (v & @as(V, @splat(0x0f))) -% @as(V, @splat(8));
-                    q[(r + 4) * 64 ..][0..64].* = (v >> @splat(4)) -% @as(V, @splat(8));
+                    q[r * 64 ..][0..64].* = (v & @as(V, @splat(0x0f))) -% zero;
+                    q[(r + 4) * 64 ..][0..64].* = (v >> @splat(4)) -% zero;
                 }
             }
             const dh: @Vector(16, f16) = @bitCast(src[q_vectors * 64 ..][0..32].*);
             p.d[b][g] = @floatCast(dh);
+            if (F.has_min) {
+                const mh: @Vector(16, f16) = @bitCast(src[q_vectors * 64 + 32 ..][0..32].*);
+                p.m[b][g] = @floatCast(mh);
+            }
         }
     }
 }
@@ -804,7 +809,7 @@ pub fn matmulPackedRows(t: GgmlType, groups: [*]const u8, group_stride: usize, k
     if (builtin.is_test and test_emulate) return matmulPackedRowsEmu(t, groups, group_stride, k, a, act_bytes, m, n, y, y_stride, ahead);
     if (comptime !hw_built) unreachable;
     switch (t) {
-        inline .q8_0, .q4_0 => |ct| kernelPacked(Hw, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride, ahead),
+        inline .q8_0, .q4_0, .q4_1 => |ct| kernelPacked(Hw, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride, ahead),
         else => unreachable,
     }
 }
@@ -812,7 +817,7 @@ pub fn matmulPackedRows(t: GgmlType, groups: [*]const u8, group_stride: usize, k
 /// matmulPackedRows on the emulated tiles.
 pub fn matmulPackedRowsEmu(t: GgmlType, groups: [*]const u8, group_stride: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, n: usize, y: [*]f32, y_stride: usize, ahead: []const u8) void {
     switch (t) {
-        inline .q8_0, .q4_0 => |ct| kernelPacked(Emu, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride, ahead),
+        inline .q8_0, .q4_0, .q4_1 => |ct| kernelPacked(Emu, ct, groups, group_stride, k, a, act_bytes, m, n, y, y_stride, ahead),
         else => unreachable,
     }
 }

@@ -253,6 +253,17 @@ export fn kiln_matmul_packed(t: u32, p: [*]const u8, n_out: u64, k: u64, xq: [*]
     return ok;
 }
 
+/// out = act(x·W_gateᵀ) ⊙ (x·W_upᵀ) for gate and up packed by kiln_pack_rows (one type, [n_ff, k]
+/// each) and m prepared activation rows: bitwise two kiln_matmul_packed and the gated product.
+export fn kiln_ffn_gated_packed(t: u32, p_gate: [*]const u8, p_up: [*]const u8, n_ff: u64, k: u64, xq: [*]const u8, m: u64, out: [*]f32, out_stride: u64, activation: u32) i32 {
+    const ty = typeOf(t) orelse return err_bad_type;
+    if (!packed_rows.supports(ty)) return err_bad_type;
+    if (!packedShapeOk(ty, n_ff, k) or out_stride < n_ff) return err_bad_shape;
+    const act = std.meta.intToEnum(matmul.Activation, activation) catch return err_bad_arg;
+    packed_rows.gatedFfn(ty, p_gate, p_up, n_ff, k, xq, m, out, out_stride, act);
+    return ok;
+}
+
 // ---- norms, elementwise, RoPE, softmax ------------------------------------------------------
 
 /// Fused RMSNorm over `rows` rows: optionally x += residual first (x is the residual stream),

@@ -425,7 +425,7 @@ fn launchTiledIn(comptime Ctx: type, a: anytype, n_rows: usize, rows_per_task: u
 /// out[q] = act(g[q])·u[q] for q < n: the gated FFN's product.
 /// Through norm.zig's vector rows (bitwise its scalar silu/geluTanh): a prefill call's gated
 /// product is m·n_ff activations, and one lane at a time cost as much as the two AMX matmuls.
-inline fn gatedProduct(act: Activation, g: [*]const f32, u: [*]const f32, out: [*]f32, n: usize) void {
+pub inline fn gatedProduct(act: Activation, g: [*]const f32, u: [*]const f32, out: [*]f32, n: usize) void {
     switch (act) {
         .silu => norm.siluMulRow(g, u, out, n),
         .gelu_tanh => norm.geluTanhMulRow(g, u, out, n),

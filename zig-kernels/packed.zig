@@ -17,13 +17,14 @@
 //!
 //! Layout, per group of 16 rows (n_out % 16 == 0), per block of 32 columns: `groups` vectors of
 //! 16 rows × 4 quant bytes (row r's bytes 4g..4g+3 in lane r of vector g; Q8_0 biased by +128 to
-//! unsigned, Q4_0 left as packed nibbles), then the 16 rows' f16 scales: 544 B for Q8_0, 288 B
-//! for Q4_0, exactly 16 of the file's blocks.
+//! unsigned, Q4_0/Q4_1 left as packed nibbles), then the 16 rows' f16 scales d (and Q4_1's 16 f16
+//! mins m): 544 B for Q8_0, 288 B for Q4_0, 320 B for Q4_1, exactly 16 of the file's blocks.
 //!
 //! Arithmetic per output (the same for every batch size and tile, so a row computed in a batch
 //! is bitwise the row computed alone): per block the integer dot Σq·a is exact (the zero point ×
 //! Σa is subtracted in integers, Σa taken from the activation block once per call), converted
-//! to f32 (exact: |Σ| < 2^24) and accumulated as acc = fma(Σ, d_w·d_a, acc), blocks in order.
+//! to f32 (exact: |Σ| < 2^24) and accumulated as acc = fma(Σ, d_w·d_a, acc), then for Q4_1
+//! acc = fma(m_w, s_a, acc) (s_a = d_a·Σa, the activation block's own), blocks in order.
 const std = @import("std");
 const pool = @import("pool.zig");
 const quant = @import("quant.zig");
@@ -31,7 +32,9 @@ const legacy = @import("quant_legacy.zig");
 const repack = @import("repack.zig");
 const memory = @import("memory.zig");
 const amx = @import("amx.zig");
-const max_invariant_rows = @import("matmul.zig").max_invariant_rows;
+const matmul_zig = @import("matmul.zig");
+const max_invariant_rows = matmul_zig.max_invariant_rows;
+const Activation = matmul_zig.Activation;
 
 const GgmlType = quant.GgmlType;
 const ActQ8_0 = legacy.ActQ8_0;
@@ -42,7 +45,7 @@ pub const rows = repack.rows;
 
 /// Types with a packed layout in this build (the x86_64-v4 library: 512-bit VNNI).
 pub fn supports(t: GgmlType) bool {
-    return repack.available and (t == .q8_0 or t == .q4_0);
+    return repack.available and (t == .q8_0 or t == .q4_0 or t == .q4_1);
 }
 
 /// Activation rows whose block sums one pass keeps on the stack: 16 rows × 1024 blocks (k ≤ 32768).
@@ -65,10 +68,21 @@ const task_bytes = 1024 * 1024;
 
 fn Layout(comptime t: GgmlType) type {
     return struct {
-        const groups = if (t == .q4_0) 4 else 8;
-        const type_size = if (t == .q4_0) legacy.Q4_0.type_size else legacy.Q8_0.type_size;
-        const zero: i32 = if (t == .q4_0) 8 else 128;
-        const block_bytes = groups * 64 + 2 * rows;
+        const nibbles = t == .q4_0 or t == .q4_1;
+        const groups = if (nibbles) 4 else 8;
+        const type_size = quant.Traits(t).type_size;
+        /// Q4_1's per-block min (f16, after d in its blocks; 16 of them after the 16 d here).
+        const has_min = t == .q4_1;
+        /// Where a file block's quants start: after d (and Q4_1's m).
+        const qs_offset: usize = if (has_min) 4 else 2;
+        /// Subtracted from the stored quants, in integers (Q4_1: none, its min is a float term).
+        const zero: i32 = switch (t) {
+            .q4_0 => 8,
+            .q8_0 => 128,
+            else => 0,
+        };
+        const scale_bytes: usize = if (has_min) 4 * rows else 2 * rows;
+        const block_bytes = groups * 64 + scale_bytes;
         comptime {
             std.debug.assert(block_bytes == rows * type_size);
         }
@@ -79,16 +93,19 @@ fn Layout(comptime t: GgmlType) type {
                 const out = dst + (grp * nb + b) * block_bytes;
                 var words: [groups][rows]u32 = undefined;
                 var d: [rows]u16 = undefined;
+                var m: [rows]u16 = undefined;
                 for (0..rows) |r| {
                     const blk = w + (grp * rows + r) * row_bytes + b * type_size;
                     d[r] = std.mem.readInt(u16, blk[0..2], .little);
+                    if (has_min) m[r] = std.mem.readInt(u16, blk[2..4], .little);
                     inline for (0..groups) |g| {
-                        const v = std.mem.readInt(u32, blk[2 + 4 * g ..][0..4], .little);
+                        const v = std.mem.readInt(u32, blk[qs_offset + 4 * g ..][0..4], .little);
                         words[g][r] = if (t == .q8_0) v ^ 0x80808080 else v;
                     }
                 }
                 inline for (0..groups) |g| @memcpy(out[g * 64 ..][0..64], std.mem.asBytes(&words[g]));
                 @memcpy(out[groups * 64 ..][0 .. 2 * rows], std.mem.asBytes(&d));
+                if (has_min) @memcpy(out[groups * 64 + 2 * rows ..][0 .. 2 * rows], std.mem.asBytes(&m));
             }
         }
 
@@ -104,10 +121,11 @@ fn Layout(comptime t: GgmlType) type {
                 const blk = blocks + b * block_bytes;
                 if (stream) legacy.prefetchLines(hint, blk + prefetch_ahead, block_bytes);
                 const dw: @Vector(16, f32) = @floatCast(@as(@Vector(16, f16), @bitCast(blk[groups * 64 ..][0 .. 2 * rows].*)));
+                const mw: @Vector(16, f32) = if (has_min) @floatCast(@as(@Vector(16, f16), @bitCast(blk[groups * 64 + 2 * rows ..][0 .. 2 * rows].*))) else undefined;
                 var wq: [2 * groups]V64 = undefined;
                 inline for (0..groups) |g| {
                     const v: V64 = blk[g * 64 ..][0..64].*;
-                    if (t == .q4_0) {
+                    if (nibbles) {
                         wq[2 * g] = v & mask;
                         wq[2 * g + 1] = (v >> @splat(4)) & mask;
                     } else wq[g] = v;
@@ -118,7 +136,7 @@ fn Layout(comptime t: GgmlType) type {
                     var s0: @Vector(16, i32) = @splat(0);
                     var s1: @Vector(16, i32) = @splat(0);
                     inline for (0..groups) |g| {
-                        if (t == .q4_0) {
+                        if (nibbles) {
                             const lo: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
                             const hi: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 16 + 4 * g ..][0..4], .little));
                             s0 = @"llvm.x86.avx512.vpdpbusd.512"(s0, @bitCast(wq[2 * g]), lo);
@@ -132,9 +150,11 @@ fn Layout(comptime t: GgmlType) type {
                             }
                         }
                     }
-                    const exact = s0 + s1 - @as(@Vector(16, i32), @splat(zero * sums[ci * nb + b]));
+                    const exact = if (zero != 0) s0 + s1 - @as(@Vector(16, i32), @splat(zero * sums[ci * nb + b])) else s0 + s1;
                     const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[0..4], .little)));
                     acc[ci] = @mulAdd(@Vector(16, f32), @floatFromInt(exact), dw * da, acc[ci]);
+                    // Q4_1: + m_w·s_a (s_a = d_a·Σq_a, the activation block's second field).
+                    if (has_min) acc[ci] = @mulAdd(@Vector(16, f32), mw, @splat(@bitCast(std.mem.readInt(u32, ab[4..8], .little))), acc[ci]);
                 }
             }
             inline for (0..C) |ci| y[ci * y_stride ..][0..rows].* = acc[ci];
@@ -155,7 +175,7 @@ pub fn pack(t: GgmlType, w: [*]const u8, n_out: usize, k: usize, dst: [*]u8, rel
     if (comptime !repack.available) unreachable;
     std.debug.assert(supports(t) and n_out % rows == 0 and k % 32 == 0);
     switch (t) {
-        inline .q8_0, .q4_0 => |ct| {
+        inline .q8_0, .q4_0, .q4_1 => |ct| {
             const L = Layout(ct);
             const Ctx = struct { w: [*]const u8, row_bytes: usize, nb: usize, dst: [*]u8, groups_per_task: usize, n_groups: usize, release: bool };
             const run = struct {
@@ -187,37 +207,90 @@ pub fn matmul(t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [*]const 
     if (comptime !repack.available) unreachable;
     std.debug.assert(supports(t) and n_out % rows == 0 and k % 32 == 0 and k <= max_k);
     switch (t) {
-        inline .q8_0, .q4_0 => |ct| {
+        inline .q8_0, .q4_0, .q4_1 => |ct| {
             if (comptime amx.wired(ct) and amx.supportsPacked(ct)) {
                 // amx.enabled() decides (a self-check on first use) on the calling thread.
-                if (m > max_invariant_rows and amx.enabled()) return matmulAmx(ct, p, n_out, k, xq, m, y, y_stride);
+                if (m > max_invariant_rows and amx.enabled()) return matmulAmx(ct, p, null, n_out, k, xq, m, y, y_stride);
             }
-            matmulTyped(ct, p, n_out, k, xq, m, y, y_stride);
+            matmulTyped(ct, p, null, n_out, k, xq, m, y, y_stride);
         },
         else => unreachable,
     }
 }
 
-/// The AMX prefill over the copy: tasks of amx.max_rows weight rows (two 16-row groups) ×
-/// amx.max_acts activation rows, weight-row major within an activation block (as matmul.zig's
-/// tiled tasks), so the threads share one block of activations at a time.
-fn matmulAmx(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
+/// The second weight of a gated FFN and its activation: out = act(x·W_gateᵀ) ⊙ (x·W_upᵀ).
+const Up = struct { p: [*]const u8, act: Activation };
+
+/// out[i·out_stride + j] = act(gate_j · x_i) · (up_j · x_i) for packed gate and up (pack's
+/// output, one type, [n_ff, k] each) and m prepared rows, in one pass: each product has the bits
+/// matmul() gives that weight alone (the same kernel on the same rows) and the gated product the
+/// bits of norm.siluMulRow/geluTanhMulRow, so the fusion changes no bit of matmul, matmul,
+/// product; it saves the separate elementwise pass (single-threaded, over [m, n_ff] in memory)
+/// and a dispatch.
+pub fn gatedFfn(t: GgmlType, p_gate: [*]const u8, p_up: [*]const u8, n_ff: usize, k: usize, xq: [*]const u8, m: usize, out: [*]f32, out_stride: usize, act: Activation) void {
+    if (comptime !repack.available) unreachable;
+    std.debug.assert(supports(t) and n_ff % rows == 0 and k % 32 == 0 and k <= max_k);
+    const up: Up = .{ .p = p_up, .act = act };
+    switch (t) {
+        inline .q8_0, .q4_0, .q4_1 => |ct| {
+            if (comptime amx.wired(ct) and amx.supportsPacked(ct)) {
+                if (m > max_invariant_rows and amx.enabled()) return matmulAmx(ct, p_gate, up, n_ff, k, xq, m, out, out_stride);
+            }
+            matmulTyped(ct, p_gate, up, n_ff, k, xq, m, out, out_stride);
+        },
+        else => unreachable,
+    }
+}
+
+/// The AMX prefill over the copy: tasks of amx_pieces_per_task × amx.max_rows weight rows (pieces
+/// of two 16-row groups) × amx.max_acts activation rows, weight-row major within an activation
+/// block (as matmul.zig's tiled tasks), so the threads share one block of activations at a time.
+/// Each call prefetches the weights of the task's next call (amx.zig Ahead); gated (`up`), the
+/// gate call prefetches up's same rows and the up call the gate's next ones, as matmul.zig's
+/// gated FFN does.
+fn matmulAmx(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
     const L = Layout(t);
-    const Ctx = struct { p: [*]const u8, group_stride: usize, k: usize, xq: [*]const u8, act_bytes: usize, m: usize, n_out: usize, n_pieces: usize, y: [*]f32, y_stride: usize };
+    const Ctx = struct { p: [*]const u8, up: ?Up, group_stride: usize, k: usize, xq: [*]const u8, act_bytes: usize, m: usize, n_out: usize, n_tasks_rows: usize, y: [*]f32, y_stride: usize };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
-            const j = (task % c.n_pieces) * amx.max_rows;
-            const i_0 = (task / c.n_pieces) * amx.max_acts;
-            const i_1 = @min(c.m, i_0 + amx.max_acts);
-            const n = @min(amx.max_rows, c.n_out - j);
-            amx.matmulPackedRows(t, c.p + (j / rows) * c.group_stride, c.group_stride, c.k, c.xq + i_0 * c.act_bytes, c.act_bytes, i_1 - i_0, n, c.y + i_0 * c.y_stride + j, c.y_stride, &.{});
+            const j0 = (task % c.n_tasks_rows) * amx_pieces_per_task * amx.max_rows;
+            const j1 = @min(c.n_out, j0 + amx_pieces_per_task * amx.max_rows);
+            const i_0 = (task / c.n_tasks_rows) * amx.max_acts;
+            const mm = @min(c.m, i_0 + amx.max_acts) - i_0;
+            const a = c.xq + i_0 * c.act_bytes;
+            // Bytes of weight rows [r0, r1) of a copy (rows of a piece are whole groups).
+            const gs = c.group_stride;
+            const span = struct {
+                fn of(w: [*]const u8, r0: usize, r1: usize, stride: usize) []const u8 {
+                    return w[r0 / rows * stride .. r1 / rows * stride];
+                }
+            }.of;
+            amx.prefetchWeights(span(c.p, j0, @min(j1, j0 + amx.max_rows), gs));
+            var j = j0;
+            while (j < j1) : (j += amx.max_rows) {
+                const n = @min(amx.max_rows, j1 - j);
+                const next = span(c.p, j + n, @min(j1, j + n + amx.max_rows), gs);
+                if (c.up) |u| {
+                    var g: [amx.max_acts * amx.max_rows]f32 = undefined;
+                    var v: [amx.max_acts * amx.max_rows]f32 = undefined;
+                    amx.matmulPackedRows(t, c.p + (j / rows) * gs, gs, c.k, a, c.act_bytes, mm, n, &g, amx.max_rows, span(u.p, j, j + n, gs));
+                    amx.matmulPackedRows(t, u.p + (j / rows) * gs, gs, c.k, a, c.act_bytes, mm, n, &v, amx.max_rows, next);
+                    for (0..mm) |i| matmul_zig.gatedProduct(u.act, g[i * amx.max_rows ..].ptr, v[i * amx.max_rows ..].ptr, c.y + (i_0 + i) * c.y_stride + j, n);
+                } else {
+                    amx.matmulPackedRows(t, c.p + (j / rows) * gs, gs, c.k, a, c.act_bytes, mm, n, c.y + i_0 * c.y_stride + j, c.y_stride, next);
+                }
+            }
         }
     }.f;
-    const n_pieces = std.math.divCeil(usize, n_out, amx.max_rows) catch unreachable;
+    const n_tasks_rows = std.math.divCeil(usize, n_out, amx_pieces_per_task * amx.max_rows) catch unreachable;
     const n_blocks = std.math.divCeil(usize, m, amx.max_acts) catch unreachable;
-    const ctx = Ctx{ .p = p, .group_stride = k / 32 * L.block_bytes, .k = k, .xq = xq, .act_bytes = quant.actRowBytes(t, k), .m = m, .n_out = n_out, .n_pieces = n_pieces, .y = y, .y_stride = y_stride };
-    if (n_pieces * n_blocks == 1) run(ctx, 0) else pool.parallelFor(n_pieces * n_blocks, ctx, run);
+    const ctx = Ctx{ .p = p, .up = up, .group_stride = k / 32 * L.block_bytes, .k = k, .xq = xq, .act_bytes = quant.actRowBytes(t, k), .m = m, .n_out = n_out, .n_tasks_rows = n_tasks_rows, .y = y, .y_stride = y_stride };
+    if (n_tasks_rows * n_blocks == 1) run(ctx, 0) else pool.parallelFor(n_tasks_rows * n_blocks, ctx, run);
 }
+/// Pieces of amx.max_rows weight rows per AMX task: consecutive calls of one thread, so a call's
+/// prefetch of the next call's weights lands in the cache of the core that reads them (tasks are
+/// claimed dynamically: one piece per task would hand the next piece to the other thread).
+const amx_pieces_per_task = 4;
 
 /// 16-row groups per task of the decode-shaped matmul: at most task_bytes of the copy, and at
 /// least tasks_per_thread tasks per thread where the matrix has that many groups, so a layer's
@@ -235,13 +308,14 @@ fn groupsPerTask(n_groups: usize, group_bytes: usize) usize {
 }
 const min_parallel_bytes = 64 * 1024;
 
-fn matmulTyped(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
+fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
     const L = Layout(t);
     const nb = k / 32;
     const act_bytes = quant.actRowBytes(t, k);
-    const Ctx = struct { p: [*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, m: usize, sums: [*]const i32, y: [*]f32, y_stride: usize, groups_per_task: usize, n_groups: usize };
+    const Ctx = struct { p: [*]const u8, up: ?Up, nb: usize, a: [*]const u8, act_bytes: usize, m: usize, sums: [*]const i32, y: [*]f32, y_stride: usize, groups_per_task: usize, n_groups: usize };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
+            @setEvalBranchQuota(8000); // dotGroup inlined for 1..4 rows, twice when gated
             const g0 = task * c.groups_per_task;
             const hint = legacy.prefetchHint(.l1);
             for (g0..@min(c.n_groups, g0 + c.groups_per_task)) |grp| {
@@ -253,7 +327,20 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq:
                     const s = c.sums + i * c.nb;
                     const out = c.y + i * c.y_stride + grp * rows;
                     switch (@min(4, c.m - i)) {
-                        inline 1...4 => |C| if (i == 0)
+                        inline 1...4 => |C| if (c.up) |u| {
+                            // Gated: both products of the group into 16-wide rows, then the product.
+                            var g: [@as(usize, C) * rows]f32 = undefined;
+                            var v: [@as(usize, C) * rows]f32 = undefined;
+                            const up_blocks = u.p + grp * c.nb * L.block_bytes;
+                            if (i == 0) {
+                                L.dotGroup(C, true, hint, blocks, c.nb, a, c.act_bytes, s, &g, rows);
+                                L.dotGroup(C, true, hint, up_blocks, c.nb, a, c.act_bytes, s, &v, rows);
+                            } else {
+                                L.dotGroup(C, false, hint, blocks, c.nb, a, c.act_bytes, s, &g, rows);
+                                L.dotGroup(C, false, hint, up_blocks, c.nb, a, c.act_bytes, s, &v, rows);
+                            }
+                            for (0..C) |ci| matmul_zig.gatedProduct(u.act, g[ci * rows ..].ptr, v[ci * rows ..].ptr, out + ci * c.y_stride, rows);
+                        } else if (i == 0)
                             L.dotGroup(C, true, hint, blocks, c.nb, a, c.act_bytes, s, out, c.y_stride)
                         else
                             L.dotGroup(C, false, hint, blocks, c.nb, a, c.act_bytes, s, out, c.y_stride),
@@ -272,13 +359,13 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq:
     var first: usize = 0;
     while (first < m) : (first += rows_per_pass) {
         const mm = @min(rows_per_pass, m - first);
-        for (0..mm) |i| {
+        if (L.zero != 0) for (0..mm) |i| {
             for (0..nb) |b| {
                 const q: @Vector(32, i8) = @bitCast((xq + (first + i) * act_bytes + b * ActQ8_0.type_size + 8)[0..32].*);
                 sums[i * nb + b] = @reduce(.Add, @as(@Vector(32, i32), q));
             }
-        }
-        const ctx = Ctx{ .p = p, .nb = nb, .a = xq + first * act_bytes, .act_bytes = act_bytes, .m = mm, .sums = &sums, .y = y + first * y_stride, .y_stride = y_stride, .groups_per_task = gpt, .n_groups = n_groups };
+        };
+        const ctx = Ctx{ .p = p, .up = up, .nb = nb, .a = xq + first * act_bytes, .act_bytes = act_bytes, .m = mm, .sums = &sums, .y = y + first * y_stride, .y_stride = y_stride, .groups_per_task = gpt, .n_groups = n_groups };
         if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
     }
 }
@@ -290,7 +377,7 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
     const al = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(77);
     const rng = prng.random();
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0 }) |t| {
+    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1 }) |t| {
         // k: one block, several, and a width that is no multiple of a vector's 64 bytes.
         // The last shape is several tasks (groups of 16 rows of 4096 columns are 70 KB of Q8_0),
         // run on 3 threads.
@@ -358,6 +445,70 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
                 legacy.test_prefetch_policy = policy;
                 matmul(t, p.ptr, n, k, xq.ptr, 3, got.ptr, stride);
                 for (0..3) |i| try std.testing.expectEqualSlices(f32, alone[i * n ..][0..n], got[i * stride ..][0..n]);
+            }
+        }
+    }
+}
+
+test "packed gated FFN: bitwise the two packed matmuls and the gated product, on every path" {
+    if (!repack.available) return;
+    const al = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(78);
+    const rng = prng.random();
+    const norm = @import("norm.zig");
+    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1 }) |t| {
+        _ = pool.setThreads(3);
+        defer _ = pool.setThreads(2);
+        // n_ff: one group; five pieces of 32 rows and a half (two AMX tasks of 4 pieces); k odd in blocks.
+        for ([_][2]usize{ .{ 16, 64 }, .{ 176, 96 }, .{ 48, 640 } }) |shape| {
+            const n = shape[0];
+            const k = shape[1];
+            const rb = quant.rowBytes(t, k);
+            const ab = quant.actRowBytes(t, k);
+            const m_max = 37; // beyond max_invariant_rows, a partial activation group
+            const x = try al.alloc(f32, k * @max(n, m_max));
+            defer al.free(x);
+            var ps: [2][]u8 = undefined;
+            for (&ps, 0..) |*pw, wi| {
+                const w = try al.alloc(u8, rb * n);
+                defer al.free(w);
+                for (x[0 .. k * n]) |*v| v.* = rng.floatNorm(f32) * @as(f32, if (wi == 0) 1 else 0.5);
+                for (0..n) |r| try std.testing.expect(quant.quantizeRow(t, x[r * k ..].ptr, w[r * rb ..].ptr, k));
+                pw.* = try al.alloc(u8, packedBytes(t, n, k));
+                pack(t, w.ptr, n, k, pw.*.ptr, false);
+            }
+            defer for (ps) |pw| al.free(pw);
+            for (x) |*v| v.* = rng.floatNorm(f32) + 0.3;
+            const xq = try al.alloc(u8, ab * m_max);
+            defer al.free(xq);
+            quant.quantizeActivations(t, x.ptr, k, m_max, k, xq.ptr);
+            const stride = n + 3;
+            const g = try al.alloc(f32, n * m_max);
+            defer al.free(g);
+            const u = try al.alloc(f32, n * m_max);
+            defer al.free(u);
+            const want = try al.alloc(f32, n * m_max);
+            defer al.free(want);
+            const got = try al.alloc(f32, stride * (m_max + 1));
+            defer al.free(got);
+            for (0..2) |emulate| {
+                if (emulate == 1 and !amx.wired(t)) continue;
+                amx.test_emulate = emulate == 1;
+                defer amx.test_emulate = false;
+                for ([_]usize{ 1, 3, 16, 17, m_max }) |m| {
+                    matmul(t, ps[0].ptr, n, k, xq.ptr, m, g.ptr, n);
+                    matmul(t, ps[1].ptr, n, k, xq.ptr, m, u.ptr, n);
+                    inline for (.{ Activation.silu, Activation.gelu_tanh }) |act| {
+                        for (0..m) |i| (if (act == .silu) norm.siluMulRow else norm.geluTanhMulRow)(g[i * n ..].ptr, u[i * n ..].ptr, want[i * n ..].ptr, n);
+                        @memset(got, 12345);
+                        gatedFfn(t, ps[0].ptr, ps[1].ptr, n, k, xq.ptr, m, got.ptr, stride, act);
+                        for (0..m) |i| {
+                            try std.testing.expectEqualSlices(f32, want[i * n ..][0..n], got[i * stride ..][0..n]);
+                            for (got[i * stride + n ..][0 .. stride - n]) |v| try std.testing.expectEqual(@as(f32, 12345), v);
+                        }
+                        for (got[m * stride ..]) |v| try std.testing.expectEqual(@as(f32, 12345), v);
+                    }
+                }
             }
         }
     }

@@ -164,8 +164,9 @@ class CpuOps implements BackendOps {
 
   gatedFfn(gate: Tensor, up: Tensor, x: Tensor, out: Tensor, activation: GatedActivation, tmp: Tensor): void {
     this.#wrote(out);
-    // Weights with packed copies (LoadOptions.packLayers) take two matmuls and the product.
-    if (gate.dtype === up.dtype && !cpu.packedCopy(gate) && !cpu.packedCopy(up)) {
+    // Gate and up both in place, or both from packed copies (LoadOptions.packLayers): one fused
+    // call. One of each (never from the loader, which packs by type) takes two matmuls and the product.
+    if (gate.dtype === up.dtype && !cpu.packedCopy(gate) === !cpu.packedCopy(up)) {
       this.#prepare(x, gate.dtype);
       cpu.ffnGatedPrepared(gate, up, this.#act, x.rows, out, activation);
       return;

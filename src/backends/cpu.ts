@@ -253,7 +253,11 @@ export function ffnGated(wGate: Tensor, wUp: Tensor, x: Tensor, out: Tensor, act
   ffnGatedPrepared(wGate, wUp, s, x.rows, out, activation);
 }
 
-/** The fused gated FFN on activations already prepared for the gate's dtype (m rows). */
+/**
+ * The fused gated FFN on activations already prepared for the gate's dtype (m rows). Gate and up
+ * are read in place, or both from their packed copies (packRows; bitwise two matmulPrepared and
+ * the gated product), never one of each.
+ */
 export function ffnGatedPrepared(wGate: Tensor, wUp: Tensor, xq: Uint8Array, m: number, out: Tensor, activation: GatedActivation): void {
   const op = "ffnGatedPrepared";
   const [nFf, k] = wGate.shape as [number, number];
@@ -263,11 +267,13 @@ export function ffnGatedPrepared(wGate: Tensor, wUp: Tensor, xq: Uint8Array, m: 
   if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows need ${need}`);
   expectDType(op, out, "f32");
   expectShape(op, out, [m, nFf]);
-  for (const w of [wGate, wUp]) if (packedCopies.has(w)) fail(op, `${w} is read from a packed copy; use matmulPrepared for gate and up`);
+  const [pGate, pUp] = [packedCopies.get(wGate), packedCopies.get(wUp)];
+  if (!pGate !== !pUp) fail(op, `${pGate ? wGate : wUp} is read from a packed copy and ${pGate ? wUp : wGate} is not; use matmulPrepared for gate and up`);
   const id = ACTIVATION_IDS[activation];
   if (id === undefined) fail(op, `unknown activation ${activation}`);
   const t0 = profiler ? performance.now() : 0;
-  check(op, kiln().kiln_ffn_gated(DTYPE_IDS[wGate.dtype], wGate.bytes, wUp.bytes, nFf, k, xq, m, out.bytes, nFf, id));
+  if (pGate && pUp) check(op, kiln().kiln_ffn_gated_packed(DTYPE_IDS[wGate.dtype], pGate.bytes, pUp.bytes, nFf, k, xq, m, out.bytes, nFf, id));
+  else check(op, kiln().kiln_ffn_gated(DTYPE_IDS[wGate.dtype], wGate.bytes, wUp.bytes, nFf, k, xq, m, out.bytes, nFf, id));
   if (profiler) profiler.record("ffn gate+up", t0);
 }
 
