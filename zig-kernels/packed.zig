@@ -204,18 +204,7 @@ pub fn pack(t: GgmlType, w: [*]const u8, n_out: usize, k: usize, dst: [*]u8, rel
 /// the AMX prefill on the unpacked rows. Up to max_invariant_rows, and without AMX, every row has
 /// the bits of decoding it alone.
 pub fn matmul(t: GgmlType, p: [*]const u8, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
-    if (comptime !repack.available) unreachable;
-    std.debug.assert(supports(t) and n_out % rows == 0 and k % 32 == 0 and k <= max_k);
-    switch (t) {
-        inline .q8_0, .q4_0, .q4_1 => |ct| {
-            if (comptime amx.wired(ct) and amx.supportsPacked(ct)) {
-                // amx.enabled() decides (a self-check on first use) on the calling thread.
-                if (m > max_invariant_rows and amx.enabled()) return matmulAmx(ct, p, null, n_out, k, xq, m, y, y_stride);
-            }
-            matmulTyped(ct, p, null, n_out, k, xq, m, y, y_stride);
-        },
-        else => unreachable,
-    }
+    dispatch(t, p, null, n_out, k, xq, m, y, y_stride);
 }
 
 /// The second weight of a gated FFN and its activation: out = act(x·W_gateᵀ) ⊙ (x·W_upᵀ).
@@ -228,15 +217,20 @@ const Up = struct { p: [*]const u8, act: Activation };
 /// product; it saves the separate elementwise pass (single-threaded, over [m, n_ff] in memory)
 /// and a dispatch.
 pub fn gatedFfn(t: GgmlType, p_gate: [*]const u8, p_up: [*]const u8, n_ff: usize, k: usize, xq: [*]const u8, m: usize, out: [*]f32, out_stride: usize, act: Activation) void {
+    dispatch(t, p_gate, .{ .p = p_up, .act = act }, n_ff, k, xq, m, out, out_stride);
+}
+
+/// matmul (up null) or gatedFfn: the AMX prefill or the invariant kernel.
+fn dispatch(t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
     if (comptime !repack.available) unreachable;
-    std.debug.assert(supports(t) and n_ff % rows == 0 and k % 32 == 0 and k <= max_k);
-    const up: Up = .{ .p = p_up, .act = act };
+    std.debug.assert(supports(t) and n_out % rows == 0 and k % 32 == 0 and k <= max_k);
     switch (t) {
         inline .q8_0, .q4_0, .q4_1 => |ct| {
             if (comptime amx.wired(ct) and amx.supportsPacked(ct)) {
-                if (m > max_invariant_rows and amx.enabled()) return matmulAmx(ct, p_gate, up, n_ff, k, xq, m, out, out_stride);
+                // amx.enabled() decides (a self-check on first use) on the calling thread.
+                if (m > max_invariant_rows and amx.enabled()) return matmulAmx(ct, p, up, n_out, k, xq, m, y, y_stride);
             }
-            matmulTyped(ct, p_gate, up, n_ff, k, xq, m, out, out_stride);
+            matmulTyped(ct, p, up, n_out, k, xq, m, y, y_stride);
         },
         else => unreachable,
     }
