@@ -39,7 +39,9 @@
 //! from L2 ~25% of samples, the per-block f32 epilogue ~30%. Since then matmul.zig hands the kernel
 //! blocks of max_acts = 256 activation rows instead of 64, so each packing serves 4× the rows:
 //! there, 2 threads, m = 512 (bench/matmul-hot.ts), Q4_0 11008×4096 328 → 546 GFLOP/s, Q8_0
-//! 2048² 401 → 498.
+//! 2048² 401 → 498. Since then `step` issues a sub-block's products before their stores, finishes
+//! the previous sub-block while the tile unit computes, and prefetches the activation rows it
+//! loads next (docs/optimization.md, "The AMX-INT8 kernel's order of work").
 //!
 //! BF16 weights take a second kernel on the same interface (bf16Kernel, AMX-BF16): TDPBF16PS
 //! multiplies 16 activation rows × 32 bf16 (the bf16 halves of bf16.prepareRow's rows, loaded in

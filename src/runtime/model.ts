@@ -38,7 +38,7 @@ export interface LoadOptions extends ContextOptions {
   threads?: number;
   /**
    * Copy the output head into the 16-row interleaved layout at load (default true, where the
-   * CPU build has one for its type: Q8_0/Q4_0 on AVX-512 VNNI). Decode and speculative
+   * CPU build has one for its type: Q8_0/Q4_0/Q4_1 on AVX-512 VNNI). Decode and speculative
    * verification then read the copy: verified rows cost a fraction of a decode step's head.
    * The copy has the tensor's size; the file's pages of the head are then read only by
    * embedding lookups. false keeps every weight in the mapped file.
