@@ -53,6 +53,11 @@ describe("chat page in headless Chromium", () => {
     // Record the reply's text length at each update: a streamed reply shows at least two distinct
     // non-empty lengths (it grew after its first text), a reply set whole shows one. (Counting
     // observer callbacks instead was flaky: a fast stream on a loaded machine coalesces chunks.)
+    // A question whose greedy answer runs long, with a 200-token cap: a one-line answer ("The
+    // capital of France is Paris.") could arrive in one network read on a fast machine and render
+    // once, and so did a 40-token one once SmolLM2 decoded at ~300 tokens/s (2026-12-06, Xeon).
+    await page.goto(`${server.url}/?temperature=0&max_tokens=200`);
+    await modelShown(page);
     await page.evaluate(() => {
       const w = window as unknown as { lengths: Set<number> };
       w.lengths = new Set();
@@ -61,9 +66,7 @@ describe("chat page in headless Chromium", () => {
         if (n > 0) w.lengths.add(n);
       }).observe(document.getElementById("log")!, { subtree: true, childList: true, characterData: true });
     });
-    // A question whose greedy answer runs to the 40-token cap: a one-line answer ("The capital
-    // of France is Paris.") could arrive in one network read on a fast machine and render once.
-    await page.fill("#input", "Name the capital of France, then describe the city in three sentences.");
+    await page.fill("#input", "Name the capital of France, then describe the city in detail: its history, its landmarks and its food.");
     await page.click("#send");
     const reply = page.locator(".msg.assistant").last();
     await page.waitForSelector('.msg.assistant[data-done="true"]', { timeout: 60_000 });
