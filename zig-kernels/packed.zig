@@ -459,19 +459,21 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
             const k = shape[1];
             const rb = quant.rowBytes(t, k);
             const ab = quant.actRowBytes(t, k);
-            const m_max = 37; // beyond max_invariant_rows, a partial activation group
+            // Beyond max_invariant_rows with a partial activation group (37), and beyond one AMX
+            // call's amx.max_acts rows (260: a second activation block in the AMX tasks).
+            const m_max = amx.max_acts + 4;
             const x = try al.alloc(f32, k * @max(n, m_max));
             defer al.free(x);
-            var ps: [2][]u8 = undefined;
-            for (&ps, 0..) |*pw, wi| {
-                const w = try al.alloc(u8, rb * n);
-                defer al.free(w);
+            // The file's rows (ws) and their packed copies (ps) of gate and up.
+            const ws = [2][]u8{ try al.alloc(u8, rb * n), try al.alloc(u8, rb * n) };
+            defer for (ws) |w| al.free(w);
+            const ps = [2][]u8{ try al.alloc(u8, packedBytes(t, n, k)), try al.alloc(u8, packedBytes(t, n, k)) };
+            defer for (ps) |pw| al.free(pw);
+            for (ws, ps, 0..) |w, pw, wi| {
                 for (x[0 .. k * n]) |*v| v.* = rng.floatNorm(f32) * @as(f32, if (wi == 0) 1 else 0.5);
                 for (0..n) |r| try std.testing.expect(quant.quantizeRow(t, x[r * k ..].ptr, w[r * rb ..].ptr, k));
-                pw.* = try al.alloc(u8, packedBytes(t, n, k));
-                pack(t, w.ptr, n, k, pw.*.ptr, false);
+                pack(t, w.ptr, n, k, pw.ptr, false);
             }
-            defer for (ps) |pw| al.free(pw);
             for (x) |*v| v.* = rng.floatNorm(f32) + 0.3;
             const xq = try al.alloc(u8, ab * m_max);
             defer al.free(xq);
@@ -489,9 +491,15 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
                 if (emulate == 1 and !amx.wired(t)) continue;
                 amx.test_emulate = emulate == 1;
                 defer amx.test_emulate = false;
-                for ([_]usize{ 1, 3, 16, 17, m_max }) |m| {
+                for ([_]usize{ 1, 3, 16, 17, 37, m_max }) |m| {
                     matmul(t, ps[0].ptr, n, k, xq.ptr, m, g.ptr, n);
                     matmul(t, ps[1].ptr, n, k, xq.ptr, m, u.ptr, n);
+                    // On AMX the packed matmuls share matmulAmx's task arithmetic with the fused
+                    // call: hold them to matmul.zig's own tasks over the file's rows as well.
+                    if (m > max_invariant_rows and amx.enabled()) {
+                        try expectInPlaceBits(t, ws[0].ptr, n, k, xq.ptr, m, g, want, n);
+                        try expectInPlaceBits(t, ws[1].ptr, n, k, xq.ptr, m, u, want, n);
+                    }
                     inline for (.{ Activation.silu, Activation.gelu_tanh }) |act| {
                         for (0..m) |i| (if (act == .silu) norm.siluMulRow else norm.geluTanhMulRow)(g[i * n ..].ptr, u[i * n ..].ptr, want[i * n ..].ptr, n);
                         @memset(got, 12345);
