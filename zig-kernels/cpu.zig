@@ -47,6 +47,51 @@ pub inline fn maxLanes(comptime N: usize, v: @Vector(N, f32)) f32 {
     return if (N % 2 == 1) @max(m, v[N - 1]) else m;
 }
 
+pub const LaneOp = enum { max, add };
+
+/// G horizontal reductions at once: lane b of the result is `op` over the G lanes of vs[b] (G a
+/// power of two; max as @max, NaN lanes ignored). Each step pairs the vectors up and, with two
+/// two-source shuffles and one op per pair, halves every row's partials while doubling the rows
+/// a vector carries; log2(G) steps leave one vector in row order. About 3 ops per row on 16
+/// lanes, where reducing each row alone takes 8 (4 extract-op steps) and leaves it in a scalar.
+/// Max is order-independent and integer sums are exact, so each lane equals its row's
+/// maxLanes / @reduce(.Add).
+pub inline fn reduceEach(comptime T: type, comptime G: usize, comptime op: LaneOp, vs: [G]@Vector(G, T)) @Vector(G, T) {
+    comptime std.debug.assert(std.math.isPowerOfTwo(G));
+    return reduceFrom(T, G, G, op, vs);
+}
+
+/// g vectors, each holding G / g rows of g partials (row order kept across vectors and lanes).
+inline fn reduceFrom(comptime T: type, comptime G: usize, comptime g: usize, comptime op: LaneOp, vs: [g]@Vector(G, T)) @Vector(G, T) {
+    if (g == 1) return vs[0];
+    const rows = G / g; // rows per input vector
+    const half = g / 2;
+    // lo/hi: each row's first and second half of partials, rows of the pair's first vector first.
+    const masks = comptime blk: {
+        var lo: [G]i32 = undefined;
+        var hi: [G]i32 = undefined;
+        for (0..2 * rows) |o| {
+            for (0..half) |p| {
+                const lane: i32 = @intCast((o % rows) * g + p);
+                const upper: i32 = lane + @as(i32, @intCast(half));
+                lo[o * half + p] = if (o < rows) lane else ~lane;
+                hi[o * half + p] = if (o < rows) upper else ~upper;
+            }
+        }
+        break :blk .{ lo, hi };
+    };
+    var next: [half]@Vector(G, T) = undefined;
+    inline for (0..half) |j| {
+        const a = @shuffle(T, vs[2 * j], vs[2 * j + 1], masks[0]);
+        const b = @shuffle(T, vs[2 * j], vs[2 * j + 1], masks[1]);
+        next[j] = switch (op) {
+            .max => @max(a, b),
+            .add => a + b,
+        };
+    }
+    return reduceFrom(T, G, half, op, next);
+}
+
 /// An f16 (its bits) as f32, for loops whose accumulators live in vector registers. LLVM
 /// lowers a scalar f16 load + conversion on x86 with F16C to `vpinsrw $0, mem, %xmm0, %xmmN` +
 /// `vcvtph2ps`, merging the half into whatever xmm0 holds; where xmm0 is an accumulator, each
@@ -543,6 +588,34 @@ test "f16BitsToF32: every f16 bit pattern converts as @floatCast does" {
             try std.testing.expectEqual(std.math.signbit(want), std.math.signbit(got));
         } else {
             try std.testing.expectEqual(@as(u32, @bitCast(want)), @as(u32, @bitCast(got)));
+        }
+    }
+}
+
+test "reduceEach: lane b is row b's max or sum, at every width used" {
+    var prng = std.Random.DefaultPrng.init(23);
+    const r = prng.random();
+    inline for (.{ 1, 2, 4, 8, 16 }) |G| {
+        for (0..200) |_| {
+            var rows: [G]@Vector(G, f32) = undefined;
+            var irows: [G]@Vector(G, i32) = undefined;
+            for (0..G) |b| {
+                var a: [G]f32 = undefined;
+                var ia: [G]i32 = undefined;
+                for (&a, &ia) |*x, *y| {
+                    x.* = (r.float(f32) - 0.5) * 100;
+                    y.* = r.intRangeAtMost(i32, -4096, 4096);
+                }
+                if (G > 2 and r.boolean()) a[r.uintLessThan(usize, G)] = std.math.nan(f32);
+                rows[b] = a;
+                irows[b] = ia;
+            }
+            const m: [G]f32 = reduceEach(f32, G, .max, rows);
+            const s: [G]i32 = reduceEach(i32, G, .add, irows);
+            for (0..G) |b| {
+                try std.testing.expectEqual(maxLanes(G, rows[b]), m[b]);
+                try std.testing.expectEqual(@reduce(.Add, irows[b]), s[b]);
+            }
         }
     }
 }

@@ -251,15 +251,18 @@ pub const ActQ8_K = struct {
         const amax = cpu.maxLanes(16, vmax);
         if (!(amax > 0)) return zeroBlock(b);
         const iscale = -127.0 / firstWithAbs(x, amax);
+        var q16: [16]I32x16 = undefined;
         inline for (0..16) |c| {
             const v: F32x16 = x[16 * c ..][0..16].*;
             const l = nearestIntV(16, v * @as(F32x16, @splat(iscale)));
             // The clamp below −128 only matters for non-finite input (keeps @intCast defined).
-            const q: @Vector(16, i8) = @intCast(@max(@min(l, @as(I32x16, @splat(127))), @as(I32x16, @splat(-128))));
+            q16[c] = @max(@min(l, @as(I32x16, @splat(127))), @as(I32x16, @splat(-128)));
+            const q: @Vector(16, i8) = @intCast(q16[c]);
             b[off_qs + 16 * c ..][0..16].* = @bitCast(q);
-            const s: i16 = @intCast(@reduce(.Add, @as(I32x16, q)));
-            std.mem.writeInt(i16, b[off_bsums + 2 * c ..][0..2], s, .little);
         }
+        // The 16 sums of 16 as the lanes of one vector (one reduction tree for all of them).
+        const bsums: @Vector(16, i16) = @intCast(cpu.reduceEach(i32, 16, .add, q16));
+        b[off_bsums..][0..32].* = @bitCast(bsums);
         storeF32(b + off_d, 1.0 / iscale);
     }
 
