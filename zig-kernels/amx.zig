@@ -2,7 +2,10 @@
 //! Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (× ActQ8_0 activations) and Q4_K, Q5_K, Q6_K (× ActQ8_K), one
 //! TDPBSSD (signed int8 × signed int8 → int32) per sub-block, the sub-block being the unit the
 //! type's scalar reference sums exactly in integers: the 32-element block of the legacy types,
-//! the 32-element sub-block of Q4_K/Q5_K, the 16-element sub-block of Q6_K.
+//! the 32-element sub-block of Q5_K, the 16-element sub-block of Q6_K. Q4_K is folded instead:
+//! its 6-bit sub-block scales split into two 3-bit halves multiplied into two B tiles (q·sc_lo,
+//! q·sc_hi ≤ 105), so TDPBSSDs of the full K = 64 sum a whole 256-element block's
+//! Σ_j sc_j·sumi_j in the C tiles as lo + 8·hi, stored once per block (Format.folded).
 //!
 //! Per sub-block (K = 32, or 16 for Q6_K): an A tile holds 16 activation rows × K quant bytes
 //! (loaded straight from the prepared activations, act_bytes apart), a B tile the sub-block of 16
@@ -362,10 +365,17 @@ fn Format(comptime t: GgmlType, comptime variant: Variant) type {
         /// Where an activation block's quants start.
         const act_qs: usize = if (kquant) ActQ8_K.off_qs else 8;
         const block_elems = W.block_size;
-        const sub: usize = if (t == .q6_k) 16 else 32;
+        /// Q4_K's sub-block scales are folded into its B tiles (see `folded` below).
+        const folded = t == .q4_k;
+        /// One TDPBSSD's K: the sub-block the reference sums exactly, or 64 where folded.
+        const sub: usize = if (folded) 64 else if (t == .q6_k) 16 else 32;
         const n_sub = block_elems / sub;
-        const chunk_blocks = chunk_elems / block_elems;
-        const chunk_subs = chunk_elems / sub;
+        /// The K-quants' sub-block scales (and mins) per block.
+        const n_scales = if (kquant) block_elems / (if (t == .q6_k) 16 else 32) else 1;
+        /// Elements packed per chunk: the folded tiles are twice as many bytes per element.
+        const chunk = if (folded) chunk_elems / 2 else chunk_elems;
+        const chunk_blocks = chunk / block_elems;
+        const chunk_subs = chunk / sub;
         /// Bytes of one B tile: sub/4 rows (k4) of 16 columns × 4 bytes.
         const tile_bytes = 16 * sub;
         /// The reference adds a min term: legacy m_w·s_a, K-quants −(dmin·d_a)·Σ m_j·bsums_j.
@@ -384,7 +394,7 @@ fn Format(comptime t: GgmlType, comptime variant: Variant) type {
 
         /// One weight row's block: the reference's quants and scales (d: the block's d, m: the
         /// legacy min or the K-quant dmin; sc/mn: the K-quant sub-block scales and mins).
-        const Block = struct { q: [block_elems]i8, d: f32, m: f32, sc: [n_sub]i32, mn: [n_sub]i32 };
+        const Block = struct { q: [block_elems]i8, d: f32, m: f32, sc: [n_scales]i32, mn: [n_scales]i32 };
 
         fn unpack(blk: [*]const u8) Block {
             var b: Block = .{ .q = undefined, .d = 0, .m = 0, .sc = @splat(0), .mn = @splat(0) };
@@ -413,16 +423,10 @@ fn Format(comptime t: GgmlType, comptime variant: Variant) type {
                     kq.unpackRowBlock(W, blk, &u, &fs, &fo);
                     b.d = f16At(blk);
                     b.m = f16At(blk + 2);
-                    const s = blk + @offsetOf(W.Block, "scales");
                     for (0..8) |j| {
-                        // get_scale_min_k4
-                        if (j < 4) {
-                            b.sc[j] = s[j] & 63;
-                            b.mn[j] = s[j + 4] & 63;
-                        } else {
-                            b.sc[j] = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-                            b.mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-                        }
+                        const sm = kq.getScaleMinK4(j, blk + @offsetOf(W.Block, "scales"));
+                        b.sc[j] = sm.sc;
+                        b.mn[j] = sm.m;
                     }
                 },
                 .q6_k => {
@@ -443,12 +447,17 @@ fn Format(comptime t: GgmlType, comptime variant: Variant) type {
         /// from its first) for rows [16g, 16g + 16): q[s][g][k4·64 + 4n + i] = quant 4·k4 + i of
         /// that sub-block of row 16g + n; per block and tile the scales as 16-lane vectors (0 for
         /// padding rows).
+        /// Folded (Q4_K): a sub-block scale sc ∈ [0, 63] is sc_lo + 8·sc_hi (3 bits each), q holds
+        /// q·sc_lo and q_hi holds q·sc_hi (each ≤ 15·7 = 105, an int8), so the two products
+        /// sum a whole block's Σ_j sc_j·sumi_j as lo + 8·hi in exact integers, K = 64 at a time
+        /// (a TDPBSSD's full width) and with one store per block instead of one per sub-block.
         const Packed = struct {
             q: [chunk_subs][2][tile_bytes]u8 align(64),
+            q_hi: if (folded) [chunk_subs][2][tile_bytes]u8 else void align(64),
             d: [chunk_blocks][2]V16f,
             m: [chunk_blocks][2]V16f,
-            sc: if (kquant) [chunk_blocks][2][n_sub]V16i else void,
-            mn: if (kquant) [chunk_blocks][2][n_sub]V16i else void,
+            sc: if (kquant) [chunk_blocks][2][n_scales]V16i else void,
+            mn: if (kquant) [chunk_blocks][2][n_scales]V16i else void,
         };
 
         /// The quants of sub-block s of activation block `blk` in the row at `row`.
@@ -463,12 +472,13 @@ fn Format(comptime t: GgmlType, comptime variant: Variant) type {
 /// staging tile per sub-block, then each staged tile turned into the VNNI layout in registers
 /// (vnniTile) instead of 4-byte stores scattered one row at a time.
 fn packB(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0: usize, nb: usize, p: *F.Packed) void {
+    if (F.folded) return packBFolded(F, w, row_bytes, n, b0, nb, p);
     for (0..nb) |b| {
         for (0..2) |g| {
             var d: [16]f32 = @splat(0);
             var mv: [16]f32 = @splat(0);
-            var sc: [F.n_sub][16]i32 = @splat(@splat(0));
-            var mn: [F.n_sub][16]i32 = @splat(@splat(0));
+            var sc: [F.n_scales][16]i32 = @splat(@splat(0));
+            var mn: [F.n_scales][16]i32 = @splat(@splat(0));
             // rows[s]: the 16 rows' quants of sub-block s, row-major (16 × sub bytes).
             var rows: [F.n_sub][16 * F.sub]u8 align(64) = undefined;
             for (0..16) |r| {
@@ -480,22 +490,95 @@ fn packB(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0: usize
                 const u = F.unpack(w + j * row_bytes + (b0 + b) * F.W.type_size);
                 d[r] = u.d;
                 mv[r] = u.m;
-                const bytes: [F.block_elems]u8 = @bitCast(u.q);
-                for (0..F.n_sub) |s| {
+                for (0..F.n_scales) |s| {
                     sc[s][r] = u.sc[s];
                     mn[s][r] = u.mn[s];
-                    rows[s][r * F.sub ..][0..F.sub].* = bytes[s * F.sub ..][0..F.sub].*;
                 }
+                const bytes: [F.block_elems]u8 = @bitCast(u.q);
+                for (0..F.n_sub) |s| rows[s][r * F.sub ..][0..F.sub].* = bytes[s * F.sub ..][0..F.sub].*;
             }
             for (0..F.n_sub) |s| p.q[b * F.n_sub + s][g] = vnniTile(F.sub, &rows[s]);
             p.d[b][g] = d;
             p.m[b][g] = mv;
             if (F.kquant) {
-                for (0..F.n_sub) |s| {
+                for (0..F.n_scales) |s| {
                     p.sc[b][g][s] = sc[s];
                     p.mn[b][g][s] = mn[s];
                 }
             }
+        }
+    }
+}
+
+/// packB for the folded Q4_K Format, straight from the block bytes: a K = 64 step of a block is
+/// its 32 quant bytes (low nibbles elements 0..31, high ones 32..63, sub-blocks 2s and 2s + 1),
+/// transposed once into the VNNI layout, where each tile row k4 holds 4 elements of one
+/// sub-block for each of the 16 weight rows; then the row is multiplied by those rows' sc_lo
+/// (q) and sc_hi (q_hi) as 16-bit words (each byte's product ≤ 105 stays in its byte).
+fn packBFolded(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0: usize, nb: usize, p: *F.Packed) void {
+    comptime std.debug.assert(F.ty == .q4_k and F.sub == 64 and F.n_scales == 8);
+    const V32h = @Vector(32, u16);
+    const words = comptime blk: {
+        var m: [32]i32 = undefined;
+        for (0..32) |i| m[i] = i / 2;
+        break :blk m;
+    };
+    for (0..nb) |b| {
+        for (0..2) |g| {
+            var d: [16]f32 = @splat(0);
+            var mv: [16]f32 = @splat(0);
+            // Per row its 8 scales then its 8 mins (zero for padding rows), transposed below.
+            var scm: [16][16]u8 = @splat(@splat(0));
+            var rows: [F.n_sub][16 * 64]u8 align(64) = undefined;
+            for (0..16) |r| {
+                const j = 16 * g + r;
+                if (j >= n) {
+                    for (0..F.n_sub) |s| @memset(rows[s][r * 64 ..][0..64], 0);
+                    continue;
+                }
+                const blk = w + j * row_bytes + (b0 + b) * F.W.type_size;
+                d[r] = f16At(blk);
+                mv[r] = f16At(blk + 2);
+                const sm = kq.unpackScalesMins(blk + @offsetOf(F.W.Block, "scales"));
+                scm[r] = std.simd.join(sm.sc, sm.m);
+                const qs = blk + @offsetOf(F.W.Block, "qs");
+                for (0..F.n_sub) |s| {
+                    const v: @Vector(32, u8) = qs[32 * s ..][0..32].*;
+                    rows[s][r * 64 ..][0..64].* = std.simd.join(v & @as(@Vector(32, u8), @splat(0x0f)), v >> @splat(4));
+                }
+            }
+            // scm_t[x][r] = scm[r][x]: scales sj = x < 8, mins x − 8, each a vector over rows.
+            const transpose = comptime blk: {
+                var m: [256]i32 = undefined;
+                for (0..16) |x| {
+                    for (0..16) |r| m[16 * x + r] = @intCast(16 * r + x);
+                }
+                break :blk m;
+            };
+            const scm_t: [16]@Vector(16, u8) = @bitCast(@shuffle(u8, @as(@Vector(256, u8), @bitCast(scm)), undefined, transpose));
+            var sc: [8]V16i = undefined;
+            for (0..8) |sj| {
+                sc[sj] = scm_t[sj];
+                p.sc[b][g][sj] = sc[sj];
+                p.mn[b][g][sj] = scm_t[8 + sj];
+            }
+            for (0..F.n_sub) |s| {
+                const t: [16][64]u8 = @bitCast(vnniTile(64, &rows[s]));
+                const si = b * F.n_sub + s;
+                // Tile rows 0..7: sub-block 2s; rows 8..15: sub-block 2s + 1.
+                inline for (0..2) |h| {
+                    const scv: @Vector(16, u16) = @intCast(@as(V16i, sc[2 * s + h]));
+                    const lo: V32h = @shuffle(u16, scv & @as(@Vector(16, u16), @splat(7)), undefined, words);
+                    const hi: V32h = @shuffle(u16, scv >> @splat(3), undefined, words);
+                    inline for (8 * h..8 * h + 8) |k4| {
+                        const row: V32h = @bitCast(t[k4]);
+                        p.q[si][g][k4 * 64 ..][0..64].* = @bitCast(row *% lo);
+                        p.q_hi[si][g][k4 * 64 ..][0..64].* = @bitCast(row *% hi);
+                    }
+                }
+            }
+            p.d[b][g] = d;
+            p.m[b][g] = mv;
         }
     }
 }
@@ -591,7 +674,7 @@ fn kernelFor(comptime Tiles: type, comptime F: type, comptime src: Source, w: [*
     // The last activation group when partial, zero-padded to 16 rows: tileloadd reads 16 rows.
     var stage: [F.chunk_subs][16 * F.sub]u8 align(64) = undefined;
 
-    var pf = Ahead.init(ahead, ((n_ga + 1) / 2) * nb_total * F.n_sub);
+    var pf = Ahead.init(ahead, ((n_ga + 1) / 2) * nb_total * F.n_sub * (if (F.folded) n_gb else 1));
     var b0: usize = 0;
     while (b0 < nb_total) : (b0 += F.chunk_blocks) {
         const nb = @min(F.chunk_blocks, nb_total - b0);
@@ -612,6 +695,14 @@ fn kernelFor(comptime Tiles: type, comptime F: type, comptime src: Source, w: [*
         while (ga < n_ga) : (ga += 2) {
             const pa = @min(2, n_ga - ga);
             const ctx: StepCtx(F) = .{ .a = a, .act_bytes = act_bytes, .ga = ga, .n_ga = n_ga, .last_rows = last_rows, .b0 = b0, .nb = nb, .stage = &stage, .p = &p, .pf = &pf };
+            if (F.folded) {
+                for (0..n_gb) |gb| switch (pa) {
+                    1 => stepFolded(Tiles, F, 1, &tiles, ctx, gb, &acc),
+                    2 => stepFolded(Tiles, F, 2, &tiles, ctx, gb, &acc),
+                    else => unreachable,
+                };
+                continue;
+            }
             switch (pa) {
                 1 => if (n_gb == 1) step(Tiles, F, 1, 1, &tiles, ctx, &acc) else step(Tiles, F, 1, 2, &tiles, ctx, &acc),
                 2 => if (n_gb == 1) step(Tiles, F, 2, 1, &tiles, ctx, &acc) else step(Tiles, F, 2, 2, &tiles, ctx, &acc),
@@ -718,6 +809,77 @@ inline fn step(comptime Tiles: type, comptime F: type, comptime PA: usize, compt
     finishSub(F, PA, PB, c, &cbuf[(n_si - 1) & 1], n_si - 1, &isum, acc);
 }
 
+/// step() for a folded Format (Q4_K): PA activation groups × weight group gb, both halves of the
+/// scale. Per block, the n_sub K = 64 steps accumulate in the C tiles (C(ga, 0) the sc_lo
+/// products, C(ga, 1) the sc_hi ones); the tiles are stored once per block, and the block is
+/// finished while the next one's products run.
+inline fn stepFolded(comptime Tiles: type, comptime F: type, comptime PA: usize, tiles: *Tiles, c: StepCtx(F), gb: usize, acc: *[max_acts][2]V16f) void {
+    var cbuf: [2][PA * 2][16][16]i32 align(64) = undefined;
+    const n_si = c.nb * F.n_sub;
+    for (0..c.nb) |b| {
+        inline for (0..PA) |ga| {
+            inline for (0..2) |v| tiles.zero(tileC(ga, v));
+        }
+        for (0..F.n_sub) |s| {
+            const si = b * F.n_sub + s;
+            c.pf.step();
+            if (si + a_ahead < n_si) prefetchActs(F, PA, c, si + a_ahead);
+            inline for (0..PA) |ga| {
+                const g = c.ga + ga;
+                if (g == c.n_ga - 1 and c.last_rows < 16) {
+                    tiles.load(tile_a0 + ga, &c.stage[si], F.sub);
+                } else {
+                    tiles.load(tile_a0 + ga, F.actQuants(c.a + 16 * g * c.act_bytes, c.b0 + b, s), c.act_bytes);
+                }
+            }
+            tiles.load(tile_b0, &c.p.q[si][gb], 64);
+            tiles.load(tile_b0 + 1, &c.p.q_hi[si][gb], 64);
+            inline for (0..PA) |ga| {
+                inline for (0..2) |v| tiles.dpbssd(tileC(ga, v), tile_a0 + ga, tile_b0 + v);
+            }
+            // The previous block's epilogue, behind this block's first products.
+            if (s == 0 and b > 0) finishFolded(F, PA, c, &cbuf[(b - 1) & 1], b - 1, gb, acc);
+        }
+        inline for (0..PA) |ga| {
+            inline for (0..2) |v| tiles.store(tileC(ga, v), @ptrCast(&cbuf[b & 1][2 * ga + v]), 64);
+        }
+    }
+    finishFolded(F, PA, c, &cbuf[(c.nb - 1) & 1], c.nb - 1, gb, acc);
+}
+
+/// Block b of the chunk for weight group gb from its stored lo/hi tiles, in kDotRefMin's
+/// operations: sumi = lo + 8·hi = Σ_j sc_j·sumi_j (exact), summ = Σ_j m_j·bsums_j, then
+/// acc += (d·d_a)·sumi − (dmin·d_a)·summ.
+inline fn finishFolded(comptime F: type, comptime PA: usize, c: StepCtx(F), cbuf: *const [PA * 2][16][16]i32, b: usize, gb: usize, acc: *[max_acts][2]V16f) void {
+    inline for (0..PA) |ga| {
+        const g = c.ga + ga;
+        const rows = if (g == c.n_ga - 1) c.last_rows else 16;
+        for (0..rows) |r| {
+            const i = 16 * g + r;
+            const lo: V16i = (&cbuf[2 * ga][r]).*;
+            const hi: V16i = (&cbuf[2 * ga + 1][r]).*;
+            const sumi = lo +% (hi << @splat(3));
+            const ab = c.a + i * c.act_bytes + (c.b0 + b) * ActQ8_K.type_size;
+            const da: V16f = @splat(f32At(ab + ActQ8_K.off_d));
+            var term = (c.p.d[b][gb] * da) * @as(V16f, @floatFromInt(sumi));
+            if (F.has_min) term = term - (c.p.m[b][gb] * da) * @as(V16f, @floatFromInt(minSum(F, c.p, ab, b, gb)));
+            acc[i][gb] = acc[i][gb] + term;
+        }
+    }
+}
+
+/// Σ_j m_j·bsums_j of activation block `ab` (its 16-element bsums paired into the 32-element
+/// sub-blocks' sums) and weight group gb's mins, exact in i32.
+inline fn minSum(comptime F: type, p: *const F.Packed, ab: [*]const u8, b: usize, gb: usize) V16i {
+    var summ: V16i = @splat(0);
+    for (0..F.n_scales) |j| {
+        const bs = ab + ActQ8_K.off_bsums + 4 * j;
+        const bsum = @as(i32, std.mem.readInt(i16, bs[0..2], .little)) + std.mem.readInt(i16, bs[2..4], .little);
+        summ +%= p.mn[b][gb][j] *% @as(V16i, @splat(bsum));
+    }
+    return summ;
+}
+
 /// How many sub-blocks ahead step() prefetches the activation rows its A tiles load.
 const a_ahead = 2;
 
@@ -776,15 +938,7 @@ inline fn finishSub(comptime F: type, comptime PA: usize, comptime PB: usize, c:
                 inline for (0..PB) |gb| {
                     // kDotRefMin: sum += (d·d_a)·sumi − (dmin·d_a)·summ; Q6_K: sum += (d·d_a)·sumi.
                     var term = (c.p.d[b][gb] * da) * @as(V16f, @floatFromInt(isum[16 * ga + r][gb]));
-                    if (F.has_min) {
-                        var summ: V16i = @splat(0);
-                        for (0..F.n_sub) |j| {
-                            const bs = ab + ActQ8_K.off_bsums + 4 * j;
-                            const bsum = @as(i32, std.mem.readInt(i16, bs[0..2], .little)) + std.mem.readInt(i16, bs[2..4], .little);
-                            summ +%= c.p.mn[b][gb][j] *% @as(V16i, @splat(bsum));
-                        }
-                        term = term - (c.p.m[b][gb] * da) * @as(V16f, @floatFromInt(summ));
-                    }
+                    if (F.has_min) term = term - (c.p.m[b][gb] * da) * @as(V16f, @floatFromInt(minSum(F, c.p, ab, b, gb)));
                     acc[i][gb] = acc[i][gb] + term;
                 }
             }
@@ -990,13 +1144,15 @@ pub var test_emulate: bool = false;
 
 /// The types whose prefill matmul.zig routes here: those the kernel ran at least as fast as the
 /// AVX-512 VNNI path on the one AMX machine measured (Emerald Rapids, a 2048² matmul of 128 rows
-/// at 2 threads, docs/performance.md): the legacy types (Q4_0 +10–20%, Q4_1 and Q8_0 level). The
-/// K-quants ran slower on AMX there (Q4_K −15%, Q6_K −20%: a 16-element Q6_K sub-block halves each
-/// TDPBSSD, and the per-sub-block scale sums cost more than the VNNI kernels' per-block ones), so
-/// they stay on VNNI; the kernel still takes and is tested on every type of `types`.
+/// at 2 threads, docs/performance.md): the legacy types (Q4_0 +10–20%, Q4_1 and Q8_0 level), and
+/// Q4_K since its scales are folded into the tiles (TinyLlama-shape Q4_K prefill, 64-token chunks,
+/// gate+up 1027 → 860 ms against the VNNI kernels). Q5_K and Q6_K ran slower on AMX there (Q6_K
+/// −20%: a 16-element Q6_K sub-block halves each TDPBSSD, and the per-sub-block scale sums cost
+/// more than the VNNI kernels' per-block ones; neither folds into int8: Q5_K's q ≤ 31, Q6_K's
+/// signed scales), so they stay on VNNI; the kernel still takes and is tested on every type.
 pub fn routed(t: GgmlType) bool {
     return switch (t) {
-        .q8_0, .q4_0, .q4_1, .q5_0, .q5_1 => true,
+        .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k => true,
         else => false,
     };
 }
@@ -1199,7 +1355,7 @@ fn blockElems(comptime t: GgmlType) usize {
     return quant.Traits(t).block_size;
 }
 fn chunkBlocks(comptime t: GgmlType) usize {
-    return chunk_elems / blockElems(t);
+    return Format(t, .exact).chunk_blocks;
 }
 
 /// The kernel (format F) on `Tiles` against vecDotRef for every output (==: the same f32
@@ -1278,7 +1434,7 @@ test "amx B packing: byte o of sub-block s's tile is quant sub·s + 4·(o / 64) 
     const rng = prng.random();
     inline for (types) |t| {
         const F = Format(t, .exact);
-        const nb = 3;
+        const nb: usize = @min(3, F.chunk_blocks);
         const k = F.block_elems * (nb + 1);
         const p_ = try Problem.init(t, rng, 32, k, 1, 5);
         defer p_.deinit();
@@ -1295,11 +1451,22 @@ test "amx B packing: byte o of sub-block s's tile is quant sub·s + 4·(o / 64) 
                     for (0..F.block_elems) |e| {
                         const s = e / F.sub;
                         const o = (e % F.sub) / 4 * 64 + 4 * r + e % 4;
-                        const q: i8 = @bitCast(p.q[b * F.n_sub + s][g][o]);
+                        const packed_q: i8 = @bitCast(p.q[b * F.n_sub + s][g][o]);
                         if (row >= n) {
-                            try testing.expectEqual(@as(i8, 0), q);
+                            try testing.expectEqual(@as(i8, 0), packed_q);
+                            if (F.folded) try testing.expectEqual(@as(u8, 0), p.q_hi[b * F.n_sub + s][g][o]);
                             continue;
                         }
+                        // Folded: the tiles hold q·sc_lo and q·sc_hi; the quant is their
+                        // scaled sum over the scale (checked against the row's own quant).
+                        const q: i8 = if (F.folded) blk: {
+                            const sj = p.sc[b][g][e / 32][r];
+                            const u = F.unpack(p_.w.ptr + row * p_.rb + (1 + b) * F.W.type_size);
+                            const uq: i32 = u.q[e];
+                            try testing.expectEqual(uq * (sj & 7), @as(i32, packed_q));
+                            try testing.expectEqual(uq * (sj >> 3), @as(i32, p.q_hi[b * F.n_sub + s][g][o]));
+                            break :blk u.q[e];
+                        } else packed_q;
                         // The reference dequantization from the packed quant and scales, in each
                         // dequantizeRowRef's operations (all exact but the last).
                         const qf: f32 = @floatFromInt(q);
@@ -1307,7 +1474,7 @@ test "amx B packing: byte o of sub-block s's tile is quant sub·s + 4·(o / 64) 
                         const got = switch (t) {
                             .q8_0, .q4_0, .q5_0 => qf * d,
                             .q4_1, .q5_1 => qf * d + p.m[b][g][r],
-                            .q4_k, .q5_k => d * @as(f32, @floatFromInt(p.sc[b][g][s][r])) * qf - p.m[b][g][r] * @as(f32, @floatFromInt(p.mn[b][g][s][r])),
+                            .q4_k, .q5_k => d * @as(f32, @floatFromInt(p.sc[b][g][e / 32][r])) * qf - p.m[b][g][r] * @as(f32, @floatFromInt(p.mn[b][g][e / 32][r])),
                             .q6_k => d * @as(f32, @floatFromInt(p.sc[b][g][s][r])) * qf,
                             else => unreachable,
                         };

@@ -87,7 +87,7 @@ inline fn nearestIntV(comptime n: usize, x: @Vector(n, f32)) @Vector(n, i32) {
 }
 
 /// get_scale_min_k4: the 6-bit scale and min of sub-block j from the packed 12 bytes.
-fn getScaleMinK4(j: usize, q: [*]const u8) struct { sc: u8, m: u8 } {
+pub fn getScaleMinK4(j: usize, q: [*]const u8) struct { sc: u8, m: u8 } {
     if (j < 4) return .{ .sc = q[j] & 63, .m = q[j + 4] & 63 };
     return .{
         .sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
@@ -96,7 +96,7 @@ fn getScaleMinK4(j: usize, q: [*]const u8) struct { sc: u8, m: u8 } {
 }
 
 /// All 8 scales and mins at once with 32-bit masks (same bits as getScaleMinK4).
-inline fn unpackScalesMins(s: [*]const u8) struct { sc: @Vector(8, u8), m: @Vector(8, u8) } {
+pub inline fn unpackScalesMins(s: [*]const u8) struct { sc: @Vector(8, u8), m: @Vector(8, u8) } {
     const k1: u32 = 0x3f3f3f3f;
     const k2: u32 = 0x0f0f0f0f;
     const k3: u32 = 0x03030303;
