@@ -780,18 +780,7 @@ inline fn step(comptime Tiles: type, comptime F: type, comptime PA: usize, compt
     var isum: [PA * 16][PB]V16i = undefined;
     const n_si = c.nb * F.n_sub;
     for (0..n_si) |si| {
-        const b = si / F.n_sub;
-        const s = si % F.n_sub;
-        c.pf.step();
-        if (si + a_ahead < n_si) prefetchActs(F, PA, c, si + a_ahead);
-        inline for (0..PA) |ga| {
-            const g = c.ga + ga;
-            if (g == c.n_ga - 1 and c.last_rows < 16) {
-                tiles.load(tile_a0 + ga, &c.stage[si], F.sub);
-            } else {
-                tiles.load(tile_a0 + ga, F.actQuants(c.a + 16 * g * c.act_bytes, c.b0 + b, s), c.act_bytes);
-            }
-        }
+        loadA(Tiles, F, PA, tiles, c, si, n_si);
         inline for (0..PB) |gb| tiles.load(tile_b0 + gb, &c.p.q[si][gb], 64);
         // All products, then all stores: a store right after its product waits for that
         // product's latency, and the next product queued behind it.
@@ -822,16 +811,7 @@ inline fn stepFolded(comptime Tiles: type, comptime F: type, comptime PA: usize,
         }
         for (0..F.n_sub) |s| {
             const si = b * F.n_sub + s;
-            c.pf.step();
-            if (si + a_ahead < n_si) prefetchActs(F, PA, c, si + a_ahead);
-            inline for (0..PA) |ga| {
-                const g = c.ga + ga;
-                if (g == c.n_ga - 1 and c.last_rows < 16) {
-                    tiles.load(tile_a0 + ga, &c.stage[si], F.sub);
-                } else {
-                    tiles.load(tile_a0 + ga, F.actQuants(c.a + 16 * g * c.act_bytes, c.b0 + b, s), c.act_bytes);
-                }
-            }
+            loadA(Tiles, F, PA, tiles, c, si, n_si);
             tiles.load(tile_b0, &c.p.q[si][gb], 64);
             tiles.load(tile_b0 + 1, &c.p.q_hi[si][gb], 64);
             inline for (0..PA) |ga| {
@@ -878,6 +858,22 @@ inline fn minSum(comptime F: type, p: *const F.Packed, ab: [*]const u8, b: usize
         summ +%= p.mn[b][gb][j] *% @as(V16i, @splat(bsum));
     }
     return summ;
+}
+
+/// Sub-block si's A tiles for the step's PA activation groups (a partial last group from the
+/// zero-padded stage), after spreading this step's share of the weight prefetch and prefetching
+/// the activation rows a_ahead sub-blocks on.
+inline fn loadA(comptime Tiles: type, comptime F: type, comptime PA: usize, tiles: *Tiles, c: StepCtx(F), si: usize, n_si: usize) void {
+    c.pf.step();
+    if (si + a_ahead < n_si) prefetchActs(F, PA, c, si + a_ahead);
+    inline for (0..PA) |ga| {
+        const g = c.ga + ga;
+        if (g == c.n_ga - 1 and c.last_rows < 16) {
+            tiles.load(tile_a0 + ga, &c.stage[si], F.sub);
+        } else {
+            tiles.load(tile_a0 + ga, F.actQuants(c.a + 16 * g * c.act_bytes, c.b0 + si / F.n_sub, si % F.n_sub), c.act_bytes);
+        }
+    }
 }
 
 /// How many sub-blocks ahead step() prefetches the activation rows its A tiles load.
