@@ -583,10 +583,37 @@ fn packBFolded(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0:
     }
 }
 
+/// A 16 × 16 matrix of u32 transposed (out[k][n] = v[n][k]) by four rounds of zips: out[2i] and
+/// out[2i + 1] are the low and high interleaves of v[i] and v[i + 8], one two-source permute each.
+inline fn transpose16(v0: [16]@Vector(16, u32)) [16]@Vector(16, u32) {
+    const zips = comptime blk: {
+        var lo: [16]i32 = undefined;
+        var hi: [16]i32 = undefined;
+        for (0..8) |j| {
+            lo[2 * j] = @intCast(j);
+            lo[2 * j + 1] = ~@as(i32, @intCast(j));
+            hi[2 * j] = @intCast(j + 8);
+            hi[2 * j + 1] = ~@as(i32, @intCast(j + 8));
+        }
+        break :blk .{ lo, hi };
+    };
+    var v = v0;
+    inline for (0..4) |_| {
+        var out: [16]@Vector(16, u32) = undefined;
+        inline for (0..8) |i| {
+            out[2 * i] = @shuffle(u32, v[i], v[i + 8], zips[0]);
+            out[2 * i + 1] = @shuffle(u32, v[i], v[i + 8], zips[1]);
+        }
+        v = out;
+    }
+    return v;
+}
+
 /// 16 rows × sub bytes, row-major → the B tile TDPBSSD multiplies: sub/4 rows of 64 bytes,
 /// B[k4][4n + i] = rows[n][4·k4 + i] (a transpose of 4-byte groups, one shuffle of the whole tile).
 inline fn vnniTile(comptime sub: usize, rows: *const [16 * sub]u8) [16 * sub]u8 {
     const k4s = sub / 4;
+    if (k4s == 16) return @bitCast(transpose16(@bitCast(rows.*)));
     const src: @Vector(16 * k4s, u32) = @bitCast(rows.*);
     const mask = comptime blk: {
         @setEvalBranchQuota(4 * 16 * k4s + 1000);
