@@ -1169,10 +1169,11 @@ pub var test_emulate: bool = false;
 /// AVX-512 VNNI path on the one AMX machine measured (Emerald Rapids, a 2048² matmul of 128 rows
 /// at 2 threads, docs/performance.md): the legacy types (Q4_0 +10–20%, Q4_1 and Q8_0 level), and
 /// Q4_K since its scales are folded into the tiles (TinyLlama-shape Q4_K prefill, 64-token chunks,
-/// gate+up 1027 → 860 ms against the VNNI kernels). Q5_K and Q6_K ran slower on AMX there (Q6_K
-/// −20%: a 16-element Q6_K sub-block halves each TDPBSSD, and the per-sub-block scale sums cost
-/// more than the VNNI kernels' per-block ones; neither folds into int8: Q5_K's q ≤ 31, Q6_K's
-/// signed scales), so they stay on VNNI; the kernel still takes and is tested on every type.
+/// gate+up 1027 → 860 ms against the VNNI kernels). Q6_K ran ~20% slower on AMX there (a
+/// 16-element Q6_K sub-block halves each TDPBSSD, and the per-sub-block scale sums cost more than
+/// the VNNI kernels' per-block ones); Q5_K is summed per sub-block as Q4_K was when it lost ~15%
+/// (not measured on its own). Neither folds into int8 as Q4_K does (Q5_K's q ≤ 31, Q6_K's signed
+/// scales), so both stay on VNNI; the kernel still takes and is tested on every type.
 pub fn routed(t: GgmlType) bool {
     return switch (t) {
         .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k => true,
