@@ -11,7 +11,9 @@ export { loadModel, Model, type LoadOptions } from "./runtime/model";
 export {
   Context,
   PREFILL_CHUNK_FLOPS,
+  PREFILL_LAYER_FLOPS,
   defaultPrefillChunk,
+  defaultBatchPrefillChunk,
   type ContextMemory,
   type ContextOptions,
   type GenerateOptions,

@@ -20,6 +20,12 @@ export interface Architecture<W = unknown> {
    * `parts`, the tokens continue several sequences of the state and one row per part comes back.
    */
   forward(hp: HParams, weights: W, state: RunState, tokens: Int32Array, logitRows?: number, parts?: readonly SeqPart[]): Tensor;
+  /**
+   * forward as steps: the generator pauses after each layer and returns the logits at its end.
+   * Between steps the caller may return to the event loop (nothing but the state's own buffers
+   * carries over); a generator dropped before its end leaves the state's positions as they were.
+   */
+  forwardSteps(hp: HParams, weights: W, state: RunState, tokens: Int32Array, logitRows?: number, parts?: readonly SeqPart[]): Generator<void, Tensor>;
   /** Every weight tensor, for dtype listings and scratch sizing. */
   tensors(weights: W): Tensor[];
   /** The output head (n_vocab × n_embd): the tensor the runtime may pack at load. */
@@ -38,9 +44,9 @@ const flatTensors = (w: object): Tensor[] => {
 };
 
 export const ARCHITECTURES: Record<string, Architecture<any>> = {
-  llama: { name: "llama", readHParams: (f) => llama.readLlamaHParams(f), loadWeights: (f, b, hp) => llama.loadWeights(f, b, hp), forward: llama.forward, tensors: flatTensors, outputHead: (w) => w.output },
-  qwen2: { name: "qwen2", readHParams: qwen2.readQwen2HParams, loadWeights: qwen2.loadWeights, forward: qwen2.forward, tensors: flatTensors, outputHead: (w) => w.output },
-  gemma3: { name: "gemma3", readHParams: gemma3.readGemma3HParams, loadWeights: gemma3.loadWeights, forward: gemma3.forward, tensors: flatTensors, outputHead: (w) => w.token_embd },
+  llama: { name: "llama", readHParams: (f) => llama.readLlamaHParams(f), loadWeights: (f, b, hp) => llama.loadWeights(f, b, hp), forward: llama.forward, forwardSteps: llama.forwardSteps, tensors: flatTensors, outputHead: (w) => w.output },
+  qwen2: { name: "qwen2", readHParams: qwen2.readQwen2HParams, loadWeights: qwen2.loadWeights, forward: qwen2.forward, forwardSteps: qwen2.forwardSteps, tensors: flatTensors, outputHead: (w) => w.output },
+  gemma3: { name: "gemma3", readHParams: gemma3.readGemma3HParams, loadWeights: gemma3.loadWeights, forward: gemma3.forward, forwardSteps: gemma3.forwardSteps, tensors: flatTensors, outputHead: (w) => w.token_embd },
 };
 
 export function architectureOf(file: GGUFFile): Architecture {

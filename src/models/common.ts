@@ -110,6 +110,17 @@ export function beginBatch(s: RunState, tokens: Int32Array, nVocab: number, part
 }
 
 /** After the layers: every span's tokens are in its sequence's cache. */
+/**
+ * A forward pass run to its end: the steps of an architecture's forwardSteps (one per layer)
+ * without pausing.
+ */
+export function runSteps<T>(steps: Generator<void, T>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
 export function endBatch(s: RunState, b: BatchViews): void {
   for (const p of b.spans) s.seqs[p.seq]!.nPast = p.pos0 + p.n;
 }

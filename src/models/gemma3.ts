@@ -11,7 +11,7 @@
  */
 import type { GGUFFile } from "../gguf";
 import type { Tensor } from "../tensor";
-import { F32_ONLY, attend, beginBatch, endBatch, outputLogits, storeKV, weight, type SeqPart } from "./common";
+import { F32_ONLY, attend, beginBatch, endBatch, outputLogits, runSteps, storeKV, weight, type SeqPart } from "./common";
 import { checkLayerCount, readHParams, type HParams } from "./hparams";
 import type { RunState } from "./state";
 
@@ -78,6 +78,11 @@ export const isLocalLayer = (hp: HParams, il: number) => hp.slidingWindow > 0 &&
  * the logits are one row per part, its last position.
  */
 export function forward(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Tensor {
+  return runSteps(forwardSteps(hp, w, s, tokens, logitRows, parts));
+}
+
+/** forward, pausing after each layer (a caller may return to the event loop there: runtime/context.ts). */
+export function* forwardSteps(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Generator<void, Tensor> {
   const b = beginBatch(s, tokens, hp.nVocab, parts);
   const eps = hp.rmsEps;
   const be = s.ops;
@@ -108,6 +113,7 @@ export function forward(hp: HParams, w: Gemma3Weights, s: RunState, tokens: Int3
     be.linear(L.ffn_down, b.ff, b.o);
     be.rmsNorm(b.o, L.post_ffw_norm, b.o, eps);
     be.add(b.x, b.o);
+    yield; // a layer done: nothing but this batch's own buffers and the cache carries over
   }
 
   be.rmsNorm(b.x, w.output_norm, b.h, eps);

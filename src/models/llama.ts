@@ -8,7 +8,7 @@
  */
 import type { GGUFFile } from "../gguf";
 import type { Tensor } from "../tensor";
-import { F32_ONLY, attend, beginBatch, endBatch, optionalWeight, outputLogits, storeKV, weight, type SeqPart } from "./common";
+import { F32_ONLY, attend, beginBatch, endBatch, optionalWeight, outputLogits, runSteps, storeKV, weight, type SeqPart } from "./common";
 import { checkLayerCount, readHParams, type HParams } from "./hparams";
 import type { RunState } from "./state";
 
@@ -95,6 +95,11 @@ export function loadWeights(file: GGUFFile, bytes: Uint8Array, hp: HParams, vari
  * the logits are one row per part, its last position.
  */
 export function forward(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Tensor {
+  return runSteps(forwardSteps(hp, w, s, tokens, logitRows, parts));
+}
+
+/** forward, pausing after each layer (a caller may return to the event loop there: runtime/context.ts). */
+export function* forwardSteps(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Generator<void, Tensor> {
   const b = beginBatch(s, tokens, hp.nVocab, parts);
   const eps = hp.rmsEps;
   const be = s.ops;
@@ -122,6 +127,7 @@ export function forward(hp: HParams, w: LlamaWeights, s: RunState, tokens: Int32
     be.rmsNorm(b.x, L.ffn_norm, b.h, eps, { residual: b.o, feeds: L.ffn_gate });
     be.gatedFfn(L.ffn_gate, L.ffn_up, b.h, b.ff, "silu", b.ff2);
     be.linear(L.ffn_down, b.ff, b.o);
+    yield; // a layer done: nothing but this batch's own buffers and the cache carries over
   }
 
   be.rmsNorm(b.x, w.output_norm, b.h, eps, { residual: b.o });

@@ -19,3 +19,5 @@ export const readQwen2HParams = (file: GGUFFile): HParams => llama.readLlamaHPar
 export const loadWeights = (file: GGUFFile, bytes: Uint8Array, hp: HParams): Qwen2Weights => llama.loadWeights(file, bytes, hp, QWEN2);
 
 export const forward = (hp: HParams, w: Qwen2Weights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Tensor => llama.forward(hp, w, s, tokens, logitRows, parts);
+
+export const forwardSteps = (hp: HParams, w: Qwen2Weights, s: RunState, tokens: Int32Array, logitRows = 1, parts?: readonly SeqPart[]): Generator<void, Tensor> => llama.forwardSteps(hp, w, s, tokens, logitRows, parts);

@@ -137,7 +137,7 @@ export class Batch {
     if (!Number.isSafeInteger(sequences) || sequences < 1 || sequences > BATCH_LIMITS.sequences) {
       throw new KilnError("BAD_OPTION", `sequences must be an integer in [1, ${BATCH_LIMITS.sequences}], got ${sequences}`);
     }
-    const { state, threads, prefillChunk } = resolveContextOptions(core, { ...opts, maxLogitRows: sequences }, threadsDefault);
+    const { state, threads, prefillChunk } = resolveContextOptions(core, { ...opts, maxLogitRows: sequences }, threadsDefault, true);
     if (state.maxBatch < sequences) throw new KilnError("BAD_OPTION", `batchSize ${state.maxBatch} is below sequences ${sequences}: one step carries a token of every sequence`);
     this.model = model;
     this.#core = core;

@@ -9,8 +9,9 @@
  *
  * Generation never holds the event loop for longer than one forward call: the loop awaits the
  * event loop between forward calls, and the prompt is evaluated in chunks of `prefillChunk`
- * tokens, so timers, I/O and other requests run while a generation streams, and an AbortSignal
- * fired from any of them ends the generation at its next step (finishReason "abort").
+ * tokens with a turn of the event loop after each layer of a chunk, so timers, I/O and other
+ * requests run while a generation streams, and an AbortSignal fired from any of them ends the
+ * generation at its next step (finishReason "abort").
  */
 import type { Device } from "../tensor";
 import * as cpu from "../backends/cpu";
@@ -36,10 +37,12 @@ export interface ContextOptions {
   /** Most tokens per forward call (default 512): the largest prefill chunk, and buffer sizes. */
   batchSize?: number;
   /**
-   * Tokens per forward call when generate/evaluate run a prompt (at most batchSize). Default:
-   * sized from the model so one call is about PREFILL_CHUNK_FLOPS of matmul work (Gemma 3 270M:
-   * 128 tokens; a 1.1B model: 64), see defaultPrefillChunk. Smaller chunks return to the event
-   * loop more often during prefill; larger ones prefill faster (docs/tuning.md: measurements).
+   * Tokens per forward call when generate/evaluate run a prompt (at most batchSize); they
+   * return to the event loop after each layer of each call. Default: sized from the model so one
+   * layer of a call is about PREFILL_LAYER_FLOPS of matmul work (Gemma 3 270M, SmolLM2: 512
+   * tokens; a 1.1B model: 256; a 7B model: 64), see defaultPrefillChunk. Smaller chunks return
+   * to the event loop sooner; larger ones prefill faster (docs/tuning.md: measurements). A batch
+   * (createBatch) runs each step's forward call whole: its default is defaultBatchPrefillChunk.
    */
   prefillChunk?: number;
   /** Rows of logits one forward call can return (default 16: speculative verification, parity tests). */
@@ -166,12 +169,12 @@ export function memoryOf(plan: StatePlan): ContextMemory {
 }
 
 /** Resolves a context's options against the model: every default filled in, every value checked. */
-export function resolveContextOptions(core: ModelCore, o: ContextOptions, threadsDefault: number | undefined) {
+export function resolveContextOptions(core: ModelCore, o: ContextOptions, threadsDefault: number | undefined, batch = false) {
   const nCtx = o.contextLength ?? Math.min(core.hp.nCtxTrain, 4096);
   if (!Number.isSafeInteger(nCtx) || nCtx < 1) throw new KilnError("BAD_OPTION", `contextLength must be a positive integer, got ${nCtx}`);
   const maxBatch = o.batchSize ?? 512;
   if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new KilnError("BAD_OPTION", `batchSize must be a positive integer, got ${maxBatch}`);
-  const prefillChunk = o.prefillChunk ?? defaultPrefillChunk(core.flopsPerToken);
+  const prefillChunk = o.prefillChunk ?? (batch ? defaultBatchPrefillChunk(core.flopsPerToken) : defaultPrefillChunk(core.flopsPerToken, core.hp.nLayer));
   if (!Number.isSafeInteger(prefillChunk) || prefillChunk < 1) throw new KilnError("BAD_OPTION", `prefillChunk must be a positive integer, got ${prefillChunk}`);
   const threads = checkThreads(o.threads ?? threadsDefault ?? physicalCores());
   for (const k of ["memoryBudget", "naiveScoresBytes"] as const) {
@@ -192,7 +195,15 @@ export function resolveContextOptions(core: ModelCore, o: ContextOptions, thread
   return { state, threads, prefillChunk: Math.min(prefillChunk, maxBatch) };
 }
 
-/** Matmul work of one prompt-evaluation forward call by default (see ContextOptions.prefillChunk). */
+/**
+ * Matmul work of one layer of a prompt-evaluation chunk by default: what a context's prefill
+ * does between two turns of the event loop (see ContextOptions.prefillChunk).
+ */
+export const PREFILL_LAYER_FLOPS = 24e9;
+/**
+ * Matmul work of one forward call of a batch step by default (createBatch's prefillChunk): a
+ * batch step runs its forward call whole.
+ */
 export const PREFILL_CHUNK_FLOPS = 32e9;
 /**
  * Fewest tokens per prefill call by default: below this the batched kernels lose throughput
@@ -201,15 +212,27 @@ export const PREFILL_CHUNK_FLOPS = 32e9;
  */
 export const MIN_PREFILL_CHUNK = 64;
 
+/** flops (a whole call's or one layer's) → tokens: a multiple of 32 in [MIN_PREFILL_CHUNK, 512]. */
+const chunkFor = (budget: number, flopsPerToken: number): number => Math.min(512, Math.max(MIN_PREFILL_CHUNK, Math.floor(budget / Math.max(1, flopsPerToken) / 32) * 32));
+
 /**
- * The default prefillChunk for a model whose blocks cost `flopsPerToken`: about
- * PREFILL_CHUNK_FLOPS of work per call, a multiple of 32 in [MIN_PREFILL_CHUNK, 512] (Gemma 3
- * 270M: 128; a 1.1B model: 64). Deterministic in the model, never in timings, so the same file
- * always evaluates a prompt in the same chunks and gives the same logits.
+ * The default prefillChunk of a context for a model whose blocks cost `flopsPerToken` over
+ * `nLayer` layers: about PREFILL_LAYER_FLOPS of work per layer (the context returns to the
+ * event loop after each layer), a multiple of 32 in [MIN_PREFILL_CHUNK, 512] (Gemma 3 270M
+ * and SmolLM2 135M: 512; a 1.1B model: 256; a 7B model: 64). Deterministic in the model,
+ * never in timings, so the same file always evaluates a prompt in the same chunks and gives the
+ * same logits.
  */
-export function defaultPrefillChunk(flopsPerToken: number): number {
-  const tokens = Math.floor(PREFILL_CHUNK_FLOPS / Math.max(1, flopsPerToken) / 32) * 32;
-  return Math.min(512, Math.max(MIN_PREFILL_CHUNK, tokens));
+export function defaultPrefillChunk(flopsPerToken: number, nLayer: number): number {
+  return chunkFor(PREFILL_LAYER_FLOPS, flopsPerToken / Math.max(1, nLayer));
+}
+
+/**
+ * The default prefillChunk of a batch (createBatch): about PREFILL_CHUNK_FLOPS of work per
+ * step, whose forward call runs whole (Gemma 3 270M: 128 tokens; a 1.1B model: 64).
+ */
+export function defaultBatchPrefillChunk(flopsPerToken: number): number {
+  return chunkFor(PREFILL_CHUNK_FLOPS, flopsPerToken);
 }
 
 /** Lets timers, I/O and other tasks run (a macrotask turn, not a microtask). */
@@ -411,19 +434,33 @@ export class Context {
     return cpu.withProfiler(this.profiling ? this.profiler : null, () => core.arch.forward(hp, core.weights, state, ids, logitRows));
   }
 
-  /** Prefill in chunks with a turn of the event loop between them; null when aborted. */
+  /**
+   * Prefill in chunks of prefillChunk tokens, with a turn of the event loop after each layer of
+   * each chunk (so a turn waits for one layer, not a whole forward call); null when aborted. An
+   * abort between two layers drops that chunk: the cache keeps the chunks before it, and its
+   * positions are not appended (they are written again by whatever comes next).
+   */
   async #prefill(ids: Int32Array, signal: AbortSignal | undefined): Promise<Tensor | null> {
     if (ids.length === 0) throw new KilnError("BAD_OPTION", "evaluate: no tokens");
     const state = this.state;
     this.#checkRoom(state, ids.length);
+    const core = this.#core;
     let logits: Tensor | undefined;
     for (let i = 0; i < ids.length; i += this.prefillChunk) {
-      if (i > 0) {
+      if (signal?.aborted) return null;
+      const steps = core.arch.forwardSteps(core.hp, core.weights, state, ids.subarray(i, Math.min(ids.length, i + this.prefillChunk)), 1);
+      for (;;) {
+        // Threads and profiler are set again for every step: other contexts run between them.
+        cpu.useThreads(this.threads);
+        const r = cpu.withProfiler(this.profiling ? this.profiler : null, () => steps.next());
+        if (r.done) {
+          logits = r.value;
+          break;
+        }
         await yieldToEventLoop();
         this.#guard("generate");
+        if (signal?.aborted) return null;
       }
-      if (signal?.aborted) return null;
-      logits = this.#forward(this.#core.hp, state, ids.subarray(i, Math.min(ids.length, i + this.prefillChunk)), 1);
     }
     return logits!;
   }

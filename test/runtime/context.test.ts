@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { KilnError } from "../../src/errors";
 import { getThreads, setThreads } from "../../src/backends/cpu";
 import { loadModel } from "../../src/runtime/model";
-import { Context, defaultPrefillChunk } from "../../src/runtime/context";
+import { Context, defaultBatchPrefillChunk, defaultPrefillChunk } from "../../src/runtime/context";
 import { writeSyntheticModel } from "../../src/tools/synthetic-model";
 import { nmse } from "../helpers";
 
@@ -270,14 +270,93 @@ describe("nothing process-wide", () => {
 });
 
 describe("never blocks the event loop for longer than one forward call", () => {
-  test("the default prefill chunk follows the model's work per token, in [64, 512], a multiple of 32", () => {
-    const gemma270m = 2 * 18 * (640 * 1024 + 2 * 640 * 256 + 1024 * 640 + 3 * 640 * 2048);
-    const tinyllama = 2 * 22 * (2 * 2048 * 2048 + 2 * 2048 * 256 + 3 * 2048 * 5632);
-    expect(defaultPrefillChunk(gemma270m)).toBe(128);
-    expect(defaultPrefillChunk(tinyllama)).toBe(64);
-    expect(defaultPrefillChunk(1)).toBe(512);
-    expect(defaultPrefillChunk(1e12)).toBe(64);
-    for (const f of [1e6, 3e7, 1e8, 4e8, 9e8]) expect(defaultPrefillChunk(f) % 32).toBe(0);
+  const gemma270m = { flops: 2 * 18 * (640 * 1024 + 2 * 640 * 256 + 1024 * 640 + 3 * 640 * 2048), layers: 18 };
+  const tinyllama = { flops: 2 * 22 * (2 * 2048 * 2048 + 2 * 2048 * 256 + 3 * 2048 * 5632), layers: 22 };
+  const llama7b = { flops: 2 * 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008), layers: 32 };
+
+  test("the default prefill chunk follows the model's work per token and layer, in [64, 512], a multiple of 32", () => {
+    expect(defaultPrefillChunk(gemma270m.flops, gemma270m.layers)).toBe(512);
+    expect(defaultPrefillChunk(tinyllama.flops, tinyllama.layers)).toBe(256);
+    expect(defaultPrefillChunk(llama7b.flops, llama7b.layers)).toBe(64);
+    expect(defaultPrefillChunk(1, 1)).toBe(512);
+    expect(defaultPrefillChunk(1e12, 1)).toBe(64);
+    for (const f of [1e6, 3e7, 1e8, 4e8, 9e8]) for (const l of [1, 7, 30]) expect(defaultPrefillChunk(f, l) % 32).toBe(0);
+    // A batch runs a step's forward call whole: its default is per call.
+    expect(defaultBatchPrefillChunk(gemma270m.flops)).toBe(128);
+    expect(defaultBatchPrefillChunk(tinyllama.flops)).toBe(64);
+  });
+
+  /** Counts turns of the event loop (a setImmediate chain) until stopped. */
+  const turnCounter = () => {
+    let turns = 0;
+    let on = true;
+    const spin = () => {
+      if (!on) return;
+      turns++;
+      setImmediate(spin);
+    };
+    setImmediate(spin);
+    return { turns: () => turns, stop: () => void (on = false) };
+  };
+
+  test("a prompt's evaluation returns to the event loop after each layer, with the logits of one forward call", async () => {
+    const model = await loadModel(path, { threads: 2, contextLength: 256, prefillChunk: 64 });
+    try {
+      const ids = Array.from({ length: 40 }, (_, i) => 1 + ((i * 7) % 90));
+      const ctx = model.createContext();
+      const counter = turnCounter();
+      const stepped = (await ctx.evaluate(ids)).f32.slice();
+      counter.stop();
+      // One chunk of 40 tokens: without the per-layer turns the counter would see at most one.
+      expect(counter.turns()).toBeGreaterThanOrEqual(model.hp.nLayer);
+      expect(ctx.nPast).toBe(40);
+      const whole = model.createContext();
+      expect(stepped).toEqual(whole.eval(ids).f32.slice()); // the same forward call, bit for bit
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test("an abort between two layers drops that chunk and keeps the cache consistent", async () => {
+    const model = await loadModel(path, { threads: 2, contextLength: 256, prefillChunk: 16 });
+    try {
+      const ids = Array.from({ length: 40 }, (_, i) => 1 + ((i * 5) % 90));
+      const ctx = model.createContext();
+      const ac = new AbortController();
+      // Aborted in the middle of the second chunk (two layers into it): the first chunk stays.
+      let turns = 0;
+      const spin = () => {
+        if (++turns === model.hp.nLayer + 2) ac.abort();
+        else if (!ac.signal.aborted) setImmediate(spin);
+      };
+      setImmediate(spin);
+      await expect(ctx.evaluate(ids, { signal: ac.signal })).rejects.toThrow(/abort/i);
+      expect(ctx.nPast).toBe(16);
+      expect(ctx.tokens).toEqual(ids.slice(0, 16));
+      // The dropped chunk's half-written cache rows are written again: the same logits as a fresh context.
+      const rest = (await ctx.evaluate(ids.slice(16))).f32.slice();
+      const fresh = (await model.createContext().evaluate(ids)).f32.slice();
+      expect(rest).toEqual(fresh);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test("two contexts' prefills interleave layer by layer and each gets its own logits", async () => {
+    const model = await loadModel(path, { threads: 2, contextLength: 256, prefillChunk: 24 });
+    try {
+      const a = Array.from({ length: 50 }, (_, i) => 1 + ((i * 3) % 90));
+      const b = Array.from({ length: 37 }, (_, i) => 2 + ((i * 11) % 80));
+      const [ca, cb] = [model.createContext(), model.createContext()];
+      const [la, lb] = await Promise.all([ca.evaluate(a).then((t) => t.f32.slice()), cb.evaluate(b).then((t) => t.f32.slice())]);
+      const alone = model.createContext();
+      expect(la).toEqual((await alone.evaluate(a)).f32.slice());
+      alone.reset();
+      expect(lb).toEqual((await alone.evaluate(b)).f32.slice());
+      expect(la).not.toEqual(lb);
+    } finally {
+      model.dispose();
+    }
   });
 
   test("a timer fires between decode steps and an abort from a timer ends generation at its next step", async () => {
