@@ -457,6 +457,7 @@ fn Format(comptime t: GgmlType, comptime variant: Variant) type {
             d: [chunk_blocks][2]V16f,
             m: [chunk_blocks][2]V16f,
             sc: if (kquant) [chunk_blocks][2][n_scales]V16i else void,
+            /// Each min twice, as both 16-bit halves of its lane (minPair): minSum's operand.
             mn: if (kquant) [chunk_blocks][2][n_scales]V16i else void,
         };
 
@@ -503,7 +504,7 @@ fn packB(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0: usize
             if (F.kquant) {
                 for (0..F.n_scales) |s| {
                     p.sc[b][g][s] = sc[s];
-                    p.mn[b][g][s] = mn[s];
+                    p.mn[b][g][s] = minPair(mn[s]);
                 }
             }
         }
@@ -560,7 +561,7 @@ fn packBFolded(comptime F: type, w: [*]const u8, row_bytes: usize, n: usize, b0:
             for (0..8) |sj| {
                 sc[sj] = scm_t[sj];
                 p.sc[b][g][sj] = sc[sj];
-                p.mn[b][g][sj] = scm_t[8 + sj];
+                p.mn[b][g][sj] = minPair(scm_t[8 + sj]);
             }
             for (0..F.n_sub) |s| {
                 const t: [16][64]u8 = @bitCast(vnniTile(64, &rows[s]));
@@ -875,14 +876,32 @@ inline fn finishFolded(comptime F: type, comptime PA: usize, c: StepCtx(F), cbuf
     }
 }
 
+/// A K-quant sub-block min m ∈ [0, 63] in both 16-bit halves of its lane (m·0x10001), as
+/// Packed.mn holds it: one VPDPWSSD then multiplies it by both 16-element bsums of the
+/// sub-block at once.
+inline fn minPair(m: V16i) V16i {
+    return m | (m << @splat(16));
+}
+
+extern fn @"llvm.x86.avx512.vpdpwssd.512"(acc: V16i, a: V16i, b: V16i) V16i;
+
 /// Σ_j m_j·bsums_j of activation block `ab` (its 16-element bsums paired into the 32-element
-/// sub-blocks' sums) and weight group gb's mins, exact in i32.
+/// sub-blocks' sums) and weight group gb's mins, exact in i32 (|m·bsum| ≤ 63·32·127). With
+/// AVX-512 VNNI (every build with hardware tiles) one VPDPWSSD per sub-block: the lane's two
+/// 16-bit copies of m_j times the two i16 bsums of sub-block j (one 4-byte broadcast), summed
+/// with the lane, m_j·bsum_2j + m_j·bsum_2j+1 (perf put the per-sub-block 32-bit multiplies of
+/// the plain form at ~15% of Q4_K's AMX matmul). Elsewhere (the emulated kernel's other builds)
+/// the same sums in plain vectors.
 inline fn minSum(comptime F: type, p: *const F.Packed, ab: [*]const u8, b: usize, gb: usize) V16i {
     var summ: V16i = @splat(0);
-    for (0..F.n_scales) |j| {
+    inline for (0..F.n_scales) |j| {
         const bs = ab + ActQ8_K.off_bsums + 4 * j;
-        const bsum = @as(i32, std.mem.readInt(i16, bs[0..2], .little)) + std.mem.readInt(i16, bs[2..4], .little);
-        summ +%= p.mn[b][gb][j] *% @as(V16i, @splat(bsum));
+        if (comptime cpu.is_x86 and cpu.has_vnni512) {
+            summ = @"llvm.x86.avx512.vpdpwssd.512"(summ, p.mn[b][gb][j], @splat(std.mem.readInt(i32, bs[0..4], .little)));
+        } else {
+            const bsum = @as(i32, std.mem.readInt(i16, bs[0..2], .little)) + std.mem.readInt(i16, bs[2..4], .little);
+            summ +%= (p.mn[b][gb][j] & @as(V16i, @splat(0xffff))) *% @as(V16i, @splat(bsum));
+        }
     }
     return summ;
 }
@@ -1498,7 +1517,12 @@ test "amx B packing: byte o of sub-block s's tile is quant sub·s + 4·(o / 64) 
                         const got = switch (t) {
                             .q8_0, .q4_0, .q5_0 => qf * d,
                             .q4_1, .q5_1 => qf * d + p.m[b][g][r],
-                            .q4_k, .q5_k => d * @as(f32, @floatFromInt(p.sc[b][g][e / 32][r])) * qf - p.m[b][g][r] * @as(f32, @floatFromInt(p.mn[b][g][e / 32][r])),
+                            .q4_k, .q5_k => blk: {
+                                // Both 16-bit halves of the lane hold the min (minPair).
+                                const mp = p.mn[b][g][e / 32][r];
+                                try testing.expectEqual(mp >> 16, mp & 0xffff);
+                                break :blk d * @as(f32, @floatFromInt(p.sc[b][g][e / 32][r])) * qf - p.m[b][g][r] * @as(f32, @floatFromInt(mp & 0xffff));
+                            },
                             .q6_k => d * @as(f32, @floatFromInt(p.sc[b][g][s][r])) * qf,
                             else => unreachable,
                         };

@@ -173,6 +173,74 @@ fn subBlockParts() !void {
     }
 }
 
+/// Whether the legacy epilogue overlaps the tile work: per Q8_0 block at m = 16 (one A tile, two
+/// B tiles, two products and stores into one of two buffers), the tile work alone, the epilogue
+/// alone (the kernel's: per row, acc += (d_w·d_a)·sumi for both C tiles of the block before),
+/// both in the kernel's order, and both with the row's d_a a constant (so d_w·d_a leaves the
+/// row loop: two fewer multiplies per row). If the two sides overlapped, "both" would cost about
+/// the larger of the two alone.
+fn epilogueOverlap() !void {
+    const P = Problem(.q8_0);
+    const p = try std.heap.page_allocator.create(P);
+    defer std.heap.page_allocator.destroy(p);
+    p.* = .{};
+    p.init();
+    const blocks = k / 32;
+    const S = struct {
+        packed_b: [blocks][2][512]u8 align(64) = undefined,
+        cbuf: [2][2][16][16]i32 align(64) = @splat(@splat(@splat(@splat(1)))),
+        acc: [16][2]@Vector(16, f32) = @splat(.{ @splat(0), @splat(0) }),
+        dw: [blocks][2]@Vector(16, f32) = @splat(.{ @splat(0.5), @splat(0.25) }),
+    };
+    const st = try std.heap.page_allocator.create(S);
+    defer std.heap.page_allocator.destroy(st);
+    st.* = .{};
+    for (&st.packed_b, 0..) |*b, i| for (b, 0..) |*g, j| for (g, 0..) |*v, o| {
+        v.* = @truncate(i *% 31 +% j *% 7 +% o);
+    };
+    const names = [_][]const u8{ "tiles alone", "epilogue alone", "tiles + epilogue", "tiles + epilogue, d_a constant" };
+    inline for (0..4) |part| {
+        const cfg: amx.TileConfig align(64) = amx.config;
+        var t = Hw.init(&cfg);
+        const reps = 3000;
+        var timer = try std.time.Timer.start();
+        for (0..reps) |_| {
+            for (0..blocks) |b| {
+                if (part != 1) {
+                    t.load(2, p.xq[b * 40 + 8 ..].ptr, P.ab);
+                    t.load(0, &st.packed_b[b][0], 64);
+                    t.load(1, &st.packed_b[b][1], 64);
+                    t.zero(4);
+                    t.zero(5);
+                    t.dpbssd(4, 2, 0);
+                    t.dpbssd(5, 2, 1);
+                    t.store(4, @ptrCast(&st.cbuf[b & 1][0]), 64);
+                    t.store(5, @ptrCast(&st.cbuf[b & 1][1]), 64);
+                }
+                if (part != 0 and (part == 1 or b > 0)) {
+                    const e = if (part == 1) b else b - 1;
+                    const cb = &st.cbuf[e & 1];
+                    const dw = st.dw[e]; // in registers, as the kernel's d_w
+                    for (0..16) |r| {
+                        inline for (0..2) |g| {
+                            const sumi: @Vector(16, i32) = (&cb[g][r]).*;
+                            // d_a constant: d_w·d_a is the same for every row, one multiply fewer per row and tile.
+                            const dd = if (part == 3) dw[g] * @as(@Vector(16, f32), @splat(0.5)) else dw[g] * @as(@Vector(16, f32), @splat(@as(*align(1) const f32, @ptrCast(&p.xq[r * P.ab + e * 40])).*));
+                            st.acc[r][g] = st.acc[r][g] + dd * @as(@Vector(16, f32), @floatFromInt(sumi));
+                        }
+                    }
+                }
+            }
+        }
+        const ns: f64 = @floatFromInt(timer.read());
+        t.release();
+        std.debug.print("legacy epilogue overlap, m = 16: {s}: {d:.0} ns per block\n", .{ names[part], ns / @as(f64, @floatFromInt(reps * blocks)) });
+    }
+    var sum: f32 = 0;
+    for (st.acc) |a| sum += @reduce(.Add, a[0]) + @reduce(.Add, a[1]);
+    std.mem.doNotOptimizeAway(sum);
+}
+
 fn kernelRates(comptime t: quant.GgmlType) !void {
     const P = Problem(t);
     const p = try std.heap.page_allocator.create(P);
@@ -202,6 +270,7 @@ pub fn main() !void {
     std.debug.print("tdpbssd alone, K = 64 bytes: {d:.1}, K = 32: {d:.1} MAC/ns\n", .{ tileUnitRate(64, 1_000_000), tileUnitRate(32, 1_000_000) });
     inline for (amx.types) |t| try kernelRates(t);
     try subBlockParts();
+    try epilogueOverlap();
 }
 
 // ---------------------------------------------------------------------------------------------
