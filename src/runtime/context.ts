@@ -429,9 +429,14 @@ export class Context {
 
   /** One forward call with this context's thread count and profiler. */
   #forward(hp: HParams, state: RunState, ids: Int32Array, logitRows: number): Tensor {
-    cpu.useThreads(this.threads);
     const core = this.#core;
-    return cpu.withProfiler(this.profiling ? this.profiler : null, () => core.arch.forward(hp, core.weights, state, ids, logitRows));
+    return this.#compute(() => core.arch.forward(hp, core.weights, state, ids, logitRows));
+  }
+
+  /** Kernel work with this context's thread count and profiler (set again each time: other contexts run in between). */
+  #compute<T>(f: () => T): T {
+    cpu.useThreads(this.threads);
+    return cpu.withProfiler(this.profiling ? this.profiler : null, f);
   }
 
   /**
@@ -450,9 +455,7 @@ export class Context {
       if (signal?.aborted) return null;
       const steps = core.arch.forwardSteps(core.hp, core.weights, state, ids.subarray(i, Math.min(ids.length, i + this.prefillChunk)), 1);
       for (;;) {
-        // Threads and profiler are set again for every step: other contexts run between them.
-        cpu.useThreads(this.threads);
-        const r = cpu.withProfiler(this.profiling ? this.profiler : null, () => steps.next());
+        const r = this.#compute(() => steps.next());
         if (r.done) {
           logits = r.value;
           break;
