@@ -889,9 +889,9 @@ extern fn @"llvm.x86.avx512.vpdpwssd.512"(acc: V16i, a: V16i, b: V16i) V16i;
 /// sub-blocks' sums) and weight group gb's mins, exact in i32 (|m·bsum| ≤ 63·32·127). With
 /// AVX-512 VNNI (every build with hardware tiles) one VPDPWSSD per sub-block: the lane's two
 /// 16-bit copies of m_j times the two i16 bsums of sub-block j (one 4-byte broadcast), summed
-/// with the lane, m_j·bsum_2j + m_j·bsum_2j+1 (perf put the per-sub-block 32-bit multiplies of
-/// the plain form at ~15% of Q4_K's AMX matmul). Elsewhere (the emulated kernel's other builds)
-/// the same sums in plain vectors.
+/// with the lane, m_j·bsum_2j + m_j·bsum_2j+1 (perf put the plain form, a 32-bit multiply and
+/// two scalar bsum reads per sub-block, at ~16% of Q4_K's AMX matmul samples). Elsewhere (the
+/// emulated kernel's other builds) the same sums in plain vectors.
 inline fn minSum(comptime F: type, p: *const F.Packed, ab: [*]const u8, b: usize, gb: usize) V16i {
     var summ: V16i = @splat(0);
     inline for (0..F.n_scales) |j| {

@@ -109,7 +109,6 @@ export function beginBatch(s: RunState, tokens: Int32Array, nVocab: number, part
   return b;
 }
 
-/** After the layers: every span's tokens are in its sequence's cache. */
 /**
  * A forward pass run to its end: the steps of an architecture's forwardSteps (one per layer)
  * without pausing.
@@ -121,6 +120,7 @@ export function runSteps<T>(steps: Generator<void, T>): T {
   }
 }
 
+/** After the layers: every span's tokens are in its sequence's cache. */
 export function endBatch(s: RunState, b: BatchViews): void {
   for (const p of b.spans) s.seqs[p.seq]!.nPast = p.pos0 + p.n;
 }

@@ -286,13 +286,13 @@ describe("never blocks the event loop for longer than one forward call", () => {
     expect(defaultBatchPrefillChunk(tinyllama.flops)).toBe(64);
   });
 
-  /** Counts turns of the event loop (a setImmediate chain) until stopped. */
-  const turnCounter = () => {
+  /** Counts turns of the event loop (a setImmediate chain) until stopped, or until onTurn(turns) returns false. */
+  const turnCounter = (onTurn: (turns: number) => boolean = () => true) => {
     let turns = 0;
     let on = true;
     const spin = () => {
       if (!on) return;
-      turns++;
+      on = onTurn(++turns);
       setImmediate(spin);
     };
     setImmediate(spin);
@@ -324,12 +324,10 @@ describe("never blocks the event loop for longer than one forward call", () => {
       const ctx = model.createContext();
       const ac = new AbortController();
       // Aborted in the middle of the second chunk (two layers into it): the first chunk stays.
-      let turns = 0;
-      const spin = () => {
-        if (++turns === model.hp.nLayer + 2) ac.abort();
-        else if (!ac.signal.aborted) setImmediate(spin);
-      };
-      setImmediate(spin);
+      turnCounter((turns) => {
+        if (turns === model.hp.nLayer + 2) ac.abort();
+        return !ac.signal.aborted;
+      });
       await expect(ctx.evaluate(ids, { signal: ac.signal })).rejects.toThrow(/abort/i);
       expect(ctx.nPast).toBe(16);
       expect(ctx.tokens).toEqual(ids.slice(0, 16));
