@@ -117,20 +117,31 @@ fn Problem(comptime t: quant.GgmlType) type {
     };
 }
 
+/// A seeded Problem of type t on the heap (the caller destroys it with the page allocator).
+fn newProblem(comptime t: quant.GgmlType) !*Problem(t) {
+    const p = try std.heap.page_allocator.create(Problem(t));
+    p.* = .{};
+    p.init();
+    return p;
+}
+
+/// Stand-in B tiles: any bytes serve a timing (the products are not checked).
+fn fillPackedB(b: anytype) void {
+    for (b, 0..) |*s, i| for (s, 0..) |*g, j| for (g, 0..) |*v, o| {
+        v.* = @truncate(i *% 31 +% j *% 7 +% o);
+    };
+}
+
 /// The parts of the kernel's per-sub-block work at m = 16 (one A tile, both B tiles, K = 32),
 /// each cumulative on the one before, in ns per sub-block over 64 sub-blocks (k = 2048): where
 /// the ~400 ns a sub-block cost on Emerald Rapids go. A rows come from Q8_0 activation rows
 /// (their real stride), B tiles from a 32 KB packed chunk, C tiles are read back in place.
 fn subBlockParts() !void {
     const P = Problem(.q8_0);
-    const p = try std.heap.page_allocator.create(P);
+    const p = try newProblem(.q8_0);
     defer std.heap.page_allocator.destroy(p);
-    p.* = .{};
-    p.init();
     var packed_b: [32][2][512]u8 align(64) = undefined;
-    for (&packed_b, 0..) |*s, i| for (s, 0..) |*g, j| for (g, 0..) |*v, o| {
-        v.* = @truncate(i *% 31 +% j *% 7 +% o);
-    };
+    fillPackedB(&packed_b);
     var cbuf: [2][16][16]i32 align(64) = undefined;
     const names = [_][]const u8{ "tile loads (A 16 × 32 B at the activation stride, 2 B)", "+ tilezero and 2 tdpbssd", "+ 2 tilestored", "+ the 32 stored rows read back (cvt, add)" };
     const blocks = k / 32;
@@ -177,14 +188,12 @@ fn subBlockParts() !void {
 /// B tiles, two products and stores into one of two buffers), the tile work alone, the epilogue
 /// alone (the kernel's: per row, acc += (d_w·d_a)·sumi for both C tiles of the block before),
 /// both in the kernel's order, and both with the row's d_a a constant (so d_w·d_a leaves the
-/// row loop: two fewer multiplies per row). If the two sides overlapped, "both" would cost about
+/// row loop: no d_a load and two fewer multiplies per row). If the two sides overlapped, "both" would cost about
 /// the larger of the two alone.
 fn epilogueOverlap() !void {
     const P = Problem(.q8_0);
-    const p = try std.heap.page_allocator.create(P);
+    const p = try newProblem(.q8_0);
     defer std.heap.page_allocator.destroy(p);
-    p.* = .{};
-    p.init();
     const blocks = k / 32;
     const S = struct {
         packed_b: [blocks][2][512]u8 align(64) = undefined,
@@ -195,9 +204,7 @@ fn epilogueOverlap() !void {
     const st = try std.heap.page_allocator.create(S);
     defer std.heap.page_allocator.destroy(st);
     st.* = .{};
-    for (&st.packed_b, 0..) |*b, i| for (b, 0..) |*g, j| for (g, 0..) |*v, o| {
-        v.* = @truncate(i *% 31 +% j *% 7 +% o);
-    };
+    fillPackedB(&st.packed_b);
     const names = [_][]const u8{ "tiles alone", "epilogue alone", "tiles + epilogue", "tiles + epilogue, d_a constant" };
     inline for (0..4) |part| {
         const cfg: amx.TileConfig align(64) = amx.config;
@@ -243,10 +250,8 @@ fn epilogueOverlap() !void {
 
 fn kernelRates(comptime t: quant.GgmlType) !void {
     const P = Problem(t);
-    const p = try std.heap.page_allocator.create(P);
+    const p = try newProblem(t);
     defer std.heap.page_allocator.destroy(p);
-    p.* = .{};
-    p.init();
     var two: [2]f64 = undefined;
     const run = struct {
         fn f(q: *const P, r: *f64) void {
