@@ -25,6 +25,50 @@ export function machineKind(cpuModel: string, features: readonly string[]): Mach
   return "other";
 }
 
+/**
+ * The CPU's family and model numbers as /proc/cpuinfo gives them, and the core generation where
+ * kiln has been measured on it: the model name of these VMs is often only "AMD EPYC" or "Intel(R)
+ * Xeon(R) Processor", and Zen 4 and Zen 5 (or Sapphire and Emerald Rapids) differ in bandwidth,
+ * prefetch policy and kernel speed, so every figure names which one ran it.
+ */
+export interface CpuIdentity {
+  family: number;
+  model: number;
+  /** "Zen 4", "Emerald Rapids", …; null for a family and model not in CPU_GENERATIONS. */
+  generation: string | null;
+}
+
+/** Generations by vendor, family and model range (AMD's and Intel's published numbering). */
+const CPU_GENERATIONS: readonly { vendor: "AMD" | "Intel"; family: number; models: [number, number]; name: string }[] = [
+  { vendor: "AMD", family: 0x17, models: [0x00, 0xff], name: "Zen / Zen 2" },
+  { vendor: "AMD", family: 0x19, models: [0x00, 0x0f], name: "Zen 3" },
+  { vendor: "AMD", family: 0x19, models: [0x10, 0x1f], name: "Zen 4" },
+  { vendor: "AMD", family: 0x19, models: [0x20, 0x5f], name: "Zen 3" },
+  { vendor: "AMD", family: 0x19, models: [0x60, 0xaf], name: "Zen 4" },
+  { vendor: "AMD", family: 0x1a, models: [0x00, 0xff], name: "Zen 5" },
+  { vendor: "Intel", family: 6, models: [143, 143], name: "Sapphire Rapids" },
+  { vendor: "Intel", family: 6, models: [207, 207], name: "Emerald Rapids" },
+  { vendor: "Intel", family: 6, models: [173, 174], name: "Granite Rapids" },
+  { vendor: "Intel", family: 6, models: [106, 108], name: "Ice Lake" },
+];
+
+/** The first processor's identity from a /proc/cpuinfo text; null where it has no family or model line. */
+export function cpuIdentity(cpuinfo: string): CpuIdentity | null {
+  const field = (key: string) => cpuinfo.match(new RegExp(`^${key}\\s*:\\s*(.*)$`, "m"))?.[1]?.trim();
+  const [familyText, modelText] = [field("cpu family"), field("model")];
+  if (!familyText || !modelText || !/^\d+$/.test(familyText) || !/^\d+$/.test(modelText)) return null;
+  const family = Number(familyText), model = Number(modelText);
+  const vendorId = field("vendor_id") ?? "";
+  const vendor = vendorId === "AuthenticAMD" ? "AMD" : vendorId === "GenuineIntel" ? "Intel" : null;
+  const g = CPU_GENERATIONS.find((c) => c.vendor === vendor && c.family === family && model >= c.models[0] && model <= c.models[1]);
+  return { family, model, generation: g?.name ?? null };
+}
+
+/** "family 25 model 17 (Zen 4)": how reports name a CPU identity. */
+export function describeCpuIdentity(id: CpuIdentity): string {
+  return `family ${id.family} model ${id.model}${id.generation ? ` (${id.generation})` : ""}`;
+}
+
 /** bench/baseline.json: one baseline per machine kind measured. */
 export interface BaselineFile {
   kinds: Partial<Record<MachineKind, Baseline>>;

@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { baselineFrom, checkBaseline, checkBaselineFile, compareToBaseline, machineKind, type Baseline } from "../../bench/regress";
+import { baselineFrom, checkBaseline, checkBaselineFile, compareToBaseline, cpuIdentity, describeCpuIdentity, machineKind, type Baseline } from "../../bench/regress";
 import { contextFor, engineFigures, headlinePrompt, median, modelRuns, parseList, ratios, rooflinePoint } from "../../bench/suite";
 import type { WorkerResult } from "../../bench/worker";
 import { modelEntry } from "./fixture";
@@ -66,6 +66,22 @@ describe("regression check", () => {
     expect(machineKind("AMD EPYC 7R13 Processor", ["avx2", "fma"])).toBe("other");
     expect(machineKind("Intel(R) Xeon(R) CPU E5-2686 v4", ["avx2"])).toBe("other");
     expect(machineKind("Neoverse-V2", ["asimd", "asimddp"])).toBe("other");
+  });
+
+  test("CPU identity: family and model from /proc/cpuinfo, the generation where known", () => {
+    const info = (vendor: string, family: number, model: number) =>
+      `processor\t: 0\nvendor_id\t: ${vendor}\ncpu family\t: ${family}\nmodel\t\t: ${model}\nmodel name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nvendor_id\t: ${vendor}\ncpu family\t: 99\nmodel\t\t: 99\n`;
+    expect(cpuIdentity(info("AuthenticAMD", 25, 17))).toEqual({ family: 25, model: 17, generation: "Zen 4" });
+    expect(cpuIdentity(info("AuthenticAMD", 25, 1))).toEqual({ family: 25, model: 1, generation: "Zen 3" });
+    expect(cpuIdentity(info("AuthenticAMD", 26, 2))).toEqual({ family: 26, model: 2, generation: "Zen 5" });
+    expect(cpuIdentity(info("GenuineIntel", 6, 207))).toEqual({ family: 6, model: 207, generation: "Emerald Rapids" });
+    expect(cpuIdentity(info("GenuineIntel", 6, 167))).toEqual({ family: 6, model: 167, generation: null });
+    // The numbers alone do not name a generation: family 25 under another vendor is unknown.
+    expect(cpuIdentity(info("HygonGenuine", 25, 17))?.generation).toBeNull();
+    expect(describeCpuIdentity({ family: 25, model: 17, generation: "Zen 4" })).toBe("family 25 model 17 (Zen 4)");
+    expect(describeCpuIdentity({ family: 6, model: 167, generation: null })).toBe("family 6 model 167");
+    expect(cpuIdentity("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")).toBeNull();
+    expect(cpuIdentity("cpu family\t: 25\nmodel\t\t: x17\n")).toBeNull();
   });
 });
 
