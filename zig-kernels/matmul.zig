@@ -474,12 +474,13 @@ inline fn dotRows(comptime T: type, k: usize, w: [*]const u8, row_bytes: usize, 
     @setEvalBranchQuota(100_000);
     var j = j0;
     if (comptime @hasDecl(T, "vecDotRows")) {
-        while (j + row_group <= j1) : (j += row_group) {
-            T.vecDotRows(row_group, k, w + j * row_bytes, row_bytes, x, y[j..][0..row_group]);
+        const g = comptime if (@hasDecl(T, "decode_row_group")) T.decode_row_group else row_group;
+        while (j + g <= j1) : (j += g) {
+            T.vecDotRows(g, k, w + j * row_bytes, row_bytes, x, y[j..][0..g]);
         }
         switch (j1 - j) {
             0 => {},
-            inline 1...row_group - 1 => |r| T.vecDotRows(r, k, w + j * row_bytes, row_bytes, x, y[j..][0..r]),
+            inline 1...g - 1 => |r| T.vecDotRows(r, k, w + j * row_bytes, row_bytes, x, y[j..][0..r]),
             else => unreachable,
         }
         return;
