@@ -467,9 +467,9 @@ const row_group = 4;
 /// 716 µs against 707 unfused, Q4_K 453 → 420 against 411, Q4_0 unchanged at 383–387).
 const gated_chunk = 256;
 
-/// y[j] = row j · x for j in [j0, j1): groups of row_group rows through T.vecDotRows where the
-/// type has one (shared activation loads, prefetch of the next group), and the last
-/// (j1 − j0) % row_group rows through it too, so every row gets the tile kernels' arithmetic.
+/// y[j] = row j · x for j in [j0, j1): groups of row_group rows (or the type's decode_row_group)
+/// through T.vecDotRows where the type has one (shared activation loads, prefetch of the next
+/// group), and the rows left over through it too, so every row gets the tile kernels' arithmetic.
 inline fn dotRows(comptime T: type, k: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, y: [*]f32, j0: usize, j1: usize) void {
     @setEvalBranchQuota(100_000);
     var j = j0;
