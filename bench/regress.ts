@@ -26,10 +26,10 @@ export function machineKind(cpuModel: string, features: readonly string[]): Mach
 }
 
 /**
- * The CPU's family and model numbers as /proc/cpuinfo gives them, and the core generation where
- * kiln has been measured on it: the model name of these VMs is often only "AMD EPYC" or "Intel(R)
- * Xeon(R) Processor", and Zen 4 and Zen 5 (or Sapphire and Emerald Rapids) differ in bandwidth,
- * prefetch policy and kernel speed, so every figure names which one ran it.
+ * The CPU's family and model numbers as /proc/cpuinfo gives them, and the core generation for the
+ * server families in CPU_GENERATIONS: the model name of these VMs is often only "AMD EPYC" or
+ * "Intel(R) Xeon(R) Processor", and Zen 4 and Zen 5 (or Sapphire and Emerald Rapids) differ in
+ * bandwidth, prefetch policy and kernel speed, so every figure names which one ran it.
  */
 export interface CpuIdentity {
   family: number;
