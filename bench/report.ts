@@ -17,8 +17,14 @@ import type { LongRow, ModelEntry, SuiteResult } from "./suite";
 import { lineChart, type Series } from "./svg";
 
 const f = (x: number | null | undefined, d = 1) => (typeof x === "number" && Number.isFinite(x) ? x.toFixed(d) : "—");
-const pct = (x: number | null | undefined) => (typeof x === "number" && Number.isFinite(x) ? `${(x * 100).toFixed(0)}%` : "—");
-const times = (x: number | null | undefined) => (typeof x === "number" && Number.isFinite(x) ? `${x.toFixed(2)}×` : "—");
+const pct = (x: number | null | undefined, d = 0) => (typeof x === "number" && Number.isFinite(x) ? `${(x * 100).toFixed(d)}%` : "—");
+const times = (x: number | null | undefined, d = 2) => (typeof x === "number" && Number.isFinite(x) ? `${x.toFixed(d)}×` : "—");
+/** How far a target was missed, in whole units, or to one decimal (at least 0.1) where it rounds to 0. */
+export function missBy(amount: number, unit: "point" | "%"): string {
+  const a = Math.abs(amount);
+  const shown = a.toFixed(0) !== "0" ? a.toFixed(0) : Math.max(a, 0.1).toFixed(1);
+  return unit === "%" ? `${shown}%` : `${shown} point${shown === "1" ? "" : "s"}`;
+}
 const ctxLabel = (n: number) => (n >= 1024 && n % 1024 === 0 ? `${n / 1024}K` : String(n));
 
 function table(head: string[], rows: (string | number)[][], align?: string[]): string {
@@ -169,8 +175,11 @@ export function renderReport(r: SuiteResult, o: ReportOptions): string {
     out.push("## Targets (issues 14 and 5)", "");
     out.push(table(["target", "model", "goal", "measured", "status", "why (same run)"], t.map((x) => {
       const isFrac = x.target.includes("roofline");
-      const show = (v: number | null) => (isFrac ? pct(v) : times(v));
-      const status = x.met === null ? "not measured" : x.met ? "met" : `missed by ${isFrac ? `${f(Math.abs((x.measured! - x.goal) * 100), 0)} point${Math.round(Math.abs((x.measured! - x.goal) * 100)) === 1 ? "" : "s"}` : `${f(Math.abs(x.measured! / x.goal - 1) * 100, 0)}%`}`;
+      // A miss that rounds to the goal is shown to one more decimal ("84.7%", "missed by 0.3
+      // points"), never as a miss by nothing.
+      const close = x.met === false && (isFrac ? pct(x.measured) === pct(x.goal) : times(x.measured) === times(x.goal));
+      const show = (v: number | null) => (isFrac ? pct(v, close ? 1 : 0) : times(v, close ? 3 : 2));
+      const status = x.met === null ? "not measured" : x.met ? "met" : `missed by ${isFrac ? missBy((x.measured! - x.goal) * 100, "point") : missBy((x.measured! / x.goal - 1) * 100, "%")}`;
       return [x.target, x.model, `${x.atMost ? "≤ " : "≥ "}${show(x.goal)}`, show(x.measured), status, x.why ?? ""];
     }), ["---", "---", "---:", "---:", "---", "---"]));
     out.push("");

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readResults, renderChart, renderReport, targets } from "../../bench/report";
+import { missBy, readResults, renderChart, renderReport, targets } from "../../bench/report";
 import { suiteResult } from "./fixture";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-report-"));
@@ -45,6 +45,20 @@ describe("report", () => {
     amx.machine.kind = "intel-amx";
     expect(targets(amx).find((x) => x.model === "tinyllama-q4_0.gguf" && x.target.startsWith("prefill"))!.goal).toBe(2);
     expect(md).not.toContain("![");
+  });
+
+  test("a miss that rounds to the goal shows its size, never 'missed by 0'", () => {
+    expect(missBy(6.4, "%")).toBe("6%");
+    expect(missBy(0.3, "%")).toBe("0.3%");
+    expect(missBy(-1.2, "point")).toBe("1 point");
+    expect(missBy(0.31, "point")).toBe("0.3 points");
+    expect(missBy(0.01, "point")).toBe("0.1 points");
+    const r = suiteResult();
+    const m = r.models.find((x) => x.model === "tinyllama-q4_0.gguf")!;
+    m.roofline.short!.kiln_fraction = 0.847;
+    const md = renderReport(r, { chartPath: null });
+    expect(md).toContain("| decode ≥ 85% of the bandwidth roofline | tinyllama-q4_0.gguf | ≥ 85.0% | 84.7% | missed by 0.3 points |");
+    expect(md).not.toContain("missed by 0 point");
   });
 
   test("chart: two panels, four series each; none without a long-context sweep", () => {
