@@ -1355,8 +1355,8 @@ fn FloatType(comptime k: FloatKind) type {
             return floatDot(k, n, w, a);
         }
         /// Weight rows per decode group (matmul.zig dotRows; other types take its row_group of 4):
-        /// each activation load is shared by 8 rows instead of 4, a third fewer loads per
-        /// multiply-add; a row's bits do not depend on the group (floatDotGroup). TinyLlama-shape
+        /// each activation load is shared by 8 rows instead of 4 (9 loads per 8 multiply-adds
+        /// where there were 10); a row's bits do not depend on the group (floatDotGroup). TinyLlama-shape
         /// BF16, one op over every layer through the file's mapping, 2 threads, builds alternated
         /// round by round (bench/model-matmul-ab.ts, p50 GB/s, AMD EPYC family 25 model 17, Zen 4):
         /// gate+up 41.9 → 46.7, ffn_down 40.6 → 45.9, attn_output 39.1 → 43.0, attn_q 29.5 →
