@@ -81,9 +81,27 @@ fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
         }
     }.f;
     const rows_per_task = rowsPerTask(t, a.n_out, a.k, a.m);
-    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task };
     const n_tasks = std.math.divCeil(usize, a.n_out, rows_per_task) catch unreachable;
+    if (a.m == 1 and n_tasks > 1) return launchGuided(a.n_out, a, struct {
+        fn f(c: Matmul, j0: usize, j1: usize) void {
+            dotRows(T, c.k, c.w, c.k / T.block_size * T.type_size, c.xq, c.y, j0, j1);
+        }
+    }.f);
+    const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task };
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
+/// Runs `rows(args, j0, j1)` over guidedSplit's ranges of n_rows rows on the pool.
+fn launchGuided(n_rows: usize, args: anytype, comptime rows: fn (@TypeOf(args), usize, usize) void) void {
+    const Args = @TypeOf(args);
+    const Ctx = struct { args: Args, split: *const GuidedSplit };
+    const split = guidedSplit(n_rows, @max(8, n_rows / (16 * pool.threadCount())));
+    pool.parallelFor(split.n_tasks, Ctx{ .args = args, .split = &split }, struct {
+        fn f(c: Ctx, task: usize) void {
+            const r = c.split.range(task);
+            rows(c.args, r.j0, r.j1);
+        }
+    }.f);
 }
 
 /// One weight matrix of a matmul3 call: n_out rows, outputs y[0..n_out].
@@ -105,12 +123,11 @@ pub fn matmul3Prepared(t: GgmlType, k: usize, xq: [*]const u8, parts: [3]Part) v
 fn matmul3Typed(comptime t: GgmlType, k: usize, xq: [*]const u8, parts: [3]Part) void {
     const T = Traits(t);
     const total = parts[0].n_out + parts[1].n_out + parts[2].n_out;
-    const Ctx = struct { parts: [3]Part, k: usize, xq: [*]const u8, total: usize, rows_per_task: usize };
-    const run = struct {
-        fn f(c: Ctx, task: usize) void {
+    const Ctx = struct { parts: [3]Part, k: usize, xq: [*]const u8 };
+    // Rows [j0, j1) of the three matrices stacked.
+    const rows = struct {
+        fn f(c: Ctx, j0: usize, j1: usize) void {
             const row_bytes = c.k / T.block_size * T.type_size;
-            const j0 = task * c.rows_per_task;
-            const j1 = @min(c.total, j0 + c.rows_per_task);
             var base: usize = 0;
             for (c.parts) |p| {
                 const lo = @max(j0, base);
@@ -121,10 +138,8 @@ fn matmul3Typed(comptime t: GgmlType, k: usize, xq: [*]const u8, parts: [3]Part)
         }
     }.f;
     if (total == 0) return;
-    const rows_per_task = rowsPerTask(t, total, k, 1);
-    const ctx = Ctx{ .parts = parts, .k = k, .xq = xq, .total = total, .rows_per_task = rows_per_task };
-    const n_tasks = std.math.divCeil(usize, total, rows_per_task) catch unreachable;
-    if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+    const ctx = Ctx{ .parts = parts, .k = k, .xq = xq };
+    if (rowsPerTask(t, total, k, 1) < total) launchGuided(total, ctx, rows) else rows(ctx, 0, total);
 }
 
 /// Activation rows per batched task: 64 prepared 4096-wide Q8_0 rows are ~280 KB, which stay in
@@ -494,8 +509,38 @@ fn roundUpGroup(rows: usize) usize {
     return (std.math.divCeil(usize, rows, row_group) catch unreachable) * row_group;
 }
 
-/// Decode (m == 1) splits the rows into a few chunks per thread so a slow thread does not hold
-/// the others up; batches use small row blocks that stay cache-resident across the batch.
+/// Row ranges of a decode call (one activation row), largest first ("guided" scheduling): task
+/// i takes 1/(2·threads) of the rows not yet handed out, rounded up to a row group and at
+/// least min_rows. The first tasks are long (a thread streams one contiguous range, its
+/// prefetchers stay ahead), the last ones short, so threads that run at different speeds end
+/// within a short task of each other.
+const max_guided_tasks = 64;
+const GuidedSplit = struct {
+    start: [max_guided_tasks + 1]u32 = undefined,
+    n_tasks: usize = 0,
+
+    fn range(s: *const GuidedSplit, task: usize) struct { j0: usize, j1: usize } {
+        return .{ .j0 = s.start[task], .j1 = s.start[task + 1] };
+    }
+};
+
+fn guidedSplit(n_rows: usize, min_rows: usize) GuidedSplit {
+    var s = GuidedSplit{};
+    const share = 2 * pool.threadCount();
+    s.start[0] = 0;
+    var j: usize = 0;
+    while (j < n_rows) {
+        const size = if (s.n_tasks + 1 == max_guided_tasks) n_rows - j else roundUpGroup(@max(min_rows, std.math.divCeil(usize, n_rows - j, share) catch unreachable));
+        j = @min(n_rows, j + size);
+        s.n_tasks += 1;
+        s.start[s.n_tasks] = @intCast(j);
+    }
+    return s;
+}
+
+/// Rows per task: all of them below min_parallel_bytes (one thread); for decode (m == 1) a few
+/// chunks per thread (the guided ranges replace them where the call goes parallel); batches use
+/// small row blocks that stay cache-resident across the batch.
 fn rowsPerTask(t: GgmlType, n_out: usize, k: usize, m: usize) usize {
     const total_bytes = quant.rowBytes(t, k) * n_out;
     if (total_bytes * m < min_parallel_bytes) return n_out;
@@ -531,6 +576,25 @@ pub fn gatedFfnPrepared(a: GatedFfn) void {
     }
 }
 
+/// Gated FFN rows [j0, j1) of activation row i: up to gated_chunk rows of gate, the same rows of
+/// up, then the gated product.
+fn gatedRows(comptime t: GgmlType, a: GatedFfn, i: usize, j0: usize, j1: usize) void {
+    const T = Traits(t);
+    const row_bytes = a.k / T.block_size * T.type_size;
+    const x = a.xq + i * quant.actRowBytes(t, a.k);
+    const out = a.out + i * a.out_stride;
+    var j = j0;
+    while (j < j1) {
+        const cnt = @min(gated_chunk, j1 - j);
+        var g: [gated_chunk]f32 = undefined;
+        var u: [gated_chunk]f32 = undefined;
+        dotRows(T, a.k, a.w_gate + j * row_bytes, row_bytes, x, &g, 0, cnt);
+        dotRows(T, a.k, a.w_up + j * row_bytes, row_bytes, x, &u, 0, cnt);
+        gatedProduct(a.activation, &g, &u, out + j, cnt);
+        j += cnt;
+    }
+}
+
 fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
     const T = Traits(t);
     if (a.m > max_invariant_rows and repack.supports(t)) return gatedFfnInterleaved(t, a);
@@ -549,31 +613,20 @@ fn gatedFfnTyped(comptime t: GgmlType, a: GatedFfn) void {
     const Ctx = struct { a: GatedFfn, rows_per_task: usize };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
-            const row_bytes = c.a.k / T.block_size * T.type_size;
-            const act_bytes = quant.actRowBytes(t, c.a.k);
             const j0 = task * c.rows_per_task;
             const j1 = @min(c.a.n_ff, j0 + c.rows_per_task);
-            for (0..c.a.m) |i| {
-                const x = c.a.xq + i * act_bytes;
-                const out = c.a.out + i * c.a.out_stride;
-                var j = j0;
-                while (j < j1) {
-                    // Up to gated_chunk rows of gate, the same rows of up, then the gated product.
-                    const cnt = @min(gated_chunk, j1 - j);
-                    var g: [gated_chunk]f32 = undefined;
-                    var u: [gated_chunk]f32 = undefined;
-                    dotRows(T, c.a.k, c.a.w_gate + j * row_bytes, row_bytes, x, &g, 0, cnt);
-                    dotRows(T, c.a.k, c.a.w_up + j * row_bytes, row_bytes, x, &u, 0, cnt);
-                    gatedProduct(c.a.activation, &g, &u, out + j, cnt);
-                    j += cnt;
-                }
-            }
+            for (0..c.a.m) |i| gatedRows(t, c.a, i, j0, j1);
         }
     }.f;
     // Two weight matrices are read per row, so half the rows per task keep the same footprint.
     const rows_per_task = roundUpGroup(@max(1, rowsPerTask(t, a.n_ff, a.k, a.m) / 2));
     const ctx = Ctx{ .a = a, .rows_per_task = rows_per_task };
     const n_tasks = std.math.divCeil(usize, a.n_ff, rows_per_task) catch unreachable;
+    if (a.m == 1 and n_tasks > 1) return launchGuided(a.n_ff, ctx, struct {
+        fn f(c: Ctx, j0: usize, j1: usize) void {
+            gatedRows(t, c.a, 0, j0, j1);
+        }
+    }.f);
     if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
 }
 
@@ -929,6 +982,73 @@ test "batched tile kernels match the scalar reference and the decode kernel bit 
     inline for (std.meta.fields(GgmlType)) |f| {
         const t: GgmlType = @enumFromInt(f.value);
         if (comptime @hasDecl(Traits(t), "vecDotTile")) try checkTileKernel(t, prng.random());
+    }
+}
+
+test "guidedSplit: ranges cover [0, n) once, largest first, whole row groups, at most max_guided_tasks" {
+    defer _ = pool.setThreads(2);
+    for ([_]usize{ 1, 2, 3, 8 }) |threads| {
+        _ = pool.setThreads(threads);
+        for ([_]usize{ 1, 7, 8, 37, 256, 2048, 2053, 5632, 32000, 1 << 20 }) |n| {
+            for ([_]usize{ 1, 8, 64 }) |min_rows| {
+                const s = guidedSplit(n, min_rows);
+                try testing.expect(s.n_tasks >= 1 and s.n_tasks <= max_guided_tasks);
+                try testing.expectEqual(@as(u32, 0), s.start[0]);
+                try testing.expectEqual(@as(u32, @intCast(n)), s.start[s.n_tasks]);
+                var prev: usize = std.math.maxInt(usize);
+                for (0..s.n_tasks) |i| {
+                    const r = s.range(i);
+                    try testing.expect(r.j1 > r.j0);
+                    if (i + 1 < s.n_tasks) {
+                        // Every range but the last is whole row groups, no longer than the one before.
+                        try testing.expectEqual(@as(usize, 0), (r.j1 - r.j0) % row_group);
+                        try testing.expect(r.j1 - r.j0 <= prev);
+                        prev = r.j1 - r.j0;
+                    }
+                }
+                // The first task takes about 1/(2·threads) of the rows (so tasks start long).
+                if (n >= 64 * threads) try testing.expect(s.range(0).j1 - s.range(0).j0 >= n / (2 * threads));
+            }
+        }
+    }
+}
+
+test "decode on 1-3 threads (guided ranges): matmul and fused FFN rows have the bits of one serial pass, every type" {
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(93);
+    const rng = prng.random();
+    defer _ = pool.setThreads(2);
+    inline for (std.meta.fields(GgmlType)) |f| {
+        const t: GgmlType = @enumFromInt(f.value);
+        const T = Traits(t);
+        const bs = quant.blockSize(t);
+        const k = bs * @max(1, 1024 / bs);
+        // Above min_parallel_bytes (threaded), row counts off every group and task boundary.
+        for ([_]usize{ 301, 2053 }) |n| {
+            const p = try TestProblem.init(a, t, rng, n, k, 1);
+            defer p.deinit(a);
+            const want = try a.alloc(f32, n);
+            defer a.free(want);
+            const want_ffn = try a.alloc(f32, n);
+            defer a.free(want_ffn);
+            const got = try a.alloc(f32, n + 1);
+            defer a.free(got);
+            dotRows(T, k, p.w.ptr, p.rb, p.xq.ptr, want.ptr, 0, n);
+            const ffn: GatedFfn = .{ .t = t, .w_gate = p.w.ptr, .w_up = p.wu.ptr, .n_ff = n, .k = k, .xq = p.xq.ptr, .m = 1, .out = want_ffn.ptr, .out_stride = n, .activation = .silu };
+            gatedRows(t, ffn, 0, 0, n);
+            for ([_]usize{ 1, 2, 3 }) |threads| {
+                _ = pool.setThreads(threads);
+                got[n] = sentinel_f32;
+                matmulPrepared(.{ .t = t, .w = p.w.ptr, .n_out = n, .k = k, .xq = p.xq.ptr, .m = 1, .y = got.ptr, .y_stride = n });
+                try testing.expectEqualSlices(u32, @ptrCast(want), @ptrCast(got[0..n]));
+                try testing.expectEqual(sentinel_f32, got[n]);
+                var g = ffn;
+                g.out = got.ptr;
+                gatedFfnPrepared(g);
+                try testing.expectEqualSlices(u32, @ptrCast(want_ffn), @ptrCast(got[0..n]));
+                try testing.expectEqual(sentinel_f32, got[n]);
+            }
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 //! One job runs at a time: `parallelFor(n_tasks, ctx, func)` calls `func(ctx, i)` for every
 //! i in [0, n_tasks), spread over the workers and the calling thread, and returns when all
 //! are done. Workers spin briefly after a job (kernels from a decode step arrive microseconds
-//! apart) and then sleep on a futex, so an idle pool burns no core.
+//! apart) and then sleep on a futex, so an idle pool burns no core. Publishing a job makes the
+//! futex-wake system call only when a worker sleeps, and a worker ending a job wakes the caller
+//! only when it sleeps: a decode step's hundreds of jobs, while everyone spins, make none
+//! (an empty 4-task job on 2 threads: 0.38 → 0.17–0.26 µs, Zen 4).
 //!
 //! A job ends when its TASKS are done, not when every worker has looked at it: tasks are claimed
 //! from one atomic word holding (job generation, next index, task count), so a worker that the
@@ -32,6 +35,14 @@ var generation = Atomic(u32).init(0); // bumped to publish a job
 /// A claim succeeds only for the job it names, so a late worker never runs another job's task.
 var claim = Atomic(u64).init(0);
 var tasks_done = Atomic(u32).init(0); // tasks of the current job that have returned
+/// Workers asleep (or about to sleep) on `generation`: a publisher makes the futex-wake system
+/// call only when this is non-zero, so a decode step's jobs, microseconds apart while the workers
+/// still spin, cost no system call each. (Dekker pattern: the sleeper raises the count then
+/// re-checks `generation` inside Futex.wait; the publisher stores `generation` then reads the
+/// count, both sequentially consistent, so at least one of them sees the other.)
+var sleepers = Atomic(u32).init(0);
+/// The same for the publishing thread asleep on `tasks_done`.
+var caller_asleep = Atomic(bool).init(false);
 const idx_bits = 20;
 const max_job_tasks: usize = 1 << idx_bits;
 const gen_mask: u64 = (1 << 24) - 1;
@@ -107,7 +118,9 @@ fn waitForGeneration(seen: u32) u32 {
         std.atomic.spinLoopHint();
     }
     while (true) {
+        _ = sleepers.fetchAdd(1, .seq_cst);
         Futex.wait(&generation, seen);
+        _ = sleepers.fetchSub(1, .seq_cst);
         const g = generation.load(.acquire);
         if (g != seen) return g;
     }
@@ -129,8 +142,8 @@ fn runTasks(gen: u32) void {
             continue;
         }
         j.func(j.ctx, i);
-        const done = tasks_done.fetchAdd(1, .acq_rel) + 1;
-        if (done == n) Futex.wake(&tasks_done, 1);
+        const done = tasks_done.fetchAdd(1, .seq_cst) + 1;
+        if (done == n and caller_asleep.load(.seq_cst)) Futex.wake(&tasks_done, 1);
         w = claim.load(.acquire);
     }
 }
@@ -186,8 +199,8 @@ fn runJob(func: *const fn (ctx: *const anyopaque, index: usize) void, ctx: *cons
     const gen = generation.load(.acquire) +% 1;
     // The claim word names the new job before the generation announces it.
     claim.store(claimWord(gen, n, 0), .release);
-    generation.store(gen, .release);
-    Futex.wake(&generation, std.math.maxInt(u32));
+    generation.store(gen, .seq_cst);
+    if (sleepers.load(.seq_cst) > 0) Futex.wake(&generation, std.math.maxInt(u32));
     runTasks(gen);
     // Wait for the tasks other threads claimed: spin, then sleep on tasks_done.
     var spins: usize = 0;
@@ -198,7 +211,9 @@ fn runJob(func: *const fn (ctx: *const anyopaque, index: usize) void, ctx: *cons
             spins += 1;
             std.atomic.spinLoopHint();
         } else {
-            Futex.wait(&tasks_done, done);
+            caller_asleep.store(true, .seq_cst);
+            if (tasks_done.load(.seq_cst) == done) Futex.wait(&tasks_done, done);
+            caller_asleep.store(false, .seq_cst);
         }
     }
 }
@@ -255,6 +270,38 @@ test "many back-to-back jobs on more threads than cores: each index once, no tas
     }
     try std.testing.expectEqual(@as(u32, 0), wrong.load(.monotonic));
     _ = setThreads(2);
+}
+
+test "jobs published to sleeping workers, and a caller asleep waiting for a worker's task, complete" {
+    // Workers sleep once their spin runs out, so a job after a pause must wake them (the
+    // publisher wakes only when `sleepers` says someone sleeps); tasks of 2 ms outlast the
+    // caller's spin, so it sleeps on tasks_done and the worker ending the job must wake it. A
+    // lost wake-up hangs here.
+    const Ctx = struct { hits: []Atomic(u32), caller: std.Thread.Id, on_workers: *Atomic(u32) };
+    var hits: [6]Atomic(u32) = undefined;
+    var on_workers = Atomic(u32).init(0);
+    _ = setThreads(3);
+    defer _ = setThreads(2);
+    var saw_sleepers = false;
+    for (0..12) |_| {
+        std.Thread.sleep(3 * std.time.ns_per_ms);
+        saw_sleepers = saw_sleepers or sleepers.load(.seq_cst) > 0;
+        for (&hits) |*h| h.* = Atomic(u32).init(0);
+        parallelFor(hits.len, Ctx{ .hits = &hits, .caller = std.Thread.getCurrentId(), .on_workers = &on_workers }, struct {
+            fn f(c: Ctx, i: usize) void {
+                std.Thread.sleep(2 * std.time.ns_per_ms);
+                if (std.Thread.getCurrentId() != c.caller) _ = c.on_workers.fetchAdd(1, .monotonic);
+                _ = c.hits[i].fetchAdd(1, .monotonic);
+            }
+        }.f);
+        for (&hits) |*h| try std.testing.expectEqual(@as(u32, 1), h.load(.monotonic));
+    }
+    // Woken workers took part (a publisher that never woke them would leave every task to the
+    // caller: correct, but one thread).
+    try std.testing.expect(on_workers.load(.monotonic) > 0);
+    // The pauses were long enough for the workers to reach their futex (else this test would
+    // not exercise the sleeping path at all).
+    try std.testing.expect(saw_sleepers);
 }
 
 test "a job of more tasks than one claim word counts runs as several, each index once" {
