@@ -44,6 +44,25 @@ test("the kernels' dtypes are exactly the types the GGUF reader accepts (DTYPE_L
   expect((Object.values(DTYPE_IDS) as number[]).sort((a, b) => a - b)).toEqual([...SUPPORTED_GGML_TYPES].sort((a, b) => a - b));
 });
 
+test("a tensor's shape is frozen; dim() and hasShape() (what the ops' checks read) agree with it in every dimension", () => {
+  const t = Tensor.zeros("f32", [2, 3, 4], "t");
+  expect(Object.isFrozen(t.shape)).toBe(true);
+  expect(() => {
+    (t.shape as number[])[0] = 9;
+  }).toThrow(TypeError);
+  expect([t.rank, t.dim(0), t.dim(1), t.dim(2), t.cols, t.rows]).toEqual([3, 2, 3, 4, 4, 6]);
+  expect(t.hasShape([2, 3, 4])).toBe(true);
+  expect(t.hasShape(Tensor.zeros("f16", [2, 3, 4]))).toBe(true);
+  for (const other of [[2, 3, 5], [9, 3, 4], [2, 3], [2, 3, 4, 1], [2, 4, 3], []]) {
+    expect(t.hasShape(other)).toBe(false);
+    expect(t.hasShape(Tensor.zeros("f32", other.length ? other : [1]))).toBe(false);
+  }
+  // An op's check names the shape it wanted, whether that came from a tensor or a list.
+  const x = Tensor.zeros("f32", [2, 4], "x");
+  expect(() => cpu.rmsNorm(x, null, Tensor.zeros("f32", [2, 5], "out"), 1e-5)).toThrow(/out.*must have shape \[2, 4\]/);
+  expect(() => cpu.rmsNorm(x, Tensor.zeros("f32", [5], "w"), Tensor.zeros("f32", [2, 4]), 1e-5)).toThrow(/w.*must have shape \[4\]/);
+});
+
 describe("matmul", () => {
   for (const dtype of QUANTIZABLE) {
     test(`${dtype}: decode and batched shapes match f64 on the dequantized weights`, () => {

@@ -47,11 +47,11 @@ const CPU_KV_LAYOUT: KvLayout = "head-major";
 /** The CPU backend (stateless: one for the process). */
 export const CPU_BACKEND: Backend = new CpuBackend();
 
-/** Whether two host tensors' bytes overlap. */
+/** Whether two host tensors' bytes overlap (the offsets first: a typed array's `buffer` is the slow read). */
 function overlaps(a: Tensor, b: Tensor): boolean {
   const x = a.bytes;
   const y = b.bytes;
-  return x.buffer === y.buffer && x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
+  return x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength && x.buffer === y.buffer;
 }
 
 /** One rope configuration's cos/sin table (cpu.ropeTable) and the positions it was made for. */
@@ -238,7 +238,7 @@ class CpuOps implements BackendOps {
       return;
     }
     // Naive: one query chunk at a time; each chunk reads only the keys its last query sees.
-    const n = q.shape[0]!;
+    const n = q.dim(0);
     const chunk = s.naiveQueryChunk;
     for (let i = 0; i < n; i += chunk) {
       const c = Math.min(chunk, n - i);

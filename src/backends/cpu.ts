@@ -78,14 +78,15 @@ function fail(op: string, msg: string): never {
   throw new ShapeError(`${op}: ${msg}`);
 }
 
-function expectDType(op: string, t: Tensor, ...allowed: DType[]): void {
-  if (!allowed.includes(t.dtype)) fail(op, `${t} must be ${allowed.join(" or ")}`);
+/** t's dtype is a, b or c (three parameters, not a rest array: every op calls this several times). */
+function expectDType(op: string, t: Tensor, a: DType, b?: DType, c?: DType): void {
+  const d = t.dtype;
+  if (d !== a && d !== b && d !== c) fail(op, `${t} must be ${[a, b, c].filter((x) => x !== undefined).join(" or ")}`);
 }
 
-function expectShape(op: string, t: Tensor, shape: readonly number[]): void {
-  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    fail(op, `${t} must have shape [${shape.join(", ")}]`);
-  }
+/** t's shape is `want` (a tensor's shape, or dimensions: pass a plain array, not another tensor's frozen `shape`). */
+function expectShape(op: string, t: Tensor, want: Tensor | readonly number[]): void {
+  if (!t.hasShape(want)) fail(op, `${t} must have shape [${(want instanceof Tensor ? want.shape : want).join(", ")}]`);
 }
 
 function check(op: string, status: number): void {
@@ -94,11 +95,21 @@ function check(op: string, status: number): void {
   throw new ShapeError(`${op}: kernel refused the call (${what ?? `status ${status}`})`);
 }
 
-/** Bytes of one activation row of k elements prepared for weights of `dtype`. */
+/**
+ * Bytes of one activation row of k elements prepared for weights of `dtype` (the kernels' answer,
+ * asked once per dtype and width: every matmul of a decode step asks it again).
+ */
 export function actRowBytes(dtype: DType, k: number): number {
-  rowBytes(dtype, k, "actRowBytes");
-  return kiln().kiln_act_row_bytes(DTYPE_IDS[dtype], k) as number;
+  const key = k * 64 + DTYPE_IDS[dtype];
+  let bytes = actRowBytesSeen.get(key);
+  if (bytes === undefined) {
+    rowBytes(dtype, k, "actRowBytes");
+    bytes = kiln().kiln_act_row_bytes(DTYPE_IDS[dtype], k) as number;
+    actRowBytesSeen.set(key, bytes);
+  }
+  return bytes;
 }
+const actRowBytesSeen = new Map<number, number>();
 
 /** Prepares f32 activation rows x [m, k] in the format `dtype` weights consume. */
 export function prepareActivations(dtype: DType, x: Tensor, out: Uint8Array): void {
@@ -122,7 +133,8 @@ export function matmul(w: Tensor, x: Tensor, out: Tensor, scratch?: Uint8Array):
   if (w.rank !== 2) fail(op, `weight ${w} must be 2-D`);
   expectDType(op, x, "f32");
   expectDType(op, out, "f32");
-  const [n, k] = w.shape as [number, number];
+  const n = w.dim(0);
+  const k = w.dim(1);
   if (x.cols !== k) fail(op, `${x} does not match weight ${w}: inner dims ${x.cols} ≠ ${k}`);
   expectShape(op, out, [x.rows, n]);
   const need = matmulScratchBytes(w.dtype, x.rows, k);
@@ -135,7 +147,8 @@ export function matmul(w: Tensor, x: Tensor, out: Tensor, scratch?: Uint8Array):
 /** out [m, n] = W · (prepared activations of m rows). */
 export function matmulPrepared(w: Tensor, xq: Uint8Array, m: number, out: Tensor): void {
   const op = "matmulPrepared";
-  const [n, k] = w.shape as [number, number];
+  const n = w.dim(0);
+  const k = w.dim(1);
   const need = actRowBytes(w.dtype, k) * m;
   if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows for ${w} need ${need}`);
   expectDType(op, out, "f32");
@@ -156,21 +169,21 @@ export function matmul3Prepared(w0: Tensor, w1: Tensor, w2: Tensor, xq: Uint8Arr
   const op = "matmul3Prepared";
   const ws = [w0, w1, w2] as const;
   const outs = [out0, out1, out2] as const;
-  const k = w0.shape[1]!;
+  const k = w0.dim(1);
   if (!Number.isSafeInteger(m) || m < 1) fail(op, `m must be a positive integer, got ${m}`);
   for (let i = 0; i < 3; i++) {
     const w = ws[i]!;
     if (w.rank !== 2) fail(op, `weight ${w} must be 2-D`);
     if (w.dtype !== w0.dtype) fail(op, `${w0} and ${w} must share a dtype`);
-    if (w.shape[1] !== k) fail(op, `${w0} and ${w} must share a width (${k} ≠ ${w.shape[1]})`);
+    if (w.dim(1) !== k) fail(op, `${w0} and ${w} must share a width (${k} ≠ ${w.dim(1)})`);
     if (packedCopies.has(w)) fail(op, `${w} is read from a packed copy; use matmulPrepared`);
     expectDType(op, outs[i]!, "f32");
-    expectShape(op, outs[i]!, [m, w.shape[0]!]);
+    expectShape(op, outs[i]!, [m, w.dim(0)]);
   }
   const need = actRowBytes(w0.dtype, k) * m;
   if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows for ${w0} need ${need}`);
   const t0 = profiler ? performance.now() : 0;
-  check(op, kiln().kiln_matmul3(DTYPE_IDS[w0.dtype], k, xq, m, w0.bytes, w0.shape[0]!, out0.bytes, w1.bytes, w1.shape[0]!, out1.bytes, w2.bytes, w2.shape[0]!, out2.bytes));
+  check(op, kiln().kiln_matmul3(DTYPE_IDS[w0.dtype], k, xq, m, w0.bytes, w0.dim(0), out0.bytes, w1.bytes, w1.dim(0), out1.bytes, w2.bytes, w2.dim(0), out2.bytes));
   if (profiler) profiler.record(matmulOp(w0), t0);
 }
 
@@ -187,7 +200,8 @@ const packedCopies = new WeakMap<Tensor, NativeBuffer>();
 export function packUnsupportedReason(w: Tensor): string | null {
   if (w.rank !== 2) return `${w} is not 2-D`;
   if (!kiln().kiln_packed_supported(DTYPE_IDS[w.dtype])) return `this CPU build has no packed layout for ${w.dtype}`;
-  const [n, k] = w.shape as [number, number];
+  const n = w.dim(0);
+  const k = w.dim(1);
   if (n % 16 !== 0) return `${w} has ${n} rows, not a multiple of 16`;
   if (k > limits().packedMaxK) return `${w} has ${k} columns, more than ${limits().packedMaxK}`;
   return null;
@@ -207,7 +221,8 @@ export function packUnsupportedReason(w: Tensor): string | null {
 export function packRows(w: Tensor, opts: { fileMapping?: Uint8Array } = {}): boolean {
   if (packedCopies.has(w)) return true;
   if (packUnsupportedReason(w) !== null) return false;
-  const [n, k] = w.shape as [number, number];
+  const n = w.dim(0);
+  const k = w.dim(1);
   const m = opts.fileMapping;
   if (m && (w.bytes.buffer !== m.buffer || w.bytes.byteOffset < m.byteOffset || w.bytes.byteOffset + w.bytes.byteLength > m.byteOffset + m.byteLength)) {
     fail("packRows", `${w} does not lie in the file mapping given`);
@@ -239,10 +254,11 @@ const ACTIVATION_IDS: Record<GatedActivation, number> = { silu: 0, gelu_tanh: 1 
 export function ffnGated(wGate: Tensor, wUp: Tensor, x: Tensor, out: Tensor, activation: GatedActivation, scratch?: Uint8Array): void {
   const op = "ffnGated";
   if (wGate.rank !== 2) fail(op, `gate ${wGate} must be 2-D`);
-  expectShape(op, wUp, wGate.shape);
+  expectShape(op, wUp, wGate);
   if (wUp.dtype !== wGate.dtype) fail(op, `gate ${wGate} and up ${wUp} must share a dtype`);
   expectDType(op, x, "f32");
-  const [nFf, k] = wGate.shape as [number, number];
+  const nFf = wGate.dim(0);
+  const k = wGate.dim(1);
   if (x.cols !== k) fail(op, `${x} does not match ${wGate}: inner dims ${x.cols} ≠ ${k}`);
   expectDType(op, out, "f32");
   expectShape(op, out, [x.rows, nFf]);
@@ -260,8 +276,9 @@ export function ffnGated(wGate: Tensor, wUp: Tensor, x: Tensor, out: Tensor, act
  */
 export function ffnGatedPrepared(wGate: Tensor, wUp: Tensor, xq: Uint8Array, m: number, out: Tensor, activation: GatedActivation): void {
   const op = "ffnGatedPrepared";
-  const [nFf, k] = wGate.shape as [number, number];
-  expectShape(op, wUp, wGate.shape);
+  const nFf = wGate.dim(0);
+  const k = wGate.dim(1);
+  expectShape(op, wUp, wGate);
   if (wUp.dtype !== wGate.dtype) fail(op, `gate ${wGate} and up ${wUp} must share a dtype`);
   const need = actRowBytes(wGate.dtype, k) * m;
   if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows need ${need}`);
@@ -292,7 +309,7 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, out: Tensor, eps: numb
   const op = "rmsNorm";
   expectDType(op, x, "f32");
   expectDType(op, out, "f32");
-  expectShape(op, out, x.shape);
+  expectShape(op, out, x);
   const n = x.cols;
   if (weight) {
     expectDType(op, weight, "f32");
@@ -300,7 +317,7 @@ export function rmsNorm(x: Tensor, weight: Tensor | null, out: Tensor, eps: numb
   }
   if (opts.residual) {
     expectDType(op, opts.residual, "f32");
-    expectShape(op, opts.residual, x.shape);
+    expectShape(op, opts.residual, x);
   }
   let actType = -1;
   if (opts.emitFor) {
@@ -328,7 +345,7 @@ export function rmsNormHeads(x: Tensor, nHead: number, weight: Tensor, eps: numb
 
 function sameF32(op: string, ...ts: Tensor[]): number {
   for (const t of ts) expectDType(op, t, "f32");
-  for (const t of ts.slice(1)) expectShape(op, t, ts[0]!.shape);
+  for (const t of ts.slice(1)) expectShape(op, t, ts[0]!);
   return ts[0]!.numel;
 }
 
@@ -475,14 +492,18 @@ export function attentionNaive(q: Tensor, k: Tensor, v: Tensor, nKv: number, out
 function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number, out: Tensor, nHead: number, o: AttentionOptions, scores: Float32Array | null, layout: KvLayout): void {
   expectDType(op, q, "f32");
   expectDType(op, out, "f32");
-  expectShape(op, out, q.shape);
+  expectShape(op, out, q);
   expectDType(op, k, "f32", "f16", "q8_0");
   if (v.dtype !== k.dtype) fail(op, `k ${k} and v ${v} must share a dtype`);
-  expectShape(op, v, k.shape);
+  expectShape(op, v, k);
   if (q.rank !== 3 || k.rank !== 3) fail(op, `q ${q} and k ${k} must be [rows, heads, head_dim]`);
-  const [nQ, qHeads, headDim] = q.shape as [number, number, number];
+  const nQ = q.dim(0);
+  const qHeads = q.dim(1);
+  const headDim = q.dim(2);
   const headMajor = layout === "head-major";
-  const [nCtx, nKvHead, kDim] = (headMajor ? [k.shape[1], k.shape[0], k.shape[2]] : k.shape) as [number, number, number];
+  const nCtx = k.dim(headMajor ? 1 : 0);
+  const nKvHead = k.dim(headMajor ? 0 : 1);
+  const kDim = k.dim(2);
   if (qHeads !== nHead) fail(op, `q ${q} has ${qHeads} heads, expected ${nHead}`);
   if (kDim !== headDim) fail(op, `head_dim of q ${q} ≠ k ${k}`);
   if (nKvHead === 0 || nHead % nKvHead !== 0) fail(op, `n_head ${nHead} is not a multiple of n_kv_head ${nKvHead}`);
@@ -491,22 +512,21 @@ function attentionCall(op: string, q: Tensor, k: Tensor, v: Tensor, nKv: number,
   const window = o.window ?? 0;
   if (!Number.isSafeInteger(o.qPos0) || o.qPos0 < 0 || !Number.isSafeInteger(window) || window < 0) fail(op, `q_pos0 ${o.qPos0} and window ${window} must be integers ≥ 0`);
   if (!Number.isFinite(o.scale)) fail(op, `scale must be finite`);
-  const args = [
-    q.bytes, nHead * headDim, headDim,
-    // Strides in elements: position, then KV head.
-    k.bytes, v.bytes, DTYPE_IDS[k.dtype], headMajor ? headDim : nKvHead * headDim, headMajor ? nCtx * headDim : headDim,
-    out.bytes, nHead * headDim, headDim,
-    nQ, nHead, nKvHead, headDim, nKv, o.qPos0, window, o.scale, o.softcap ?? 0,
-  ] as const;
+  // Strides in elements: position, then KV head. The arguments are written out twice rather than
+  // spread from an array: a spread call is a slow path, and this runs once per layer per token.
+  const posStride = headMajor ? headDim : nKvHead * headDim;
+  const headStride = headMajor ? nCtx * headDim : headDim;
+  const kt = DTYPE_IDS[k.dtype];
+  const softcap = o.softcap ?? 0;
   if (scores === null) {
     const t0 = profiler ? performance.now() : 0;
-    check(op, kiln().kiln_flash_attention(...args));
+    check(op, kiln().kiln_flash_attention(q.bytes, nHead * headDim, headDim, k.bytes, v.bytes, kt, posStride, headStride, out.bytes, nHead * headDim, headDim, nQ, nHead, nKvHead, headDim, nKv, o.qPos0, window, o.scale, softcap));
     if (profiler) profiler.record("attention", t0);
   } else {
     const need = nQ * nHead * nKv;
     if (scores.length < need) fail(op, `scores buffer has ${scores.length} floats, needs ${need}`);
     const t0 = profiler ? performance.now() : 0;
-    check(op, kiln().kiln_attention_naive(...args, scores));
+    check(op, kiln().kiln_attention_naive(q.bytes, nHead * headDim, headDim, k.bytes, v.bytes, kt, posStride, headStride, out.bytes, nHead * headDim, headDim, nQ, nHead, nKvHead, headDim, nKv, o.qPos0, window, o.scale, softcap, scores));
     if (profiler) profiler.record("attention", t0);
   }
 }
@@ -522,7 +542,9 @@ export function storeKV(src: Tensor, cache: Tensor, pos0: number, layout: KvLayo
   expectDType(op, cache, "f32", "f16", "q8_0");
   if (src.rank !== 2 || cache.rank !== 3) fail(op, `src ${src} must be [n, n_kv_head · head_dim] and cache ${cache} 3-D`);
   const headMajor = layout === "head-major";
-  const [nCtx, nKvHead, headDim] = (headMajor ? [cache.shape[1], cache.shape[0], cache.shape[2]] : cache.shape) as [number, number, number];
+  const nCtx = cache.dim(headMajor ? 1 : 0);
+  const nKvHead = cache.dim(headMajor ? 0 : 1);
+  const headDim = cache.dim(2);
   const n = src.rows;
   if (src.cols !== nKvHead * headDim) fail(op, `src ${src} rows must hold n_kv_head · head_dim = ${nKvHead * headDim} values for cache ${cache}`);
   if (!Number.isSafeInteger(pos0) || pos0 < 0 || pos0 + n > nCtx) fail(op, `positions [${pos0}, ${pos0 + n}) outside the cache of ${nCtx} positions`);
@@ -538,7 +560,7 @@ export function storeKV(src: Tensor, cache: Tensor, pos0: number, layout: KvLayo
 export function dequantize(t: Tensor, out: Tensor): void {
   const op = "dequantize";
   expectDType(op, out, "f32");
-  expectShape(op, out, t.shape);
+  expectShape(op, out, t);
   check(op, kiln().kiln_dequantize_row(DTYPE_IDS[t.dtype], t.bytes, out.bytes, t.numel));
 }
 
@@ -565,7 +587,8 @@ export function quantizeInto(x: Tensor, out: Tensor): void {
 export function getRows(table: Tensor, ids: Int32Array, out: Tensor): void {
   const op = "getRows";
   if (table.rank !== 2) fail(op, `table ${table} must be 2-D`);
-  const [nRows, n] = table.shape as [number, number];
+  const nRows = table.dim(0);
+  const n = table.dim(1);
   expectDType(op, out, "f32");
   expectShape(op, out, [ids.length, n]);
   for (const id of ids) if (!(id >= 0 && id < nRows)) fail(op, `row id ${id} outside [0, ${nRows}) of ${table}`);
