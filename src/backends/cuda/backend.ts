@@ -318,7 +318,8 @@ class CudaOps implements BackendOps {
   getRows(table: Tensor, ids: Int32Array, out: Tensor): void {
     const op = "getRows";
     if (table.rank !== 2) fail(op, `table ${table} must be 2-D`);
-    const [nRows, cols] = table.shape as [number, number];
+    const nRows = table.dim(0);
+    const cols = table.dim(1);
     expectF32(op, out);
     if (out.rows !== ids.length || out.cols !== cols) fail(op, `${out} must be [${ids.length}, ${cols}]`);
     for (const id of ids) if (!(id >= 0 && id < nRows)) fail(op, `row id ${id} outside [0, ${nRows}) of ${table}`);
@@ -348,7 +349,8 @@ class CudaOps implements BackendOps {
     const op = "linear";
     if (w.rank !== 2) fail(op, `weight ${w} must be 2-D`);
     expectF32(op, x, out);
-    const [n, k] = w.shape as [number, number];
+    const n = w.dim(0);
+    const k = w.dim(1);
     if (x.cols !== k) fail(op, `${x} does not match weight ${w}: inner dims ${x.cols} ≠ ${k}`);
     if (out.rows !== x.rows || out.cols !== n) fail(op, `${out} must be [${x.rows}, ${n}]`);
     const d = this.#device;
@@ -363,8 +365,9 @@ class CudaOps implements BackendOps {
 
   gatedFfn(gate: Tensor, up: Tensor, x: Tensor, out: Tensor, activation: GatedActivation, tmp: Tensor): void {
     const op = "gatedFfn";
-    const [n, k] = gate.shape as [number, number];
-    if (up.shape[0] !== n || up.shape[1] !== k) fail(op, `up ${up} must match gate ${gate}`);
+    const n = gate.dim(0);
+    const k = gate.dim(1);
+    if (!up.hasShape(gate)) fail(op, `up ${up} must match gate ${gate}`);
     expectF32(op, x, out, tmp);
     if (x.cols !== k) fail(op, `${x} does not match ${gate}`);
     if (out.rows !== x.rows || out.cols !== n || tmp.numel < out.numel) fail(op, `${out} / ${tmp} must be [${x.rows}, ${n}]`);
@@ -437,8 +440,12 @@ class CudaOps implements BackendOps {
     expectF32(op, q, out);
     if (k.dtype !== "f16" || v.dtype !== "f16") fail(op, `the CUDA KV cache is f16 (k ${k}, v ${v})`);
     if (q.rank !== 3 || k.rank !== 3) fail(op, `q ${q} and k ${k} must be [rows, heads, head_dim]`);
-    const [nQ, qHeads, headDim] = q.shape as [number, number, number];
-    const [nCtx, nKvHead, kDim] = k.shape as [number, number, number];
+    const nQ = q.dim(0);
+    const qHeads = q.dim(1);
+    const headDim = q.dim(2);
+    const nCtx = k.dim(0);
+    const nKvHead = k.dim(1);
+    const kDim = k.dim(2);
     if (qHeads !== nHead || kDim !== headDim) fail(op, `q ${q} does not match n_head ${nHead} / k ${k}`);
     if (out.numel !== q.numel) fail(op, `${out} must match ${q}`);
     const d = this.#device;
