@@ -251,22 +251,19 @@ export class Tensor {
     return this.#dims[this.#dims.length - 1]!;
   }
 
-  /** shape[i] (i < rank), without reading the frozen `shape`. */
+  /** shape[i], without reading the frozen `shape`; throws ShapeError past the rank. */
   dim(i: number): number {
-    return this.#dims[i]!;
+    const d = this.#dims[i];
+    if (d === undefined) throw new ShapeError(`Tensor ${this.name || "(unnamed)"}: no dimension ${i} in shape [${this.shape.join(", ")}]`);
+    return d;
   }
 
   /** Whether the shape is `other`'s (a tensor's, or dimensions outermost first). */
   hasShape(other: Tensor | readonly number[]): boolean {
     const d = this.#dims;
-    if (other instanceof Tensor) {
-      const o = other.#dims;
-      if (o.length !== d.length) return false;
-      for (let i = 0; i < d.length; i++) if (d[i] !== o[i]) return false;
-      return true;
-    }
-    if (other.length !== d.length) return false;
-    for (let i = 0; i < d.length; i++) if (d[i] !== other[i]) return false;
+    const o = other instanceof Tensor ? other.#dims : other;
+    if (o.length !== d.length) return false;
+    for (let i = 0; i < d.length; i++) if (d[i] !== o[i]) return false;
     return true;
   }
 

@@ -51,6 +51,9 @@ test("a tensor's shape is frozen; dim() and hasShape() (what the ops' checks rea
     (t.shape as number[])[0] = 9;
   }).toThrow(TypeError);
   expect([t.rank, t.dim(0), t.dim(1), t.dim(2), t.cols, t.rows]).toEqual([3, 2, 3, 4, 4, 6]);
+  expect(() => t.dim(3)).toThrow(/no dimension 3 in shape \[2, 3, 4\]/);
+  // A 1-D "weight" reaching an op that reads its width gets that error, not an undefined width.
+  expect(() => cpu.matmulPrepared(Tensor.zeros("q8_0", [64], "w1d"), new Uint8Array(256), 1, Tensor.zeros("f32", [1, 64]))).toThrow(/w1d: no dimension 1 in shape \[64\]/);
   expect(t.hasShape([2, 3, 4])).toBe(true);
   expect(t.hasShape(Tensor.zeros("f16", [2, 3, 4]))).toBe(true);
   for (const other of [[2, 3, 5], [9, 3, 4], [2, 3], [2, 3, 4, 1], [2, 4, 3], []]) {

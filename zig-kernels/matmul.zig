@@ -95,7 +95,7 @@ fn matmulTyped(comptime t: GgmlType, a: Matmul) void {
 fn launchGuided(n_rows: usize, args: anytype, comptime rows: fn (@TypeOf(args), usize, usize) void) void {
     const Args = @TypeOf(args);
     const Ctx = struct { args: Args, split: *const GuidedSplit };
-    const split = guidedSplit(n_rows, @max(8, n_rows / (16 * pool.threadCount())));
+    const split = guidedSplit(n_rows, guidedMinRows(n_rows));
     pool.parallelFor(split.n_tasks, Ctx{ .args = args, .split = &split }, struct {
         fn f(c: Ctx, task: usize) void {
             const r = c.split.range(task);
@@ -513,8 +513,11 @@ fn roundUpGroup(rows: usize) usize {
 /// i takes 1/(2·threads) of the rows not yet handed out, rounded up to a row group and at
 /// least min_rows. The first tasks are long (a thread streams one contiguous range, its
 /// prefetchers stay ahead), the last ones short, so threads that run at different speeds end
-/// within a short task of each other.
-const max_guided_tasks = 64;
+/// within a short task of each other. With launchGuided's smallest range, 1/(16·threads) of the
+/// matrix, a call has about 6·threads ranges (2·threads·ln 8 shrinking ones, then about 2·threads
+/// of the smallest size), so the table has room for 8 per thread at the pool's largest count; the
+/// last-range fallback below only guards the array.
+const max_guided_tasks = 8 * pool.max_threads;
 const GuidedSplit = struct {
     start: [max_guided_tasks + 1]u32 = undefined,
     n_tasks: usize = 0,
@@ -523,6 +526,11 @@ const GuidedSplit = struct {
         return .{ .j0 = s.start[task], .j1 = s.start[task + 1] };
     }
 };
+
+/// launchGuided's smallest range: 1/(16·threads) of the rows, at least 8.
+fn guidedMinRows(n_rows: usize) usize {
+    return @max(8, n_rows / (16 * pool.threadCount()));
+}
 
 fn guidedSplit(n_rows: usize, min_rows: usize) GuidedSplit {
     var s = GuidedSplit{};
@@ -985,26 +993,26 @@ test "batched tile kernels match the scalar reference and the decode kernel bit 
     }
 }
 
-test "guidedSplit: ranges cover [0, n) once, largest first, whole row groups, at most max_guided_tasks" {
+test "guidedSplit: ranges cover [0, n) once, largest first, whole row groups, never the last-range fallback" {
     defer _ = pool.setThreads(2);
-    for ([_]usize{ 1, 2, 3, 8 }) |threads| {
+    for ([_]usize{ 1, 2, 3, 8, 64 }) |threads| {
         _ = pool.setThreads(threads);
         for ([_]usize{ 1, 7, 8, 37, 256, 2048, 2053, 5632, 32000, 1 << 20 }) |n| {
-            for ([_]usize{ 1, 8, 64 }) |min_rows| {
+            for ([_]usize{ guidedMinRows(n), 8, 64 }) |min_rows| {
                 const s = guidedSplit(n, min_rows);
-                try testing.expect(s.n_tasks >= 1 and s.n_tasks <= max_guided_tasks);
+                // Fewer ranges than the table holds: the fallback (one range taking the rest,
+                // 37% of the matrix at 32 threads when the table held 64) is never taken.
+                try testing.expect(s.n_tasks >= 1 and s.n_tasks < max_guided_tasks);
                 try testing.expectEqual(@as(u32, 0), s.start[0]);
                 try testing.expectEqual(@as(u32, @intCast(n)), s.start[s.n_tasks]);
                 var prev: usize = std.math.maxInt(usize);
                 for (0..s.n_tasks) |i| {
                     const r = s.range(i);
                     try testing.expect(r.j1 > r.j0);
-                    if (i + 1 < s.n_tasks) {
-                        // Every range but the last is whole row groups, no longer than the one before.
-                        try testing.expectEqual(@as(usize, 0), (r.j1 - r.j0) % row_group);
-                        try testing.expect(r.j1 - r.j0 <= prev);
-                        prev = r.j1 - r.j0;
-                    }
+                    // No range longer than the one before; all but the last (the remainder) whole row groups.
+                    try testing.expect(r.j1 - r.j0 <= prev);
+                    prev = r.j1 - r.j0;
+                    if (i + 1 < s.n_tasks) try testing.expectEqual(@as(usize, 0), (r.j1 - r.j0) % row_group);
                 }
                 // The first task takes about 1/(2·threads) of the rows (so tasks start long).
                 if (n >= 64 * threads) try testing.expect(s.range(0).j1 - s.range(0).j0 >= n / (2 * threads));

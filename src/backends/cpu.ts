@@ -100,16 +100,17 @@ function check(op: string, status: number): void {
  * asked once per dtype and width: every matmul of a decode step asks it again).
  */
 export function actRowBytes(dtype: DType, k: number): number {
-  const key = k * 64 + DTYPE_IDS[dtype];
-  let bytes = actRowBytesSeen.get(key);
+  const seen = (actRowBytesSeen[dtype] ??= new Map<number, number>());
+  let bytes = seen.get(k);
   if (bytes === undefined) {
     rowBytes(dtype, k, "actRowBytes");
     bytes = kiln().kiln_act_row_bytes(DTYPE_IDS[dtype], k) as number;
-    actRowBytesSeen.set(key, bytes);
+    seen.set(k, bytes);
   }
   return bytes;
 }
-const actRowBytesSeen = new Map<number, number>();
+/** actRowBytes' answers by dtype, then width. */
+const actRowBytesSeen: Partial<Record<DType, Map<number, number>>> = {};
 
 /** Prepares f32 activation rows x [m, k] in the format `dtype` weights consume. */
 export function prepareActivations(dtype: DType, x: Tensor, out: Uint8Array): void {
