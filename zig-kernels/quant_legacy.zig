@@ -586,10 +586,24 @@ inline fn pairNibbles(comptime W: type, wb: [*]const u8) @Vector(32, u8) {
 /// Q5 types: the fifth bits of a pair of blocks, as 16 in the bytes of the low nibbles (`lo`,
 /// elements 0..15 of each block) and of the high ones (`hi`, elements 16..31).
 inline fn pairHighBits(comptime W: type, wb: [*]const u8) struct { lo: @Vector(32, u8), hi: @Vector(32, u8) } {
+    const m = pairHighMasks(W, wb);
+    return .{ .lo = highBits(m.lo), .hi = highBits(m.hi) };
+}
+
+/// pairHighBits as bit masks: bit j of `lo` is the fifth bit of the pair's byte j of `lo`.
+inline fn pairHighMasks(comptime W: type, wb: [*]const u8) struct { lo: u32, hi: u32 } {
     const qh = if (W.has_min) 4 else 2;
     const h0 = loadU32(wb + qh);
     const h1 = loadU32(wb + W.type_size + qh);
-    return .{ .lo = highBits((h0 & 0xffff) | (h1 << 16)), .hi = highBits((h0 >> 16) | (h1 & 0xffff_0000)) };
+    return .{ .lo = (h0 & 0xffff) | (h1 << 16), .hi = (h0 >> 16) | (h1 & 0xffff_0000) };
+}
+
+/// v with 16 OR-ed into the bytes whose bit is set in `m`: one mask register and one masked move
+/// per 64 bytes (vporq, vmovdqu8{k}), where highBits per 32 bytes, joined and OR-ed took eight
+/// vector instructions for the two masks of a row pair.
+inline fn withFifthBits(v: @Vector(64, u8), m: u64) @Vector(64, u8) {
+    const mask: @Vector(64, bool) = @bitCast(m);
+    return @select(u8, mask, v | @as(@Vector(64, u8), @splat(16)), v);
 }
 
 /// AVX-512 VNNI kernel for the unsigned legacy types (Q4_0, Q4_1, Q5_0, Q5_1), R weight rows ×
@@ -686,11 +700,11 @@ inline fn splitRowPairs(comptime W: type, comptime R: usize, n: usize, w: [*]con
             const v = std.simd.join(pairNibbles(W, wb0), pairNibbles(W, wb1));
             var lo = v & mask;
             var hi = (v >> @splat(4)) & mask;
-            if (W.type_size >= 22) { // Q5: fifth bits from each block's qh
-                const hb0 = pairHighBits(W, wb0);
-                const hb1 = pairHighBits(W, wb1);
-                lo |= std.simd.join(hb0.lo, hb1.lo);
-                hi |= std.simd.join(hb0.hi, hb1.hi);
+            if (W.type_size >= 22) { // Q5: fifth bits from each block's qh, both rows' in one mask
+                const m0 = pairHighMasks(W, wb0);
+                const m1 = pairHighMasks(W, wb1);
+                lo = withFifthBits(lo, @as(u64, m0.lo) | (@as(u64, m1.lo) << 32));
+                hi = withFifthBits(hi, @as(u64, m0.hi) | (@as(u64, m1.hi) << 32));
             }
             const hdr: @Vector(32, u16) = std.simd.join(@as(@Vector(16, u16), @bitCast(wb0[0..32].*)), @as(@Vector(16, u16), @bitCast(wb1[0..32].*)));
             const dw: F = @floatCast(@as(@Vector(16, f16), @bitCast(@shuffle(u16, hdr, undefined, d_idx))));
