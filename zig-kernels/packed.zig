@@ -53,13 +53,20 @@ const max_sum_entries = 16 * 1024;
 /// Largest k the matmul takes (it checks; the binding never packs a wider matrix).
 pub const max_k = 32 * 1024;
 /// How far ahead of the block being read the stream prefetches (prefetches past the end of the
-/// buffer are harmless: they never fault), into L1 with the hint of the CPU's prefetch policy
-/// (quant_legacy.zig prefetchHint: prefetcht0, or prefetchnta on AMD Zen 5). On the Zen 5 host
-/// (2026-12-05, 2 threads, Gemma 3 270M, `kiln generate --profile`, builds alternated, 4 runs
-/// each) nta left the head's own time as it was (3.54–3.66 ms/token against 3.56–3.72) and the
-/// whole token 1.06× faster (5.85–6.21 against 6.17–6.58 ms): the head's 178 MB stream no
-/// longer evicts what the layers read. 8 KB ahead measured the same as 4 KB.
-const prefetch_ahead = 4096;
+/// buffer are harmless: they never fault), with the hint the CPU's prefetch policy gives lines
+/// that belong in L2 (quant_legacy.zig prefetchHint: prefetcht1 on AMD Zen 4 and on Intel,
+/// prefetchnta on AMD Zen 5). A 16-row group's step reads 16 blocks at once: the many bytes per
+/// step for which by_level keeps L2. On a Zen 4 (AMD EPYC family 25 model 17, 2026-12-07; Gemma
+/// 3 270M's 178 MB Q8_0 head, one activation row, 2 threads; `bun bench/packed-head-ab.ts MODEL
+/// A.so B.so ...`, builds alternated call by call, 200 rounds, p50 GB/s, four runs) prefetcht0 4 KB
+/// ahead read 22.2–25.5, prefetcht1 4 KB ahead 26.1, 8 KB 25.6–29.4, 16 KB 26.9–28.0, 32 KB 26.3,
+/// and the same head read in place 26.5–29.7: with prefetcht0 the copy had been the slower way to
+/// decode it. On the Zen 5 host (2026-12-05,
+/// Gemma 3 270M, `kiln generate --profile`, builds alternated, 4 runs each) nta left the head's
+/// own time as it was (3.54–3.66 ms/token against 3.56–3.72) and the whole token 1.06× faster
+/// (5.85–6.21 against 6.17–6.58 ms): the head's 178 MB stream no longer evicts what the layers
+/// read; 8 KB ahead measured the same as 4 KB there.
+const prefetch_ahead = 8192;
 /// Packed weight bytes per task (96 groups of Gemma's head, ~15 of a 4096-wide Q8_0 matrix).
 /// Long tasks keep each thread on one sequential stream: with 64 KB tasks the two threads'
 /// streams interleaved every few microseconds and Gemma's head read ~7% slower than in place;
@@ -311,7 +318,7 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: u
         fn f(c: Ctx, task: usize) void {
             @setEvalBranchQuota(8000); // dotGroup inlined for 1..4 rows, twice when gated
             const g0 = task * c.groups_per_task;
-            const hint = legacy.prefetchHint(.l1);
+            const hint = legacy.prefetchHint(.l2);
             for (g0..@min(c.n_groups, g0 + c.groups_per_task)) |grp| {
                 const blocks = c.p + grp * c.nb * L.block_bytes;
                 var i: usize = 0;
