@@ -61,11 +61,10 @@ pub const max_k = 32 * 1024;
 /// A.so B.so ...`, builds alternated call by call, 200 rounds, p50 GB/s, four runs) prefetcht0 4 KB
 /// ahead read 22.2–25.5, prefetcht1 4 KB ahead 26.1, 8 KB 25.6–29.4, 16 KB 26.9–28.0, 32 KB 26.3,
 /// and the same head read in place 26.5–29.7: with prefetcht0 the copy had been the slower way to
-/// decode it. On the Zen 5 host (2026-12-05,
-/// Gemma 3 270M, `kiln generate --profile`, builds alternated, 4 runs each) nta left the head's
-/// own time as it was (3.54–3.66 ms/token against 3.56–3.72) and the whole token 1.06× faster
-/// (5.85–6.21 against 6.17–6.58 ms): the head's 178 MB stream no longer evicts what the layers
-/// read; 8 KB ahead measured the same as 4 KB there.
+/// decode it. On the Zen 5 host (2026-12-05, Gemma 3 270M, `kiln generate --profile`, builds
+/// alternated, 4 runs each) nta left the head's own time as it was (3.54–3.66 ms/token against
+/// 3.56–3.72) and the whole token 1.06× faster (5.85–6.21 against 6.17–6.58 ms): the head's 178 MB
+/// stream no longer evicts what the layers read; 8 KB ahead measured the same as 4 KB there.
 const prefetch_ahead = 8192;
 /// Packed weight bytes per task (96 groups of Gemma's head, ~15 of a 4096-wide Q8_0 matrix).
 /// Long tasks keep each thread on one sequential stream: with 64 KB tasks the two threads'
