@@ -16,7 +16,7 @@ import * as cpu from "../src/backends/cpu";
 import { symbols } from "../src/ffi/library";
 import { parseGGUF, tensorData } from "../src/gguf/reader";
 import { MappedFile } from "../src/runtime/mapped-file";
-import { DTYPE_IDS, type DType } from "../src/tensor";
+import { DTYPE_IDS, NativeBuffer, type DType } from "../src/tensor";
 import { randomF32 } from "./random";
 
 const [file, ...libs] = process.argv.slice(2);
@@ -41,7 +41,8 @@ function prepared(L: ReturnType<typeof dlopen<typeof sym>>["symbols"]) {
 }
 const configs = libs.map((lib) => {
   const L = dlopen(lib, sym).symbols;
-  const p = new Uint8Array(w.byteLength);
+  // Native memory, as cpu.packRows allocates the real copy (not a JavaScript heap array).
+  const p = new NativeBuffer(w.byteLength).bytes;
   const rc = L.kiln_pack_rows(info.type, w, n, k, p, p.byteLength, 0);
   if (rc !== 0) throw new Error(`${lib}: kiln_pack_rows returned ${rc} for ${name}`);
   const { xq, y } = prepared(L);

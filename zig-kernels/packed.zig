@@ -55,14 +55,13 @@ pub const max_k = 32 * 1024;
 /// How far ahead of the block being read the stream prefetches (prefetches past the end of the
 /// buffer are harmless: they never fault), with the hint the CPU's prefetch policy gives lines
 /// that belong in L2 (quant_legacy.zig prefetchHint: prefetcht1 on AMD Zen 4 and on Intel,
-/// prefetchnta on AMD Zen 5). A 16-row group's step reads 16 blocks at once: the many bytes per
-/// step for which by_level keeps L2. On a Zen 4 (AMD EPYC family 25 model 17, 2026-12-07; Gemma
-/// 3 270M's 178 MB Q8_0 head, one activation row, 2 threads; `bun bench/packed-head-ab.ts MODEL
-/// A.so B.so ...`, builds alternated call by call, 200 rounds, p50 GB/s, four runs) prefetcht0 4 KB
-/// ahead read 22.2–25.5, prefetcht1 4 KB ahead 26.1, 8 KB 25.6–29.4, 16 KB 26.9–28.0, 32 KB 26.3,
-/// and the same head read in place 26.5–29.7: with prefetcht0 the copy had been the slower way to
-/// decode it. On the Zen 5 host (2026-12-05, Gemma 3 270M, `kiln generate --profile`, builds
-/// alternated, 4 runs each) nta left the head's own time as it was (3.54–3.66 ms/token against
+/// prefetchnta on AMD Zen 5). On a Zen 4 (AMD EPYC family 25 model 17, 2026-12-07), against the
+/// L1 hint 4 KB ahead: whole Gemma 3 270M decode steps (processes alternated, 400 steps each)
+/// median 10.3 → 9.9 ms/token over 10 pairs, 10.4 → 9.8 over 8, although the 178 MB head alone,
+/// back to back (`bun bench/packed-head-ab.ts MODEL A.so B.so`), read 33.9–34.6 → 32.3–32.8 GB/s
+/// (in place 30.0–30.4): the gain is presumably in what the head's stream leaves of the layers'
+/// cache lines, not in its own rate (not checked with counters). On the Zen 5 host (2026-12-05,
+/// Gemma 3 270M, `kiln generate --profile`, builds alternated, 4 runs each) nta left the head's own time as it was (3.54–3.66 ms/token against
 /// 3.56–3.72) and the whole token 1.06× faster (5.85–6.21 against 6.17–6.58 ms): the head's 178 MB
 /// stream no longer evicts what the layers read; 8 KB ahead measured the same as 4 KB there.
 const prefetch_ahead = 8192;
