@@ -8,6 +8,7 @@
  *    Prefill-shaped matmuls (64 and 512 activation rows) per type in GFLOP/s.
  * 3. Each fusion against the unfused composition of the same kernels.
  * 4. Flash attention against naive attention at 512–16K keys: time and extra memory.
+ * 5. Sampling's argmax and top-k over a Gemma 3 vocabulary, against JavaScript scans.
  *
  * Ends with issue 14's per-type targets, measured in this run: every type's prefill GFLOP/s at
  * 512 rows ≥ 70% of the fastest type's, every type's decode ≥ 85% of the measured bandwidth.
@@ -240,6 +241,31 @@ for (const nKv of quick ? [512, 2048] : [512, 2048, 4096, 8192, 16384]) {
   }
 }
 results.attention = attentionRows;
+
+// ---- 5. sampling: argmax and top-k over a Gemma 3 vocabulary ---------------------------------
+// zig-kernels/sampling.zig, one logits row of 262,144 floats; argmax also as the plain JavaScript
+// scan src/runtime/sampling.ts used before (the same result: test/runtime/sampling.test.ts).
+console.log("\nsampling selection over 262,144 logits");
+line("selection", "kernel µs", "JS scan µs");
+const samplingRows: Record<string, unknown>[] = [];
+{
+  const V = 262_144;
+  const logits = randomF32(V, 12, 3);
+  const ids = new Int32Array(40);
+  const vals = new Float32Array(40);
+  const jsArgmax = () => {
+    let best = -1;
+    for (let i = 0, v = -Infinity; i < V; i++) if (logits[i]! > v) (v = logits[i]!), (best = i);
+    return best;
+  };
+  const ta = await seconds(() => cpu.argmaxF32(logits));
+  const tj = await seconds(jsArgmax);
+  const tk = await seconds(() => cpu.topKF32(logits, 40, ids, vals));
+  line("argmax", (ta * 1e6).toFixed(1), (tj * 1e6).toFixed(1));
+  line("top-k 40", (tk * 1e6).toFixed(1), "");
+  samplingRows.push({ name: "argmax", vocab: V, kernelUs: ta * 1e6, jsUs: tj * 1e6 }, { name: "top-k 40", vocab: V, kernelUs: tk * 1e6 });
+}
+results.sampling = samplingRows;
 
 // The probe is noisy on shared machines (other tenants' traffic): measure again at the end and
 // take the best reading as the machine's bandwidth for the fractions in the JSON.

@@ -16,6 +16,7 @@ const memory = @import("memory.zig");
 const amx = @import("amx.zig");
 const bf16_dot = @import("bf16.zig");
 const cuda = @import("cuda_loader.zig");
+const sampling = @import("sampling.zig");
 
 /// Status codes (mirrored in src/ffi/library.ts).
 const ok: i32 = 0;
@@ -25,7 +26,7 @@ const err_bad_arg: i32 = -3;
 
 /// Bumped whenever an exported signature changes; the binding refuses a mismatched library.
 export fn kiln_abi_version() u32 {
-    return 14;
+    return 15;
 }
 
 /// The CPU level this copy of the library was compiled for: 0 x86-64 baseline, 1 x86-64-v3,
@@ -310,6 +311,19 @@ export fn kiln_softmax(x: [*]f32, n: u64, rows: u64, stride: u64) i32 {
     if (stride < n) return err_bad_shape;
     for (0..rows) |r| attention.softmaxRow(x + r * stride, n);
     return ok;
+}
+
+/// Index of the largest of x[0..n) (the first of equal ones, NaN never); −1 when none is above
+/// −Infinity (sampling.zig argmax).
+export fn kiln_argmax_f32(x: [*]const f32, n: u64) i64 {
+    return sampling.argmax(x, n);
+}
+
+/// The k best of x[0..n), best first (higher logit, then lower id), into ids and vals (k entries
+/// each, not overlapping x); returns how many, fewer when fewer are above −Infinity (sampling.zig topK).
+export fn kiln_top_k_f32(x: [*]const f32, n: u64, k: u64, ids: [*]i32, vals: [*]f32) i64 {
+    if (k == 0 or n > std.math.maxInt(i32)) return err_bad_arg;
+    return @intCast(sampling.topK(x, n, k, ids, vals));
 }
 
 export fn kiln_rope(x: [*]f32, n_rows: u64, n_head: u64, head_dim: u64, row_stride: u64, head_stride: u64, positions: [*]const i32, n_rot: u64, mode: u32, freq_base: f32, freq_scale: f32, freq_factors: ?[*]const f32) i32 {

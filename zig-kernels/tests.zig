@@ -18,4 +18,5 @@ test {
     _ = @import("attention.zig");
     _ = @import("attention_amx.zig");
     _ = @import("bandwidth.zig");
+    _ = @import("sampling.zig");
 }

@@ -410,6 +410,42 @@ export function softmax(x: Tensor): void {
   if (profiler) profiler.record("softmax", t0);
 }
 
+/** Largest vector the sampling kernels take: ids are i32. */
+const MAX_SAMPLING_ENTRIES = 0x7fffffff;
+
+/** Whether two typed arrays share bytes. */
+function sharesBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
+/**
+ * Index of the largest entry of x (the first of equal ones; NaN never wins); -1 when no entry is
+ * above -Infinity (zig-kernels/sampling.zig argmax). The greedy sampler's one call per token.
+ */
+export function argmaxF32(x: Float32Array): number {
+  if (x.length === 0) return -1;
+  if (x.length > MAX_SAMPLING_ENTRIES) fail("argmax", `${x.length} entries exceed ${MAX_SAMPLING_ENTRIES}`);
+  return kiln().kiln_argmax_f32(x, x.length) as number;
+}
+
+/**
+ * The k best entries of x (higher value first, equal values by lower index; NaN and -Infinity
+ * never) into ids[0..) and vals[0..); returns how many, fewer than k when fewer entries are
+ * above -Infinity (zig-kernels/sampling.zig topK). ids and vals hold at least k entries each
+ * and share no bytes with x.
+ */
+export function topKF32(x: Float32Array, k: number, ids: Int32Array, vals: Float32Array): number {
+  const op = "topK";
+  if (x.length === 0) return 0;
+  if (x.length > MAX_SAMPLING_ENTRIES) fail(op, `${x.length} entries exceed ${MAX_SAMPLING_ENTRIES}`);
+  if (!Number.isSafeInteger(k) || k < 1) fail(op, `k must be a positive integer, got ${k}`);
+  if (ids.length < k || vals.length < k) fail(op, `ids (${ids.length}) and vals (${vals.length}) must hold k = ${k} entries`);
+  if (sharesBytes(ids, x) || sharesBytes(vals, x) || sharesBytes(ids, vals)) fail(op, "ids, vals and x must not share bytes");
+  const n = kiln().kiln_top_k_f32(x, x.length, k, ids, vals) as number;
+  if (n < 0) check(op, n);
+  return n;
+}
+
 /** Checks a rope call's shape on x (the rules of every rope op). */
 function checkRopeShape(op: string, x: Tensor, nHead: number, rows: number, nRot: number): void {
   expectDType(op, x, "f32");

@@ -29,7 +29,7 @@ const { ptr, u32, u64, i32, i64_fast, f32, f64, void: none } = FFIType;
 const env = Object.freeze({ cpu: process.env.KILN_CPU || undefined, library: process.env.KILN_LIBRARY || undefined, prefetch: process.env.KILN_PREFETCH || undefined, packLayers: process.env.KILN_PACK_LAYERS || undefined });
 
 /** ABI version this binding was written for; must equal kiln_abi_version(). */
-export const ABI_VERSION = 14;
+export const ABI_VERSION = 15;
 
 export const symbols = {
   kiln_abi_version: { args: [], returns: u32 },
@@ -70,6 +70,8 @@ export const symbols = {
   kiln_mul: { args: [ptr, ptr, u64], returns: none },
   kiln_scale: { args: [ptr, u64, f32], returns: none },
   kiln_softmax: { args: [ptr, u64, u64, u64], returns: i32 },
+  kiln_argmax_f32: { args: [ptr, u64], returns: i64_fast },
+  kiln_top_k_f32: { args: [ptr, u64, u64, ptr, ptr], returns: i64_fast },
   kiln_rope: { args: [ptr, u64, u64, u64, u64, u64, ptr, u64, u32, f32, f32, ptr], returns: i32 },
   kiln_rope_table: { args: [ptr, u64, u64, u32, f32, f32, ptr, ptr, u64], returns: i32 },
   kiln_rope_apply: { args: [ptr, u64, u64, u64, u64, u64, u64, u32, ptr, u64], returns: i32 },

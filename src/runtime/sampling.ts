@@ -9,15 +9,17 @@
  * lowest id — llama.cpp's temp stage keeps only the first maximum, and the truncation stages
  * before it never remove the maximum, so they can be skipped.
  *
- * Speed: Gemma 3 has 262,144 logits, so nothing here sorts the vocabulary. Top-k is one scan with
- * a k-sized min-heap, and only the k survivors get sorted (heapsort in place). Every buffer is
- * allocated once in `createSampler`; `sample` and `distribution` allocate nothing.
+ * Speed: Gemma 3 has 262,144 logits, so nothing here sorts the vocabulary. Argmax and top-k are
+ * kernels (zig-kernels/sampling.zig: one scan, a vector compare per 4–16 logits; top-k keeps a
+ * k-sized min-heap and sorts only the k survivors), ~10× the JavaScript loops they replaced. Every
+ * buffer is allocated once in `createSampler`; `sample` and `distribution` allocate nothing.
  *
  * `distribution` exposes the exact final distribution `sample` draws from (for speculative
  * decoding's rejection sampler); `sample` is literally `draw(distribution(...))`.
  */
 import { KilnError } from "../errors";
 import { Rng } from "./rng";
+import { argmaxF32, topKF32 } from "../backends/cpu";
 
 /** Sampling options (llama.cpp's names and defaults); part of GenerateOptions. */
 export interface SamplingOptions {
@@ -252,34 +254,13 @@ class ChainSampler implements Sampler {
   // --- stage 2: candidate set -------------------------------------------------------------------
 
   /**
-   * Top-k in one pass: a min-heap of the k best seen so far, its root the worst of them, so most
-   * tokens cost a single comparison against the root. Then heapsort the k in place → best first.
-   * NaN and −Infinity never enter (they have no probability).
+   * Top-k: the k best under the order (higher logit, then lower id), best first, from one kernel
+   * scan (cpu.topKF32: a k-sized min-heap; a tie at the cut keeps the lower ids, as the greedy
+   * tie rule). NaN and −Infinity never enter (they have no probability).
    */
   private topK(src: Float32Array): number {
-    const k = this.k, ids = this.ids, vals = this.vals, V = src.length;
-    let size = 0;
-    let i = 0;
-    for (; i < V && size < k; i++) {
-      const v = src[i]!;
-      if (!(v > -Infinity)) continue;
-      ids[size] = i;
-      vals[size] = v;
-      siftUp(ids, vals, size++);
-    }
+    const size = topKF32(src, this.k, this.ids, this.vals);
     if (size === 0) throw allInvalid();
-    let root = vals[0]!;
-    for (; i < V; i++) {
-      const v = src[i]!;
-      // Strict `>`: on a tie the earlier (lower) id stays, matching the greedy tie rule. NaN fails.
-      if (v > root) {
-        ids[0] = i;
-        vals[0] = v;
-        siftDown(ids, vals, 0, size);
-        root = vals[0]!;
-      }
-    }
-    heapsortBestFirst(ids, vals, size);
     return size;
   }
 
@@ -413,17 +394,9 @@ function allInvalid(): Error {
   return new Error("sampler: every logit is NaN or -Infinity; there is no token to sample");
 }
 
-/** Greedy: the highest logit, ties → lowest id; NaN never wins (every comparison with it fails). */
+/** Greedy: the highest logit, ties → lowest id; NaN never wins (cpu.argmaxF32, one kernel scan). */
 export function argmax(src: Float32Array): number {
-  let best = -1;
-  let bestVal = -Infinity;
-  for (let i = 0; i < src.length; i++) {
-    const v = src[i]!;
-    if (v > bestVal) {
-      bestVal = v;
-      best = i;
-    }
-  }
+  const best = argmaxF32(src);
   if (best < 0) throw allInvalid();
   return best;
 }
@@ -461,15 +434,6 @@ function swap(ids: Int32Array, vals: Float32Array, a: number, b: number): void {
   const tv = vals[a]!;
   vals[a] = vals[b]!;
   vals[b] = tv;
-}
-
-function siftUp(ids: Int32Array, vals: Float32Array, i: number): void {
-  while (i > 0) {
-    const parent = (i - 1) >> 1;
-    if (!worse(ids, vals, i, parent)) return;
-    swap(ids, vals, i, parent);
-    i = parent;
-  }
 }
 
 function siftDown(ids: Int32Array, vals: Float32Array, i: number, size: number): void {

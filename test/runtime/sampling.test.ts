@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { Rng } from "../../src/runtime/rng";
 import { createSampler, DEFAULT_SAMPLING, type SamplingOptions } from "../../src/runtime/sampling";
 import { randn } from "../helpers";
+import { argmaxF32, topKF32 } from "../../src/backends/cpu";
 
 const f32 = (xs: number[]) => Float32Array.from(xs);
 /** Options that switch every truncation stage off, at temperature 1. */
@@ -342,5 +343,69 @@ describe("speed on a Gemma 3 vocabulary (262,144)", () => {
     let best = 0;
     for (let i = 1; i < V; i++) if (logits[i]! > logits[best]!) best = i;
     expect(s.sample(logits, [])).toBe(best);
+  });
+});
+
+describe("selection kernels the samplers call (cpu.argmaxF32, cpu.topKF32)", () => {
+  /** Reference top-k: every candidate (above −Infinity) sorted by (value desc, id asc), first k. */
+  function topKRef(x: Float32Array, k: number): [number[], number[]] {
+    const c: number[] = [];
+    for (let i = 0; i < x.length; i++) if (x[i]! > -Infinity) c.push(i);
+    c.sort((a, b) => x[b]! - x[a]! || a - b);
+    const ids = c.slice(0, k);
+    return [ids, ids.map((i) => x[i]!)];
+  }
+  /** Few distinct values (ties), NaN, ±Infinity and ±0, at a length that leaves a vector tail. */
+  function awkward(n: number, seed: number, distinct: number): Float32Array {
+    const r = new Rng(seed);
+    const x = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const u = r.nextU32() % 100;
+      x[i] = u === 0 ? NaN : u === 1 ? -Infinity : u === 2 ? -0 : u === 3 ? Infinity : (r.nextU32() % distinct) * 0.5 - 2;
+    }
+    return x;
+  }
+
+  test("argmax: the first of the largest, NaN never, −1 when nothing is above −Infinity", () => {
+    for (let t = 0; t < 300; t++) {
+      const x = awkward(1 + (t % 97) + (t > 200 ? 4000 : 0), t, t % 2 ? 3 : 1000);
+      let best = -1;
+      for (let i = 0, v = -Infinity; i < x.length; i++) if (x[i]! > v) (v = x[i]!), (best = i);
+      expect(argmaxF32(x)).toBe(best);
+    }
+    expect(argmaxF32(f32([NaN, -Infinity, NaN]))).toBe(-1);
+    expect(argmaxF32(new Float32Array(0))).toBe(-1);
+  });
+
+  test("top-k equals sorting every candidate, ties at the cut keeping the lower ids", () => {
+    const ids = new Int32Array(600);
+    const vals = new Float32Array(600);
+    for (let t = 0; t < 200; t++) {
+      const n = 1 + ((t * 37) % 500);
+      const x = awkward(n, 1000 + t, t % 2 ? 4 : 300);
+      for (const k of [1, 2, 40, n, n + 5]) {
+        const got = topKF32(x, k, ids, vals);
+        const [wantIds, wantVals] = topKRef(x, k);
+        expect(Array.from(ids.subarray(0, got))).toEqual(wantIds);
+        expect(Array.from(vals.subarray(0, got))).toEqual(wantVals);
+      }
+    }
+    // A Gemma-sized row whose 40th place falls inside a run of equal logits.
+    const x = new Float32Array(262_144);
+    const r = new Rng(7);
+    for (let i = 0; i < x.length; i++) x[i] = (r.nextU32() % 2000) * 0.01;
+    const got = topKF32(x, 40, ids, vals);
+    const [wantIds] = topKRef(x, 40);
+    expect(Array.from(ids.subarray(0, got))).toEqual(wantIds);
+  });
+
+  test("bad calls are refused with the problem named, before the kernel", () => {
+    const x = new Float32Array(16);
+    const ids = new Int32Array(4);
+    const vals = new Float32Array(4);
+    expect(() => topKF32(x, 0, ids, vals)).toThrow(/k must be a positive integer/);
+    expect(() => topKF32(x, 5, ids, vals)).toThrow(/must hold k = 5/);
+    expect(() => topKF32(x, 2, ids, x.subarray(8, 12))).toThrow(/must not share bytes/);
+    expect(() => topKF32(x, 2, new Int32Array(x.buffer, 0, 4), vals)).toThrow(/must not share bytes/);
   });
 });
