@@ -514,9 +514,15 @@ export class Context {
       const requested = opts.speculative === false || constraint ? undefined : (opts.speculative ?? this.#autoSpeculation(sampler));
       let spec: DrafterOptions | undefined;
       if (requested) {
+        // A JavaScript caller may pass anything: name the shapes accepted rather than fail inside.
+        if (typeof requested !== "object") {
+          throw new KilnError("BAD_OPTION", `speculative must be false or an options object such as { draft: "prompt-lookup" }, got ${JSON.stringify(requested)}`);
+        }
         const d = requested.draft;
         if (d === "prompt-lookup" || d === "layer-skip") spec = { ...requested, draft: d };
-        else {
+        else if (!(d instanceof Context) && typeof (d as Partial<Model> | null)?.createContext !== "function") {
+          throw new KilnError("BAD_OPTION", `speculative.draft must be "prompt-lookup", "layer-skip", a Model or a Context, got ${typeof d === "string" ? JSON.stringify(d) : typeof d}`);
+        } else {
           const draftCtx = this.#draftContext(d);
           if (this.#draftContexts.get(draftCtx.model) !== draftCtx) {
             draftCtx.#claim("speculative drafting");

@@ -101,6 +101,13 @@ for (const arch of ["llama", "qwen2", "gemma3"] as const) {
       model.reset();
       expect(() => model.eval([model.hp.nVocab])).toThrow(/outside the vocabulary/);
     });
+
+    test("a speculative option of the wrong kind is refused by name, not failed on inside", async () => {
+      const bad = (speculative: unknown) => model.complete("the", { maxTokens: 2, speculative: speculative as false });
+      await expect(bad("off")).rejects.toThrow(/speculative must be false or an options object .* got "off"/);
+      await expect(bad({ draft: "lookup" })).rejects.toThrow(/speculative.draft must be "prompt-lookup", "layer-skip", a Model or a Context, got "lookup"/);
+      await expect(bad({ draft: 3 })).rejects.toThrow(/speculative.draft .* got number/);
+    });
   });
 }
 
