@@ -228,6 +228,41 @@ describe("packed rows (the load-time layout of the output head and, LoadOptions.
     }
   });
 
+  test("an arena's slots hold the same packed bytes as copies of their own; bad slots are refused", () => {
+    if (!supported("q4_0")) return;
+    // Sizes that are not multiples of the slots' 4 KiB alignment, so slots start past gaps.
+    const ws = [[48, 320], [16, 96], [32, 640]].map(([n, k], i) => cpu.quantize(f32(randn(n! * k!, 60 + i), [n!, k!], `blk.0.w${i}`), "q4_0"));
+    const arena = cpu.packArena(ws)!;
+    try {
+      expect(arena.slots.map((s) => s.byteLength)).toEqual(ws.map((w) => w.bytes.byteLength));
+      for (const s of arena.slots) expect(s.byteOffset % 4096).toBe(0);
+      for (let i = 0; i < ws.length; i++) expect(cpu.packRows(ws[i]!, { into: arena.slots[i] })).toBe(true);
+      // The same weights packed alone: the bytes must match, and the matmuls read the arena's.
+      const alone = ws.map((w) => new Tensor(w.dtype, w.shape, w.bytes.slice(), w.name));
+      for (const w of alone) cpu.packRows(w);
+      for (let i = 0; i < ws.length; i++) {
+        expect(cpu.packedCopy(ws[i]!)!.buffer).toBe(arena.buffer.bytes.buffer);
+        expect(cpu.packedCopy(ws[i]!)).toEqual(cpu.packedCopy(alone[i]!)!);
+        const k = ws[i]!.dim(1);
+        const x = f32(randn(3 * k, 70 + i), [3, k], "x");
+        const [a, b] = [Tensor.zeros("f32", [3, ws[i]!.dim(0)]), Tensor.zeros("f32", [3, ws[i]!.dim(0)])];
+        cpu.matmul(ws[i]!, x, a);
+        cpu.matmul(alone[i]!, x, b);
+        expect(a.f32).toEqual(b.f32);
+      }
+      for (const w of alone) cpu.unpackRows(w);
+      const spare = cpu.quantize(f32(randn(16 * 640, 80), [16, 640], "blk.1.w"), "q4_0");
+      expect(() => cpu.packRows(spare, { into: arena.slots[1] })).toThrow(/needs 5760 bytes, the slot given has 864/);
+      expect(() => cpu.packRows(spare, { into: spare.bytes })).toThrow(/overlaps/);
+      expect(cpu.packedCopy(spare)).toBeNull();
+    } finally {
+      for (const w of ws) cpu.unpackRows(w); // slots are not freed one by one: the arena is
+      expect(arena.buffer.bytes.byteLength).toBeGreaterThan(0);
+      arena.buffer.free();
+    }
+    expect(cpu.packArena([])).toBeNull();
+  });
+
   test("the fused in-place kernels refuse a weight with a packed copy (they would read the file's bytes)", () => {
     if (!supported("q8_0")) return;
     const k = 64;

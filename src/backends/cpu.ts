@@ -192,7 +192,12 @@ export function matmul3Prepared(w0: Tensor, w1: Tensor, w2: Tensor, xq: Uint8Arr
  * Load-time copies of weights in the 16-row interleaved layout of zig-kernels/packed.zig, which
  * matmuls read instead of the weight's bytes: a CPU-backend detail kept out of Tensor.
  */
-const packedCopies = new WeakMap<Tensor, NativeBuffer>();
+interface PackedCopy {
+  readonly bytes: Uint8Array;
+  /** The buffer freed with the copy; null for a slot of an arena (packArena), freed by its owner. */
+  readonly own: NativeBuffer | null;
+}
+const packedCopies = new WeakMap<Tensor, PackedCopy>();
 
 /**
  * Why `w` cannot be packed by this build, or null when it can: the layout exists for Q8_0 and
@@ -219,34 +224,70 @@ export function packUnsupportedReason(w: Tensor): string | null {
  * come back from the file if read again, as embedding lookups of a tied head do), so the copy
  * replaces them in memory instead of adding to them.
  */
-export function packRows(w: Tensor, opts: { fileMapping?: Uint8Array } = {}): boolean {
+export function packRows(w: Tensor, opts: { fileMapping?: Uint8Array; into?: Uint8Array } = {}): boolean {
+  const op = "packRows";
   if (packedCopies.has(w)) return true;
   if (packUnsupportedReason(w) !== null) return false;
   const n = w.dim(0);
   const k = w.dim(1);
+  const len = w.bytes.byteLength;
   const m = opts.fileMapping;
-  if (m && (w.bytes.buffer !== m.buffer || w.bytes.byteOffset < m.byteOffset || w.bytes.byteOffset + w.bytes.byteLength > m.byteOffset + m.byteLength)) {
-    fail("packRows", `${w} does not lie in the file mapping given`);
+  if (m && (w.bytes.buffer !== m.buffer || w.bytes.byteOffset < m.byteOffset || w.bytes.byteOffset + len > m.byteOffset + m.byteLength)) {
+    fail(op, `${w} does not lie in the file mapping given`);
   }
-  const buf = new NativeBuffer(w.bytes.byteLength);
-  const status = kiln().kiln_pack_rows(DTYPE_IDS[w.dtype], w.bytes, n, k, buf.bytes, buf.byteLength, m ? 1 : 0);
+  const into = opts.into;
+  if (into && into.byteLength < len) fail(op, `${w} needs ${len} bytes, the slot given has ${into.byteLength}`);
+  if (into && sharesBytes(into, w.bytes)) fail(op, `the slot given overlaps ${w}'s bytes`);
+  const own = into ? null : new NativeBuffer(len);
+  const bytes = into ? into.subarray(0, len) : own!.bytes;
+  const status = kiln().kiln_pack_rows(DTYPE_IDS[w.dtype], w.bytes, n, k, bytes, len, m ? 1 : 0);
   if (status !== Status.ok) {
-    buf.free();
-    check("packRows", status);
+    own?.free();
+    check(op, status);
   }
-  packedCopies.set(w, buf);
+  packedCopies.set(w, { bytes, own });
   return true;
 }
 
-/** Frees w's packed copy; matmuls read w in place again. */
+/** Slots for packed copies in one native buffer (packArena). */
+export interface PackArena {
+  /** The buffer: freed by its owner once every tensor packed into it is unpacked. */
+  buffer: NativeBuffer;
+  /** One slot per tensor, in the order given: packRows' `into`. */
+  slots: Uint8Array[];
+}
+
+/** Where packed copies start in an arena: a page boundary, as a copy of its own would. */
+const PACK_SLOT_ALIGN = 4096;
+
+/**
+ * One native buffer with a slot for the packed copy of each of `ws` (packRows' `into`), or null
+ * when `ws` is empty. One large allocation instead of one per tensor: the kernel's allocator
+ * backs whole 2 MiB ranges with huge pages (zig-kernels/memory.zig alloc), and TinyLlama's
+ * 154 layer copies, each allocated alone, were 55% huge pages (its 2.4 MB and 0.3 MB attention
+ * weights none). The caller frees the buffer after unpackRows of every tensor packed into it.
+ */
+export function packArena(ws: readonly Tensor[]): PackArena | null {
+  if (ws.length === 0) return null;
+  const offsets: number[] = [];
+  let total = 0;
+  for (const w of ws) {
+    offsets.push(total);
+    total += Math.ceil(w.bytes.byteLength / PACK_SLOT_ALIGN) * PACK_SLOT_ALIGN;
+  }
+  const buffer = new NativeBuffer(total);
+  return { buffer, slots: ws.map((w, i) => buffer.bytes.subarray(offsets[i]!, offsets[i]! + w.bytes.byteLength)) };
+}
+
+/** Forgets w's packed copy (freeing it unless it is an arena's slot); matmuls read w in place again. */
 export function unpackRows(w: Tensor): void {
-  packedCopies.get(w)?.free();
+  packedCopies.get(w)?.own?.free();
   packedCopies.delete(w);
 }
 
-/** w's packed copy (packRows), or null. */
-export function packedCopy(w: Tensor): NativeBuffer | null {
-  return packedCopies.get(w) ?? null;
+/** The bytes of w's packed copy (packRows), or null. */
+export function packedCopy(w: Tensor): Uint8Array | null {
+  return packedCopies.get(w)?.bytes ?? null;
 }
 
 const ACTIVATION_IDS: Record<GatedActivation, number> = { silu: 0, gelu_tanh: 1 };
