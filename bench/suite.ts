@@ -23,7 +23,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { cpus, tmpdir, totalmem } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { amxBf16Status, amxStatus, bf16Status, cpuInfo, kiln, loadedLevel, prefetchPolicy } from "../src/ffi/library";
+import { amxBf16Status, amxStatus, bf16Status, cpuInfo, kiln, loadedLevel, packLayersDefault, prefetchPolicy } from "../src/ffi/library";
 import { cpuIdentity, describeCpuIdentity, machineKind } from "./regress";
 import { isLocalLayer } from "../src/models/gemma3";
 import { describeReread, rereadInHugePages } from "./page-cache";
@@ -129,7 +129,7 @@ export interface SuiteResult {
   threads: number;
   batch: number;
   /** kind: bench/regress.ts machineKind (which CI baseline applies); features: libkiln's CPU feature bits. */
-  machine: { cpu: string; cores: number; mem_total_gb: number; kiln_cpu_level: string; kind?: string; features?: readonly string[]; /** amxStatus().reason: "enabled" or why the AMX prefill kernel is off. */ amx?: string; /** amxBf16Status().reason: the same for BF16 weights' AMX-BF16 prefill. */ amx_bf16?: string; /** bf16Status().reason: the same for BF16 weights' AVX512-BF16 prefill. */ bf16?: string; /** prefetchPolicy().policy: the decode kernels' prefetch hint. */ prefetch?: string; /** describeCpuIdentity of /proc/cpuinfo: "family 25 model 17 (Zen 4)". */ cpu_id?: string };
+  machine: { cpu: string; cores: number; mem_total_gb: number; kiln_cpu_level: string; kind?: string; features?: readonly string[]; /** amxStatus().reason: "enabled" or why the AMX prefill kernel is off. */ amx?: string; /** amxBf16Status().reason: the same for BF16 weights' AMX-BF16 prefill. */ amx_bf16?: string; /** bf16Status().reason: the same for BF16 weights' AVX512-BF16 prefill. */ bf16?: string; /** prefetchPolicy().policy: the decode kernels' prefetch hint. */ prefetch?: string; /** packLayersDefault().pack: layer weights read from packed copies (LoadOptions.packLayers). */ pack_layers?: boolean; /** describeCpuIdentity of /proc/cpuinfo: "family 25 model 17 (Zen 4)". */ cpu_id?: string };
   engines: { kiln: string; llamacpp: string };
   bandwidth_gbs: { start: number; end: number; best: number };
   models: ModelEntry[];
@@ -654,7 +654,7 @@ function assemble(o: SuiteOptions, models: ModelEntry[], long: LongContextResult
       quick: o.quick,
       threads: o.threads,
       batch: o.batch,
-      machine: { cpu: cpuModel, cores: cpus().length, mem_total_gb: totalmem() / 2 ** 30, kiln_cpu_level: loadedLevel(), kind: machineKind(cpuModel, cpuInfo().features), features: cpuInfo().features, amx: amxStatus().reason, amx_bf16: amxBf16Status().reason, bf16: bf16Status().reason, prefetch: prefetchPolicy().policy, ...(id ? { cpu_id: describeCpuIdentity(id) } : {}) },
+      machine: { cpu: cpuModel, cores: cpus().length, mem_total_gb: totalmem() / 2 ** 30, kiln_cpu_level: loadedLevel(), kind: machineKind(cpuModel, cpuInfo().features), features: cpuInfo().features, amx: amxStatus().reason, amx_bf16: amxBf16Status().reason, bf16: bf16Status().reason, prefetch: prefetchPolicy().policy, pack_layers: packLayersDefault().pack, ...(id ? { cpu_id: describeCpuIdentity(id) } : {}) },
       engines: { kiln: `kiln ${JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version}`, llamacpp: llamaVersion },
       bandwidth_gbs: { start: bwStart, end: bwEnd, best },
       models,
