@@ -47,12 +47,6 @@ const CPU_KV_LAYOUT: KvLayout = "head-major";
 /** The CPU backend (stateless: one for the process). */
 export const CPU_BACKEND: Backend = new CpuBackend();
 
-/** Whether two host tensors' bytes overlap (the offsets first: a typed array's `buffer` is the slow read). */
-function overlaps(a: Tensor, b: Tensor): boolean {
-  const x = a.bytes;
-  const y = b.bytes;
-  return x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength && x.buffer === y.buffer;
-}
 
 /** One rope configuration's cos/sin table (cpu.ropeTable) and the positions it was made for. */
 interface RopeTable {
@@ -100,7 +94,7 @@ class CpuOps implements BackendOps {
 
   /** An op wrote t: prepared activations of memory it overlaps are stale. */
   #wrote(t: Tensor): void {
-    if (this.#src && overlaps(this.#src, t)) this.#src = null;
+    if (this.#src && cpu.sharesBytes(this.#src.bytes, t.bytes)) this.#src = null;
   }
 
   #prepare(src: Tensor, dtype: DType): void {

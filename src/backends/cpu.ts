@@ -454,9 +454,9 @@ export function softmax(x: Tensor): void {
 /** Largest vector the sampling kernels take: ids are i32. */
 const MAX_SAMPLING_ENTRIES = 0x7fffffff;
 
-/** Whether two typed arrays share bytes. */
-function sharesBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
-  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+/** Whether two typed arrays share bytes (the offsets first: a typed array's `buffer` is the slow read). */
+export function sharesBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength && a.buffer === b.buffer;
 }
 
 /**
