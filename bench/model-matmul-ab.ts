@@ -10,20 +10,25 @@
  * memory, a pause between blocks), this sees what a forward pass sees: the file's page cache (see
  * bench/page-cache.ts) and calls back to back. It found the legacy types' short prefetch distance
  * (zig-kernels/quant_legacy.zig, prefetchDistance).
+ *
+ * PACKED=1 reads each layer's weights from packed copies instead (zig-kernels/packed.zig, as
+ * LoadOptions.packLayers makes them: one native buffer of 2 MiB pages, cpu.packArena), packed by
+ * each build itself.
  */
 import { dlopen } from "bun:ffi";
 import * as cpu from "../src/backends/cpu";
 import { symbols } from "../src/ffi/library";
 import { parseGGUF, tensorData } from "../src/gguf/reader";
 import { MappedFile } from "../src/runtime/mapped-file";
-import { DTYPE_IDS, type DType } from "../src/tensor";
+import { DTYPE_IDS, NativeBuffer, type DType } from "../src/tensor";
 import { randomF32 } from "./random";
 
 const op = process.env.OP ?? "gated";
 const m = Number(process.env.M ?? 1);
 const names = op === "gated" ? ["ffn_gate", "ffn_up"] : [op];
 // The signatures of src/ffi/library.ts's one table, for several builds loaded side by side.
-const sym = { kiln_quantize_act: symbols.kiln_quantize_act, kiln_set_threads: symbols.kiln_set_threads, kiln_matmul: symbols.kiln_matmul, kiln_ffn_gated: symbols.kiln_ffn_gated };
+const sym = { kiln_quantize_act: symbols.kiln_quantize_act, kiln_set_threads: symbols.kiln_set_threads, kiln_matmul: symbols.kiln_matmul, kiln_ffn_gated: symbols.kiln_ffn_gated, kiln_pack_rows: symbols.kiln_pack_rows, kiln_matmul_packed: symbols.kiln_matmul_packed, kiln_ffn_gated_packed: symbols.kiln_ffn_gated_packed };
+const packed = process.env.PACKED === "1";
 if (process.argv.length < 3) throw new Error("usage: bun bench/model-matmul-ab.ts LIB.so:MODEL.gguf [LIB2.so:MODEL2.gguf ...]");
 const configs = process.argv.slice(2).map((arg) => {
   const at = arg.lastIndexOf(".so:");
@@ -52,10 +57,23 @@ const configs = process.argv.slice(2).map((arg) => {
   L.kiln_quantize_act(info.type, x, k, m, k, xq);
   const out = new Float32Array(n * m);
   const bytes = layers.reduce((s, ws) => s + ws.reduce((a, w) => a + w.byteLength, 0), 0);
+  // Packed: every layer's copies in one buffer, each at a 4 KiB boundary (cpu.packArena's layout).
+  const slot = (b: number) => Math.ceil(b / 4096) * 4096;
+  const arena = packed ? new NativeBuffer(layers.reduce((s, ws) => s + ws.reduce((a, w) => a + slot(w.byteLength), 0), 0)) : null;
+  let offset = 0;
+  const read = layers.map((ws) =>
+    ws.map((w) => {
+      if (!arena) return w;
+      const copy = arena.bytes.subarray(offset, offset + w.byteLength);
+      offset += slot(w.byteLength);
+      if (L.kiln_pack_rows(info.type, w, n, k, copy, copy.byteLength, 0) !== 0) throw new Error(`${lib}: cannot pack ${dtype} ${n}×${k}`);
+      return copy;
+    }),
+  );
   const run = () => {
-    for (const ws of layers) {
-      if (op === "gated") L.kiln_ffn_gated(info.type, ws[0]!, ws[1]!, n, k, xq, m, out, n, 0);
-      else L.kiln_matmul(info.type, ws[0]!, n, k, xq, m, out, n);
+    for (const ws of read) {
+      if (op === "gated") (packed ? L.kiln_ffn_gated_packed : L.kiln_ffn_gated)(info.type, ws[0]!, ws[1]!, n, k, xq, m, out, n, 0);
+      else (packed ? L.kiln_matmul_packed : L.kiln_matmul)(info.type, ws[0]!, n, k, xq, m, out, n);
     }
   };
   const flops = 2 * m * layers.reduce((s, ws) => s + ws.length, 0) * n * k;
