@@ -417,7 +417,7 @@ pub fn prefetchPolicyFor(id: X86Identity) PrefetchPolicy {
 /// layout): once the copies were one buffer of 2 MiB pages (memory.zig alloc), on a 2-thread EPYC
 /// family 25 model 17 (2026-12-07) SmolLM2-135M-Instruct Q4_1 decoded 1.3× faster from them (one
 /// process, both loaded, steps alternated: 4.55 → 3.48 ms/token p50; separate processes
-/// 5.2–6.0 → 3.7–4.0), TinyLlama-shape Q4_0 and Q8_0 decode within ±2% of in place, and 512-token
+/// 5.2–6.0 → 3.7–4.0), TinyLlama-shape Q8_0 decode the same and Q4_0 2–3% slower, and 512-token
 /// prefill 1.25× (Q4_0), 1.14× (Q8_0) and 1.08–1.11× (SmolLM2) faster: the in-place 4-bit decode
 /// kernels compute only ~19–22 GB/s of weights per thread there, about this host's bandwidth
 /// share, and the copy's ~3× cheaper arithmetic leaves the stream the bottleneck.
