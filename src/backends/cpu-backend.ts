@@ -47,7 +47,6 @@ const CPU_KV_LAYOUT: KvLayout = "head-major";
 /** The CPU backend (stateless: one for the process). */
 export const CPU_BACKEND: Backend = new CpuBackend();
 
-
 /** One rope configuration's cos/sin table (cpu.ropeTable) and the positions it was made for. */
 interface RopeTable {
   /** The configuration, compared field by field (no key string built per call). */

@@ -11,8 +11,10 @@
  *
  * Speed: Gemma 3 has 262,144 logits, so nothing here sorts the vocabulary. Argmax and top-k are
  * kernels (zig-kernels/sampling.zig: one scan, a vector compare per 4–16 logits; top-k keeps a
- * k-sized min-heap and sorts only the k survivors), ~10× the JavaScript loops they replaced. Every
- * buffer is allocated once in `createSampler`; `sample` and `distribution` allocate nothing.
+ * k-sized min-heap and sorts only the k survivors): over Gemma's vocabulary argmax 30 µs against
+ * the JavaScript scan's 142 µs, a default-chain sample() 0.04 ms against 0.45 (docs/optimization.md
+ * "Sampling"). Every buffer is allocated once in `createSampler`; `sample` and `distribution`
+ * allocate nothing.
  *
  * `distribution` exposes the exact final distribution `sample` draws from (for speculative
  * decoding's rejection sampler); `sample` is literally `draw(distribution(...))`.
