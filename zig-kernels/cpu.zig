@@ -427,6 +427,31 @@ pub fn packLayersFor(id: X86Identity) bool {
     return id.vendor == .intel or (id.vendor == .amd and id.family == 0x19);
 }
 
+/// How packed.zig's decode kernels fetch a task's weight stream when it is long (packed.zig
+/// hardware_stream_min_bytes, for the types it names): with software prefetches ahead of the
+/// block being read (every CPU but one), or leaving it to the hardware prefetchers. AMD Zen 4
+/// (family 0x19; EPYC family 25 model 17, 2 threads, 2026-12-07): prefetcht1 8 KB ahead held one
+/// thread's stream of packed TinyLlama-shape Q4_0 gate+up at 22.4–22.8 GB/s whatever the
+/// distance (4–32 KB) or the lines' alignment, the hardware alone at 29.6–30.0
+/// (bench/model-matmul-ab.ts T=1 PACKED=1, builds alternated); whole decode steps of that model
+/// 15.2–15.6 → 12.6–12.7 ms/token. The weights in the file's mapping (4 KiB pages) are another
+/// matter: without its prefetches TinyLlama-shape Q4_K read 20.5 → 11.0 GB/s on one thread.
+pub const LongStreams = enum(i32) { software_prefetch = 0, hardware_prefetch = 1 };
+
+pub fn longStreamsFor(id: X86Identity) LongStreams {
+    return if (id.vendor == .amd and id.family == 0x19) .hardware_prefetch else .software_prefetch;
+}
+
+/// longStreamsFor this CPU, decided once (software_prefetch off x86).
+pub fn longStreams() LongStreams {
+    return long_streams_decision.get();
+}
+const long_streams_decision = Decision(LongStreams, struct {
+    fn decide() LongStreams {
+        return if (is_x86) longStreamsFor(x86Identity()) else .software_prefetch;
+    }
+}.decide);
+
 /// packLayersFor this CPU (false off x86).
 pub fn packLayersDefault() bool {
     if (comptime !is_x86) return false;
@@ -503,6 +528,14 @@ test "packLayersFor: Intel and AMD Zen 4" {
     try std.testing.expect(!packLayersFor(.{ .vendor = .amd, .family = 0x1a }));
     try std.testing.expect(!packLayersFor(.{ .vendor = .amd, .family = 0x17 }));
     try std.testing.expect(!packLayersFor(.{}));
+}
+
+test "longStreamsFor: the hardware prefetchers on AMD Zen 4 only" {
+    try std.testing.expectEqual(LongStreams.hardware_prefetch, longStreamsFor(.{ .vendor = .amd, .family = 0x19 }));
+    try std.testing.expectEqual(LongStreams.software_prefetch, longStreamsFor(.{ .vendor = .amd, .family = 0x1a }));
+    try std.testing.expectEqual(LongStreams.software_prefetch, longStreamsFor(.{ .vendor = .intel, .family = 6 }));
+    try std.testing.expectEqual(LongStreams.software_prefetch, longStreamsFor(.{}));
+    try std.testing.expectEqual(longStreams(), longStreams());
 }
 
 test "prefetchPolicyFor: prefetchnta on AMD Zen 5 and later only" {

@@ -30,6 +30,8 @@ const pool = @import("pool.zig");
 const quant = @import("quant.zig");
 const legacy = @import("quant_legacy.zig");
 const repack = @import("repack.zig");
+const builtin = @import("builtin");
+const cpu = @import("cpu.zig");
 const memory = @import("memory.zig");
 const amx = @import("amx.zig");
 const matmul_zig = @import("matmul.zig");
@@ -65,6 +67,33 @@ pub const max_k = 32 * 1024;
 /// 3.56–3.72) and the whole token 1.06× faster (5.85–6.21 against 6.17–6.58 ms): the head's 178 MB
 /// stream no longer evicts what the layers read; 8 KB ahead measured the same as 4 KB there.
 const prefetch_ahead = 8192;
+/// A task's stream of at least this many bytes (per matrix) of a type in hardwareStreamTypes is
+/// left to the hardware prefetchers where the CPU reads long streams faster so
+/// (cpu.longStreams: AMD Zen 4); shorter ones keep the software prefetches, which start a short
+/// stream sooner. Measured on either side of it: SmolLM2's 138 KB tasks (2 threads) read faster
+/// with the prefetches, TinyLlama-shape attn_q's 590 KB and the 1 MB tasks of larger matrices
+/// without them (cpu.zig LongStreams).
+const hardware_stream_min_bytes = 256 * 1024;
+/// The types whose long streams the hardware reads faster on such a CPU. On the Zen 4 of
+/// cpu.zig LongStreams (TinyLlama-shape layers, bench/model-matmul-ab.ts PACKED=1, builds
+/// alternated, p50 GB/s, software prefetch → hardware alone): Q4_0 gate+up 22.4 → 29.7 on one
+/// thread and 31.3 → 32.7 on two, ffn_down 22.6 → 25.7, attn_q 23.3 → 30.0 and 30.0 → 32.7. Not
+/// Q8_0: on two threads ffn_down 29.9 → 28.3 and attn_q 27.8 → 25.6, whole decode steps
+/// 35–38 → 37–40 ms/token. Not Q4_1: its gate+up 23.1 → 17.9 (one thread), 30.9 → 27.2 (two),
+/// although its ffn_down 22.8 → 26.5.
+fn hardwareStreamType(t: GgmlType) bool {
+    return t == .q4_0;
+}
+/// Under test, a choice that overrides the CPU's (to run both on one machine).
+pub var test_long_streams: ?cpu.LongStreams = null;
+
+/// Whether a task reading `stream_bytes` of one matrix's copy of type t prefetches its stream in
+/// software.
+fn softwarePrefetch(t: GgmlType, stream_bytes: usize) bool {
+    const choice = if (builtin.is_test and test_long_streams != null) test_long_streams.? else cpu.longStreams();
+    return choice == .software_prefetch or !hardwareStreamType(t) or stream_bytes < hardware_stream_min_bytes;
+}
+
 /// Packed weight bytes per task (96 groups of Gemma's head, ~15 of a 4096-wide Q8_0 matrix).
 /// Long tasks keep each thread on one sequential stream: with 64 KB tasks the two threads'
 /// streams interleaved every few microseconds and Gemma's head read ~7% slower than in place;
@@ -119,11 +148,19 @@ fn Layout(comptime t: GgmlType) type {
         /// weights are one sequential stream per task, and the hardware prefetchers alone leave
         /// a thread latency-bound well below the read bandwidth.
         inline fn dotGroup(comptime C: usize, comptime stream: bool, hint: legacy.PrefetchHint, blocks: [*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, sums: [*]const i32, y: [*]f32, y_stride: usize) void {
+            dotGroups(1, C, stream, hint, .{blocks}, nb, a, act_bytes, sums, .{y}, y_stride);
+        }
+
+        /// dotGroup over S groups of the same rows in S matrices (gate and up), block by block
+        /// together: S sequential streams advance side by side, and each activation block is
+        /// read once for all of them. Each matrix's sums are dotGroup's, in its order: the same bits.
+        inline fn dotGroups(comptime S: usize, comptime C: usize, comptime stream: bool, hint: legacy.PrefetchHint, blocks: [S][*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, sums: [*]const i32, y: [S][*]f32, y_stride: usize) void {
             const V64 = @Vector(64, u8);
             const mask: V64 = @splat(0x0f);
-            var acc: [C]@Vector(16, f32) = @splat(@splat(0));
-            for (0..nb) |b| {
-                const blk = blocks + b * block_bytes;
+            var accs: [S][C]@Vector(16, f32) = @splat(@splat(@splat(0)));
+            for (0..nb) |b| inline for (0..S) |si| {
+                const acc = &accs[si];
+                const blk = blocks[si] + b * block_bytes;
                 if (stream) legacy.prefetchLines(hint, blk + prefetch_ahead, block_bytes);
                 const dw: @Vector(16, f32) = @floatCast(@as(@Vector(16, f16), @bitCast(blk[groups * 64 ..][0 .. 2 * rows].*)));
                 const mw: @Vector(16, f32) = if (has_min) @floatCast(@as(@Vector(16, f16), @bitCast(blk[groups * 64 + 2 * rows ..][0 .. 2 * rows].*))) else undefined;
@@ -161,8 +198,10 @@ fn Layout(comptime t: GgmlType) type {
                     // Q4_1: + m_w·s_a (s_a = d_a·Σq_a, the activation block's second field).
                     if (has_min) acc[ci] = @mulAdd(@Vector(16, f32), mw, @splat(@bitCast(std.mem.readInt(u32, ab[4..8], .little))), acc[ci]);
                 }
+            };
+            inline for (0..S) |si| {
+                inline for (0..C) |ci| y[si][ci * y_stride ..][0..rows].* = accs[si][ci];
             }
-            inline for (0..C) |ci| y[ci * y_stride ..][0..rows].* = acc[ci];
         }
     };
 }
@@ -311,7 +350,7 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: u
     const L = Layout(t);
     const nb = k / 32;
     const act_bytes = quant.actRowBytes(t, k);
-    const Ctx = struct { p: [*]const u8, up: ?Up, nb: usize, a: [*]const u8, act_bytes: usize, m: usize, sums: [*]const i32, y: [*]f32, y_stride: usize, groups_per_task: usize, n_groups: usize };
+    const Ctx = struct { p: [*]const u8, up: ?Up, nb: usize, a: [*]const u8, act_bytes: usize, m: usize, sums: [*]const i32, y: [*]f32, y_stride: usize, groups_per_task: usize, n_groups: usize, prefetch: bool };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
             @setEvalBranchQuota(8000); // dotGroup inlined for 1..4 rows, twice when gated
@@ -331,15 +370,12 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: u
                             var g: [@as(usize, C) * rows]f32 = undefined;
                             var v: [@as(usize, C) * rows]f32 = undefined;
                             const up_blocks = u.p + grp * c.nb * L.block_bytes;
-                            if (i == 0) {
-                                L.dotGroup(C, true, hint, blocks, c.nb, a, c.act_bytes, s, &g, rows);
-                                L.dotGroup(C, true, hint, up_blocks, c.nb, a, c.act_bytes, s, &v, rows);
-                            } else {
-                                L.dotGroup(C, false, hint, blocks, c.nb, a, c.act_bytes, s, &g, rows);
-                                L.dotGroup(C, false, hint, up_blocks, c.nb, a, c.act_bytes, s, &v, rows);
-                            }
+                            if (i == 0 and c.prefetch)
+                                L.dotGroups(2, C, true, hint, .{ blocks, up_blocks }, c.nb, a, c.act_bytes, s, .{ &g, &v }, rows)
+                            else
+                                L.dotGroups(2, C, false, hint, .{ blocks, up_blocks }, c.nb, a, c.act_bytes, s, .{ &g, &v }, rows);
                             for (0..C) |ci| matmul_zig.gatedProduct(u.act, g[ci * rows ..].ptr, v[ci * rows ..].ptr, out + ci * c.y_stride, rows);
-                        } else if (i == 0)
+                        } else if (i == 0 and c.prefetch)
                             L.dotGroup(C, true, hint, blocks, c.nb, a, c.act_bytes, s, out, c.y_stride)
                         else
                             L.dotGroup(C, false, hint, blocks, c.nb, a, c.act_bytes, s, out, c.y_stride),
@@ -352,6 +388,7 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: u
     const n_groups = n_out / rows;
     const gpt = groupsPerTask(n_groups, nb * L.block_bytes);
     const n_tasks = std.math.divCeil(usize, n_groups, gpt) catch unreachable;
+    const prefetch = softwarePrefetch(t, gpt * nb * L.block_bytes);
     // Σa per (activation row, block), for the integer zero-point correction.
     var sums: [max_sum_entries]i32 = undefined;
     const rows_per_pass = @max(1, @min(16, max_sum_entries / nb));
@@ -364,7 +401,7 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: u
                 sums[i * nb + b] = @reduce(.Add, @as(@Vector(32, i32), q));
             }
         };
-        const ctx = Ctx{ .p = p, .up = up, .nb = nb, .a = xq + first * act_bytes, .act_bytes = act_bytes, .m = mm, .sums = &sums, .y = y + first * y_stride, .y_stride = y_stride, .groups_per_task = gpt, .n_groups = n_groups };
+        const ctx = Ctx{ .p = p, .up = up, .nb = nb, .a = xq + first * act_bytes, .act_bytes = act_bytes, .m = mm, .sums = &sums, .y = y + first * y_stride, .y_stride = y_stride, .groups_per_task = gpt, .n_groups = n_groups, .prefetch = prefetch };
         if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
     }
 }
@@ -438,15 +475,33 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
                 try expectInPlaceBits(t, w.ptr, n, k, xq.ptr, m_max, got, in_place, stride);
                 for (got[m_max * stride ..]) |g| try std.testing.expectEqual(@as(f32, 12345), g);
             }
-            // Both prefetch policies (the stream's cache hint only): the same bits.
+            // Every prefetch policy (the stream's cache hint only), and long streams left to the
+            // hardware or not: the same bits.
             defer legacy.test_prefetch_policy = null;
-            for ([_]@import("cpu.zig").PrefetchPolicy{ .by_level, .non_temporal, .l2 }) |policy| {
-                legacy.test_prefetch_policy = policy;
-                matmul(t, p.ptr, n, k, xq.ptr, 3, got.ptr, stride);
-                for (0..3) |i| try std.testing.expectEqualSlices(f32, alone[i * n ..][0..n], got[i * stride ..][0..n]);
+            defer test_long_streams = null;
+            for ([_]cpu.LongStreams{ .software_prefetch, .hardware_prefetch }) |streams| {
+                test_long_streams = streams;
+                for ([_]cpu.PrefetchPolicy{ .by_level, .non_temporal, .l2 }) |policy| {
+                    legacy.test_prefetch_policy = policy;
+                    matmul(t, p.ptr, n, k, xq.ptr, 3, got.ptr, stride);
+                    for (0..3) |i| try std.testing.expectEqualSlices(f32, alone[i * n ..][0..n], got[i * stride ..][0..n]);
+                }
             }
         }
     }
+}
+
+test "softwarePrefetch: short streams and other types always, long Q4_0 ones unless the CPU leaves them to the hardware" {
+    defer test_long_streams = null;
+    test_long_streams = .hardware_prefetch;
+    try std.testing.expect(softwarePrefetch(.q4_0, hardware_stream_min_bytes - 1));
+    try std.testing.expect(!softwarePrefetch(.q4_0, hardware_stream_min_bytes));
+    try std.testing.expect(!softwarePrefetch(.q4_0, task_bytes));
+    try std.testing.expect(softwarePrefetch(.q8_0, task_bytes));
+    try std.testing.expect(softwarePrefetch(.q4_1, task_bytes));
+    test_long_streams = .software_prefetch;
+    try std.testing.expect(softwarePrefetch(.q4_0, hardware_stream_min_bytes));
+    try std.testing.expect(softwarePrefetch(.q4_0, task_bytes));
 }
 
 test "packed gated FFN: bitwise the two packed matmuls and the gated product, on every path" {
