@@ -435,8 +435,9 @@ pub fn packLayersFor(id: X86Identity) bool {
 /// distance (4–32 KB) or the lines' alignment, the hardware alone at 29.6–30.0
 /// (bench/model-matmul-ab.ts T=1 PACKED=1, builds alternated); whole decode steps of that model
 /// 15.1–15.4 → 12.9–13.0 ms/token where the host's two vCPUs were two cores (probe 65 GB/s),
-/// 18.1–18.7 → 17.3–17.7 where they shared one (35 GB/s). The weights in the file's mapping (4 KiB pages) are another
-/// matter: without its prefetches TinyLlama-shape Q4_K read 20.5 → 11.0 GB/s on one thread.
+/// 18.1–18.7 → 17.3–17.7 where they shared one (35 GB/s). The weights in the file's mapping
+/// (4 KiB pages) are another matter: without its prefetches TinyLlama-shape Q4_K read
+/// 20.5 → 11.0 GB/s on one thread.
 pub const LongStreams = enum(i32) { software_prefetch = 0, hardware_prefetch = 1 };
 
 pub fn longStreamsFor(id: X86Identity) LongStreams {

@@ -67,7 +67,7 @@ pub const max_k = 32 * 1024;
 /// 3.56–3.72) and the whole token 1.06× faster (5.85–6.21 against 6.17–6.58 ms): the head's 178 MB
 /// stream no longer evicts what the layers read; 8 KB ahead measured the same as 4 KB there.
 const prefetch_ahead = 8192;
-/// A task's stream of at least this many bytes (per matrix) of a type in hardwareStreamTypes is
+/// A task's stream of at least this many bytes (per matrix) of a type hardwareStreamType names is
 /// left to the hardware prefetchers where the CPU reads long streams faster so
 /// (cpu.longStreams: AMD Zen 4); shorter ones keep the software prefetches, which start a short
 /// stream sooner. Measured on either side of it: SmolLM2's 138 KB tasks (2 threads) read faster
@@ -92,6 +92,12 @@ pub var test_long_streams: ?cpu.LongStreams = null;
 fn softwarePrefetch(t: GgmlType, stream_bytes: usize) bool {
     const choice = if (builtin.is_test and test_long_streams != null) test_long_streams.? else cpu.longStreams();
     return choice == .software_prefetch or !hardwareStreamType(t) or stream_bytes < hardware_stream_min_bytes;
+}
+
+/// The packed bytes of one matrix a decode task of matmulTyped reads: its groups × a group's bytes.
+fn taskStreamBytes(t: GgmlType, n_out: usize, k: usize) usize {
+    const group_bytes = rows * quant.rowBytes(t, k);
+    return groupsPerTask(n_out / rows, group_bytes) * group_bytes;
 }
 
 /// Packed weight bytes per task (96 groups of Gemma's head, ~15 of a 4096-wide Q8_0 matrix).
@@ -145,8 +151,9 @@ fn Layout(comptime t: GgmlType) type {
 
         /// y[ci·y_stride + r] for the group's 16 rows and C activation rows starting at a. The
         /// first pass over a group (`stream`) prefetches prefetch_ahead bytes ahead: the packed
-        /// weights are one sequential stream per task, and the hardware prefetchers alone leave
-        /// a thread latency-bound well below the read bandwidth.
+        /// weights are one sequential stream per task, and on most CPUs measured the hardware
+        /// prefetchers alone leave a thread latency-bound well below the read bandwidth (where
+        /// they do not, matmulTyped passes stream = false: softwarePrefetch).
         inline fn dotGroup(comptime C: usize, comptime stream: bool, hint: legacy.PrefetchHint, blocks: [*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, sums: [*]const i32, y: [*]f32, y_stride: usize) void {
             dotGroups(1, C, stream, hint, .{blocks}, nb, a, act_bytes, sums, .{y}, y_stride);
         }
@@ -353,7 +360,7 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: u
     const Ctx = struct { p: [*]const u8, up: ?Up, nb: usize, a: [*]const u8, act_bytes: usize, m: usize, sums: [*]const i32, y: [*]f32, y_stride: usize, groups_per_task: usize, n_groups: usize, prefetch: bool };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
-            @setEvalBranchQuota(8000); // dotGroup inlined for 1..4 rows, twice when gated
+            @setEvalBranchQuota(8000); // dotGroup(s) inlined for 1..4 rows, with and without the stream's prefetches
             const g0 = task * c.groups_per_task;
             const hint = legacy.prefetchHint(.l2);
             for (g0..@min(c.n_groups, g0 + c.groups_per_task)) |grp| {
@@ -388,7 +395,7 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: u
     const n_groups = n_out / rows;
     const gpt = groupsPerTask(n_groups, nb * L.block_bytes);
     const n_tasks = std.math.divCeil(usize, n_groups, gpt) catch unreachable;
-    const prefetch = softwarePrefetch(t, gpt * nb * L.block_bytes);
+    const prefetch = softwarePrefetch(t, taskStreamBytes(t, n_out, k));
     // Σa per (activation row, block), for the integer zero-point correction.
     var sums: [max_sum_entries]i32 = undefined;
     const rows_per_pass = @max(1, @min(16, max_sum_entries / nb));
@@ -415,11 +422,12 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
     const rng = prng.random();
     inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1 }) |t| {
         // k: one block, several, and a width that is no multiple of a vector's 64 bytes.
-        // The last shape is several tasks (groups of 16 rows of 4096 columns are 70 KB of Q8_0),
-        // run on 3 threads.
+        // The last shape is several tasks (groups of 16 rows of 4096 columns are 70 KB of Q8_0,
+        // 37 KB of Q4_0), run on 3 threads: tasks long enough for softwarePrefetch's hardware
+        // streams (checked below).
         _ = pool.setThreads(3);
         defer _ = pool.setThreads(2);
-        for ([_][2]usize{ .{ 16, 32 }, .{ 48, 640 }, .{ 80, 96 }, .{ 32, 4096 }, .{ 16 * 40, 4096 } }) |shape| {
+        for ([_][2]usize{ .{ 16, 32 }, .{ 48, 640 }, .{ 80, 96 }, .{ 32, 4096 }, .{ 16 * 48, 4096 } }) |shape| {
             const n = shape[0];
             const k = shape[1];
             const rb = quant.rowBytes(t, k);
@@ -481,6 +489,8 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
             defer test_long_streams = null;
             for ([_]cpu.LongStreams{ .software_prefetch, .hardware_prefetch }) |streams| {
                 test_long_streams = streams;
+                // The last shape's Q4_0 tasks go without prefetches under hardware_prefetch.
+                if (t == .q4_0 and n == 16 * 48) try std.testing.expectEqual(streams == .software_prefetch, softwarePrefetch(t, taskStreamBytes(t, n, k)));
                 for ([_]cpu.PrefetchPolicy{ .by_level, .non_temporal, .l2 }) |policy| {
                     legacy.test_prefetch_policy = policy;
                     matmul(t, p.ptr, n, k, xq.ptr, 3, got.ptr, stride);
