@@ -185,15 +185,18 @@ export function renderReport(r: SuiteResult, o: ReportOptions): string {
     out.push("");
   }
   out.push("## Decode roofline", "");
-  out.push(`Roofline = read bandwidth (${f(r.bandwidth_gbs.best)} GB/s) ÷ bytes one decoded token reads: every block weight, the output head, the final norm, one embedding row, and the f16 KV cache at that context (Gemma's sliding-window layers read only their window).`, "");
+  const probed = r.models.some((m) => m.pairs);
+  out.push(probed
+    ? "Roofline = read bandwidth ÷ bytes one decoded token reads: every block weight, the output head, the final norm, one embedding row, and the f16 KV cache at that context (Gemma's sliding-window layers read only their window). The bandwidth is probed beside every measurement; the table gives the median probe, and each engine's fraction is the median of its measurements' fractions, each against the bandwidth probed beside it."
+    : `Roofline = read bandwidth (${f(r.bandwidth_gbs.best)} GB/s) ÷ bytes one decoded token reads: every block weight, the output head, the final norm, one embedding row, and the f16 KV cache at that context (Gemma's sliding-window layers read only their window).`, "");
   const roofRows: (string | number)[][] = [];
   for (const m of r.models) {
     for (const p of [m.roofline.short, m.roofline.long]) {
       if (!p) continue;
-      roofRows.push([m.model, p.context, f(p.bytes_per_token / 2 ** 20, 1), f(p.kv_bytes / 2 ** 20, 1), f(p.roofline_tok_s), pct(p.kiln_fraction), pct(p.llamacpp_fraction)]);
+      roofRows.push([m.model, p.context, f(p.bytes_per_token / 2 ** 20, 1), f(p.kv_bytes / 2 ** 20, 1), ...(probed ? [f(m.roofline.bandwidth_gbs)] : []), f(p.roofline_tok_s), pct(p.kiln_fraction), pct(p.llamacpp_fraction)]);
     }
   }
-  out.push(table(["model", "context", "MiB/token", "of which KV", "roofline tok/s", "kiln", "llama.cpp"], roofRows));
+  out.push(table(["model", "context", "MiB/token", "of which KV", ...(probed ? ["GB/s"] : []), "roofline tok/s", "kiln", "llama.cpp"], roofRows));
   out.push("");
   if (r.long_context) {
     out.push(longSection(r));

@@ -93,11 +93,30 @@ export interface ModelEntry {
   /** kiln ÷ llama.cpp prefill tok/s at 512 tokens (or the measured prompt nearest to it: prefill_ratio_prompt). */
   prefill_ratio: number | null;
   prefill_ratio_prompt: number;
+  /** bandwidth_gbs: the median of the probes beside this model's kept measurements (older results: the run's best probe). */
   roofline: { bandwidth_gbs: number; short: RooflinePoint; long: RooflinePoint | null };
+  /** Each rep's pair of measurements, with the bandwidth probes around them (absent in results from before 2026-12-07). */
+  pairs?: PairRecord[];
   /** Raw per-rep values of every figure. */
   samples: { kiln: Record<string, (number | null)[]>; llamacpp: Record<string, (number | null)[]> };
   profile: DecodeProfile | null;
   notes: string[];
+}
+
+/**
+ * One rep: kiln and llama.cpp measured back to back, with libkiln's read-bandwidth probe before,
+ * between and after them. This host's bandwidth changes state within minutes (35 vs 65 GB/s at
+ * 2 threads on the Zen 4 VMs), so a pair whose probes disagree by more than STATE_SPREAD is
+ * measured again (within a budget): the ratios compare the engines at one state.
+ */
+export interface PairRecord {
+  order: ("kiln" | "llamacpp")[];
+  /** Probes before the first, between, and after the second measurement, GB/s. */
+  bandwidth_gbs: number[];
+  /** Whether the probes agree within STATE_SPREAD (kept anyway when the repeats ran out). */
+  one_state: boolean;
+  /** Pairs measured and discarded before this one because the bandwidth changed during them. */
+  discarded: number;
 }
 
 export interface LongRow {
@@ -159,6 +178,37 @@ export function ratio(a: number | null | undefined, b: number | null | undefined
 export function ratios(k: Figures, l: Figures): Figures {
   const out: Figures = {};
   for (const key of Object.keys(k)) if (key in l) out[key] = ratio(k[key], l[key]);
+  return out;
+}
+
+/**
+ * kiln ÷ llama.cpp for every figure both engines have, pair by pair: the median over reps of
+ * kiln's rep-i value ÷ llama.cpp's rep-i value (the two measured back to back, at one bandwidth
+ * state), not the ratio of two medians that may come from different states.
+ */
+export function pairedRatios(k: Record<string, readonly (number | null)[]>, l: Record<string, readonly (number | null)[]>): Figures {
+  const out: Figures = {};
+  for (const key of Object.keys(k)) {
+    const lk = l[key];
+    if (!lk) continue;
+    out[key] = median(k[key]!.map((x, i) => ratio(x, lk[i])));
+  }
+  return out;
+}
+
+/** Probes around one pair whose largest ÷ smallest is at most this saw one bandwidth state. */
+export const STATE_SPREAD = 1.2;
+
+/** Whether a pair's probes (GB/s) saw one bandwidth state. */
+export function oneState(probes: readonly number[], spread = STATE_SPREAD): boolean {
+  const lo = Math.min(...probes);
+  return probes.length > 0 && lo > 0 && Math.max(...probes) / lo <= spread;
+}
+
+/** The bandwidth beside each engine's measurement in each pair: the mean of the probes before and after it. */
+export function workerBandwidths(pairs: readonly PairRecord[]): { kiln: number[]; llamacpp: number[] } {
+  const out = { kiln: [] as number[], llamacpp: [] as number[] };
+  for (const p of pairs) p.order.forEach((engine, j) => out[engine].push((p.bandwidth_gbs[j]! + p.bandwidth_gbs[j + 1]!) / 2));
   return out;
 }
 
@@ -225,13 +275,33 @@ export function engineFigures(results: readonly WorkerResult[], prompts: readonl
 
 /** The machine's read bandwidth (GB/s) with `threads` threads: libkiln's probe over `bytes`. */
 export function readBandwidthGBs(threads: number, bytes = 1 << 30, reps = 5): number {
-  setThreads(threads);
-  const buf = new NativeBuffer(bytes);
+  const probe = new BandwidthProbe(threads, bytes);
   try {
-    buf.bytes.fill(1);
-    return (kiln().kiln_read_bandwidth(buf.bytes, buf.byteLength, reps) as number) / 1e9;
+    return probe.gbs(reps);
   } finally {
-    buf.free();
+    probe.free();
+  }
+}
+
+/**
+ * libkiln's read-bandwidth probe over a buffer allocated (and faulted in) once, so that probing
+ * beside every measurement costs ~60 ms (256 MiB, 3 passes), not the half second a fresh buffer's
+ * page faults take.
+ */
+export class BandwidthProbe {
+  private buf: NativeBuffer | null;
+  constructor(readonly threads: number, bytes: number) {
+    this.buf = new NativeBuffer(bytes);
+    this.buf.bytes.fill(1);
+  }
+  gbs(reps = 3): number {
+    if (!this.buf) throw new BenchError("bandwidth probe used after free()");
+    setThreads(this.threads);
+    return (kiln().kiln_read_bandwidth(this.buf.bytes, this.buf.byteLength, reps) as number) / 1e9;
+  }
+  free(): void {
+    this.buf?.free();
+    this.buf = null;
   }
 }
 
@@ -299,6 +369,18 @@ export function rooflinePoint(weightBytes: number, kvBytes: number, context: num
     kiln_fraction: typeof kilnTokS === "number" ? kilnTokS / roof : null,
     llamacpp_fraction: typeof llamaTokS === "number" ? llamaTokS / roof : null,
   };
+}
+
+/**
+ * The decode roofline from per-measurement probes: each measurement's fraction is its tok/s ÷ the
+ * roofline at the bandwidth probed beside it (median over reps); roofline_tok_s uses the median
+ * probe. A fraction then stays below 100% when the host's bandwidth changes during a run.
+ */
+export function pairedRooflinePoint(weightBytes: number, kvBytes: number, context: number, kilnTokS: readonly (number | null)[], llamaTokS: readonly (number | null)[], bw: { kiln: readonly number[]; llamacpp: readonly number[] }): RooflinePoint {
+  const bytes = weightBytes + kvBytes;
+  const fractions = (tok: readonly (number | null)[], gbs: readonly number[]) => median(tok.map((t, i) => (typeof t === "number" && gbs[i]! > 0 ? (t * bytes) / (gbs[i]! * 1e9) : null)));
+  const roof = ((median([...bw.kiln, ...bw.llamacpp]) ?? 0) * 1e9) / bytes;
+  return { context, weight_bytes: weightBytes, kv_bytes: kvBytes, bytes_per_token: bytes, roofline_tok_s: roof, kiln_fraction: fractions(kilnTokS, bw.kiln), llamacpp_fraction: fractions(llamaTokS, bw.llamacpp) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,7 +541,41 @@ export interface SuiteOptions {
 
 const fmt = (x: number | null | undefined, d = 1) => (typeof x === "number" ? x.toFixed(d) : "—");
 
-export async function runModel(plan: ModelPlan, o: SuiteOptions, bandwidthGBs: number, dir: string): Promise<ModelEntry> {
+/**
+ * Measures `reps` pairs, the engines alternating which goes first. With a probe, the bandwidth is
+ * probed before, between and after each pair, and a pair whose probes are not one state
+ * (oneState) is measured again, at most `reps` times in all; when the repeats run out it is kept
+ * and marked. Without a probe, pairs are not recorded.
+ */
+export async function measurePairs<R>(reps: number, measure: (engine: "kiln" | "llamacpp", rep: number) => Promise<R>, probe: (() => number) | null, log: (s: string) => void): Promise<{ results: { kiln: R[]; llamacpp: R[] }; pairs: PairRecord[] }> {
+  const results = { kiln: [] as R[], llamacpp: [] as R[] };
+  const pairs: PairRecord[] = [];
+  let repeatsLeft = reps;
+  for (let rep = 0; rep < reps; rep++) {
+    const order = rep % 2 === 0 ? (["kiln", "llamacpp"] as const) : (["llamacpp", "kiln"] as const);
+    for (let discarded = 0; ; discarded++) {
+      const got: Partial<Record<"kiln" | "llamacpp", R>> = {};
+      const probes: number[] = probe ? [probe()] : [];
+      for (const engine of order) {
+        got[engine] = await measure(engine, rep);
+        if (probe) probes.push(probe());
+      }
+      const same = !probe || oneState(probes);
+      const shown = probes.map((x) => fmt(x)).join(" → ");
+      if (same || repeatsLeft === 0) {
+        if (probe) pairs.push({ order: [...order], bandwidth_gbs: probes, one_state: same, discarded });
+        for (const engine of order) results[engine].push(got[engine]!);
+        if (probe) log(same ? `  (rep ${rep + 1}: bandwidth ${shown} GB/s)` : `  (the bandwidth changed during rep ${rep + 1} (${shown} GB/s) and no repeats are left: kept, marked)`);
+        break;
+      }
+      repeatsLeft--;
+      log(`  (the bandwidth changed during rep ${rep + 1}: ${shown} GB/s; measuring the pair again)`);
+    }
+  }
+  return { results, pairs };
+}
+
+export async function runModel(plan: ModelPlan, o: SuiteOptions, bandwidthGBs: number, dir: string, probe?: BandwidthProbe): Promise<ModelEntry> {
   const facts = await modelFacts(plan.path);
   const runs = modelRuns(plan.prompts, plan.decode);
   const ctx = contextFor(runs);
@@ -469,25 +585,27 @@ export async function runModel(plan: ModelPlan, o: SuiteOptions, bandwidthGBs: n
   if (!o.keepPageCache) notes.push(describeReread(rereadInHugePages(plan.path)));
   if (ctx > facts.nCtxTrain) notes.push(`context ${ctx} exceeds the model's training context ${facts.nCtxTrain}`);
   const base = { model: plan.path, threads: o.threads, ctx, batch: o.batch, flash: true, idsFile, runs };
-  const res = { kiln: [] as WorkerResult[], llamacpp: [] as WorkerResult[] };
   let profile: DecodeProfile | null = null;
-  for (let rep = 0; rep < plan.reps; rep++) {
-    const order = rep % 2 === 0 ? (["kiln", "llamacpp"] as const) : (["llamacpp", "kiln"] as const);
-    for (const engine of order) {
-      const wantProfile = engine === "kiln" && rep === 0 && o.profile;
-      const r = await runWorker({ ...base, engine, profile: wantProfile ? { prompt: Math.min(...plan.prompts), tokens: 8 } : undefined }, undefined, o.log);
-      if (r.profile) profile = r.profile;
-      res[engine].push(r);
-      const shortRun = r.runs.find((x) => x.decode > 0);
-      o.log(`  ${basename(plan.path)} rep ${rep + 1}/${plan.reps} ${engine.padEnd(8)} load ${fmt(r.load_ms, 0)} ms, prefill ${r.runs.map((x) => `${x.prompt}: ${fmt(x.prefill_tok_s)}`).join(", ")} tok/s, decode ${fmt(shortRun?.decode_tok_s)} tok/s, peak RSS ${fmt(r.peak_rss_bytes / 2 ** 20, 0)} MiB`);
-    }
-  }
+  const { results: res, pairs } = await measurePairs(plan.reps, async (engine, rep) => {
+    const wantProfile = engine === "kiln" && rep === 0 && o.profile && !profile;
+    const r = await runWorker({ ...base, engine, profile: wantProfile ? { prompt: Math.min(...plan.prompts), tokens: 8 } : undefined }, undefined, o.log);
+    if (r.profile) profile = r.profile;
+    const shortRun = r.runs.find((x) => x.decode > 0);
+    o.log(`  ${basename(plan.path)} rep ${rep + 1}/${plan.reps} ${engine.padEnd(8)} load ${fmt(r.load_ms, 0)} ms, prefill ${r.runs.map((x) => `${x.prompt}: ${fmt(x.prefill_tok_s)}`).join(", ")} tok/s, decode ${fmt(shortRun?.decode_tok_s)} tok/s, peak RSS ${fmt(r.peak_rss_bytes / 2 ** 20, 0)} MiB`);
+    return r;
+  }, probe ? () => probe.gbs() : null, o.log);
   const k = engineFigures(res.kiln, plan.prompts);
   const l = engineFigures(res.llamacpp, plan.prompts);
   const hp = headlinePrompt(plan.prompts);
   const shortest = Math.min(...plan.prompts);
   const long = plan.prompts.find((p) => p >= 2048);
-  const point = (context: number, key: string) => rooflinePoint(facts.weightBytesPerToken, facts.kvBytesPerToken(context), context, bandwidthGBs, k.figures[key], l.figures[key]);
+  const bw = probe ? workerBandwidths(pairs) : null;
+  const point = (context: number, key: string) =>
+    bw
+      ? pairedRooflinePoint(facts.weightBytesPerToken, facts.kvBytesPerToken(context), context, k.samples[key] ?? [], l.samples[key] ?? [], bw)
+      : rooflinePoint(facts.weightBytesPerToken, facts.kvBytesPerToken(context), context, bandwidthGBs, k.figures[key], l.figures[key]);
+  const paired = pairedRatios(k.samples, l.samples);
+  if (probe) notes.push(`Bandwidth probed beside every measurement: ${pairs.map((p) => p.bandwidth_gbs.map((x) => fmt(x)).join("→")).join(", ")} GB/s${pairs.some((p) => p.discarded) ? `; ${pairs.reduce((a, p) => a + p.discarded, 0)} pair(s) measured again because it changed during them` : ""}${pairs.some((p) => !p.one_state) ? `; ${pairs.filter((p) => !p.one_state).length} pair(s) kept across a change` : ""}.`);
   return {
     model: basename(plan.path),
     path: plan.path,
@@ -503,15 +621,16 @@ export async function runModel(plan: ModelPlan, o: SuiteOptions, bandwidthGBs: n
     reps: plan.reps,
     kiln: k.figures,
     llamacpp: l.figures,
-    ratios: ratios(k.figures, l.figures),
-    decode_ratio: ratio(k.figures.decode_tok_s_short, l.figures.decode_tok_s_short),
-    prefill_ratio: ratio(k.figures[`prefill_tok_s_${hp}`], l.figures[`prefill_tok_s_${hp}`]),
+    ratios: paired,
+    decode_ratio: paired.decode_tok_s_short ?? null,
+    prefill_ratio: paired[`prefill_tok_s_${hp}`] ?? null,
     prefill_ratio_prompt: hp,
     roofline: {
-      bandwidth_gbs: bandwidthGBs,
+      bandwidth_gbs: bw ? median([...bw.kiln, ...bw.llamacpp])! : bandwidthGBs,
       short: point(shortest + Math.floor(plan.decode / 2), "decode_tok_s_short"),
       long: long === undefined ? null : point(long + Math.floor(plan.decode / 2), `decode_tok_s_${long}`),
     },
+    ...(probe ? { pairs } : {}),
     samples: { kiln: k.samples, llamacpp: l.samples },
     profile,
     notes,
@@ -596,11 +715,14 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteResult> {
   requireNodeLlamaCpp();
   const t0 = performance.now();
   const dir = mkdtempSync(join(tmpdir(), "kiln-bench-"));
+  let probe: BandwidthProbe | undefined;
   try {
     o.log(`read bandwidth probe (${o.threads} threads)…`);
     const bwStart = Math.max(readBandwidthGBs(o.threads, o.bandwidthBytes), o.resume?.bandwidth_gbs.best ?? 0);
     o.log(`  ${bwStart.toFixed(1)} GB/s`);
-    const entries: { plan: ModelPlan; run: (bw: number) => Promise<ModelEntry> }[] = o.models.map((plan) => ({ plan, run: (bw) => runModel(plan, o, bw, dir) }));
+    // One buffer for the probes beside every measurement (at most 256 MiB: ~60 ms a probe).
+    probe = new BandwidthProbe(o.threads, Math.min(o.bandwidthBytes, 256 * 2 ** 20));
+    const entries: { plan: ModelPlan; run: (bw: number) => Promise<ModelEntry> }[] = o.models.map((plan) => ({ plan, run: (bw) => runModel(plan, o, bw, dir, probe) }));
     const models: ModelEntry[] = [];
     let long: LongContextResult | null = null;
     const progress = (bwEnd: number) => o.onProgress?.(assemble(o, models, long, bwStart, bwEnd, t0));
@@ -625,6 +747,7 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteResult> {
     const bwEnd = readBandwidthGBs(o.threads, o.bandwidthBytes);
     return assemble(o, models, long, bwStart, bwEnd, t0);
   } finally {
+    probe?.free();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -632,9 +755,11 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteResult> {
 function assemble(o: SuiteOptions, models: ModelEntry[], long: LongContextResult | null, bwStart: number, bwEnd: number, t0: number): SuiteResult {
   {
     const best = Math.max(bwStart, bwEnd);
-    // The roofline uses the best of the two probes (the machine's bandwidth, not a noisy moment of it).
+    // Entries without per-measurement probes (resumed older results) use the best of the run's two
+    // probes (the machine's bandwidth, not a noisy moment of it).
     models = models.map((m) => structuredClone(m));
     for (const m of models) {
+      if (m.pairs) continue; // probed beside each measurement (runModel)
       m.roofline.bandwidth_gbs = best;
       const re = (p: RooflinePoint, key: string) => rooflinePoint(p.weight_bytes, p.kv_bytes, p.context, best, m.kiln[key], m.llamacpp[key]);
       m.roofline.short = re(m.roofline.short, "decode_tok_s_short");
@@ -664,7 +789,8 @@ function assemble(o: SuiteOptions, models: ModelEntry[], long: LongContextResult
       notes: [
         ...(o.resume ? [`Resumed from a partial run of ${o.resume.date} (its models and complete long-context lengths are reused).`] : []),
         "Before each measurement the suite waits (up to 10 min) until other processes leave the CPUs under 30% busy, and a measurement during which other processes took over 25% of the CPU time is discarded and repeated (at most twice); `load` counts the repeats and the measurements kept under load anyway.",
-        "Each figure is the median over the reps; every measurement is one child process per engine, the engines alternating.",
+        "Each figure is the median over the reps; every measurement is one child process per engine, the engines alternating. Ratios (kiln ÷ llama.cpp) are the median of each rep's pair, the two measured back to back.",
+        `The read bandwidth is probed before, between and after each pair (256 MiB, 3 passes); a pair whose probes differ by more than ${Math.round((STATE_SPREAD - 1) * 100)}% (this host's bandwidth changes state within minutes) is measured again, at most once per rep in all, and kept anyway when the repeats run out. Each measurement's roofline fraction uses the bandwidth probed beside it.`,
         "Both engines: same file, same threads, same context size and batch size (512), flash attention on, f16 KV cache, greedy decoding.",
         "load_ms: open the file, build model and context, one one-token forward (both engines have then touched every weight).",
         "prefill tok/s = prompt tokens ÷ time to first token (prefill + greedy sample of the first token), from an empty context.",

@@ -55,7 +55,13 @@ describe("kiln bench", () => {
     expect(m.prefill_ratio_prompt).toBe(64);
     expect(m.ratios.peak_rss_mb).toBeCloseTo(m.kiln.peak_rss_mb / m.llamacpp.peak_rss_mb, 9);
     expect(m.roofline.short.bytes_per_token).toBeGreaterThan(m.roofline.short.kv_bytes);
-    expect(m.roofline.short.kiln_fraction).toBeCloseTo(m.kiln.decode_tok_s_short / m.roofline.short.roofline_tok_s, 9);
+    // The bandwidth probed before, between and after the pair; kiln's fraction is against its own.
+    expect(m.pairs.length).toBe(1);
+    expect(m.pairs[0].order).toEqual(["kiln", "llamacpp"]);
+    expect(m.pairs[0].bandwidth_gbs.length).toBe(3);
+    const kilnGBs = (m.pairs[0].bandwidth_gbs[0] + m.pairs[0].bandwidth_gbs[1]) / 2;
+    expect(m.roofline.short.kiln_fraction).toBeCloseTo((m.kiln.decode_tok_s_short * m.roofline.short.bytes_per_token) / (kilnGBs * 1e9), 9);
+    expect(m.notes.join(" ")).toContain("Bandwidth probed beside every measurement");
     expect(m.roofline.long).toBeNull();
     expect(m.profile.ops.map((o: { op: string }) => o.op)).toContain("attention");
     // written files
