@@ -13,7 +13,8 @@
  *
  * PACKED=1 reads each layer's weights from packed copies instead (zig-kernels/packed.zig, as
  * LoadOptions.packLayers makes them: one native buffer of 2 MiB pages, cpu.packArena), packed by
- * each build itself.
+ * each build itself. A configuration written LIB.so:MODEL.gguf@packed (or @in-place) sets it for
+ * that configuration alone, so packed and in-place reads alternate round by round.
  */
 import { dlopen } from "bun:ffi";
 import * as cpu from "../src/backends/cpu";
@@ -28,9 +29,12 @@ const m = Number(process.env.M ?? 1);
 const names = op === "gated" ? ["ffn_gate", "ffn_up"] : [op];
 // The signatures of src/ffi/library.ts's one table, for several builds loaded side by side.
 const sym = { kiln_quantize_act: symbols.kiln_quantize_act, kiln_set_threads: symbols.kiln_set_threads, kiln_matmul: symbols.kiln_matmul, kiln_ffn_gated: symbols.kiln_ffn_gated, kiln_pack_rows: symbols.kiln_pack_rows, kiln_matmul_packed: symbols.kiln_matmul_packed, kiln_ffn_gated_packed: symbols.kiln_ffn_gated_packed };
-const packed = process.env.PACKED === "1";
+const packedDefault = process.env.PACKED === "1";
 if (process.argv.length < 3) throw new Error("usage: bun bench/model-matmul-ab.ts LIB.so:MODEL.gguf [LIB2.so:MODEL2.gguf ...]");
-const configs = process.argv.slice(2).map((arg) => {
+const configs = process.argv.slice(2).map((spec) => {
+  const how = spec.match(/@(packed|in-place)$/)?.[1];
+  const arg = how ? spec.slice(0, -how.length - 1) : spec;
+  const packed = how ? how === "packed" : packedDefault;
   const at = arg.lastIndexOf(".so:");
   if (at < 0) throw new Error(`${arg}: expected LIB.so:MODEL.gguf`);
   const [lib, file] = [arg.slice(0, at + 3), arg.slice(at + 4)];
@@ -77,7 +81,7 @@ const configs = process.argv.slice(2).map((arg) => {
     }
   };
   const flops = 2 * m * layers.reduce((s, ws) => s + ws.length, 0) * n * k;
-  return { flops, name: `${lib} on ${file.split("/").at(-1)} (${dtype} ${n}×${k}, ${layers.length} layers${skipped ? `, ${skipped} of another type skipped` : ""})`, run, bytes, times: [] as number[] };
+  return { flops, name: `${lib} on ${file.split("/").at(-1)}${packed ? " (packed)" : ""} (${dtype} ${n}×${k}, ${layers.length} layers${skipped ? `, ${skipped} of another type skipped` : ""})`, run, bytes, times: [] as number[] };
 });
 for (let r = 0; r < Number(process.env.ROUNDS ?? 40); r++) {
   for (const c of configs) {
