@@ -141,20 +141,22 @@ describe("matmul3 (three projections of the same rows, one kernel call)", () => 
 });
 
 describe("packed rows (the load-time layout of the output head and, LoadOptions.packLayers, the layers)", () => {
-  // zig-kernels/packed.zig: Q8_0, Q4_0 and Q4_1 on the AVX-512 VNNI build; elsewhere packRows declines.
-  const supported = (dtype: DType) => cpu.packUnsupportedReason(Tensor.zeros(dtype, [16, 32])) === null;
+  // zig-kernels/packed.zig: Q8_0, Q4_0, Q4_1 and Q4_K (not where AMX is enabled) on the AVX-512
+  // VNNI build; elsewhere packRows declines.
+  const supported = (dtype: DType) => cpu.packUnsupportedReason(Tensor.zeros(dtype, [16, 256])) === null;
 
-  for (const dtype of ["q8_0", "q4_0", "q4_1"] as const) {
+  for (const dtype of ["q8_0", "q4_0", "q4_1", "q4_k"] as const) {
     test(`${dtype}: within rounding of the in-place matmul, and every batched row bitwise the row alone`, () => {
       if (!supported(dtype)) {
         // Not this build: packRows must decline and leave the weight read in place.
-        const w = Tensor.zeros(dtype, [16, 32]);
+        const w = Tensor.zeros(dtype, [16, 256]);
         expect(cpu.packRows(w)).toBe(false);
         expect(cpu.packedCopy(w)).toBeNull();
         return;
       }
-      // 80 rows (five groups of 16), k = 640 (20 blocks: not a multiple of a 64-byte vector's blocks).
-      const [n, k] = [80, 640];
+      // 80 rows (five groups of 16), k = 640 (20 blocks: not a multiple of a 64-byte vector's
+      // blocks; Q4_K: 768, three of its 256-element blocks).
+      const [n, k] = [80, dtype === "q4_k" ? 768 : 640];
       const w = cpu.quantize(f32(randn(n * k, 11), [n, k], "output.weight"), dtype);
       const mMax = 19;
       const x = f32(randn(mMax * k, 12), [mMax, k], "x");

@@ -29,6 +29,7 @@ const std = @import("std");
 const pool = @import("pool.zig");
 const quant = @import("quant.zig");
 const legacy = @import("quant_legacy.zig");
+const kq = @import("quant_k.zig");
 const repack = @import("repack.zig");
 const builtin = @import("builtin");
 const cpu = @import("cpu.zig");
@@ -42,12 +43,29 @@ const GgmlType = quant.GgmlType;
 const ActQ8_0 = legacy.ActQ8_0;
 
 extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
+extern fn @"llvm.x86.avx512.vpdpwssd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
 
 pub const rows = repack.rows;
 
 /// Types with a packed layout in this build (the x86_64-v4 library: 512-bit VNNI).
+pub fn hasLayout(t: GgmlType) bool {
+    return repack.available and (t == .q8_0 or t == .q4_0 or t == .q4_1 or isK(t));
+}
+
+/// The K-quants with a packed layout (repack.zig's K-quant kernel's arithmetic, vecDotRef's bits).
+/// Not Q6_K: a copy of it in the kernel's read order streamed no faster than the rows in place
+/// on a Zen 4 thread (TinyLlama-shape Q6_K, bench/model-matmul-ab.ts, gate+up 25.0 in place
+/// against 16.3 with software prefetches and 19.4 without; ffn_down 23.5, 15.8, 23.9), although
+/// its kernel computes 1.5× the in-place one's rate on cache-resident rows.
+fn isK(t: GgmlType) bool {
+    return t == .q4_k;
+}
+
+/// The types loading packs (kiln_packed_supported): those with a layout, but not the K-quants
+/// where the AMX prefill is enabled, which reads them from the file's rows (amx.supportsPacked:
+/// legacy types only) and would be lost to the copy.
 pub fn supports(t: GgmlType) bool {
-    return repack.available and (t == .q8_0 or t == .q4_0 or t == .q4_1);
+    return hasLayout(t) and !(isK(t) and amx.enabled());
 }
 
 /// Activation rows whose block sums one pass keeps on the stack: 16 rows × 1024 blocks (k ≤ 32768).
@@ -80,9 +98,11 @@ const hardware_stream_min_bytes = 256 * 1024;
 /// thread and 31.3 → 32.7 on two, ffn_down 22.6 → 25.7, attn_q 23.3 → 30.0 and 30.0 → 32.7. Not
 /// Q8_0: on two threads ffn_down 29.9 → 28.3 and attn_q 27.8 → 25.6, whole decode steps
 /// 35–38 → 37–40 ms/token. Not Q4_1: its gate+up 23.1 → 17.9 (one thread), 30.9 → 27.2 (two),
-/// although its ffn_down 22.8 → 26.5.
+/// although its ffn_down 22.8 → 26.5. Q4_K (one thread, builds alternated, 2026-12-07): gate+up
+/// 21.0 → 28.1, ffn_down 20.2 → 27.6, attn_q 20.5 → 30.8; on two threads at the host's lower
+/// bandwidth 29.1 → 32.4, 27.2 → 30.8, 30.0 → 34.0.
 fn hardwareStreamType(t: GgmlType) bool {
-    return t == .q4_0;
+    return t == .q4_0 or t == .q4_k;
 }
 /// Under test, a choice that overrides the CPU's (to run both on one machine).
 pub var test_long_streams: ?cpu.LongStreams = null;
@@ -107,7 +127,9 @@ fn taskStreamBytes(t: GgmlType, n_out: usize, k: usize) usize {
 const task_bytes = 1024 * 1024;
 
 fn Layout(comptime t: GgmlType) type {
+    if (t == .q4_k) return LayoutQ4K;
     return struct {
+        const block_elems = 32;
         const nibbles = t == .q4_0 or t == .q4_1;
         const groups = if (nibbles) 4 else 8;
         const type_size = quant.Traits(t).type_size;
@@ -213,6 +235,100 @@ fn Layout(comptime t: GgmlType) type {
     };
 }
 
+/// Q4_K's copy (repack.q4k_packed: each 256-element block of 16 rows as 32 vectors of
+/// interleaved quant words, the rows' scale words, d and dmin) and its decode kernel, whose
+/// arithmetic is repack.zig's K-quant kernel's (KLayout.dotChunk), so every output has the bits
+/// of quant_k.zig's vecDotRef: integer sums per sub-block (vpdpbusd) times the lane's 6-bit
+/// scale, the mins through vpdpwssd against the activation's bsums, then per block
+/// acc += (d·d_a)·sumi − (dmin·d_a)·summ. Batches beyond max_invariant_rows take
+/// repack.block16PackedQ4K (the same bits; matmulPrefillQ4K).
+const LayoutQ4K = struct {
+    const P = repack.q4k_packed;
+    const block_elems = 256;
+    const block_bytes = P.block_bytes;
+    const zero: i32 = 0;
+    const W = kq.Q4_K;
+    const A = kq.ActQ8_K;
+
+    fn packGroup(w: [*]const u8, row_bytes: usize, nb: usize, grp: usize, dst: [*]u8) void {
+        const qs_offset = 16; // after d, dmin and the 12 scale bytes
+        for (0..nb) |b| {
+            const out = dst + (grp * nb + b) * block_bytes;
+            var words: [32][rows]u32 = undefined;
+            var sw: [3][rows]u32 = undefined;
+            var d: [rows]u16 = undefined;
+            var dmin: [rows]u16 = undefined;
+            for (0..rows) |r| {
+                const blk = w + (grp * rows + r) * row_bytes + b * W.type_size;
+                d[r] = std.mem.readInt(u16, blk[0..2], .little);
+                dmin[r] = std.mem.readInt(u16, blk[2..4], .little);
+                inline for (0..3) |t| sw[t][r] = std.mem.readInt(u32, blk[4 + 4 * t ..][0..4], .little);
+                // Vector v = 8h + g holds qs bytes 32h + 4g = 4v of every row.
+                inline for (0..32) |v| words[v][r] = std.mem.readInt(u32, blk[qs_offset + 4 * v ..][0..4], .little);
+            }
+            @memcpy(out[P.qs..][0 .. 32 * 64], std.mem.asBytes(&words));
+            @memcpy(out[P.scales..][0 .. 3 * 64], std.mem.asBytes(&sw));
+            @memcpy(out[P.d..][0..32], std.mem.asBytes(&d));
+            @memcpy(out[P.dmin..][0..32], std.mem.asBytes(&dmin));
+        }
+    }
+
+    inline fn dotGroup(comptime C: usize, comptime stream: bool, hint: legacy.PrefetchHint, blocks: [*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, sums: [*]const i32, y: [*]f32, y_stride: usize) void {
+        dotGroups(1, C, stream, hint, .{blocks}, nb, a, act_bytes, sums, .{y}, y_stride);
+    }
+
+    /// Layout(legacy).dotGroups' contract (S matrices' groups block by block, C ≤ 4 activation
+    /// rows; `sums` unused: Q4_K's mins come from the activation's bsums).
+    inline fn dotGroups(comptime S: usize, comptime C: usize, comptime stream: bool, hint: legacy.PrefetchHint, blocks: [S][*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, sums: [*]const i32, y: [S][*]f32, y_stride: usize) void {
+        _ = sums;
+        const V64 = @Vector(64, u8);
+        const mask: V64 = @splat(0x0f);
+        var accs: [S][C]@Vector(16, f32) = @splat(@splat(@splat(0)));
+        for (0..nb) |b| inline for (0..S) |si| {
+            const blk = blocks[si] + b * block_bytes;
+            if (stream) legacy.prefetchLines(hint, blk + prefetch_ahead, block_bytes);
+            var sc: [8]@Vector(16, i32) = undefined;
+            var mp: [8]@Vector(16, i32) = undefined;
+            repack.scalesMins(@bitCast(blk[P.scales..][0..64].*), @bitCast(blk[P.scales + 64 ..][0..64].*), @bitCast(blk[P.scales + 128 ..][0..64].*), &sc, &mp);
+            var isum: [C]@Vector(16, i32) = @splat(@splat(0));
+            inline for (0..4) |h| {
+                var lo: [8]V64 = undefined;
+                var hi: [8]V64 = undefined;
+                inline for (0..8) |g| {
+                    const v: V64 = blk[P.qs + 64 * (8 * h + g) ..][0..64].*;
+                    lo[g] = v & mask;
+                    hi[g] = (v >> @splat(4)) & mask;
+                }
+                inline for (0..C) |ci| {
+                    const ab = a + ci * act_bytes + b * A.type_size + A.off_qs + 64 * h;
+                    // Sub-blocks 2h (low nibbles) and 2h + 1 (high): exact integer sums.
+                    var s0: @Vector(16, i32) = @splat(0);
+                    var s1: @Vector(16, i32) = @splat(0);
+                    inline for (0..8) |g| {
+                        s0 = @"llvm.x86.avx512.vpdpbusd.512"(s0, @bitCast(lo[g]), @splat(std.mem.readInt(i32, ab[4 * g ..][0..4], .little)));
+                        s1 = @"llvm.x86.avx512.vpdpbusd.512"(s1, @bitCast(hi[g]), @splat(std.mem.readInt(i32, ab[32 + 4 * g ..][0..4], .little)));
+                    }
+                    isum[ci] +%= s0 *% sc[2 * h] +% s1 *% sc[2 * h + 1];
+                }
+            }
+            const dw: @Vector(16, f32) = @floatCast(@as(@Vector(16, f16), @bitCast(blk[P.d..][0..32].*)));
+            const dminw: @Vector(16, f32) = @floatCast(@as(@Vector(16, f16), @bitCast(blk[P.dmin..][0..32].*)));
+            inline for (0..C) |ci| {
+                const ab = a + ci * act_bytes + b * A.type_size;
+                var msum: @Vector(16, i32) = @splat(0);
+                inline for (0..8) |p| msum = @"llvm.x86.avx512.vpdpwssd.512"(msum, mp[p], @splat(std.mem.readInt(i32, ab[A.off_bsums + 4 * p ..][0..4], .little)));
+                const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[A.off_d..][0..4], .little)));
+                // repack.zig KLayout.dotChunk's float operations, in its order.
+                const t = (dw * da) * @as(@Vector(16, f32), @floatFromInt(isum[ci]));
+                accs[si][ci] += t - (dminw * da) * @as(@Vector(16, f32), @floatFromInt(msum));
+            }
+        };
+        inline for (0..S) |si| {
+            inline for (0..C) |ci| y[si][ci * y_stride ..][0..rows].* = accs[si][ci];
+        }
+    }
+};
+
 /// Bytes of w [n_out, k] packed (n_out % 16 == 0): the same as the tensor's.
 pub fn packedBytes(t: GgmlType, n_out: usize, k: usize) usize {
     return n_out * quant.rowBytes(t, k);
@@ -224,9 +340,9 @@ pub fn packedBytes(t: GgmlType, n_out: usize, k: usize) usize {
 /// one task's worth, not by the tensor.
 pub fn pack(t: GgmlType, w: [*]const u8, n_out: usize, k: usize, dst: [*]u8, release_source: bool) void {
     if (comptime !repack.available) unreachable;
-    std.debug.assert(supports(t) and n_out % rows == 0 and k % 32 == 0);
+    std.debug.assert(hasLayout(t) and n_out % rows == 0 and k % quant.blockSize(t) == 0);
     switch (t) {
-        inline .q8_0, .q4_0, .q4_1 => |ct| {
+        inline .q8_0, .q4_0, .q4_1, .q4_k => |ct| {
             const L = Layout(ct);
             const Ctx = struct { w: [*]const u8, row_bytes: usize, nb: usize, dst: [*]u8, groups_per_task: usize, n_groups: usize, release: bool };
             const run = struct {
@@ -238,7 +354,7 @@ pub fn pack(t: GgmlType, w: [*]const u8, n_out: usize, k: usize, dst: [*]u8, rel
                     if (c.release) memory.releaseFilePages(c.w + g0 * group_bytes, (g1 - g0) * group_bytes);
                 }
             }.f;
-            const nb = k / 32;
+            const nb = k / L.block_elems;
             const gpt = @max(1, task_bytes / (nb * L.block_bytes));
             const n_groups = n_out / rows;
             pool.parallelFor(std.math.divCeil(usize, n_groups, gpt) catch unreachable, Ctx{ .w = w, .row_bytes = quant.rowBytes(ct, k), .nb = nb, .dst = dst, .groups_per_task = gpt, .n_groups = n_groups, .release = release_source }, run);
@@ -274,7 +390,7 @@ pub fn gatedFfn(t: GgmlType, p_gate: [*]const u8, p_up: [*]const u8, n_ff: usize
 /// matmul (up null) or gatedFfn: the AMX prefill or the invariant kernel.
 fn dispatch(t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
     if (comptime !repack.available) unreachable;
-    std.debug.assert(supports(t) and n_out % rows == 0 and k % 32 == 0 and k <= max_k);
+    std.debug.assert(hasLayout(t) and n_out % rows == 0 and k % quant.blockSize(t) == 0 and k <= max_k);
     switch (t) {
         inline .q8_0, .q4_0, .q4_1 => |ct| {
             if (comptime amx.wired(ct) and amx.supportsPacked(ct)) {
@@ -283,6 +399,7 @@ fn dispatch(t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*
             }
             matmulTyped(ct, p, up, n_out, k, xq, m, y, y_stride);
         },
+        .q4_k => if (m > max_invariant_rows) matmulPrefillQ4K(p, up, n_out, k, xq, m, y, y_stride) else matmulTyped(.q4_k, p, up, n_out, k, xq, m, y, y_stride),
         else => unreachable,
     }
 }
@@ -353,14 +470,41 @@ fn groupsPerTask(n_groups: usize, group_bytes: usize) usize {
 }
 const min_parallel_bytes = 64 * 1024;
 
+/// Prefill batches (m > max_invariant_rows) of the Q4_K copy: repack.block16PackedQ4K per task
+/// of one 16-row group × up to 64 activation rows, groups major within an activation block (the
+/// threads share one block of activations at a time, as matmul.zig's tiled tasks).
+fn matmulPrefillQ4K(p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
+    const acts = 64;
+    const Ctx = struct { p: [*]const u8, up: ?Up, group_bytes: usize, k: usize, xq: [*]const u8, act_bytes: usize, m: usize, n_groups: usize, y: [*]f32, y_stride: usize };
+    const run = struct {
+        fn f(c: Ctx, task: usize) void {
+            const grp = task % c.n_groups;
+            const i_0 = (task / c.n_groups) * acts;
+            const mm = @min(acts, c.m - i_0);
+            const a = c.xq + i_0 * c.act_bytes;
+            const out = c.y + i_0 * c.y_stride + grp * rows;
+            if (c.up) |u| {
+                var g: [acts * rows]f32 = undefined;
+                var v: [acts * rows]f32 = undefined;
+                repack.block16PackedQ4K(c.p + grp * c.group_bytes, c.k, a, c.act_bytes, mm, &g, rows);
+                repack.block16PackedQ4K(u.p + grp * c.group_bytes, c.k, a, c.act_bytes, mm, &v, rows);
+                for (0..mm) |i| matmul_zig.gatedProduct(u.act, g[i * rows ..].ptr, v[i * rows ..].ptr, out + i * c.y_stride, rows);
+            } else repack.block16PackedQ4K(c.p + grp * c.group_bytes, c.k, a, c.act_bytes, mm, out, c.y_stride);
+        }
+    }.f;
+    const n_groups = n_out / rows;
+    const n_blocks = std.math.divCeil(usize, m, acts) catch unreachable;
+    pool.parallelFor(n_groups * n_blocks, Ctx{ .p = p, .up = up, .group_bytes = rows * quant.rowBytes(.q4_k, k), .k = k, .xq = xq, .act_bytes = quant.actRowBytes(.q4_k, k), .m = m, .n_groups = n_groups, .y = y, .y_stride = y_stride }, run);
+}
+
 fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
     const L = Layout(t);
-    const nb = k / 32;
+    const nb = k / L.block_elems;
     const act_bytes = quant.actRowBytes(t, k);
     const Ctx = struct { p: [*]const u8, up: ?Up, nb: usize, a: [*]const u8, act_bytes: usize, m: usize, sums: [*]const i32, y: [*]f32, y_stride: usize, groups_per_task: usize, n_groups: usize, prefetch: bool };
     const run = struct {
         fn f(c: Ctx, task: usize) void {
-            @setEvalBranchQuota(8000); // dotGroup(s) inlined for 1..4 rows, with and without the stream's prefetches
+            @setEvalBranchQuota(100_000); // dotGroup(s) inlined for 1..4 rows, with and without the stream's prefetches (Q4_K: 64 unrolled dot products a block)
             const g0 = task * c.groups_per_task;
             const hint = legacy.prefetchHint(.l2);
             for (g0..@min(c.n_groups, g0 + c.groups_per_task)) |grp| {
@@ -420,14 +564,16 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
     const al = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(77);
     const rng = prng.random();
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1 }) |t| {
-        // k: one block, several, and a width that is no multiple of a vector's 64 bytes.
+    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1, GgmlType.q4_k }) |t| {
+        // k: one block, several, and a width that is no multiple of a vector's 64 bytes (K-quants:
+        // one 256-element block, 3, 2).
         // The last shape is several tasks (groups of 16 rows of 4096 columns are 70 KB of Q8_0,
         // 37 KB of Q4_0), run on 3 threads: tasks long enough for softwarePrefetch's hardware
         // streams (checked below).
         _ = pool.setThreads(3);
         defer _ = pool.setThreads(2);
-        for ([_][2]usize{ .{ 16, 32 }, .{ 48, 640 }, .{ 80, 96 }, .{ 32, 4096 }, .{ 16 * 48, 4096 } }) |shape| {
+        const shapes = if (comptime isK(t)) [_][2]usize{ .{ 16, 256 }, .{ 48, 768 }, .{ 80, 512 }, .{ 32, 4096 }, .{ 16 * 48, 4096 } } else [_][2]usize{ .{ 16, 32 }, .{ 48, 640 }, .{ 80, 96 }, .{ 32, 4096 }, .{ 16 * 48, 4096 } };
+        for (shapes) |shape| {
             const n = shape[0];
             const k = shape[1];
             const rb = quant.rowBytes(t, k);
@@ -454,6 +600,8 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
             for (0..m_max) |i| for (0..n) |j| {
                 const want = quant.Traits(t).vecDotRef(k, w.ptr + j * rb, xq.ptr + i * ab);
                 const got = alone[i * n + j];
+                // The K-quants follow vecDotRef's integer sums and float operations: bit for bit.
+                if (comptime isK(t)) try std.testing.expectEqual(@as(u32, @bitCast(want)), @as(u32, @bitCast(got)));
                 try std.testing.expect(@abs(got - want) <= 1e-5 * (@abs(want) + @sqrt(@as(f32, @floatFromInt(k)))));
             };
             // Every batch size, with a padded output stride: bitwise the rows computed alone,
@@ -468,14 +616,15 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
             for ([_]usize{ 2, 3, 4, 5, 11, 16, 17, m_max }) |m| {
                 @memset(got, 12345);
                 matmul(t, p.ptr, n, k, xq.ptr, m, got.ptr, stride);
-                if (m <= max_invariant_rows or !amx.enabled()) {
+                // K-quant prefill from the copy: repack.zig's kernel, the bits of the rows alone.
+                if (m <= max_invariant_rows or !amx.enabled() or comptime isK(t)) {
                     for (0..m) |i| try std.testing.expectEqualSlices(f32, alone[i * n ..][0..n], got[i * stride ..][0..n]);
                 } else try expectInPlaceBits(t, w.ptr, n, k, xq.ptr, m, got, in_place, stride);
                 for (got[m * stride ..]) |g| try std.testing.expectEqual(@as(f32, 12345), g);
             }
             // The AMX path on the emulated tiles, on every machine (its wiring: groups, strides,
             // a partial last activation group of the 19 rows, two tasks of 32 rows at n = 80).
-            if (comptime amx.wired(t)) {
+            if (comptime amx.wired(t) and amx.supportsPacked(t)) {
                 amx.test_emulate = true;
                 defer amx.test_emulate = false;
                 @memset(got, 12345);
@@ -489,8 +638,8 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
             defer test_long_streams = null;
             for ([_]cpu.LongStreams{ .software_prefetch, .hardware_prefetch }) |streams| {
                 test_long_streams = streams;
-                // The last shape's Q4_0 tasks go without prefetches under hardware_prefetch.
-                if (t == .q4_0 and n == 16 * 48) try std.testing.expectEqual(streams == .software_prefetch, softwarePrefetch(t, taskStreamBytes(t, n, k)));
+                // The last shape's Q4_0 and Q4_K tasks go without prefetches under hardware_prefetch.
+                if ((t == .q4_0 or t == .q4_k) and n == 16 * 48) try std.testing.expectEqual(streams == .software_prefetch, softwarePrefetch(t, taskStreamBytes(t, n, k)));
                 for ([_]cpu.PrefetchPolicy{ .by_level, .non_temporal, .l2 }) |policy| {
                     legacy.test_prefetch_policy = policy;
                     matmul(t, p.ptr, n, k, xq.ptr, 3, got.ptr, stride);
@@ -501,7 +650,7 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
     }
 }
 
-test "softwarePrefetch: short streams and other types always, long Q4_0 ones unless the CPU leaves them to the hardware" {
+test "softwarePrefetch: short streams and other types always, long Q4_0 and Q4_K ones unless the CPU leaves them to the hardware" {
     defer test_long_streams = null;
     test_long_streams = .hardware_prefetch;
     try std.testing.expect(softwarePrefetch(.q4_0, hardware_stream_min_bytes - 1));
@@ -509,7 +658,10 @@ test "softwarePrefetch: short streams and other types always, long Q4_0 ones unl
     try std.testing.expect(!softwarePrefetch(.q4_0, task_bytes));
     try std.testing.expect(softwarePrefetch(.q8_0, task_bytes));
     try std.testing.expect(softwarePrefetch(.q4_1, task_bytes));
+    try std.testing.expect(!softwarePrefetch(.q4_k, hardware_stream_min_bytes));
+    try std.testing.expect(softwarePrefetch(.q4_k, hardware_stream_min_bytes - 1));
     test_long_streams = .software_prefetch;
+    try std.testing.expect(softwarePrefetch(.q4_k, task_bytes));
     try std.testing.expect(softwarePrefetch(.q4_0, hardware_stream_min_bytes));
     try std.testing.expect(softwarePrefetch(.q4_0, task_bytes));
 }
@@ -520,11 +672,12 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
     var prng = std.Random.DefaultPrng.init(78);
     const rng = prng.random();
     const norm = @import("norm.zig");
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1 }) |t| {
+    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1, GgmlType.q4_k }) |t| {
         _ = pool.setThreads(3);
         defer _ = pool.setThreads(2);
         // n_ff: one group; five pieces of 32 rows and a half (two AMX tasks of 4 pieces); k odd in blocks.
-        for ([_][2]usize{ .{ 16, 64 }, .{ 176, 96 }, .{ 48, 640 } }) |shape| {
+        const shapes = if (comptime isK(t)) [_][2]usize{ .{ 16, 256 }, .{ 176, 512 }, .{ 48, 768 } } else [_][2]usize{ .{ 16, 64 }, .{ 176, 96 }, .{ 48, 640 } };
+        for (shapes) |shape| {
             const n = shape[0];
             const k = shape[1];
             const rb = quant.rowBytes(t, k);
@@ -558,7 +711,7 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
             const got = try al.alloc(f32, stride * (m_max + 1));
             defer al.free(got);
             for (0..2) |emulate| {
-                if (emulate == 1 and !amx.wired(t)) continue;
+                if (emulate == 1 and !(amx.wired(t) and amx.supportsPacked(t))) continue;
                 amx.test_emulate = emulate == 1;
                 defer amx.test_emulate = false;
                 for ([_]usize{ 1, 3, 16, 17, 37, m_max }) |m| {
@@ -566,7 +719,7 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
                     matmul(t, ps[1].ptr, n, k, xq.ptr, m, u.ptr, n);
                     // On AMX the packed matmuls share matmulAmx's task arithmetic with the fused
                     // call: hold them to matmul.zig's own tasks over the file's rows as well.
-                    if (m > max_invariant_rows and amx.enabled()) {
+                    if (m > max_invariant_rows and amx.enabled() and amx.supportsPacked(t)) {
                         try expectInPlaceBits(t, ws[0].ptr, n, k, xq.ptr, m, g, want, n);
                         try expectInPlaceBits(t, ws[1].ptr, n, k, xq.ptr, m, u, want, n);
                     }

@@ -216,26 +216,28 @@ fn KLayout(comptime W: type) type {
                     inline for (0..8) |p| c.mp[b][p] = ((sc[2 * p] * m32) & lo16) | ((sc[2 * p + 1] * m32) << @splat(16));
                 } else {
                     c.dmin[b] = @floatCast(@as(@Vector(16, f16), @bitCast(@as(@Vector(16, u16), mw))));
-                    // unpackScalesMins (get_scale_min_k4) on 16 rows at once.
-                    const w0: @Vector(16, u32) = sw[0];
-                    const w1: @Vector(16, u32) = sw[1];
-                    const w2: @Vector(16, u32) = sw[2];
-                    const k1: @Vector(16, u32) = @splat(0x3f3f3f3f);
-                    const k2: @Vector(16, u32) = @splat(0x0f0f0f0f);
-                    const k3: @Vector(16, u32) = @splat(0x03030303);
-                    const sc_lo = w0 & k1;
-                    const sc_hi = (w2 & k2) | (((w0 >> @splat(6)) & k3) << @splat(4));
-                    const m_lo = w1 & k1;
-                    const m_hi = ((w2 >> @splat(4)) & k2) | (((w1 >> @splat(6)) & k3) << @splat(4));
-                    const ff: @Vector(16, u32) = @splat(0xff);
-                    inline for (0..8) |j| {
-                        const sh: @Vector(16, u5) = @splat(8 * (j % 4));
-                        const scj = ((if (j < 4) sc_lo else sc_hi) >> sh) & ff;
-                        const mj = ((if (j < 4) m_lo else m_hi) >> sh) & ff;
-                        c.sc[b][j] = @bitCast(scj);
-                        c.mp[b][j] = @bitCast(mj | (mj << @splat(16)));
-                    }
+                    scalesMins(sw[0], sw[1], sw[2], &c.sc[b], &c.mp[b]);
                 }
+            }
+        }
+
+        /// fill() from packed.zig's copy of the 16 rows (layout q4k_packed, Q4_K only): the
+        /// quants are interleaved already, so a block is 32 vectors split into their nibbles.
+        fn fillPacked(c: *Chunk, blocks: [*]const u8, b0: usize, nb: usize) void {
+            comptime std.debug.assert(W == kq.Q4_K);
+            const L = q4k_packed;
+            const mask: @Vector(64, u8) = @splat(0x0f);
+            for (0..nb) |b| {
+                const blk = blocks + (b0 + b) * L.block_bytes;
+                // Vector 8h + g: low nibbles are group g of sub-block 2h, high ones of 2h + 1.
+                inline for (0..4) |h| inline for (0..8) |g| {
+                    const v: @Vector(64, u8) = blk[L.qs + 64 * (8 * h + g) ..][0..64].*;
+                    c.q[b][16 * h + g] = v & mask;
+                    c.q[b][16 * h + 8 + g] = (v >> @splat(4)) & mask;
+                };
+                c.d[b] = @floatCast(@as(@Vector(16, f16), @bitCast(blk[L.d..][0..32].*)));
+                c.dmin[b] = @floatCast(@as(@Vector(16, f16), @bitCast(blk[L.dmin..][0..32].*)));
+                scalesMins(@bitCast(blk[L.scales..][0..64].*), @bitCast(blk[L.scales + 64 ..][0..64].*), @bitCast(blk[L.scales + 128 ..][0..64].*), &c.sc[b], &c.mp[b]);
             }
         }
 
@@ -278,7 +280,44 @@ fn KLayout(comptime W: type) type {
     };
 }
 
-/// In-register transpose of 16 × 16 u32: v[i][c] becomes v[c][i]. Stage h swaps bit h of the
+/// Q4_K/Q5_K's 6-bit scales and mins (get_scale_min_k4) of 16 rows at once, from the three
+/// scale words of each (lane r = row r's word t in w_t): sc[j] = the 16 rows' scale of sub-block
+/// j, mp[j] = (m_j, m_j) as two i16 per lane (the vpdpwssd operand against a bsum pair).
+pub inline fn scalesMins(w0: @Vector(16, u32), w1: @Vector(16, u32), w2: @Vector(16, u32), sc: *[8]@Vector(16, i32), mp: *[8]@Vector(16, i32)) void {
+    const k1: @Vector(16, u32) = @splat(0x3f3f3f3f);
+    const k2: @Vector(16, u32) = @splat(0x0f0f0f0f);
+    const k3: @Vector(16, u32) = @splat(0x03030303);
+    const sc_lo = w0 & k1;
+    const sc_hi = (w2 & k2) | (((w0 >> @splat(6)) & k3) << @splat(4));
+    const m_lo = w1 & k1;
+    const m_hi = ((w2 >> @splat(4)) & k2) | (((w1 >> @splat(6)) & k3) << @splat(4));
+    const ff: @Vector(16, u32) = @splat(0xff);
+    inline for (0..8) |j| {
+        const sh: @Vector(16, u5) = @splat(8 * (j % 4));
+        const scj = ((if (j < 4) sc_lo else sc_hi) >> sh) & ff;
+        const mj = ((if (j < 4) m_lo else m_hi) >> sh) & ff;
+        sc[j] = @bitCast(scj);
+        mp[j] = @bitCast(mj | (mj << @splat(16)));
+    }
+}
+
+/// packed.zig's copy of Q4_K, per 16 rows and 256-element block (16 of the file's 144-byte
+/// blocks, the same 2304 bytes): 32 vectors of the rows' quant bytes interleaved 4 at a time
+/// (vector 8h + g, lane r = row r's qs bytes 32h + 4g .. 32h + 4g + 3: low nibbles elements
+/// 64h + 4g.., high ones 64h + 32 + 4g..), the rows' three scale words (3 vectors, lane r = row
+/// r's word), then the 16 d and the 16 dmin (f16).
+pub const q4k_packed = struct {
+    pub const qs: usize = 0;
+    pub const scales: usize = 32 * 64;
+    pub const d: usize = scales + 3 * 64;
+    pub const dmin: usize = d + 32;
+    pub const block_bytes: usize = dmin + 32;
+    comptime {
+        std.debug.assert(block_bytes == rows * kq.Q4_K.type_size);
+    }
+};
+
+/// In-register transpose of 16 × 16 u32/// In-register transpose of 16 × 16 u32: v[i][c] becomes v[c][i]. Stage h swaps bit h of the
 /// row index with bit h of the column index (4 stages of 8 two-source shuffles).
 inline fn transpose16(v: *[16]@Vector(16, u32)) void {
     inline for (.{ 8, 4, 2, 1 }) |h| {
@@ -306,6 +345,12 @@ inline fn transpose16(v: *[16]@Vector(16, u32)) void {
 /// through layout L: each chunk of blocks is interleaved once, then every tile of activation
 /// rows runs over it; out = acc − L.zero·off.
 fn rowsTimesActs(comptime L: type, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
+    rowsTimesActsFrom(L, false, w, row_bytes, k, a, act_bytes, m, y, y_stride);
+}
+
+/// rowsTimesActs, the 16 rows read from the file's rows (row_bytes apart) or, `from_packed`,
+/// from packed.zig's copy of them (w: their first block; row_bytes unused).
+fn rowsTimesActsFrom(comptime L: type, comptime from_packed: bool, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
     std.debug.assert(m <= 64 and k % L.block_elems == 0);
     const nb_total = k / L.block_elems;
     var chunk: L.Chunk = undefined;
@@ -316,7 +361,7 @@ fn rowsTimesActs(comptime L: type, w: [*]const u8, row_bytes: usize, k: usize, a
     var b0: usize = 0;
     while (b0 < nb_total) : (b0 += L.chunk_blocks) {
         const nb = @min(L.chunk_blocks, nb_total - b0);
-        L.fill(&chunk, w, row_bytes, b0, nb);
+        if (from_packed) L.fillPacked(&chunk, w, b0, nb) else L.fill(&chunk, w, row_bytes, b0, nb);
         var i: usize = 0;
         while (i < m) : (i += tile_c) {
             switch (@min(tile_c, m - i)) {
@@ -342,6 +387,13 @@ pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]co
         .q6_k => rowsTimesActs(KLayout(kq.Q6_K), w, row_bytes, k, a, act_bytes, m, y, y_stride),
         else => unreachable,
     }
+}
+
+/// block16 over packed.zig's Q4_K copy of the 16 rows (blocks: the group's first block,
+/// q4k_packed layout): the same arithmetic, so the bits of block16 on the rows it was packed from.
+pub fn block16PackedQ4K(blocks: [*]const u8, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
+    if (comptime !available) unreachable;
+    rowsTimesActsFrom(KLayout(kq.Q4_K), true, blocks, 0, k, a, act_bytes, m, y, y_stride);
 }
 
 /// Scalar reference for block16: each output is the type's scalar dot (exact integer sums per

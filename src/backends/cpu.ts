@@ -200,8 +200,9 @@ interface PackedCopy {
 const packedCopies = new WeakMap<Tensor, PackedCopy>();
 
 /**
- * Why `w` cannot be packed by this build, or null when it can: the layout exists for Q8_0 and
- * Q4_0 on the AVX-512 VNNI library, for 2-D weights of whole 16-row groups.
+ * Why `w` cannot be packed by this build, or null when it can: the layout exists for Q8_0, Q4_0,
+ * Q4_1 and Q4_K (not where the AMX prefill, which reads Q4_K in place, is enabled) on the
+ * AVX-512 VNNI library, for 2-D weights of whole 16-row groups.
  */
 export function packUnsupportedReason(w: Tensor): string | null {
   if (w.rank !== 2) return `${w} is not 2-D`;
