@@ -19,8 +19,10 @@
 //! 16 rows × 4 quant bytes (row r's bytes 4g..4g+3 in lane r of vector g; Q8_0 biased by +128 to
 //! unsigned, Q4_0/Q4_1 left as packed nibbles), then the 16 rows' f16 scales d (and Q4_1's 16 f16
 //! mins m): 544 B for Q8_0, 288 B for Q4_0, 320 B for Q4_1, exactly 16 of the file's blocks.
+//! Q4_K (where the AMX prefill is off) packs per 256-element block: 2304 B, 16 of
+//! its blocks (repack.zig q4k_packed), with repack.zig's K-quant arithmetic (LayoutQ4K below).
 //!
-//! Arithmetic per output (the same for every batch size and tile, so a row computed in a batch
+//! Arithmetic per output of the legacy types (the same for every batch size and tile, so a row computed in a batch
 //! is bitwise the row computed alone): per block the integer dot Σq·a is exact (the zero point ×
 //! Σa is subtracted in integers, Σa taken from the activation block once per call), converted
 //! to f32 (exact: |Σ| < 2^24) and accumulated as acc = fma(Σ, d_w·d_a, acc), then for Q4_1
