@@ -102,7 +102,7 @@ const hardware_stream_min_bytes = 256 * 1024;
 /// 35–38 → 37–40 ms/token. Not Q4_1: its gate+up 23.1 → 17.9 (one thread), 30.9 → 27.2 (two),
 /// although its ffn_down 22.8 → 26.5. Q4_K (one thread, builds alternated, 2026-12-07): gate+up
 /// 21.0 → 28.1, ffn_down 20.2 → 27.6, attn_q 20.5 → 30.8; on two threads at the host's lower
-/// bandwidth 29.1 → 32.4, 27.2 → 30.8, 30.0 → 34.0.
+/// bandwidth 29.6 → 32.4, 29.4 → 31.5, 30.9 → 34.0 (the rows in place: 30.6, 29.7, 27.7).
 fn hardwareStreamType(t: GgmlType) bool {
     return t == .q4_0 or t == .q4_k;
 }
