@@ -105,9 +105,10 @@ export interface ModelEntry {
 
 /**
  * One rep: kiln and llama.cpp measured back to back, with libkiln's read-bandwidth probe before,
- * between and after them. This host's bandwidth changes state within minutes (35 vs 65 GB/s at
+ * between and after them. This host's bandwidth changes state within seconds (35 vs 65 GB/s at
  * 2 threads on the Zen 4 VMs), so a pair whose probes disagree by more than STATE_SPREAD is
- * measured again (within a budget): the ratios compare the engines at one state.
+ * measured again (within a budget), to compare the engines at one state where it can; the
+ * probes do not always see the state a measurement ran in, so this narrows the mixing only.
  */
 export interface PairRecord {
   order: ("kiln" | "llamacpp")[];
@@ -172,13 +173,6 @@ export function median(xs: readonly (number | null)[]): number | null {
 
 export function ratio(a: number | null | undefined, b: number | null | undefined): number | null {
   return typeof a === "number" && typeof b === "number" && b > 0 && Number.isFinite(a) ? a / b : null;
-}
-
-/** kiln ÷ llama.cpp for every figure both engines have. */
-export function ratios(k: Figures, l: Figures): Figures {
-  const out: Figures = {};
-  for (const key of Object.keys(k)) if (key in l) out[key] = ratio(k[key], l[key]);
-  return out;
 }
 
 /**

@@ -317,7 +317,7 @@ pub const q4k_packed = struct {
     }
 };
 
-/// In-register transpose of 16 × 16 u32/// In-register transpose of 16 × 16 u32: v[i][c] becomes v[c][i]. Stage h swaps bit h of the
+/// In-register transpose of 16 × 16 u32: v[i][c] becomes v[c][i]. Stage h swaps bit h of the
 /// row index with bit h of the column index (4 stages of 8 two-source shuffles).
 inline fn transpose16(v: *[16]@Vector(16, u32)) void {
     inline for (.{ 8, 4, 2, 1 }) |h| {

@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { baselineFrom, checkBaseline, checkBaselineFile, compareToBaseline, confirmFindings, cpuIdentity, describeCpuIdentity, machineKind, type Baseline } from "../../bench/regress";
-import { STATE_SPREAD, contextFor, engineFigures, headlinePrompt, measurePairs, median, modelRuns, oneState, pairedRatios, pairedRooflinePoint, parseList, ratios, rooflinePoint, workerBandwidths } from "../../bench/suite";
+import { STATE_SPREAD, contextFor, engineFigures, headlinePrompt, measurePairs, median, modelRuns, oneState, pairedRatios, pairedRooflinePoint, parseList, rooflinePoint, workerBandwidths } from "../../bench/suite";
 import type { WorkerResult } from "../../bench/worker";
 import { modelEntry } from "./fixture";
 
@@ -114,7 +114,7 @@ describe("suite helpers", () => {
     expect(median([4, 1, 3, 2])).toBe(2.5);
     expect(median([null, 5, Number.NaN])).toBe(5);
     expect(median([])).toBeNull();
-    expect(ratios({ a: 2, b: null, c: 1 }, { a: 4, b: 1, d: 1 })).toEqual({ a: 0.5, b: null });
+    expect(pairedRatios({ a: [2], b: [null], c: [1] }, { a: [4], b: [1], d: [1] })).toEqual({ a: 0.5, b: null });
     expect(headlinePrompt([128, 512, 2048])).toBe(512);
     expect(headlinePrompt([32, 64])).toBe(64);
     expect(headlinePrompt([128, 1024])).toBe(128);
