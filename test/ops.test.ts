@@ -141,11 +141,11 @@ describe("matmul3 (three projections of the same rows, one kernel call)", () => 
 });
 
 describe("packed rows (the load-time layout of the output head and, LoadOptions.packLayers, the layers)", () => {
-  // zig-kernels/packed.zig: Q8_0, Q4_0, Q4_1 and Q4_K (not where AMX is enabled) on the AVX-512
+  // zig-kernels/packed.zig: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q4_K (the last three not where AMX is enabled) on the AVX-512
   // VNNI build; elsewhere packRows declines.
   const supported = (dtype: DType) => cpu.packUnsupportedReason(Tensor.zeros(dtype, [16, 256])) === null;
 
-  for (const dtype of ["q8_0", "q4_0", "q4_1", "q4_k"] as const) {
+  for (const dtype of ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k"] as const) {
     test(`${dtype}: within rounding of the in-place matmul, and every batched row bitwise the row alone`, () => {
       if (!supported(dtype)) {
         // Not this build: packRows must decline and leave the weight read in place.

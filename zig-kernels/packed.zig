@@ -17,15 +17,17 @@
 //!
 //! Layout, per group of 16 rows (n_out % 16 == 0), per block of 32 columns: `groups` vectors of
 //! 16 rows × 4 quant bytes (row r's bytes 4g..4g+3 in lane r of vector g; Q8_0 biased by +128 to
-//! unsigned, Q4_0/Q4_1 left as packed nibbles), then the 16 rows' f16 scales d (and Q4_1's 16 f16
-//! mins m): 544 B for Q8_0, 288 B for Q4_0, 320 B for Q4_1, exactly 16 of the file's blocks.
+//! unsigned, Q4_0/Q4_1/Q5_0/Q5_1 left as packed nibbles), for Q5_0/Q5_1 then the fifth bits as
+//! 8 masks of 64 bits (one per nibble half of each quant vector, a bit per byte: Layout.fifthBits),
+//! then the 16 rows' f16 scales d (and Q4_1's/Q5_1's 16 f16 mins m): 544 B for Q8_0, 288 B for
+//! Q4_0, 320 B for Q4_1, 352 B for Q5_0, 384 B for Q5_1, exactly 16 of the file's blocks.
 //! Q4_K (where the AMX prefill is off) packs per 256-element block: 2304 B, 16 of
 //! its blocks (repack.zig q4k_packed), with repack.zig's K-quant arithmetic (LayoutQ4K below).
 //!
 //! Arithmetic per output of the legacy types (the same for every batch size and tile, so a row computed in a batch
 //! is bitwise the row computed alone): per block the integer dot Σq·a is exact (the zero point ×
 //! Σa is subtracted in integers, Σa taken from the activation block once per call), converted
-//! to f32 (exact: |Σ| < 2^24) and accumulated as acc = fma(Σ, d_w·d_a, acc), then for Q4_1
+//! to f32 (exact: |Σ| < 2^24) and accumulated as acc = fma(Σ, d_w·d_a, acc), then for Q4_1/Q5_1
 //! acc = fma(m_w, s_a, acc) (s_a = d_a·Σa, the activation block's own), blocks in order.
 const std = @import("std");
 const pool = @import("pool.zig");
@@ -51,7 +53,19 @@ pub const rows = repack.rows;
 
 /// Types with a packed layout in this build (the x86_64-v4 library: 512-bit VNNI).
 pub fn hasLayout(t: GgmlType) bool {
-    return repack.available and (t == .q8_0 or t == .q4_0 or t == .q4_1 or isK(t));
+    return repack.available and (isLegacy(t) or isK(t));
+}
+
+/// The 32-element types with the legacy layout (Layout below). Q5_0 and Q5_1 since 2026-12-07:
+/// their in-place kernels compute ~60 GFLOP/s of one row per thread cache-warm against 125
+/// from the copy (`M=1 T=1 bun bench/matmul-hot.ts q5_0 256x2048`, AMD Zen 4), and Gemma 3
+/// 270M's Q5_0 layers (attn_q/k, ffn_gate/up: 44 MB) read from the file at 15.7 GB/s on one
+/// thread (gate+up; attn_q 18.2) against 26.4 (42.2) from the copy (bench/model-matmul-ab.ts).
+fn isLegacy(t: GgmlType) bool {
+    return switch (t) {
+        .q8_0, .q4_0, .q4_1, .q5_0, .q5_1 => true,
+        else => false,
+    };
 }
 
 /// The K-quants with a packed layout (repack.zig's K-quant kernel's arithmetic, vecDotRef's bits).
@@ -63,11 +77,11 @@ fn isK(t: GgmlType) bool {
     return t == .q4_k;
 }
 
-/// The types loading packs (kiln_packed_supported): those with a layout, but not the K-quants
-/// where the AMX prefill is enabled, which reads them from the file's rows (amx.supportsPacked:
-/// legacy types only) and would be lost to the copy.
+/// The types loading packs (kiln_packed_supported): those with a layout, but not those the AMX
+/// prefill reads from the file's rows only (Q4_K, Q5_0, Q5_1: amx.routed but not
+/// amx.supportsPacked) where it is enabled: the copy would lose it.
 pub fn supports(t: GgmlType) bool {
-    return hasLayout(t) and !(isK(t) and amx.enabled());
+    return hasLayout(t) and !(amx.routed(t) and !amx.supportsPacked(t) and amx.enabled());
 }
 
 /// Activation rows whose block sums one pass keeps on the stack: 16 rows × 1024 blocks (k ≤ 32768).
@@ -102,7 +116,9 @@ const hardware_stream_min_bytes = 256 * 1024;
 /// 35–38 → 37–40 ms/token. Not Q4_1: its gate+up 23.1 → 17.9 (one thread), 30.9 → 27.2 (two),
 /// although its ffn_down 22.8 → 26.5. Q4_K (one thread, builds alternated, 2026-12-07): gate+up
 /// 21.0 → 28.1, ffn_down 20.2 → 27.6, attn_q 20.5 → 30.8; on two threads at the host's lower
-/// bandwidth 29.6 → 32.4, 29.4 → 31.5, 30.9 → 34.0 (the rows in place: 30.6, 29.7, 27.7).
+/// bandwidth 29.6 → 32.4, 29.4 → 31.5, 30.9 → 34.0 (the rows in place: 30.6, 29.7, 27.7). Not
+/// Q5_0 (2026-12-07, the copies alternated round by round, one thread): gate+up 25.3 → 19.7,
+/// ffn_down 24.7 → 21.6, attn_q 26.0 → 23.6; two threads 34.0 → 31.4, 32.5 → 31.9, 32.1 → 31.4.
 fn hardwareStreamType(t: GgmlType) bool {
     return t == .q4_0 or t == .q4_k;
 }
@@ -132,23 +148,40 @@ fn Layout(comptime t: GgmlType) type {
     if (t == .q4_k) return LayoutQ4K;
     return struct {
         const block_elems = 32;
-        const nibbles = t == .q4_0 or t == .q4_1;
+        const nibbles = t != .q8_0;
+        /// Q5_0/Q5_1: the quants' fifth bits, as one 64-bit mask per nibble half of each quant
+        /// vector (fifthBits).
+        const fifth = t == .q5_0 or t == .q5_1;
         const groups = if (nibbles) 4 else 8;
         const type_size = quant.Traits(t).type_size;
-        /// Q4_1's per-block min (f16, after d in its blocks; 16 of them after the 16 d here).
-        const has_min = t == .q4_1;
-        /// Where a file block's quants start: after d (and Q4_1's m).
-        const qs_offset: usize = if (has_min) 4 else 2;
-        /// Subtracted from the stored quants, in integers (Q4_1: none, its min is a float term).
+        /// Q4_1's and Q5_1's per-block min (f16, after d in its blocks; 16 of them after the 16 d here).
+        const has_min = t == .q4_1 or t == .q5_1;
+        /// Where a file block's fifth bits (u32 qh) and quants start: after d (and the min).
+        const qh_offset: usize = if (has_min) 4 else 2;
+        const qs_offset: usize = qh_offset + if (fifth) 4 else 0;
+        /// Subtracted from the stored quants, in integers (Q4_1/Q5_1: none, their min is a float term).
         const zero: i32 = switch (t) {
             .q4_0 => 8,
+            .q5_0 => 16,
             .q8_0 => 128,
             else => 0,
         };
+        const fifth_bytes: usize = if (fifth) 2 * groups * 8 else 0;
+        const d_at = groups * 64 + fifth_bytes;
+        const m_at = d_at + 2 * rows;
         const scale_bytes: usize = if (has_min) 4 * rows else 2 * rows;
-        const block_bytes = groups * 64 + scale_bytes;
+        const block_bytes = d_at + scale_bytes;
         comptime {
             std.debug.assert(block_bytes == rows * type_size);
+        }
+
+        /// The 16 rows' fifth bits (qh[r], the file's u32 per block) of quant vector g's low
+        /// (half 0: elements 4g..4g+3) or high nibbles (half 1: 16+4g..): bit 4r+i is that of
+        /// row r's byte i, where the vector holds it (row r's 4 bytes in lane r).
+        fn fifthBits(qh: *const [rows]u32, g: usize, half: usize) u64 {
+            var bits: u64 = 0;
+            for (0..rows) |r| bits |= @as(u64, (qh[r] >> @intCast(16 * half + 4 * g)) & 0xf) << @intCast(4 * r);
+            return bits;
         }
 
         /// Packs rows [16·grp, 16·grp + 16) of w (nb blocks per row) into dst.
@@ -158,18 +191,23 @@ fn Layout(comptime t: GgmlType) type {
                 var words: [groups][rows]u32 = undefined;
                 var d: [rows]u16 = undefined;
                 var m: [rows]u16 = undefined;
+                var qh: [rows]u32 = undefined;
                 for (0..rows) |r| {
                     const blk = w + (grp * rows + r) * row_bytes + b * type_size;
                     d[r] = std.mem.readInt(u16, blk[0..2], .little);
                     if (has_min) m[r] = std.mem.readInt(u16, blk[2..4], .little);
+                    if (fifth) qh[r] = std.mem.readInt(u32, blk[qh_offset..][0..4], .little);
                     inline for (0..groups) |g| {
                         const v = std.mem.readInt(u32, blk[qs_offset + 4 * g ..][0..4], .little);
                         words[g][r] = if (t == .q8_0) v ^ 0x80808080 else v;
                     }
                 }
                 inline for (0..groups) |g| @memcpy(out[g * 64 ..][0..64], std.mem.asBytes(&words[g]));
-                @memcpy(out[groups * 64 ..][0 .. 2 * rows], std.mem.asBytes(&d));
-                if (has_min) @memcpy(out[groups * 64 + 2 * rows ..][0 .. 2 * rows], std.mem.asBytes(&m));
+                if (fifth) for (0..groups) |g| for (0..2) |half| {
+                    std.mem.writeInt(u64, out[groups * 64 + 8 * (2 * g + half) ..][0..8], fifthBits(&qh, g, half), .little);
+                };
+                @memcpy(out[d_at..][0 .. 2 * rows], std.mem.asBytes(&d));
+                if (has_min) @memcpy(out[m_at..][0 .. 2 * rows], std.mem.asBytes(&m));
             }
         }
 
@@ -193,14 +231,19 @@ fn Layout(comptime t: GgmlType) type {
                 const acc = &accs[si];
                 const blk = blocks[si] + b * block_bytes;
                 if (stream) legacy.prefetchLines(hint, blk + prefetch_ahead, block_bytes);
-                const dw: @Vector(16, f32) = @floatCast(@as(@Vector(16, f16), @bitCast(blk[groups * 64 ..][0 .. 2 * rows].*)));
-                const mw: @Vector(16, f32) = if (has_min) @floatCast(@as(@Vector(16, f16), @bitCast(blk[groups * 64 + 2 * rows ..][0 .. 2 * rows].*))) else undefined;
+                const dw: @Vector(16, f32) = @floatCast(@as(@Vector(16, f16), @bitCast(blk[d_at..][0 .. 2 * rows].*)));
+                const mw: @Vector(16, f32) = if (has_min) @floatCast(@as(@Vector(16, f16), @bitCast(blk[m_at..][0 .. 2 * rows].*))) else undefined;
                 var wq: [2 * groups]V64 = undefined;
                 inline for (0..groups) |g| {
                     const v: V64 = blk[g * 64 ..][0..64].*;
                     if (nibbles) {
                         wq[2 * g] = v & mask;
                         wq[2 * g + 1] = (v >> @splat(4)) & mask;
+                        // Q5: bit 4 of each byte from its mask bit (one masked OR per vector).
+                        if (fifth) inline for (0..2) |half| {
+                            const bits: @Vector(64, bool) = @bitCast(std.mem.readInt(u64, blk[groups * 64 + 8 * (2 * g + half) ..][0..8], .little));
+                            wq[2 * g + half] = @select(u8, bits, wq[2 * g + half] | @as(V64, @splat(0x10)), wq[2 * g + half]);
+                        };
                     } else wq[g] = v;
                 }
                 inline for (0..C) |ci| {
@@ -344,7 +387,7 @@ pub fn pack(t: GgmlType, w: [*]const u8, n_out: usize, k: usize, dst: [*]u8, rel
     if (comptime !repack.available) unreachable;
     std.debug.assert(hasLayout(t) and n_out % rows == 0 and k % quant.blockSize(t) == 0);
     switch (t) {
-        inline .q8_0, .q4_0, .q4_1, .q4_k => |ct| {
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k => |ct| {
             const L = Layout(ct);
             const Ctx = struct { w: [*]const u8, row_bytes: usize, nb: usize, dst: [*]u8, groups_per_task: usize, n_groups: usize, release: bool };
             const run = struct {
@@ -394,7 +437,7 @@ fn dispatch(t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*
     if (comptime !repack.available) unreachable;
     std.debug.assert(hasLayout(t) and n_out % rows == 0 and k % quant.blockSize(t) == 0 and k <= max_k);
     switch (t) {
-        inline .q8_0, .q4_0, .q4_1 => |ct| {
+        inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1 => |ct| {
             if (comptime amx.wired(ct) and amx.supportsPacked(ct)) {
                 // amx.enabled() decides (a self-check on first use) on the calling thread.
                 if (m > max_invariant_rows and amx.enabled()) return matmulAmx(ct, p, up, n_out, k, xq, m, y, y_stride);
@@ -566,7 +609,7 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
     const al = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(77);
     const rng = prng.random();
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1, GgmlType.q4_k }) |t| {
+    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1, GgmlType.q5_0, GgmlType.q5_1, GgmlType.q4_k }) |t| {
         // k: one block, several, and a width that is no multiple of a vector's 64 bytes (K-quants:
         // one 256-element block, 3, 2).
         // The last shape is several tasks (groups of 16 rows of 4096 columns are 70 KB of Q8_0,
@@ -674,7 +717,7 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
     var prng = std.Random.DefaultPrng.init(78);
     const rng = prng.random();
     const norm = @import("norm.zig");
-    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1, GgmlType.q4_k }) |t| {
+    inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1, GgmlType.q5_0, GgmlType.q5_1, GgmlType.q4_k }) |t| {
         _ = pool.setThreads(3);
         defer _ = pool.setThreads(2);
         // n_ff: one group; five pieces of 32 rows and a half (two AMX tasks of 4 pieces); k odd in blocks.

@@ -46,7 +46,7 @@ export interface LoadOptions extends ContextOptions {
   packOutputHead?: boolean;
   /**
    * Copy the layers' matmul weights into the same packed layout at load, where the CPU build has
-   * one for their type and shape (Q8_0/Q4_0/Q4_1, and Q4_K where the AMX prefill is off, on AVX-512 VNNI, rows a multiple of 16): decode
+   * one for their type and shape (Q8_0/Q4_0/Q4_1, and Q5_0/Q5_1/Q4_K where the AMX prefill is off, on AVX-512 VNNI, rows a multiple of 16): decode
    * then reads each weight as one sequential stream with a quarter of the instructions per
    * multiply-add, and prefill on AMX takes its tiles from the copy unconverted. The copies share
    * one buffer of 2 MiB pages. Default: where measured faster (Intel, AMD Zen 4;

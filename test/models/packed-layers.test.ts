@@ -1,5 +1,5 @@
 /**
- * LoadOptions.packLayers: the layers' Q8_0/Q4_0/Q4_K matmul weights read from packed copies
+ * LoadOptions.packLayers: the layers' Q8_0/Q4_0/Q5_0/Q4_K matmul weights read from packed copies
  * (zig-kernels/packed.zig) give the logits of the weights read in place, within rounding — prefill
  * (batches beyond 16 rows: the AMX kernel with its tiles from the copy where AMX is enabled, else
  * packed.zig's own kernel) and decode (one row) — and speculative decoding over them still
@@ -27,21 +27,22 @@ describe("packed layer weights (LoadOptions.packLayers)", () => {
     expect(d.source).toBe(process.env.KILN_PACK_LAYERS === undefined ? "cpu" : "env");
   });
 
-  for (const type of ["q8_0", "q4_0", "q4_k"] as const) {
+  const packable = (type: "q8_0" | "q4_0" | "q5_0" | "q4_k") => cpu.packUnsupportedReason(Tensor.zeros(type, [16, 256])) === null;
+  for (const type of ["q8_0", "q4_0", "q5_0", "q4_k"] as const) {
     test(`llama ${type}: logits within rounding of the weights read in place; speculative decoding unchanged`, async () => {
       const path = join(dir, `llama-${type}.gguf`);
       writeSyntheticModel(path, { arch: "llama", type, shape: "tiny", seed: 11 });
-      const packable = cpu.packUnsupportedReason(Tensor.zeros(type, [16, 256])) === null;
       const opts = { threads: 2, contextLength: 256, maxLogitRows: 16 } as const;
       const packed = await loadModel(path, { ...opts, packLayers: true });
       const inPlace = await loadModel(path, { ...opts, packLayers: false });
       try {
         // tiny: 2 layers × q, k, v, output, gate, up, down; every shape a multiple of 16 rows
         // (Q4_K: ffn_down's 640 columns are no whole 256-element blocks, so the file has it in
-        // Q5_0, which has no packed layout).
-        expect(packed.packedLayerWeights).toBe(packable ? (type === "q4_k" ? 12 : 14) : 0);
+        // Q5_0, which AMX also keeps in place).
+        const want = type === "q4_k" ? (packable("q4_k") ? 12 : 0) + (packable("q5_0") ? 2 : 0) : packable(type) ? 14 : 0;
+        expect(packed.packedLayerWeights).toBe(want);
         expect(inPlace.packedLayerWeights).toBe(0);
-        if (packable) process.stderr.write(`[packed-layers] ${type}: prefill on ${amxStatus().enabled ? "AMX (tiles from the copy)" : "packed.zig's kernel"}\n`);
+        if (packable(type)) process.stderr.write(`[packed-layers] ${type}: prefill on ${amxStatus().enabled ? "AMX (tiles from the copy)" : "packed.zig's kernel"}\n`);
         const r = rng(5);
         const ids = [1, ...Array.from({ length: 39 }, () => 3 + Math.floor(r() * 500))];
         // Prefill of 40 rows (the batched path), then 6 decode steps of one row each.
