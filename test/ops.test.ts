@@ -265,6 +265,43 @@ describe("packed rows (the load-time layout of the output head and, LoadOptions.
     expect(cpu.packArena([])).toBeNull();
   });
 
+  // Gemma's Q, K (Q5_0) and V (Q8_0 in some layers): one dispatch over three copies of two types.
+  test("matmul3 over three packed copies: each output bitwise its own matmul; mixed copies and activation formats refused", () => {
+    const types = ["q5_0", "q5_0", "q8_0"] as const;
+    if (!types.every(supported)) return;
+    const k = 640;
+    const ns = [1024, 256, 48];
+    const ws = ns.map((n, i) => cpu.quantize(f32(randn(n * k, 40 + i), [n, k], `blk.0.attn_${"qkv"[i]}.weight`), types[i]!)) as [Tensor, Tensor, Tensor];
+    try {
+      for (const w of ws) expect(cpu.packRows(w)).toBe(true);
+      for (const m of [1, 4, 16, 17]) {
+        const x = f32(randn(m * k, 50 + m), [m, k], "x");
+        const xq = new Uint8Array(cpu.matmulScratchBytes("q5_0", m, k));
+        cpu.prepareActivations("q5_0", x, xq);
+        const outs = ns.map((n) => guarded([m, n]));
+        cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, m, outs[0]!.t, outs[1]!.t, outs[2]!.t);
+        for (let i = 0; i < 3; i++) {
+          outs[i]!.checkGuards();
+          const one = Tensor.zeros("f32", [m, ns[i]!]);
+          cpu.matmulPrepared(ws[i]!, xq, m, one);
+          expect(outs[i]!.t.f32).toEqual(one.f32);
+        }
+      }
+      if (supported("q4_k")) {
+        const kq = cpu.quantize(f32(randn(16 * 768, 60), [16, 768], "blk.0.attn_k.weight"), "q4_k");
+        const k8 = cpu.quantize(f32(randn(16 * 768, 61), [16, 768], "blk.0.attn_v.weight"), "q8_0");
+        const q8 = cpu.quantize(f32(randn(16 * 768, 62), [16, 768], "blk.0.attn_q.weight"), "q8_0");
+        for (const w of [kq, k8, q8]) expect(cpu.packRows(w)).toBe(true);
+        const xq = new Uint8Array(cpu.matmulScratchBytes("q4_k", 1, 768));
+        const outs = [0, 1, 2].map(() => Tensor.zeros("f32", [1, 16]));
+        expect(() => cpu.matmul3Prepared(q8, kq, k8, xq, 1, outs[0]!, outs[1]!, outs[2]!)).toThrow(/must share a dtype or at least the prepared activations/);
+        for (const w of [kq, k8, q8]) cpu.unpackRows(w);
+      }
+    } finally {
+      for (const w of ws) cpu.unpackRows(w);
+    }
+  });
+
   test("the fused in-place kernels refuse a weight with a packed copy (they would read the file's bytes)", () => {
     if (!supported("q8_0")) return;
     const k = 64;
@@ -276,7 +313,7 @@ describe("packed rows (the load-time layout of the output head and, LoadOptions.
     cpu.ffnGatedPrepared(ws[0]!, ws[1]!, xq, 1, outs[0]!, "silu");
     expect(cpu.packRows(ws[1]!)).toBe(true);
     try {
-      expect(() => cpu.matmul3Prepared(ws[0]!, ws[1]!, ws[2]!, xq, 1, outs[0]!, outs[1]!, outs[2]!)).toThrow(/packed copy; use matmulPrepared/);
+      expect(() => cpu.matmul3Prepared(ws[0]!, ws[1]!, ws[2]!, xq, 1, outs[0]!, outs[1]!, outs[2]!)).toThrow(/w1.* is read from a packed copy and .*w0.* is not; use matmulPrepared/);
       expect(() => cpu.ffnGatedPrepared(ws[0]!, ws[1]!, xq, 1, outs[0]!, "silu")).toThrow(/w1.* is read from a packed copy and .*w0.* is not; use matmulPrepared/);
     } finally {
       cpu.unpackRows(ws[1]!);

@@ -254,6 +254,27 @@ export fn kiln_matmul_packed(t: u32, p: [*]const u8, n_out: u64, k: u64, xq: [*]
     return ok;
 }
 
+/// Three matrices packed by kiln_pack_rows (types t0..t2, n0..n2 rows, one width k; the types'
+/// prepared activations the same) against the same m prepared rows xq, y_i [m, n_i] rows n_i
+/// apart, in one thread-pool dispatch up to 16 rows (packed.matmul3): each output has the bits
+/// kiln_matmul_packed gives it.
+export fn kiln_matmul3_packed(k: u64, xq: [*]const u8, m: u64, t0: u32, p0: [*]const u8, n0: u64, y0: [*]f32, t1: u32, p1: [*]const u8, n1: u64, y1: [*]f32, t2: u32, p2: [*]const u8, n2: u64, y2: [*]f32) i32 {
+    const ts = [3]u32{ t0, t1, t2 };
+    const ps = [3][*]const u8{ p0, p1, p2 };
+    const ns = [3]u64{ n0, n1, n2 };
+    const ys = [3][*]f32{ y0, y1, y2 };
+    var parts: [3]packed_rows.Part = undefined;
+    for (0..3) |i| {
+        const ty = typeOf(ts[i]) orelse return err_bad_type;
+        if (!packed_rows.supports(ty)) return err_bad_type;
+        if (!packedShapeOk(ty, ns[i], k) or m == 0) return err_bad_shape;
+        parts[i] = .{ .t = ty, .p = ps[i], .n_out = ns[i], .y = ys[i] };
+    }
+    for (parts[1..]) |q| if (quant.actKind(q.t) != quant.actKind(parts[0].t)) return err_bad_type;
+    packed_rows.matmul3(parts, k, xq, m);
+    return ok;
+}
+
 /// out = act(x·W_gateᵀ) ⊙ (x·W_upᵀ) for gate and up packed by kiln_pack_rows (one type, [n_ff, k]
 /// each) and m prepared activation rows: bitwise two kiln_matmul_packed and the gated product.
 export fn kiln_ffn_gated_packed(t: u32, p_gate: [*]const u8, p_up: [*]const u8, n_ff: u64, k: u64, xq: [*]const u8, m: u64, out: [*]f32, out_stride: u64, activation: u32) i32 {

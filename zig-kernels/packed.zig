@@ -542,13 +542,16 @@ fn matmulPrefillQ4K(p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]cons
     pool.parallelFor(n_groups * n_blocks, Ctx{ .p = p, .up = up, .group_bytes = rows * quant.rowBytes(.q4_k, k), .k = k, .xq = xq, .act_bytes = quant.actRowBytes(.q4_k, k), .m = m, .n_groups = n_groups, .y = y, .y_stride = y_stride }, run);
 }
 
-fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
+/// One pass of the invariant kernel over some activation rows (at most 16): what a task of
+/// matmulTyped reads. The same fields for every type, so the tasks of three matrices of different
+/// types can share one dispatch (matmul3).
+const DecodeCtx = struct { p: [*]const u8, up: ?Up, nb: usize, a: [*]const u8, act_bytes: usize, m: usize, sums: [*]const i32, y: [*]f32, y_stride: usize, groups_per_task: usize, n_groups: usize, prefetch: bool };
+
+/// Task `task` of a DecodeCtx: its groups_per_task groups of 16 rows against the pass's rows.
+fn decodeTask(comptime t: GgmlType) fn (DecodeCtx, usize) void {
     const L = Layout(t);
-    const nb = k / L.block_elems;
-    const act_bytes = quant.actRowBytes(t, k);
-    const Ctx = struct { p: [*]const u8, up: ?Up, nb: usize, a: [*]const u8, act_bytes: usize, m: usize, sums: [*]const i32, y: [*]f32, y_stride: usize, groups_per_task: usize, n_groups: usize, prefetch: bool };
-    const run = struct {
-        fn f(c: Ctx, task: usize) void {
+    return struct {
+        fn f(c: DecodeCtx, task: usize) void {
             @setEvalBranchQuota(100_000); // dotGroup(s) inlined for 1..4 rows, with and without the stream's prefetches (Q4_K: 64 unrolled dot products a block)
             const g0 = task * c.groups_per_task;
             const hint = legacy.prefetchHint(.l2);
@@ -581,25 +584,102 @@ fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: u
             }
         }
     }.f;
-    const n_groups = n_out / rows;
-    const gpt = groupsPerTask(n_groups, nb * L.block_bytes);
-    const n_tasks = std.math.divCeil(usize, n_groups, gpt) catch unreachable;
-    const prefetch = softwarePrefetch(t, taskStreamBytes(t, n_out, k));
-    // Σa per (activation row, block), for the integer zero-point correction.
-    var sums: [max_sum_entries]i32 = undefined;
-    const rows_per_pass = @max(1, @min(16, max_sum_entries / nb));
-    var first: usize = 0;
-    while (first < m) : (first += rows_per_pass) {
-        const mm = @min(rows_per_pass, m - first);
-        if (L.zero != 0) for (0..mm) |i| {
-            for (0..nb) |b| {
-                const q: @Vector(32, i8) = @bitCast((xq + (first + i) * act_bytes + b * ActQ8_0.type_size + 8)[0..32].*);
-                sums[i * nb + b] = @reduce(.Add, @as(@Vector(32, i32), q));
-            }
-        };
-        const ctx = Ctx{ .p = p, .up = up, .nb = nb, .a = xq + first * act_bytes, .act_bytes = act_bytes, .m = mm, .sums = &sums, .y = y + first * y_stride, .y_stride = y_stride, .groups_per_task = gpt, .n_groups = n_groups, .prefetch = prefetch };
-        if (n_tasks == 1) run(ctx, 0) else pool.parallelFor(n_tasks, ctx, run);
+}
+
+/// Activation rows of one pass: those whose block sums fit the stack's max_sum_entries, ≤ 16.
+fn rowsPerPass(nb: usize) usize {
+    return @max(1, @min(16, max_sum_entries / nb));
+}
+
+/// Σa per (activation row, block) of mm prepared rows (ActQ8_0) for the integer zero-point
+/// correction, row i's at sums[i·nb ..].
+fn blockSums(xq: [*]const u8, act_bytes: usize, nb: usize, mm: usize, sums: []i32) void {
+    for (0..mm) |i| {
+        for (0..nb) |b| {
+            const q: @Vector(32, i8) = @bitCast((xq + i * act_bytes + b * ActQ8_0.type_size + 8)[0..32].*);
+            sums[i * nb + b] = @reduce(.Add, @as(@Vector(32, i32), q));
+        }
     }
+}
+
+/// The DecodeCtx of one pass (mm rows from xq) over w (n_out rows of type t), and its task count.
+fn decodePass(t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, mm: usize, sums: [*]const i32, y: [*]f32, y_stride: usize) struct { ctx: DecodeCtx, tasks: usize } {
+    const block_elems: usize = if (t == .q4_k) LayoutQ4K.block_elems else 32;
+    const nb = k / block_elems;
+    const group_bytes = rows * quant.rowBytes(t, k);
+    const n_groups = n_out / rows;
+    const gpt = groupsPerTask(n_groups, group_bytes);
+    return .{
+        .ctx = .{ .p = p, .up = up, .nb = nb, .a = xq, .act_bytes = quant.actRowBytes(t, k), .m = mm, .sums = sums, .y = y, .y_stride = y_stride, .groups_per_task = gpt, .n_groups = n_groups, .prefetch = softwarePrefetch(t, taskStreamBytes(t, n_out, k)) },
+        .tasks = std.math.divCeil(usize, n_groups, gpt) catch unreachable,
+    };
+}
+
+fn matmulTyped(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
+    const L = Layout(t);
+    const nb = k / L.block_elems;
+    const act_bytes = quant.actRowBytes(t, k);
+    var sums: [max_sum_entries]i32 = undefined;
+    const per_pass = rowsPerPass(nb);
+    var first: usize = 0;
+    while (first < m) : (first += per_pass) {
+        const mm = @min(per_pass, m - first);
+        if (L.zero != 0) blockSums(xq + first * act_bytes, act_bytes, nb, mm, &sums);
+        const pass = decodePass(t, p, up, n_out, k, xq + first * act_bytes, mm, &sums, y + first * y_stride, y_stride);
+        if (pass.tasks == 1) decodeTask(t)(pass.ctx, 0) else pool.parallelFor(pass.tasks, pass.ctx, decodeTask(t));
+    }
+}
+
+/// One of matmul3's matrices: packed weights p of type t ([n_out, k]), its output rows y (n_out apart).
+pub const Part = struct { t: GgmlType, p: [*]const u8, n_out: usize, y: [*]f32 };
+
+/// The three projections of attention (Q, K, V) from the same m prepared rows xq, each
+/// y_i [m, n_i] = x·W_iᵀ with the bits matmul() gives it, in one thread-pool dispatch for
+/// batches up to max_invariant_rows: the tasks of the three matrices run as one job (a small
+/// model's K and V are a few tasks each, and three dispatches cost more than their reads:
+/// matmul.zig matmul3Prepared does the same for weights in place). The types may differ where
+/// their prepared activations are the same (quant.actKind: Gemma's V is Q8_0 in some layers,
+/// its Q and K Q5_0). Larger batches take three matmul calls.
+pub fn matmul3(parts: [3]Part, k: usize, xq: [*]const u8, m: usize) void {
+    if (comptime !repack.available) unreachable;
+    for (parts) |q| std.debug.assert(hasLayout(q.t) and quant.actKind(q.t) == quant.actKind(parts[0].t) and q.n_out % rows == 0 and k % quant.blockSize(q.t) == 0 and k <= max_k);
+    if (m > max_invariant_rows) {
+        for (parts) |q| matmul(q.t, q.p, q.n_out, k, xq, m, q.y, q.n_out);
+        return;
+    }
+    const Three = struct { ctx: [3]DecodeCtx, run: [3]*const fn (DecodeCtx, usize) void, first: [3]usize };
+    var three: Three = undefined;
+    var sums: [max_sum_entries]i32 = undefined;
+    var summed = false;
+    var n_tasks: usize = 0;
+    for (parts, 0..) |q, i| {
+        switch (q.t) {
+            inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k => |ct| {
+                const L = Layout(ct);
+                const nb = k / L.block_elems;
+                // ≤ 16 rows × nb ≤ 1024 blocks: one pass. The sums depend on the rows alone.
+                std.debug.assert(rowsPerPass(nb) >= m);
+                if (L.zero != 0 and !summed) {
+                    blockSums(xq, quant.actRowBytes(ct, k), nb, m, &sums);
+                    summed = true;
+                }
+                const pass = decodePass(ct, q.p, null, q.n_out, k, xq, m, &sums, q.y, q.n_out);
+                three.ctx[i] = pass.ctx;
+                three.run[i] = decodeTask(ct);
+                three.first[i] = n_tasks;
+                n_tasks += pass.tasks;
+            },
+            else => unreachable,
+        }
+    }
+    const run = struct {
+        fn f(c: Three, task: usize) void {
+            var i: usize = 2;
+            while (task < c.first[i]) i -= 1;
+            c.run[i](c.ctx[i], task - c.first[i]);
+        }
+    }.f;
+    pool.parallelFor(n_tasks, three, run);
 }
 
 // ---- tests ----------------------------------------------------------------------------------
@@ -779,6 +859,71 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
                         for (got[m * stride ..]) |v| try std.testing.expectEqual(@as(f32, 12345), v);
                     }
                 }
+            }
+        }
+    }
+}
+
+test "packed matmul3: each output bitwise its matmul, types mixed where their activations agree" {
+    if (!repack.available) return;
+    const al = std.testing.allocator;
+    var prng = std.Random.DefaultPrng.init(79);
+    const rng = prng.random();
+    _ = pool.setThreads(3);
+    defer _ = pool.setThreads(2);
+    // Gemma's layers (Q and K Q5_0, V Q8_0), one type, Q4_K's own activations; k: 20 and 3
+    // blocks; the middle matrix one group (a single task), the others several.
+    const cases = [_]struct { ts: [3]GgmlType, k: usize }{
+        .{ .ts = .{ .q5_0, .q5_0, .q8_0 }, .k = 640 },
+        .{ .ts = .{ .q4_1, .q4_1, .q4_1 }, .k = 640 },
+        .{ .ts = .{ .q4_0, .q5_1, .q4_0 }, .k = 4096 },
+        .{ .ts = .{ .q4_k, .q4_k, .q4_k }, .k = 768 },
+    };
+    const ns = [3]usize{ 16 * 40, 16, 16 * 5 };
+    for (cases) |cs| {
+        const k = cs.k;
+        const m_max = 17;
+        const x = try al.alloc(f32, k * 16 * 40);
+        defer al.free(x);
+        var ws: [3][]u8 = undefined;
+        var ps: [3][]u8 = undefined;
+        for (0..3) |i| {
+            const t = cs.ts[i];
+            const rb = quant.rowBytes(t, k);
+            ws[i] = try al.alloc(u8, rb * ns[i]);
+            ps[i] = try al.alloc(u8, packedBytes(t, ns[i], k));
+            for (x[0 .. k * ns[i]]) |*v| v.* = rng.floatNorm(f32);
+            for (0..ns[i]) |r| try std.testing.expect(quant.quantizeRow(t, x[r * k ..].ptr, ws[i][r * rb ..].ptr, k));
+            pack(t, ws[i].ptr, ns[i], k, ps[i].ptr, false);
+        }
+        defer for (0..3) |i| {
+            al.free(ws[i]);
+            al.free(ps[i]);
+        };
+        for (x) |*v| v.* = rng.floatNorm(f32) + 0.3;
+        const ab = quant.actRowBytes(cs.ts[0], k);
+        const xq = try al.alloc(u8, ab * m_max);
+        defer al.free(xq);
+        quant.quantizeActivations(cs.ts[0], x.ptr, k, m_max, k, xq.ptr);
+        for ([_]usize{ 1, 3, 16, 17 }) |m| {
+            var want: [3][]f32 = undefined;
+            var got: [3][]f32 = undefined;
+            for (0..3) |i| {
+                want[i] = try al.alloc(f32, ns[i] * m);
+                got[i] = try al.alloc(f32, ns[i] * m + 8);
+                @memset(got[i], 12345);
+                matmul(cs.ts[i], ps[i].ptr, ns[i], k, xq.ptr, m, want[i].ptr, ns[i]);
+            }
+            defer for (0..3) |i| {
+                al.free(want[i]);
+                al.free(got[i]);
+            };
+            var parts: [3]Part = undefined;
+            for (0..3) |i| parts[i] = .{ .t = cs.ts[i], .p = ps[i].ptr, .n_out = ns[i], .y = got[i].ptr };
+            matmul3(parts, k, xq.ptr, m);
+            for (0..3) |i| {
+                try std.testing.expectEqualSlices(f32, want[i], got[i][0 .. ns[i] * m]);
+                for (got[i][ns[i] * m ..]) |v| try std.testing.expectEqual(@as(f32, 12345), v);
             }
         }
     }

@@ -135,14 +135,17 @@ class CpuOps implements BackendOps {
   }
 
   /**
-   * Weights of one dtype read in place: one kernel call (cpu.matmul3Prepared), the projections
-   * of small models being too small to share out between threads one by one (SmolLM2's Q/K/V
-   * decode row: 0.58 → 0.38 ms per token on 2 threads, docs/optimization.md; for prefill
-   * batches the one call measured within noise of three). Otherwise, and for weights with a
-   * packed copy, three linear calls. The same bits either way.
+   * One kernel call (cpu.matmul3Prepared) where the three weights are read in place in one
+   * dtype, or all from packed copies with one activation format: the projections of small
+   * models being too small to share out between threads one by one (SmolLM2's Q/K/V decode row:
+   * 0.58 → 0.38 ms per token on 2 threads in place, docs/optimization.md; for prefill batches
+   * the one call measured within noise of three). Otherwise three linear calls. The same bits
+   * either way.
    */
   linear3(w0: Tensor, w1: Tensor, w2: Tensor, x: Tensor, out0: Tensor, out1: Tensor, out2: Tensor): void {
-    if (w1.dtype !== w0.dtype || w2.dtype !== w0.dtype || cpu.packedCopy(w0) || cpu.packedCopy(w1) || cpu.packedCopy(w2)) {
+    const packed = [w0, w1, w2].filter((w) => cpu.packedCopy(w) !== null).length;
+    const oneCall = packed === 3 ? ACT_FORMAT[w1.dtype] === ACT_FORMAT[w0.dtype] && ACT_FORMAT[w2.dtype] === ACT_FORMAT[w0.dtype] : packed === 0 && w1.dtype === w0.dtype && w2.dtype === w0.dtype;
+    if (!oneCall) {
       this.linear(w0, x, out0);
       this.linear(w1, x, out1);
       this.linear(w2, x, out2);

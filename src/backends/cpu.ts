@@ -5,7 +5,7 @@
  */
 import { KilnError } from "../errors";
 import { kiln, limits, Status } from "../ffi/library";
-import { DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
+import { ACT_FORMAT, DTYPE_IDS, DTYPE_LAYOUT, NativeBuffer, ShapeError, Tensor, rowBytes, type DType } from "../tensor";
 import type { AttentionOptions, GatedActivation, KvLayout, RopeMode, RopeOptions } from "./backend";
 
 export type { AttentionOptions, GatedActivation, RopeMode, RopeOptions };
@@ -162,9 +162,11 @@ export function matmulPrepared(w: Tensor, xq: Uint8Array, m: number, out: Tensor
 }
 
 /**
- * out_i [m, n_i] = x · w_iᵀ for three weights of one dtype and width (attention's Q, K and V)
- * from the same m prepared activation rows, in one kernel call (one thread-pool dispatch instead
- * of three); each output has the bits matmulPrepared gives it.
+ * out_i [m, n_i] = x · w_iᵀ for three weights of one width (attention's Q, K and V) from the
+ * same m prepared activation rows, in one kernel call (one thread-pool dispatch instead of
+ * three); each output has the bits matmulPrepared gives it. Either all three are read in place
+ * (one dtype) or all three from packed copies (packRows; dtypes whose prepared activations are
+ * the same, ACT_FORMAT: Gemma's V is Q8_0 in some layers, its Q and K Q5_0).
  */
 export function matmul3Prepared(w0: Tensor, w1: Tensor, w2: Tensor, xq: Uint8Array, m: number, out0: Tensor, out1: Tensor, out2: Tensor): void {
   const op = "matmul3Prepared";
@@ -172,19 +174,26 @@ export function matmul3Prepared(w0: Tensor, w1: Tensor, w2: Tensor, xq: Uint8Arr
   const outs = [out0, out1, out2] as const;
   const k = w0.dim(1);
   if (!Number.isSafeInteger(m) || m < 1) fail(op, `m must be a positive integer, got ${m}`);
+  const packed = ws.map((w) => packedCopies.get(w));
+  const fromCopies = packed[0] !== undefined;
   for (let i = 0; i < 3; i++) {
     const w = ws[i]!;
     if (w.rank !== 2) fail(op, `weight ${w} must be 2-D`);
-    if (w.dtype !== w0.dtype) fail(op, `${w0} and ${w} must share a dtype`);
+    if ((packed[i] !== undefined) !== fromCopies) fail(op, `${fromCopies ? w0 : w} is read from a packed copy and ${fromCopies ? w : w0} is not; use matmulPrepared`);
+    if (fromCopies ? ACT_FORMAT[w.dtype] !== ACT_FORMAT[w0.dtype] : w.dtype !== w0.dtype) fail(op, `${w0} and ${w} must share a dtype${fromCopies ? " or at least the prepared activations (ACT_FORMAT)" : ""}`);
     if (w.dim(1) !== k) fail(op, `${w0} and ${w} must share a width (${k} ≠ ${w.dim(1)})`);
-    if (packedCopies.has(w)) fail(op, `${w} is read from a packed copy; use matmulPrepared`);
     expectDType(op, outs[i]!, "f32");
     expectShape(op, outs[i]!, [m, w.dim(0)]);
   }
   const need = actRowBytes(w0.dtype, k) * m;
   if (xq.byteLength < need) fail(op, `prepared activations have ${xq.byteLength} bytes, ${m} rows for ${w0} need ${need}`);
   const t0 = profiler ? performance.now() : 0;
-  check(op, kiln().kiln_matmul3(DTYPE_IDS[w0.dtype], k, xq, m, w0.bytes, w0.dim(0), out0.bytes, w1.bytes, w1.dim(0), out1.bytes, w2.bytes, w2.dim(0), out2.bytes));
+  if (fromCopies) {
+    const [p0, p1, p2] = packed.map((c) => c!.bytes);
+    check(op, kiln().kiln_matmul3_packed(k, xq, m, DTYPE_IDS[w0.dtype], p0!, w0.dim(0), out0.bytes, DTYPE_IDS[w1.dtype], p1!, w1.dim(0), out1.bytes, DTYPE_IDS[w2.dtype], p2!, w2.dim(0), out2.bytes));
+  } else {
+    check(op, kiln().kiln_matmul3(DTYPE_IDS[w0.dtype], k, xq, m, w0.bytes, w0.dim(0), out0.bytes, w1.bytes, w1.dim(0), out1.bytes, w2.bytes, w2.dim(0), out2.bytes));
+  }
   if (profiler) profiler.record(matmulOp(w0), t0);
 }
 

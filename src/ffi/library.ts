@@ -60,6 +60,7 @@ export const symbols = {
   kiln_packed_supported: { args: [u32], returns: u32 },
   kiln_pack_rows: { args: [u32, ptr, u64, u64, ptr, u64, u32], returns: i32 },
   kiln_matmul_packed: { args: [u32, ptr, u64, u64, ptr, u64, ptr, u64], returns: i32 },
+  kiln_matmul3_packed: { args: [u64, ptr, u64, u32, ptr, u64, ptr, u32, ptr, u64, ptr, u32, ptr, u64, ptr], returns: i32 },
   kiln_ffn_gated_packed: { args: [u32, ptr, ptr, u64, u64, ptr, u64, ptr, u64, u32], returns: i32 },
 
   kiln_rmsnorm: { args: [ptr, ptr, ptr, ptr, u64, u64, u64, f32, i32, ptr], returns: i32 },
