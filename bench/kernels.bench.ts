@@ -224,6 +224,22 @@ for (const m of [1, 128]) { // SmolLM2's Q, K and V (576 → 576 + 2 × 192, Q4_
     () => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, m, outs[0], outs[1], outs[2]),
     () => { for (let i = 0; i < 3; i++) cpu.matmulPrepared(ws[i]!, xq, m, outs[i]!); });
 }
+{ // Gemma 3 270M's Q, K, V read from packed copies (Q5_0, Q5_0, Q8_0: 640 → 1024 + 256 + 256), one call vs three
+  const k = 640;
+  const ns = [1024, 256, 256];
+  const types = ["q5_0", "q5_0", "q8_0"] as const;
+  const ws = ns.map((n, i) => cpu.quantize(Tensor.fromF32(randomF32(n * k, 22 + i, 0.05), [n, k]), types[i]!)) as [Tensor, Tensor, Tensor];
+  if (ws.every((w) => cpu.packRows(w))) {
+    const x = Tensor.fromF32(randomF32(k, 25), [1, k]);
+    const xq = new Uint8Array(cpu.matmulScratchBytes("q5_0", 1, k));
+    cpu.prepareActivations("q5_0", x, xq);
+    const outs = ns.map((n) => Tensor.zeros("f32", [1, n])) as [Tensor, Tensor, Tensor];
+    await compare("q/k/v packed", `q5_0+q8_0 1×${k}`,
+      () => cpu.matmul3Prepared(ws[0], ws[1], ws[2], xq, 1, outs[0], outs[1], outs[2]),
+      () => { for (let i = 0; i < 3; i++) cpu.matmulPrepared(ws[i]!, xq, 1, outs[i]!); });
+  }
+  for (const w of ws) cpu.unpackRows(w);
+}
 results.fusions = fusionRows;
 
 // ---- 4. flash vs naive attention ----------------------------------------------------------
