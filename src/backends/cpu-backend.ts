@@ -143,8 +143,10 @@ class CpuOps implements BackendOps {
    * either way.
    */
   linear3(w0: Tensor, w1: Tensor, w2: Tensor, x: Tensor, out0: Tensor, out1: Tensor, out2: Tensor): void {
-    const packed = [w0, w1, w2].filter((w) => cpu.packedCopy(w) !== null).length;
-    const oneCall = packed === 3 ? ACT_FORMAT[w1.dtype] === ACT_FORMAT[w0.dtype] && ACT_FORMAT[w2.dtype] === ACT_FORMAT[w0.dtype] : packed === 0 && w1.dtype === w0.dtype && w2.dtype === w0.dtype;
+    const c0 = cpu.packedCopy(w0) !== null;
+    const c1 = cpu.packedCopy(w1) !== null;
+    const c2 = cpu.packedCopy(w2) !== null;
+    const oneCall = c0 && c1 && c2 ? ACT_FORMAT[w1.dtype] === ACT_FORMAT[w0.dtype] && ACT_FORMAT[w2.dtype] === ACT_FORMAT[w0.dtype] : !c0 && !c1 && !c2 && w1.dtype === w0.dtype && w2.dtype === w0.dtype;
     if (!oneCall) {
       this.linear(w0, x, out0);
       this.linear(w1, x, out1);
