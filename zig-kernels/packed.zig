@@ -603,9 +603,8 @@ fn blockSums(xq: [*]const u8, act_bytes: usize, nb: usize, mm: usize, sums: []i3
 }
 
 /// The DecodeCtx of one pass (mm rows from xq) over w (n_out rows of type t), and its task count.
-fn decodePass(t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, mm: usize, sums: [*]const i32, y: [*]f32, y_stride: usize) struct { ctx: DecodeCtx, tasks: usize } {
-    const block_elems: usize = if (t == .q4_k) LayoutQ4K.block_elems else 32;
-    const nb = k / block_elems;
+fn decodePass(comptime t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, mm: usize, sums: [*]const i32, y: [*]f32, y_stride: usize) struct { ctx: DecodeCtx, tasks: usize } {
+    const nb = k / Layout(t).block_elems;
     const group_bytes = rows * quant.rowBytes(t, k);
     const n_groups = n_out / rows;
     const gpt = groupsPerTask(n_groups, group_bytes);
