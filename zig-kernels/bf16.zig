@@ -5,9 +5,10 @@
 //! so they go through inline asm behind a run-time check).
 //!
 //! The activations are rounded to bf16 (`vcvtne2ps2bf16`, round to nearest even) as they are
-//! loaded: llama.cpp's arithmetic for BF16 weights (its vec_dot_type for BF16 is BF16). Decode
-//! and verification batches keep the f32 activations and floatDot's bits; this path serves
-//! prefill batches beyond matmul.max_invariant_rows only, as floatPrefillTile does.
+//! loaded: llama.cpp's arithmetic for BF16 weights (its vec_dot_type for BF16 is BF16). Prefill
+//! batches beyond matmul.max_invariant_rows take the tiles (weightTile); decode and verification
+//! batches take decodeRows, row by row with the same rounding (so a verified row has the bits of
+//! decoding it alone). Without the instructions both keep quant_legacy's f32 kernels.
 //!
 //! The two instructions go through one small interface with two implementations: `Hw` (inline
 //! asm) and `Emu` (their documented semantics in plain vector code, Intel SDM vol. 2:
@@ -235,6 +236,51 @@ pub fn weightTile(comptime Ops: type, comptime R: usize, m: usize, n: usize, w: 
     }
 }
 
+/// Decode: n_rows BF16 weight rows (row_bytes apart) against one prepared activation row's bf16
+/// half `x` (prepareRow), out[r] = Σ w[r]·x, the rows read one after another: one sequential
+/// stream per task, one vdpbf16ps per 64 bytes of weights, no software prefetch, as llama.cpp's
+/// ggml_vec_dot_bf16 reads them. Each row's bits depend on n and its own bytes only (decodeRow).
+///
+/// Why not quant_legacy's f32 groups (8 rows side by side, the next group prefetched, each
+/// weight widened to f32 against the f32 activations): on a Zen 4 (AMD EPYC family 25 model 17,
+/// 2026-12-07, TinyLlama-shape BF16 through the file's mapping, bench/model-matmul-ab.ts, p50
+/// GB/s, builds alternated round by round) one thread read gate+up 26.7 → 29.4, ffn_down 27.5 →
+/// 28.1, attn_q 22.0 → 24.0 (25.1 → 29.2 in another run), the probe's sequential read giving
+/// ~33; two threads at the host's higher bandwidth state gate+up 49.2 → 55.6, ffn_down 34.0 →
+/// 48.3, attn_q 44.8 → 50.0, and alike (31–35) at its lower one. Cache-warm (2048×2048, one
+/// thread, bench/matmul-hot.ts) 36 → 92 GFLOP/s. What did not pay, measured the same way: the
+/// f32 arithmetic without widening (a 64-byte load as u32 lanes: `<< 16` the even weights, `&
+/// 0xffff0000` the odd ones, against de-interleaved activations) ran 1.7× faster cache-warm but
+/// read the file 20% slower in 8-row prefetched groups (21 against 27 GB/s), whatever the
+/// prefetch distance or hint, and one row at a time read 2048-wide rows at 28 but ffn_down's
+/// 5632-wide ones at 15 (each row re-reads 22 KB of f32 activations); these bf16 rows in 8-row
+/// prefetched groups read 22–23.
+pub inline fn decodeRows(comptime Ops: type, n: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, out: [*]f32, n_rows: usize) void {
+    for (0..n_rows) |r| out[r] = decodeRow(Ops, n, w + r * row_bytes, x);
+}
+
+/// One row: two accumulators (steps 2s and 2s + 1: two dependency chains), a last whole step into
+/// the first, a last partial one zero-padded into the second, summed acc0 + acc1 and @reduce.
+pub inline fn decodeRow(comptime Ops: type, n: usize, w: [*]const u8, x: [*]const u8) f32 {
+    var acc: [2]V16f = @splat(@splat(0));
+    var i: usize = 0;
+    while (i + 2 * step <= n) : (i += 2 * step) {
+        inline for (0..2) |h| acc[h] = Ops.dot(acc[h], @bitCast(w[(i + h * step) * 2 ..][0..64].*), @bitCast(x[(i + h * step) * 2 ..][0..64].*));
+    }
+    if (i + step <= n) {
+        acc[0] = Ops.dot(acc[0], @bitCast(w[i * 2 ..][0..64].*), @bitCast(x[i * 2 ..][0..64].*));
+        i += step;
+    }
+    if (i < n) {
+        var wb: [step]u16 = @splat(0);
+        var xb: [step]u16 = @splat(0);
+        @memcpy(std.mem.sliceAsBytes(wb[0 .. n - i]), w[i * 2 .. n * 2]);
+        @memcpy(std.mem.sliceAsBytes(xb[0 .. n - i]), x[i * 2 .. n * 2]);
+        acc[1] = Ops.dot(acc[1], wb, xb);
+    }
+    return @reduce(.Add, acc[0] + acc[1]);
+}
+
 /// Scalar reference of prefillTile: Σ w·bf16(x) over n elements in f64 (w bf16, x f32 bytes).
 pub fn dotRef(n: usize, w: [*]const u8, x: [*]const u8) f32 {
     var s: f64 = 0;
@@ -273,11 +319,19 @@ pub fn rows(comptime R: usize, m: usize, n: usize, w: [*]const u8, row_bytes: us
     unreachable; // enabled() is false outside the v4 build
 }
 
+/// matmul.zig's decode rows (decodeRows; x is the prepared row's bf16 half): the instructions
+/// where enabled, the emulation under test_emulate.
+pub fn decode(n: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, out: [*]f32, n_rows: usize) void {
+    if (builtin.is_test and test_emulate) return decodeRows(Emu, n, w, row_bytes, x, out, n_rows);
+    if (comptime hw_built) return decodeRows(Hw, n, w, row_bytes, x, out, n_rows);
+    unreachable; // enabled() is false outside the v4 build
+}
+
 /// Test builds only: matmul.zig's BF16 prefill takes this path on the emulation, so its wiring
 /// (tile shape, task ranges, strides) is tested on CPUs without AVX512-BF16.
 pub var test_emulate: bool = false;
 
-/// Whether matmul.zig may route BF16 prefill here in this build.
+/// Whether matmul.zig may route BF16 prefill and decode here in this build.
 pub const wired = hw_built or builtin.is_test;
 
 /// Why the BF16 prefill path is or is not used (kiln_bf16_status; names mirrored in
@@ -294,7 +348,7 @@ pub const Status = enum(i32) {
     self_check_failed = 4,
 };
 
-/// Whether BF16 prefill tiles take the vdpbf16ps kernel (comptime false outside the v4 build).
+/// Whether BF16 prefill tiles and decode rows take vdpbf16ps (comptime false outside the v4 build).
 pub inline fn enabled() bool {
     if (builtin.is_test and test_emulate) return true;
     if (comptime !hw_built) return false;
@@ -544,6 +598,89 @@ test "prepareRow: the f32 values, then each one's bf16 rounding (vcvtne2ps2bf16'
         for (0..n) |i| try testing.expectEqual(roundRef(src[i]), std.mem.readInt(u16, dst[4 * n + 2 * i ..][0..2], .little));
         for (dst[n * prepare_row_bytes ..]) |b| try testing.expectEqual(@as(u8, 0xA5), b);
     }
+}
+
+/// How many of decodeRows' outputs miss Σ w·bf16(x) (f64) by more than f32 summation can, for
+/// n_rows rows and one prepared activation row off any alignment, the output's guard checked too.
+fn decodeMisses(comptime Ops: type, n_rows: usize, n: usize, rng: std.Random) !usize {
+    const a = testing.allocator;
+    const row_bytes = n * 2 + 6;
+    const w = try randomWeightRows(n_rows, n, row_bytes, rng);
+    defer a.free(w);
+    const x = try guarded(n * prepare_row_bytes + 12);
+    defer a.free(x);
+    const src = try a.alloc(f32, n);
+    defer a.free(src);
+    for (src) |*v| v.* = rng.floatNorm(f32) * 3;
+    const act = x.ptr + 12;
+    prepareRow(src.ptr, act, n);
+    const out = try a.alloc(f32, n_rows + 1);
+    defer a.free(out);
+    @memset(out, @bitCast(@as(u32, 0xDEADBEEF)));
+    decodeRows(Ops, n, w.ptr, row_bytes, act + 4 * n, out.ptr, n_rows);
+    try testing.expectEqual(@as(u32, 0xDEADBEEF), @as(u32, @bitCast(out[n_rows])));
+    var misses: usize = 0;
+    for (0..n_rows) |r| {
+        const want = dotRef(n, w.ptr + r * row_bytes, act);
+        if (!(@abs(want - out[r]) <= 2e-6 * (1 + @abs(want)) * @sqrt(@as(f64, @floatFromInt(n))))) misses += 1;
+        // Each row's bits are its own: the same row decoded alone.
+        try testing.expectEqual(@as(u32, @bitCast(decodeRow(Ops, n, w.ptr + r * row_bytes, act + 4 * n))), @as(u32, @bitCast(out[r])));
+    }
+    return misses;
+}
+
+test "decodeRows (emulated; the hardware too where the CPU has it, bit for bit) matches Σ w·bf16(x): lengths off every step and step pair, rows off alignment" {
+    var prng = std.Random.DefaultPrng.init(8);
+    const rng = prng.random();
+    const hw = hw_built and cpuHasBf16();
+    for ([_]usize{ 1, 7, 31, 32, 33, 63, 64, 65, 95, 96, 97, 130, 2050 }) |n| {
+        for ([_]usize{ 1, 3, 9 }) |n_rows| {
+            const seed = rng.int(u64);
+            var p1 = std.Random.DefaultPrng.init(seed);
+            try testing.expectEqual(@as(usize, 0), try decodeMisses(Emu, n_rows, n, p1.random()));
+            if (comptime hw_built) {
+                if (hw) {
+                    // The same problem on the instructions: the same bits as the emulation.
+                    var p2 = std.Random.DefaultPrng.init(seed);
+                    var p3 = std.Random.DefaultPrng.init(seed);
+                    try testing.expectEqual(@as(usize, 0), try decodeMisses(Hw, n_rows, n, p2.random()));
+                    try testing.expect(try decodeBitsEqual(n_rows, n, p3.random()));
+                }
+            }
+        }
+    }
+}
+
+/// decodeRows on the instructions and on the emulation, one random problem: the same bits?
+fn decodeBitsEqual(n_rows: usize, n: usize, rng: std.Random) !bool {
+    const a = testing.allocator;
+    const row_bytes = n * 2;
+    const w = try randomWeightRows(n_rows, n, row_bytes, rng);
+    defer a.free(w);
+    const x = try a.alloc(u8, n * prepare_row_bytes);
+    defer a.free(x);
+    const src = try a.alloc(f32, n);
+    defer a.free(src);
+    for (src) |*v| v.* = awkwardF32(rng);
+    prepareRow(src.ptr, x.ptr, n);
+    const hw = try a.alloc(f32, n_rows);
+    defer a.free(hw);
+    const emu = try a.alloc(f32, n_rows);
+    defer a.free(emu);
+    decodeRows(Hw, n, w.ptr, row_bytes, x.ptr + 4 * n, hw.ptr, n_rows);
+    decodeRows(Emu, n, w.ptr, row_bytes, x.ptr + 4 * n, emu.ptr, n_rows);
+    return std.mem.eql(u8, std.mem.sliceAsBytes(hw), std.mem.sliceAsBytes(emu));
+}
+
+test "a wrong product rule fails the decode check (the even elements' products dropped)" {
+    const OddOnly = struct {
+        pub inline fn dot(acc: V16f, a: V32h, b: V32h) V16f {
+            const high: V16u = @splat(0xffff_0000);
+            return @mulAdd(V16f, @bitCast(@as(V16u, @bitCast(a)) & high), @bitCast(@as(V16u, @bitCast(b)) & high), acc);
+        }
+    };
+    var prng = std.Random.DefaultPrng.init(9);
+    try testing.expect(try decodeMisses(OddOnly, 3, 130, prng.random()) > 0);
 }
 
 /// weightTile against prefillTile: the same bits for every output, guard values around them.

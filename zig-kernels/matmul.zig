@@ -487,6 +487,10 @@ const gated_chunk = 256;
 /// group), and the rows left over through it too, so every row gets the tile kernels' arithmetic.
 inline fn dotRows(comptime T: type, k: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, y: [*]f32, j0: usize, j1: usize) void {
     @setEvalBranchQuota(100_000);
+    // BF16 on vdpbf16ps: the rows one after another against the prepared row's bf16 half.
+    if (comptime T == Traits(.bf16) and bf16_dot.wired) {
+        if (bf16_dot.enabled()) return bf16_dot.decode(k, w + j0 * row_bytes, row_bytes, x + 4 * k, y + j0, j1 - j0);
+    }
     var j = j0;
     if (comptime @hasDecl(T, "vecDotRows")) {
         const g = comptime if (@hasDecl(T, "decode_row_group")) T.decode_row_group else row_group;
@@ -1137,7 +1141,8 @@ test "prefetch policies: decode and invariant batches give the same bits under b
             // And the rows are right, not merely equal: the first against the scalar reference.
             const T = Traits(t);
             for (0..n_out) |j| {
-                const want = T.vecDotRef(k, p.w.ptr + j * p.rb, p.xq.ptr);
+                // BF16 decode on vdpbf16ps rounds the activations (bf16.decodeRows): Σ w·bf16(x).
+                const want = if (t == .bf16 and bf16_dot.enabled()) bf16_dot.dotRef(k, p.w.ptr + j * p.rb, p.xq.ptr) else T.vecDotRef(k, p.w.ptr + j * p.rb, p.xq.ptr);
                 try testing.expectApproxEqAbs(want, got[0][0][j], 1e-4 * (1 + @abs(want)) * @sqrt(@as(f32, @floatFromInt(k))));
             }
         }
@@ -1262,8 +1267,7 @@ test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emu
     // activation rows (two whole blocks of 64, a partial tile of 3), 200 elements (a partial step)
     // and 2·chunk_k + 77 (K in three chunks, the last one ending in a partial step).
     const n_out = 37;
-    const m_max = 131;
-    for ([_]usize{ 200, 2 * bf16_dot.chunk_k + 77 }) |k| try bf16PrefillEach(a, rng, n_out, k, m_max, struct {
+    for ([_]usize{ 200, 2 * bf16_dot.chunk_k + 77 }) |k| try bf16PrefillEach(a, rng, n_out, k, &prefill_batches, struct {
         fn check(p: *const TestProblem, k_: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) !void {
             // Each (row, activation) pair's arithmetic is the same in any tile shape.
             var g: f32 = undefined;
@@ -1278,10 +1282,37 @@ test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emu
     _ = pool.setThreads(2);
 }
 
-/// BF16 prefill of a random problem as the wiring tests run it: at 1 and 3 threads, batches of
-/// 17, 64, 67 and m_max rows, the gate and up matrices each through matmulPrepared and both
-/// through the fused FFN; `check` gets every (activation i, row j) pair's three outputs.
-fn bf16PrefillEach(a: std.mem.Allocator, rng: std.Random, n_out: usize, k: usize, m_max: usize, comptime check: fn (p: *const TestProblem, k: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) anyerror!void) !void {
+test "BF16 decode on vdpbf16ps (the hardware where the CPU has it, else the emulation): matmul and fused FFN rows of batches up to max_invariant_rows equal decodeRow bit for bit" {
+    if (!bf16_dot.enabled()) {
+        std.debug.print("(AVX512-BF16 not usable here: {s}; the BF16 decode wiring runs on the emulation) ", .{@tagName(bf16_dot.status())});
+        bf16_dot.test_emulate = true;
+    }
+    defer bf16_dot.test_emulate = false;
+    const a = testing.allocator;
+    var prng = std.Random.DefaultPrng.init(1404);
+    const rng = prng.random();
+    // 37 rows (tasks of several rows and a partial last one), 1 to max_invariant_rows activation
+    // rows, 200 elements (a partial step) and 2050 (whole step pairs, one whole step, a partial one).
+    for ([_]usize{ 200, 2050 }) |k| try bf16PrefillEach(a, rng, 37, k, &[_]usize{ 1, 2, max_invariant_rows }, struct {
+        fn check(p: *const TestProblem, k_: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) !void {
+            const x = p.xq.ptr + i * p.ab + 4 * k_; // the prepared row's bf16 half
+            const g = bf16_dot.decodeRow(bf16_dot.Emu, k_, p.w.ptr + j * p.rb, x);
+            const u = bf16_dot.decodeRow(bf16_dot.Emu, k_, p.wu.ptr + j * p.rb, x);
+            try testing.expectEqual(@as(u32, @bitCast(g)), @as(u32, @bitCast(gate)));
+            try testing.expectEqual(@as(u32, @bitCast(u)), @as(u32, @bitCast(up)));
+            try testing.expectEqual(norm.silu(g) * u, fused);
+        }
+    }.check);
+    _ = pool.setThreads(2);
+}
+
+/// BF16 batches of a random problem as the wiring tests run them: at 1 and 3 threads, batches of
+/// `batches` rows (prefill_batches: 17, 64, 67 and m_max), the gate and up matrices each through
+/// matmulPrepared and both through the fused FFN; `check` gets every (activation i, row j) pair's
+/// three outputs.
+const prefill_batches = [_]usize{ 17, 64, 67, 131 };
+fn bf16PrefillEach(a: std.mem.Allocator, rng: std.Random, n_out: usize, k: usize, batches: []const usize, comptime check: fn (p: *const TestProblem, k: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) anyerror!void) !void {
+    const m_max = std.mem.max(usize, batches);
     const p = try TestProblem.init(a, .bf16, rng, n_out, k, m_max);
     defer p.deinit(a);
     const y = try a.alloc(f32, m_max * n_out);
@@ -1292,7 +1323,7 @@ fn bf16PrefillEach(a: std.mem.Allocator, rng: std.Random, n_out: usize, k: usize
     defer a.free(out);
     for ([_]usize{ 1, 3 }) |threads| {
         _ = pool.setThreads(threads);
-        for ([_]usize{ 17, 64, 67, m_max }) |m| {
+        for (batches) |m| {
             matmulPrepared(.{ .t = .bf16, .w = p.w.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m, .y = y.ptr, .y_stride = n_out });
             matmulPrepared(.{ .t = .bf16, .w = p.wu.ptr, .n_out = n_out, .k = k, .xq = p.xq.ptr, .m = m, .y = yu.ptr, .y_stride = n_out });
             gatedFfnPrepared(.{ .t = .bf16, .w_gate = p.w.ptr, .w_up = p.wu.ptr, .n_ff = n_out, .k = k, .xq = p.xq.ptr, .m = m, .out = out.ptr, .out_stride = n_out, .activation = .silu });
@@ -1315,9 +1346,8 @@ test "BF16 prefill on AMX-BF16 tiles (the hardware where enabled, else the emula
     var prng = std.Random.DefaultPrng.init(1403);
     const rng = prng.random();
     const n_out = 37;
-    const m_max = 131;
     for ([_]usize{ 200, 1100 }) |k| {
-        if (hw) try bf16PrefillEach(a, rng, n_out, k, m_max, Bf16AmxCheck(true).check) else try bf16PrefillEach(a, rng, n_out, k, m_max, Bf16AmxCheck(false).check);
+        if (hw) try bf16PrefillEach(a, rng, n_out, k, &prefill_batches, Bf16AmxCheck(true).check) else try bf16PrefillEach(a, rng, n_out, k, &prefill_batches, Bf16AmxCheck(false).check);
     }
     _ = pool.setThreads(2);
 }

@@ -1417,6 +1417,9 @@ pub const F16 = struct {
     }
 };
 
+/// BF16 weights. Where the CPU has AVX512-BF16 (bf16.enabled()), matmul.zig routes decode and
+/// batches to bf16.zig instead (decodeRows, weightTile: the activations rounded to bf16); these
+/// f32 kernels serve the other CPUs and the references.
 pub const BF16 = struct {
     const Base = FloatType(.bf16);
     pub const block_size = Base.block_size;
