@@ -485,6 +485,7 @@ const gated_chunk = 256;
 /// y[j] = row j · x for j in [j0, j1): groups of row_group rows (or the type's decode_row_group)
 /// through T.vecDotRows where the type has one (shared activation loads, prefetch of the next
 /// group), and the rows left over through it too, so every row gets the tile kernels' arithmetic.
+/// BF16 where AVX512-BF16 is enabled: bf16.decodeRows, the rows in order on vdpbf16ps.
 inline fn dotRows(comptime T: type, k: usize, w: [*]const u8, row_bytes: usize, x: [*]const u8, y: [*]f32, j0: usize, j1: usize) void {
     @setEvalBranchQuota(100_000);
     // BF16 on vdpbf16ps: the rows one after another against the prepared row's bf16 half.
