@@ -1268,7 +1268,7 @@ test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emu
     // activation rows (two whole blocks of 64, a partial tile of 3), 200 elements (a partial step)
     // and 2·chunk_k + 77 (K in three chunks, the last one ending in a partial step).
     const n_out = 37;
-    for ([_]usize{ 200, 2 * bf16_dot.chunk_k + 77 }) |k| try bf16PrefillEach(a, rng, n_out, k, &prefill_batches, struct {
+    for ([_]usize{ 200, 2 * bf16_dot.chunk_k + 77 }) |k| try bf16BatchesEach(a, rng, n_out, k, &prefill_batches, struct {
         fn check(p: *const TestProblem, k_: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) !void {
             // Each (row, activation) pair's arithmetic is the same in any tile shape.
             var g: f32 = undefined;
@@ -1293,8 +1293,9 @@ test "BF16 decode on vdpbf16ps (the hardware where the CPU has it, else the emul
     var prng = std.Random.DefaultPrng.init(1404);
     const rng = prng.random();
     // 37 rows (tasks of several rows and a partial last one), 1 to max_invariant_rows activation
-    // rows, 200 elements (a partial step) and 2050 (whole step pairs, one whole step, a partial one).
-    for ([_]usize{ 200, 2050 }) |k| try bf16PrefillEach(a, rng, 37, k, &[_]usize{ 1, 2, max_invariant_rows }, struct {
+    // rows, 200 elements (step pairs and a partial step) and 2090 (step pairs, one whole step and
+    // a partial one).
+    for ([_]usize{ 200, 2090 }) |k| try bf16BatchesEach(a, rng, 37, k, &[_]usize{ 1, 2, max_invariant_rows }, struct {
         fn check(p: *const TestProblem, k_: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) !void {
             const x = p.xq.ptr + i * p.ab + 4 * k_; // the prepared row's bf16 half
             const g = bf16_dot.decodeRow(bf16_dot.Emu, k_, p.w.ptr + j * p.rb, x);
@@ -1312,7 +1313,7 @@ test "BF16 decode on vdpbf16ps (the hardware where the CPU has it, else the emul
 /// matmulPrepared and both through the fused FFN; `check` gets every (activation i, row j) pair's
 /// three outputs.
 const prefill_batches = [_]usize{ 17, 64, 67, 131 };
-fn bf16PrefillEach(a: std.mem.Allocator, rng: std.Random, n_out: usize, k: usize, batches: []const usize, comptime check: fn (p: *const TestProblem, k: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) anyerror!void) !void {
+fn bf16BatchesEach(a: std.mem.Allocator, rng: std.Random, n_out: usize, k: usize, batches: []const usize, comptime check: fn (p: *const TestProblem, k: usize, i: usize, j: usize, gate: f32, up: f32, fused: f32) anyerror!void) !void {
     const m_max = std.mem.max(usize, batches);
     const p = try TestProblem.init(a, .bf16, rng, n_out, k, m_max);
     defer p.deinit(a);
@@ -1348,7 +1349,7 @@ test "BF16 prefill on AMX-BF16 tiles (the hardware where enabled, else the emula
     const rng = prng.random();
     const n_out = 37;
     for ([_]usize{ 200, 1100 }) |k| {
-        if (hw) try bf16PrefillEach(a, rng, n_out, k, &prefill_batches, Bf16AmxCheck(true).check) else try bf16PrefillEach(a, rng, n_out, k, &prefill_batches, Bf16AmxCheck(false).check);
+        if (hw) try bf16BatchesEach(a, rng, n_out, k, &prefill_batches, Bf16AmxCheck(true).check) else try bf16BatchesEach(a, rng, n_out, k, &prefill_batches, Bf16AmxCheck(false).check);
     }
     _ = pool.setThreads(2);
 }
