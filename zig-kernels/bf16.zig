@@ -640,7 +640,8 @@ test "decodeRows (emulated; the hardware too where the CPU has it, bit for bit) 
             try testing.expectEqual(@as(usize, 0), try decodeMisses(Emu, n_rows, n, p1.random()));
             if (comptime hw_built) {
                 if (hw) {
-                    // The same problem on the instructions: the same bits as the emulation.
+                    // The instructions on the same problem, then on one of awkward values
+                    // (decodeBitsEqual): the emulation's bits.
                     var p2 = std.Random.DefaultPrng.init(seed);
                     var p3 = std.Random.DefaultPrng.init(seed);
                     try testing.expectEqual(@as(usize, 0), try decodeMisses(Hw, n_rows, n, p2.random()));

@@ -1253,11 +1253,16 @@ test "interleaved prefill kernels (Q4_0, Q5_0, Q8_0, K-quants on 512-bit VNNI) m
     }
 }
 
+/// The BF16 wiring tests' path: the instructions where this CPU has them, else the emulation
+/// (said visibly). The caller resets bf16_dot.test_emulate when done.
+fn bf16HardwareOrEmulation(comptime what: []const u8) void {
+    if (bf16_dot.enabled()) return;
+    std.debug.print("(AVX512-BF16 not usable here: {s}; the BF16 " ++ what ++ " wiring runs on the emulation) ", .{@tagName(bf16_dot.status())});
+    bf16_dot.test_emulate = true;
+}
+
 test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emulation): matmul and fused FFN equal the one-pair tile bit for bit" {
-    if (!bf16_dot.enabled()) {
-        std.debug.print("(AVX512-BF16 not usable here: {s}; the BF16 prefill wiring runs on the emulation) ", .{@tagName(bf16_dot.status())});
-        bf16_dot.test_emulate = true;
-    }
+    bf16HardwareOrEmulation("prefill");
     defer bf16_dot.test_emulate = false;
     amx.test_bf16_off = true; // the AMX-BF16 tiles come first where enabled; the next test has them
     defer amx.test_bf16_off = false;
@@ -1284,10 +1289,7 @@ test "BF16 prefill on vdpbf16ps (the hardware where the CPU has it, else the emu
 }
 
 test "BF16 decode on vdpbf16ps (the hardware where the CPU has it, else the emulation): matmul and fused FFN rows of batches up to max_invariant_rows equal decodeRow bit for bit" {
-    if (!bf16_dot.enabled()) {
-        std.debug.print("(AVX512-BF16 not usable here: {s}; the BF16 decode wiring runs on the emulation) ", .{@tagName(bf16_dot.status())});
-        bf16_dot.test_emulate = true;
-    }
+    bf16HardwareOrEmulation("decode");
     defer bf16_dot.test_emulate = false;
     const a = testing.allocator;
     var prng = std.Random.DefaultPrng.init(1404);
