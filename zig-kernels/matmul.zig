@@ -237,10 +237,10 @@ inline fn bf16Rows(rr: usize, m: usize, k: usize, w: [*]const u8, row_bytes: usi
 }
 
 /// Prefill through repack.zig: tasks are (weight rows × ≤ 64 activation rows) as matmulTiled's;
-/// each whole group of 16 weight rows goes through the interleaved kernel, a last partial group
-/// through the tile kernel. Where AMX is enabled (amx.zig: the types amx.routed() names, on the
-/// x86_64-v4 build, after its run-time checks) the task's rows go through the AMX kernel instead,
-/// 32 at a time.
+/// each whole group of repack.rows weight rows (16 on 512-bit VNNI, 8 on AVX2) goes through the
+/// interleaved kernel, a last partial group through the tile kernel. Where AMX is enabled
+/// (amx.zig: the types amx.routed() names, on the x86_64-v4 build, after its run-time checks) the
+/// task's rows go through the AMX kernel instead, 32 at a time.
 fn matmulInterleaved(comptime t: GgmlType, a: Matmul) void {
     const Ctx = struct { a: Matmul, rows_per_task: usize, n_rb: usize, act_block: usize = act_rows_per_block };
     const run = struct {
@@ -272,7 +272,7 @@ inline fn interleavedTask(comptime t: GgmlType, a: Matmul, r: TaskRange) void {
         }
     }
     while (j + repack.rows <= r.j1) : (j += repack.rows) {
-        repack.block16(t, a.w + j * row_bytes, row_bytes, a.k, a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, a.y + r.i_0 * a.y_stride + j, a.y_stride);
+        repack.rowsBlock(t, a.w + j * row_bytes, row_bytes, a.k, a.xq + r.i_0 * act_bytes, act_bytes, r.i_1 - r.i_0, a.y + r.i_0 * a.y_stride + j, a.y_stride);
     }
     if (comptime @hasDecl(T, "vecDotTile")) {
         var i = r.i_0;
@@ -345,17 +345,18 @@ fn useAmx(comptime t: GgmlType) bool {
     return amx.wired(t);
 }
 
-/// Weight rows per interleaved task: whole 16-row groups, or on AMX whole 32-row calls (a task of
+/// Weight rows per interleaved task: whole repack.rows groups, or on AMX whole 32-row calls (a task of
 /// 80 rows made calls of 32, 32 and 16, the last one paying a whole call's activation tile loads
 /// for half the work).
 fn interleavedTaskRows(on_amx: bool, rows: usize) usize {
-    const unit: usize = if (on_amx) amx.max_rows else 16;
+    const unit: usize = if (on_amx) amx.max_rows else repack.rows;
     return (std.math.divCeil(usize, rows, unit) catch unreachable) * unit;
 }
 
 
-/// The fused gated FFN's prefill through repack.zig: gate and up of 16 rows × ≤ 64 activation
-/// rows into stack buffers, then the gated product (a partial last group through the tiles).
+/// The fused gated FFN's prefill through repack.zig: gate and up of repack.rows rows × ≤ 64
+/// activation rows into stack buffers, then the gated product (a partial last group through the
+/// tiles).
 fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
     const T = Traits(t);
     const Ctx = struct { a: GatedFfn, rows_per_task: usize, n_rb: usize, act_block: usize = act_rows_per_block };
@@ -393,8 +394,8 @@ fn gatedFfnInterleaved(comptime t: GgmlType, a: GatedFfn) void {
             while (j < r.j1) : (j += repack.rows) {
                 const rr = @min(repack.rows, r.j1 - j);
                 if (rr == repack.rows) {
-                    repack.block16(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &g, repack.rows);
-                    repack.block16(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &u, repack.rows);
+                    repack.rowsBlock(t, c.a.w_gate + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &g, repack.rows);
+                    repack.rowsBlock(t, c.a.w_up + j * row_bytes, row_bytes, c.a.k, x, act_bytes, mm, &u, repack.rows);
                 } else if (comptime @hasDecl(T, "vecDotTile")) {
                     var i: usize = 0;
                     while (i < mm) : (i += T.tile_c) {
@@ -1211,8 +1212,8 @@ fn expectClose(want: []const f32, got: []const f32, budget: f64) !void {
     }
 }
 
-test "interleaved prefill kernels (Q4_0, Q5_0, Q8_0, K-quants on 512-bit VNNI) match the scalar reference: chunks, partial row groups, 1..64 rows" {
-    if (!repack.available) return; // only the x86_64-v4 build has them
+test "interleaved prefill kernels (Q4_0, Q5_0, Q8_0, K-quants; 512-bit VNNI and AVX2) match the scalar reference: chunks, partial row groups, 1..64 rows" {
+    if (!repack.built) return; // only the x86_64-v4 and -v3 builds have them
     const a = testing.allocator;
     var prng = std.Random.DefaultPrng.init(21);
     const rng = prng.random();

@@ -49,7 +49,7 @@ const ActQ8_0 = legacy.ActQ8_0;
 extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
 extern fn @"llvm.x86.avx512.vpdpwssd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
 
-pub const rows = repack.rows;
+pub const rows = repack.packed_rows;
 
 /// Types with a packed layout in this build (the x86_64-v4 library: 512-bit VNNI).
 pub fn hasLayout(t: GgmlType) bool {
@@ -334,7 +334,7 @@ const LayoutQ4K = struct {
             if (stream) legacy.prefetchLines(hint, blk + prefetch_ahead, block_bytes);
             var sc: [8]@Vector(16, i32) = undefined;
             var mp: [8]@Vector(16, i32) = undefined;
-            repack.scalesMins(@bitCast(blk[P.scales..][0..64].*), @bitCast(blk[P.scales + 64 ..][0..64].*), @bitCast(blk[P.scales + 128 ..][0..64].*), &sc, &mp);
+            repack.scalesMins(rows, @bitCast(blk[P.scales..][0..64].*), @bitCast(blk[P.scales + 64 ..][0..64].*), @bitCast(blk[P.scales + 128 ..][0..64].*), &sc, &mp);
             var isum: [C]@Vector(16, i32) = @splat(@splat(0));
             inline for (0..4) |h| {
                 var lo: [8]V64 = undefined;

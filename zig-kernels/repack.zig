@@ -1,5 +1,5 @@
-//! Prefill matmul over weights interleaved 16 rows at a time (AVX-512 VNNI: Q4_0, Q4_1, Q5_0,
-//! Q5_1, Q8_0, Q4_K, Q5_K, Q6_K).
+//! Prefill matmul over weights interleaved 16 rows at a time (AVX-512 VNNI) or 8 (AVX2): Q4_0,
+//! Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K.
 //!
 //! The tile kernels (quant_legacy.zig) dot one weight row with one activation row per vector:
 //! every vpdpbusd's 16 lanes hold partial sums of the same output, so each block ends in a
@@ -19,6 +19,12 @@
 //! accumulated per output as off += d_w·s, subtracted once at the end (as the AVX2/NEON paths
 //! of the tile kernels do for Q4_0). The types with a min (Q4_1, Q5_1: y = d·q + m) carry
 //! off += m_w·s instead, added at the end.
+//!
+//! AVX2 (the x86_64-v3 build) has no vpdpbusd: its 8-row vectors take vpmaddubsw (u8 × i8 pair
+//! sums in i16) and vpmaddwd by 1 (i16 pairs into i32), and the i16 pair sums of several 4-byte
+//! groups are added before one vpmaddwd while their bound allows (dotAcc), as llama.cpp's AVX2
+//! kernels do. Q8_0 is not biased there (biased quants up to 255 would saturate vpmaddubsw): it
+//! dots |q| with the activation bytes given q's sign (vpsignb), as the tile kernels' dotSS.
 const std = @import("std");
 const cpu = @import("cpu.zig");
 const quant = @import("quant.zig");
@@ -30,19 +36,68 @@ const ActQ8_0 = legacy.ActQ8_0;
 
 extern fn @"llvm.x86.avx512.vpdpbusd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
 extern fn @"llvm.x86.avx512.vpdpwssd.512"(acc: @Vector(16, i32), a: @Vector(16, i32), b: @Vector(16, i32)) @Vector(16, i32);
+extern fn @"llvm.x86.avx2.pmadd.ub.sw"(a: @Vector(32, u8), b: @Vector(32, i8)) @Vector(16, i16);
+extern fn @"llvm.x86.avx2.pmadd.wd"(a: @Vector(16, i16), b: @Vector(16, i16)) @Vector(8, i32);
+extern fn @"llvm.x86.avx2.psign.b"(a: @Vector(32, i8), b: @Vector(32, i8)) @Vector(32, i8);
 
-/// Built only where 512-bit VNNI exists (the x86_64-v4 library); elsewhere `supports` is false.
+/// 512-bit VNNI (the x86_64-v4 library): 16 rows a vector, and packed.zig's packed copies and the
+/// Q4_K kernel over them (block16PackedQ4K), which exist only here.
 pub const available = cpu.has_vnni512;
+/// The interleaved kernels exist: 512-bit VNNI, or AVX2 (the x86_64-v3 library, 8 rows a
+/// vector); elsewhere `supports` is false.
+pub const built = available or cpu.has_avx2;
 
 /// Weight rows interleaved per vector (one i32 lane each).
-pub const rows = 16;
+pub const rows = if (available) 16 else 8;
+/// Rows per group of packed.zig's layout (and q4k_packed's): the 512-bit build's vector.
+pub const packed_rows = 16;
+const VI = @Vector(rows, i32);
+const VF = @Vector(rows, f32);
+/// 4 bytes of each of the `rows` rows.
+const VB = @Vector(4 * rows, u8);
+
+/// acc + Σ_g u[g]·s[g] per 4-byte lane: u unsigned weight bytes ≤ qmax, s the activation's 4
+/// bytes broadcast (|byte| ≤ 128). VNNI: a vpdpbusd per group. AVX2: vpmaddubsw pair sums
+/// (≤ 2·qmax·128 each, never saturating) added in i16 for `per` groups at a time, so their sum
+/// stays ≤ 32767, then one vpmaddwd by 1 into i32: exactly the same integers.
+inline fn dotAcc(comptime qmax: u32, comptime n: usize, acc: VI, u: [n]VB, s: [n]VI) VI {
+    var r = acc;
+    if (comptime available) {
+        inline for (0..n) |g| r = @"llvm.x86.avx512.vpdpbusd.512"(r, @bitCast(u[g]), s[g]);
+        return r;
+    }
+    const per = comptime 32767 / (2 * qmax * 128);
+    comptime std.debug.assert(per >= 1);
+    const ones: @Vector(16, i16) = @splat(1);
+    comptime var g0: usize = 0;
+    inline while (g0 < n) : (g0 += per) {
+        var h: @Vector(16, i16) = @"llvm.x86.avx2.pmadd.ub.sw"(u[g0], @bitCast(s[g0]));
+        inline for (g0 + 1..@min(n, g0 + per)) |g| h +%= @"llvm.x86.avx2.pmadd.ub.sw"(u[g], @bitCast(s[g]));
+        r +%= @"llvm.x86.avx2.pmadd.wd"(h, ones);
+    }
+    return r;
+}
+
+/// AVX2's signed × signed group dot (Q8_0's unbiased quants q): |q| times the activation bytes
+/// given q's sign (zero where q is 0), |q|·sign(a, q) = q·a; pair sums ≤ 2·128·127 < 32768.
+inline fn dotSignedAcc(acc: VI, q: VB, s: VI) VI {
+    const qi: @Vector(32, i8) = @bitCast(q);
+    const p = @"llvm.x86.avx2.pmadd.ub.sw"(@bitCast(@abs(qi)), @"llvm.x86.avx2.psign.b"(@bitCast(s), qi));
+    return acc +% @"llvm.x86.avx2.pmadd.wd"(p, @splat(1));
+}
+
+/// acc + the i16 pairs of a times those of b, per i32 lane (vpdpwssd; AVX2: vpmaddwd and an add).
+inline fn dotPairsAcc(acc: VI, a: VI, b: VI) VI {
+    if (comptime available) return @"llvm.x86.avx512.vpdpwssd.512"(acc, a, b);
+    return acc +% @"llvm.x86.avx2.pmadd.wd"(@bitCast(a), @bitCast(b));
+}
 /// Legacy blocks interleaved per pass: 64 Q8_0 blocks of 16 rows are 34 KB of stack.
 const legacy_chunk_blocks = 64;
 /// Activation rows per inner tile (4 accumulators + 4 offset accumulators of 16 outputs).
 const tile_c = 4;
 
 pub fn supports(t: GgmlType) bool {
-    return available and switch (t) {
+    return built and switch (t) {
         .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_k, .q5_k, .q6_k => true,
         else => false,
     };
@@ -56,6 +111,14 @@ fn Layout(comptime t: GgmlType) type {
         /// 5-bit bytes while interleaving) and Q8_0: 32 bytes → 8 groups.
         const nibbles = t == .q4_0 or t == .q4_1;
         const groups = if (nibbles) 4 else 8;
+        /// The largest weight byte dotted (dotAcc's bound); Q8_0 is biased to unsigned under
+        /// VNNI only (AVX2 dots it signed: dotSignedAcc).
+        const qmax: u32 = switch (t) {
+            .q4_0, .q4_1 => 15,
+            .q5_0, .q5_1 => 31,
+            else => 255,
+        };
+        const biased = t == .q8_0 and available;
         /// y = d·q + m: the offset term is m_w·s_a, added (zero = −1) instead of subtracted.
         const has_min = t == .q4_1 or t == .q5_1;
         const type_size = switch (t) {
@@ -70,22 +133,22 @@ fn Layout(comptime t: GgmlType) type {
             .q4_0 => 8,
             .q5_0 => 16,
             .q4_1, .q5_1 => -1,
-            else => 128,
+            else => if (biased) 128 else 0,
         };
         /// Where the quants start after the scales (d, and m for the min types).
         const scales_bytes = if (has_min) 4 else 2;
         const block_elems = 32;
         const chunk_blocks = legacy_chunk_blocks;
         const Chunk = struct {
-            q: [chunk_blocks][groups]@Vector(64, u8),
-            d: [chunk_blocks]@Vector(16, f32),
-            m: if (has_min) [chunk_blocks]@Vector(16, f32) else void,
+            q: [chunk_blocks][groups]VB,
+            d: [chunk_blocks]VF,
+            m: if (has_min) [chunk_blocks]VF else void,
         };
 
         /// Interleaves rows [0, 16) of blocks [b0, b0 + nb) into c (Q8_0 biased to unsigned).
         fn fill(c: *Chunk, w: [*]const u8, row_bytes: usize, b0: usize, nb: usize) void {
             for (0..nb) |b| {
-                var words: [groups][16]u32 = undefined;
+                var words: [groups][rows]u32 = undefined;
                 inline for (0..rows) |r| {
                     const blk = w + r * row_bytes + (b0 + b) * type_size;
                     c.d[b][r] = @floatCast(@as(f16, @bitCast(std.mem.readInt(u16, blk[0..2], .little))));
@@ -98,17 +161,17 @@ fn Layout(comptime t: GgmlType) type {
                     }
                 }
                 inline for (0..groups) |g| {
-                    const v: @Vector(64, u8) = @bitCast(words[g]);
-                    c.q[b][g] = if (t == .q8_0) v ^ @as(@Vector(64, u8), @splat(0x80)) else v;
+                    const v: VB = @bitCast(words[g]);
+                    c.q[b][g] = if (biased) v ^ @as(VB, @splat(0x80)) else v;
                 }
             }
         }
 
         /// acc[c] += Σ_blocks d_w·d_a·Σ q·a and off[c] += Σ_blocks (d_w or m_w)·s_a for C activation rows.
-        inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]@Vector(16, f32), off: *[C]@Vector(16, f32)) void {
-            const mask: @Vector(64, u8) = @splat(0x0f);
+        inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]VF, off: *[C]VF) void {
+            const mask: VB = @splat(0x0f);
             for (0..nb) |b| {
-                var wq: [2 * groups]@Vector(64, u8) = undefined;
+                var wq: [2 * groups]VB = undefined;
                 inline for (0..groups) |g| {
                     if (nibbles) {
                         wq[2 * g] = c.q[b][g] & mask;
@@ -119,22 +182,26 @@ fn Layout(comptime t: GgmlType) type {
                 const ow = if (has_min) c.m[b] else dw;
                 inline for (0..C) |ci| {
                     const ab = a + ci * act_bytes + (b0 + b) * ActQ8_0.type_size;
-                    var sumi: @Vector(16, i32) = @splat(0);
+                    // The activation's 4-byte groups broadcast, in wq's order (nibble types: the
+                    // low nibbles of group g dot elements 4g.., the high ones 16 + 4g..).
+                    var x: [2 * groups]VI = undefined;
                     inline for (0..groups) |g| {
                         if (nibbles) {
-                            const lo: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
-                            const hi: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 16 + 4 * g ..][0..4], .little));
-                            sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(wq[2 * g]), lo);
-                            sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(wq[2 * g + 1]), hi);
-                        } else {
-                            const x: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
-                            sumi = @"llvm.x86.avx512.vpdpbusd.512"(sumi, @bitCast(wq[g]), x);
-                        }
+                            x[2 * g] = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
+                            x[2 * g + 1] = @splat(std.mem.readInt(i32, ab[8 + 16 + 4 * g ..][0..4], .little));
+                        } else x[g] = @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little));
                     }
-                    const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[0..4], .little)));
-                    const sa: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[4..8], .little)));
-                    acc[ci] = @mulAdd(@Vector(16, f32), @floatFromInt(sumi), dw * da, acc[ci]);
-                    off[ci] = @mulAdd(@Vector(16, f32), ow, sa, off[ci]);
+                    const n_dots = if (nibbles) 2 * groups else groups;
+                    var sumi: VI = @splat(0);
+                    if (t == .q8_0 and !biased) {
+                        inline for (0..groups) |g| sumi = dotSignedAcc(sumi, wq[g], x[g]);
+                    } else sumi = dotAcc(qmax, n_dots, sumi, wq[0..n_dots].*, x[0..n_dots].*);
+                    const da: VF = @splat(@bitCast(std.mem.readInt(u32, ab[0..4], .little)));
+                    acc[ci] = @mulAdd(VF, @floatFromInt(sumi), dw * da, acc[ci]);
+                    if (zero != 0) {
+                        const sa: VF = @splat(@bitCast(std.mem.readInt(u32, ab[4..8], .little)));
+                        off[ci] = @mulAdd(VF, ow, sa, off[ci]);
+                    }
                 }
             }
         }
@@ -165,19 +232,21 @@ fn KLayout(comptime W: type) type {
         const n_sub = 256 / sub;
         const groups_per_sub = sub / 4;
         const is_q6 = W == kq.Q6_K;
+        /// The largest unpacked quant byte (dotAcc's bound).
+        const qmax: u32 = if (W == kq.Q4_K) 15 else if (W == kq.Q5_K) 31 else 63;
         /// acc holds the whole result (off stays 0).
         const zero: f32 = 0;
         const block_elems = 256;
         const chunk_blocks = 4; // blocks per pass: 4 × (4 KB quants + ~1.5 KB scales)
         const Chunk = struct {
-            q: [chunk_blocks][64]@Vector(64, u8),
-            /// Per sub-block, the 16 rows' integer scales (Q4_K/Q5_K 0..63, Q6_K −128..127).
-            sc: [chunk_blocks][n_sub]@Vector(16, i32),
+            q: [chunk_blocks][64]VB,
+            /// Per sub-block, the rows' integer scales (Q4_K/Q5_K 0..63, Q6_K −128..127).
+            sc: [chunk_blocks][n_sub]VI,
             /// vpdpwssd operands, two i16 per lane: Q4_K/Q5_K (m_j, m_j) for sub-block j, Q6_K
             /// (−32·sc_2p, −32·sc_2p+1); each times the activation's bsum pair (2p, 2p + 1).
-            mp: [chunk_blocks][8]@Vector(16, i32),
-            d: [chunk_blocks]@Vector(16, f32),
-            dmin: if (is_q6) void else [chunk_blocks]@Vector(16, f32),
+            mp: [chunk_blocks][8]VI,
+            d: [chunk_blocks]VF,
+            dmin: if (is_q6) void else [chunk_blocks]VF,
         };
 
         fn fill(c: *Chunk, w: [*]const u8, row_bytes: usize, b0: usize, nb: usize) void {
@@ -187,15 +256,21 @@ fn KLayout(comptime W: type) type {
             for (0..nb) |b| {
                 const base = w + (b0 + b) * W.type_size;
                 inline for (0..4) |k| {
-                    var v: [16]@Vector(16, u32) = undefined;
-                    inline for (0..rows) |r| v[r] = @bitCast(kq.unpackQuants64(W, base + r * row_bytes, k));
-                    transpose16(&v);
-                    inline for (0..16) |i| c.q[b][16 * k + i] = @bitCast(v[i]);
+                    // Row r's 16 words of elements 64k.. (word i: elements 64k + 4i..), turned
+                    // into vector 16k + i of the rows' word i, rows words at a time.
+                    var words: [rows]@Vector(16, u32) = undefined;
+                    inline for (0..rows) |r| words[r] = @bitCast(kq.unpackQuants64(W, base + r * row_bytes, k));
+                    inline for (0..16 / rows) |h| {
+                        var v: [rows]@Vector(rows, u32) = undefined;
+                        inline for (0..rows) |r| v[r] = std.simd.extract(words[r], h * rows, rows);
+                        transpose(rows, &v);
+                        inline for (0..rows) |i| c.q[b][16 * k + h * rows + i] = @bitCast(v[i]);
+                    }
                 }
-                // The scale words and d of the 16 rows, one lane each.
-                var sw: [if (is_q6) 4 else 3][16]u32 = undefined;
-                var dw: [16]u16 = undefined;
-                var mw: [16]u16 = undefined;
+                // The scale words and d of the rows, one lane each.
+                var sw: [if (is_q6) 4 else 3][rows]u32 = undefined;
+                var dw: [rows]u16 = undefined;
+                var mw: [rows]u16 = undefined;
                 inline for (0..rows) |r| {
                     const blk = base + r * row_bytes;
                     inline for (0..sw.len) |t| sw[t][r] = std.mem.readInt(u32, blk[so + 4 * t ..][0..4], .little);
@@ -203,20 +278,20 @@ fn KLayout(comptime W: type) type {
                     dw[r] = std.mem.readInt(u16, blk[do..][0..2], .little);
                     if (!is_q6) mw[r] = std.mem.readInt(u16, blk[2..4], .little);
                 }
-                c.d[b] = @floatCast(@as(@Vector(16, f16), @bitCast(@as(@Vector(16, u16), dw))));
+                c.d[b] = @floatCast(@as(@Vector(rows, f16), @bitCast(@as(@Vector(rows, u16), dw))));
                 if (is_q6) {
-                    var sc: [16]@Vector(16, i32) = undefined;
+                    var sc: [16]VI = undefined;
                     inline for (0..16) |j| {
-                        const x: @Vector(16, i32) = @bitCast(@as(@Vector(16, u32), sw[j / 4]));
+                        const x: VI = @bitCast(@as(@Vector(rows, u32), sw[j / 4]));
                         sc[j] = (x << @splat(24 - 8 * (j % 4))) >> @splat(24);
                         c.sc[b][j] = sc[j];
                     }
-                    const m32: @Vector(16, i32) = @splat(-32);
-                    const lo16: @Vector(16, i32) = @splat(0xffff);
+                    const m32: VI = @splat(-32);
+                    const lo16: VI = @splat(0xffff);
                     inline for (0..8) |p| c.mp[b][p] = ((sc[2 * p] * m32) & lo16) | ((sc[2 * p + 1] * m32) << @splat(16));
                 } else {
-                    c.dmin[b] = @floatCast(@as(@Vector(16, f16), @bitCast(@as(@Vector(16, u16), mw))));
-                    scalesMins(sw[0], sw[1], sw[2], &c.sc[b], &c.mp[b]);
+                    c.dmin[b] = @floatCast(@as(@Vector(rows, f16), @bitCast(@as(@Vector(rows, u16), mw))));
+                    scalesMins(rows, sw[0], sw[1], sw[2], &c.sc[b], &c.mp[b]);
                 }
             }
         }
@@ -224,7 +299,7 @@ fn KLayout(comptime W: type) type {
         /// fill() from packed.zig's copy of the 16 rows (layout q4k_packed, Q4_K only): the
         /// quants are interleaved already, so a block is 32 vectors split into their nibbles.
         fn fillPacked(c: *Chunk, blocks: [*]const u8, b0: usize, nb: usize) void {
-            comptime std.debug.assert(W == kq.Q4_K);
+            comptime std.debug.assert(W == kq.Q4_K and rows == packed_rows);
             const L = q4k_packed;
             const mask: @Vector(64, u8) = @splat(0x0f);
             for (0..nb) |b| {
@@ -237,63 +312,63 @@ fn KLayout(comptime W: type) type {
                 };
                 c.d[b] = @floatCast(@as(@Vector(16, f16), @bitCast(blk[L.d..][0..32].*)));
                 c.dmin[b] = @floatCast(@as(@Vector(16, f16), @bitCast(blk[L.dmin..][0..32].*)));
-                scalesMins(@bitCast(blk[L.scales..][0..64].*), @bitCast(blk[L.scales + 64 ..][0..64].*), @bitCast(blk[L.scales + 128 ..][0..64].*), &c.sc[b], &c.mp[b]);
+                scalesMins(rows, @bitCast(blk[L.scales..][0..64].*), @bitCast(blk[L.scales + 64 ..][0..64].*), @bitCast(blk[L.scales + 128 ..][0..64].*), &c.sc[b], &c.mp[b]);
             }
         }
 
         /// acc[c] += Σ_blocks (d·d_a)·sumi − (dmin·d_a)·summ, as vecDotRef.
-        inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]@Vector(16, f32), off: *[C]@Vector(16, f32)) void {
+        inline fn dotChunk(comptime C: usize, c: *const Chunk, nb: usize, a: [*]const u8, act_bytes: usize, b0: usize, acc: *[C]VF, off: *[C]VF) void {
             @setEvalBranchQuota(100_000);
             _ = off;
             const ts = kq.ActQ8_K.type_size;
             for (0..nb) |b| {
-                var isum: [C]@Vector(16, i32) = @splat(@splat(0));
-                var msum: [C]@Vector(16, i32) = @splat(@splat(0));
+                var isum: [C]VI = @splat(@splat(0));
+                var msum: [C]VI = @splat(@splat(0));
                 inline for (0..n_sub) |j| {
                     inline for (0..C) |ci| {
                         const ab = a + ci * act_bytes + (b0 + b) * ts;
-                        var s: @Vector(16, i32) = @splat(0);
+                        var x: [groups_per_sub]VI = undefined;
                         inline for (0..groups_per_sub) |gg| {
                             const g = j * groups_per_sub + gg;
-                            const x: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[kq.ActQ8_K.off_qs + 4 * g ..][0..4], .little));
-                            s = @"llvm.x86.avx512.vpdpbusd.512"(s, @bitCast(c.q[b][g]), x);
+                            x[gg] = @splat(std.mem.readInt(i32, ab[kq.ActQ8_K.off_qs + 4 * g ..][0..4], .little));
                         }
+                        const s = dotAcc(qmax, groups_per_sub, @splat(0), c.q[b][j * groups_per_sub ..][0..groups_per_sub].*, x);
                         isum[ci] +%= s *% c.sc[b][j];
                     }
                 }
                 inline for (0..C) |ci| {
                     const ab = a + ci * act_bytes + (b0 + b) * ts;
                     inline for (0..8) |p| {
-                        const bs: @Vector(16, i32) = @splat(std.mem.readInt(i32, ab[kq.ActQ8_K.off_bsums + 4 * p ..][0..4], .little));
+                        const bs: VI = @splat(std.mem.readInt(i32, ab[kq.ActQ8_K.off_bsums + 4 * p ..][0..4], .little));
                         if (is_q6) {
-                            isum[ci] = @"llvm.x86.avx512.vpdpwssd.512"(isum[ci], c.mp[b][p], bs);
+                            isum[ci] = dotPairsAcc(isum[ci], c.mp[b][p], bs);
                         } else {
-                            msum[ci] = @"llvm.x86.avx512.vpdpwssd.512"(msum[ci], c.mp[b][p], bs);
+                            msum[ci] = dotPairsAcc(msum[ci], c.mp[b][p], bs);
                         }
                     }
-                    const da: @Vector(16, f32) = @splat(@bitCast(std.mem.readInt(u32, ab[kq.ActQ8_K.off_d..][0..4], .little)));
-                    const t = (c.d[b] * da) * @as(@Vector(16, f32), @floatFromInt(isum[ci]));
-                    acc[ci] += if (is_q6) t else t - (c.dmin[b] * da) * @as(@Vector(16, f32), @floatFromInt(msum[ci]));
+                    const da: VF = @splat(@bitCast(std.mem.readInt(u32, ab[kq.ActQ8_K.off_d..][0..4], .little)));
+                    const t = (c.d[b] * da) * @as(VF, @floatFromInt(isum[ci]));
+                    acc[ci] += if (is_q6) t else t - (c.dmin[b] * da) * @as(VF, @floatFromInt(msum[ci]));
                 }
             }
         }
     };
 }
 
-/// Q4_K/Q5_K's 6-bit scales and mins (get_scale_min_k4) of 16 rows at once, from the three
-/// scale words of each (lane r = row r's word t in w_t): sc[j] = the 16 rows' scale of sub-block
+/// Q4_K/Q5_K's 6-bit scales and mins (get_scale_min_k4) of N rows at once, from the three
+/// scale words of each (lane r = row r's word t in w_t): sc[j] = the N rows' scale of sub-block
 /// j, mp[j] = (m_j, m_j) as two i16 per lane (the vpdpwssd operand against a bsum pair).
-pub inline fn scalesMins(w0: @Vector(16, u32), w1: @Vector(16, u32), w2: @Vector(16, u32), sc: *[8]@Vector(16, i32), mp: *[8]@Vector(16, i32)) void {
-    const k1: @Vector(16, u32) = @splat(0x3f3f3f3f);
-    const k2: @Vector(16, u32) = @splat(0x0f0f0f0f);
-    const k3: @Vector(16, u32) = @splat(0x03030303);
+pub inline fn scalesMins(comptime N: usize, w0: @Vector(N, u32), w1: @Vector(N, u32), w2: @Vector(N, u32), sc: *[8]@Vector(N, i32), mp: *[8]@Vector(N, i32)) void {
+    const k1: @Vector(N, u32) = @splat(0x3f3f3f3f);
+    const k2: @Vector(N, u32) = @splat(0x0f0f0f0f);
+    const k3: @Vector(N, u32) = @splat(0x03030303);
     const sc_lo = w0 & k1;
     const sc_hi = (w2 & k2) | (((w0 >> @splat(6)) & k3) << @splat(4));
     const m_lo = w1 & k1;
     const m_hi = ((w2 >> @splat(4)) & k2) | (((w1 >> @splat(6)) & k3) << @splat(4));
-    const ff: @Vector(16, u32) = @splat(0xff);
+    const ff: @Vector(N, u32) = @splat(0xff);
     inline for (0..8) |j| {
-        const sh: @Vector(16, u5) = @splat(8 * (j % 4));
+        const sh: @Vector(N, u5) = @splat(8 * (j % 4));
         const scj = ((if (j < 4) sc_lo else sc_hi) >> sh) & ff;
         const mj = ((if (j < 4) m_lo else m_hi) >> sh) & ff;
         sc[j] = @bitCast(scj);
@@ -313,49 +388,51 @@ pub const q4k_packed = struct {
     pub const dmin: usize = d + 32;
     pub const block_bytes: usize = dmin + 32;
     comptime {
-        std.debug.assert(block_bytes == rows * kq.Q4_K.type_size);
+        std.debug.assert(block_bytes == packed_rows * kq.Q4_K.type_size);
     }
 };
 
-/// In-register transpose of 16 × 16 u32: v[i][c] becomes v[c][i]. Stage h swaps bit h of the
-/// row index with bit h of the column index (4 stages of 8 two-source shuffles).
-inline fn transpose16(v: *[16]@Vector(16, u32)) void {
-    inline for (.{ 8, 4, 2, 1 }) |h| {
+/// In-register transpose of N × N u32 (N a power of two): v[i][c] becomes v[c][i]. Stage h swaps
+/// bit h of the row index with bit h of the column index (log2 N stages of N/2 two-source
+/// shuffles).
+inline fn transpose(comptime N: usize, v: *[N]@Vector(N, u32)) void {
+    comptime var h: usize = N / 2;
+    inline while (h >= 1) : (h /= 2) {
         const masks = comptime blk: {
-            var lo: [16]i32 = undefined;
-            var hi: [16]i32 = undefined;
-            for (0..16) |col| {
+            var lo: [N]i32 = undefined;
+            var hi: [N]i32 = undefined;
+            for (0..N) |col| {
                 lo[col] = if (col & h == 0) col else ~@as(i32, col - h);
                 hi[col] = if (col & h == 0) col + h else ~@as(i32, col);
             }
             break :blk .{ lo, hi };
         };
-        inline for (0..16) |i| {
+        inline for (0..N) |i| {
             if (i & h == 0) {
                 const x = v[i];
                 const y = v[i + h];
-                v[i] = @shuffle(u32, x, y, @as(@Vector(16, i32), masks[0]));
-                v[i + h] = @shuffle(u32, x, y, @as(@Vector(16, i32), masks[1]));
+                v[i] = @shuffle(u32, x, y, @as(@Vector(N, i32), masks[0]));
+                v[i + h] = @shuffle(u32, x, y, @as(@Vector(N, i32), masks[1]));
             }
         }
     }
 }
 
-/// y[i·y_stride + j] for the 16 weight rows at w (j = 0..15) and activation rows [0, m), m ≤ 64,
+/// y[i·y_stride + j] for the `rows` weight rows at w (j < rows) and activation rows [0, m), m ≤ 64,
 /// through layout L: each chunk of blocks is interleaved once, then every tile of activation
 /// rows runs over it; out = acc − L.zero·off.
 fn rowsTimesActs(comptime L: type, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
     rowsTimesActsFrom(L, false, w, row_bytes, k, a, act_bytes, m, y, y_stride);
 }
 
-/// rowsTimesActs, the 16 rows read from the file's rows (row_bytes apart) or, `from_packed`,
+/// rowsTimesActs, the rows read from the file's rows (row_bytes apart) or, `from_packed`,
 /// from packed.zig's copy of them (w: their first block; row_bytes unused).
 fn rowsTimesActsFrom(comptime L: type, comptime from_packed: bool, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
     std.debug.assert(m <= 64 and k % L.block_elems == 0);
     const nb_total = k / L.block_elems;
     var chunk: L.Chunk = undefined;
-    var acc: [64]@Vector(16, f32) = undefined;
-    var off: [64]@Vector(16, f32) = undefined;
+    var acc: [64]VF = undefined;
+    var off: [64]VF = undefined;
     @memset(acc[0..m], @splat(0));
     @memset(off[0..m], @splat(0));
     var b0: usize = 0;
@@ -370,12 +447,13 @@ fn rowsTimesActsFrom(comptime L: type, comptime from_packed: bool, w: [*]const u
             }
         }
     }
-    for (0..m) |i| y[i * y_stride ..][0..16].* = acc[i] - @as(@Vector(16, f32), @splat(L.zero)) * off[i];
+    for (0..m) |i| y[i * y_stride ..][0..rows].* = if (L.zero == 0) acc[i] else acc[i] - @as(VF, @splat(L.zero)) * off[i];
 }
 
-/// y rows [j0, j0 + 16) × activation rows [i_0, i_0 + m), m ≤ 64, through the interleaved kernel.
-pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
-    if (comptime !available) unreachable;
+/// y columns [0, rows) (the weight rows at w) × activation rows [0, m), m ≤ 64, through the
+/// interleaved kernel.
+pub fn rowsBlock(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
+    if (comptime !built) unreachable;
     switch (t) {
         .q4_0 => rowsTimesActs(Layout(.q4_0), w, row_bytes, k, a, act_bytes, m, y, y_stride),
         .q4_1 => rowsTimesActs(Layout(.q4_1), w, row_bytes, k, a, act_bytes, m, y, y_stride),
@@ -389,16 +467,16 @@ pub fn block16(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]co
     }
 }
 
-/// block16 over packed.zig's Q4_K copy of the 16 rows (blocks: the group's first block,
-/// q4k_packed layout): the same arithmetic, so the bits of block16 on the rows it was packed from.
+/// rowsBlock over packed.zig's Q4_K copy of 16 rows (blocks: the group's first block,
+/// q4k_packed layout): the same arithmetic, so the bits of rowsBlock on the rows it was packed from.
 pub fn block16PackedQ4K(blocks: [*]const u8, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
     if (comptime !available) unreachable;
     rowsTimesActsFrom(KLayout(kq.Q4_K), true, blocks, 0, k, a, act_bytes, m, y, y_stride);
 }
 
-/// Scalar reference for block16: each output is the type's scalar dot (exact integer sums per
+/// Scalar reference for rowsBlock: each output is the type's scalar dot (exact integer sums per
 /// block, the activation's f32 scales), one weight row by one activation row at a time.
-pub fn block16Ref(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
+pub fn rowsBlockRef(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*]const u8, act_bytes: usize, m: usize, y: [*]f32, y_stride: usize) void {
     switch (t) {
         inline .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_k, .q5_k, .q6_k => |ct| {
             for (0..m) |i| for (0..rows) |j| {
@@ -409,8 +487,8 @@ pub fn block16Ref(t: GgmlType, w: [*]const u8, row_bytes: usize, k: usize, a: [*
     }
 }
 
-test "block16 matches its scalar reference: every type, whole and partial chunks, 1..64 activation rows" {
-    if (!available) return; // only the x86_64-v4 build has the interleaved kernels
+test "rowsBlock matches its scalar reference: every type, whole and partial chunks, 1..64 activation rows" {
+    if (!built) return; // only the x86_64-v4 and -v3 builds have the interleaved kernels
     const al = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(31);
     const rng = prng.random();
@@ -438,8 +516,8 @@ test "block16 matches its scalar reference: every type, whole and partial chunks
             var want: [64 * rows]f32 = undefined;
             for ([_]usize{ 1, 3, 4, 5, 64 }) |m| {
                 @memset(&got, 12345);
-                block16(t, w.ptr, rb, k, xq.ptr, ab, m, &got, rows);
-                block16Ref(t, w.ptr, rb, k, xq.ptr, ab, m, &want, rows);
+                rowsBlock(t, w.ptr, rb, k, xq.ptr, ab, m, &got, rows);
+                rowsBlockRef(t, w.ptr, rb, k, xq.ptr, ab, m, &want, rows);
                 // The K-quants follow vecDotRef's integer sums and float operations: bit for bit.
                 if (bs == 256) for (got[0 .. m * rows], want[0 .. m * rows], 0..) |g, v, e| {
                     if (@as(u32, @bitCast(g)) != @as(u32, @bitCast(v))) {
@@ -464,8 +542,8 @@ test "block16 matches its scalar reference: every type, whole and partial chunks
     }
 }
 
-test "block16 K-quants at the integer extremes: every quant, scale and min at max, activations ±127, no int32 overflow" {
-    if (!available) return;
+test "rowsBlock K-quants at the integer extremes: every quant, scale and min at max, activations ±127, no int32 overflow" {
+    if (!built) return;
     var prng = std.Random.DefaultPrng.init(7);
     const rng = prng.random();
     const nb = 2;
@@ -524,8 +602,8 @@ test "block16 K-quants at the integer extremes: every quant, scale and min at ma
         };
         var got: [m * rows]f32 = undefined;
         var want: [m * rows]f32 = undefined;
-        block16(t, &w, rb, k, &xq, nb * kq.ActQ8_K.type_size, m, &got, rows);
-        block16Ref(t, &w, rb, k, &xq, nb * kq.ActQ8_K.type_size, m, &want, rows);
+        rowsBlock(t, &w, rb, k, &xq, nb * kq.ActQ8_K.type_size, m, &got, rows);
+        rowsBlockRef(t, &w, rb, k, &xq, nb * kq.ActQ8_K.type_size, m, &want, rows);
         for (got, want) |g, v| try std.testing.expectEqual(@as(u32, @bitCast(v)), @as(u32, @bitCast(g)));
         // The extreme totals, exact: activations all +127 (row 0) against weight rows 0..2.
         if (W == kq.Q6_K) {
@@ -535,5 +613,76 @@ test "block16 K-quants at the integer extremes: every quant, scale and min at ma
             try std.testing.expectEqual(-@as(f32, nb * 8 * 63 * (32 * 127)), got[1]); // −Σ m·bsum
             try std.testing.expectEqual(nb * 8 * 63 * (32 * qmax * 127), got[2]); // Σ sc·Σ q·a
         }
+    }
+}
+
+test "rowsBlock legacy types at the integer extremes: every quant at max (Q8_0 also −128), activations ±127, exact totals (AVX2's i16 pair sums never saturate)" {
+    if (!built) return;
+    var prng = std.Random.DefaultPrng.init(11);
+    const rng = prng.random();
+    const nb = 3;
+    const k = 32 * nb;
+    const m = 6;
+    const ts = ActQ8_0.type_size;
+    // Activations as the K-quant test's: all +127, all −127, ±127 by 4-byte group, ±127 by
+    // element, random ±127, random −127..127; d_a = 1 and s = Σa, so outputs are exact integers.
+    var xq: [m * nb * ts]u8 = undefined;
+    for (0..m) |i| for (0..nb) |b| {
+        const blk = xq[(i * nb + b) * ts ..];
+        var s: i32 = 0;
+        for (0..32) |e| {
+            const v: i8 = switch (i) {
+                0 => 127,
+                1 => -127,
+                2 => if ((e / 4) % 2 == 0) 127 else -127,
+                3 => if (e % 2 == 0) 127 else -127,
+                4 => if (rng.boolean()) 127 else -127,
+                else => rng.intRangeAtMost(i8, -127, 127),
+            };
+            blk[8 + e] = @bitCast(v);
+            s += v;
+        }
+        std.mem.writeInt(u32, blk[0..4], @bitCast(@as(f32, 1)), .little);
+        std.mem.writeInt(u32, blk[4..8], @bitCast(@as(f32, @floatFromInt(s))), .little);
+    };
+    const one: u16 = @bitCast(@as(f16, 1));
+    inline for (.{ GgmlType.q4_0, GgmlType.q4_1, GgmlType.q5_0, GgmlType.q5_1, GgmlType.q8_0 }) |t| {
+        const T = quant.Traits(t);
+        const scales: usize = if (t == .q4_1 or t == .q5_1) 4 else 2;
+        const rb = nb * T.type_size;
+        var w: [rows * rb]u8 = undefined;
+        // r % 4: every quant byte 0xFF (4/5-bit quants at max, Q8_0 −1); quants 0 (the offset
+        // alone; Q8_0: −128, 0x80); Q8_0 at +127 (0x7F; the others: 0x77, nibbles 7); random.
+        for (0..rows) |r| for (0..nb) |b| {
+            const blk = w[r * rb + b * T.type_size ..][0..T.type_size];
+            switch (r % 4) {
+                0 => @memset(blk, 0xFF),
+                1 => @memset(blk, if (t == .q8_0) 0x80 else 0x00),
+                2 => @memset(blk, if (t == .q8_0) 0x7F else 0x77),
+                else => rng.bytes(blk),
+            }
+            std.mem.writeInt(u16, blk[0..2], one, .little);
+            if (scales == 4) std.mem.writeInt(u16, blk[2..4], one, .little);
+        };
+        var got: [m * rows]f32 = undefined;
+        var want: [m * rows]f32 = undefined;
+        rowsBlock(t, &w, rb, k, &xq, nb * ts, m, &got, rows);
+        rowsBlockRef(t, &w, rb, k, &xq, nb * ts, m, &want, rows);
+        for (got, want, 0..) |g, v, e| {
+            if (g != v) {
+                std.debug.print("{s} output {d} (activation row {d}, weight row {d}): {d} != reference {d}\n", .{ @tagName(t), e, e / rows, e % rows, g, v });
+                return error.TestExpectedEqual;
+            }
+        }
+        // One extreme total exactly: activations all +127 against the all-0xFF row (4-bit: 15 − 8,
+        // 15 + min 1; 5-bit: 31 − 16, 31 + 1; Q8_0: −1), 32 elements a block.
+        const q: f32 = switch (t) {
+            .q4_0 => 7,
+            .q4_1 => 16,
+            .q5_0 => 15,
+            .q5_1 => 32,
+            else => -1,
+        };
+        try std.testing.expectEqual(q * 127 * k, got[0]);
     }
 }
