@@ -1385,8 +1385,12 @@ fn FloatType(comptime k: FloatKind) type {
         pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
             return floatDotRef(k, n, w, a);
         }
-        /// Prefill only (see floatPrefillTile): tile shape and bits differ from vecDot's.
-        pub const prefill_tile_r = 4;
+        /// Prefill only (see floatPrefillTile): tile shape and bits differ from vecDot's. AVX2
+        /// has 16 vector registers, so 3 × 4 (12 accumulators, 3 weight vectors, 1 activation):
+        /// 4 × 4's 16 accumulators spilled. One thread, 2048 × 2048, m = 512, cache-warm
+        /// (bench/matmul-hot.ts, AMD EPYC family 25 model 1, Zen 3): bf16 43 → 59 GFLOP/s, f16
+        /// 44 → 65 (4 × 3: 35, 34; 2 × 6: 56, 62; 2 × 4: 53, 63).
+        pub const prefill_tile_r = if (has_avx512bw) 4 else 3;
         pub const prefill_tile_c = 4;
         pub fn prefillTile(comptime R: usize, comptime C: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, act_bytes: usize, out: [*]f32, out_stride: usize) void {
             floatPrefillTile(k, R, C, n, w, row_bytes, a, act_bytes, out, out_stride);
