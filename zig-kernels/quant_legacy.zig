@@ -489,6 +489,15 @@ pub const Prefetch = struct {
     }
 };
 
+/// Weight rows per decode call of the 32-element block types (matmul.zig dotRows; a row's bits do
+/// not depend on it). Without AVX-512 there are 16 vector registers, and 4 rows' accumulators
+/// (4 per row, and the offsets) spilled: 2 rows read faster there. One activation row, AMD EPYC
+/// family 25 model 1 (Zen 3): one thread, 2048 × 2048 cache-warm (bench/matmul-hot.ts, M=1),
+/// Q4_0 33 → 37 GFLOP/s, Q4_1 28 → 32, Q8_0 36 → 43; 2 threads over the 22 layers of a
+/// TinyLlama-shape file (bench/model-matmul-ab.ts, p50), Q4_0 gate+up 8.8 → 9.4 GB/s, Q8_0
+/// ffn_down 20.9 → 21.8. These kernels are compute-bound on that CPU (Q4_0 at ~10 cycles a block).
+const legacy_decode_row_group = if (has_avx512bw) 4 else 2;
+
 /// R weight rows (row_bytes apart) × C activation rows (act_bytes apart):
 /// out[c·out_stride + r] = (row r) · (activation c). Decode calls it with C = 1 (vecDotRows),
 /// batches with C > 1 (vecDotTile): the arithmetic of each (r, c) pair is the same whatever R
@@ -842,6 +851,7 @@ pub const Q8_0 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
+    pub const decode_row_group = legacy_decode_row_group;
     /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
@@ -929,6 +939,7 @@ pub const Q4_0 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
+    pub const decode_row_group = legacy_decode_row_group;
     /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
@@ -1008,6 +1019,7 @@ pub const Q4_1 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
+    pub const decode_row_group = legacy_decode_row_group;
     /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
@@ -1126,6 +1138,7 @@ pub const Q5_0 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
+    pub const decode_row_group = legacy_decode_row_group;
     /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
@@ -1194,6 +1207,7 @@ pub const Q5_1 = struct {
     pub fn vecDotRef(n: usize, w: [*]const u8, a: [*]const u8) f32 {
         return blockDotRef(@This(), n, w, a);
     }
+    pub const decode_row_group = legacy_decode_row_group;
     /// R rows (row_bytes apart) against one activation row: out[r] = row r · a (see blockTile).
     pub fn vecDotRows(comptime R: usize, n: usize, w: [*]const u8, row_bytes: usize, a: [*]const u8, out: *[R]f32) void {
         blockTile(@This(), R, 1, n, w, row_bytes, a, 0, out, 1);
