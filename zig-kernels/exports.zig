@@ -101,9 +101,11 @@ export fn kiln_bf16_status() i32 {
     return @intFromEnum(bf16_dot.status());
 }
 
-/// 1 when loading packs the layers' matmul weights by default on this CPU (cpu.zig packLayersFor).
+/// 1 when loading packs the layers' matmul weights by default on this CPU (cpu.zig packLayersFor)
+/// and this build has packed layouts (only the x86_64-v4 library: a Zen 3 is family 0x19 like a
+/// Zen 4 but loads the AVX2 library, which packs nothing).
 export fn kiln_pack_layers_default() u32 {
-    return @intFromBool(cpu.packLayersDefault());
+    return @intFromBool(cpu.packLayersDefault() and packed_rows.hasLayout(.q4_0));
 }
 
 /// Which cache hint the decode kernels' software prefetches use (cpu.zig PrefetchChoice, names in
