@@ -254,7 +254,7 @@ const DOCS_INTRO = `How it is measured: \`bun run bench\` (bench/suite.ts) runs 
 const KIND_TITLES: Record<string, string> = {
   "amd-avx512": "AMD EPYC (Zen 4/5, AVX-512 VNNI)",
   "intel-amx": "Intel Xeon with AMX (Sapphire Rapids and later)",
-  other: "Other CPUs",
+  other: "Other CPUs (AMD without AVX-512 such as Zen 3, Intel without AMX, ARM)",
 };
 
 /** What the index says of a machine kind that has no page yet. */
