@@ -542,6 +542,19 @@ test "rowsBlock matches its scalar reference: every type, whole and partial chun
     }
 }
 
+/// The integer-extremes tests' activation quant e of pattern i: all +127, all −127, ±127 by
+/// `group` elements, ±127 by element, random ±127, random −127..127.
+fn extremeActivation(i: usize, e: usize, group: usize, rng: std.Random) i8 {
+    return switch (i) {
+        0 => 127,
+        1 => -127,
+        2 => if ((e / group) % 2 == 0) 127 else -127,
+        3 => if (e % 2 == 0) 127 else -127,
+        4 => if (rng.boolean()) 127 else -127,
+        else => rng.intRangeAtMost(i8, -127, 127),
+    };
+}
+
 test "rowsBlock K-quants at the integer extremes: every quant, scale and min at max, activations ±127, no int32 overflow" {
     if (!built) return;
     var prng = std.Random.DefaultPrng.init(7);
@@ -559,14 +572,7 @@ test "rowsBlock K-quants at the integer extremes: every quant, scale and min at 
             var s: i16 = 0;
             for (0..16) |l| {
                 const e = 16 * g + l;
-                const v: i8 = switch (i) {
-                    0 => 127,
-                    1 => -127,
-                    2 => if (g % 2 == 0) 127 else -127,
-                    3 => if (e % 2 == 0) 127 else -127,
-                    4 => if (rng.boolean()) 127 else -127,
-                    else => rng.intRangeAtMost(i8, -127, 127),
-                };
+                const v = extremeActivation(i, e, 16, rng);
                 blk[kq.ActQ8_K.off_qs + e] = @bitCast(v);
                 s += v;
             }
@@ -631,14 +637,7 @@ test "rowsBlock legacy types at the integer extremes: every quant at max (Q8_0 a
         const blk = xq[(i * nb + b) * ts ..];
         var s: i32 = 0;
         for (0..32) |e| {
-            const v: i8 = switch (i) {
-                0 => 127,
-                1 => -127,
-                2 => if ((e / 4) % 2 == 0) 127 else -127,
-                3 => if (e % 2 == 0) 127 else -127,
-                4 => if (rng.boolean()) 127 else -127,
-                else => rng.intRangeAtMost(i8, -127, 127),
-            };
+            const v = extremeActivation(i, e, 4, rng);
             blk[8 + e] = @bitCast(v);
             s += v;
         }
