@@ -22,9 +22,9 @@
 //!
 //! AVX2 (the x86_64-v3 build) has no vpdpbusd: its 8-row vectors take vpmaddubsw (u8 × i8 pair
 //! sums in i16) and vpmaddwd by 1 (i16 pairs into i32), and the i16 pair sums of several 4-byte
-//! groups are added before one vpmaddwd while their bound allows (dotAcc), as llama.cpp's AVX2
-//! kernels do. Q8_0 is not biased there (biased quants up to 255 would saturate vpmaddubsw): it
-//! dots |q| with the activation bytes given q's sign (vpsignb), as the tile kernels' dotSS.
+//! groups are added before one vpmaddwd while their bound allows (dotAcc). Q8_0 is not biased
+//! there (biased quants up to 255 would saturate vpmaddubsw): it dots |q| with the activation
+//! bytes given q's sign (vpsignb), as the tile kernels' dotSS.
 const std = @import("std");
 const cpu = @import("cpu.zig");
 const quant = @import("quant.zig");
