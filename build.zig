@@ -171,6 +171,12 @@ pub fn build(b: *std.Build) void {
         test_step.dependOn(&run.step);
     }
 
+    // build.zig's own test (missingIsa, which decides the skip above), on this machine.
+    test_step.dependOn(&b.addRunArtifact(b.addTest(.{
+        .name = "build-script-tests",
+        .root_module = b.createModule(.{ .root_source_file = b.path("build.zig"), .target = b.graph.host, .optimize = .Debug }),
+    })).step);
+
     // The AMX probe (zig-kernels/amx_probe.zig: the AMX kernel's speed, for machines with AMX)
     // is compiled with the tests so it never rots; scripts/gpu-check.sh runs it where AMX is.
     const probe = b.addExecutable(.{
@@ -191,4 +197,28 @@ pub fn build(b: *std.Build) void {
             prebuilt_step.dependOn(&b.addInstallFileWithDir(lib.getEmittedBin(), dir, libraryFileName(b, level_name, platform.os_tag)).step);
         }
     }
+}
+
+test "missingIsa: a level runs where the CPU has its instruction sets, whatever its tuning flags" {
+    const x86 = std.Target.x86;
+    const resolve = struct {
+        fn f(model: *const std.Target.Cpu.Model, add: std.Target.Cpu.Feature.Set) !std.Target {
+            return std.zig.system.resolveTargetQuery(.{ .cpu_arch = .x86_64, .os_tag = .linux, .abi = .gnu, .cpu_model = .{ .explicit = model }, .cpu_features_add = add });
+        }
+    }.f;
+    const none = x86.featureSet(&.{});
+    const v4 = try resolve(&x86.cpu.x86_64_v4, x86.featureSet(&.{.avx512vnni}));
+    const v3 = try resolve(&x86.cpu.x86_64_v3, none);
+    const baseline = try resolve(&x86.cpu.x86_64, none);
+    const zen3 = try resolve(&x86.cpu.znver3, none);
+    const zen4 = try resolve(&x86.cpu.znver4, none);
+    const haswell = try resolve(&x86.cpu.haswell, none);
+    // An AVX2-only Zen 3 lacks AVX-512 (the v4 tests died of SIGILL there) but runs v3 and
+    // baseline, though its feature set is no superset of theirs (tuning flags differ).
+    try std.testing.expectEqualStrings("avx512f", missingIsa(v4, zen3).?);
+    try std.testing.expectEqual(@as(?[]const u8, null), missingIsa(v3, zen3));
+    try std.testing.expectEqual(@as(?[]const u8, null), missingIsa(baseline, zen3));
+    try std.testing.expectEqual(@as(?[]const u8, null), missingIsa(v4, zen4));
+    try std.testing.expectEqualStrings("avx512f", missingIsa(v4, haswell).?);
+    try std.testing.expectEqual(@as(?[]const u8, null), missingIsa(v3, haswell));
 }
