@@ -367,6 +367,8 @@ fn auxval(t: usize) usize {
 pub const X86Identity = struct {
     vendor: enum { amd, intel, other } = .other,
     family: u32 = 0,
+    /// AVX-512F usable (detect): within AMD family 0x19 it tells Zen 4 from Zen 3.
+    avx512: bool = false,
 };
 
 pub fn x86Identity() X86Identity {
@@ -380,7 +382,7 @@ pub fn x86Identity() X86Identity {
         .other;
     const eax = cpuid(1, 0).eax;
     const base = (eax >> 8) & 0xf;
-    return .{ .vendor = vendor, .family = if (base == 0xf) base + ((eax >> 20) & 0xff) else base };
+    return .{ .vendor = vendor, .family = if (base == 0xf) base + ((eax >> 20) & 0xff) else base, .avx512 = detect() & bit(.avx512f) != 0 };
 }
 
 /// Which cache-control hint the multi-row decode kernels' software prefetches use
@@ -413,14 +415,23 @@ pub fn prefetchPolicyFor(id: X86Identity) PrefetchPolicy {
 /// Q8_0 1.09–1.13× and Q4_0 1.09–1.26× llama.cpp's speed (two runs) where in place it ran 0.79×
 /// and 0.96×, and prefill from it on AMX is 1.03–1.07× the in-place AMX kernel's
 /// (docs/performance/intel-amx.md).
-/// AMD Zen 4 (family 0x19 with the AVX-512 VNNI build; Zen 3, the same family, has no packed
-/// layout): once the copies were one buffer of 2 MiB pages (memory.zig alloc), on a 2-thread EPYC
+/// AMD Zen 4 (family 0x19 with the AVX-512 VNNI build): once the copies were one buffer of 2 MiB pages (memory.zig alloc), on a 2-thread EPYC
 /// family 25 model 17 (2026-12-07) SmolLM2-135M-Instruct Q4_1 decoded 1.3× faster from them (one
 /// process, both loaded, steps alternated: 4.55 → 3.48 ms/token p50; separate processes
 /// 5.2–6.0 → 3.7–4.0), TinyLlama-shape Q8_0 decode the same and Q4_0 2–3% slower, and 512-token
 /// prefill 1.25× (Q4_0), 1.14× (Q8_0) and 1.08–1.11× (SmolLM2) faster: the in-place 4-bit decode
 /// kernels compute only ~19–22 GB/s of weights per thread there, about this host's bandwidth
 /// share, and the copy's ~3× cheaper arithmetic leaves the stream the bottleneck.
+/// AMD Zen 3 (family 0x19 without AVX-512: the x86_64-v3 library's copies of the legacy types,
+/// read 8 rows a vector; EPYC family 25 model 1, 2 threads, 2026-12-07): the in-place AVX2 decode
+/// kernels are compute-bound there (~10 cycles a Q4_0 block), the copies stream. One op over
+/// every layer, in place → copy (bench/model-matmul-ab.ts T=2, p50 GB/s): TinyLlama-shape Q4_0
+/// gate+up 12.3 → 24.1, ffn_down 11.8 → 21.8; SmolLM2 Q4_1 gate+up 9.7 → 25.3, ffn_down 8.6 →
+/// 20.9; Gemma 3 270M's Q5_0 gate+up 9.8 → 16.3, attn_q 9.5 → 21.4; Q8_0 gate+up 25.9 → 29.4,
+/// ffn_down and attn_q 4–7% slower. Whole decode, kiln ÷ llama.cpp in one run each (`kiln
+/// bench`): TinyLlama-shape Q4_0 0.90× → 1.75×, SmolLM2 1.25× → 2.59×, Gemma 3 270M 1.38× →
+/// 1.54×, Q8_0 1.22× → 1.53×; 512-token prefill from the copies within ~5% of the in-place
+/// interleaved kernels (M=512 above: Q4_0 gate+up 178 against 182–193 GFLOP/s).
 /// Zen 5 and every other CPU keep the weights in the file: not measured with the copies in
 /// huge pages.
 pub fn packLayersFor(id: X86Identity) bool {
@@ -437,11 +448,14 @@ pub fn packLayersFor(id: X86Identity) bool {
 /// 15.1–15.4 → 12.9–13.0 ms/token where the host's two vCPUs were two cores (probe 65 GB/s),
 /// 18.1–18.7 → 17.3–17.7 where they shared one (35 GB/s). The weights in the file's mapping
 /// (4 KiB pages) are another matter: without its prefetches TinyLlama-shape Q4_K read
-/// 20.5 → 11.0 GB/s on one thread.
+/// 20.5 → 11.0 GB/s on one thread. Not Zen 3 (the same family without AVX-512; EPYC family 25
+/// model 1, 2026-12-07, copies read 8 rows a vector, builds alternated, T=2, p50 GB/s): hardware
+/// alone → software prefetches, TinyLlama-shape Q4_0 gate+up 18.4 → 20.4, ffn_down 14.8 → 16.9,
+/// attn_q 14.8 → 15.6 (Q8_0, software in both builds, moved by up to 4% between them: noise).
 pub const LongStreams = enum(i32) { software_prefetch = 0, hardware_prefetch = 1 };
 
 pub fn longStreamsFor(id: X86Identity) LongStreams {
-    return if (id.vendor == .amd and id.family == 0x19) .hardware_prefetch else .software_prefetch;
+    return if (id.vendor == .amd and id.family == 0x19 and id.avx512) .hardware_prefetch else .software_prefetch;
 }
 
 /// longStreamsFor this CPU, decided once (software_prefetch off x86).
@@ -524,16 +538,18 @@ pub fn Decision(comptime Status: type, comptime decide: fn () Status) type {
     };
 }
 
-test "packLayersFor: Intel and AMD Zen 4" {
+test "packLayersFor: Intel and AMD Zen 3 and 4" {
     try std.testing.expect(packLayersFor(.{ .vendor = .intel, .family = 6 }));
     try std.testing.expect(packLayersFor(.{ .vendor = .amd, .family = 0x19 }));
+    try std.testing.expect(packLayersFor(.{ .vendor = .amd, .family = 0x19, .avx512 = true }));
     try std.testing.expect(!packLayersFor(.{ .vendor = .amd, .family = 0x1a }));
     try std.testing.expect(!packLayersFor(.{ .vendor = .amd, .family = 0x17 }));
     try std.testing.expect(!packLayersFor(.{}));
 }
 
 test "longStreamsFor: the hardware prefetchers on AMD Zen 4 only" {
-    try std.testing.expectEqual(LongStreams.hardware_prefetch, longStreamsFor(.{ .vendor = .amd, .family = 0x19 }));
+    try std.testing.expectEqual(LongStreams.hardware_prefetch, longStreamsFor(.{ .vendor = .amd, .family = 0x19, .avx512 = true }));
+    try std.testing.expectEqual(LongStreams.software_prefetch, longStreamsFor(.{ .vendor = .amd, .family = 0x19 })); // Zen 3
     try std.testing.expectEqual(LongStreams.software_prefetch, longStreamsFor(.{ .vendor = .amd, .family = 0x1a }));
     try std.testing.expectEqual(LongStreams.software_prefetch, longStreamsFor(.{ .vendor = .intel, .family = 6 }));
     try std.testing.expectEqual(LongStreams.software_prefetch, longStreamsFor(.{}));

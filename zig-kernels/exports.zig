@@ -102,8 +102,8 @@ export fn kiln_bf16_status() i32 {
 }
 
 /// 1 when loading packs the layers' matmul weights by default on this CPU (cpu.zig packLayersFor)
-/// and this build has packed layouts (only the x86_64-v4 library: a Zen 3 is family 0x19 like a
-/// Zen 4 but loads the AVX2 library, which packs nothing).
+/// and this build has packed layouts (the x86_64-v4 and x86_64-v3 libraries: not the baseline
+/// one, which an old CPU of a packing family may load).
 export fn kiln_pack_layers_default() u32 {
     return @intFromBool(cpu.packLayersDefault() and packed_rows.hasLayout(.q4_0));
 }

@@ -14,6 +14,8 @@
 //! cpu.zig packLayersFor): decode reads them as one stream with ~4–6 vector µops per 128
 //! multiply-adds against ~20 in place, and prefill on AMX takes its B tiles from the copy
 //! (amx.zig packBPacked). Elsewhere prefill keeps the in-place interleaving of repack.zig.
+//! The AVX2 library (x86_64-v3, AMD Zen 3) has the legacy types' copies too, in the same layout,
+//! read 8 rows a vector (Layout dotHalves): its in-place decode kernels are compute-bound.
 //!
 //! Layout, per group of 16 rows (n_out % 16 == 0), per block of 32 columns: `groups` vectors of
 //! 16 rows × 4 quant bytes (row r's bytes 4g..4g+3 in lane r of vector g; Q8_0 biased by +128 to
@@ -51,9 +53,16 @@ extern fn @"llvm.x86.avx512.vpdpwssd.512"(acc: @Vector(16, i32), a: @Vector(16, 
 
 pub const rows = repack.packed_rows;
 
-/// Types with a packed layout in this build (the x86_64-v4 library: 512-bit VNNI).
+/// The AVX2 build (x86_64-v3) reads the legacy types' copies 8 rows at a time: each 64-byte
+/// vector of a 16-row group as two halves (Layout dotHalves).
+const avx2_halves = !repack.available and cpu.has_avx2;
+/// This build has packed layouts: the x86_64-v4 library (512-bit VNNI) or the x86_64-v3 (AVX2).
+pub const built = repack.available or avx2_halves;
+
+/// Types with a packed layout in this build: every legacy type and Q4_K with 512-bit VNNI, the
+/// legacy types with AVX2 (not Q4_K: its copy's kernel is repack.zig's 16-row K-quant one).
 pub fn hasLayout(t: GgmlType) bool {
-    return repack.available and (isLegacy(t) or isK(t));
+    return (repack.available and (isLegacy(t) or isK(t))) or (avx2_halves and isLegacy(t));
 }
 
 /// The 32-element types with the legacy layout (Layout below). Q5_0 and Q5_1 since 2026-12-07:
@@ -77,6 +86,12 @@ fn isK(t: GgmlType) bool {
     return t == .q4_k;
 }
 
+/// The AMX prefill takes its B tiles from copies of type t (amx.kernelPacked; the x86_64-v4
+/// library only: the AVX2 build's copies hold Q8_0 unbiased, and there is no AMX there).
+fn amxReadsCopy(comptime t: GgmlType) bool {
+    return repack.available and amx.wired(t) and amx.supportsPacked(t);
+}
+
 /// The types loading packs (kiln_packed_supported): those with a layout, but not those the AMX
 /// prefill reads from the file's rows only (Q4_K, Q5_0, Q5_1: amx.routed but not
 /// amx.supportsPacked) where it is enabled: the copy would lose it.
@@ -86,6 +101,8 @@ pub fn supports(t: GgmlType) bool {
 
 /// Activation rows whose block sums one pass keeps on the stack: 16 rows × 1024 blocks (k ≤ 32768).
 const max_sum_entries = 16 * 1024;
+/// Activation rows per pass at most (rowsPerPass).
+const max_pass_rows = 64;
 /// Largest k the matmul takes (it checks; the binding never packs a wider matrix).
 pub const max_k = 32 * 1024;
 /// How far ahead of the block being read the stream prefetches (prefetches past the end of the
@@ -163,9 +180,14 @@ fn Layout(comptime t: GgmlType) type {
         const zero: i32 = switch (t) {
             .q4_0 => 8,
             .q5_0 => 16,
-            .q8_0 => 128,
+            .q8_0 => if (biased) 128 else 0,
             else => 0,
         };
+        /// Q8_0's quants stored +128 (unsigned, for vpdpbusd) in the 512-bit build; the AVX2
+        /// one dots them signed (repack.dotSignedAcc: biased bytes would saturate vpmaddubsw).
+        const biased = t == .q8_0 and repack.available;
+        /// The largest unsigned weight byte the AVX2 kernel dots (repack.dotAcc's bound).
+        const qmax: u32 = if (fifth) 31 else 15;
         const fifth_bytes: usize = if (fifth) 2 * groups * 8 else 0;
         const d_at = groups * 64 + fifth_bytes;
         const m_at = d_at + 2 * rows;
@@ -199,7 +221,7 @@ fn Layout(comptime t: GgmlType) type {
                     if (fifth) qh[r] = std.mem.readInt(u32, blk[qh_offset..][0..4], .little);
                     inline for (0..groups) |g| {
                         const v = std.mem.readInt(u32, blk[qs_offset + 4 * g ..][0..4], .little);
-                        words[g][r] = if (t == .q8_0) v ^ 0x80808080 else v;
+                        words[g][r] = if (biased) v ^ 0x80808080 else v;
                     }
                 }
                 inline for (0..groups) |g| @memcpy(out[g * 64 ..][0..64], std.mem.asBytes(&words[g]));
@@ -224,6 +246,73 @@ fn Layout(comptime t: GgmlType) type {
         /// together: S sequential streams advance side by side, and each activation block is
         /// read once for all of them. Each matrix's sums are dotGroup's, in its order: the same bits.
         inline fn dotGroups(comptime S: usize, comptime C: usize, comptime stream: bool, hint: legacy.PrefetchHint, blocks: [S][*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, sums: [*]const i32, y: [S][*]f32, y_stride: usize) void {
+            if (comptime avx2_halves) {
+                // Several activation rows: one matrix and one half at a time (C accumulators of
+                // 8 lanes and the half's 8 weight vectors; more spilled), the group's blocks
+                // re-read from cache for the second half.
+                if (C > 1) {
+                    inline for (0..S) |si| inline for (0..2) |h| {
+                        dotHalves(1, C, .{h}, stream and h == 0, hint, .{blocks[si]}, nb, a, act_bytes, sums, .{y[si]}, y_stride);
+                    };
+                } else dotHalves(S, C, .{ 0, 1 }, stream, hint, blocks, nb, a, act_bytes, sums, y, y_stride);
+            } else dotGroups512(S, C, stream, hint, blocks, nb, a, act_bytes, sums, y, y_stride);
+        }
+
+        /// dotGroups on AVX2 for the 8-row halves `hs` of the group (half h: rows 8h..8h+7, bytes
+        /// 32h..32h+31 of each 64-byte vector, d and m words 8h..8h+7): vpmaddubsw/vpmaddwd
+        /// (repack.dotAcc, dotSignedAcc for Q8_0's signed quants) give the 512-bit kernel's exact
+        /// integer sums, and the float operations per output are its own, in its order: the
+        /// same bits as the x86_64-v4 library's copy.
+        inline fn dotHalves(comptime S: usize, comptime C: usize, comptime hs: anytype, comptime stream: bool, hint: legacy.PrefetchHint, blocks: [S][*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, sums: [*]const i32, y: [S][*]f32, y_stride: usize) void {
+            const V = @Vector(32, u8);
+            const VI = @Vector(8, i32);
+            const VF = @Vector(8, f32);
+            const mask: V = @splat(0x0f);
+            const H = hs.len;
+            var accs: [S][C][H]VF = @splat(@splat(@splat(@splat(0))));
+            for (0..nb) |b| inline for (0..S) |si| {
+                const blk = blocks[si] + b * block_bytes;
+                if (stream) legacy.prefetchLines(hint, blk + prefetch_ahead, block_bytes);
+                inline for (hs, 0..) |h, hi| {
+                    const dw: VF = @floatCast(@as(@Vector(8, f16), @bitCast(blk[d_at + 16 * h ..][0..16].*)));
+                    const mw: VF = if (has_min) @floatCast(@as(@Vector(8, f16), @bitCast(blk[m_at + 16 * h ..][0..16].*))) else undefined;
+                    // Nibble types: low nibbles of groups 0..3, then the high ones.
+                    var wq: [2 * groups]V = undefined;
+                    inline for (0..groups) |g| {
+                        const v: V = blk[g * 64 + 32 * h ..][0..32].*;
+                        if (nibbles) {
+                            wq[g] = v & mask;
+                            wq[groups + g] = (v >> @splat(4)) & mask;
+                            if (fifth) inline for (0..2) |half| {
+                                const bits = std.mem.readInt(u32, blk[groups * 64 + 8 * (2 * g + half) + 4 * h ..][0..4], .little);
+                                wq[half * groups + g] |= legacy.highBits(bits);
+                            };
+                        } else wq[g] = v;
+                    }
+                    inline for (0..C) |ci| {
+                        const ab = a + ci * act_bytes + b * ActQ8_0.type_size;
+                        var s: VI = @splat(0);
+                        if (nibbles) {
+                            var x: [2 * groups]VI = undefined;
+                            inline for (0..2 * groups) |j| x[j] = @splat(std.mem.readInt(i32, ab[8 + 4 * j ..][0..4], .little));
+                            s = repack.dotAcc(qmax, 2 * groups, s, wq, x);
+                        } else inline for (0..groups) |g| {
+                            s = repack.dotSignedAcc(s, wq[g], @splat(std.mem.readInt(i32, ab[8 + 4 * g ..][0..4], .little)));
+                        }
+                        const exact = if (zero != 0) s - @as(VI, @splat(zero * sums[ci * nb + b])) else s;
+                        const da: VF = @splat(@bitCast(std.mem.readInt(u32, ab[0..4], .little)));
+                        const acc = &accs[si][ci][hi];
+                        acc.* = @mulAdd(VF, @floatFromInt(exact), dw * da, acc.*);
+                        if (has_min) acc.* = @mulAdd(VF, mw, @splat(@bitCast(std.mem.readInt(u32, ab[4..8], .little))), acc.*);
+                    }
+                }
+            };
+            inline for (0..S) |si| inline for (0..C) |ci| inline for (hs, 0..) |h, hi| {
+                y[si][ci * y_stride + 8 * h ..][0..8].* = accs[si][ci][hi];
+            };
+        }
+
+        inline fn dotGroups512(comptime S: usize, comptime C: usize, comptime stream: bool, hint: legacy.PrefetchHint, blocks: [S][*]const u8, nb: usize, a: [*]const u8, act_bytes: usize, sums: [*]const i32, y: [S][*]f32, y_stride: usize) void {
             const V64 = @Vector(64, u8);
             const mask: V64 = @splat(0x0f);
             var accs: [S][C]@Vector(16, f32) = @splat(@splat(@splat(0)));
@@ -384,10 +473,11 @@ pub fn packedBytes(t: GgmlType, n_out: usize, k: usize) usize {
 /// pages from the resident set, so packing never holds both copies: peak memory grows by about
 /// one task's worth, not by the tensor.
 pub fn pack(t: GgmlType, w: [*]const u8, n_out: usize, k: usize, dst: [*]u8, release_source: bool) void {
-    if (comptime !repack.available) unreachable;
+    if (comptime !built) unreachable;
     std.debug.assert(hasLayout(t) and n_out % rows == 0 and k % quant.blockSize(t) == 0);
     switch (t) {
         inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k => |ct| {
+            if (comptime !hasLayout(ct)) unreachable;
             const L = Layout(ct);
             const Ctx = struct { w: [*]const u8, row_bytes: usize, nb: usize, dst: [*]u8, groups_per_task: usize, n_groups: usize, release: bool };
             const run = struct {
@@ -434,17 +524,17 @@ pub fn gatedFfn(t: GgmlType, p_gate: [*]const u8, p_up: [*]const u8, n_ff: usize
 
 /// matmul (up null) or gatedFfn: the AMX prefill or the invariant kernel.
 fn dispatch(t: GgmlType, p: [*]const u8, up: ?Up, n_out: usize, k: usize, xq: [*]const u8, m: usize, y: [*]f32, y_stride: usize) void {
-    if (comptime !repack.available) unreachable;
+    if (comptime !built) unreachable;
     std.debug.assert(hasLayout(t) and n_out % rows == 0 and k % quant.blockSize(t) == 0 and k <= max_k);
     switch (t) {
         inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1 => |ct| {
-            if (comptime amx.wired(ct) and amx.supportsPacked(ct)) {
+            if (comptime amxReadsCopy(ct)) {
                 // amx.enabled() decides (a self-check on first use) on the calling thread.
                 if (m > max_invariant_rows and amx.enabled()) return matmulAmx(ct, p, up, n_out, k, xq, m, y, y_stride);
             }
             matmulTyped(ct, p, up, n_out, k, xq, m, y, y_stride);
         },
-        .q4_k => if (m > max_invariant_rows) matmulPrefillQ4K(p, up, n_out, k, xq, m, y, y_stride) else matmulTyped(.q4_k, p, up, n_out, k, xq, m, y, y_stride),
+        .q4_k => if (comptime !hasLayout(.q4_k)) unreachable else if (m > max_invariant_rows) matmulPrefillQ4K(p, up, n_out, k, xq, m, y, y_stride) else matmulTyped(.q4_k, p, up, n_out, k, xq, m, y, y_stride),
         else => unreachable,
     }
 }
@@ -586,9 +676,12 @@ fn decodeTask(comptime t: GgmlType) fn (DecodeCtx, usize) void {
     }.f;
 }
 
-/// Activation rows of one pass: those whose block sums fit the stack's max_sum_entries, ≤ 16.
+/// Activation rows of one pass: those whose block sums fit the stack's max_sum_entries, ≤ 64.
+/// Each pass streams the whole matrix; its tasks read a group's blocks once from memory and
+/// again from cache for each tile of ≤ 4 rows. Passes of 16 rows (before 2026-12-07) read a
+/// 512-token prefill's weights 32 times.
 fn rowsPerPass(nb: usize) usize {
-    return @max(1, @min(16, max_sum_entries / nb));
+    return @max(1, @min(max_pass_rows, max_sum_entries / nb));
 }
 
 /// Σa per (activation row, block) of mm prepared rows (ActQ8_0) for the integer zero-point
@@ -640,7 +733,7 @@ pub const Part = struct { t: GgmlType, p: [*]const u8, n_out: usize, y: [*]f32 }
 /// their prepared activations are the same (quant.actKind: Gemma's V is Q8_0 in some layers,
 /// its Q and K Q5_0). Larger batches take three matmul calls.
 pub fn matmul3(parts: [3]Part, k: usize, xq: [*]const u8, m: usize) void {
-    if (comptime !repack.available) unreachable;
+    if (comptime !built) unreachable;
     for (parts) |q| std.debug.assert(hasLayout(q.t) and quant.actKind(q.t) == quant.actKind(parts[0].t) and q.n_out % rows == 0 and k % quant.blockSize(q.t) == 0 and k <= max_k);
     if (m > max_invariant_rows) {
         for (parts) |q| matmul(q.t, q.p, q.n_out, k, xq, m, q.y, q.n_out);
@@ -654,6 +747,7 @@ pub fn matmul3(parts: [3]Part, k: usize, xq: [*]const u8, m: usize) void {
     for (parts, 0..) |q, i| {
         switch (q.t) {
             inline .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_k => |ct| {
+                if (comptime !hasLayout(ct)) unreachable;
                 const L = Layout(ct);
                 const nb = k / L.block_elems;
                 // ≤ 16 rows × nb ≤ 1024 blocks: one pass. The sums depend on the rows alone.
@@ -684,11 +778,12 @@ pub fn matmul3(parts: [3]Part, k: usize, xq: [*]const u8, m: usize) void {
 // ---- tests ----------------------------------------------------------------------------------
 
 test "packed matmul: within rounding of the scalar dot, and every row bitwise the same at every batch size" {
-    if (!repack.available) return; // the packed layout is built for x86_64-v4 only
+    if (!built) return; // the packed layouts are built for x86_64-v4 and x86_64-v3 only
     const al = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(77);
     const rng = prng.random();
     inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1, GgmlType.q5_0, GgmlType.q5_1, GgmlType.q4_k }) |t| {
+        if (comptime !hasLayout(t)) continue;
         // k: one block, several, and a width that is no multiple of a vector's 64 bytes (K-quants:
         // one 256-element block, 3, 2).
         // The last shape is several tasks (groups of 16 rows of 4096 columns are 70 KB of Q8_0,
@@ -702,7 +797,7 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
             const k = shape[1];
             const rb = quant.rowBytes(t, k);
             const ab = quant.actRowBytes(t, k);
-            const m_max = 19; // more than one pass of 16 activation rows
+            const m_max = 67; // more than one pass of 64 activation rows
             const w = try al.alloc(u8, rb * n);
             defer al.free(w);
             const x = try al.alloc(f32, k * @max(n, m_max));
@@ -737,7 +832,7 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
             // the copy was packed from (matmul.zig's path for them), B tiles from the copy.
             const in_place = try al.alloc(f32, stride * m_max);
             defer al.free(in_place);
-            for ([_]usize{ 2, 3, 4, 5, 11, 16, 17, m_max }) |m| {
+            for ([_]usize{ 2, 3, 4, 5, 11, 16, 17, 64, m_max }) |m| {
                 @memset(got, 12345);
                 matmul(t, p.ptr, n, k, xq.ptr, m, got.ptr, stride);
                 // K-quant prefill from the copy: repack.zig's kernel, the bits of the rows alone.
@@ -747,8 +842,8 @@ test "packed matmul: within rounding of the scalar dot, and every row bitwise th
                 for (got[m * stride ..]) |g| try std.testing.expectEqual(@as(f32, 12345), g);
             }
             // The AMX path on the emulated tiles, on every machine (its wiring: groups, strides,
-            // a partial last activation group of the 19 rows, two tasks of 32 rows at n = 80).
-            if (comptime amx.wired(t) and amx.supportsPacked(t)) {
+            // a partial last activation group of the 67 rows, two tasks of 32 rows at n = 80).
+            if (comptime amxReadsCopy(t)) {
                 amx.test_emulate = true;
                 defer amx.test_emulate = false;
                 @memset(got, 12345);
@@ -791,12 +886,13 @@ test "softwarePrefetch: short streams and other types always, long Q4_0 and Q4_K
 }
 
 test "packed gated FFN: bitwise the two packed matmuls and the gated product, on every path" {
-    if (!repack.available) return;
+    if (!built) return;
     const al = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(78);
     const rng = prng.random();
     const norm = @import("norm.zig");
     inline for (.{ GgmlType.q8_0, GgmlType.q4_0, GgmlType.q4_1, GgmlType.q5_0, GgmlType.q5_1, GgmlType.q4_k }) |t| {
+        if (comptime !hasLayout(t)) continue;
         _ = pool.setThreads(3);
         defer _ = pool.setThreads(2);
         // n_ff: one group; five pieces of 32 rows and a half (two AMX tasks of 4 pieces); k odd in blocks.
@@ -835,7 +931,7 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
             const got = try al.alloc(f32, stride * (m_max + 1));
             defer al.free(got);
             for (0..2) |emulate| {
-                if (emulate == 1 and !(amx.wired(t) and amx.supportsPacked(t))) continue;
+                if (emulate == 1 and !amxReadsCopy(t)) continue;
                 amx.test_emulate = emulate == 1;
                 defer amx.test_emulate = false;
                 for ([_]usize{ 1, 3, 16, 17, 37, m_max }) |m| {
@@ -843,7 +939,7 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
                     matmul(t, ps[1].ptr, n, k, xq.ptr, m, u.ptr, n);
                     // On AMX the packed matmuls share matmulAmx's task arithmetic with the fused
                     // call: hold them to matmul.zig's own tasks over the file's rows as well.
-                    if (m > max_invariant_rows and amx.enabled() and amx.supportsPacked(t)) {
+                    if (m > max_invariant_rows and amx.enabled() and amxReadsCopy(t)) {
                         try expectInPlaceBits(t, ws[0].ptr, n, k, xq.ptr, m, g, want, n);
                         try expectInPlaceBits(t, ws[1].ptr, n, k, xq.ptr, m, u, want, n);
                     }
@@ -864,7 +960,7 @@ test "packed gated FFN: bitwise the two packed matmuls and the gated product, on
 }
 
 test "packed matmul3: each output bitwise its matmul, types mixed where their activations agree" {
-    if (!repack.available) return;
+    if (!built) return;
     const al = std.testing.allocator;
     var prng = std.Random.DefaultPrng.init(79);
     const rng = prng.random();
@@ -880,6 +976,7 @@ test "packed matmul3: each output bitwise its matmul, types mixed where their ac
     };
     const ns = [3]usize{ 16 * 40, 16, 16 * 5 };
     for (cases) |cs| {
+        if (!hasLayout(cs.ts[0])) continue; // Q4_K: 512-bit VNNI only
         const k = cs.k;
         const m_max = 17;
         const x = try al.alloc(f32, k * 16 * 40);

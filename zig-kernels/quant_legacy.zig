@@ -84,7 +84,7 @@ inline fn unpackNibbles(p: [*]const u8) @Vector(32, u8) {
 }
 
 /// Bit j of `h` → 16 in byte j, else 0 (the fifth bit of Q5_0/Q5_1 quants).
-inline fn highBits(h: u32) @Vector(32, u8) {
+pub inline fn highBits(h: u32) @Vector(32, u8) {
     const sixteen: @Vector(32, u8) = @splat(16);
     const zero: @Vector(32, u8) = @splat(0);
     if (comptime has_avx512bw) {

@@ -60,7 +60,7 @@ const VB = @Vector(4 * rows, u8);
 /// bytes broadcast (|byte| ≤ 128). VNNI: a vpdpbusd per group. AVX2: vpmaddubsw pair sums
 /// (≤ 2·qmax·128 each, never saturating) added in i16 for `per` groups at a time, so their sum
 /// stays ≤ 32767, then one vpmaddwd by 1 into i32: exactly the same integers.
-inline fn dotAcc(comptime qmax: u32, comptime n: usize, acc: VI, u: [n]VB, s: [n]VI) VI {
+pub inline fn dotAcc(comptime qmax: u32, comptime n: usize, acc: VI, u: [n]VB, s: [n]VI) VI {
     var r = acc;
     if (comptime available) {
         inline for (0..n) |g| r = @"llvm.x86.avx512.vpdpbusd.512"(r, @bitCast(u[g]), s[g]);
@@ -80,7 +80,7 @@ inline fn dotAcc(comptime qmax: u32, comptime n: usize, acc: VI, u: [n]VB, s: [n
 
 /// AVX2's signed × signed group dot (Q8_0's unbiased quants q): |q| times the activation bytes
 /// given q's sign (zero where q is 0), |q|·sign(a, q) = q·a; pair sums ≤ 2·128·127 < 32768.
-inline fn dotSignedAcc(acc: VI, q: VB, s: VI) VI {
+pub inline fn dotSignedAcc(acc: VI, q: VB, s: VI) VI {
     const qi: @Vector(32, i8) = @bitCast(q);
     const p = @"llvm.x86.avx2.pmadd.ub.sw"(@bitCast(@abs(qi)), @"llvm.x86.avx2.psign.b"(@bitCast(s), qi));
     return acc +% @"llvm.x86.avx2.pmadd.wd"(p, @splat(1));

@@ -212,7 +212,8 @@ const packedCopies = new WeakMap<Tensor, PackedCopy>();
  * Why `w` cannot be packed by this build, or null when it can: the layout exists for Q8_0, Q4_0,
  * Q4_1, Q5_0, Q5_1 and Q4_K (not Q5_0, Q5_1 or Q4_K where the AMX prefill, which reads them in
  * place, is enabled) on the
- * AVX-512 VNNI library, for 2-D weights of whole 16-row groups.
+ * AVX-512 VNNI library, and Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 on the AVX2 one, for 2-D weights of
+ * whole 16-row groups.
  */
 export function packUnsupportedReason(w: Tensor): string | null {
   if (w.rank !== 2) return `${w} is not 2-D`;
