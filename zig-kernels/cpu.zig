@@ -415,22 +415,24 @@ pub fn prefetchPolicyFor(id: X86Identity) PrefetchPolicy {
 /// Q8_0 1.09–1.13× and Q4_0 1.09–1.26× llama.cpp's speed (two runs) where in place it ran 0.79×
 /// and 0.96×, and prefill from it on AMX is 1.03–1.07× the in-place AMX kernel's
 /// (docs/performance/intel-amx.md).
-/// AMD Zen 4 (family 0x19 with the AVX-512 VNNI build): once the copies were one buffer of 2 MiB pages (memory.zig alloc), on a 2-thread EPYC
-/// family 25 model 17 (2026-12-07) SmolLM2-135M-Instruct Q4_1 decoded 1.3× faster from them (one
-/// process, both loaded, steps alternated: 4.55 → 3.48 ms/token p50; separate processes
-/// 5.2–6.0 → 3.7–4.0), TinyLlama-shape Q8_0 decode the same and Q4_0 2–3% slower, and 512-token
-/// prefill 1.25× (Q4_0), 1.14× (Q8_0) and 1.08–1.11× (SmolLM2) faster: the in-place 4-bit decode
-/// kernels compute only ~19–22 GB/s of weights per thread there, about this host's bandwidth
-/// share, and the copy's ~3× cheaper arithmetic leaves the stream the bottleneck.
+/// AMD Zen 4 (family 0x19 with the AVX-512 VNNI build): once the copies were one buffer of
+/// 2 MiB pages (memory.zig alloc), on a 2-thread EPYC family 25 model 17 (2026-12-07)
+/// SmolLM2-135M-Instruct Q4_1 decoded 1.3× faster from them (one process, both loaded, steps
+/// alternated: 4.55 → 3.48 ms/token p50; separate processes 5.2–6.0 → 3.7–4.0),
+/// TinyLlama-shape Q8_0 decode the same and Q4_0 2–3% slower, and 512-token prefill 1.25×
+/// (Q4_0), 1.14× (Q8_0) and 1.08–1.11× (SmolLM2) faster: the in-place 4-bit decode kernels
+/// compute only ~19–22 GB/s of weights per thread there, about this host's bandwidth share, and
+/// the copy's ~3× cheaper arithmetic leaves the stream the bottleneck.
 /// AMD Zen 3 (family 0x19 without AVX-512: the x86_64-v3 library's copies of the legacy types,
 /// read 8 rows a vector; EPYC family 25 model 1, 2 threads, 2026-12-07): the in-place AVX2 decode
 /// kernels are compute-bound there (~10 cycles a Q4_0 block), the copies stream. One op over
 /// every layer, in place → copy (bench/model-matmul-ab.ts T=2, p50 GB/s): TinyLlama-shape Q4_0
 /// gate+up 12.3 → 24.1, ffn_down 11.8 → 21.8; SmolLM2 Q4_1 gate+up 9.7 → 25.3, ffn_down 8.6 →
 /// 20.9; Gemma 3 270M's Q5_0 gate+up 9.8 → 16.3, attn_q 9.5 → 21.4; Q8_0 gate+up 25.9 → 29.4,
-/// ffn_down and attn_q 4–7% slower. Whole decode, kiln ÷ llama.cpp in one run each (`kiln
-/// bench`): TinyLlama-shape Q4_0 0.90× → 1.75×, SmolLM2 1.25× → 2.59×, Gemma 3 270M 1.38× →
-/// 1.54×, Q8_0 1.22× → 1.53×; 512-token prefill from the copies within ~5% of the in-place
+/// ffn_down and attn_q 4–7% slower. Whole decode, kiln ÷ llama.cpp pair by pair (`kiln bench`;
+/// in place at 21:25 → copies at 23:10 and in the 23:57 suite run): TinyLlama-shape Q4_0 0.90× →
+/// 1.75×, 2.08×; SmolLM2 1.25× → 2.59×, 2.06×; Gemma 3 270M 1.38× → 1.54×, 1.91×; Q8_0 1.22× →
+/// 1.53×, 1.36× (docs/performance/other.md); 512-token prefill from the copies within ~5% of the in-place
 /// interleaved kernels (M=512 above: Q4_0 gate+up 178 against 182–193 GFLOP/s).
 /// Zen 5 and every other CPU keep the weights in the file: not measured with the copies in
 /// huge pages.

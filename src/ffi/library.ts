@@ -495,7 +495,8 @@ export function prefetchPolicy(): {
 }
 
 /**
- * Whether loading copies the layers' Q8_0/Q4_0 matmul weights into the packed 16-row layout
+ * Whether loading copies the layers' matmul weights (the types zig-kernels/packed.zig has a layout
+ * for in the loaded library) into the packed 16-row layout
  * when LoadOptions.packLayers is not given, and who chose: KILN_PACK_LAYERS=0|1 (`env`), else
  * the CPU's measured choice (`cpu`: Intel and AMD family 0x19 — Zen 3 and Zen 4 — yes, others no,
  * and no where the loaded library has no packed layouts; zig-kernels/cpu.zig packLayersFor).
